@@ -1,0 +1,75 @@
+//! `/v1/devices` (the open catalogue) and `/v1/devices/{id}/latest` (newest value per quantity).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::{error::ApiError, open_device, round, rfc3339, AppState};
+
+#[derive(Serialize)]
+struct CatalogueEntry<'a> {
+    id: &'a str,
+    name: &'a str,
+    profile: &'a str,
+    lat: f64,
+    lon: f64,
+    height_m: Option<f64>,
+    district: &'a str,
+    owner: &'a str,
+    licence: &'a str,
+    installed: Option<String>,
+    last_seen: Option<String>,
+}
+
+/// Every open device with its metadata and when it was last heard from.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let devices = state.devices.clone();
+    let store = state.store.clone();
+    let body = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let mut entries = Vec::new();
+        for d in devices.iter().filter(|d| d.visibility == crate::devices::Visibility::Open) {
+            let last_seen = store.last_seen(&d.id)?.map(rfc3339);
+            entries.push(CatalogueEntry {
+                id: d.id.as_str(),
+                name: &d.name,
+                profile: &d.profile,
+                lat: d.lat,
+                lon: d.lon,
+                height_m: d.height_m,
+                district: &d.district,
+                owner: &d.owner,
+                licence: &d.licence,
+                installed: d.installed.map(|i| i.to_string()),
+                last_seen,
+            });
+        }
+        Ok(json!({ "devices": entries }))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(body))
+}
+
+/// The newest reading of each quantity of one open device.
+pub async fn latest(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let device = open_device(&state, &id)?;
+    let store = state.store.clone();
+    let id = device.id.clone();
+    let readings = tokio::task::spawn_blocking(move || store.latest(&id))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let readings: Vec<Value> = readings
+        .iter()
+        .map(|r| {
+            json!({
+                "quantity": r.quantity.name(),
+                "value": round(r.value),
+                "unit": r.quantity.unit(),
+                "time": rfc3339(r.time),
+                "quality": r.flag.as_str(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "device": device.id, "licence": device.licence, "readings": readings })))
+}

@@ -1,0 +1,244 @@
+//! Layered configuration: built-in defaults, then an optional TOML file, then `MESSNETZ__SECTION__KEY` variables.
+//!
+//! Each section is read on its own so that one start reports the errors of every section,
+//! each with its key path, instead of stopping at the first.
+
+mod settings;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+pub use settings::*;
+
+/// The documented default configuration, printed by `messnetz config default`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// One problem in the configuration, with the key path it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `mqtt.port` or `mqtt.subscriptions[0].format`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in one configuration.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Load settings from the optional file and the process environment.
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigErrors> {
+    load_with_env(file, std::env::vars())
+}
+
+/// Load settings from the optional file and the given environment (tests pass their own).
+pub fn load_with_env(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigErrors> {
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("MESSNETZ__"))
+        .collect();
+    let mut builder = config::Config::builder();
+    if let Some(file) = file {
+        if !file.exists() {
+            return Err(ConfigErrors(vec![ConfigError {
+                path: "--config".into(),
+                message: format!("file {} does not exist", file.display()),
+            }]));
+        }
+        builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("MESSNETZ")
+            .separator("__")
+            .source(Some(env)),
+    );
+    let built = builder.build().map_err(|e| {
+        ConfigErrors(vec![ConfigError { path: file.map(|f| f.display().to_string()).unwrap_or_default(), message: e.to_string() }])
+    })?;
+    from_config(built)
+}
+
+fn from_config(cfg: config::Config) -> Result<Settings, ConfigErrors> {
+    let sections: BTreeMap<String, config::Value> = cfg
+        .try_deserialize()
+        .map_err(|e| ConfigErrors(vec![ConfigError { path: String::new(), message: e.to_string() }]))?;
+    let mut errors = Vec::new();
+    let mut settings = Settings::default();
+    for (name, value) in sections {
+        let result = match name.as_str() {
+            "broker" => section(&name, value).map(|s| settings.broker = s),
+            "mqtt" => section(&name, value).map(|s| settings.mqtt = s),
+            "ingest" => section(&name, value).map(|s| settings.ingest = s),
+            "store" => section(&name, value).map(|s| settings.store = s),
+            "api" => section(&name, value).map(|s| settings.api = s),
+            "devices" => section(&name, value).map(|s| settings.devices = s),
+            "profiles" => section(&name, value).map(|s| settings.profiles = s),
+            _ => Err(ConfigError {
+                path: name.clone(),
+                message: "unknown section; expected one of broker, mqtt, ingest, store, api, devices, profiles".into(),
+            }),
+        };
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    errors.extend(validate(&settings));
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn section<T: serde::de::DeserializeOwned>(name: &str, value: config::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." || inner.is_empty() { name.to_owned() } else { format!("{name}.{inner}") };
+        ConfigError { path, message: e.into_inner().to_string() }
+    })
+}
+
+/// Checks that serde can't express: ranges and cross-field rules.
+fn validate(s: &Settings) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut err = |path: &str, message: &str| errors.push(ConfigError { path: path.into(), message: message.into() });
+    if s.mqtt.host.trim().is_empty() {
+        err("mqtt.host", "expected a host name or address, got an empty string");
+    }
+    if s.mqtt.client_id.is_empty() || s.mqtt.client_id.len() > 128 {
+        err("mqtt.client_id", "expected 1 to 128 characters");
+    }
+    if s.mqtt.keep_alive_s < 5 {
+        err("mqtt.keep_alive_s", "expected at least 5 seconds");
+    }
+    if s.mqtt.reconnect_min_ms == 0 || s.mqtt.reconnect_min_ms > s.mqtt.reconnect_max_ms {
+        err("mqtt.reconnect_min_ms", "expected 1 ms or more and no more than mqtt.reconnect_max_ms");
+    }
+    if s.mqtt.subscriptions.is_empty() {
+        err("mqtt.subscriptions", "expected at least one subscription");
+    }
+    if s.mqtt.password.is_some() && s.mqtt.username.is_none() {
+        err("mqtt.password", "a password needs mqtt.username too");
+    }
+    for (i, sub) in s.mqtt.subscriptions.iter().enumerate() {
+        if let Err(why) = crate::sources::topic::validate_filter(&sub.topic) {
+            err(&format!("mqtt.subscriptions[{i}].topic"), &why);
+        }
+        if sub.qos > 1 {
+            err(&format!("mqtt.subscriptions[{i}].qos"), "expected 0 or 1");
+        }
+    }
+    if let Some(tls) = &s.mqtt.tls {
+        if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+            err("mqtt.tls", "client_cert_file and client_key_file go together");
+        }
+    }
+    if s.ingest.queue_capacity == 0 {
+        err("ingest.queue_capacity", "expected at least 1");
+    }
+    if s.ingest.max_batch == 0 {
+        err("ingest.max_batch", "expected at least 1");
+    }
+    if s.api.max_points == 0 {
+        err("api.max_points", "expected at least 1");
+    }
+    if s.broker.enabled && s.broker.max_inflight == 0 {
+        err("broker.max_inflight", "expected at least 1");
+    }
+    if s.broker.enabled && (s.broker.max_segment_count == 0 || s.broker.max_segment_size_bytes < 1024) {
+        err("broker.max_segment_size_bytes", "expected at least 1024 bytes and max_segment_count of 1 or more");
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("messnetz.toml");
+        std::fs::write(&file, toml).unwrap();
+        load_with_env(Some(&file), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn documented_default_file_equals_built_in_defaults() {
+        assert_eq!(load_str(DEFAULT_TOML, &[]).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn no_file_and_no_env_gives_defaults() {
+        assert_eq!(load_with_env(None, Vec::new()).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let s = load_str("[mqtt]\nport = 1884\n", &[("MESSNETZ__MQTT__PORT", "2883"), ("MESSNETZ__BROKER__ENABLED", "false")]).unwrap();
+        assert_eq!(s.mqtt.port, 2883);
+        assert!(!s.broker.enabled);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let errors = load_str(
+            "[mqtt]\nport = \"x\"\nbogus = 1\n[api]\nlisten = \"nowhere\"\n[extra]\na = 1\n[[mqtt.subscriptions]]\ntopic = \"a/#/b\"\nformat = \"ttn-v3\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .0;
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.iter().any(|p| p.starts_with("mqtt")), "{errors:?}");
+        assert!(paths.contains(&"api.listen"), "{errors:?}");
+        assert!(paths.contains(&"extra"), "{errors:?}");
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let errors = load_str("[store]\npaht = \"x\"\n", &[]).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("paht"), "{}", errors[0]);
+        assert!(errors[0].path.starts_with("store"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn subscription_errors_name_the_index() {
+        let errors = load_str("[[mqtt.subscriptions]]\ntopic = \"a/#/b\"\nformat = \"ttn-v3\"\nqos = 2\n", &[])
+            .unwrap_err()
+            .0;
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["mqtt.subscriptions[0].topic", "mqtt.subscriptions[0].qos"]);
+    }
+
+    #[test]
+    fn bad_format_names_the_expected_values() {
+        let errors = load_str("[[mqtt.subscriptions]]\ntopic = \"a\"\nformat = \"ttn\"\n", &[]).unwrap_err().0;
+        assert!(errors[0].message.contains("ttn-v3"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let s = load_str("[mqtt]\nusername = \"u\"\npassword = \"hunter2\"\n", &[]).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.mqtt.password.unwrap().expose(), "hunter2");
+    }
+}

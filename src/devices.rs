@@ -1,0 +1,218 @@
+//! The device registry: which device sent an uplink, its profile, and the metadata the API publishes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DevEui, DeviceId};
+
+/// Who may see a device's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Published in the open API.
+    Open,
+    /// Stored, but never shown in the open API.
+    Internal,
+}
+
+/// One `[[device]]` entry of the devices file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// The gateway's id of the device: used in URLs and store keys.
+    pub id: DeviceId,
+    /// Human-readable name.
+    pub name: String,
+    /// Id of the sensor profile that decodes its payloads.
+    pub profile: String,
+    /// LoRaWAN DevEUI (16 hex digits).
+    #[serde(default)]
+    pub dev_eui: Option<DevEui>,
+    /// Device id in the network server (The Things Stack `device_id`), when it differs from `id`.
+    #[serde(default)]
+    pub ns_device_id: Option<String>,
+    /// WGS 84 latitude in degrees.
+    pub lat: f64,
+    /// WGS 84 longitude in degrees.
+    pub lon: f64,
+    /// Height of the sensor above ground, in metres.
+    #[serde(default)]
+    pub height_m: Option<f64>,
+    /// City district the device stands in.
+    pub district: String,
+    /// The department that owns the device and its data.
+    pub owner: String,
+    /// Licence of the published data, e.g. `dl-by-de/2.0`.
+    pub licence: String,
+    /// `open` (published) or `internal` (stored only).
+    pub visibility: Visibility,
+    /// Installation date.
+    #[serde(default)]
+    pub installed: Option<NaiveDate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevicesFile {
+    #[serde(default)]
+    device: Vec<Device>,
+}
+
+/// Why the devices file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum DevicesError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: device[{index}] ({id}): {message}")]
+    Invalid { path: PathBuf, index: usize, id: String, message: String },
+}
+
+/// All devices, indexed by every key an uplink can name them by.
+#[derive(Debug, Default)]
+pub struct DeviceRegistry {
+    devices: Vec<Arc<Device>>,
+    by_id: HashMap<DeviceId, usize>,
+    by_eui: HashMap<DevEui, usize>,
+    by_ns_id: HashMap<String, usize>,
+}
+
+impl DeviceRegistry {
+    /// Load and check the devices file. Every problem is returned, not just the first.
+    /// `profile_exists` tells whether a profile id is known.
+    pub fn load(path: &Path, profile_exists: impl Fn(&str) -> bool) -> Result<Self, Vec<DevicesError>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| vec![DevicesError::Read { path: path.to_owned(), source }])?;
+        Self::parse(path, &text, profile_exists)
+    }
+
+    pub fn parse(path: &Path, text: &str, profile_exists: impl Fn(&str) -> bool) -> Result<Self, Vec<DevicesError>> {
+        let file: DevicesFile = toml::from_str(text)
+            .map_err(|e| vec![DevicesError::Parse { path: path.to_owned(), message: e.to_string() }])?;
+        let mut registry = DeviceRegistry::default();
+        let mut errors = Vec::new();
+        for (index, device) in file.device.into_iter().enumerate() {
+            let mut invalid = |message: String| {
+                errors.push(DevicesError::Invalid { path: path.to_owned(), index, id: device.id.to_string(), message })
+            };
+            if !profile_exists(&device.profile) {
+                invalid(format!("profile: no sensor profile {:?}", device.profile));
+            }
+            if !(-90.0..=90.0).contains(&device.lat) || !(-180.0..=180.0).contains(&device.lon) {
+                invalid(format!("lat/lon: ({}, {}) is not a position on Earth", device.lat, device.lon));
+            }
+            if registry.by_id.contains_key(&device.id) {
+                invalid("id: used by an earlier device".into());
+            }
+            if let Some(eui) = device.dev_eui {
+                if registry.by_eui.contains_key(&eui) {
+                    invalid(format!("dev_eui: {eui} is used by an earlier device"));
+                }
+            }
+            let i = registry.devices.len();
+            registry.by_id.insert(device.id.clone(), i);
+            if let Some(eui) = device.dev_eui {
+                registry.by_eui.insert(eui, i);
+            }
+            let ns_id = device.ns_device_id.clone().unwrap_or_else(|| device.id.to_string());
+            registry.by_ns_id.entry(ns_id).or_insert(i);
+            registry.devices.push(Arc::new(device));
+        }
+        if errors.is_empty() {
+            Ok(registry)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Device>> {
+        let id = DeviceId::parse(id).ok()?;
+        self.by_id.get(&id).map(|&i| &self.devices[i])
+    }
+
+    /// Find the sender of an uplink: by DevEUI first (unique across networks), then by the
+    /// network server's device id.
+    pub fn find(&self, dev_eui: Option<DevEui>, ns_device_id: Option<&str>) -> Option<&Arc<Device>> {
+        dev_eui
+            .and_then(|eui| self.by_eui.get(&eui))
+            .or_else(|| ns_device_id.and_then(|id| self.by_ns_id.get(id)))
+            .map(|&i| &self.devices[i])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Device>> {
+        self.devices.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[[device]]
+id = "a"
+name = "A"
+profile = "p"
+dev_eui = "a840410000000001"
+lat = 48.1
+lon = 11.5
+district = "Mitte"
+owner = "Umweltamt"
+licence = "dl-by-de/2.0"
+visibility = "open"
+
+[[device]]
+id = "b"
+name = "B"
+profile = "p"
+ns_device_id = "ttn-b"
+lat = 48.1
+lon = 11.5
+district = "Mitte"
+owner = "Umweltamt"
+licence = "dl-by-de/2.0"
+visibility = "internal"
+installed = "2026-03-01"
+"#;
+
+    #[test]
+    fn finds_devices_by_eui_then_network_id() {
+        let r = DeviceRegistry::parse(Path::new("d.toml"), FILE, |p| p == "p").unwrap();
+        let eui = DevEui::parse("A840410000000001").unwrap();
+        assert_eq!(r.find(Some(eui), Some("whatever")).unwrap().id.as_str(), "a");
+        assert_eq!(r.find(None, Some("ttn-b")).unwrap().id.as_str(), "b");
+        assert_eq!(r.find(None, Some("a")).unwrap().id.as_str(), "a");
+        assert!(r.find(None, Some("b")).is_none());
+        assert!(r.find(Some(DevEui([0; 8])), None).is_none());
+    }
+
+    #[test]
+    fn reports_every_invalid_device() {
+        let text = FILE.replace("profile = \"p\"", "profile = \"nope\"").replace("lat = 48.1\nlon = 11.5\ndistrict = \"Mitte\"\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"internal\"", "lat = 98.1\nlon = 11.5\ndistrict = \"Mitte\"\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"internal\"");
+        let errors = DeviceRegistry::parse(Path::new("d.toml"), &text, |p| p == "p").unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert!(text[0].contains("device[0] (a): profile"), "{text:?}");
+        assert!(text[2].contains("device[1] (b): lat/lon"), "{text:?}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let err = DeviceRegistry::parse(Path::new("d.toml"), "[[device]]\nid = \"a\"\nnmae = 1\n", |_| true).unwrap_err();
+        let msg = err[0].to_string();
+        assert!(msg.contains("d.toml") && msg.contains("line 3") && msg.contains("nmae"), "{msg}");
+    }
+}

@@ -1,0 +1,26 @@
+//! messnetz: a gateway for a city's weather and climate sensor network.
+//!
+//! Data flows top to bottom, and so do the modules:
+//!
+//! - [`config`] turns the TOML file and `MESSNETZ__` variables into typed [`config::Settings`].
+//! - [`broker`] starts the embedded MQTT broker of the zero-setup default.
+//! - [`sources`] holds the MQTT connection ([`sources::mqtt`]) and one parser per message
+//!   format (The Things Stack v3, ChirpStack v4), each producing an [`sources::Uplink`].
+//! - [`devices`] finds the device an uplink came from; [`profiles`] decodes its payload into
+//!   values of canonical [`model::Quantity`]s; [`quality`] flags each value.
+//! - [`ingest`] is the stage that ties these together and writes batches to the [`store`],
+//!   acknowledging messages to the broker only after their batch is durable.
+//! - [`api`] serves the stored data over HTTP; [`metrics`] counts what happened.
+//! - [`app`] wires the stages and owns shutdown.
+pub mod api;
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod devices;
+pub mod ingest;
+pub mod metrics;
+pub mod model;
+pub mod profiles;
+pub mod quality;
+pub mod sources;
+pub mod store;

@@ -1,0 +1,264 @@
+//! The `messnetz` command line: parse arguments, load config, start tracing, hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use messnetz::config::{self, Settings};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "messnetz", version, about = "Gateway for a city's weather and climate sensor network")]
+struct Cli {
+    /// TOML configuration file (defaults apply without one; MESSNETZ__SECTION__KEY overrides).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate configuration, devices and profiles without starting; non-zero exit on any problem.
+    Check,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Sensor profile tools.
+    Profiles {
+        #[command(subcommand)]
+        command: ProfilesCommand,
+    },
+    /// Decode one payload with a profile and print the readings as JSON.
+    Decode {
+        /// Profile id, e.g. dragino-lht65.
+        #[arg(long)]
+        profile: String,
+        /// LoRaWAN FPort of the uplink.
+        #[arg(long)]
+        fport: Option<u8>,
+        /// The payload in hex.
+        #[arg(long)]
+        hex: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the documented default configuration.
+    Default,
+}
+
+#[derive(Subcommand)]
+enum ProfilesCommand {
+    /// List the ids of the loaded profiles.
+    List,
+    /// Check every profile's examples (or one profile's).
+    Test { id: Option<String> },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Config { command: ConfigCommand::Default } => {
+            print!("{}", config::DEFAULT_TOML);
+            ExitCode::SUCCESS
+        }
+        Command::Run => match load(cli.config) {
+            Ok(settings) => run(settings),
+            Err(code) => code,
+        },
+        Command::Check => match load(cli.config) {
+            Ok(settings) => check(&settings),
+            Err(code) => code,
+        },
+        Command::Profiles { command } => match load(cli.config) {
+            Ok(settings) => profiles(&settings, command),
+            Err(code) => code,
+        },
+        Command::Decode { profile, fport, hex } => match load(cli.config) {
+            Ok(settings) => decode(&settings, &profile, fport, &hex),
+            Err(code) => code,
+        },
+    }
+}
+
+fn load(file: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    config::load(file.as_deref()).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn run(settings: Settings) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
+        )
+        .init();
+    // rustls needs a process-wide crypto provider for MQTT over TLS.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        tokio::spawn(shutdown_signal(cancel.clone()));
+        messnetz::app::run(settings, cancel).await
+    });
+    // The embedded broker's threads don't stop on their own; don't wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal(cancel: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    cancel.cancel();
+}
+
+fn check(settings: &Settings) -> ExitCode {
+    match messnetz::app::load_registry(settings) {
+        Ok((profiles, devices)) => {
+            let mut failed = false;
+            for id in profiles.ids() {
+                if let Some(p) = profiles.get(id) {
+                    for m in p.check_examples() {
+                        eprintln!("profile {id}: example {}: {}", m.example, m.message);
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return ExitCode::from(1);
+            }
+            println!("ok: configuration, {} profile(s) and {} device(s) are valid", profiles.len(), devices.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn profiles(settings: &Settings, command: ProfilesCommand) -> ExitCode {
+    let set = match messnetz::profiles::ProfileSet::load_dir(&settings.profiles.dir) {
+        Ok(set) => set,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    match command {
+        ProfilesCommand::List => {
+            for id in set.ids() {
+                println!("{id}");
+            }
+            ExitCode::SUCCESS
+        }
+        ProfilesCommand::Test { id } => {
+            let ids: Vec<&str> = match &id {
+                Some(id) if set.get(id).is_none() => {
+                    eprintln!("no profile {id:?}; `messnetz profiles list` shows the ids");
+                    return ExitCode::from(1);
+                }
+                Some(id) => vec![id.as_str()],
+                None => set.ids(),
+            };
+            let mut failures = 0;
+            for id in ids {
+                let Some(profile) = set.get(id) else { continue };
+                let mismatches = profile.check_examples();
+                if mismatches.is_empty() {
+                    println!("ok   {id}");
+                } else {
+                    println!("FAIL {id}");
+                    for m in &mismatches {
+                        println!("     example {}: {}", m.example, m.message);
+                    }
+                    failures += 1;
+                }
+            }
+            if failures == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn decode(settings: &Settings, profile: &str, fport: Option<u8>, hex: &str) -> ExitCode {
+    let set = match messnetz::profiles::ProfileSet::load_dir(&settings.profiles.dir) {
+        Ok(set) => set,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let Some(p) = set.get(profile) else {
+        eprintln!("no profile {profile:?}; `messnetz profiles list` shows the ids");
+        return ExitCode::from(1);
+    };
+    let hex: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes: Result<Vec<u8>, _> = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(i))
+        .collect();
+    let Ok(bytes) = bytes else {
+        eprintln!("--hex: expected an even number of hex digits, got {hex:?}");
+        return ExitCode::from(2);
+    };
+    match p.decode_bytes(fport, &bytes) {
+        Ok(decoded) => {
+            let readings: Vec<_> = decoded
+                .values
+                .iter()
+                .map(|v| serde_json::json!({"quantity": v.quantity.name(), "value": v.value, "unit": v.quantity.unit()}))
+                .collect();
+            let out = serde_json::json!({"readings": readings, "warnings": decoded.warnings});
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot decode: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

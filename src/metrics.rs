@@ -1,0 +1,101 @@
+//! Counters and the store-latency histogram behind `/metrics` (Prometheus text format).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds of the store commit latency buckets, in seconds.
+const LATENCY_BUCKETS_S: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0];
+
+/// The gateway's counters. Shared by every stage through an `Arc`; updates are lock-free.
+#[derive(Default)]
+pub struct Metrics {
+    /// Messages taken from the broker.
+    pub messages_received: AtomicU64,
+    /// Messages decoded into readings.
+    pub messages_decoded: AtomicU64,
+    /// Messages that could not be parsed, matched to a device or decoded.
+    pub messages_failed: AtomicU64,
+    /// Dead letters written.
+    pub dead_letters: AtomicU64,
+    /// Readings written to the store.
+    pub readings_stored: AtomicU64,
+    /// Readings flagged suspect or bad by quality control.
+    pub readings_flagged: AtomicU64,
+    /// Messages acknowledged to the broker after their batch was stored.
+    pub messages_acked: AtomicU64,
+    /// Connections (re)established to the broker.
+    pub mqtt_connects: AtomicU64,
+    /// Store commits that failed (the batch is retried, not acknowledged).
+    pub store_errors: AtomicU64,
+    /// Subscriptions the broker confirmed (SUBACK), counted again on every reconnect.
+    pub mqtt_subscriptions: AtomicU64,
+    store_latency_buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
+    store_latency_count: AtomicU64,
+    store_latency_sum_us: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Relaxed);
+    }
+
+    /// Record one store commit's latency.
+    pub fn observe_store_latency(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS_S.iter().zip(&self.store_latency_buckets) {
+            if s <= *bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.store_latency_count.fetch_add(1, Relaxed);
+        self.store_latency_sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    /// Render in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let counters: [(&str, &str, &AtomicU64); 10] = [
+            ("messnetz_messages_received_total", "Messages taken from the broker.", &self.messages_received),
+            ("messnetz_messages_decoded_total", "Messages decoded into readings.", &self.messages_decoded),
+            ("messnetz_messages_failed_total", "Messages that could not be parsed, matched to a device or decoded.", &self.messages_failed),
+            ("messnetz_dead_letters_total", "Dead letters written.", &self.dead_letters),
+            ("messnetz_readings_stored_total", "Readings written to the store.", &self.readings_stored),
+            ("messnetz_readings_flagged_total", "Readings flagged suspect or bad by quality control.", &self.readings_flagged),
+            ("messnetz_messages_acked_total", "Messages acknowledged to the broker after storage.", &self.messages_acked),
+            ("messnetz_mqtt_connects_total", "Connections established to the broker.", &self.mqtt_connects),
+            ("messnetz_store_errors_total", "Store commits that failed.", &self.store_errors),
+            ("messnetz_mqtt_subscriptions_total", "Subscriptions confirmed by the broker.", &self.mqtt_subscriptions),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+        }
+        let name = "messnetz_store_commit_seconds";
+        let _ = writeln!(out, "# HELP {name} Latency of one store commit (one batch).\n# TYPE {name} histogram");
+        for (bound, bucket) in LATENCY_BUCKETS_S.iter().zip(&self.store_latency_buckets) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Relaxed));
+        }
+        let count = self.store_latency_count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.store_latency_sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.observe_store_latency(Duration::from_micros(300));
+        m.observe_store_latency(Duration::from_millis(30));
+        let text = m.render();
+        assert!(text.contains("messnetz_store_commit_seconds_bucket{le=\"0.0005\"} 1\n"), "{text}");
+        assert!(text.contains("messnetz_store_commit_seconds_bucket{le=\"0.05\"} 2\n"), "{text}");
+        assert!(text.contains("messnetz_store_commit_seconds_count 2\n"), "{text}");
+        assert!(text.contains("messnetz_messages_received_total 0\n"), "{text}");
+    }
+}

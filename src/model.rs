@@ -1,0 +1,259 @@
+//! The data model every stage shares: devices, quantities with their canonical units, readings and quality flags.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The registry's id of a device (for example `demo-lht65`); stable across network servers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    /// Device ids go into URLs, store keys and Prometheus labels, so they are kept to a safe alphabet.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 128 {
+            return Err(format!("device id must be 1 to 128 characters, got {}", s.len()));
+        }
+        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+            return Err(format!("device id {s:?} contains {c:?}; allowed are A-Z a-z 0-9 - _ ."));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A LoRaWAN DevEUI: 8 bytes, written as 16 hex digits in either case on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DevEui(pub [u8; 8]);
+
+impl DevEui {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.len() != 16 || !s.is_ascii() {
+            return Err(format!("DevEUI must be 16 hex digits, got {:?}", s));
+        }
+        let mut out = [0u8; 8];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+                .map_err(|_| format!("DevEUI {s:?} is not hexadecimal"))?;
+        }
+        Ok(Self(out))
+    }
+}
+
+impl fmt::Display for DevEui {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for DevEui {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DevEui::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for DevEui {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What a quantity is, in which unit messnetz keeps it, and which values are physically possible.
+#[derive(Debug)]
+pub struct QuantityDef {
+    /// Canonical name: the CF standard name where one exists.
+    pub name: &'static str,
+    /// UCUM code of the canonical unit.
+    pub unit: &'static str,
+    /// Lowest physically plausible value, in the canonical unit.
+    pub min: f64,
+    /// Highest physically plausible value, in the canonical unit.
+    pub max: f64,
+}
+
+/// The quantities messnetz knows. Names follow the CF standard-name table where it has one;
+/// units are UCUM codes. Ranges are the default physical-range test of quality control.
+pub const QUANTITIES: &[QuantityDef] = &[
+    QuantityDef { name: "air_temperature", unit: "Cel", min: -60.0, max: 60.0 },
+    QuantityDef { name: "relative_humidity", unit: "%", min: 0.0, max: 100.0 },
+    QuantityDef { name: "air_pressure", unit: "hPa", min: 500.0, max: 1100.0 },
+    QuantityDef { name: "wind_speed", unit: "m/s", min: 0.0, max: 75.0 },
+    QuantityDef { name: "wind_speed_of_gust", unit: "m/s", min: 0.0, max: 100.0 },
+    QuantityDef { name: "wind_from_direction", unit: "deg", min: 0.0, max: 360.0 },
+    QuantityDef { name: "precipitation_amount", unit: "mm", min: 0.0, max: 500.0 },
+    QuantityDef { name: "rainfall_rate", unit: "mm/h", min: 0.0, max: 500.0 },
+    QuantityDef { name: "surface_downwelling_shortwave_flux_in_air", unit: "W/m2", min: 0.0, max: 1500.0 },
+    QuantityDef { name: "illuminance", unit: "lx", min: 0.0, max: 200000.0 },
+    QuantityDef { name: "ultraviolet_index", unit: "1", min: 0.0, max: 20.0 },
+    QuantityDef { name: "mass_concentration_of_pm2p5_ambient_aerosol_particles_in_air", unit: "ug/m3", min: 0.0, max: 2000.0 },
+    QuantityDef { name: "mass_concentration_of_pm10_ambient_aerosol_particles_in_air", unit: "ug/m3", min: 0.0, max: 2000.0 },
+    QuantityDef { name: "mole_fraction_of_carbon_dioxide_in_air", unit: "ppm", min: 0.0, max: 10000.0 },
+    QuantityDef { name: "mass_concentration_of_nitrogen_dioxide_in_air", unit: "ug/m3", min: 0.0, max: 2000.0 },
+    QuantityDef { name: "mass_concentration_of_ozone_in_air", unit: "ug/m3", min: 0.0, max: 1000.0 },
+    QuantityDef { name: "volume_mixing_ratio_of_tvoc_in_air", unit: "ppb", min: 0.0, max: 60000.0 },
+    QuantityDef { name: "soil_temperature", unit: "Cel", min: -40.0, max: 80.0 },
+    QuantityDef { name: "volume_fraction_of_condensed_water_in_soil", unit: "%", min: 0.0, max: 100.0 },
+    QuantityDef { name: "dew_point_temperature", unit: "Cel", min: -80.0, max: 60.0 },
+    QuantityDef { name: "sound_pressure_level", unit: "dB", min: 0.0, max: 150.0 },
+    // Not in CF: temperature measured by an external probe whose medium the operator chooses.
+    QuantityDef { name: "probe_temperature", unit: "Cel", min: -55.0, max: 125.0 },
+    // Not in CF: device health.
+    QuantityDef { name: "battery_voltage", unit: "V", min: 0.0, max: 15.0 },
+    QuantityDef { name: "battery_level", unit: "%", min: 0.0, max: 100.0 },
+];
+
+/// A canonical quantity: a cheap handle into [`QUANTITIES`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Quantity(u16);
+
+impl Quantity {
+    pub fn by_name(name: &str) -> Option<Self> {
+        QUANTITIES.iter().position(|q| q.name == name).map(|i| Quantity(i as u16))
+    }
+
+    pub fn def(self) -> &'static QuantityDef {
+        &QUANTITIES[self.0 as usize]
+    }
+
+    pub fn name(self) -> &'static str {
+        self.def().name
+    }
+
+    /// UCUM code of the canonical unit.
+    pub fn unit(self) -> &'static str {
+        self.def().unit
+    }
+
+    pub fn all() -> impl Iterator<Item = Quantity> {
+        (0..QUANTITIES.len()).map(|i| Quantity(i as u16))
+    }
+}
+
+impl fmt::Debug for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Quantity::by_name(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("unknown quantity {s:?}; known: {}", known_quantities()))
+        })
+    }
+}
+
+impl Serialize for Quantity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+fn known_quantities() -> String {
+    QUANTITIES.iter().map(|q| q.name).collect::<Vec<_>>().join(", ")
+}
+
+/// The verdict of quality control on one reading. Bad readings are kept, never dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QualityFlag {
+    Good,
+    Suspect,
+    Bad,
+}
+
+impl QualityFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QualityFlag::Good => "good",
+            QualityFlag::Suspect => "suspect",
+            QualityFlag::Bad => "bad",
+        }
+    }
+
+    pub fn to_byte(self) -> u8 {
+        match self {
+            QualityFlag::Good => 0,
+            QualityFlag::Suspect => 1,
+            QualityFlag::Bad => 2,
+        }
+    }
+
+    pub fn from_byte(b: u8) -> Self {
+        match b {
+            0 => QualityFlag::Good,
+            1 => QualityFlag::Suspect,
+            _ => QualityFlag::Bad,
+        }
+    }
+}
+
+/// One measured value: device, quantity, value in the canonical unit, time of measurement, quality.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub device: DeviceId,
+    pub quantity: Quantity,
+    /// Value in `quantity.unit()`.
+    pub value: f64,
+    /// Time of measurement (UTC).
+    pub time: DateTime<Utc>,
+    pub flag: QualityFlag,
+    /// Why the flag is not `good`; empty when it is.
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantity_names_are_unique_and_round_trip() {
+        for q in Quantity::all() {
+            assert_eq!(Quantity::by_name(q.name()), Some(q));
+            assert!(q.def().min < q.def().max, "{q}");
+        }
+        assert_eq!(Quantity::by_name("air_temp"), None);
+    }
+
+    #[test]
+    fn dev_eui_parses_either_case_and_prints_upper() {
+        let eui = DevEui::parse("a840410000000001").unwrap();
+        assert_eq!(eui, DevEui::parse("A840410000000001").unwrap());
+        assert_eq!(eui.to_string(), "A840410000000001");
+        assert!(DevEui::parse("A84041000000000").is_err());
+        assert!(DevEui::parse("G840410000000001").is_err());
+        assert!(DevEui::parse("é840410000000001").is_err());
+        assert!(DevEui::parse("éé840410000001").is_err());
+    }
+
+    #[test]
+    fn device_ids_refuse_unsafe_characters() {
+        assert!(DeviceId::parse("demo-lht65").is_ok());
+        assert!(DeviceId::parse("a/b").is_err());
+        assert!(DeviceId::parse("").is_err());
+        assert!(DeviceId::parse("a b").is_err());
+    }
+}

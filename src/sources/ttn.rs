@@ -1,0 +1,137 @@
+//! The Things Stack v3 uplink messages (`v3/{application}[@{tenant}]/devices/{device}/up`).
+//!
+//! The Things Stack leaves out fields whose value is empty, zero or false, so `f_cnt` is
+//! absent on a device's first uplink and `f_port` is absent for port 0.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::{decode_base64, parse_time, FormatError, Uplink};
+use crate::model::DevEui;
+
+#[derive(Deserialize)]
+struct TtnUplink<'a> {
+    #[serde(borrow)]
+    end_device_ids: EndDeviceIds<'a>,
+    #[serde(borrow, default)]
+    received_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    uplink_message: Option<UplinkMessage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EndDeviceIds<'a> {
+    #[serde(borrow, default)]
+    device_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    dev_eui: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct UplinkMessage<'a> {
+    #[serde(default)]
+    f_port: Option<u32>,
+    #[serde(default)]
+    f_cnt: Option<u32>,
+    #[serde(borrow, default)]
+    frm_payload: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    received_at: Option<Cow<'a, str>>,
+}
+
+/// Parse a TTS v3 uplink.
+pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
+    let msg: TtnUplink = serde_json::from_slice(payload).map_err(|source| FormatError::Json { format: "ttn-v3", source })?;
+    let up = msg.uplink_message.ok_or(FormatError::Field {
+        field: "uplink_message",
+        why: "missing: not an uplink (join, downlink or location messages go to other topics)".into(),
+    })?;
+    let dev_eui = match msg.end_device_ids.dev_eui.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(DevEui::parse(s).map_err(|why| FormatError::Field { field: "end_device_ids.dev_eui", why })?),
+    };
+    let f_port = match up.f_port {
+        None => Some(0),
+        Some(p) => Some(u8::try_from(p).map_err(|_| FormatError::Field {
+            field: "uplink_message.f_port",
+            why: format!("{p} is not a LoRaWAN port (0..=255)"),
+        })?),
+    };
+    let payload = decode_base64("uplink_message.frm_payload", up.frm_payload.as_deref().unwrap_or(""))?;
+    // The network server's reception time is closer to the measurement than the application server's.
+    let time = match (up.received_at.as_deref(), msg.received_at.as_deref()) {
+        (Some(t), _) => Some(parse_time("uplink_message.received_at", t)?),
+        (None, Some(t)) => Some(parse_time("received_at", t)?),
+        (None, None) => None,
+    };
+    Ok(Uplink {
+        dev_eui,
+        ns_device_id: msg.end_device_ids.device_id.map(Cow::into_owned),
+        f_port,
+        f_cnt: Some(up.f_cnt.unwrap_or(0)),
+        payload,
+        time,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Shaped like the uplink message in The Things Stack's MQTT integration documentation.
+    const UPLINK: &str = r#"{
+      "end_device_ids": {
+        "device_id": "dev1",
+        "application_ids": {"application_id": "app1"},
+        "dev_eui": "0004A30B001C0530",
+        "join_eui": "800000000000000C",
+        "dev_addr": "00BCB929"
+      },
+      "correlation_ids": ["as:up:01E0AXJP3XQ8MHPCDKYFC8A1YT"],
+      "received_at": "2020-02-12T15:15:45.787Z",
+      "uplink_message": {
+        "session_key_id": "AXBSH1Pk6Z0G166",
+        "f_port": 15,
+        "f_cnt": 7,
+        "frm_payload": "CBA=",
+        "rx_metadata": [{"gateway_ids": {"gateway_id": "gtw1", "eui": "9C5C8E00001A05C4"}, "time": "2020-02-12T15:15:45.787Z", "rssi": -35, "channel_rssi": -35, "snr": 5.2}],
+        "settings": {"data_rate": {"lora": {"bandwidth": 125000, "spreading_factor": 7}}, "frequency": "868500000"},
+        "received_at": "2020-02-12T15:15:45.667Z"
+      }
+    }"#;
+
+    #[test]
+    fn documented_uplink_parses() {
+        let up = parse(UPLINK.as_bytes()).unwrap();
+        assert_eq!(up.dev_eui.unwrap().to_string(), "0004A30B001C0530");
+        assert_eq!(up.ns_device_id.as_deref(), Some("dev1"));
+        assert_eq!(up.f_port, Some(15));
+        assert_eq!(up.f_cnt, Some(7));
+        assert_eq!(up.payload, vec![0x08, 0x10]);
+        assert_eq!(up.time.unwrap().to_rfc3339(), "2020-02-12T15:15:45.667+00:00");
+    }
+
+    #[test]
+    fn first_uplink_without_f_cnt_counts_as_zero() {
+        let msg = UPLINK.replace("\"f_cnt\": 7,", "");
+        assert_eq!(parse(msg.as_bytes()).unwrap().f_cnt, Some(0));
+    }
+
+    #[test]
+    fn bad_messages_say_what_is_wrong() {
+        let cases = [
+            ("not json", "not valid ttn-v3 JSON"),
+            (r#"{"end_device_ids": {}}"#, "uplink_message"),
+            (r#"{"end_device_ids": {}, "uplink_message": {"f_port": 2}}"#, "no application payload"),
+            (r#"{"end_device_ids": {}, "uplink_message": {"f_port": 2, "frm_payload": "!!"}}"#, "base64"),
+            (r#"{"end_device_ids": {}, "uplink_message": {"f_port": 300, "frm_payload": "AA=="}}"#, "f_port"),
+            (r#"{"end_device_ids": {"dev_eui": "XYZ"}, "uplink_message": {"frm_payload": "AA=="}}"#, "dev_eui"),
+            (r#"{"end_device_ids": {}, "uplink_message": {"frm_payload": "AA==", "received_at": "yesterday"}}"#, "RFC 3339"),
+        ];
+        for (msg, expected) in cases {
+            let err = parse(msg.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(expected), "{msg}: {err}");
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Starts the real servers the end-to-end tests talk to (Mosquitto, the gateway binary) on free loopback ports, and stops them.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+
+pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+}
+
+/// Poll `f` until it returns `Some` or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A real Mosquitto. Uses the one the test command started (`MESSNETZ_TEST_MQTT_PORT`) or
+/// starts a private one on a free loopback port, stopped when dropped.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        if let Some(port) = std::env::var("MESSNETZ_TEST_MQTT_PORT").ok().and_then(|p| p.parse().ok()) {
+            return Self { port, child: None, _dir: None };
+        }
+        Self::start_private()
+    }
+
+    /// A broker of this test's own, for tests that stop or restart it.
+    pub fn start_private() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf, mosquitto_conf(port)).expect("write mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is not installed: run the tests with scripts/test, which installs it");
+        assert!(wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10)), "mosquitto did not start");
+        Self { port, child: Some(child), _dir: Some(dir) }
+    }
+}
+
+/// The broker settings the tests and benchmarks use; the in-flight and queue limits are
+/// raised as the README tells operators to (Mosquitto's defaults are 20 and 1000).
+pub fn mosquitto_conf(port: u16) -> String {
+    format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 100\nmax_queued_messages 1000000\nmax_queued_bytes 0\n"
+    )
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The gateway binary, run as a separate process against a broker, with its own store.
+pub struct Gateway {
+    child: Child,
+    pub http: SocketAddr,
+    pub data: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Where a test's gateway listens for its messages, so tests sharing a broker don't see each other's.
+pub struct Topics {
+    pub prefix: String,
+}
+
+impl Topics {
+    pub fn new(test: &str) -> Self {
+        Self { prefix: format!("test-{test}-{}", std::process::id()) }
+    }
+
+    pub fn ttn(&self, device_id: &str) -> String {
+        format!("{}/v3/messnetz-test@ttn/devices/{device_id}/up", self.prefix)
+    }
+
+    pub fn chirpstack(&self, dev_eui: &str) -> String {
+        format!("{}/application/6b7a1c5e/device/{}/event/up", self.prefix, dev_eui.to_lowercase())
+    }
+}
+
+impl Gateway {
+    /// Write a config for this test and start the gateway; returns once the API answers and
+    /// both subscriptions are confirmed by the broker.
+    pub async fn start(mqtt_port: u16, dir: &Path, topics: &Topics) -> Self {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let data = dir.join("data");
+        let config = dir.join("messnetz.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[broker]
+enabled = false
+
+[mqtt]
+port = {mqtt_port}
+client_id = "{prefix}"
+
+[[mqtt.subscriptions]]
+topic = "{prefix}/v3/+/devices/+/up"
+format = "ttn-v3"
+
+[[mqtt.subscriptions]]
+topic = "{prefix}/application/+/device/+/event/up"
+format = "chirpstack-v4"
+
+[store]
+path = "{data}"
+
+[api]
+listen = "{http}"
+
+[devices]
+file = "{MANIFEST_DIR}/demo/devices.toml"
+
+[profiles]
+dir = "{MANIFEST_DIR}/sensor-profiles"
+"#,
+                prefix = topics.prefix,
+                data = data.display(),
+            ),
+        )
+        .expect("write config");
+        Self::spawn(http, data, config, dir.join("gateway.log")).await
+    }
+
+    async fn spawn(http: SocketAddr, data: PathBuf, config: PathBuf, log: PathBuf) -> Self {
+        let child = Self::spawn_child(&config, &log);
+        let gw = Self { child, http, data, config, log };
+        gw.wait_ready().await;
+        gw
+    }
+
+    fn spawn_child(config: &Path, log: &Path) -> Child {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        Command::new(env!("CARGO_BIN_EXE_messnetz"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("start messnetz")
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let url = self.url("/metrics");
+        let what = format!("the gateway to answer and subscribe (log: {})", self.log.display());
+        wait_for(&what, Duration::from_secs(30), || {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let text = client.get(&url).send().await.ok()?.text().await.ok()?;
+                (metric(&text, "messnetz_mqtt_subscriptions_total")? >= 2.0).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Start the same gateway again (same config, same store, same client id) after it stopped.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn_child(&self.config, &self.log);
+        self.wait_ready().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("gateway did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics")).await.expect("GET /metrics").text().await.expect("metrics body");
+        metric(&text, name).unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Publish every message at QoS 1 and return once the broker acknowledged all of them.
+pub async fn publish_all(port: u16, client_id: &str, messages: Vec<(String, Vec<u8>)>) {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30)).set_inflight(100).set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let total = messages.len();
+    let publisher = tokio::spawn(async move {
+        for (topic, payload) in messages {
+            client.publish(topic, QoS::AtLeastOnce, false, payload).await.expect("queue publish");
+        }
+        client
+    });
+    let mut acked = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acked < total {
+        assert!(Instant::now() < deadline, "only {acked} of {total} publishes acknowledged in 120 s");
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("publisher connection failed: {e}"),
+            Err(_) => panic!("publisher stalled with {acked} of {total} acknowledged"),
+        }
+    }
+    let client = publisher.await.expect("publisher task");
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(ev) = eventloop.poll().await {
+            if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// A TTS v3 uplink as its MQTT integration publishes it.
+pub fn ttn_uplink(device_id: &str, dev_eui: &str, f_cnt: u32, payload_hex: &str, received_at: &str) -> Vec<u8> {
+    let frm = base64::engine::general_purpose::STANDARD.encode(hex(payload_hex));
+    serde_json::json!({
+        "end_device_ids": {
+            "device_id": device_id,
+            "application_ids": {"application_id": "messnetz-test"},
+            "dev_eui": dev_eui,
+            "dev_addr": "260B1234"
+        },
+        "correlation_ids": [format!("as:up:01TEST{f_cnt:020}")],
+        "received_at": received_at,
+        "uplink_message": {
+            "session_key_id": "AXBSH1Pk6Z0G166",
+            "f_port": 2,
+            "f_cnt": f_cnt,
+            "frm_payload": frm,
+            "rx_metadata": [{"gateway_ids": {"gateway_id": "gw-rathaus"}, "rssi": -87, "channel_rssi": -87, "snr": 7.5}],
+            "settings": {"data_rate": {"lora": {"bandwidth": 125000, "spreading_factor": 7}}, "frequency": "868100000"},
+            "received_at": received_at,
+            "consumed_airtime": "0.061696s"
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A ChirpStack v4 `up` event (JSON encoding).
+pub fn chirpstack_uplink(dev_eui: &str, f_cnt: u32, payload_hex: &str, time: &str) -> Vec<u8> {
+    let data = base64::engine::general_purpose::STANDARD.encode(hex(payload_hex));
+    serde_json::json!({
+        "deduplicationId": format!("3ac7e3c4-4401-4b8d-9386-{f_cnt:012}"),
+        "time": time,
+        "deviceInfo": {
+            "tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242",
+            "tenantName": "Stadt",
+            "applicationId": "6b7a1c5e",
+            "applicationName": "Stadtklima",
+            "deviceProfileId": "14855bf7-d10d-4aee-b618-ebfcb64dc7ad",
+            "deviceProfileName": "Dragino LHT65",
+            "deviceName": "Stadtpark LHT65",
+            "devEui": dev_eui.to_lowercase(),
+            "tags": {}
+        },
+        "devAddr": "00189440",
+        "adr": true,
+        "dr": 5,
+        "fCnt": f_cnt,
+        "fPort": 2,
+        "confirmed": false,
+        "data": data,
+        "rxInfo": [{"gatewayId": "0016c001f153a14c", "uplinkId": 4217106255u32, "rssi": -36, "snr": 10.5}],
+        "txInfo": {"frequency": 868100000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7, "codeRate": "CR_4_5"}}}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+pub fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+}
