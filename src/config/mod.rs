@@ -113,7 +113,12 @@ fn section<T: serde::de::DeserializeOwned>(name: &str, value: config::Value) -> 
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
         let path = if inner == "." || inner.is_empty() { name.to_owned() } else { format!("{name}.{inner}") };
-        ConfigError { path, message: e.into_inner().to_string() }
+        let mut message = e.into_inner().to_string();
+        // The config crate appends its own (less exact) key path; ours is in `path`.
+        if let Some(at) = message.find(" for key `") {
+            message.truncate(at);
+        }
+        ConfigError { path, message }
     })
 }
 

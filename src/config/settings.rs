@@ -141,7 +141,7 @@ fn default_qos() -> u8 {
 }
 
 /// The message formats the gateway reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum MessageFormat {
     /// The Things Stack v3 uplink JSON.
     #[serde(rename = "ttn-v3")]
@@ -149,6 +149,18 @@ pub enum MessageFormat {
     /// ChirpStack v4 `event/up` JSON.
     #[serde(rename = "chirpstack-v4")]
     ChirpstackV4,
+}
+
+impl<'de> Deserialize<'de> for MessageFormat {
+    // By hand, so that a wrong value is answered with the list of right ones.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "ttn-v3" => Ok(MessageFormat::TtnV3),
+            "chirpstack-v4" => Ok(MessageFormat::ChirpstackV4),
+            _ => Err(serde::de::Error::custom(format!("unknown format {s:?}; expected \"ttn-v3\" or \"chirpstack-v4\""))),
+        }
+    }
 }
 
 impl MessageFormat {

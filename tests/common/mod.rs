@@ -179,7 +179,7 @@ dir = "{MANIFEST_DIR}/sensor-profiles"
         Command::new(env!("CARGO_BIN_EXE_messnetz"))
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,rumqttd=warn")
             .stdout(out.try_clone().expect("log file"))
             .stderr(out)
             .spawn()
