@@ -51,6 +51,10 @@ pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
         None | Some("") => None,
         Some(s) => Some(DevEui::parse(s).map_err(|why| FormatError::Field { field: "end_device_ids.dev_eui", why })?),
     };
+    let ns_device_id = msg.end_device_ids.device_id.filter(|id| !id.is_empty()).map(Cow::into_owned);
+    if dev_eui.is_none() && ns_device_id.is_none() {
+        return Err(FormatError::Field { field: "end_device_ids", why: "names neither device_id nor dev_eui".into() });
+    }
     let f_port = match up.f_port {
         None => Some(0),
         Some(p) => Some(u8::try_from(p).map_err(|_| FormatError::Field {
@@ -67,7 +71,7 @@ pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
     };
     Ok(Uplink {
         dev_eui,
-        ns_device_id: msg.end_device_ids.device_id.map(Cow::into_owned),
+        ns_device_id,
         f_port,
         f_cnt: Some(up.f_cnt.unwrap_or(0)),
         payload,
@@ -122,12 +126,14 @@ mod tests {
     fn bad_messages_say_what_is_wrong() {
         let cases = [
             ("not json", "not valid ttn-v3 JSON"),
-            (r#"{"end_device_ids": {}}"#, "uplink_message"),
-            (r#"{"end_device_ids": {}, "uplink_message": {"f_port": 2}}"#, "no application payload"),
-            (r#"{"end_device_ids": {}, "uplink_message": {"f_port": 2, "frm_payload": "!!"}}"#, "base64"),
-            (r#"{"end_device_ids": {}, "uplink_message": {"f_port": 300, "frm_payload": "AA=="}}"#, "f_port"),
+            (r#"{"end_device_ids": {"device_id": "d"}}"#, "uplink_message"),
+            (r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"f_port": 2}}"#, "no application payload"),
+            (r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"f_port": 2, "frm_payload": "!!"}}"#, "base64"),
+            (r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"f_port": 300, "frm_payload": "AA=="}}"#, "f_port"),
             (r#"{"end_device_ids": {"dev_eui": "XYZ"}, "uplink_message": {"frm_payload": "AA=="}}"#, "dev_eui"),
-            (r#"{"end_device_ids": {}, "uplink_message": {"frm_payload": "AA==", "received_at": "yesterday"}}"#, "RFC 3339"),
+            (r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"frm_payload": "AA==", "received_at": "yesterday"}}"#, "RFC 3339"),
+            (r#"{"end_device_ids": {}, "uplink_message": {"frm_payload": "AA=="}}"#, "neither device_id nor dev_eui"),
+            (r#"{"end_device_ids": [], "uplink_message": {"frm_payload": "AA=="}}"#, "neither device_id nor dev_eui"),
         ];
         for (msg, expected) in cases {
             let err = parse(msg.as_bytes()).unwrap_err().to_string();

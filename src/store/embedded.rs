@@ -68,14 +68,13 @@ impl EmbeddedStore {
                 }
             }
             let mut dead = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-            let mut next = dead.last().map_err(engine)?.map(|(k, _)| k.value() + 1).unwrap_or(1);
-            for letter in &batch.dead_letters {
+            let first = dead.last().map_err(engine)?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+            for (id, letter) in (first..).zip(&batch.dead_letters) {
                 let mut letter = letter.clone();
-                letter.id = next;
+                letter.id = id;
                 let json = serde_json::to_vec(&letter).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                dead.insert(next, json.as_slice()).map_err(engine)?;
-                ids.push(next);
-                next += 1;
+                dead.insert(id, json.as_slice()).map_err(engine)?;
+                ids.push(id);
             }
         }
         tx.commit().map_err(engine)?;
@@ -89,8 +88,8 @@ impl EmbeddedStore {
         let mut out = Vec::new();
         for q in Quantity::all() {
             let d = device.as_str();
-            let range = table.range((d, q.name(), i64::MIN)..=(d, q.name(), i64::MAX)).map_err(engine)?;
-            if let Some(entry) = range.rev().next() {
+            let mut range = table.range((d, q.name(), i64::MIN)..=(d, q.name(), i64::MAX)).map_err(engine)?;
+            if let Some(entry) = range.next_back() {
                 let (k, v) = entry.map_err(engine)?;
                 let (_, _, t) = k.value();
                 out.push(to_reading(device, q, t, v.value())?);
