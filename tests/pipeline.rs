@@ -211,6 +211,105 @@ async fn internal_devices_are_invisible_and_bad_queries_say_why() {
 }
 
 #[tokio::test]
+async fn the_gateway_reconnects_and_resubscribes_after_the_broker_restarts() {
+    // Its own broker: this test kills it. Without persistence the restarted broker has
+    // forgotten the session, so only a fresh SUBSCRIBE gets messages flowing again.
+    let mut broker = Mosquitto::start_private();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("reconnect");
+    let gw = Gateway::start(broker.port, dir.path(), &topics).await;
+    let publisher = format!("{}-pub", topics.prefix);
+    let up = |f_cnt: u32, time: &str| (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", f_cnt, LHT65_EXAMPLE, time));
+
+    publish_all(broker.port, &publisher, vec![up(1, "2026-11-25T08:00:00Z")]).await;
+    wait_for("the first message", Duration::from_secs(20), || async {
+        (gw.metric("messnetz_messages_acked_total").await == 1.0).then_some(())
+    })
+    .await;
+
+    broker.restart();
+    wait_for("a reconnect and new subscriptions", Duration::from_secs(30), || async {
+        (gw.metric("messnetz_mqtt_connects_total").await >= 2.0 && gw.metric("messnetz_mqtt_subscriptions_total").await >= 4.0)
+            .then_some(())
+    })
+    .await;
+    publish_all(broker.port, &publisher, vec![up(2, "2026-11-25T08:10:00Z")]).await;
+    let latest = latest_with(&gw, "demo-lht65", 4).await;
+    let latest = wait_for("the message after the restart", Duration::from_secs(20), || {
+        let latest = latest.clone();
+        let url = gw.url("/v1/devices/demo-lht65/latest");
+        async move {
+            if value_of(&latest, "air_temperature").2 == "2026-11-25T08:10:00Z" {
+                return Some(latest);
+            }
+            let (_, body) = get_json(&url).await;
+            (value_of(&body, "air_temperature").2 == "2026-11-25T08:10:00Z").then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(value_of(&latest, "air_temperature").0, 28.29);
+}
+
+#[tokio::test]
+async fn tls_and_a_password_are_configuration_not_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A throwaway CA and a server certificate for 127.0.0.1.
+    let openssl = |args: &str| {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && openssl {args}", d.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args}");
+    };
+    openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=messnetz-test-ca");
+    openssl("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1");
+    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    openssl("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext");
+    let status = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(d.join("passwd"))
+        .args(["messnetz", "s3cret-pass"])
+        .status()
+        .expect("mosquitto_passwd");
+    assert!(status.success());
+    // Mosquitto started as root drops to its own user before reading these throwaway files.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["ca.pem", "server.pem", "server.key", "passwd"] {
+        std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    // TLS with a password for the gateway; a plain anonymous listener for the test's publisher.
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let conf = format!(
+        "per_listener_settings true\npersistence false\n\
+         listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nallow_anonymous false\npassword_file {d}/passwd\n\
+         listener {plain_port} 127.0.0.1\nallow_anonymous true\n",
+        d = d.display()
+    );
+    let broker = Mosquitto::start_with_conf(plain_port, &conf);
+    let topics = Topics::new("tls");
+    let extra = format!(
+        "username = \"messnetz\"\npassword = \"s3cret-pass\"\n[mqtt.tls]\nca_file = \"{}/ca.pem\"\n",
+        d.display()
+    );
+    let gw = Gateway::start_with(tls_port, d, &topics, &extra).await;
+    publish_all(
+        broker.port,
+        &format!("{}-pub", topics.prefix),
+        vec![(topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", 1, LHT65_EXAMPLE, "2026-11-25T07:00:00Z"))],
+    )
+    .await;
+    let latest = latest_with(&gw, "demo-lht65", 4).await;
+    assert_eq!(value_of(&latest, "relative_humidity").0, 88.6);
+    assert!(!gw.log_text().contains("s3cret-pass"), "the password reached the log");
+}
+
+#[tokio::test]
 async fn a_gateway_killed_with_sigkill_loses_nothing_it_acknowledged() {
     const N: u32 = 20_000;
     let broker = Mosquitto::start();

@@ -61,19 +61,44 @@ impl Mosquitto {
 
     /// A broker of this test's own, for tests that stop or restart it.
     pub fn start_private() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        Self::start_with_conf(port, &mosquitto_conf(port))
+    }
+
+    /// A private broker with this configuration, listening on `port`.
+    pub fn start_with_conf(port: u16, conf_text: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, mosquitto_conf(port)).expect("write mosquitto.conf");
+        std::fs::write(&conf, conf_text).expect("write mosquitto.conf");
+        let child = Self::spawn(&conf, port);
+        Self { port, child: Some(child), _dir: Some(dir) }
+    }
+
+    fn spawn(conf: &Path, port: u16) -> Child {
         let child = Command::new("mosquitto")
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto is not installed: run the tests with scripts/test, which installs it");
         assert!(wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10)), "mosquitto did not start");
-        Self { port, child: Some(child), _dir: Some(dir) }
+        child
+    }
+
+    /// Stop a private broker (SIGKILL: sessions and queued messages are gone, as after a crash).
+    pub fn stop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start a stopped private broker again on the same port with the same configuration.
+    pub fn restart(&mut self) {
+        self.stop();
+        let conf = self._dir.as_ref().expect("only private brokers restart").path().join("mosquitto.conf");
+        self.child = Some(Self::spawn(&conf, self.port));
     }
 }
 
@@ -126,6 +151,11 @@ impl Gateway {
     /// Write a config for this test and start the gateway; returns once the API answers and
     /// both subscriptions are confirmed by the broker.
     pub async fn start(mqtt_port: u16, dir: &Path, topics: &Topics) -> Self {
+        Self::start_with(mqtt_port, dir, topics, "").await
+    }
+
+    /// Like `start`, with extra lines for the `[mqtt]` section (credentials, TLS ...).
+    pub async fn start_with(mqtt_port: u16, dir: &Path, topics: &Topics, mqtt_extra: &str) -> Self {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let data = dir.join("data");
         let config = dir.join("messnetz.toml");
@@ -138,6 +168,7 @@ enabled = false
 [mqtt]
 port = {mqtt_port}
 client_id = "{prefix}"
+{mqtt_extra}
 
 [[mqtt.subscriptions]]
 topic = "{prefix}/v3/+/devices/+/up"
@@ -357,4 +388,246 @@ pub fn chirpstack_uplink(dev_eui: &str, f_cnt: u32, payload_hex: &str, time: &st
 
 pub fn hex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+}
+
+// ---- Bursts: the embedded-broker burst test and the end-to-end benchmark (benches/e2e.rs) ----
+
+/// Dragino's published LHT65 example payload: 3.062 V, 28.29 °C, 88.6 %, probe 27.81 °C.
+pub const LHT65_PAYLOAD: &str = "CBF60B0D0376010ADD7FFF";
+
+/// The quantities one LHT65 uplink becomes.
+pub const LHT65_QUANTITIES: [&str; 4] = ["battery_voltage", "air_temperature", "relative_humidity", "probe_temperature"];
+
+/// `n` TTN uplinks of `demo-lht65`, each a distinct reading: `f_cnt` 1..=n, measured one
+/// second apart from 2025-01-01T00:00:00Z (in the past, so none is flagged as from the future).
+pub fn lht65_burst(topics: &Topics, n: usize) -> Vec<(String, Vec<u8>)> {
+    const START: i64 = 1_735_689_600; // 2025-01-01T00:00:00Z
+    let topic = topics.ttn("demo-lht65");
+    (0..n)
+        .map(|i| {
+            let at = chrono::DateTime::from_timestamp(START + i as i64, 0)
+                .expect("time in range")
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            (topic.clone(), ttn_uplink("demo-lht65", "A840410000000001", i as u32 + 1, LHT65_PAYLOAD, &at))
+        })
+        .collect()
+}
+
+/// Deal `messages` round-robin into `parts` lists, one per publisher connection.
+pub fn deal<T>(messages: Vec<T>, parts: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = (0..parts).map(|_| Vec::with_capacity(messages.len() / parts + 1)).collect();
+    for (i, m) in messages.into_iter().enumerate() {
+        out[i % parts].push(m);
+    }
+    out
+}
+
+/// A QoS 1 publisher connection that already has its CONNACK, so a measurement starts at the
+/// first publish rather than at the handshake.
+pub struct Publisher {
+    client: AsyncClient,
+    eventloop: rumqttc::EventLoop,
+}
+
+/// What a publisher got through.
+#[derive(Debug)]
+pub struct Published {
+    /// PUBACKs received: messages the broker has taken responsibility for.
+    pub acked: usize,
+    /// Why it stopped early, if it did.
+    pub error: Option<String>,
+}
+
+impl Publisher {
+    pub async fn connect(port: u16, client_id: &str) -> Self {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30)).set_inflight(100).set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        let connected = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .await;
+        match connected {
+            Ok(Ok(())) => Self { client, eventloop },
+            Ok(Err(e)) => panic!("publisher {client_id} cannot connect to port {port}: {e}"),
+            Err(_) => panic!("publisher {client_id}: no CONNACK from port {port} within 10 s"),
+        }
+    }
+
+    /// Publish every message at QoS 1 and wait for every PUBACK. Never panics: stops at a
+    /// connection error, after 10 s without a PUBACK, or at `deadline`, and says so.
+    pub async fn publish_all(self, messages: Vec<(String, Vec<u8>)>, deadline: Duration) -> Published {
+        let Self { client, mut eventloop } = self;
+        let total = messages.len();
+        let producer = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for (topic, payload) in messages {
+                    if client.publish(topic, QoS::AtLeastOnce, false, payload).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let until = Instant::now() + deadline;
+        let mut acked = 0;
+        let mut error = None;
+        while acked < total {
+            if Instant::now() > until {
+                error = Some(format!("deadline of {deadline:?} passed"));
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    error = Some(format!("connection failed: {e}"));
+                    break;
+                }
+                Err(_) => {
+                    error = Some("no PUBACK for 10 s".into());
+                    break;
+                }
+            }
+        }
+        producer.abort();
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(ev) = eventloop.poll().await {
+                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+        Published { acked, error }
+    }
+}
+
+/// Publish `messages` from `connections` connections at once (each waits for its PUBACKs);
+/// returns when all are done, with the total acknowledged and the first error.
+pub async fn publish_from(port: u16, client_prefix: &str, connections: usize, messages: Vec<(String, Vec<u8>)>, deadline: Duration) -> Published {
+    let mut publishers = Vec::new();
+    for i in 0..connections {
+        publishers.push(Publisher::connect(port, &format!("{client_prefix}-pub{i}")).await);
+    }
+    publish_connected(publishers, messages, deadline).await
+}
+
+/// Like [`publish_from`] with connections made beforehand (so a clock can start after them).
+pub async fn publish_connected(publishers: Vec<Publisher>, messages: Vec<(String, Vec<u8>)>, deadline: Duration) -> Published {
+    let parts = deal(messages, publishers.len());
+    let tasks: Vec<_> = publishers.into_iter().zip(parts).map(|(p, part)| tokio::spawn(p.publish_all(part, deadline))).collect();
+    let mut total = Published { acked: 0, error: None };
+    for t in tasks {
+        let p = t.await.expect("publisher task");
+        total.acked += p.acked;
+        total.error = total.error.or(p.error);
+    }
+    total
+}
+
+impl Gateway {
+    /// Start the gateway with its embedded broker (the zero-setup default) listening on a free
+    /// loopback port, the gateway connected to it; returns the gateway and the broker's port.
+    /// The broker's sizing (in-flight window, log segments) is the built-in default.
+    pub async fn start_embedded(dir: &Path, topics: &Topics) -> (Self, u16) {
+        let port = free_port();
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let data = dir.join("data");
+        let config = dir.join("messnetz.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[broker]
+enabled = true
+listen = "127.0.0.1:{port}"
+
+[mqtt]
+port = {port}
+client_id = "{prefix}"
+
+[[mqtt.subscriptions]]
+topic = "{prefix}/v3/+/devices/+/up"
+format = "ttn-v3"
+
+[[mqtt.subscriptions]]
+topic = "{prefix}/application/+/device/+/event/up"
+format = "chirpstack-v4"
+
+[store]
+path = "{data}"
+
+[api]
+listen = "{http}"
+
+[devices]
+file = "{MANIFEST_DIR}/demo/devices.toml"
+
+[profiles]
+dir = "{MANIFEST_DIR}/sensor-profiles"
+"#,
+                prefix = topics.prefix,
+                data = data.display(),
+            ),
+        )
+        .expect("write config");
+        (Self::spawn(http, data, config, dir.join("gateway.log")).await, port)
+    }
+
+    /// The value of an unlabelled metric, or `None` if the gateway does not answer.
+    pub async fn try_metric(&self, client: &reqwest::Client, name: &str) -> Option<f64> {
+        let text = client.get(self.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        metric(&text, name)
+    }
+
+    /// Poll `name` every 10 ms until it reaches `target`. `Ok(when)` once it has; `Err(last
+    /// value)` after `timeout`, or after `stall` without any change.
+    pub async fn wait_metric(&self, name: &str, target: f64, timeout: Duration, stall: Duration) -> Result<Instant, f64> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        let mut last = f64::NAN;
+        let mut changed = Instant::now();
+        loop {
+            if let Some(v) = self.try_metric(&client, name).await {
+                if v >= target {
+                    return Ok(Instant::now());
+                }
+                if v != last {
+                    last = v;
+                    changed = Instant::now();
+                }
+            }
+            if Instant::now() > deadline || changed.elapsed() > stall {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Peak resident memory of the gateway process so far, in MiB (Linux `VmHWM`).
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kib / 1024.0)
+    }
+}
+
+/// Readings stored per quantity for `device`, read from a stopped gateway's store directory.
+pub fn stored_per_quantity(data: &Path, device: &str) -> Vec<(&'static str, usize)> {
+    use messnetz::model::{DeviceId, Quantity};
+    let store = messnetz::store::EmbeddedStore::open(data).expect("open the store (is the gateway stopped?)");
+    let device = DeviceId::parse(device).expect("device id");
+    let from = chrono::DateTime::from_timestamp(0, 0).expect("epoch");
+    let to = chrono::DateTime::from_timestamp(4_102_444_800, 0).expect("2100"); // 2100-01-01
+    Quantity::all()
+        .map(|q| (q.name(), store.readings(&device, q, from, to, usize::MAX).expect("read series").len()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }

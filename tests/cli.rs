@@ -1,0 +1,95 @@
+//! The operator commands: `check`, `config default`, `decode`, `profiles`, run as a user would.
+
+use std::process::{Command, Output};
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+fn messnetz(args: &[&str], config: Option<&str>) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_messnetz"));
+    cmd.current_dir(MANIFEST_DIR);
+    if let Some(text) = config {
+        let file = dir.path().join("messnetz.toml");
+        std::fs::write(&file, text).unwrap();
+        cmd.arg("--config").arg(file);
+    }
+    cmd.args(args).output().expect("run messnetz")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_accepts_the_defaults() {
+    let out = messnetz(&["check"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("3 device(s)"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn check_reports_every_bad_key_with_its_path_and_fails() {
+    let out = messnetz(
+        &["check"],
+        Some("[mqtt]\nport = 99999\n[api]\nlisten = \"localhost\"\n[store]\npaht = \"x\"\n[[mqtt.subscriptions]]\ntopic = \"a/#/b\"\nformat = \"ttn-v3\"\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    for path in ["mqtt.port", "api.listen", "store", "paht"] {
+        assert!(err.contains(path), "{path} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn check_fails_on_a_device_with_an_unknown_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let devices = dir.path().join("devices.toml");
+    let demo = std::fs::read_to_string(format!("{MANIFEST_DIR}/demo/devices.toml")).unwrap();
+    std::fs::write(&devices, demo.replacen("profile = \"dragino-lht65\"", "profile = \"dragino-lht99\"", 1)).unwrap();
+    let out = messnetz(&["check"], Some(&format!("[devices]\nfile = \"{}\"\n", devices.display())));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("device[0] (demo-lht65): profile") && err.contains("dragino-lht99"), "{err}");
+}
+
+#[test]
+fn config_default_prints_a_file_that_loads() {
+    let out = messnetz(&["config", "default"], None);
+    assert!(out.status.success());
+    let printed = text(&out.stdout);
+    assert!(printed.contains("[mqtt]") && printed.contains("max_inflight"), "{printed}");
+    let check = messnetz(&["check"], Some(&printed));
+    assert!(check.status.success(), "{}", text(&check.stderr));
+}
+
+#[test]
+fn decode_prints_the_readings_of_one_payload() {
+    let out = messnetz(&["decode", "--profile", "dragino-lht65", "--fport", "2", "--hex", "CBF60B0D0376010ADD7FFF"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let readings: Vec<(String, f64, String)> = json["readings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["quantity"].as_str().unwrap().into(), r["value"].as_f64().unwrap(), r["unit"].as_str().unwrap().into()))
+        .collect();
+    assert!(readings.contains(&("air_temperature".into(), 28.29, "Cel".into())), "{readings:?}");
+    assert!(readings.contains(&("battery_voltage".into(), 3.062, "V".into())), "{readings:?}");
+
+    let short = messnetz(&["decode", "--profile", "dragino-lht65", "--fport", "2", "--hex", "CBF6"], None);
+    assert_eq!(short.status.code(), Some(1));
+    assert!(text(&short.stderr).contains("too short"), "{}", text(&short.stderr));
+    let bad_hex = messnetz(&["decode", "--profile", "dragino-lht65", "--hex", "XYZ"], None);
+    assert_eq!(bad_hex.status.code(), Some(2));
+}
+
+#[test]
+fn profiles_list_and_test() {
+    let list = messnetz(&["profiles", "list"], None);
+    assert!(text(&list.stdout).lines().any(|l| l == "dragino-lht65"));
+    let test = messnetz(&["profiles", "test"], None);
+    assert!(test.status.success(), "{}", text(&test.stdout));
+    assert!(text(&test.stdout).contains("ok   dragino-lht65"));
+    let unknown = messnetz(&["profiles", "test", "nope"], None);
+    assert_eq!(unknown.status.code(), Some(1));
+}
