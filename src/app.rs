@@ -12,25 +12,15 @@ use tracing::{error, info, warn};
 
 use crate::api::{router, AppState};
 use crate::config::Settings;
-use crate::devices::DeviceRegistry;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::profiles::ProfileSet;
+use crate::registry::{self, Registry};
 use crate::sources::mqtt::MqttSource;
 use crate::store::EmbeddedStore;
 
-/// Profiles and devices, loaded and cross-checked. Every problem is listed, not just the first.
-pub fn load_registry(settings: &Settings) -> Result<(ProfileSet, DeviceRegistry), Vec<String>> {
-    let profiles = ProfileSet::load_dir(&settings.profiles.dir)
-        .map_err(|errors| errors.iter().map(|e| format!("profiles.dir: {e}")).collect::<Vec<_>>())?;
-    let devices = DeviceRegistry::load(&settings.devices.file, |id| profiles.get(id).is_some())
-        .map_err(|errors| errors.iter().map(|e| format!("devices.file: {e}")).collect::<Vec<_>>())?;
-    Ok((profiles, devices))
-}
-
 /// Run the gateway until `cancel` fires.
 pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
-    let (profiles, devices) = load_registry(&settings).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
+    let (profiles, devices) = registry::load(&settings).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
     info!(profiles = profiles.len(), devices = devices.len(), "registry loaded");
     let store = Arc::new(EmbeddedStore::open(&settings.store.path).context("store.path")?);
     let listener = TcpListener::bind(settings.api.listen)
@@ -40,7 +30,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         crate::broker::start(&settings.broker)?;
     }
     let metrics = Arc::new(Metrics::default());
-    let devices = Arc::new(devices);
+    let registry = Arc::new(Registry::new(profiles, devices));
     let source = MqttSource::new(&settings.mqtt)?;
     info!(host = %settings.mqtt.host, port = settings.mqtt.port, client_id = %settings.mqtt.client_id, "connecting to the MQTT broker");
 
@@ -48,8 +38,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let (tx, rx) = mpsc::channel(settings.ingest.queue_capacity);
     let ingest = Ingest {
         store: store.clone(),
-        devices: devices.clone(),
-        profiles: Arc::new(profiles),
+        registry: registry.clone(),
         metrics: metrics.clone(),
         client: source.client(),
         max_batch: settings.ingest.max_batch,
@@ -57,7 +46,11 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     tracker.spawn(ingest.run(rx, cancel.clone()));
     tracker.spawn(source.run(tx, metrics.clone(), cancel.clone()));
 
-    let state = AppState { store, devices, metrics, max_points: settings.api.max_points };
+    if settings.reload.interval_s > 0 {
+        let interval = Duration::from_secs(settings.reload.interval_s);
+        tracker.spawn(registry::watch(registry.clone(), settings.clone(), interval, cancel.clone()));
+    }
+    let state = AppState { store, registry, metrics, max_points: settings.api.max_points };
     info!(addr = %listener.local_addr()?, "HTTP API listening");
     let api = axum::serve(listener, router(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
     tracker.spawn(async move {

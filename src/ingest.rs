@@ -18,14 +18,15 @@ use crate::metrics::Metrics;
 use crate::model::{QualityFlag, Reading};
 use crate::profiles::ProfileSet;
 use crate::quality;
+use crate::registry::Registry;
 use crate::sources::mqtt::Inbound;
 use crate::store::{DeadLetter, EmbeddedStore, WriteBatch};
 
 /// Everything the ingest stage needs, passed in by the app.
 pub struct Ingest {
     pub store: Arc<EmbeddedStore>,
-    pub devices: Arc<DeviceRegistry>,
-    pub profiles: Arc<ProfileSet>,
+    /// Devices and profiles; a snapshot is taken per batch, so a reload never splits one.
+    pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     /// Acknowledges messages to the broker once stored.
     pub client: AsyncClient,
@@ -46,8 +47,9 @@ impl Ingest {
                     Err(_) => break,
                 }
             }
+            let (devices, profiles) = (self.registry.devices(), self.registry.profiles());
             for m in &messages {
-                self.process(m, &mut batch);
+                self.process(m, &devices, &profiles, &mut batch);
             }
             let stored;
             (batch, stored) = self.commit(batch, &cancel).await;
@@ -109,13 +111,12 @@ impl Ingest {
     }
 
     /// Turn one message into readings, or into a dead letter.
-    fn process(&self, m: &Inbound, batch: &mut WriteBatch) {
+    fn process(&self, m: &Inbound, devices: &DeviceRegistry, profiles: &ProfileSet, batch: &mut WriteBatch) {
         let mut device_name = None;
         let result = (|| {
             let format = m.format.ok_or("the topic matches no configured subscription".to_owned())?;
             let uplink = crate::sources::parse(format, &m.publish.payload).map_err(|e| e.to_string())?;
-            let device = self
-                .devices
+            let device = devices
                 .find(uplink.dev_eui, uplink.ns_device_id.as_deref())
                 .ok_or_else(|| {
                     format!(
@@ -125,8 +126,7 @@ impl Ingest {
                     )
                 })?;
             device_name = Some(device.id.to_string());
-            let profile = self
-                .profiles
+            let profile = profiles
                 .get(&device.profile)
                 .ok_or_else(|| format!("device {}: profile {:?} is not loaded", device.id, device.profile))?;
             let decoded = profile

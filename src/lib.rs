@@ -11,6 +11,7 @@
 //! - [`ingest`] is the stage that ties these together and writes batches to the [`store`],
 //!   acknowledging messages to the broker only after their batch is durable.
 //! - [`api`] serves the stored data over HTTP; [`metrics`] counts what happened.
+//! - [`registry`] holds the devices and profiles in use and reloads them when their files change.
 //! - [`app`] wires the stages and owns shutdown.
 pub mod api;
 pub mod app;
@@ -22,5 +23,6 @@ pub mod metrics;
 pub mod model;
 pub mod profiles;
 pub mod quality;
+pub mod registry;
 pub mod sources;
 pub mod store;

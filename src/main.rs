@@ -151,7 +151,7 @@ async fn shutdown_signal(cancel: CancellationToken) {
 }
 
 fn check(settings: &Settings) -> ExitCode {
-    match messnetz::app::load_registry(settings) {
+    match messnetz::registry::load(settings) {
         Ok((profiles, devices)) => {
             let mut failed = false;
             for id in profiles.ids() {

@@ -310,6 +310,54 @@ async fn tls_and_a_password_are_configuration_not_code() {
 }
 
 #[tokio::test]
+async fn a_changed_devices_file_is_reloaded_and_a_broken_one_is_refused() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("reload");
+    let devices = dir.path().join("devices.toml");
+    let demo = std::fs::read_to_string(format!("{MANIFEST_DIR}/demo/devices.toml")).unwrap();
+    std::fs::write(&devices, &demo).unwrap();
+    let gw = Gateway::start_full(broker.port, dir.path(), &topics, "", &devices).await;
+    let publisher = format!("{}-pub", topics.prefix);
+    let newcomer = |f_cnt: u32| {
+        (topics.ttn("hofgarten-lht65"), ttn_uplink("hofgarten-lht65", "A840410000000042", f_cnt, LHT65_EXAMPLE, "2026-11-25T06:00:00Z"))
+    };
+
+    // Not registered yet: a dead letter.
+    publish_all(broker.port, &publisher, vec![newcomer(1)]).await;
+    wait_for("the dead letter", Duration::from_secs(20), || async {
+        (gw.metric("messnetz_dead_letters_total").await == 1.0).then_some(())
+    })
+    .await;
+
+    // Registered while running: picked up without a restart.
+    let entry = "\n[[device]]\nid = \"hofgarten-lht65\"\nname = \"Hofgarten\"\nprofile = \"dragino-lht65\"\ndev_eui = \"A840410000000042\"\nlat = 48.1429\nlon = 11.5806\ndistrict = \"Altstadt\"\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n";
+    std::fs::write(&devices, format!("{demo}{entry}")).unwrap();
+    wait_for("the new device in the catalogue", Duration::from_secs(20), || async {
+        let (_, body) = get_json(&gw.url("/v1/devices")).await;
+        body["devices"].as_array()?.iter().any(|d| d["id"] == "hofgarten-lht65").then_some(())
+    })
+    .await;
+    publish_all(broker.port, &publisher, vec![newcomer(2)]).await;
+    latest_with(&gw, "hofgarten-lht65", 4).await;
+
+    // A broken file is refused; the running registry stays.
+    std::fs::write(&devices, format!("{demo}{entry}\n[[device]]\nid = \"broken\"\n")).unwrap();
+    wait_for("the refusal in the log", Duration::from_secs(20), || async {
+        gw.log_text().contains("reload refused").then_some(())
+    })
+    .await;
+    let (_, body) = get_json(&gw.url("/v1/devices")).await;
+    assert_eq!(body["devices"].as_array().unwrap().len(), 3, "{body}");
+    publish_all(broker.port, &publisher, vec![newcomer(3)]).await;
+    wait_for("the third message stored", Duration::from_secs(20), || async {
+        (gw.metric("messnetz_messages_decoded_total").await == 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(gw.metric("messnetz_dead_letters_total").await, 1.0);
+}
+
+#[tokio::test]
 async fn a_gateway_killed_with_sigkill_loses_nothing_it_acknowledged() {
     const N: u32 = 20_000;
     let broker = Mosquitto::start();

@@ -24,7 +24,7 @@ struct CatalogueEntry<'a> {
 
 /// Every open device with its metadata and when it was last heard from.
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let devices = state.devices.clone();
+    let devices = state.registry.devices();
     let store = state.store.clone();
     let body = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let mut entries = Vec::new();

@@ -11,8 +11,9 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::devices::{Device, DeviceRegistry, Visibility};
+use crate::devices::{Device, Visibility};
 use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::store::EmbeddedStore;
 use error::ApiError;
 
@@ -20,7 +21,7 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<EmbeddedStore>,
-    pub devices: Arc<DeviceRegistry>,
+    pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     /// Most points in one `/v1/readings` response.
     pub max_points: usize,
@@ -41,7 +42,8 @@ pub fn router(state: AppState) -> Router {
 /// does not reveal which internal ids exist.
 fn open_device(state: &AppState, id: &str) -> Result<Arc<Device>, ApiError> {
     state
-        .devices
+        .registry
+        .devices()
         .get(id)
         .filter(|d| d.visibility == Visibility::Open)
         .cloned()

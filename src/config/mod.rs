@@ -92,9 +92,10 @@ fn from_config(cfg: config::Config) -> Result<Settings, ConfigErrors> {
             "api" => section(&name, value).map(|s| settings.api = s),
             "devices" => section(&name, value).map(|s| settings.devices = s),
             "profiles" => section(&name, value).map(|s| settings.profiles = s),
+            "reload" => section(&name, value).map(|s| settings.reload = s),
             _ => Err(ConfigError {
                 path: name.clone(),
-                message: "unknown section; expected one of broker, mqtt, ingest, store, api, devices, profiles".into(),
+                message: "unknown section; expected one of broker, mqtt, ingest, store, api, devices, profiles, reload".into(),
             }),
         };
         if let Err(e) = result {

@@ -17,6 +17,22 @@ pub struct Settings {
     pub api: ApiSettings,
     pub devices: DevicesSettings,
     pub profiles: ProfilesSettings,
+    pub reload: ReloadSettings,
+}
+
+/// Reloading devices and profiles without a restart.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadSettings {
+    /// How often to look for changed device and profile files, in seconds; 0 turns it off.
+    /// A changed set is loaded and checked whole; if anything is wrong the old one stays.
+    pub interval_s: u64,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        Self { interval_s: 2 }
+    }
 }
 
 /// The embedded MQTT broker, for running everything on one machine without a broker of your own.

@@ -156,6 +156,12 @@ impl Gateway {
 
     /// Like `start`, with extra lines for the `[mqtt]` section (credentials, TLS ...).
     pub async fn start_with(mqtt_port: u16, dir: &Path, topics: &Topics, mqtt_extra: &str) -> Self {
+        let devices = PathBuf::from(format!("{MANIFEST_DIR}/demo/devices.toml"));
+        Self::start_full(mqtt_port, dir, topics, mqtt_extra, &devices).await
+    }
+
+    /// Like `start`, with extra `[mqtt]` lines and a devices file of the test's own.
+    pub async fn start_full(mqtt_port: u16, dir: &Path, topics: &Topics, mqtt_extra: &str, devices: &Path) -> Self {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let data = dir.join("data");
         let config = dir.join("messnetz.toml");
@@ -185,13 +191,17 @@ path = "{data}"
 listen = "{http}"
 
 [devices]
-file = "{MANIFEST_DIR}/demo/devices.toml"
+file = "{devices}"
 
 [profiles]
 dir = "{MANIFEST_DIR}/sensor-profiles"
+
+[reload]
+interval_s = 1
 "#,
                 prefix = topics.prefix,
                 data = data.display(),
+                devices = devices.display(),
             ),
         )
         .expect("write config");
