@@ -23,6 +23,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let (profiles, devices) = registry::load(&settings).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
     info!(profiles = profiles.len(), devices = devices.len(), "registry loaded");
     let store = Arc::new(EmbeddedStore::open(&settings.store.path).context("store.path")?);
+    // Raw LoRaWAN session keys: a bad or too-readable keys file stops the start.
+    let lorawan_keys = crate::sources::lorawan_keys::SessionKeys::load(settings.lorawan.keys_file.as_deref(), std::env::vars())
+        .map_err(|errors| anyhow::anyhow!(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
     let listener = TcpListener::bind(settings.api.listen)
         .await
         .with_context(|| format!("api.listen: cannot listen on {}", settings.api.listen))?;
@@ -34,6 +37,15 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let source = MqttSource::new(&settings.mqtt)?;
     info!(host = %settings.mqtt.host, port = settings.mqtt.port, client_id = %settings.mqtt.client_id, "connecting to the MQTT broker");
 
+    // InfluxDB: a spool filled by ingest, drained by a writer that outlives ingest at shutdown.
+    let influx = match settings.influxdb.as_ref().filter(|i| i.enabled) {
+        Some(i) => Some(crate::store::influx::start(i, store.clone(), metrics.clone()).context("influxdb")?),
+        None => None,
+    };
+    let spool = influx.as_ref().map(|(spool, _)| spool.clone());
+    let writer_stop = CancellationToken::new();
+    let writer = influx.map(|(_, writer)| tokio::spawn(writer.run(writer_stop.clone())));
+
     let tracker = TaskTracker::new();
     let (tx, rx) = mpsc::channel(settings.ingest.queue_capacity);
     let ingest = Ingest {
@@ -42,6 +54,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         metrics: metrics.clone(),
         client: source.client(),
         max_batch: settings.ingest.max_batch,
+        spool,
+        lorawan: Arc::new(lorawan_keys),
     };
     tracker.spawn(ingest.run(rx, cancel.clone()));
     tracker.spawn(source.run(tx, metrics.clone(), cancel.clone()));
@@ -50,7 +64,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         let interval = Duration::from_secs(settings.reload.interval_s);
         tracker.spawn(registry::watch(registry.clone(), settings.clone(), interval, cancel.clone()));
     }
-    let state = AppState { store, registry, metrics, max_points: settings.api.max_points };
+    let state = AppState {
+        store,
+        registry,
+        metrics,
+        max_points: settings.api.max_points,
+        open_data: Arc::new(settings.open_data.clone()),
+    };
     info!(addr = %listener.local_addr()?, "HTTP API listening");
     let api = axum::serve(listener, router(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
     tracker.spawn(async move {
@@ -65,6 +85,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let deadline = Duration::from_secs(settings.api.shutdown_grace_s + 5);
     if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
         warn!(after_s = deadline.as_secs(), "shutdown deadline passed; unacknowledged messages will be redelivered");
+    }
+    // Ingest has committed its last batch: the writer sends what it can, the rest stays spooled.
+    writer_stop.cancel();
+    if let (Some(writer), Some(i)) = (writer, settings.influxdb.as_ref()) {
+        let flush = Duration::from_millis(i.shutdown_flush_ms + 1000);
+        if tokio::time::timeout(flush, writer).await.is_err() {
+            warn!("InfluxDB writer did not stop in time; its spool is kept for the next start");
+        }
     }
     Ok(())
 }

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::AsyncClient;
+use std::collections::VecDeque;
+
+use rumqttc::{AsyncClient, Publish};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
@@ -31,6 +33,10 @@ pub struct Ingest {
     /// Acknowledges messages to the broker once stored.
     pub client: AsyncClient,
     pub max_batch: usize,
+    /// The InfluxDB spool, when `[influxdb]` is on: readings are spooled in the same commit.
+    pub spool: Option<Arc<crate::store::Spool>>,
+    /// ABP session keys for raw LoRaWAN frames (`format = "lorawan"`); empty without any.
+    pub lorawan: Arc<crate::sources::lorawan_keys::SessionKeys>,
 }
 
 impl Ingest {
@@ -39,7 +45,21 @@ impl Ingest {
     pub async fn run(self, mut input: mpsc::Receiver<Inbound>, cancel: CancellationToken) {
         let mut messages = Vec::with_capacity(self.max_batch);
         let mut batch = WriteBatch::default();
-        while let Some(first) = input.recv().await {
+        // Stored messages whose acknowledgement is not yet handed to the MQTT client.
+        let mut unacked: VecDeque<Publish> = VecDeque::new();
+        loop {
+            self.hand_over_acks(&mut unacked);
+            let first = if unacked.is_empty() {
+                input.recv().await
+            } else {
+                // Acks are waiting for room in the client's request queue, which empties as
+                // the source task polls the connection: look again soon.
+                tokio::select! {
+                    m = input.recv() => m,
+                    _ = tokio::time::sleep(Duration::from_millis(2)) => continue,
+                }
+            };
+            let Some(first) = first else { break };
             messages.push(first);
             while messages.len() < self.max_batch {
                 match input.try_recv() {
@@ -48,8 +68,23 @@ impl Ingest {
                 }
             }
             let (devices, profiles) = (self.registry.devices(), self.registry.profiles());
-            for m in &messages {
-                self.process(m, &devices, &profiles, &mut batch);
+            let decode_all = |batch: &mut WriteBatch| {
+                for m in &messages {
+                    self.process(m, &devices, &profiles, batch);
+                }
+            };
+            // A JavaScript codec may run up to its time limit: keep it off the async workers.
+            if profiles.iter().any(|p| p.runs_script()) {
+                tokio::task::block_in_place(|| decode_all(&mut batch));
+            } else {
+                decode_all(&mut batch);
+            }
+            if let Some(spool) = &self.spool {
+                // A full spool (policy backpressure) holds the batch: nothing is acknowledged
+                // and the broker keeps the messages until InfluxDB catches up.
+                if !spool.wait_for_room(&cancel).await {
+                    return;
+                }
             }
             let stored;
             (batch, stored) = self.commit(batch, &cancel).await;
@@ -58,15 +93,35 @@ impl Ingest {
                 // the broker delivers them again.
                 return;
             }
-            for m in messages.drain(..) {
-                if let Err(e) = self.client.ack(&m.publish).await {
-                    warn!(error = %e, "cannot acknowledge; the broker will redeliver (writes are idempotent)");
-                    break;
-                }
-                Metrics::inc(&self.metrics.messages_acked, 1);
+            if let Some(spool) = &self.spool {
+                spool.appended(batch.outbox.len());
             }
-            messages.clear();
+            unacked.extend(messages.drain(..).map(|m| m.publish));
             batch.clear();
+        }
+        // The input closed (shutdown): hand over what can still go out.
+        self.hand_over_acks(&mut unacked);
+    }
+
+    /// Hand acknowledgements to the MQTT client in arrival order, without waiting: the source
+    /// task, which drains the client's queue by polling the connection, may itself be
+    /// waiting for room in the ingest queue, and waiting here too would stop both.
+    fn hand_over_acks(&self, unacked: &mut VecDeque<Publish>) {
+        while let Some(publish) = unacked.front() {
+            match self.client.try_ack(publish) {
+                Ok(()) => {
+                    unacked.pop_front();
+                    Metrics::inc(&self.metrics.messages_acked, 1);
+                }
+                Err(rumqttc::ClientError::TryRequest(_)) => return,
+                Err(e) => {
+                    // The connection task is gone (shutdown): the broker redelivers these,
+                    // and writes are idempotent.
+                    warn!(error = %e, pending = unacked.len(), "cannot acknowledge; the broker will redeliver");
+                    unacked.clear();
+                    return;
+                }
+            }
         }
     }
 
@@ -113,9 +168,22 @@ impl Ingest {
     /// Turn one message into readings, or into a dead letter.
     fn process(&self, m: &Inbound, devices: &DeviceRegistry, profiles: &ProfileSet, batch: &mut WriteBatch) {
         let mut device_name = None;
+        // Set for a message that is acknowledged without producing readings (a raw LoRaWAN
+        // join, downlink, MAC-only frame or duplicate): neither decoded nor dead-lettered.
+        let mut skipped = false;
         let result = (|| {
             let format = m.format.ok_or("the topic matches no configured subscription".to_owned())?;
-            let uplink = crate::sources::parse(format, &m.publish.payload).map_err(|e| e.to_string())?;
+            let uplink = if format == crate::config::MessageFormat::Lorawan {
+                match self.open_lorawan(m, devices, batch, &mut device_name)? {
+                    Some(uplink) => uplink,
+                    None => {
+                        skipped = true;
+                        return Ok(());
+                    }
+                }
+            } else {
+                crate::sources::parse(format, &m.publish.payload).map_err(|e| e.to_string())?
+            };
             let device = devices
                 .find(uplink.dev_eui, uplink.ns_device_id.as_deref())
                 .ok_or_else(|| {
@@ -136,17 +204,27 @@ impl Ingest {
                 debug!(device = %device.id, warnings = ?decoded.warnings, "decoded with warnings");
             }
             let time = uplink.time.unwrap_or(m.received_at);
-            for v in decoded.values {
+            let mut values = decoded.values;
+            crate::aggregates::derived::add_derived(&mut values);
+            let first = batch.readings.len();
+            for v in values {
                 let (flag, reason) = quality::assess(v.quantity, v.value, time, m.received_at);
                 if flag != QualityFlag::Good {
                     Metrics::inc(&self.metrics.readings_flagged, 1);
                 }
                 batch.readings.push(Reading { device: device.id.clone(), quantity: v.quantity, value: v.value, time, flag, reason });
             }
+            if let Some(spool) = &self.spool {
+                spool.encode(&batch.readings[first..], device, &mut batch.outbox);
+            }
             batch.seen.push((device.id.clone(), m.received_at));
+            if device.visibility == crate::devices::Visibility::Open {
+                batch.districts.insert(device.id.clone(), device.district.clone());
+            }
             Ok::<(), String>(())
         })();
         match result {
+            Ok(()) if skipped => {}
             Ok(()) => Metrics::inc(&self.metrics.messages_decoded, 1),
             Err(reason) => {
                 Metrics::inc(&self.metrics.messages_failed, 1);
@@ -162,5 +240,69 @@ impl Ingest {
                 });
             }
         }
+    }
+}
+
+impl Ingest {
+    /// Authenticate, counter-check and decrypt a raw LoRaWAN frame. `Ok(None)`: acknowledged
+    /// without readings. The frame counter moves on in `batch` (so a second copy in the same
+    /// batch is caught) and is stored in the batch's transaction.
+    fn open_lorawan(
+        &self,
+        m: &Inbound,
+        devices: &DeviceRegistry,
+        batch: &mut WriteBatch,
+        device_name: &mut Option<String>,
+    ) -> Result<Option<crate::sources::Uplink>, String> {
+        use crate::sources::lorawan::{self, LorawanError, Opened, Outcome};
+        let outcome = lorawan::process(&m.publish.payload, &self.lorawan, m.received_at.timestamp_millis(), |dev_addr| match batch.frame_counters.get(&dev_addr) {
+            Some(c) => Ok(Some(c.clone())),
+            None => self.store.frame_counter(dev_addr).map_err(|e| e.to_string()),
+        });
+        let (dev_addr, device, counter, opened, time) = match outcome {
+            Ok(Outcome::Ignored(kind)) => {
+                Metrics::inc(&self.metrics.lorawan_ignored, 1);
+                debug!(topic = %m.publish.topic, kind, "raw LoRaWAN frame ignored");
+                return Ok(None);
+            }
+            Ok(Outcome::Frame { dev_addr, device, counter, opened, time }) => (dev_addr, device, counter, opened, time),
+            Err(e) => {
+                match e {
+                    LorawanError::Mic { .. } => Metrics::inc(&self.metrics.lorawan_mic_failures, 1),
+                    LorawanError::Replay { .. } => Metrics::inc(&self.metrics.lorawan_replays, 1),
+                    _ => {}
+                }
+                return Err(e.to_string());
+            }
+        };
+        *device_name = Some(device.clone());
+        let (f_cnt, f_port, payload) = match opened {
+            Opened::Duplicate { .. } => {
+                Metrics::inc(&self.metrics.lorawan_duplicates, 1);
+                return Ok(None);
+            }
+            Opened::MacOnly { .. } => {
+                batch.frame_counters.insert(dev_addr, counter);
+                Metrics::inc(&self.metrics.lorawan_ignored, 1);
+                return Ok(None);
+            }
+            Opened::Data { f_cnt, f_port, payload } => (f_cnt, f_port, payload),
+        };
+        // Authentic and new: the counter moves on even if decoding fails below, so the same
+        // frame can't be slipped in again later.
+        batch.frame_counters.insert(dev_addr, counter);
+        let found = crate::model::DevEui::parse(&device)
+            .ok()
+            .and_then(|eui| devices.find(Some(eui), None))
+            .or_else(|| devices.get(&device));
+        let found = found.ok_or_else(|| format!("DevAddr {dev_addr:08X}: device {device:?} of its session keys is not in the device registry"))?;
+        Ok(Some(crate::sources::Uplink {
+            dev_eui: found.dev_eui,
+            ns_device_id: Some(found.ns_device_id.clone().unwrap_or_else(|| found.id.to_string())),
+            f_port: Some(f_port),
+            f_cnt: Some(f_cnt),
+            payload,
+            time,
+        }))
     }
 }

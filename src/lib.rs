@@ -5,14 +5,21 @@
 //! - [`config`] turns the TOML file and `MESSNETZ__` variables into typed [`config::Settings`].
 //! - [`broker`] starts the embedded MQTT broker of the zero-setup default.
 //! - [`sources`] holds the MQTT connection ([`sources::mqtt`]) and one parser per message
-//!   format (The Things Stack v3, ChirpStack v4), each producing an [`sources::Uplink`].
+//!   format (The Things Stack v3, ChirpStack v4, raw LoRaWAN frames), each producing an
+//!   [`sources::Uplink`]; raw frames are authenticated and decrypted with ABP session keys
+//!   ([`sources::lorawan`]) and their frame counters kept in the store.
 //! - [`devices`] finds the device an uplink came from; [`profiles`] decodes its payload into
 //!   values of canonical [`model::Quantity`]s; [`quality`] flags each value.
 //! - [`ingest`] is the stage that ties these together and writes batches to the [`store`],
 //!   acknowledging messages to the broker only after their batch is durable.
+//! - With `[influxdb]`, [`store::influx`] sends the readings on to InfluxDB v2 from a durable
+//!   spool ([`store::outbox`]) that ingest fills in the same commit as the embedded store.
+//! - [`aggregates`] defines the rollup windows (kept up to date by the store in the readings'
+//!   own transaction) and the derived quantities (dew point, heat index).
 //! - [`api`] serves the stored data over HTTP; [`metrics`] counts what happened.
 //! - [`registry`] holds the devices and profiles in use and reloads them when their files change.
 //! - [`app`] wires the stages and owns shutdown.
+pub mod aggregates;
 pub mod api;
 pub mod app;
 pub mod broker;

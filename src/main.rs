@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: ProfilesCommand,
     },
+    /// Rollup maintenance (run while the gateway is stopped: the store is single-process).
+    Rollups {
+        #[command(subcommand)]
+        command: RollupsCommand,
+    },
     /// Decode one payload with a profile and print the readings as JSON.
     Decode {
         /// Profile id, e.g. dragino-lht65.
@@ -51,6 +56,19 @@ enum Command {
 enum ConfigCommand {
     /// Print the documented default configuration.
     Default,
+}
+
+#[derive(Subcommand)]
+enum RollupsCommand {
+    /// Recompute the rollups of a time range (widened to whole UTC days) from the stored readings.
+    Rebuild {
+        /// Start (RFC 3339); default: the beginning of time.
+        #[arg(long)]
+        from: Option<String>,
+        /// End, exclusive (RFC 3339); default: the end of time.
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -78,6 +96,10 @@ fn main() -> ExitCode {
         },
         Command::Profiles { command } => match load(cli.config) {
             Ok(settings) => profiles(&settings, command),
+            Err(code) => code,
+        },
+        Command::Rollups { command: RollupsCommand::Rebuild { from, to } } => match load(cli.config) {
+            Ok(settings) => rebuild_rollups(&settings, from.as_deref(), to.as_deref()),
             Err(code) => code,
         },
         Command::Decode { profile, fport, hex } => match load(cli.config) {
@@ -263,6 +285,56 @@ fn decode(settings: &Settings, profile: &str, fport: Option<u8>, hex: &str) -> E
         Err(e) => {
             eprintln!("cannot decode: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn rebuild_rollups(settings: &Settings, from: Option<&str>, to: Option<&str>) -> ExitCode {
+    use chrono::{DateTime, Utc};
+    let parse = |name: &str, v: Option<&str>, default: DateTime<Utc>| match v {
+        None => Ok(default),
+        Some(v) => DateTime::parse_from_rfc3339(v)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("--{name}: expected an RFC 3339 time such as 2026-11-25T00:00:00Z ({e})")),
+    };
+    let range = parse("from", from, DateTime::<Utc>::MIN_UTC).and_then(|f| Ok((f, parse("to", to, DateTime::<Utc>::MAX_UTC)?)));
+    let (from, to) = match range {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let devices = match messnetz::registry::load(settings) {
+        Ok((_, devices)) => devices,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let store = match messnetz::store::EmbeddedStore::open(&settings.store.path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("store.path: {e} (is the gateway still running? stop it first)");
+            return ExitCode::from(1);
+        }
+    };
+    let district_of = |id: &str| {
+        devices
+            .get(id)
+            .filter(|d| d.visibility == messnetz::devices::Visibility::Open)
+            .map(|d| d.district.clone())
+    };
+    match store.rebuild_rollups(from, to, &district_of) {
+        Ok(summary) => {
+            println!("rebuilt the rollups from {} readings ({} district windows)", summary.readings, summary.district_windows);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rebuild failed: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -30,6 +30,16 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     /// Subscriptions the broker confirmed (SUBACK), counted again on every reconnect.
     pub mqtt_subscriptions: AtomicU64,
+    /// Raw LoRaWAN frames that are no data uplink (join requests, downlinks, MAC-only frames): acknowledged, not stored.
+    pub lorawan_ignored: AtomicU64,
+    /// Raw LoRaWAN copies of an already accepted frame (several gateways): acknowledged, not stored again.
+    pub lorawan_duplicates: AtomicU64,
+    /// Raw LoRaWAN frames refused as replays (counter at or below the last accepted one).
+    pub lorawan_replays: AtomicU64,
+    /// Raw LoRaWAN frames whose MIC did not verify (wrong keys or altered frames).
+    pub lorawan_mic_failures: AtomicU64,
+    /// The InfluxDB writer and its spool.
+    pub influx: crate::store::influx::InfluxMetrics,
     store_latency_buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
     store_latency_count: AtomicU64,
     store_latency_sum_us: AtomicU64,
@@ -55,7 +65,7 @@ impl Metrics {
     /// Render in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             ("messnetz_messages_received_total", "Messages taken from the broker.", &self.messages_received),
             ("messnetz_messages_decoded_total", "Messages decoded into readings.", &self.messages_decoded),
             ("messnetz_messages_failed_total", "Messages that could not be parsed, matched to a device or decoded.", &self.messages_failed),
@@ -66,10 +76,15 @@ impl Metrics {
             ("messnetz_mqtt_connects_total", "Connections established to the broker.", &self.mqtt_connects),
             ("messnetz_store_errors_total", "Store commits that failed.", &self.store_errors),
             ("messnetz_mqtt_subscriptions_total", "Subscriptions confirmed by the broker.", &self.mqtt_subscriptions),
+            ("messnetz_lorawan_ignored_total", "Raw LoRaWAN frames that are no data uplink (join, downlink, MAC only).", &self.lorawan_ignored),
+            ("messnetz_lorawan_duplicates_total", "Raw LoRaWAN copies of an already accepted frame.", &self.lorawan_duplicates),
+            ("messnetz_lorawan_replays_total", "Raw LoRaWAN frames refused as replays.", &self.lorawan_replays),
+            ("messnetz_lorawan_mic_failures_total", "Raw LoRaWAN frames whose MIC did not verify.", &self.lorawan_mic_failures),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
         }
+        self.influx.render(&mut out);
         let name = "messnetz_store_commit_seconds";
         let _ = writeln!(out, "# HELP {name} Latency of one store commit (one batch).\n# TYPE {name} histogram");
         for (bound, bucket) in LATENCY_BUCKETS_S.iter().zip(&self.store_latency_buckets) {

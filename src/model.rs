@@ -103,6 +103,13 @@ pub const QUANTITIES: &[QuantityDef] = &[
     QuantityDef { name: "ultraviolet_index", unit: "1", min: 0.0, max: 20.0 },
     QuantityDef { name: "mass_concentration_of_pm2p5_ambient_aerosol_particles_in_air", unit: "ug/m3", min: 0.0, max: 2000.0 },
     QuantityDef { name: "mass_concentration_of_pm10_ambient_aerosol_particles_in_air", unit: "ug/m3", min: 0.0, max: 2000.0 },
+    QuantityDef { name: "mass_concentration_of_pm1_ambient_aerosol_particles_in_air", unit: "ug/m3", min: 0.0, max: 2000.0 },
+    QuantityDef { name: "mass_concentration_of_formaldehyde_in_air", unit: "ug/m3", min: 0.0, max: 5000.0 },
+    QuantityDef { name: "water_vapor_partial_pressure_in_air", unit: "hPa", min: 0.0, max: 100.0 },
+    QuantityDef { name: "northward_wind", unit: "m/s", min: -75.0, max: 75.0 },
+    QuantityDef { name: "eastward_wind", unit: "m/s", min: -75.0, max: 75.0 },
+    // Not in CF: lightning strikes counted by the sensor during its measurement interval.
+    QuantityDef { name: "lightning_strike_count", unit: "1", min: 0.0, max: 100000.0 },
     QuantityDef { name: "mole_fraction_of_carbon_dioxide_in_air", unit: "ppm", min: 0.0, max: 10000.0 },
     QuantityDef { name: "mass_concentration_of_nitrogen_dioxide_in_air", unit: "ug/m3", min: 0.0, max: 2000.0 },
     QuantityDef { name: "mass_concentration_of_ozone_in_air", unit: "ug/m3", min: 0.0, max: 1000.0 },
@@ -110,6 +117,8 @@ pub const QUANTITIES: &[QuantityDef] = &[
     QuantityDef { name: "soil_temperature", unit: "Cel", min: -40.0, max: 80.0 },
     QuantityDef { name: "volume_fraction_of_condensed_water_in_soil", unit: "%", min: 0.0, max: 100.0 },
     QuantityDef { name: "dew_point_temperature", unit: "Cel", min: -80.0, max: 60.0 },
+    // Not in CF: the apparent temperature of the U.S. National Weather Service, derived.
+    QuantityDef { name: "heat_index", unit: "Cel", min: -80.0, max: 90.0 },
     QuantityDef { name: "sound_pressure_level", unit: "dB", min: 0.0, max: 150.0 },
     // Not in CF: temperature measured by an external probe whose medium the operator chooses.
     QuantityDef { name: "probe_temperature", unit: "Cel", min: -55.0, max: 125.0 },

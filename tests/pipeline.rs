@@ -75,12 +75,17 @@ async fn ttn_and_chirpstack_uplinks_reach_the_api_with_the_vendor_values() {
     .await;
 
     for (device, time) in [("demo-lht65", "2026-11-25T10:00:00Z"), ("demo-lht65-park", "2026-11-25T10:05:00.250Z")] {
-        let latest = latest_with(&gw, device, 4).await;
+        let latest = latest_with(&gw, device, 6).await;
         assert_eq!(value_of(&latest, "battery_voltage"), (3.062, "V".into(), time.into()), "{device}");
         assert_eq!(value_of(&latest, "air_temperature"), (28.29, "Cel".into(), time.into()), "{device}");
         assert_eq!(value_of(&latest, "relative_humidity"), (88.6, "%".into(), time.into()), "{device}");
         assert_eq!(value_of(&latest, "probe_temperature"), (27.81, "Cel".into(), time.into()), "{device}");
-        assert_eq!(latest["readings"].as_array().unwrap().len(), 4, "{latest}");
+        // Derived from temperature and humidity: Magnus dew point, NWS heat index.
+        let (dew, unit, _) = value_of(&latest, "dew_point_temperature");
+        assert!(dew == 26.22 && unit == "Cel", "{dew}");
+        let (hi, _, _) = value_of(&latest, "heat_index");
+        assert_eq!(hi, 34.57);
+        assert_eq!(latest["readings"].as_array().unwrap().len(), 6, "{latest}");
     }
 
     // The catalogue lists the open devices with their last-seen time, never the internal one.
@@ -93,7 +98,7 @@ async fn ttn_and_chirpstack_uplinks_reach_the_api_with_the_vendor_values() {
 
     let metrics = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
     assert_eq!(metric(&metrics, "messnetz_messages_decoded_total"), Some(2.0), "{metrics}");
-    assert_eq!(metric(&metrics, "messnetz_readings_stored_total"), Some(8.0), "{metrics}");
+    assert_eq!(metric(&metrics, "messnetz_readings_stored_total"), Some(12.0), "{metrics}");
     assert_eq!(metric(&metrics, "messnetz_messages_acked_total"), Some(2.0), "{metrics}");
     assert!(metric(&metrics, "messnetz_store_commit_seconds_count").unwrap() >= 1.0);
 }

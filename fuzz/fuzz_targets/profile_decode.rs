@@ -1,9 +1,12 @@
-//! Fuzz target: any payload on any fPort through every bundled profile gives readings or an error, never a panic.
+//! Fuzz target: any payload on any fPort through every bundled profile (fixed, tlv, flags, lpp
+//! and json layouts), and any text as a formula, gives readings or an error: never a panic,
+//! never a loop, never a non-finite reading.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use messnetz::profiles::formula::Formula;
 use messnetz::profiles::ProfileSet;
 
 fn profiles() -> &'static ProfileSet {
@@ -16,10 +19,22 @@ fn profiles() -> &'static ProfileSet {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&port, payload)) = data.split_first() else { return };
-    for id in profiles().ids() {
-        if let Some(p) = profiles().get(id) {
-            let _ = p.decode_bytes(Some(port), payload);
-            let _ = p.decode_bytes(None, payload);
+    let json: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
+    for p in profiles().iter() {
+        for result in [p.decode_bytes(Some(port), payload), p.decode_bytes(None, payload)] {
+            if let Ok(d) = result {
+                assert!(d.values.iter().all(|v| v.value.is_finite()), "{}: {d:?}", p.id());
+            }
+        }
+        if let Some(v) = &json {
+            if let Ok(d) = p.decode_json(v) {
+                assert!(d.values.iter().all(|v| v.value.is_finite()), "{}: {d:?}", p.id());
+            }
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(payload) {
+        if let Ok(f) = Formula::parse(text) {
+            let _ = f.eval(f64::from(port));
         }
     }
 });

@@ -1,16 +1,26 @@
 //! The HTTP API (axum): `router(state)` with the open read-only routes, health and metrics.
+//!
+//! Open routes show only devices marked open; an internal device answers exactly like an
+//! unknown one. Open responses carry their licence, an ETag and Cache-Control.
 
+mod aggregates;
+mod cache;
+mod catalog;
 mod devices;
 pub mod error;
+mod geo;
 mod health;
 mod readings;
 
 use std::sync::Arc;
 
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::config::OpenDataSettings;
 use crate::devices::{Device, Visibility};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -23,19 +33,54 @@ pub struct AppState {
     pub store: Arc<EmbeddedStore>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
-    /// Most points in one `/v1/readings` response.
+    /// Most points in one `/v1/readings` or `/v1/aggregates` response.
     pub max_points: usize,
+    /// Publisher, licences and base URL for the catalogue.
+    pub open_data: Arc<OpenDataSettings>,
 }
+
+/// The OpenAPI document of these routes.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 /// All routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/metrics", get(health::metrics))
+    let open = Router::new()
         .route("/v1/devices", get(devices::list))
         .route("/v1/devices/{id}/latest", get(devices::latest))
         .route("/v1/readings", get(readings::series))
+        .route("/v1/aggregates", get(aggregates::aggregates))
+        .route("/v1/latest", get(geo::latest))
+        .route("/v1/catalog", get(catalog::catalog))
+        .route("/openapi.json", get(openapi))
+        .layer(axum::middleware::from_fn(cache::etag));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .merge(open)
         .with_state(state)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+/// The DCAT-AP.de URI of a licence code used in device files and settings.
+pub fn licence_uri(code: &str) -> Option<&'static str> {
+    match code {
+        "dl-by-de/2.0" => Some("http://dcat-ap.de/def/licenses/dl-by-de/2.0"),
+        "dl-zero-de/2.0" => Some("http://dcat-ap.de/def/licenses/dl-zero-de/2.0"),
+        "cc-by/4.0" => Some("http://dcat-ap.de/def/licenses/cc-by/4.0"),
+        "cc-zero" => Some("http://dcat-ap.de/def/licenses/cc-zero"),
+        _ => None,
+    }
+}
+
+/// `Link: <licence>; rel="license"` (RFC 8288), so even a CSV download says its licence.
+fn licence_link(response: &mut Response, licence: &str) {
+    let target = licence_uri(licence).unwrap_or(licence);
+    if let Ok(v) = HeaderValue::from_str(&format!("<{target}>; rel=\"license\"")) {
+        response.headers_mut().append(header::LINK, v);
+    }
 }
 
 /// An open device by id; internal and unknown devices are both "not found", so the open API

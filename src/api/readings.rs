@@ -9,7 +9,7 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use super::{error::ApiError, open_device, rfc3339, round, AppState};
+use super::{error::ApiError, licence_link, open_device, rfc3339, round, AppState};
 use crate::model::Quantity;
 
 /// Range used when `from` is not given: this long before `to`.
@@ -136,9 +136,10 @@ pub async fn series(State(state): State<AppState>, Query(pairs): Query<Vec<(Stri
             ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
         }
     };
+    licence_link(&mut response, &device.licence);
     if let Some(next) = next {
         if let Ok(v) = header::HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
-            response.headers_mut().insert(header::LINK, v);
+            response.headers_mut().append(header::LINK, v);
         }
     }
     Ok(response)

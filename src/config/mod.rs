@@ -93,9 +93,12 @@ fn from_config(cfg: config::Config) -> Result<Settings, ConfigErrors> {
             "devices" => section(&name, value).map(|s| settings.devices = s),
             "profiles" => section(&name, value).map(|s| settings.profiles = s),
             "reload" => section(&name, value).map(|s| settings.reload = s),
+            "open_data" => section(&name, value).map(|s| settings.open_data = s),
+            "influxdb" => section(&name, value).map(|s| settings.influxdb = Some(s)),
+            "lorawan" => section(&name, value).map(|s| settings.lorawan = s),
             _ => Err(ConfigError {
                 path: name.clone(),
-                message: "unknown section; expected one of broker, mqtt, ingest, store, api, devices, profiles, reload".into(),
+                message: "unknown section; expected one of broker, mqtt, ingest, store, api, devices, profiles, reload, influxdb, open_data, lorawan".into(),
             }),
         };
         if let Err(e) = result {
@@ -164,6 +167,12 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if s.ingest.max_batch == 0 {
         err("ingest.max_batch", "expected at least 1");
     }
+    if crate::api::licence_uri(&s.open_data.district_licence).is_none() {
+        err("open_data.district_licence", "expected dl-by-de/2.0, dl-zero-de/2.0 or cc-by/4.0");
+    }
+    if s.open_data.base_url.ends_with('/') || !s.open_data.base_url.starts_with("http") {
+        err("open_data.base_url", "expected an http(s) URL without a trailing slash");
+    }
     if s.api.max_points == 0 {
         err("api.max_points", "expected at least 1");
     }
@@ -172,6 +181,9 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     }
     if s.broker.enabled && (s.broker.max_segment_count == 0 || s.broker.max_segment_size_bytes < 1024) {
         err("broker.max_segment_size_bytes", "expected at least 1024 bytes and max_segment_count of 1 or more");
+    }
+    if let Some(influx) = &s.influxdb {
+        errors.extend(influx.problems().into_iter().map(|(key, message)| ConfigError { path: format!("influxdb.{key}"), message }));
     }
     errors
 }
@@ -246,5 +258,32 @@ mod tests {
         let s = load_str("[mqtt]\nusername = \"u\"\npassword = \"hunter2\"\n", &[]).unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
         assert_eq!(s.mqtt.password.unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn lorawan_format_and_keys_file_load_from_file_and_env() {
+        let s = load_str("[[mqtt.subscriptions]]\ntopic = \"eu868/gateway/+/event/up\"\nformat = \"lorawan\"\n", &[("MESSNETZ__LORAWAN__KEYS_FILE", "/etc/k.toml")]).unwrap();
+        assert_eq!(s.mqtt.subscriptions[0].format, MessageFormat::Lorawan);
+        assert_eq!(s.lorawan.keys_file.as_deref(), Some(std::path::Path::new("/etc/k.toml")));
+        let errors = load_str("[lorawan]\nkeys = \"x\"\n", &[]).unwrap_err().0;
+        assert!(errors[0].path.starts_with("lorawan"), "{errors:?}");
+    }
+
+    #[test]
+    fn influxdb_section_is_optional_validated_and_its_token_redacted() {
+        assert!(load_with_env(None, Vec::new()).unwrap().influxdb.is_none());
+        let s = load_str(
+            "[influxdb]\nurl = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"s3cret\"\nspool_full = \"drop-oldest\"\n",
+            &[("MESSNETZ__INFLUXDB__BATCH_SIZE", "100")],
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let influx = s.influxdb.unwrap();
+        assert_eq!((influx.spool_full, influx.batch_size, influx.enabled), (SpoolFullPolicy::DropOldest, 100, true));
+        let errors = load_str("[influxdb]\nurl = \"influx:8086\"\norg = \" \"\nbucket = \"b\"\n", &[]).unwrap_err().0;
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["influxdb.url", "influxdb.org"]);
+        let errors = load_str("[influxdb]\nurl = \"http://x\"\norg = \"o\"\nbucket = \"b\"\nspool_full = \"block\"\n", &[]).unwrap_err().0;
+        assert!(errors[0].path.starts_with("influxdb") && errors[0].message.contains("drop-oldest"), "{errors:?}");
     }
 }

@@ -18,6 +18,44 @@ pub struct Settings {
     pub devices: DevicesSettings,
     pub profiles: ProfilesSettings,
     pub reload: ReloadSettings,
+    pub open_data: OpenDataSettings,
+    /// InfluxDB v2 as the production time-series store; absent = embedded store only.
+    pub influxdb: Option<InfluxSettings>,
+    pub lorawan: LorawanSettings,
+}
+
+/// How the open data is described to portals (the DCAT-AP catalogue) and licensed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenDataSettings {
+    /// Public base URL of the API, used in the catalogue's links (no trailing slash).
+    pub base_url: String,
+    /// Title of the catalogue.
+    pub catalog_title: String,
+    /// Description of the catalogue.
+    pub catalog_description: String,
+    /// Name of the publishing body (the city or department).
+    pub publisher_name: String,
+    /// URI identifying the publisher.
+    pub publisher_uri: String,
+    /// Licence of district aggregates, which mix devices: `dl-by-de/2.0`, `dl-zero-de/2.0` or `cc-by/4.0`.
+    pub district_licence: String,
+    /// Attribution text for licences that require one (BY licences).
+    pub attribution: String,
+}
+
+impl Default for OpenDataSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:8080".into(),
+            catalog_title: "Stadtklima-Messnetz".into(),
+            catalog_description: "Air temperature, humidity and other climate measurements of the city's sensor network, as open data.".into(),
+            publisher_name: "Stadt Musterstadt, Umweltamt".into(),
+            publisher_uri: "https://example.org/stadt/umweltamt".into(),
+            district_licence: "dl-by-de/2.0".into(),
+            attribution: "Stadt Musterstadt, Stadtklima-Messnetz".into(),
+        }
+    }
 }
 
 /// Reloading devices and profiles without a restart.
@@ -165,6 +203,9 @@ pub enum MessageFormat {
     /// ChirpStack v4 `event/up` JSON.
     #[serde(rename = "chirpstack-v4")]
     ChirpstackV4,
+    /// Raw LoRaWAN frames from a gateway bridge (ChirpStack Gateway Bridge JSON), opened with ABP session keys.
+    #[serde(rename = "lorawan")]
+    Lorawan,
 }
 
 impl<'de> Deserialize<'de> for MessageFormat {
@@ -174,7 +215,8 @@ impl<'de> Deserialize<'de> for MessageFormat {
         match s.as_str() {
             "ttn-v3" => Ok(MessageFormat::TtnV3),
             "chirpstack-v4" => Ok(MessageFormat::ChirpstackV4),
-            _ => Err(serde::de::Error::custom(format!("unknown format {s:?}; expected \"ttn-v3\" or \"chirpstack-v4\""))),
+            "lorawan" => Ok(MessageFormat::Lorawan),
+            _ => Err(serde::de::Error::custom(format!("unknown format {s:?}; expected \"ttn-v3\", \"chirpstack-v4\" or \"lorawan\""))),
         }
     }
 }
@@ -184,8 +226,19 @@ impl MessageFormat {
         match self {
             MessageFormat::TtnV3 => "ttn-v3",
             MessageFormat::ChirpstackV4 => "chirpstack-v4",
+            MessageFormat::Lorawan => "lorawan",
         }
     }
+}
+
+/// Raw LoRaWAN frames (subscriptions with `format = "lorawan"`): where the ABP session keys are.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LorawanSettings {
+    /// TOML file of `[[session]]` entries (`dev_addr`, `device`, `nwk_s_key`, `app_s_key`).
+    /// It must not be readable by group or others, or the gateway refuses to start. Keys can
+    /// also come from `MESSNETZ_LORAWAN_KEY_<DEVADDR>=<device>:<NwkSKey>:<AppSKey>` variables.
+    pub keys_file: Option<PathBuf>,
 }
 
 /// The stage between the broker and the store.
@@ -284,5 +337,130 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"***\"")
+    }
+}
+
+/// InfluxDB v2, written from a durable on-disk spool (see `src/store/influx.rs`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxSettings {
+    /// Write readings to InfluxDB. `false` keeps the section but spools and sends nothing.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Base URL of the server, e.g. `https://influx.stadt.example:8086`.
+    pub url: String,
+    /// Organization (name or id) that owns the bucket.
+    pub org: String,
+    /// Bucket the readings go to.
+    pub bucket: String,
+    /// API token with write access to the bucket. Never logged.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Most readings (lines) per write request.
+    #[serde(default = "default_influx_batch_size")]
+    pub batch_size: usize,
+    /// Longest a reading waits in the spool for a batch to fill before it is sent, in milliseconds.
+    #[serde(default = "default_influx_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Compress request bodies with gzip (line protocol shrinks about tenfold).
+    #[serde(default = "yes")]
+    pub gzip: bool,
+    /// A write that has not been answered within this many milliseconds is retried later.
+    #[serde(default = "default_influx_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// First wait before retrying a failed write, in milliseconds; doubles up to `retry_max_ms`.
+    #[serde(default = "default_influx_retry_min_ms")]
+    pub retry_min_ms: u64,
+    /// Longest wait between retries, in milliseconds.
+    #[serde(default = "default_influx_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Most readings the spool holds while InfluxDB is unreachable; `spool_full` says what happens beyond.
+    #[serde(default = "default_influx_spool_max_readings")]
+    pub spool_max_readings: u64,
+    /// At the spool limit: `backpressure` stops acknowledging MQTT messages (the broker keeps
+    /// them) until there is room; `drop-oldest` deletes the oldest spooled readings (they stay
+    /// in the embedded store, only InfluxDB misses them) and counts them.
+    #[serde(default)]
+    pub spool_full: SpoolFullPolicy,
+    /// At shutdown, how long the writer may keep sending what is spooled, in milliseconds;
+    /// the rest stays in the spool for the next start.
+    #[serde(default = "default_influx_shutdown_flush_ms")]
+    pub shutdown_flush_ms: u64,
+}
+
+/// What the spool does when it holds `spool_max_readings`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SpoolFullPolicy {
+    /// Stop committing (and so acknowledging) new messages until the spool has room.
+    #[default]
+    Backpressure,
+    /// Delete the oldest spooled readings to make room.
+    DropOldest,
+}
+
+impl<'de> Deserialize<'de> for SpoolFullPolicy {
+    // By hand, so that a wrong value is answered with the list of right ones.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "backpressure" => Ok(SpoolFullPolicy::Backpressure),
+            "drop-oldest" => Ok(SpoolFullPolicy::DropOldest),
+            _ => Err(serde::de::Error::custom(format!("unknown policy {s:?}; expected \"backpressure\" or \"drop-oldest\""))),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_influx_batch_size() -> usize {
+    5000
+}
+fn default_influx_flush_interval_ms() -> u64 {
+    1000
+}
+fn default_influx_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_influx_retry_min_ms() -> u64 {
+    200
+}
+fn default_influx_retry_max_ms() -> u64 {
+    30_000
+}
+fn default_influx_spool_max_readings() -> u64 {
+    10_000_000
+}
+fn default_influx_shutdown_flush_ms() -> u64 {
+    5000
+}
+
+impl InfluxSettings {
+    /// Checks serde can't express, as (key, message) pairs relative to `influxdb.`.
+    pub(crate) fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        match self.url.split_once("://") {
+            Some(("http" | "https", rest)) if !rest.is_empty() => {}
+            _ => out.push(("url", format!("expected an http:// or https:// URL, got {:?}", self.url))),
+        }
+        if self.org.trim().is_empty() {
+            out.push(("org", "expected an organization name or id".to_owned()));
+        }
+        if self.bucket.trim().is_empty() {
+            out.push(("bucket", "expected a bucket name".to_owned()));
+        }
+        if self.batch_size == 0 {
+            out.push(("batch_size", "expected at least 1".to_owned()));
+        }
+        if self.request_timeout_ms == 0 {
+            out.push(("request_timeout_ms", "expected at least 1 ms".to_owned()));
+        }
+        if self.retry_min_ms == 0 || self.retry_min_ms > self.retry_max_ms {
+            out.push(("retry_min_ms", "expected 1 ms or more and no more than influxdb.retry_max_ms".to_owned()));
+        }
+        if self.spool_max_readings < self.batch_size as u64 {
+            out.push(("spool_max_readings", "expected at least influxdb.batch_size".to_owned()));
+        }
+        out
     }
 }

@@ -45,17 +45,55 @@ pub struct ProfileFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LayoutSpec {
-    /// `fixed`: a binary payload whose fields sit at fixed byte positions.
+    /// `fixed`: fields at fixed byte positions. `tlv`: type-tagged channels. `flags`: groups of
+    /// values present when a bit of a flags field is set. `lpp`: Cayenne LPP. `javascript`: a
+    /// vendor-style codec script. `ignore`: a known frame that carries no readings.
     /// `json`: a JSON document whose values are found by JSON pointer.
     pub kind: Spanned<LayoutKind>,
-    /// `fixed` only. The LoRaWAN fPorts (1 to 223) this layout decodes. Without it the layout
-    /// decodes every fPort, including uplinks whose fPort is not known.
+    /// Binary kinds only. The LoRaWAN fPorts (1 to 223) this layout decodes. Without it the
+    /// layout decodes every fPort, including uplinks whose fPort is not known.
     pub fports: Option<Vec<u8>>,
-    /// `fixed` only. The shortest payload, in bytes, that this layout accepts; shorter payloads
-    /// are rejected with an error. Defaults to (and must be at least) the end of the last byte
-    /// that a field or condition reads; set it when the frame has trailing reserved bytes.
+    /// Binary kinds only. Choose this layout only when a payload byte has a given value, for
+    /// example a protocol version or frame type in the first byte:
+    /// `match = { byte = 0, equals = 2 }`. Same keys as a field's `when`.
+    #[serde(rename = "match")]
+    pub select: Option<Spanned<Condition>>,
+    /// Binary kinds only. The shortest payload, in bytes, that this layout accepts; shorter
+    /// payloads are rejected with an error. For `fixed` it defaults to (and must be at least) the
+    /// end of the last byte that a field or condition reads; set it when the frame has trailing
+    /// reserved bytes.
     pub min_length: Option<usize>,
-    /// The values this layout produces, in output order.
+    /// Binary kinds only. The longest payload, in bytes, that this layout accepts; longer ones
+    /// are an error. Default 242, the largest LoRaWAN application payload.
+    pub max_length: Option<usize>,
+    /// `tlv` and `flags` only. Position of the first channel (or of the first group), counted
+    /// from 0. `tlv` default 0; `flags` default: right after the flags field.
+    pub start: Option<usize>,
+    /// `tlv` and `lpp` only. Bytes at the end of the payload that are not channels, such as a
+    /// checksum. Default 0.
+    pub trailer: Option<usize>,
+    /// `tlv` only. The channels that may appear, in any order and any number of times.
+    #[serde(default)]
+    pub channels: Vec<Spanned<ChannelSpec>>,
+    /// `flags` only. Where the bitmask is: `flags = { byte = 3, type = "u16be" }`.
+    pub flags: Option<Spanned<FlagsSpec>>,
+    /// `flags` only. One group per bit; present groups follow each other in bit order,
+    /// lowest bit first.
+    #[serde(default)]
+    pub groups: Vec<Spanned<GroupSpec>>,
+    /// `javascript` only. File name of the codec script, relative to the profile's directory.
+    pub script_file: Option<String>,
+    /// `javascript` only. The codec script itself, instead of `script_file`.
+    pub script: Option<String>,
+    /// `javascript` only. Time limit per uplink in milliseconds; default 100 (as network
+    /// servers allow), at most 1000.
+    pub timeout_ms: Option<u64>,
+    /// `javascript` only. Memory limit of the script's heap in kibibytes; default 8192.
+    pub memory_limit_kib: Option<usize>,
+    /// The values this layout produces, in output order. For `fixed`: read with `byte`/`type`.
+    /// For `json` and `javascript`: found with `pointer` in the document (for `javascript`, in
+    /// the codec's `data`). For `lpp`: mapped by `channel`.
+    #[serde(default)]
     pub fields: Vec<Spanned<FieldSpec>>,
 }
 
@@ -67,6 +105,78 @@ pub enum LayoutKind {
     Fixed,
     /// JSON payload, fields found by JSON pointer (RFC 6901).
     Json,
+    /// Binary payload of tagged channels: a tag says what follows and how long it is.
+    Tlv,
+    /// Binary payload whose bitmask says which groups of values follow.
+    Flags,
+    /// Cayenne Low Power Payload: channel, type, value, repeated.
+    Lpp,
+    /// A JavaScript codec with the `decodeUplink(input)` contract, run in a sandbox.
+    Javascript,
+    /// A frame that is recognised but carries no readings (version or configuration reports).
+    Ignore,
+}
+
+/// `[[layouts.channels]]` of a `tlv` layout.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSpec {
+    /// The tag bytes that introduce the channel: one byte (`tag = 0x01`) or several
+    /// (`tag = [0x03, 0x67]`). Every channel of a layout has a tag of the same length.
+    pub tag: Spanned<TagSpec>,
+    /// Bytes of value after the tag. Defaults to the end of the last byte the fields read.
+    pub length: Option<usize>,
+    /// The byte after the tag gives the length of the value that follows it (for channels
+    /// whose size varies, such as settings reports). Instead of `length`.
+    #[serde(default)]
+    pub length_byte: bool,
+    /// The values of the channel; `byte` counts from the first byte after the tag. A channel
+    /// without fields is skipped (known, but not a reading).
+    #[serde(default)]
+    pub fields: Vec<Spanned<FieldSpec>>,
+}
+
+/// One tag byte or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TagSpec {
+    /// `tag = 0x01`: a one-byte tag (Elsys).
+    One(u8),
+    /// `tag = [0x03, 0x67]`: a tag of several bytes (Milesight channel and type).
+    Many(Vec<u8>),
+}
+
+impl TagSpec {
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            TagSpec::One(b) => vec![*b],
+            TagSpec::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `flags = { byte = 3, type = "u16be" }`: where the bitmask of a `flags` layout is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagsSpec {
+    /// Position of the bitmask, counted from 0.
+    pub byte: usize,
+    /// An unsigned integer type: `u8`, `u16be`, `u16le`, `u24be`, `u32be`, ...
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+}
+
+/// `[[layouts.groups]]` of a `flags` layout.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    /// The bit of the flags that says the group is present, 0 = least significant.
+    pub bit: u32,
+    /// Length of the group in bytes. Defaults to the end of the last byte the fields read.
+    pub length: Option<usize>,
+    /// The values of the group; `byte` counts from the group's first byte.
+    #[serde(default)]
+    pub fields: Vec<Spanned<FieldSpec>>,
 }
 
 /// One value of a layout: where it comes from and how it becomes a reading.
@@ -89,7 +199,8 @@ pub struct FieldSpec {
     pub byte: Option<usize>,
     /// `fixed` only. How the bytes at `byte` are read: `u8`, `i8`, `u16be`, `u16le`, `i16be`,
     /// `i16le`, `u24be`, `u24le`, `i24be`, `i24le`, `u32be`, `u32le`, `i32be`, `i32le`,
-    /// `f32be`, `f32le`. `be` is big-endian (most significant byte first), `i` is two's complement.
+    /// `f32be`, `f32le`, `bcd8`, `bcd16be`, `bcd24be`, `bcd32be`. `be` is big-endian (most
+    /// significant byte first), `i` is two's complement, `bcd` is two decimal digits per byte.
     #[serde(rename = "type")]
     pub ty: Option<Spanned<FieldType>>,
     /// `fixed` only, unsigned types only. Bits to keep of the raw integer (a bitfield), applied
@@ -104,9 +215,17 @@ pub struct FieldSpec {
     pub no_value: Option<Vec<i64>>,
     /// `fixed` only. Emit this field only when a byte of the payload has a given value.
     pub when: Option<Spanned<Condition>>,
-    /// `json` only. JSON pointer (RFC 6901) to a number, for example `/temperature` or
-    /// `/sensors/0/value`. A missing value is a warning; a value that is not a number is an error.
+    /// `json` and `javascript` only. JSON pointer (RFC 6901) to a number, for example
+    /// `/temperature` or `/sensors/0/value`. A missing value is a warning; a value that is not a
+    /// number is an error (for `javascript`, numeric strings such as `"21.50"` are accepted).
     pub pointer: Option<String>,
+    /// `lpp` only. The Cayenne LPP channel this field maps; the value is the one LPP defines for
+    /// the channel's type (for example degrees Celsius for type 0x67), before `scale`/`formula`.
+    pub channel: Option<u8>,
+    /// Instead of `scale` and `offset`: an expression of the raw value `x`, for example
+    /// `175 * x / 65535 - 45`. Numbers, `x`, `+ - * /`, parentheses and unary minus; evaluated
+    /// left to right with the usual precedence, in double precision.
+    pub formula: Option<Spanned<String>>,
 }
 
 /// How the bytes of a `fixed` field are read.
@@ -129,6 +248,11 @@ pub enum FieldType {
     I32le,
     F32be,
     F32le,
+    /// Binary-coded decimal: each byte holds two decimal digits (`0x42` is 42).
+    Bcd8,
+    Bcd16be,
+    Bcd24be,
+    Bcd32be,
 }
 
 impl FieldType {
@@ -136,10 +260,10 @@ impl FieldType {
     pub fn width(self) -> usize {
         use FieldType::*;
         match self {
-            U8 | I8 => 1,
-            U16be | U16le | I16be | I16le => 2,
-            U24be | U24le | I24be | I24le => 3,
-            U32be | U32le | I32be | I32le | F32be | F32le => 4,
+            U8 | I8 | Bcd8 => 1,
+            U16be | U16le | I16be | I16le | Bcd16be => 2,
+            U24be | U24le | I24be | I24le | Bcd24be => 3,
+            U32be | U32le | I32be | I32le | F32be | F32le | Bcd32be => 4,
         }
     }
 
@@ -158,7 +282,12 @@ impl FieldType {
 
     pub fn is_big_endian(self) -> bool {
         use FieldType::*;
-        matches!(self, U16be | I16be | U24be | I24be | U32be | I32be | F32be)
+        matches!(self, U16be | I16be | U24be | I24be | U32be | I32be | F32be | Bcd16be | Bcd24be | Bcd32be)
+    }
+
+    pub fn is_bcd(self) -> bool {
+        use FieldType::*;
+        matches!(self, Bcd8 | Bcd16be | Bcd24be | Bcd32be)
     }
 }
 
@@ -197,6 +326,10 @@ pub struct ExampleSpec {
     pub readings: Vec<ExpectedReading>,
     /// Instead of `readings`: decoding must fail with an error whose message contains this text.
     pub error: Option<String>,
+    /// Texts that must each appear in one of the decoder's warnings (an unknown channel, a
+    /// missing JSON value). Without it, warnings are not checked.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One expected reading of an example.

@@ -32,6 +32,7 @@ pub enum Unit {
     WattPerSquareMetre,
     Lux,
     MicrogramPerCubicMetre,
+    MilligramPerCubicMetre,
     Volt,
     Millivolt,
     Decibel,
@@ -96,6 +97,7 @@ const ALL: &[Unit] = &[
     Unit::WattPerSquareMetre,
     Unit::Lux,
     Unit::MicrogramPerCubicMetre,
+    Unit::MilligramPerCubicMetre,
     Unit::Volt,
     Unit::Millivolt,
     Unit::Decibel,
@@ -138,6 +140,7 @@ impl Unit {
             Unit::WattPerSquareMetre => "W/m2",
             Unit::Lux => "lx",
             Unit::MicrogramPerCubicMetre => "ug/m3",
+            Unit::MilligramPerCubicMetre => "mg/m3",
             Unit::Volt => "V",
             Unit::Millivolt => "mV",
             Unit::Decibel => "dB",
@@ -156,7 +159,7 @@ impl Unit {
             Unit::Millimetre => D::Length,
             Unit::WattPerSquareMetre => D::Irradiance,
             Unit::Lux => D::Illuminance,
-            Unit::MicrogramPerCubicMetre => D::MassConcentration,
+            Unit::MicrogramPerCubicMetre | Unit::MilligramPerCubicMetre => D::MassConcentration,
             Unit::Volt | Unit::Millivolt => D::Voltage,
             Unit::Decibel => D::SoundLevel,
             Unit::MillimetrePerHour => D::PrecipitationRate,
@@ -184,6 +187,9 @@ impl Unit {
             Unit::MetrePerSecond => (0.0, 1.0, 1.0),
             Unit::KilometrePerHour => (0.0, 1000.0, 3600.0),
             Unit::Knot => (0.0, 1852.0, 3600.0),
+            // Mass concentration reference: ug/m3.
+            Unit::MicrogramPerCubicMetre => (0.0, 1.0, 1.0),
+            Unit::MilligramPerCubicMetre => (0.0, 1000.0, 1.0),
             // Voltage reference: V.
             Unit::Volt => (0.0, 1.0, 1.0),
             Unit::Millivolt => (0.0, 1.0, 1000.0),
@@ -192,7 +198,6 @@ impl Unit {
             | Unit::Millimetre
             | Unit::WattPerSquareMetre
             | Unit::Lux
-            | Unit::MicrogramPerCubicMetre
             | Unit::Decibel
             | Unit::MillimetrePerHour => (0.0, 1.0, 1.0),
         }
@@ -323,6 +328,7 @@ mod tests {
         assert_eq!(convert("ppb", "ppm", 400.0), 0.4);
         assert_eq!(convert("%", "ppm", 0.04), 400.0);
         assert_eq!(convert("1", "%", 0.25), 25.0);
+        assert_eq!(convert("mg/m3", "ug/m3", 0.04), 40.0);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Sources: the MQTT connection and one parser per message format, each turning a message into an [`Uplink`].
 
 pub mod chirpstack;
+pub mod lorawan;
+pub mod lorawan_keys;
 pub mod mqtt;
 pub mod topic;
 pub mod ttn;
@@ -36,6 +38,8 @@ pub enum FormatError {
     Field { field: &'static str, why: String },
     #[error("the uplink carries no application payload ({field} is missing or empty)")]
     NoPayload { field: &'static str },
+    #[error("raw LoRaWAN frames are opened with session keys and frame counters (sources::lorawan::process), not parsed alone")]
+    NeedsSession,
 }
 
 /// Parse a message in the given format.
@@ -43,6 +47,7 @@ pub fn parse(format: MessageFormat, payload: &[u8]) -> Result<Uplink, FormatErro
     match format {
         MessageFormat::TtnV3 => ttn::parse(payload),
         MessageFormat::ChirpstackV4 => chirpstack::parse(payload),
+        MessageFormat::Lorawan => Err(FormatError::NeedsSession),
     }
 }
 

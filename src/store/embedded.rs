@@ -10,11 +10,12 @@ use std::path::Path;
 use chrono::{DateTime, TimeZone, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{engine, DeadLetter, StoreError, WriteBatch};
+use super::{engine, rollups, DeadLetter, StoreError, WriteBatch};
+use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
 
 /// (device, quantity name, time in ms since the epoch) → (value, flag, reason).
-const READINGS: TableDefinition<(&str, &str, i64), (f64, u8, &str)> = TableDefinition::new("readings");
+pub(super) const READINGS: TableDefinition<(&str, &str, i64), (f64, u8, &str)> = TableDefinition::new("readings");
 /// device → last reception time in ms since the epoch.
 const LAST_SEEN: TableDefinition<&str, i64> = TableDefinition::new("last_seen");
 /// sequence number → dead letter as JSON.
@@ -23,7 +24,10 @@ const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_let
 /// The embedded store. Cheap to share: wrap it in an `Arc`; its calls block, so call them
 /// from `spawn_blocking` in async code.
 pub struct EmbeddedStore {
-    db: Database,
+    /// Shared with `outbox.rs`, which keeps the InfluxDB spool in the same database.
+    pub(super) db: Database,
+    /// Keep rollups up to date on every write (always, but for measuring what they cost).
+    rollups: bool,
 }
 
 impl EmbeddedStore {
@@ -37,8 +41,12 @@ impl EmbeddedStore {
         tx.open_table(READINGS).map_err(engine)?;
         tx.open_table(LAST_SEEN).map_err(engine)?;
         tx.open_table(DEAD_LETTERS).map_err(engine)?;
+        tx.open_table(super::outbox::OUTBOX).map_err(engine)?;
+        tx.open_table(rollups::ROLLUPS).map_err(engine)?;
+        tx.open_table(rollups::DEVICE_DISTRICT).map_err(engine)?;
+        tx.open_table(super::frame_counters::FRAME_COUNTERS).map_err(engine)?;
         tx.commit().map_err(engine)?;
-        Ok(Self { db })
+        Ok(Self { db, rollups: true })
     }
 
     /// Write a batch in one durable transaction: when this returns `Ok`, it is on disk.
@@ -46,16 +54,39 @@ impl EmbeddedStore {
     pub fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
         let tx = self.db.begin_write().map_err(engine)?;
         let mut ids = Vec::with_capacity(batch.dead_letters.len());
+        // New readings go into the rollups as deltas; a reading that replaces a different
+        // stored value makes its windows be recomputed; a repeated one changes nothing.
+        let mut delta = RollupDelta::default();
+        let mut changed = Vec::new();
         {
             let mut readings = tx.open_table(READINGS).map_err(engine)?;
             for r in &batch.readings {
-                readings
+                let old = readings
                     .insert(
                         (r.device.as_str(), r.quantity.name(), r.time.timestamp_millis()),
                         (r.value, r.flag.to_byte(), r.reason.as_str()),
                     )
                     .map_err(engine)?;
+                match old.map(|o| {
+                    let (v, f, _) = o.value();
+                    (v, f)
+                }) {
+                    None if !self.rollups => {}
+                    None => delta.add(r, batch.districts.get(&r.device).map(String::as_str)),
+                    Some((v, f)) if v.to_bits() == r.value.to_bits() && f == r.flag.to_byte() => {}
+                    Some(_) => changed.push((r.device.as_str(), r.quantity, r.time.timestamp_millis())),
+                }
             }
+        }
+        if !self.rollups {
+            changed.clear();
+        }
+        rollups::set_districts(&tx, batch.districts.iter().map(|(d, z)| (d.as_str(), z.as_str())))?;
+        rollups::apply(&tx, &delta)?;
+        for (device, quantity, t) in changed {
+            rollups::recompute(&tx, device, quantity, t)?;
+        }
+        {
             let mut seen = tx.open_table(LAST_SEEN).map_err(engine)?;
             for (device, time) in &batch.seen {
                 let t = time.timestamp_millis();
@@ -76,6 +107,13 @@ impl EmbeddedStore {
                 dead.insert(id, json.as_slice()).map_err(engine)?;
                 ids.push(id);
             }
+        }
+        // The InfluxDB spool rides in the same commit: stored here == spooled for InfluxDB.
+        if !batch.outbox.is_empty() {
+            super::outbox::append(&tx, &batch.outbox)?;
+        }
+        if !batch.frame_counters.is_empty() {
+            super::frame_counters::write(&tx, &batch.frame_counters)?;
         }
         tx.commit().map_err(engine)?;
         Ok(ids)
@@ -141,6 +179,38 @@ impl EmbeddedStore {
             out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         }
         Ok(out)
+    }
+
+    /// Turn rollup upkeep off or on: only for benchmarks that measure what it costs.
+    pub fn set_rollups_enabled(&mut self, on: bool) {
+        self.rollups = on;
+    }
+
+    /// Rollup windows of a device or district with `from <= start < to`, oldest first.
+    pub fn rollups(
+        &self,
+        scope: &Scope,
+        quantity: Quantity,
+        interval: Interval,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, Window)>, StoreError> {
+        let tx = self.db.begin_read().map_err(engine)?;
+        rollups::query(&tx, scope, quantity, interval, from.timestamp_millis(), to.timestamp_millis())?
+            .into_iter()
+            .map(|(start, w)| Ok((millis(start)?, w)))
+            .collect()
+    }
+
+    /// Recompute the rollups of `[from, to)` (widened to whole UTC days) from the stored
+    /// readings. `district_of` gives the district of each open device.
+    pub fn rebuild_rollups(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        district_of: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<rollups::RebuildSummary, StoreError> {
+        rollups::rebuild(&self.db, from.timestamp_millis(), to.timestamp_millis(), district_of)
     }
 
     /// Number of stored readings (all devices).

@@ -2,9 +2,18 @@
 
 mod dead_letter;
 mod embedded;
+mod frame_counters;
+pub mod influx;
+pub mod outbox;
+mod rollups;
 
 pub use dead_letter::DeadLetter;
 pub use embedded::EmbeddedStore;
+pub use frame_counters::{FrameCounter, RecentFrame, DUPLICATE_WINDOW_MS};
+pub use outbox::Spool;
+pub use rollups::RebuildSummary;
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
@@ -18,17 +27,28 @@ pub struct WriteBatch {
     pub dead_letters: Vec<DeadLetter>,
     /// When each device was last heard from (reception time).
     pub seen: Vec<(DeviceId, DateTime<Utc>)>,
+    /// District of each open device in the batch: their readings also count towards the
+    /// district's rollups. Internal devices are absent, so they never shape public aggregates.
+    pub districts: HashMap<DeviceId, String>,
+    /// Line-protocol lines for InfluxDB, spooled in the same transaction (empty without `[influxdb]`).
+    pub outbox: Vec<String>,
+    /// LoRaWAN frame counters (by DevAddr) moved forward by the batch's raw frames; stored in the
+    /// same transaction, so a counter never runs ahead of (or behind) the readings it admitted.
+    pub frame_counters: HashMap<u32, FrameCounter>,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.readings.is_empty() && self.dead_letters.is_empty() && self.seen.is_empty()
+        self.readings.is_empty() && self.dead_letters.is_empty() && self.seen.is_empty() && self.districts.is_empty() && self.outbox.is_empty() && self.frame_counters.is_empty()
     }
 
     pub fn clear(&mut self) {
         self.readings.clear();
         self.dead_letters.clear();
         self.seen.clear();
+        self.districts.clear();
+        self.outbox.clear();
+        self.frame_counters.clear();
     }
 }
 

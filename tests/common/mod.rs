@@ -405,7 +405,8 @@ pub fn hex(s: &str) -> Vec<u8> {
 /// Dragino's published LHT65 example payload: 3.062 V, 28.29 °C, 88.6 %, probe 27.81 °C.
 pub const LHT65_PAYLOAD: &str = "CBF60B0D0376010ADD7FFF";
 
-/// The quantities one LHT65 uplink becomes.
+/// The measured quantities one LHT65 uplink always becomes (its profile may derive more,
+/// such as dew point; those are counted too).
 pub const LHT65_QUANTITIES: [&str; 4] = ["battery_voltage", "air_temperature", "relative_humidity", "probe_temperature"];
 
 /// `n` TTN uplinks of `demo-lht65`, each a distinct reading: `f_cnt` 1..=n, measured one
@@ -640,4 +641,139 @@ pub fn stored_per_quantity(data: &Path, device: &str) -> Vec<(&'static str, usiz
         .map(|q| (q.name(), store.readings(&device, q, from, to, usize::MAX).expect("read series").len()))
         .filter(|(_, n)| *n > 0)
         .collect()
+}
+
+// ---- InfluxDB v2 write target: VictoriaMetrics (tests/influx.rs, benches/influx.rs) ----
+
+/// A private VictoriaMetrics on a free loopback port with its own data directory; it accepts
+/// InfluxDB v2 `/api/v2/write` line protocol (gzip too). Stopped when dropped.
+pub struct VictoriaMetrics {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl VictoriaMetrics {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut vm = Self { port: free_port(), child: None, dir };
+        vm.spawn();
+        vm
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("victoria-metrics")
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg(format!("-storageDataPath={}", self.dir.path().join("data").display()))
+            // Older timestamps than the default retention (1 month) would be refused.
+            .arg("-retentionPeriod=100y")
+            .arg("-loggerLevel=ERROR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("victoria-metrics is not installed: run the tests with scripts/test, which installs it");
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        assert!(wait_for_port(addr, Duration::from_secs(20)), "victoria-metrics did not start on {addr}");
+    }
+
+    /// The base URL to configure as `influxdb.url`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stop it: the write API is gone at once. SIGTERM, so that the server keeps what it
+    /// acknowledged (on SIGKILL VictoriaMetrics loses the samples still buffered in memory,
+    /// which would be the server's loss, not the gateway's); SIGKILL after 10 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Every sample of every series whose metric name matches `name_regex`, after making
+    /// recent writes searchable. One JSON object per series (`metric`, `values`, `timestamps`).
+    pub async fn export(&self, name_regex: &str) -> Vec<serde_json::Value> {
+        let client = reqwest::Client::new();
+        let base = self.url();
+        client.get(format!("{base}/internal/force_flush")).send().await.expect("force_flush");
+        let text = client
+            .get(format!("{base}/api/v1/export"))
+            .query(&[("match[]", format!("{{__name__=~\"{name_regex}\"}}"))])
+            .send()
+            .await
+            .expect("export")
+            .text()
+            .await
+            .expect("export body");
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("export line")).collect()
+    }
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A `[influxdb]` section to pass as the `mqtt_extra` of [`Gateway::start_with`] /
+/// [`Gateway::start_full`] (TOML allows the `[[mqtt.subscriptions]]` that follow it).
+pub fn influx_section(url: &str, extra: &str) -> String {
+    format!("\n[influxdb]\nurl = \"{url}\"\norg = \"stadt\"\nbucket = \"messnetz\"\ntoken = \"test-token\"\n{extra}\n")
+}
+
+/// `None` when every quantity stored for the device has exactly `n` readings and the LHT65's
+/// measured quantities are among them; otherwise what is wrong.
+pub fn stored_mismatch(stored: &[(&'static str, usize)], n: usize) -> Option<String> {
+    let complete = LHT65_QUANTITIES.iter().all(|q| stored.iter().any(|(name, _)| name == q));
+    if complete && stored.iter().all(|(_, c)| *c == n) {
+        return None;
+    }
+    let counts: Vec<String> = stored.iter().map(|(q, c)| format!("{q} {c}")).collect();
+    Some(format!("expected {n} readings of each of at least {LHT65_QUANTITIES:?}, stored: {}", counts.join(", ")))
+}
+
+// ---- Raw LoRaWAN frames from a gateway bridge (tests/lorawan.rs) ----
+
+impl Topics {
+    /// Where a ChirpStack Gateway Bridge publishes a gateway's uplink frames.
+    pub fn gateway_bridge(&self, gateway_id: &str) -> String {
+        format!("{}/eu868/gateway/{gateway_id}/event/up", self.prefix)
+    }
+}
+
+/// Extra config for [`Gateway::start_full`]: a `lorawan` subscription for this test's
+/// gateway-bridge topics and the `[lorawan]` section naming the keys file.
+pub fn lorawan_section(topics: &Topics, keys_file: &Path) -> String {
+    format!(
+        "\n[[mqtt.subscriptions]]\ntopic = \"{}/eu868/gateway/+/event/up\"\nformat = \"lorawan\"\n\n[lorawan]\nkeys_file = \"{}\"\n",
+        topics.prefix,
+        keys_file.display()
+    )
+}
+
+/// Write a session keys file with the given mode: (DevAddr, device, NwkSKey hex, AppSKey hex).
+pub fn write_keys_file(path: &Path, mode: u32, sessions: &[(u32, &str, &str, &str)]) {
+    use std::os::unix::fs::PermissionsExt;
+    let text: String = sessions
+        .iter()
+        .map(|(addr, device, nwk, app)| format!("[[session]]\ndev_addr = \"{addr:08X}\"\ndevice = \"{device}\"\nnwk_s_key = \"{nwk}\"\napp_s_key = \"{app}\"\n\n"))
+        .collect();
+    std::fs::write(path, text).expect("write keys file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod keys file");
 }

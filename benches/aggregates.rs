@@ -1,0 +1,204 @@
+//! Benchmark: the cost of rollup upkeep on ingest, and `/v1/aggregates` latency with a year of a city's readings loaded.
+//!
+//! `cargo bench --bench aggregates` (needs `wrk`: `apt-get install -y wrk`). Sizes:
+//! MESSNETZ_BENCH_DEVICES (1000), MESSNETZ_BENCH_DAYS (365), MESSNETZ_BENCH_RUNS (3),
+//! MESSNETZ_BENCH_WRK_S (10 seconds per load run).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
+use messnetz::store::{EmbeddedStore, WriteBatch};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+const START_MS: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+const TEN_MIN_MS: i64 = 600_000;
+
+fn district(d: usize) -> String {
+    format!("Bezirk-{:02}", d % 10)
+}
+
+fn device_id(d: usize) -> DeviceId {
+    DeviceId::parse(&format!("dev-{d:04}")).unwrap()
+}
+
+/// A smooth daily temperature curve with a little per-device offset.
+fn temperature(d: usize, t_ms: i64) -> f64 {
+    let hours = (t_ms / 3_600_000) as f64;
+    10.0 + 8.0 * (hours / 24.0 * std::f64::consts::TAU).sin() + (d % 7) as f64 * 0.3
+}
+
+fn reading(device: &DeviceId, quantity: Quantity, t_ms: i64, value: f64) -> Reading {
+    Reading {
+        device: device.clone(),
+        quantity,
+        value,
+        time: DateTime::<Utc>::from_timestamp_millis(t_ms).unwrap(),
+        flag: QualityFlag::Good,
+        reason: String::new(),
+    }
+}
+
+/// Ingest-shaped batches: uplinks arrive time-major from all devices, each uplink giving six
+/// readings (an LHT65 with its derived quantities), `per_batch` uplinks per commit.
+fn upkeep_run(store: &EmbeddedStore, devices: usize, uplinks: usize, per_batch: usize) -> f64 {
+    let quantities: Vec<Quantity> =
+        ["air_temperature", "relative_humidity", "probe_temperature", "battery_voltage", "dew_point_temperature", "heat_index"]
+            .iter()
+            .map(|n| Quantity::by_name(n).unwrap())
+            .collect();
+    let ids: Vec<DeviceId> = (0..devices).map(device_id).collect();
+    let mut written = 0usize;
+    let started = Instant::now();
+    let mut i = 0;
+    while i < uplinks {
+        let mut batch = WriteBatch::default();
+        for u in i..(i + per_batch).min(uplinks) {
+            let d = u % devices;
+            let t = START_MS + (u / devices) as i64 * TEN_MIN_MS;
+            for (k, q) in quantities.iter().enumerate() {
+                batch.readings.push(reading(&ids[d], *q, t, temperature(d, t) + k as f64));
+            }
+            batch.districts.insert(ids[d].clone(), district(d));
+        }
+        written += batch.readings.len();
+        store.write(&batch).unwrap();
+        i += per_batch;
+    }
+    written as f64 / started.elapsed().as_secs_f64()
+}
+
+fn wrk(url: &str, seconds: usize) -> (String, String, String) {
+    let out = Command::new("wrk")
+        .args(["-t", "1", "-c", "8", "-d", &format!("{seconds}s"), "--latency", url])
+        .output()
+        .expect("wrk is needed: apt-get install -y wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let find = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_owned())
+            .unwrap_or_else(|| format!("? ({text})"))
+    };
+    (find("50%"), find("99%"), find("Requests/sec:"))
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let devices = env("MESSNETZ_BENCH_DEVICES", 1000);
+    let days = env("MESSNETZ_BENCH_DAYS", 365);
+    let runs = env("MESSNETZ_BENCH_RUNS", 3);
+    let wrk_s = env("MESSNETZ_BENCH_WRK_S", 10);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_default();
+    println!("machine: {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+
+    // 1. Rollup upkeep: store throughput with and without rollups, same batches.
+    println!("\n## rollup upkeep: 100,000 uplinks x 6 readings from {devices} devices, 2,000 uplinks per commit\n");
+    println!("| run | readings/s without rollups | readings/s with rollups | cost of rollups |");
+    println!("| --- | --- | --- | --- |");
+    let mut costs = Vec::new();
+    for run in 1..=runs {
+        let a = tempfile::tempdir().unwrap();
+        let mut plain = EmbeddedStore::open(a.path()).unwrap();
+        plain.set_rollups_enabled(false);
+        let without = upkeep_run(&plain, devices, 100_000, 2000);
+        drop(plain);
+        let b = tempfile::tempdir().unwrap();
+        let with_store = EmbeddedStore::open(b.path()).unwrap();
+        let with = upkeep_run(&with_store, devices, 100_000, 2000);
+        let cost = 1.0 - with / without;
+        costs.push(cost);
+        println!("| {run} | {without:.0} | {with:.0} | {:.1} % |", cost * 100.0);
+    }
+    costs.sort_by(f64::total_cmp);
+    println!("\nmedian cost of rollup upkeep: {:.1} % of store ingest throughput", costs[costs.len() / 2] * 100.0);
+
+    // 2. Load a year of 10-minute readings, series by series, through the production write path.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let per_device = days * 144;
+    let started = Instant::now();
+    {
+        let store = EmbeddedStore::open(&data).unwrap();
+        let q = Quantity::by_name("air_temperature").unwrap();
+        for d in 0..devices {
+            let id = device_id(d);
+            let mut batch = WriteBatch::default();
+            batch.districts.insert(id.clone(), district(d));
+            for i in 0..per_device {
+                let t = START_MS + i as i64 * TEN_MIN_MS;
+                batch.readings.push(reading(&id, q, t, temperature(d, t)));
+            }
+            store.write(&batch).unwrap();
+        }
+    }
+    let load_s = started.elapsed().as_secs_f64();
+    let size = std::fs::metadata(data.join("messnetz.redb")).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "\n## /v1/aggregates with {devices} devices x {days} days of 10-minute air temperature ({} readings)\n\nloaded in {load_s:.0} s ({:.0} readings/s with rollups), store file {:.2} GB",
+        devices * per_device,
+        (devices * per_device) as f64 / load_s,
+        size as f64 / 1e9
+    );
+
+    // 3. The gateway on that store, loaded with wrk.
+    let mut devices_toml = String::new();
+    for d in 0..devices {
+        devices_toml.push_str(&format!(
+            "[[device]]\nid = \"dev-{d:04}\"\nname = \"Sensor {d}\"\nprofile = \"dragino-lht65\"\nlat = 48.1\nlon = 11.5\ndistrict = \"{}\"\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n\n",
+            district(d)
+        ));
+    }
+    std::fs::write(dir.path().join("devices.toml"), devices_toml).unwrap();
+    let (mqtt, http) = (common::free_port(), common::free_port());
+    std::fs::write(
+        dir.path().join("messnetz.toml"),
+        format!(
+            "[broker]\nlisten = \"127.0.0.1:{mqtt}\"\n[mqtt]\nport = {mqtt}\n[store]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{http}\"\n[devices]\nfile = \"{}\"\n[profiles]\ndir = \"{}/sensor-profiles\"\n",
+            data.display(),
+            dir.path().join("devices.toml").display(),
+            common::MANIFEST_DIR
+        ),
+    )
+    .unwrap();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_messnetz"))
+        .arg("--config")
+        .arg(dir.path().join("messnetz.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let week = format!("http://127.0.0.1:{http}/v1/aggregates?device=dev-0042&quantity=air_temperature&interval=1h&from=2025-06-02T00:00:00Z&to=2025-06-09T00:00:00Z");
+    let year = format!("http://127.0.0.1:{http}/v1/aggregates?district=Bezirk-03&quantity=air_temperature&interval=1d&from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z");
+    let check: serde_json::Value = serde_json::from_str(
+        &Command::new("curl").args(["-s", &week]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    println!("device-week at 1h answers {} windows", check["points"].as_array().map(|p| p.len()).unwrap_or(0));
+    println!("\n| run | device-week 1h p50 | p99 | req/s | district-year 1d p50 | p99 | req/s |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for run in 1..=runs {
+        let (w50, w99, wrps) = wrk(&week, wrk_s);
+        let (y50, y99, yrps) = wrk(&year, wrk_s);
+        println!("| {run} | {w50} | {w99} | {wrps} | {y50} | {y99} | {yrps} |");
+    }
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}

@@ -1,0 +1,48 @@
+//! `/v1/latest`: a GeoJSON FeatureCollection of the open devices with their latest values, for maps.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::{error::ApiError, licence_uri, rfc3339, round, AppState};
+use crate::devices::Visibility;
+
+pub async fn latest(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let devices = state.registry.devices();
+    let store = state.store.clone();
+    let features = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
+        let mut features = Vec::new();
+        for d in devices.iter().filter(|d| d.visibility == Visibility::Open) {
+            let mut readings = Map::new();
+            for r in store.latest(&d.id)? {
+                readings.insert(
+                    r.quantity.name().to_owned(),
+                    json!({ "value": round(r.value), "unit": r.quantity.unit(), "time": rfc3339(r.time), "quality": r.flag.as_str() }),
+                );
+            }
+            // GeoJSON positions are longitude, latitude[, height].
+            let mut coordinates = vec![json!(d.lon), json!(d.lat)];
+            if let Some(h) = d.height_m {
+                coordinates.push(json!(h));
+            }
+            features.push(json!({
+                "type": "Feature",
+                "id": d.id,
+                "geometry": { "type": "Point", "coordinates": coordinates },
+                "properties": {
+                    "name": d.name,
+                    "district": d.district,
+                    "owner": d.owner,
+                    "licence": d.licence,
+                    "licence_uri": licence_uri(&d.licence),
+                    "last_seen": store.last_seen(&d.id)?.map(rfc3339),
+                    "readings": readings,
+                },
+            }));
+        }
+        Ok(features)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({ "type": "FeatureCollection", "features": features })))
+}

@@ -1,0 +1,469 @@
+//! InfluxDB v2 writer: drains the spool (the outbox table) in order, in gzip'd line-protocol batches, with backoff on outages and dead letters for rejected points.
+//!
+//! Schema (documented for Grafana users in the README): one measurement per quantity
+//! (`air_temperature`, ...), tags `device`, `district`, `owner`, `profile`, `unit`, fields
+//! `value` (always a float) and `quality` (always an integer: 0 good, 1 suspect, 2 bad),
+//! timestamp = the time of measurement in milliseconds. Same series and time overwrite in
+//! InfluxDB, so replaying a batch after a timeout or a crash never duplicates.
+//!
+//! Why not the `influxdb2` crate: its gzip support exists only on its `DataPoint` stream
+//! path (at the slowest compression level), its raw line-protocol writes cannot set
+//! `Content-Encoding`, it brings a second HTTP stack (reqwest 0.11 / hyper 0.14) and sets
+//! no request timeout unless given a reqwest 0.11 builder. A write is one POST, so it is
+//! done here with the reqwest 0.12 already in the tree; status codes are classified below.
+//!
+//! What each answer means:
+//! - 2xx: the lines are removed from the spool.
+//! - 400, 413, 422: the batch holds something InfluxDB will never take. It is split in
+//!   halves until the offending lines stand alone; those become dead letters with
+//!   InfluxDB's error text, everything else is written (re-sending lines InfluxDB already
+//!   took from a partial write is harmless: same series and time overwrite).
+//! - 429, 5xx, 401/403/404, timeouts and connection errors: nothing is wrong with the
+//!   points (401/403/404 are a token or bucket problem an operator fixes), so the batch stays
+//!   spooled and is retried with exponential backoff (or after `Retry-After`).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::outbox::Spool;
+use super::{DeadLetter, EmbeddedStore, StoreError, WriteBatch};
+use crate::config::{InfluxSettings, SpoolFullPolicy};
+use crate::devices::Device;
+use crate::metrics::Metrics;
+use crate::model::Reading;
+
+/// Why the writer could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum InfluxError {
+    #[error("influxdb.url: {0}")]
+    Url(String),
+    #[error("influxdb.token: not a valid HTTP header value")]
+    Token,
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("cannot read the spool: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The writer's counters, rendered into `/metrics` by [`Metrics::render`].
+#[derive(Default)]
+pub struct InfluxMetrics {
+    /// Points InfluxDB accepted.
+    pub points_written: AtomicU64,
+    /// Write requests that failed in a retryable way (unreachable, timeout, 5xx, 429 ...).
+    pub write_errors: AtomicU64,
+    /// Points InfluxDB rejected as malformed, moved to the dead letters.
+    pub points_rejected: AtomicU64,
+    /// Points deleted unsent from a full spool (policy `drop-oldest`).
+    pub spool_dropped: AtomicU64,
+    /// Times ingest held a batch back because the spool was full (policy `backpressure`).
+    pub spool_full_waits: AtomicU64,
+    /// Points waiting in the spool (a gauge).
+    pub spool_readings: AtomicU64,
+}
+
+impl InfluxMetrics {
+    pub fn render(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 5] = [
+            ("messnetz_influx_points_written_total", "Points InfluxDB accepted.", &self.points_written),
+            ("messnetz_influx_write_errors_total", "InfluxDB write requests that failed and will be retried.", &self.write_errors),
+            ("messnetz_influx_points_rejected_total", "Points InfluxDB rejected as malformed (dead-lettered).", &self.points_rejected),
+            ("messnetz_influx_spool_dropped_total", "Points dropped unsent from a full spool (drop-oldest).", &self.spool_dropped),
+            ("messnetz_influx_spool_full_waits_total", "Times ingest waited for room in a full spool (backpressure).", &self.spool_full_waits),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+        }
+        let name = "messnetz_influx_spool_readings";
+        let _ = writeln!(out, "# HELP {name} Points waiting in the InfluxDB spool.\n# TYPE {name} gauge\n{name} {}", self.spool_readings.load(Relaxed));
+    }
+}
+
+/// Append one reading as a line-protocol line (no newline) to `out`.
+pub fn write_line(r: &Reading, device: &Device, out: &mut String) {
+    // Quantity names are CF-style identifiers: nothing to escape in a measurement name.
+    out.push_str(r.quantity.name());
+    // Tag keys in sorted order, as InfluxDB recommends.
+    tag(out, "device", r.device.as_str());
+    tag(out, "district", &device.district);
+    tag(out, "owner", &device.owner);
+    tag(out, "profile", &device.profile);
+    tag(out, "unit", r.quantity.unit());
+    // `value` without an `i` suffix is always a float, even when it prints as "28": one type
+    // per field, whatever the decoder produced.
+    let _ = write!(out, " value={},quality={}i {}", r.value, r.flag.to_byte(), r.time.timestamp_millis());
+}
+
+fn tag(out: &mut String, key: &str, value: &str) {
+    // Line protocol has no empty tag values; a missing tag is the way to say "none".
+    if value.is_empty() {
+        return;
+    }
+    out.push(',');
+    out.push_str(key);
+    out.push('=');
+    for c in value.chars() {
+        match c {
+            ',' | '=' | ' ' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // A newline would end the line; it has no place in a tag.
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+}
+
+/// What one write request came to.
+enum Outcome {
+    Written,
+    Rejected { status: u16, text: String },
+    Retry { reason: String, after: Option<Duration> },
+}
+
+/// What one pass over the head of the spool came to.
+enum Step {
+    Progress,
+    Empty,
+    Retry(Option<Duration>),
+}
+
+/// Set up the spool handle (for ingest) and the writer task (for the app) from settings.
+pub fn start(settings: &InfluxSettings, store: Arc<EmbeddedStore>, metrics: Arc<Metrics>) -> Result<(Arc<Spool>, InfluxWriter), InfluxError> {
+    let len = store.outbox_len()?;
+    let spool = Arc::new(Spool::new(settings, metrics.clone(), len));
+    if len > 0 {
+        info!(readings = len, "InfluxDB spool holds readings from before; sending them first");
+    }
+    let writer = InfluxWriter::new(settings, store, spool.clone(), metrics)?;
+    Ok((spool, writer))
+}
+
+/// Sends the spool to InfluxDB. Run with [`InfluxWriter::run`].
+pub struct InfluxWriter {
+    store: Arc<EmbeddedStore>,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+    write_url: reqwest::Url,
+    /// `Token ...`, marked sensitive so no debug output shows it.
+    auth: Option<HeaderValue>,
+    settings: InfluxSettings,
+}
+
+impl InfluxWriter {
+    pub fn new(settings: &InfluxSettings, store: Arc<EmbeddedStore>, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Result<Self, InfluxError> {
+        let base = settings.url.trim_end_matches('/');
+        let write_url = reqwest::Url::parse_with_params(
+            &format!("{base}/api/v2/write"),
+            [("org", settings.org.as_str()), ("bucket", settings.bucket.as_str()), ("precision", "ms")],
+        )
+        .map_err(|e| InfluxError::Url(e.to_string()))?;
+        let auth = match &settings.token {
+            Some(t) => {
+                let mut v = HeaderValue::from_str(&format!("Token {}", t.expose())).map_err(|_| InfluxError::Token)?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.request_timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.request_timeout_ms.min(5000)))
+            .build()?;
+        Ok(Self { store, spool, metrics, client, write_url, auth, settings: settings.clone() })
+    }
+
+    /// Send until `stop` fires, then keep sending for at most `shutdown_flush_ms`; whatever
+    /// is left stays in the spool for the next start. The app fires `stop` after ingest has
+    /// committed its last batch, so that batch gets its chance too.
+    pub async fn run(self, stop: CancellationToken) {
+        let flush = Duration::from_millis(self.settings.flush_interval_ms);
+        let min = Duration::from_millis(self.settings.retry_min_ms);
+        let max = Duration::from_millis(self.settings.retry_max_ms);
+        let batch = self.settings.batch_size as u64;
+        let mut backoff = min;
+        info!(url = %self.write_url, "InfluxDB writer started");
+        while !stop.is_cancelled() {
+            self.trim().await;
+            if self.spool.is_empty() {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = self.spool.appended.notified() => {}
+                    _ = tokio::time::sleep(flush) => {}
+                }
+                continue;
+            }
+            // Batch by size and by time: send once `batch_size` lines wait, or when the
+            // oldest waiting line has waited `flush_interval_ms`.
+            let window = Instant::now() + flush;
+            while self.spool.len() < batch {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = self.spool.appended.notified() => {}
+                    _ = tokio::time::sleep_until(window) => break,
+                }
+            }
+            match self.send_some().await {
+                Step::Progress | Step::Empty => backoff = min,
+                Step::Retry(after) => {
+                    let wait = after.map_or(backoff, |a| a.max(backoff)).min(max);
+                    self.sleep_trimming(wait, &stop).await;
+                    backoff = (backoff * 2).min(max);
+                }
+            }
+        }
+        self.flush_at_shutdown().await;
+    }
+
+    async fn flush_at_shutdown(&self) {
+        let deadline = Instant::now() + Duration::from_millis(self.settings.shutdown_flush_ms);
+        while !self.spool.is_empty() {
+            match tokio::time::timeout_at(deadline, self.send_some()).await {
+                Ok(Step::Progress) => continue,
+                Ok(Step::Empty) | Ok(Step::Retry(_)) | Err(_) => break,
+            }
+        }
+        let left = self.spool.len();
+        if left > 0 {
+            warn!(readings = left, "InfluxDB writer stopped; the rest stays spooled for the next start");
+        } else {
+            info!("InfluxDB writer stopped with an empty spool");
+        }
+    }
+
+    /// Back off, still trimming a full spool (policy `drop-oldest`) as readings arrive.
+    async fn sleep_trimming(&self, wait: Duration, stop: &CancellationToken) {
+        let until = Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(until) => return,
+                _ = self.spool.appended.notified() => self.trim().await,
+            }
+        }
+    }
+
+    /// Policy `drop-oldest`: delete the oldest lines beyond the limit, and count them.
+    async fn trim(&self) {
+        if self.spool.policy != SpoolFullPolicy::DropOldest {
+            return;
+        }
+        let excess = self.spool.len().saturating_sub(self.spool.max_readings());
+        if excess == 0 {
+            return;
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.outbox_drop_oldest(excess)).await {
+            Ok(Ok(n)) => {
+                Metrics::inc(&self.metrics.influx.spool_dropped, n);
+                self.spool.removed(n);
+                warn!(dropped = n, limit = self.spool.max_readings(), "InfluxDB spool full: dropped the oldest unsent readings (they stay in the embedded store)");
+            }
+            Ok(Err(e)) => error!(error = %e, "cannot trim the InfluxDB spool"),
+            Err(e) => error!(error = %e, "spool task failed"),
+        }
+    }
+
+    /// Send the head of the spool, splitting around rejected lines.
+    async fn send_some(&self) -> Step {
+        let store = self.store.clone();
+        let limit = self.settings.batch_size;
+        let entries = match tokio::task::spawn_blocking(move || store.outbox_peek(limit)).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => {
+                error!(error = %e, "cannot read the InfluxDB spool");
+                return Step::Retry(None);
+            }
+            Err(e) => {
+                error!(error = %e, "spool task failed");
+                return Step::Retry(None);
+            }
+        };
+        if entries.is_empty() {
+            self.spool.resync(0);
+            return Step::Empty;
+        }
+        // Ranges still to send, the next one on top: halves are pushed right first so the
+        // spool is still written in order.
+        let mut ranges = vec![(0, entries.len())];
+        while let Some((a, b)) = ranges.pop() {
+            let part = &entries[a..b];
+            match self.post(part).await {
+                Outcome::Written => {
+                    if !self.remove(part).await {
+                        return Step::Retry(None);
+                    }
+                    Metrics::inc(&self.metrics.influx.points_written, part.len() as u64);
+                }
+                Outcome::Rejected { status, text } if part.len() == 1 => {
+                    if !self.dead_letter(&part[0].1, status, &text).await || !self.remove(part).await {
+                        return Step::Retry(None);
+                    }
+                    Metrics::inc(&self.metrics.influx.points_rejected, 1);
+                }
+                Outcome::Rejected { .. } => {
+                    let mid = a + (b - a) / 2;
+                    ranges.push((mid, b));
+                    ranges.push((a, mid));
+                }
+                Outcome::Retry { reason, after } => {
+                    Metrics::inc(&self.metrics.influx.write_errors, 1);
+                    warn!(%reason, spooled = self.spool.len(), "InfluxDB write failed; readings stay spooled and will be retried");
+                    return Step::Retry(after);
+                }
+            }
+        }
+        Step::Progress
+    }
+
+    async fn post(&self, lines: &[(u64, Vec<u8>)]) -> Outcome {
+        let mut body = Vec::with_capacity(lines.iter().map(|(_, l)| l.len() + 1).sum());
+        for (_, line) in lines {
+            body.extend_from_slice(line);
+            body.push(b'\n');
+        }
+        let mut request = self.client.post(self.write_url.clone()).header(CONTENT_TYPE, "text/plain; charset=utf-8");
+        if self.settings.gzip {
+            // The fastest level: most of gzip's gain on repetitive line protocol, little CPU.
+            let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+            body = match encoder.write_all(&body).and_then(|_| encoder.finish()) {
+                Ok(zipped) => zipped,
+                Err(e) => return Outcome::Retry { reason: format!("gzip: {e}"), after: None },
+            };
+            request = request.header(CONTENT_ENCODING, "gzip");
+        }
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let response = match request.body(body).send().await {
+            Ok(r) => r,
+            Err(e) => return Outcome::Retry { reason: format!("cannot reach InfluxDB: {e}"), after: None },
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Outcome::Written;
+        }
+        let after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let mut text = response.text().await.unwrap_or_default();
+        if text.len() > 1000 {
+            let mut cut = 1000;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        match status.as_u16() {
+            400 | 413 | 422 => Outcome::Rejected { status: status.as_u16(), text },
+            _ => Outcome::Retry { reason: format!("HTTP {status}: {}", text.trim()), after },
+        }
+    }
+
+    async fn remove(&self, part: &[(u64, Vec<u8>)]) -> bool {
+        let keys: Vec<u64> = part.iter().map(|(k, _)| *k).collect();
+        let n = keys.len() as u64;
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.outbox_remove(&keys)).await {
+            Ok(Ok(())) => {
+                self.spool.removed(n);
+                true
+            }
+            // The lines stay spooled and are sent again: harmless, writes are idempotent.
+            Ok(Err(e)) => {
+                error!(error = %e, "cannot remove sent lines from the InfluxDB spool");
+                false
+            }
+            Err(e) => {
+                error!(error = %e, "spool task failed");
+                false
+            }
+        }
+    }
+
+    /// Keep a rejected line as a dead letter, with InfluxDB's reason. Written before the line
+    /// leaves the spool, so a crash in between repeats the dead letter rather than losing it.
+    async fn dead_letter(&self, line: &[u8], status: u16, text: &str) -> bool {
+        let text_line = String::from_utf8_lossy(line);
+        let device = text_line
+            .split_once(",device=")
+            .map(|(_, rest)| rest.split([',', ' ']).next().unwrap_or_default().to_owned());
+        warn!(device = device.as_deref().unwrap_or("-"), status, reason = %text.trim(), "InfluxDB rejected a point; dead-lettered");
+        let letter = DeadLetter {
+            id: 0,
+            received_at: chrono::Utc::now(),
+            topic: "influxdb".to_owned(),
+            format: "influx-line-protocol".to_owned(),
+            device,
+            reason: format!("InfluxDB rejected the point (HTTP {status}): {}", text.trim()),
+            payload: line.to_vec(),
+        };
+        let store = self.store.clone();
+        let batch = WriteBatch { dead_letters: vec![letter], ..Default::default() };
+        match tokio::task::spawn_blocking(move || store.write(&batch)).await {
+            Ok(Ok(_)) => {
+                Metrics::inc(&self.metrics.dead_letters, 1);
+                true
+            }
+            Ok(Err(e)) => {
+                error!(error = %e, "cannot store the dead letter of a rejected point");
+                false
+            }
+            Err(e) => {
+                error!(error = %e, "store task failed");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DeviceId, QualityFlag, Quantity};
+
+    fn device(district: &str) -> Device {
+        let toml = format!(
+            "id = \"d1\"\nname = \"n\"\nprofile = \"dragino-lht65\"\nlat = 1.0\nlon = 2.0\ndistrict = \"{district}\"\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n"
+        );
+        toml::from_str(&toml).unwrap()
+    }
+
+    fn reading(value: f64, flag: QualityFlag) -> Reading {
+        Reading {
+            device: DeviceId::parse("d1").unwrap(),
+            quantity: Quantity::by_name("air_temperature").unwrap(),
+            value,
+            time: chrono::DateTime::from_timestamp_millis(1_735_689_600_250).unwrap(),
+            flag,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn lines_carry_tags_float_value_integer_quality_and_ms_time() {
+        let mut line = String::new();
+        write_line(&reading(28.0, QualityFlag::Suspect), &device("Neustadt Nord, Ost"), &mut line);
+        assert_eq!(
+            line,
+            "air_temperature,device=d1,district=Neustadt\\ Nord\\,\\ Ost,owner=Umweltamt,profile=dragino-lht65,unit=Cel value=28,quality=1i 1735689600250"
+        );
+        let mut line = String::new();
+        write_line(&reading(-3.062, QualityFlag::Good), &device(""), &mut line);
+        assert!(line.starts_with("air_temperature,device=d1,owner=Umweltamt,"), "{line}");
+        assert!(line.contains(" value=-3.062,quality=0i "), "{line}");
+    }
+}
