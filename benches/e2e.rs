@@ -127,7 +127,7 @@ async fn bench() {
     }
 }
 
-/// Samples /proc every 100 ms for compiler processes (other engineers building on this
+/// Samples /proc every 100 ms for compiler processes (other builds running on this
 /// machine), so a disturbed run shows in the table.
 struct CompilerWatch {
     samples: Arc<AtomicUsize>,

@@ -96,7 +96,13 @@ impl Ingest {
             if let Some(spool) = &self.spool {
                 spool.appended(batch.outbox.len());
             }
-            unacked.extend(messages.drain(..).map(|m| m.publish));
+            // An ack needs only the packet id and QoS: drop topic and payload while waiting.
+            unacked.extend(messages.drain(..).map(|m| {
+                let mut p = m.publish;
+                p.topic = String::new();
+                p.payload = Default::default();
+                p
+            }));
             batch.clear();
         }
         // The input closed (shutdown): hand over what can still go out.

@@ -176,6 +176,15 @@ fn check(settings: &Settings) -> ExitCode {
     match messnetz::registry::load(settings) {
         Ok((profiles, devices)) => {
             let mut failed = false;
+            // Raw LoRaWAN session keys: the same checks as at start (file permissions, syntax).
+            if let Err(errors) =
+                messnetz::sources::lorawan_keys::SessionKeys::load(settings.lorawan.keys_file.as_deref(), std::env::vars())
+            {
+                for e in errors {
+                    eprintln!("{e}");
+                }
+                failed = true;
+            }
             for id in profiles.ids() {
                 if let Some(p) = profiles.get(id) {
                     for m in p.check_examples() {
