@@ -57,6 +57,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         spool,
         lorawan: Arc::new(lorawan_keys),
     };
+    // Dead-letter replays from the admin API take the same path as the broker's messages.
+    let admin = crate::api::admin::AdminState::new(&settings, ingest.clone()).context("admin.audit_log")?;
     tracker.spawn(ingest.run(rx, cancel.clone()));
     tracker.spawn(source.run(tx, metrics.clone(), cancel.clone()));
 
@@ -70,9 +72,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         metrics,
         max_points: settings.api.max_points,
         open_data: Arc::new(settings.open_data.clone()),
+        admin: Arc::new(admin),
     };
     info!(addr = %listener.local_addr()?, "HTTP API listening");
-    let api = axum::serve(listener, router(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    // With the client's address: the admin API limits failed token attempts per client.
+    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let api = axum::serve(listener, service).with_graceful_shutdown(cancel.clone().cancelled_owned());
     tracker.spawn(async move {
         if let Err(e) = api.await {
             error!(error = %e, "HTTP server failed");

@@ -1,13 +1,14 @@
 //! The device registry: which device sent an uplink, its profile, and the metadata the API publishes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DevEui, DeviceId};
+use crate::model::{DevEui, DeviceId, Quantity};
+use crate::quality::QualitySettings;
 
 /// Who may see a device's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +54,18 @@ pub struct Device {
     /// Installation date.
     #[serde(default)]
     pub installed: Option<NaiveDate>,
+    /// Physical range per quantity for this device, `[min, max]` in the canonical unit, e.g.
+    /// `ranges = { air_temperature = [-30, 50] }`: overrides its profile's and the configured
+    /// range for the quality range test.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ranges: BTreeMap<Quantity, [f64; 2]>,
+    /// Battery threshold in volts for this device, instead of its profile's or `quality.battery_low_v`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_low_v: Option<f64>,
+    /// Longest silence, in seconds, before the device counts as stale; default
+    /// `quality.expected_interval_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_interval_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +93,9 @@ pub struct DeviceRegistry {
     by_id: HashMap<DeviceId, usize>,
     by_eui: HashMap<DevEui, usize>,
     by_ns_id: HashMap<String, usize>,
+    /// The `[quality]` settings the devices are checked against; kept with the devices so that
+    /// every snapshot carries the defaults its per-device overrides fall back on.
+    quality: Arc<QualitySettings>,
 }
 
 impl DeviceRegistry {
@@ -108,6 +124,15 @@ impl DeviceRegistry {
             }
             if registry.by_id.contains_key(&device.id) {
                 invalid("id: used by an earlier device".into());
+            }
+            for (q, message) in crate::quality::range_problems(&device.ranges) {
+                invalid(format!("ranges.{q}: {message}"));
+            }
+            if device.battery_low_v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                invalid("battery_low_v: expected 0 (off) or more volts".into());
+            }
+            if device.expected_interval_s == Some(0) {
+                invalid("expected_interval_s: expected at least 1 second".into());
             }
             if let Some(eui) = device.dev_eui {
                 if registry.by_eui.contains_key(&eui) {
@@ -154,6 +179,27 @@ impl DeviceRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
+    }
+
+    /// Use these `[quality]` settings (the configured ones; without, the defaults).
+    pub fn with_quality(mut self, quality: Arc<QualitySettings>) -> Self {
+        self.quality = quality;
+        self
+    }
+
+    pub fn quality(&self) -> &QualitySettings {
+        &self.quality
+    }
+
+    /// Whether a device last heard from at `last_seen` is stale at `now`: silent for longer
+    /// than its expected interval. A device never heard from is stale.
+    pub fn is_stale(&self, device: &Device, last_seen: Option<chrono::DateTime<chrono::Utc>>, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let interval = device.expected_interval_s.unwrap_or(self.quality.expected_interval_s);
+        let interval = chrono::Duration::seconds(interval.min(i64::MAX as u64 / 1000) as i64);
+        match last_seen {
+            Some(t) => now - t > interval,
+            None => true,
+        }
     }
 }
 
@@ -207,6 +253,22 @@ installed = "2026-03-01"
         assert_eq!(text.len(), 3, "{text:?}");
         assert!(text[0].contains("device[0] (a): profile"), "{text:?}");
         assert!(text[2].contains("device[1] (b): lat/lon"), "{text:?}");
+    }
+
+    #[test]
+    fn quality_overrides_are_read_checked_and_staleness_follows_them() {
+        let text = FILE.replacen("visibility = \"open\"\n", "visibility = \"open\"\nranges = { air_temperature = [-30, 50] }\nexpected_interval_s = 600\n", 1);
+        let r = DeviceRegistry::parse(Path::new("d.toml"), &text, |p| p == "p").unwrap();
+        let (a, b) = (r.get("a").unwrap(), r.get("b").unwrap());
+        assert_eq!(a.ranges[&Quantity::by_name("air_temperature").unwrap()], [-30.0, 50.0]);
+        let now = chrono::Utc::now();
+        assert!(!r.is_stale(a, Some(now - chrono::Duration::seconds(500)), now));
+        assert!(r.is_stale(a, Some(now - chrono::Duration::seconds(700)), now));
+        assert!(!r.is_stale(b, Some(now - chrono::Duration::seconds(700)), now), "default 3600 s");
+        assert!(r.is_stale(b, None, now));
+        let bad = FILE.replacen("visibility = \"open\"\n", "visibility = \"open\"\nranges = { air_temperature = [50, -30] }\n", 1);
+        let errors = DeviceRegistry::parse(Path::new("d.toml"), &bad, |p| p == "p").unwrap_err();
+        assert!(errors[0].to_string().contains("ranges.air_temperature"), "{}", errors[0]);
     }
 
     #[test]

@@ -24,7 +24,9 @@ use crate::registry::Registry;
 use crate::sources::mqtt::Inbound;
 use crate::store::{DeadLetter, EmbeddedStore, WriteBatch};
 
-/// Everything the ingest stage needs, passed in by the app.
+/// Everything the ingest stage needs, passed in by the app. Cloned for dead-letter replays,
+/// which take the same path (see [`Ingest::replay`]).
+#[derive(Clone)]
 pub struct Ingest {
     pub store: Arc<EmbeddedStore>,
     /// Devices and profiles; a snapshot is taken per batch, so a reload never splits one.
@@ -47,6 +49,8 @@ impl Ingest {
         let mut batch = WriteBatch::default();
         // Stored messages whose acknowledgement is not yet handed to the MQTT client.
         let mut unacked: VecDeque<Publish> = VecDeque::new();
+        // The series history of the spike and stuck tests lives as long as the stage.
+        let mut qc = quality::QualityControl::new(self.registry.devices().quality().max_series);
         loop {
             self.hand_over_acks(&mut unacked);
             let first = if unacked.is_empty() {
@@ -68,9 +72,9 @@ impl Ingest {
                 }
             }
             let (devices, profiles) = (self.registry.devices(), self.registry.profiles());
-            let decode_all = |batch: &mut WriteBatch| {
+            let mut decode_all = |batch: &mut WriteBatch| {
                 for m in &messages {
-                    self.process(m, &devices, &profiles, batch);
+                    self.process(m, &devices, &profiles, batch, &mut qc);
                 }
             };
             // A JavaScript codec may run up to its time limit: keep it off the async workers.
@@ -172,7 +176,7 @@ impl Ingest {
     }
 
     /// Turn one message into readings, or into a dead letter.
-    fn process(&self, m: &Inbound, devices: &DeviceRegistry, profiles: &ProfileSet, batch: &mut WriteBatch) {
+    fn process(&self, m: &Inbound, devices: &DeviceRegistry, profiles: &ProfileSet, batch: &mut WriteBatch, qc: &mut quality::QualityControl) {
         let mut device_name = None;
         // Set for a message that is acknowledged without producing readings (a raw LoRaWAN
         // join, downlink, MAC-only frame or duplicate): neither decoded nor dead-lettered.
@@ -213,11 +217,20 @@ impl Ingest {
             let mut values = decoded.values;
             crate::aggregates::derived::add_derived(&mut values);
             let first = batch.readings.len();
+            let limits = quality::Limits {
+                settings: devices.quality(),
+                profile: Some(profile.quality()),
+                device_ranges: Some(&device.ranges),
+                device_battery_low_v: device.battery_low_v,
+            };
+            let battery = quality::battery_low(values.iter().map(|v| (v.quantity, v.value)), &limits);
             for v in values {
-                let (flag, reason) = quality::assess(v.quantity, v.value, time, m.received_at);
-                if flag != QualityFlag::Good {
+                let verdict = qc.assess(&*self.store, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery.as_deref());
+                if verdict.flag != QualityFlag::Good {
                     Metrics::inc(&self.metrics.readings_flagged, 1);
                 }
+                self.metrics.quality.count(&verdict);
+                let (flag, reason) = (verdict.flag, verdict.reason());
                 batch.readings.push(Reading { device: device.id.clone(), quantity: v.quantity, value: v.value, time, flag, reason });
             }
             if let Some(spool) = &self.spool {
@@ -310,5 +323,50 @@ impl Ingest {
             payload,
             time,
         }))
+    }
+}
+
+impl Ingest {
+    /// A stage without a broker connection, for replaying dead letters while the gateway is
+    /// stopped (`messnetz dead-letters replay`): a replay acknowledges nothing, so its MQTT
+    /// client is never connected.
+    pub fn offline(
+        store: Arc<EmbeddedStore>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        spool: Option<Arc<crate::store::Spool>>,
+        lorawan: Arc<crate::sources::lorawan_keys::SessionKeys>,
+    ) -> Self {
+        let (client, _) = AsyncClient::new(rumqttc::MqttOptions::new("messnetz-replay", "127.0.0.1", 1883), 1);
+        Self { store, registry, metrics, client, max_batch: 1, spool, lorawan }
+    }
+
+    /// Run a dead letter through the same path as a message from the broker (find the device,
+    /// decode, derive, flag, spool), as if it had arrived when it did, and commit the result
+    /// in one transaction with the letter's removal ([`EmbeddedStore::commit_replay`]): it
+    /// lands exactly once. A message that fails again stays a dead letter with the new reason.
+    /// Blocks (decoding, a store commit): call from blocking code.
+    pub fn replay(&self, letter: &DeadLetter, format: crate::config::MessageFormat) -> Result<crate::store::ReplayOutcome, crate::store::StoreError> {
+        let (devices, profiles) = (self.registry.devices(), self.registry.profiles());
+        let inbound = Inbound {
+            publish: Publish::new(letter.topic.clone(), rumqttc::QoS::AtMostOnce, letter.payload.clone()),
+            format: Some(format),
+            received_at: letter.received_at,
+        };
+        // The spike and stuck tests start without in-memory history here; what they need of
+        // a series' past they read from the store.
+        let mut qc = quality::QualityControl::new(devices.quality().max_series);
+        let mut batch = WriteBatch::default();
+        self.process(&inbound, &devices, &profiles, &mut batch, &mut qc);
+        let spooled = batch.outbox.len();
+        let outcome = self.store.commit_replay(letter.id, batch)?;
+        if let crate::store::ReplayOutcome::Stored { readings, .. } = &outcome {
+            Metrics::inc(&self.metrics.readings_stored, *readings as u64);
+            if let Some(spool) = &self.spool {
+                // The lines were spooled in the replay's commit.
+                spool.appended(spooled);
+            }
+        }
+        Ok(outcome)
     }
 }

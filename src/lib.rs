@@ -18,10 +18,13 @@
 //!   own transaction) and the derived quantities (dew point, heat index).
 //! - [`api`] serves the stored data over HTTP; [`metrics`] counts what happened.
 //! - [`registry`] holds the devices and profiles in use and reloads them when their files change.
+//! - [`api::admin`] is the operator API (tokens scoped to departments: devices, profiles,
+//!   dead-letter replays, reload); [`audit`] records every change it makes.
 //! - [`app`] wires the stages and owns shutdown.
 pub mod aggregates;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod broker;
 pub mod config;
 pub mod devices;

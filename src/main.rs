@@ -38,6 +38,17 @@ enum Command {
         #[command(subcommand)]
         command: RollupsCommand,
     },
+    /// Dead letters: list, show and replay them (run while the gateway is stopped: the store is
+    /// single-process; while it runs, use the admin API).
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLettersCommand,
+    },
+    /// Operator API helpers.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Decode one payload with a profile and print the readings as JSON.
     Decode {
         /// Profile id, e.g. dragino-lht65.
@@ -49,6 +60,49 @@ enum Command {
         /// The payload in hex.
         #[arg(long)]
         hex: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// List dead letters, oldest first: id, reception time, device, format, reason.
+    List {
+        /// Only this device's (as the device registry identifies the message now).
+        #[arg(long)]
+        device: Option<String>,
+        /// Only those whose reason contains this text (any case).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Start after this id.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Most letters to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Print one dead letter as JSON, with its message.
+    Show { id: u64 },
+    /// Replay dead letters through the ingest path: the given ids, or all that match
+    /// --device / --reason, or --all. A message that fails again stays, with the new reason.
+    Replay {
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+        ids: Vec<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Read a token from stdin and print its argon2 hash for `[[admin.tokens]] hash`; with
+    /// --generate, make a new random token and print both.
+    HashToken {
+        #[arg(long)]
+        generate: bool,
     },
 }
 
@@ -100,6 +154,11 @@ fn main() -> ExitCode {
         },
         Command::Rollups { command: RollupsCommand::Rebuild { from, to } } => match load(cli.config) {
             Ok(settings) => rebuild_rollups(&settings, from.as_deref(), to.as_deref()),
+            Err(code) => code,
+        },
+        Command::Admin { command: AdminCommand::HashToken { generate } } => hash_token(generate),
+        Command::DeadLetters { command } => match load(cli.config) {
+            Ok(settings) => dead_letters(&settings, command),
             Err(code) => code,
         },
         Command::Decode { profile, fport, hex } => match load(cli.config) {
@@ -344,6 +403,187 @@ fn rebuild_rollups(settings: &Settings, from: Option<&str>, to: Option<&str>) ->
         Err(e) => {
             eprintln!("rebuild failed: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_token(generate: bool) -> ExitCode {
+    use messnetz::api::admin::auth;
+    let token = if generate {
+        auth::generate_token()
+    } else {
+        let mut text = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+            eprintln!("cannot read the token from stdin: {e}");
+            return ExitCode::from(2);
+        }
+        text.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    match auth::hash_token(&token) {
+        Ok(hash) if generate => {
+            println!("token: {token}");
+            println!("hash:  {hash}");
+            eprintln!("Give the token to its operator (it is not stored anywhere); put the hash in [[admin.tokens]].");
+            ExitCode::SUCCESS
+        }
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dead_letters(settings: &Settings, command: DeadLettersCommand) -> ExitCode {
+    use messnetz::store::{DeadLetterFilter, EmbeddedStore, ReplayOutcome};
+    use std::sync::Arc;
+    let (profiles, devices) = match messnetz::registry::load(settings) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let store = match EmbeddedStore::open(&settings.store.path) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("store.path: {e} (is the gateway still running? stop it first, or use the admin API)");
+            return ExitCode::from(1);
+        }
+    };
+    let registry = Arc::new(messnetz::registry::Registry::new(profiles, devices));
+    let devices = registry.devices();
+    let matching = |filter: &DeadLetterFilter, after: u64, limit: usize| {
+        store.dead_letters_matching(after, limit, usize::MAX, &mut |l| filter.matches(l, l.device_in(&devices).as_deref()))
+    };
+    match command {
+        DeadLettersCommand::List { device, reason, after, limit } => match matching(&DeadLetterFilter { device, reason }, after, limit) {
+            Ok((letters, next)) => {
+                for l in &letters {
+                    let device = l.device_in(&devices).map(|d| d.id.to_string()).or(l.device.clone()).unwrap_or_else(|| "-".into());
+                    println!("{}\t{}\t{}\t{}\t{}", l.id, l.received_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true), device, l.format, l.reason);
+                }
+                if let Some(next) = next {
+                    eprintln!("more: --after {next}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot read the dead letters: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        DeadLettersCommand::Show { id } => match store.dead_letter(id) {
+            Ok(Some(l)) => {
+                let mut v = serde_json::to_value(&l).unwrap_or_default();
+                v["payload_text"] = serde_json::json!(std::str::from_utf8(&l.payload).ok());
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Ok(None) => {
+                eprintln!("no dead letter {id}");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("cannot read the dead letters: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        DeadLettersCommand::Replay { device, reason, all, ids } => {
+            let filter = DeadLetterFilter { device, reason };
+            if ids.is_empty() && filter.is_empty() && !all {
+                eprintln!("say which: dead letter ids, --device, --reason, or --all");
+                return ExitCode::from(2);
+            }
+            let letters = if ids.is_empty() {
+                match matching(&filter, 0, usize::MAX) {
+                    Ok((letters, _)) => letters.into_iter().map(Ok).collect(),
+                    Err(e) => {
+                        eprintln!("cannot read the dead letters: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                let mut found = Vec::new();
+                for id in ids {
+                    match store.dead_letter(id) {
+                        Ok(Some(l)) => found.push(Ok(l)),
+                        Ok(None) => found.push(Err(id)),
+                        Err(e) => {
+                            eprintln!("cannot read dead letter {id}: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                found
+            };
+            let lorawan = match messnetz::sources::lorawan_keys::SessionKeys::load(settings.lorawan.keys_file.as_deref(), std::env::vars()) {
+                Ok(k) => Arc::new(k),
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("{e}");
+                    }
+                    return ExitCode::from(1);
+                }
+            };
+            let metrics = Arc::new(messnetz::metrics::Metrics::default());
+            // Readings replayed here are spooled for InfluxDB like any others; the gateway sends them.
+            let spool = settings.influxdb.as_ref().filter(|i| i.enabled).map(|i| {
+                Arc::new(messnetz::store::Spool::new(i, metrics.clone(), store.outbox_len().unwrap_or(0)))
+            });
+            let ingest = messnetz::ingest::Ingest::offline(store.clone(), registry.clone(), metrics, spool, lorawan);
+            let audit = match messnetz::audit::AuditLog::open(&settings.admin.audit_log_path(&settings.store)) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("admin.audit_log: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let mut failed = 0;
+            for letter in letters {
+                let letter = match letter {
+                    Ok(l) => l,
+                    Err(id) => {
+                        println!("{id}\tgone\tno such dead letter (replayed already?)");
+                        failed += 1;
+                        continue;
+                    }
+                };
+                let outcome = match letter.message_format(&settings.mqtt.subscriptions) {
+                    Err(why) => Ok(ReplayOutcome::Refused { why }),
+                    Ok(format) => ingest.replay(&letter, format),
+                };
+                let outcome = match outcome {
+                    Ok(o) => o,
+                    Err(e) => {
+                        eprintln!("replay of {} failed in the store: {e}", letter.id);
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let text = match &outcome {
+                    ReplayOutcome::Stored { device, readings } => format!("{device}: {readings} readings"),
+                    ReplayOutcome::Failed { reason } => reason.clone(),
+                    ReplayOutcome::Refused { why } => why.clone(),
+                    ReplayOutcome::Gone => "no such dead letter (replayed already?)".into(),
+                };
+                println!("{}\t{}\t{text}", letter.id, outcome.as_str());
+                if !matches!(outcome, ReplayOutcome::Stored { .. }) {
+                    failed += 1;
+                }
+                let entry = messnetz::audit::AuditEntry::new("cli", "local", "dead_letter.replay", &letter.id.to_string());
+                let entry = if matches!(outcome, ReplayOutcome::Stored { .. }) { entry } else { entry.outcome(outcome.as_str()) };
+                audit.record_or_log(entry.detail(serde_json::json!({ "outcome": outcome.as_str(), "detail": text })));
+            }
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

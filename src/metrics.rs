@@ -40,6 +40,8 @@ pub struct Metrics {
     pub lorawan_mic_failures: AtomicU64,
     /// The InfluxDB writer and its spool.
     pub influx: crate::store::influx::InfluxMetrics,
+    /// Readings per quality flag and failures per quality test.
+    pub quality: crate::quality::QualityMetrics,
     store_latency_buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
     store_latency_count: AtomicU64,
     store_latency_sum_us: AtomicU64,
@@ -85,6 +87,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
         }
         self.influx.render(&mut out);
+        self.quality.render(&mut out);
         let name = "messnetz_store_commit_seconds";
         let _ = writeln!(out, "# HELP {name} Latency of one store commit (one batch).\n# TYPE {name} histogram");
         for (bound, bucket) in LATENCY_BUCKETS_S.iter().zip(&self.store_latency_buckets) {

@@ -40,6 +40,12 @@ impl Registry {
         self.profiles.store(Arc::new(profiles));
         self.devices.store(Arc::new(devices));
     }
+
+    /// Replace the devices only (checked against the profiles in use before): a device
+    /// changed through the admin API.
+    pub fn replace_devices(&self, devices: DeviceRegistry) {
+        self.devices.store(Arc::new(devices));
+    }
 }
 
 /// Load profiles and devices and check them against each other. Every problem is listed.
@@ -47,7 +53,8 @@ pub fn load(settings: &Settings) -> Result<(ProfileSet, DeviceRegistry), Vec<Str
     let profiles = ProfileSet::load_dir(&settings.profiles.dir)
         .map_err(|errors| errors.iter().map(|e| format!("profiles.dir: {e}")).collect::<Vec<_>>())?;
     let devices = DeviceRegistry::load(&settings.devices.file, |id| profiles.get(id).is_some())
-        .map_err(|errors| errors.iter().map(|e| format!("devices.file: {e}")).collect::<Vec<_>>())?;
+        .map_err(|errors| errors.iter().map(|e| format!("devices.file: {e}")).collect::<Vec<_>>())?
+        .with_quality(Arc::new(settings.quality.clone()));
     Ok((profiles, devices))
 }
 

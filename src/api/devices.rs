@@ -20,6 +20,8 @@ struct CatalogueEntry<'a> {
     licence: &'a str,
     installed: Option<String>,
     last_seen: Option<String>,
+    /// Not heard from for longer than its expected interval (or never).
+    stale: bool,
 }
 
 /// Every open device with its metadata and when it was last heard from.
@@ -28,8 +30,11 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     let store = state.store.clone();
     let body = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let mut entries = Vec::new();
+        let now = chrono::Utc::now();
         for d in devices.iter().filter(|d| d.visibility == crate::devices::Visibility::Open) {
-            let last_seen = store.last_seen(&d.id)?.map(rfc3339);
+            let seen = store.last_seen(&d.id)?;
+            let stale = devices.is_stale(d, seen, now);
+            let last_seen = seen.map(rfc3339);
             entries.push(CatalogueEntry {
                 id: d.id.as_str(),
                 name: &d.name,
@@ -42,6 +47,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
                 licence: &d.licence,
                 installed: d.installed.map(|i| i.to_string()),
                 last_seen,
+                stale,
             });
         }
         Ok(json!({ "devices": entries }))

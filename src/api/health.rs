@@ -11,5 +11,32 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    let mut text = state.metrics.render();
+    // Computed at scrape time from the last-seen times, so it needs no timer of its own.
+    let devices = state.registry.devices();
+    let store = state.store.clone();
+    let stale = tokio::task::spawn_blocking(move || {
+        let now = chrono::Utc::now();
+        let mut stale = 0u64;
+        for d in devices.iter() {
+            match store.last_seen(&d.id) {
+                Ok(seen) => stale += u64::from(devices.is_stale(d, seen, now)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read last-seen times for messnetz_devices_stale");
+                    return None;
+                }
+            }
+        }
+        Some(stale)
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some(stale) = stale {
+        let name = "messnetz_devices_stale";
+        text.push_str(&format!(
+            "# HELP {name} Devices (open and internal) not heard from for longer than their expected interval, or never.\n# TYPE {name} gauge\n{name} {stale}\n"
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

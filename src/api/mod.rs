@@ -3,6 +3,7 @@
 //! Open routes show only devices marked open; an internal device answers exactly like an
 //! unknown one. Open responses carry their licence, an ETag and Cache-Control.
 
+pub mod admin;
 mod aggregates;
 mod cache;
 mod catalog;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub max_points: usize,
     /// Publisher, licences and base URL for the catalogue.
     pub open_data: Arc<OpenDataSettings>,
+    /// Tokens, audit log and the replay path of the operator API (`/v1/admin/`).
+    pub admin: Arc<admin::AdminState>,
 }
 
 /// The OpenAPI document of these routes.
@@ -54,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .layer(axum::middleware::from_fn(cache::etag));
     Router::new()
+        .merge(admin::router(state.clone()))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .merge(open)

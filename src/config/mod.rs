@@ -96,9 +96,11 @@ fn from_config(cfg: config::Config) -> Result<Settings, ConfigErrors> {
             "open_data" => section(&name, value).map(|s| settings.open_data = s),
             "influxdb" => section(&name, value).map(|s| settings.influxdb = Some(s)),
             "lorawan" => section(&name, value).map(|s| settings.lorawan = s),
+            "quality" => section(&name, value).map(|s| settings.quality = s),
+            "admin" => section(&name, value).map(|s| settings.admin = s),
             _ => Err(ConfigError {
                 path: name.clone(),
-                message: "unknown section; expected one of broker, mqtt, ingest, store, api, devices, profiles, reload, influxdb, open_data, lorawan".into(),
+                message: "unknown section; expected one of broker, mqtt, ingest, store, api, devices, profiles, reload, influxdb, open_data, lorawan, quality, admin".into(),
             }),
         };
         if let Err(e) = result {
@@ -185,6 +187,8 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if let Some(influx) = &s.influxdb {
         errors.extend(influx.problems().into_iter().map(|(key, message)| ConfigError { path: format!("influxdb.{key}"), message }));
     }
+    errors.extend(s.quality.problems().into_iter().map(|(key, message)| ConfigError { path: format!("quality.{key}"), message }));
+    errors.extend(s.admin.problems().into_iter().map(|(key, message)| ConfigError { path: format!("admin.{key}"), message }));
     errors
 }
 
@@ -285,5 +289,35 @@ mod tests {
         assert_eq!(paths, vec!["influxdb.url", "influxdb.org"]);
         let errors = load_str("[influxdb]\nurl = \"http://x\"\norg = \"o\"\nbucket = \"b\"\nspool_full = \"block\"\n", &[]).unwrap_err().0;
         assert!(errors[0].path.starts_with("influxdb") && errors[0].message.contains("drop-oldest"), "{errors:?}");
+    }
+
+    #[test]
+    fn quality_thresholds_merge_over_defaults_and_are_validated() {
+        use crate::model::Quantity;
+        let t = Quantity::by_name("air_temperature").unwrap();
+        let rh = Quantity::by_name("relative_humidity").unwrap();
+        let s = load_str("[quality.spike]\nair_temperature = 4\n[quality.ranges]\nair_temperature = [-30, 45]\n", &[("MESSNETZ__QUALITY__MAX_AGE_H", "48")]).unwrap();
+        assert_eq!((s.quality.spike[&t], s.quality.spike[&rh]), (4.0, 50.0));
+        assert_eq!((s.quality.ranges[&t], s.quality.max_age_h), ([-30.0, 45.0], 48));
+        let errors = load_str("[quality]\nexpected_interval_s = 0\n[quality.ranges]\nair_temperature = [50, -30]\n", &[]).unwrap_err().0;
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["quality.ranges.air_temperature", "quality.expected_interval_s"], "{errors:?}");
+        let errors = load_str("[quality.spike]\nair_temp = 4\n", &[]).unwrap_err().0;
+        assert!(errors[0].path.starts_with("quality") && errors[0].message.contains("air_temperature"), "{errors:?}");
+    }
+
+    #[test]
+    fn admin_tokens_are_checked_and_their_hashes_redacted() {
+        let hash = crate::api::admin::auth::hash_token(&"t".repeat(32)).unwrap();
+        let text = format!("[admin]\nmax_failures_per_minute = 3\n[[admin.tokens]]\nname = \"ops\"\nhash = \"{hash}\"\nowners = [\"Umweltamt\"]\n");
+        let s = load_str(&text, &[]).unwrap();
+        assert_eq!((s.admin.tokens[0].owners.clone(), s.admin.max_failures_per_minute), (vec!["Umweltamt".to_owned()], 3));
+        assert!(!format!("{s:?}").contains(&hash));
+        assert_eq!(s.admin.audit_log_path(&s.store), std::path::PathBuf::from("data/audit.log"));
+        let bad = "[[admin.tokens]]\nname = \"ops\"\nhash = \"hunter2\"\nowners = [\"*\", \"Umweltamt\"]\n[[admin.tokens]]\nname = \"ops\"\nhash = \"x\"\nowners = []\n";
+        let errors = load_str(bad, &[]).unwrap_err().0;
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["admin.tokens[0].hash", "admin.tokens[0].owners", "admin.tokens[1].name", "admin.tokens[1].hash", "admin.tokens[1].owners"], "{errors:?}");
+        assert!(!errors.iter().any(|e| e.message.contains("hunter2")));
     }
 }

@@ -22,6 +22,10 @@ pub struct Settings {
     /// InfluxDB v2 as the production time-series store; absent = embedded store only.
     pub influxdb: Option<InfluxSettings>,
     pub lorawan: LorawanSettings,
+    /// Quality control thresholds and device staleness.
+    pub quality: crate::quality::QualitySettings,
+    /// The operator API (`/v1/admin/`): tokens, audit log, brute-force limit.
+    pub admin: AdminSettings,
 }
 
 /// How the open data is described to portals (the DCAT-AP catalogue) and licensed.
@@ -460,6 +464,74 @@ impl InfluxSettings {
         }
         if self.spool_max_readings < self.batch_size as u64 {
             out.push(("spool_max_readings", "expected at least influxdb.batch_size".to_owned()));
+        }
+        out
+    }
+}
+
+/// The operator API under `/v1/admin/` (see the README's "Operator API").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// The operators' bearer tokens, as argon2 hashes. No tokens: every admin request is refused.
+    pub tokens: Vec<AdminToken>,
+    /// JSON-lines audit log of every change made through the admin API or the CLI (who, what,
+    /// when). Absent: `audit.log` in `store.path`.
+    pub audit_log: Option<PathBuf>,
+    /// Failed token attempts one client address (an IPv6 /64) may make per minute; further
+    /// requests from it are answered 429 until the oldest failure is a minute old.
+    pub max_failures_per_minute: u32,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self { tokens: Vec::new(), audit_log: None, max_failures_per_minute: 10 }
+    }
+}
+
+/// One operator token of `[[admin.tokens]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who holds the token (a team or person); the audit log names them by it.
+    pub name: String,
+    /// The token's argon2 hash in PHC form (`$argon2id$v=19$m=...`), as printed by
+    /// `messnetz admin hash-token`; never the token itself. Redacted in debug output.
+    pub hash: Secret,
+    /// The departments (device `owner`s) whose devices and dead letters the token may see and
+    /// change; `["*"]` for all of them.
+    pub owners: Vec<String>,
+}
+
+impl AdminSettings {
+    /// The audit log's path: the configured one, or `audit.log` in the store's directory.
+    pub fn audit_log_path(&self, store: &StoreSettings) -> PathBuf {
+        self.audit_log.clone().unwrap_or_else(|| store.path.join("audit.log"))
+    }
+
+    /// Checks serde can't express, as (key, message) pairs relative to `admin.`.
+    pub(crate) fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.max_failures_per_minute == 0 {
+            out.push(("max_failures_per_minute".to_owned(), "expected at least 1".to_owned()));
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            let key = |k: &str| format!("tokens[{i}].{k}");
+            if t.name.trim().is_empty() {
+                out.push((key("name"), "expected a name for the audit log".to_owned()));
+            } else if self.tokens[..i].iter().any(|o| o.name == t.name) {
+                out.push((key("name"), format!("{:?} is used by an earlier token", t.name)));
+            }
+            // The hash itself is not repeated in the message: it is the token's verifier.
+            match argon2::PasswordHash::new(t.hash.expose()) {
+                Ok(h) if h.algorithm.as_str().starts_with("argon2") => {}
+                _ => out.push((key("hash"), "expected an argon2 hash in PHC form ($argon2id$v=19$m=...), as printed by `messnetz admin hash-token`".to_owned())),
+            }
+            if t.owners.is_empty() || t.owners.iter().any(|o| o.trim().is_empty()) {
+                out.push((key("owners"), "expected one or more department names, or [\"*\"] for all".to_owned()));
+            } else if t.owners.len() > 1 && t.owners.iter().any(|o| o == "*") {
+                out.push((key("owners"), "\"*\" (all departments) stands alone".to_owned()));
+            }
         }
         out
     }

@@ -39,6 +39,10 @@ pub struct ProfileFile {
     /// Checked when the profile is loaded and by the test suite; at least one is required.
     #[serde(default)]
     pub examples: Vec<Spanned<ExampleSpec>>,
+    /// Quality control for this model: `[quality]` with `ranges` (its measuring range per
+    /// quantity, `[min, max]` in the canonical unit) and `battery_low_v`. Optional.
+    #[serde(default)]
+    pub quality: crate::quality::ProfileQuality,
 }
 
 /// How one kind of payload is laid out.

@@ -40,6 +40,8 @@ pub struct Profile {
     reference: String,
     layouts: Layouts,
     examples: Vec<Example>,
+    /// The profile's `[quality]` overrides (ranges, battery threshold).
+    quality: crate::quality::ProfileQuality,
 }
 
 #[derive(Debug)]
@@ -158,7 +160,13 @@ impl Profile {
             reference: spec.reference,
             layouts,
             examples,
+            quality: spec.quality,
         })
+    }
+
+    /// The profile's quality-control overrides: its measuring ranges and battery threshold.
+    pub fn quality(&self) -> &crate::quality::ProfileQuality {
+        &self.quality
     }
 
     pub fn id(&self) -> &str {
@@ -283,6 +291,12 @@ fn check_metadata(spec: &ProfileFile, file: &Path, issues: &mut Vec<Issue>) {
         if value.trim().is_empty() {
             push(None, key, format!("`{key}` must not be empty"));
         }
+    }
+    for (q, message) in crate::quality::range_problems(&spec.quality.ranges) {
+        push(None, &format!("quality.ranges.{q}"), message);
+    }
+    if spec.quality.battery_low_v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+        push(None, "quality.battery_low_v", "expected 0 (off) or more volts".to_owned());
     }
     // Links rot; a title and section can still be found when the vendor moves its website.
     if spec.reference.contains("://") {

@@ -19,7 +19,7 @@ pub(super) const READINGS: TableDefinition<(&str, &str, i64), (f64, u8, &str)> =
 /// device → last reception time in ms since the epoch.
 const LAST_SEEN: TableDefinition<&str, i64> = TableDefinition::new("last_seen");
 /// sequence number → dead letter as JSON.
-const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+pub(super) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
 /// The embedded store. Cheap to share: wrap it in an `Arc`; its calls block, so call them
 /// from `spawn_blocking` in async code.
@@ -53,6 +53,14 @@ impl EmbeddedStore {
     /// Returns the ids given to the batch's dead letters.
     pub fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
         let tx = self.db.begin_write().map_err(engine)?;
+        let ids = self.write_in(&tx, batch)?;
+        tx.commit().map_err(engine)?;
+        Ok(ids)
+    }
+
+    /// Write a batch into an open transaction (the caller commits): a dead letter's replay
+    /// removes the letter in the same transaction as the readings it produced.
+    pub(super) fn write_in(&self, tx: &redb::WriteTransaction, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
         let mut ids = Vec::with_capacity(batch.dead_letters.len());
         // New readings go into the rollups as deltas; a reading that replaces a different
         // stored value makes its windows be recomputed; a repeated one changes nothing.
@@ -81,10 +89,10 @@ impl EmbeddedStore {
         if !self.rollups {
             changed.clear();
         }
-        rollups::set_districts(&tx, batch.districts.iter().map(|(d, z)| (d.as_str(), z.as_str())))?;
-        rollups::apply(&tx, &delta)?;
+        rollups::set_districts(tx, batch.districts.iter().map(|(d, z)| (d.as_str(), z.as_str())))?;
+        rollups::apply(tx, &delta)?;
         for (device, quantity, t) in changed {
-            rollups::recompute(&tx, device, quantity, t)?;
+            rollups::recompute(tx, device, quantity, t)?;
         }
         {
             let mut seen = tx.open_table(LAST_SEEN).map_err(engine)?;
@@ -99,7 +107,9 @@ impl EmbeddedStore {
                 }
             }
             let mut dead = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-            let first = dead.last().map_err(engine)?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+            let newest = dead.last().map_err(engine)?.map(|(k, _)| k.value());
+            // Replays remove letters, the newest too: ids come from a sequence, never reused.
+            let first = if batch.dead_letters.is_empty() { 0 } else { super::dead_letter::allocate_ids(tx, newest, batch.dead_letters.len())? };
             for (id, letter) in (first..).zip(&batch.dead_letters) {
                 let mut letter = letter.clone();
                 letter.id = id;
@@ -110,12 +120,11 @@ impl EmbeddedStore {
         }
         // The InfluxDB spool rides in the same commit: stored here == spooled for InfluxDB.
         if !batch.outbox.is_empty() {
-            super::outbox::append(&tx, &batch.outbox)?;
+            super::outbox::append(tx, &batch.outbox)?;
         }
         if !batch.frame_counters.is_empty() {
-            super::frame_counters::write(&tx, &batch.frame_counters)?;
+            super::frame_counters::write(tx, &batch.frame_counters)?;
         }
-        tx.commit().map_err(engine)?;
         Ok(ids)
     }
 
@@ -157,6 +166,43 @@ impl EmbeddedStore {
             out.push(to_reading(device, quantity, k.value().2, v.value())?);
         }
         Ok(out)
+    }
+
+    /// The nearest readings not flagged bad strictly before and strictly after `time`, within
+    /// `within` on either side, as (time, value). Reads only as far as it must: a late reading's
+    /// quality check calls this, and a burst of late readings must not scan whole ranges.
+    #[allow(clippy::type_complexity)]
+    pub fn neighbours(
+        &self,
+        device: &DeviceId,
+        quantity: Quantity,
+        time: DateTime<Utc>,
+        within: chrono::Duration,
+    ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), StoreError> {
+        let tx = self.db.begin_read().map_err(engine)?;
+        let table = tx.open_table(READINGS).map_err(engine)?;
+        let (d, q) = (device.as_str(), quantity.name());
+        let (t, w) = (time.timestamp_millis(), within.num_milliseconds());
+        let bad = QualityFlag::Bad.to_byte();
+        let mut before = None;
+        for entry in table.range((d, q, t.saturating_sub(w))..(d, q, t)).map_err(engine)?.rev() {
+            let (k, v) = entry.map_err(engine)?;
+            let (value, flag, _) = v.value();
+            if flag != bad {
+                before = Some((millis(k.value().2)?, value));
+                break;
+            }
+        }
+        let mut after = None;
+        for entry in table.range((d, q, t.saturating_add(1))..=(d, q, t.saturating_add(w))).map_err(engine)? {
+            let (k, v) = entry.map_err(engine)?;
+            let (value, flag, _) = v.value();
+            if flag != bad {
+                after = Some((millis(k.value().2)?, value));
+                break;
+            }
+        }
+        Ok((before, after))
     }
 
     /// When the device was last heard from.

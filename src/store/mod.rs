@@ -7,7 +7,7 @@ pub mod influx;
 pub mod outbox;
 mod rollups;
 
-pub use dead_letter::DeadLetter;
+pub use dead_letter::{DeadLetter, DeadLetterFilter, ReplayOutcome};
 pub use embedded::EmbeddedStore;
 pub use frame_counters::{FrameCounter, RecentFrame, DUPLICATE_WINDOW_MS};
 pub use outbox::Spool;

@@ -162,6 +162,11 @@ impl Gateway {
 
     /// Like `start`, with extra `[mqtt]` lines and a devices file of the test's own.
     pub async fn start_full(mqtt_port: u16, dir: &Path, topics: &Topics, mqtt_extra: &str, devices: &Path) -> Self {
+        Self::start_config(dir, topics, "enabled = false", mqtt_port, mqtt_extra, devices).await
+    }
+
+    /// Write this test's config (its own topics, store, API port) and start the gateway.
+    async fn start_config(dir: &Path, topics: &Topics, broker: &str, mqtt_port: u16, mqtt_extra: &str, devices: &Path) -> Self {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let data = dir.join("data");
         let config = dir.join("messnetz.toml");
@@ -169,7 +174,7 @@ impl Gateway {
             &config,
             format!(
                 r#"[broker]
-enabled = false
+{broker}
 
 [mqtt]
 port = {mqtt_port}
@@ -550,46 +555,9 @@ impl Gateway {
     /// The broker's sizing (in-flight window, log segments) is the built-in default.
     pub async fn start_embedded(dir: &Path, topics: &Topics) -> (Self, u16) {
         let port = free_port();
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let data = dir.join("data");
-        let config = dir.join("messnetz.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[broker]
-enabled = true
-listen = "127.0.0.1:{port}"
-
-[mqtt]
-port = {port}
-client_id = "{prefix}"
-
-[[mqtt.subscriptions]]
-topic = "{prefix}/v3/+/devices/+/up"
-format = "ttn-v3"
-
-[[mqtt.subscriptions]]
-topic = "{prefix}/application/+/device/+/event/up"
-format = "chirpstack-v4"
-
-[store]
-path = "{data}"
-
-[api]
-listen = "{http}"
-
-[devices]
-file = "{MANIFEST_DIR}/demo/devices.toml"
-
-[profiles]
-dir = "{MANIFEST_DIR}/sensor-profiles"
-"#,
-                prefix = topics.prefix,
-                data = data.display(),
-            ),
-        )
-        .expect("write config");
-        (Self::spawn(http, data, config, dir.join("gateway.log")).await, port)
+        let broker = format!("enabled = true\nlisten = \"127.0.0.1:{port}\"");
+        let devices = PathBuf::from(format!("{MANIFEST_DIR}/demo/devices.toml"));
+        (Self::start_config(dir, topics, &broker, port, "", &devices).await, port)
     }
 
     /// The value of an unlabelled metric, or `None` if the gateway does not answer.
@@ -776,4 +744,95 @@ pub fn write_keys_file(path: &Path, mode: u32, sessions: &[(u32, &str, &str, &st
         .collect();
     std::fs::write(path, text).expect("write keys file");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod keys file");
+}
+
+// ---- The operator API (tests/admin.rs, tests/replay.rs) ----
+
+impl Gateway {
+    /// Like [`Gateway::start_full`], with a profiles directory of the test's own (profile
+    /// uploads write into it).
+    pub async fn start_with_profiles(mqtt_port: u16, dir: &Path, topics: &Topics, extra: &str, devices: &Path, profiles: &Path) -> Self {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let data = dir.join("data");
+        let config = dir.join("messnetz.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[broker]
+enabled = false
+
+[mqtt]
+port = {mqtt_port}
+client_id = "{prefix}"
+{extra}
+
+[[mqtt.subscriptions]]
+topic = "{prefix}/v3/+/devices/+/up"
+format = "ttn-v3"
+
+[[mqtt.subscriptions]]
+topic = "{prefix}/application/+/device/+/event/up"
+format = "chirpstack-v4"
+
+[store]
+path = "{data}"
+
+[api]
+listen = "{http}"
+
+[devices]
+file = "{devices}"
+
+[profiles]
+dir = "{profiles}"
+
+[reload]
+interval_s = 1
+"#,
+                prefix = topics.prefix,
+                data = data.display(),
+                devices = devices.display(),
+                profiles = profiles.display(),
+            ),
+        )
+        .expect("write config");
+        Self::spawn(http, data, config, dir.join("gateway.log")).await
+    }
+}
+
+/// Copy the demo devices file and the bundled profiles into `dir` (files the test may
+/// change); returns (devices file, profiles directory).
+pub fn own_devices_and_profiles(dir: &Path) -> (PathBuf, PathBuf) {
+    let devices = dir.join("devices.toml");
+    std::fs::copy(format!("{MANIFEST_DIR}/demo/devices.toml"), &devices).expect("copy devices");
+    let profiles = dir.join("profiles");
+    std::fs::create_dir_all(&profiles).expect("profiles dir");
+    for entry in std::fs::read_dir(format!("{MANIFEST_DIR}/sensor-profiles")).expect("sensor-profiles") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            std::fs::copy(&path, profiles.join(path.file_name().expect("name"))).expect("copy profile");
+        }
+    }
+    (devices, profiles)
+}
+
+/// An argon2id hash of `token` with the smallest parameters, so tests stay fast; the gateway
+/// verifies with whatever parameters a hash names.
+pub fn cheap_token_hash(token: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(8, 1, 1, None).expect("params");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(token.as_bytes(), &SaltString::generate(&mut rand_core::OsRng))
+        .expect("hash")
+        .to_string()
+}
+
+/// An `[admin]` section for the `extra` of the start functions: (name, token, owners) each.
+pub fn admin_section(max_failures_per_minute: u32, tokens: &[(&str, &str, &[&str])]) -> String {
+    let mut out = format!("\n[admin]\nmax_failures_per_minute = {max_failures_per_minute}\n");
+    for (name, token, owners) in tokens {
+        let owners: Vec<String> = owners.iter().map(|o| format!("{o:?}")).collect();
+        out.push_str(&format!("\n[[admin.tokens]]\nname = \"{name}\"\nhash = \"{}\"\nowners = [{}]\n", cheap_token_hash(token), owners.join(", ")));
+    }
+    out
 }

@@ -1,0 +1,329 @@
+//! Quality control: every reading gets a flag (good, suspect, bad) and, unless good, the reasons.
+//!
+//! The tests, each named by the label it carries in `/metrics` and in the reason text:
+//!
+//! | test | flag | fails when |
+//! | --- | --- | --- |
+//! | `range` | bad | the value is not a finite number or lies outside the physical range of its quantity (built-in, `[quality.ranges]`, the profile's `[quality]`, the device's `ranges`; the most specific wins) |
+//! | `spike` | suspect | the value changes faster than `[quality.spike]` allows against its neighbour in time |
+//! | `stuck` | suspect | the value has not changed for `stuck_after_h` |
+//! | `future` | suspect | the measurement time is more than `max_future_min` after reception |
+//! | `age` | suspect | the measurement time is more than `max_age_h` before reception (off by default) |
+//! | `battery` | suspect | the same uplink reports a battery below `battery_low_v` or `battery_low_percent` |
+//!
+//! Only a range failure makes a reading bad (and so keeps it out of the aggregates): the other
+//! tests flag what a human should look at, and a real front can trip a spike test. Flagged
+//! readings are stored like any other, never dropped. The spike and stuck tests need the
+//! series' recent history, kept per series in a bounded [`SeriesHistory`].
+
+mod series;
+mod settings;
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::model::{QualityFlag, Quantity};
+
+pub use series::{SeriesHistory, SeriesLookup};
+pub use settings::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
+
+/// The quality tests, as named in reasons and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Test {
+    Range,
+    Spike,
+    Stuck,
+    Future,
+    Age,
+    Battery,
+}
+
+impl Test {
+    pub const ALL: [Test; 6] = [Test::Range, Test::Spike, Test::Stuck, Test::Future, Test::Age, Test::Battery];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Test::Range => "range",
+            Test::Spike => "spike",
+            Test::Stuck => "stuck",
+            Test::Future => "future",
+            Test::Age => "age",
+            Test::Battery => "battery",
+        }
+    }
+
+    /// The flag a failure gives: only an impossible value is bad.
+    pub fn flag(self) -> QualityFlag {
+        match self {
+            Test::Range => QualityFlag::Bad,
+            _ => QualityFlag::Suspect,
+        }
+    }
+}
+
+/// What quality control concluded about one reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The worst flag of the failed tests; good when none failed.
+    pub flag: QualityFlag,
+    /// Every failed test with its explanation, in the order the tests ran.
+    pub failures: Vec<(Test, String)>,
+}
+
+impl Verdict {
+    fn new() -> Self {
+        Self { flag: QualityFlag::Good, failures: Vec::new() }
+    }
+
+    fn fail(&mut self, test: Test, why: String) {
+        if test.flag().to_byte() > self.flag.to_byte() {
+            self.flag = test.flag();
+        }
+        self.failures.push((test, why));
+    }
+
+    pub fn failed(&self, test: Test) -> bool {
+        self.failures.iter().any(|(t, _)| *t == test)
+    }
+
+    /// The stored reason: each failure as `test: why`, joined by `; `; empty when good.
+    pub fn reason(&self) -> String {
+        let mut out = String::new();
+        for (i, (test, why)) in self.failures.iter().enumerate() {
+            let _ = write!(out, "{}{}: {why}", if i > 0 { "; " } else { "" }, test.as_str());
+        }
+        out
+    }
+}
+
+/// The thresholds that hold for one device: configuration, its profile's and its own overrides.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits<'a> {
+    pub settings: &'a QualitySettings,
+    /// The `[quality]` table of the device's profile.
+    pub profile: Option<&'a ProfileQuality>,
+    /// The device's own `ranges`.
+    pub device_ranges: Option<&'a BTreeMap<Quantity, [f64; 2]>>,
+    /// The device's own `battery_low_v`.
+    pub device_battery_low_v: Option<f64>,
+}
+
+impl<'a> Limits<'a> {
+    /// The configured thresholds without any profile or device override.
+    pub fn new(settings: &'a QualitySettings) -> Self {
+        Self { settings, profile: None, device_ranges: None, device_battery_low_v: None }
+    }
+
+    /// The physical range of `q` for this device: the most specific setting wins.
+    pub fn range(&self, q: Quantity) -> (f64, f64) {
+        let specific = self
+            .device_ranges
+            .and_then(|r| r.get(&q))
+            .or_else(|| self.profile.and_then(|p| p.ranges.get(&q)))
+            .or_else(|| self.settings.ranges.get(&q));
+        match specific {
+            Some([min, max]) => (*min, *max),
+            None => (q.def().min, q.def().max),
+        }
+    }
+
+    pub fn battery_low_v(&self) -> f64 {
+        self.device_battery_low_v
+            .or_else(|| self.profile.and_then(|p| p.battery_low_v))
+            .unwrap_or(self.settings.battery_low_v)
+    }
+
+    /// The largest plausible change of `q` per hour; `None` when `q` is not spike-tested.
+    pub fn spike_per_h(&self, q: Quantity) -> Option<f64> {
+        self.settings.spike.get(&q).copied().filter(|v| *v > 0.0)
+    }
+
+    pub fn stuck_after(&self, q: Quantity) -> Option<Duration> {
+        let h = self.settings.stuck_after_h;
+        (h > 0 && !self.settings.stuck_exempt.contains(&q)).then(|| Duration::hours(h.min(1_000_000) as i64))
+    }
+}
+
+/// Why the readings of one uplink are suspect because of its battery, if they are: a
+/// `battery_voltage` or `battery_level` below its threshold among `values`.
+pub fn battery_low(values: impl IntoIterator<Item = (Quantity, f64)>, limits: &Limits) -> Option<String> {
+    let (volts, percent) = (limits.battery_low_v(), limits.settings.battery_low_percent);
+    for (q, v) in values {
+        match q.name() {
+            "battery_voltage" if volts > 0.0 && v < volts => {
+                return Some(format!("battery at {v} V, below {volts} V"));
+            }
+            "battery_level" if percent > 0.0 && v < percent => {
+                return Some(format!("battery at {v} %, below {percent} %"));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The tests that need nothing but the reading itself: range and time.
+pub fn check_reading(q: Quantity, value: f64, time: DateTime<Utc>, now: DateTime<Utc>, limits: &Limits, verdict: &mut Verdict) {
+    let unit = q.unit();
+    if !value.is_finite() {
+        verdict.fail(Test::Range, format!("value {value} is not a finite number"));
+    } else {
+        let (min, max) = limits.range(q);
+        if value < min || value > max {
+            verdict.fail(Test::Range, format!("{value} {unit} is outside the physical range {min} to {max} {unit}"));
+        }
+    }
+    let ahead = Duration::minutes(limits.settings.max_future_min.min(1_000_000) as i64);
+    if time > now + ahead {
+        verdict.fail(Test::Future, format!("measured at {time}, after its reception at {now}"));
+    }
+    let h = limits.settings.max_age_h;
+    if h > 0 && time < now - Duration::hours(h.min(1_000_000) as i64) {
+        verdict.fail(Test::Age, format!("measured at {time}, more than {h} h before its reception at {now}"));
+    }
+}
+
+/// Flag one value with the stateless tests and the configured defaults only (no history, no
+/// overrides). `now` is the reception time.
+pub fn assess(quantity: Quantity, value: f64, time: DateTime<Utc>, now: DateTime<Utc>) -> (QualityFlag, String) {
+    let settings = QualitySettings::default();
+    let mut verdict = Verdict::new();
+    check_reading(quantity, value, time, now, &Limits::new(&settings), &mut verdict);
+    (verdict.flag, verdict.reason())
+}
+
+/// Runs every test on the readings of the ingest stage, keeping the history the spike and
+/// stuck tests need. One per ingest stage; not shared.
+pub struct QualityControl {
+    history: SeriesHistory,
+}
+
+impl QualityControl {
+    /// `max_series` bounds the history kept in memory (`quality.max_series`).
+    pub fn new(max_series: usize) -> Self {
+        Self { history: SeriesHistory::new(max_series) }
+    }
+
+    /// Flag one reading of `device`. `battery` is the uplink's [`battery_low`] finding;
+    /// `lookup` (the store) seeds a series' history and answers for late readings.
+    #[allow(clippy::too_many_arguments)]
+    pub fn assess(
+        &mut self,
+        lookup: &dyn SeriesLookup,
+        limits: &Limits,
+        device: &crate::model::DeviceId,
+        q: Quantity,
+        value: f64,
+        time: DateTime<Utc>,
+        now: DateTime<Utc>,
+        battery: Option<&str>,
+    ) -> Verdict {
+        let mut verdict = Verdict::new();
+        check_reading(q, value, time, now, limits, &mut verdict);
+        if value.is_finite() {
+            self.history.check(lookup, limits, device, q, value, time, &mut verdict);
+        }
+        if let Some(why) = battery {
+            if !matches!(q.name(), "battery_voltage" | "battery_level") {
+                verdict.fail(Test::Battery, why.to_owned());
+            }
+        }
+        verdict
+    }
+
+    /// Series whose history is held in memory.
+    pub fn series_held(&self) -> usize {
+        self.history.len()
+    }
+}
+
+/// Counts behind `/metrics`: readings per flag, and failures per test (a reading that fails
+/// two tests counts once per flag and once for each test).
+#[derive(Default)]
+pub struct QualityMetrics {
+    by_flag: [AtomicU64; 3],
+    by_test: [AtomicU64; Test::ALL.len()],
+}
+
+impl QualityMetrics {
+    pub fn count(&self, verdict: &Verdict) {
+        self.by_flag[verdict.flag.to_byte() as usize].fetch_add(1, Relaxed);
+        for (test, _) in &verdict.failures {
+            if let Some(i) = Test::ALL.iter().position(|t| t == test) {
+                self.by_test[i].fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Append the Prometheus text of these counters.
+    pub fn render(&self, out: &mut String) {
+        let name = "messnetz_readings_quality_total";
+        let _ = writeln!(out, "# HELP {name} Readings by the quality flag they were stored with.\n# TYPE {name} counter");
+        for flag in [QualityFlag::Good, QualityFlag::Suspect, QualityFlag::Bad] {
+            let _ = writeln!(out, "{name}{{flag=\"{}\"}} {}", flag.as_str(), self.by_flag[flag.to_byte() as usize].load(Relaxed));
+        }
+        let name = "messnetz_quality_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Quality tests failed, by test and the flag it gives; one reading can fail several.\n# TYPE {name} counter"
+        );
+        for (test, count) in Test::ALL.iter().zip(&self.by_test) {
+            let _ = writeln!(out, "{name}{{test=\"{}\",flag=\"{}\"}} {}", test.as_str(), test.flag().as_str(), count.load(Relaxed));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_and_time_are_checked() {
+        let t = Quantity::by_name("air_temperature").unwrap();
+        let now = Utc::now();
+        assert_eq!(assess(t, 21.5, now, now).0, QualityFlag::Good);
+        let (flag, reason) = assess(t, 85.0, now, now);
+        assert_eq!(flag, QualityFlag::Bad);
+        assert!(reason.contains("-60 to 60 Cel"), "{reason}");
+        assert_eq!(assess(t, f64::NAN, now, now).0, QualityFlag::Bad);
+        assert_eq!(assess(t, 20.0, now + Duration::hours(1), now).0, QualityFlag::Suspect);
+        assert_eq!(assess(t, 20.0, now + Duration::minutes(5), now).0, QualityFlag::Good);
+    }
+
+    #[test]
+    fn the_most_specific_range_wins() {
+        let t = Quantity::by_name("air_temperature").unwrap();
+        let mut settings = QualitySettings::default();
+        settings.ranges.insert(t, [-40.0, 50.0]);
+        let profile = ProfileQuality { ranges: [(t, [-30.0, 45.0])].into(), battery_low_v: Some(3.0) };
+        let device = [(t, [-20.0, 40.0])].into();
+        let mut limits = Limits::new(&settings);
+        assert_eq!(limits.range(t), (-40.0, 50.0));
+        limits.profile = Some(&profile);
+        assert_eq!((limits.range(t), limits.battery_low_v()), ((-30.0, 45.0), 3.0));
+        limits.device_ranges = Some(&device);
+        assert_eq!(limits.range(t), (-20.0, 40.0));
+        let rh = Quantity::by_name("relative_humidity").unwrap();
+        assert_eq!(limits.range(rh), (0.0, 100.0));
+    }
+
+    #[test]
+    fn metrics_count_flags_and_tests() {
+        let m = QualityMetrics::default();
+        let mut v = Verdict::new();
+        v.fail(Test::Spike, "x".into());
+        v.fail(Test::Battery, "y".into());
+        assert_eq!((v.flag, v.reason()), (QualityFlag::Suspect, "spike: x; battery: y".to_owned()));
+        m.count(&v);
+        m.count(&Verdict::new());
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("messnetz_readings_quality_total{flag=\"suspect\"} 1\n"), "{out}");
+        assert!(out.contains("messnetz_readings_quality_total{flag=\"good\"} 1\n"), "{out}");
+        assert!(out.contains("messnetz_quality_failures_total{test=\"spike\",flag=\"suspect\"} 1\n"), "{out}");
+        assert!(out.contains("messnetz_quality_failures_total{test=\"range\",flag=\"bad\"} 0\n"), "{out}");
+    }
+}

@@ -1,0 +1,221 @@
+//! The recent history of each series (device and quantity) that the spike and stuck tests
+//! compare a new reading with: bounded in memory, seeded from the store.
+//!
+//! A reading newer than everything seen of its series is compared with the last accepted
+//! value (spike) and the run of equal values (stuck), and moves the history on. A late
+//! reading (at or before the newest one seen: out of order, or redelivered after a restart)
+//! is compared with its stored neighbours before and after it instead, and leaves the
+//! history alone: a newer reading is no reason to flag an older one.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{Limits, Test, Verdict};
+use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
+use crate::store::EmbeddedStore;
+
+/// How far before and after a late reading its stored neighbours are looked for.
+const LATE_NEIGHBOUR_WINDOW: Duration = Duration::hours(3);
+
+/// Where the history of a series comes from when memory does not have it: the store.
+pub trait SeriesLookup {
+    /// The newest stored reading of every quantity of `device`.
+    fn latest(&self, device: &DeviceId) -> Result<Vec<Reading>, String>;
+    /// The nearest stored readings strictly before and strictly after `time` within
+    /// `within`, skipping bad ones, as (time, value).
+    #[allow(clippy::type_complexity)]
+    fn neighbours(
+        &self,
+        device: &DeviceId,
+        q: Quantity,
+        time: DateTime<Utc>,
+        within: Duration,
+    ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String>;
+}
+
+impl SeriesLookup for EmbeddedStore {
+    fn latest(&self, device: &DeviceId) -> Result<Vec<Reading>, String> {
+        EmbeddedStore::latest(self, device).map_err(|e| e.to_string())
+    }
+
+    fn neighbours(
+        &self,
+        device: &DeviceId,
+        q: Quantity,
+        time: DateTime<Utc>,
+        within: Duration,
+    ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
+        EmbeddedStore::neighbours(self, device, q, time, within).map_err(|e| e.to_string())
+    }
+}
+
+/// What is remembered of one series.
+#[derive(Debug, Clone)]
+struct SeriesState {
+    /// Time and value of the newest reading seen, whatever its flag.
+    last: (DateTime<Utc>, f64),
+    /// Since when the value has been `last.1` (start of the current run of equal values).
+    unchanged_since: DateTime<Utc>,
+    /// The newest reading that passed the range and spike tests: what the next one is compared
+    /// with, so that one outlier does not also flag the good reading after it.
+    reference: Option<(DateTime<Utc>, f64)>,
+    /// When it was last used, for forgetting the least recently used series.
+    used: u64,
+}
+
+/// The history of the series seen recently, at most `cap` of them.
+pub struct SeriesHistory {
+    series: HashMap<(DeviceId, Quantity), SeriesState>,
+    cap: usize,
+    clock: u64,
+}
+
+impl SeriesHistory {
+    pub fn new(cap: usize) -> Self {
+        Self { series: HashMap::new(), cap: cap.max(1), clock: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Run the spike and stuck tests on one finite value whose range and time tests are in
+    /// `verdict` already, and remember it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check(
+        &mut self,
+        lookup: &dyn SeriesLookup,
+        limits: &Limits,
+        device: &DeviceId,
+        q: Quantity,
+        value: f64,
+        time: DateTime<Utc>,
+        verdict: &mut Verdict,
+    ) {
+        self.clock += 1;
+        let key = (device.clone(), q);
+        if !self.series.contains_key(&key) {
+            self.seed(lookup, device);
+        }
+        let in_range = !verdict.failed(Test::Range);
+        let Some(state) = self.series.get_mut(&key) else {
+            // The first reading of the series: nothing to compare with yet.
+            let reference = in_range.then_some((time, value));
+            self.insert(key, SeriesState { last: (time, value), unchanged_since: time, reference, used: self.clock });
+            return;
+        };
+        state.used = self.clock;
+        if time <= state.last.0 {
+            if in_range {
+                late_spike(lookup, limits, device, q, value, time, verdict);
+            }
+            return;
+        }
+        let mut spiked = false;
+        if let (Some(per_h), Some(reference), true) = (limits.spike_per_h(q), state.reference, in_range) {
+            if let Some(why) = jump(limits, q, per_h, reference, (time, value)) {
+                verdict.fail(Test::Spike, why);
+                spiked = true;
+            }
+        }
+        if same(value, state.last.1) {
+            if let Some(after) = limits.stuck_after(q) {
+                if time - state.unchanged_since >= after {
+                    let hours = (time - state.unchanged_since).num_minutes() as f64 / 60.0;
+                    verdict.fail(Test::Stuck, format!("{value} {} unchanged since {} ({hours:.1} h)", q.unit(), state.unchanged_since));
+                }
+            }
+        } else {
+            state.unchanged_since = time;
+        }
+        state.last = (time, value);
+        if in_range && !spiked {
+            state.reference = Some((time, value));
+        }
+    }
+
+    /// Load the newest stored reading of each of the device's series. After a restart this
+    /// keeps the spike test working from the first reading; the run of equal values (stuck)
+    /// starts again at the stored reading. A store error only leaves the history empty.
+    fn seed(&mut self, lookup: &dyn SeriesLookup, device: &DeviceId) {
+        let latest = match lookup.latest(device) {
+            Ok(latest) => latest,
+            Err(e) => {
+                tracing::debug!(device = %device, error = %e, "no history for the spike and stuck tests");
+                return;
+            }
+        };
+        for r in latest {
+            // A stored outlier is no reference for what follows it.
+            let usable = r.flag != QualityFlag::Bad && !r.reason.contains("spike:") && r.value.is_finite();
+            let state = SeriesState {
+                last: (r.time, r.value),
+                unchanged_since: r.time,
+                reference: usable.then_some((r.time, r.value)),
+                used: self.clock,
+            };
+            self.insert((r.device, r.quantity), state);
+        }
+    }
+
+    fn insert(&mut self, key: (DeviceId, Quantity), state: SeriesState) {
+        if self.series.len() >= self.cap && !self.series.contains_key(&key) {
+            self.forget_least_used();
+        }
+        self.series.insert(key, state);
+    }
+
+    /// Forget the least recently used half: one O(n) pass per cap/2 new series keeps the
+    /// cost per reading constant, where evicting one at a time would scan on every insert.
+    fn forget_least_used(&mut self) {
+        let mut ages: Vec<u64> = self.series.values().map(|s| s.used).collect();
+        let mid = ages.len() / 2;
+        let (_, &mut cut, _) = ages.select_nth_unstable(mid);
+        self.series.retain(|_, s| s.used > cut);
+    }
+}
+
+/// Exactly equal, as a stuck sensor repeats the same raw value (decoded the same way).
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Why `(time, value)` is a spike against `other`, if it is.
+fn jump(limits: &Limits, q: Quantity, per_h: f64, other: (DateTime<Utc>, f64), (time, value): (DateTime<Utc>, f64)) -> Option<String> {
+    let gap = (time - other.0).abs();
+    let window = gap.max(Duration::minutes(limits.settings.spike_min_window_min.min(1_000_000) as i64));
+    let allowed = per_h * window.num_milliseconds() as f64 / 3_600_000.0;
+    let change = (value - other.1).abs();
+    (change > allowed).then(|| {
+        let unit = q.unit();
+        format!(
+            "changed by {change:.3} {unit} against {} {unit} at {} ({} min apart); at most {per_h} {unit} per hour",
+            other.1,
+            other.0,
+            gap.num_minutes()
+        )
+    })
+}
+
+/// A late reading is a spike only if it jumps against every stored neighbour it has: a single
+/// outlier stands apart from both sides, while a step change stays close to one of them.
+fn late_spike(lookup: &dyn SeriesLookup, limits: &Limits, device: &DeviceId, q: Quantity, value: f64, time: DateTime<Utc>, verdict: &mut Verdict) {
+    let Some(per_h) = limits.spike_per_h(q) else { return };
+    let (before, after) = match lookup.neighbours(device, q, time, LATE_NEIGHBOUR_WINDOW) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::debug!(device = %device, error = %e, "no neighbours for the spike test of a late reading");
+            return;
+        }
+    };
+    let jumps: Vec<Option<String>> = [before, after].into_iter().flatten().map(|n| jump(limits, q, per_h, n, (time, value))).collect();
+    if !jumps.is_empty() && jumps.iter().all(Option::is_some) {
+        let why: Vec<String> = jumps.into_iter().flatten().collect();
+        verdict.fail(Test::Spike, why.join(", and "));
+    }
+}

@@ -1,0 +1,286 @@
+//! Quality control: each test with a series built to trip it and one built not to, through the
+//! library against a real embedded store, and end to end through the gateway's API and metrics.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
+use messnetz::quality::{battery_low, Limits, ProfileQuality, QualityControl, QualitySettings, Test, Verdict};
+use messnetz::store::{EmbeddedStore, WriteBatch};
+
+fn q(name: &str) -> Quantity {
+    Quantity::by_name(name).unwrap()
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+/// One device's series checked as ingest checks them, each reading stored after its verdict
+/// (as ingest commits it), received one minute after it was measured.
+struct Bench {
+    _dir: tempfile::TempDir,
+    store: EmbeddedStore,
+    qc: QualityControl,
+    settings: QualitySettings,
+    device: DeviceId,
+}
+
+impl Bench {
+    fn new(settings: QualitySettings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let qc = QualityControl::new(settings.max_series);
+        Self { _dir: dir, store, qc, settings, device: DeviceId::parse("qc-test").unwrap() }
+    }
+
+    /// Check and store one reading measured `minute` minutes after the start.
+    fn feed_at(&mut self, quantity: &str, minute: i64, value: f64, received: DateTime<Utc>) -> Verdict {
+        let limits = Limits::new(&self.settings);
+        let time = t0() + Duration::minutes(minute);
+        let v = self.qc.assess(&self.store, &limits, &self.device, q(quantity), value, time, received, None);
+        let reading = Reading { device: self.device.clone(), quantity: q(quantity), value, time, flag: v.flag, reason: v.reason() };
+        self.store.write(&WriteBatch { readings: vec![reading], ..Default::default() }).unwrap();
+        v
+    }
+
+    fn feed(&mut self, quantity: &str, minute: i64, value: f64) -> Verdict {
+        self.feed_at(quantity, minute, value, t0() + Duration::minutes(minute + 1))
+    }
+
+    /// Feed a series of (minute, value) and return the tests each reading failed.
+    fn series(&mut self, quantity: &str, points: &[(i64, f64)]) -> Vec<Vec<Test>> {
+        points.iter().map(|&(m, v)| self.feed(quantity, m, v).failures.iter().map(|(t, _)| *t).collect()).collect()
+    }
+}
+
+fn clean(n: usize) -> Vec<Vec<Test>> {
+    vec![Vec::new(); n]
+}
+
+#[test]
+fn range_flags_impossible_values_bad_and_overrides_narrow_it() {
+    let mut b = Bench::new(QualitySettings::default());
+    let v = b.feed("air_temperature", 0, 85.0);
+    assert_eq!(v.flag, QualityFlag::Bad);
+    assert!(v.reason().starts_with("range: 85 Cel is outside the physical range -60 to 60 Cel"), "{}", v.reason());
+    assert_eq!(b.feed("air_temperature", 10, f64::NAN).flag, QualityFlag::Bad);
+    assert_eq!(b.series("relative_humidity", &[(0, 99.0), (10, 100.0)]), clean(2));
+    assert_eq!(b.series("wind_from_direction", &[(0, 0.0), (10, 360.0)]), clean(2));
+
+    // The same 55 °C: plausible by default, bad for a profile or device that can't measure it.
+    let settings = QualitySettings::default();
+    let t = q("air_temperature");
+    let time = t0();
+    let profile = ProfileQuality { ranges: [(t, [-40.0, 85.0])].into(), battery_low_v: None };
+    let device: BTreeMap<Quantity, [f64; 2]> = [(t, [-30.0, 50.0])].into();
+    let verdict = |limits: &Limits| {
+        let mut qc = QualityControl::new(10);
+        qc.assess(&b.store, limits, &DeviceId::parse("other").unwrap(), t, 55.0, time, time, None).flag
+    };
+    let mut limits = Limits::new(&settings);
+    assert_eq!(verdict(&limits), QualityFlag::Good);
+    limits.profile = Some(&profile);
+    assert_eq!(verdict(&limits), QualityFlag::Good);
+    limits.device_ranges = Some(&device);
+    assert_eq!(verdict(&limits), QualityFlag::Bad);
+}
+
+#[test]
+fn spike_flags_a_jump_against_the_previous_reading_but_not_a_steady_change() {
+    let mut b = Bench::new(QualitySettings::default());
+    // 10 °C/h allowed: a jump of 14 °C in 10 minutes trips it; the reading after the outlier
+    // is compared with the last good one, so it is not flagged too.
+    let got = b.series("air_temperature", &[(0, 20.0), (10, 20.5), (20, 34.5), (30, 21.0), (40, 21.2)]);
+    assert_eq!(got, vec![vec![], vec![], vec![Test::Spike], vec![], vec![]]);
+    let v = b.feed("air_temperature", 50, 5.0);
+    assert_eq!(v.flag, QualityFlag::Suspect, "a spike is suspect, not bad: a real front can trip it");
+    assert!(v.reason().starts_with("spike: changed by 16.200 Cel"), "{}", v.reason());
+
+    // Warming by 1.5 °C every 10 minutes (9 °C/h), and noise of a few tenths seconds apart.
+    let mut b = Bench::new(QualitySettings::default());
+    let steady: Vec<(i64, f64)> = (0..12).map(|i| (i * 10, 10.0 + 1.5 * i as f64)).collect();
+    assert_eq!(b.series("air_temperature", &steady), clean(12));
+    let noisy = [(200, 30.0), (201, 30.4), (202, 29.9), (203, 30.3)];
+    assert_eq!(b.series("air_temperature", &noisy), clean(4), "the minimum window allows noise");
+    // Quantities without a limit are not spike-tested.
+    assert_eq!(b.series("wind_speed", &[(0, 0.0), (1, 30.0), (2, 0.0)]), clean(3));
+}
+
+#[test]
+fn stuck_flags_a_value_unchanged_for_a_day_but_not_a_varying_or_exempt_one() {
+    let mut b = Bench::new(QualitySettings::default());
+    let flat: Vec<(i64, f64)> = (0..30).map(|h| (h * 60, 12.3)).collect();
+    let got = b.series("air_temperature", &flat);
+    // Unchanged since hour 0: from hour 24 on, stuck.
+    assert!(got[..24].iter().all(Vec::is_empty), "{got:?}");
+    assert!(got[24..].iter().all(|t| t == &vec![Test::Stuck]), "{got:?}");
+    // It moves again: no longer stuck.
+    assert_eq!(b.series("air_temperature", &[(30 * 60, 12.4)]), clean(1));
+
+    let mut b = Bench::new(QualitySettings::default());
+    let varying: Vec<(i64, f64)> = (0..30).map(|h| (h * 60, 12.3 + (h % 2) as f64 * 0.1)).collect();
+    assert_eq!(b.series("air_temperature", &varying), clean(30));
+    let dry: Vec<(i64, f64)> = (0..30).map(|h| (h * 60, 0.0)).collect();
+    assert_eq!(b.series("precipitation_amount", &dry), clean(30), "no rain for a day is weather, not a fault");
+}
+
+#[test]
+fn time_sanity_flags_future_times_and_optionally_old_ones() {
+    let mut b = Bench::new(QualitySettings::default());
+    let now = t0();
+    assert_eq!(b.feed_at("air_temperature", 60, 20.0, now).failures[0].0, Test::Future);
+    assert_eq!(b.feed_at("air_temperature", 5, 20.0, now).flag, QualityFlag::Good, "5 min of clock skew is allowed");
+    // Age is off by default: a backfill of last year's data is not suspect.
+    assert_eq!(b.feed_at("air_temperature", -365 * 24 * 60, 20.0, now).flag, QualityFlag::Good);
+
+    let mut b = Bench::new(QualitySettings { max_age_h: 48, ..Default::default() });
+    let v = b.feed_at("air_temperature", -72 * 60, 20.0, now);
+    assert_eq!((v.flag, v.failures[0].0), (QualityFlag::Suspect, Test::Age), "{v:?}");
+    assert_eq!(b.feed_at("air_temperature", -24 * 60, 20.5, now).flag, QualityFlag::Good);
+}
+
+#[test]
+fn a_low_battery_makes_the_uplinks_other_readings_suspect() {
+    let settings = QualitySettings::default();
+    let limits = Limits::new(&settings);
+    let (v, t, pct) = (q("battery_voltage"), q("air_temperature"), q("battery_level"));
+    let why = battery_low([(v, 2.3), (t, 20.0)], &limits).expect("2.3 V is below 2.5 V");
+    assert!(why.contains("2.3 V"), "{why}");
+    assert_eq!(battery_low([(v, 3.0), (t, 20.0)], &limits), None);
+    assert!(battery_low([(pct, 5.0)], &limits).is_some());
+    assert_eq!(battery_low([(pct, 50.0)], &limits), None);
+    // A device with a 3.6 V lithium cell sets its own threshold.
+    let own = Limits { device_battery_low_v: Some(3.3), ..limits };
+    assert!(battery_low([(v, 3.0)], &own).is_some());
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut qc = QualityControl::new(10);
+    let d = DeviceId::parse("qc-battery").unwrap();
+    let temp = qc.assess(&store, &limits, &d, t, 20.0, t0(), t0(), Some(why.as_str()));
+    assert_eq!((temp.flag, temp.failures[0].0), (QualityFlag::Suspect, Test::Battery));
+    let volts = qc.assess(&store, &limits, &d, v, 2.3, t0(), t0(), Some(why.as_str()));
+    assert_eq!(volts.flag, QualityFlag::Good, "the battery reading itself is a correct measurement");
+}
+
+#[test]
+fn late_readings_are_judged_by_their_stored_neighbours_not_by_newer_ones() {
+    let mut b = Bench::new(QualitySettings::default());
+    assert_eq!(b.series("air_temperature", &[(0, 20.0), (10, 20.5), (20, 21.0), (120, 30.0)]), clean(4));
+    // Late but fitting between its neighbours: good, although far from the newest (30 °C).
+    assert_eq!(b.series("air_temperature", &[(15, 20.8)]), clean(1));
+    // Late and standing apart from both neighbours: a spike.
+    assert_eq!(b.series("air_temperature", &[(5, 35.0)]), vec![vec![Test::Spike]]);
+    // Late and equal to its neighbour for long: not stuck-tested (its run is unknown).
+    let mut b = Bench::new(QualitySettings::default());
+    let flat: Vec<(i64, f64)> = (0..30).map(|h| (h * 60, 12.3)).collect();
+    b.series("air_temperature", &flat);
+    assert_eq!(b.series("air_temperature", &[(28 * 60 + 30, 12.3)]), clean(1));
+    // A late step change stays close to one neighbour: not a spike.
+    let mut b = Bench::new(QualitySettings::default());
+    b.series("air_temperature", &[(0, 20.0), (20, 28.0)]);
+    assert_eq!(b.series("air_temperature", &[(10, 27.5)]), clean(1));
+}
+
+#[test]
+fn history_is_seeded_from_the_store_after_a_restart() {
+    let mut b = Bench::new(QualitySettings::default());
+    b.series("air_temperature", &[(0, 20.0), (10, 20.3)]);
+    // A new stage (a restart) knows the stored series: the first jump is caught.
+    b.qc = QualityControl::new(b.settings.max_series);
+    assert_eq!(b.series("air_temperature", &[(20, 33.0)]), vec![vec![Test::Spike]]);
+    b.qc = QualityControl::new(b.settings.max_series);
+    assert_eq!(b.series("air_temperature", &[(30, 20.6)]), clean(1), "a stored spike is no reference");
+}
+
+#[test]
+fn the_history_is_bounded() {
+    let settings = QualitySettings { max_series: 10, ..Default::default() };
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut qc = QualityControl::new(settings.max_series);
+    let limits = Limits::new(&settings);
+    for i in 0..100 {
+        let d = DeviceId::parse(&format!("d{i}")).unwrap();
+        qc.assess(&store, &limits, &d, q("air_temperature"), 20.0, t0(), t0(), None);
+        assert!(qc.series_held() <= 10, "{} series held", qc.series_held());
+    }
+}
+
+// ---- End to end: flags in the readings API, counters and staleness in the metrics ----
+
+use common::*;
+
+fn lht65(battery_mv: u16, temp: f64, hum: f64) -> String {
+    let t = (temp * 100.0).round() as i16 as u16;
+    let h = (hum * 10.0).round() as u16;
+    format!("{battery_mv:04X}{t:04X}{h:04X}017FFF7FFF")
+}
+
+#[tokio::test]
+async fn flags_reach_the_readings_api_and_the_metrics_and_silent_devices_are_stale() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("quality");
+    let gw = Gateway::start(broker.port, dir.path(), &topics).await;
+    let now = Utc::now();
+    let at = |min_ago: i64| (now - Duration::minutes(min_ago)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let up = |f: u32, payload: String, time: String| (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", f, &payload, &time));
+    // 20 °C, 20.4 °C, a jump to 34 °C, 85 °C (impossible), then a low battery.
+    let messages = vec![
+        up(1, lht65(3000, 20.0, 50.0), at(40)),
+        up(2, lht65(3000, 20.4, 50.0), at(30)),
+        up(3, lht65(3000, 34.0, 50.0), at(20)),
+        up(4, lht65(3000, 85.0, 50.0), at(10)),
+        up(5, lht65(2300, 20.6, 50.0), at(1)),
+    ];
+    publish_all(broker.port, &format!("{}-pub", topics.prefix), messages).await;
+    wait_for("5 messages decoded", StdDuration::from_secs(20), || async {
+        (gw.metric("messnetz_messages_decoded_total").await == 5.0).then_some(())
+    })
+    .await;
+
+    let from = (now - Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let url = gw.url(&format!("/v1/readings?device=demo-lht65&quantity=air_temperature&from={from}"));
+    let page: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    let points = page["readings"].as_array().unwrap();
+    let flags: Vec<&str> = points.iter().map(|p| p["quality"].as_str().unwrap()).collect();
+    assert_eq!(flags, vec!["good", "good", "suspect", "bad", "suspect"], "{page}");
+    assert!(points[0].get("reason").is_none(), "{page}");
+    assert!(points[2]["reason"].as_str().unwrap().starts_with("spike: "), "{page}");
+    assert!(points[3]["reason"].as_str().unwrap().starts_with("range: "), "{page}");
+    assert!(points[4]["reason"].as_str().unwrap().starts_with("battery: "), "{page}");
+
+    let text = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
+    let labelled = |series: &str| text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
+    // Temperature and the dew point derived from it.
+    assert!(labelled("messnetz_quality_failures_total{test=\"spike\",flag=\"suspect\"}").unwrap() >= 1.0, "{text}");
+    assert!(labelled("messnetz_quality_failures_total{test=\"range\",flag=\"bad\"}").unwrap() >= 1.0, "{text}");
+    assert!(labelled("messnetz_quality_failures_total{test=\"battery\",flag=\"suspect\"}").unwrap() >= 3.0, "{text}");
+    assert!(metric(&text, "messnetz_readings_flagged_total").unwrap() >= 5.0, "{text}");
+    // demo-lht65 just reported; demo-lht65-park and demo-lht65-depot never did.
+    assert_eq!(metric(&text, "messnetz_devices_stale"), Some(2.0), "{text}");
+    let catalogue: serde_json::Value = reqwest::get(gw.url("/v1/devices")).await.unwrap().json().await.unwrap();
+    let stale: Vec<(&str, bool)> =
+        catalogue["devices"].as_array().unwrap().iter().map(|d| (d["id"].as_str().unwrap(), d["stale"].as_bool().unwrap())).collect();
+    assert_eq!(stale, vec![("demo-lht65", false), ("demo-lht65-park", true)], "{catalogue}");
+}
+
+#[test]
+fn profiles_carry_their_own_ranges_and_battery_threshold() {
+    use messnetz::profiles::Profile;
+    let base = std::fs::read_to_string(format!("{MANIFEST_DIR}/sensor-profiles/dragino-lht65.toml")).unwrap();
+    let file = std::path::Path::new("sensor-profiles/dragino-lht65.toml");
+    let text = format!("{base}\n[quality]\nranges = {{ air_temperature = [-40, 85] }}\nbattery_low_v = 2.6\n");
+    let profile = Profile::from_toml(file, &text).unwrap();
+    assert_eq!(profile.quality().ranges[&q("air_temperature")], [-40.0, 85.0]);
+    assert_eq!(profile.quality().battery_low_v, Some(2.6));
+    assert_eq!(Profile::from_toml(file, &base).unwrap().quality(), &ProfileQuality::default());
+    let text = format!("{base}\n[quality]\nranges = {{ air_temperature = [85, -40] }}\n");
+    let errors = Profile::from_toml(file, &text).unwrap_err();
+    assert!(errors.iter().any(|e| e.to_string().contains("quality.ranges.air_temperature")), "{errors:?}");
+}
