@@ -93,3 +93,22 @@ fn profiles_list_and_test() {
     let unknown = messnetz(&["profiles", "test", "nope"], None);
     assert_eq!(unknown.status.code(), Some(1));
 }
+
+#[test]
+fn the_deploy_configurations_load() {
+    // The files under deploy/ point at /etc/messnetz; the same files with the bundled
+    // devices and profiles must pass `check`.
+    for file in ["deploy/messnetz.toml", "deploy/compose/messnetz.toml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_messnetz"))
+            .current_dir(MANIFEST_DIR)
+            .env("MESSNETZ__DEVICES__FILE", "demo/devices.toml")
+            .env("MESSNETZ__PROFILES__DIR", "sensor-profiles")
+            .args(["--config", file, "check"])
+            .output()
+            .expect("run messnetz");
+        assert!(out.status.success(), "{file}: {}", text(&out.stderr));
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{MANIFEST_DIR}/deploy/grafana/dashboards/messnetz.json")).unwrap()).unwrap();
+    assert_eq!(dashboard["uid"], "messnetz");
+}
