@@ -51,12 +51,12 @@ pub async fn catalog(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     let body = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let base = &od.base_url;
         let publisher = json!({ "@id": od.publisher_uri, "@type": "foaf:Agent", "foaf:name": od.publisher_name });
+        // Whole UTC days, from the first day with data to the end of the last.
         let extent = |scope: &Scope, q: Quantity| -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, ApiError> {
-            let days = store.rollups(scope, q, Interval::Day, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC)?;
-            Ok(match (days.first(), days.last()) {
-                (Some((first, _)), Some((last, _))) => Some((*first, *last + chrono::Duration::days(1))),
-                _ => None,
-            })
+            Ok(store.extent(scope, q)?.map(|(first, last)| {
+                let day = |t: DateTime<Utc>| DateTime::from_timestamp_millis(Interval::Day.window_start(t.timestamp_millis())).unwrap_or(t);
+                (day(first), day(last) + chrono::Duration::days(1))
+            }))
         };
         let distribution = |url: String, format: &str, media: &str, licence: &str| {
             let mut d = json!({

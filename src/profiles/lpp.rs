@@ -7,7 +7,7 @@
 //! mapping replaces the default for that channel. Multi-axis types (accelerometer, gyrometer,
 //! GPS) are skipped. An unknown type stops decoding with a warning, keeping what came before.
 
-use super::decode::{check_duplicate_quantities, compile_scaling, DecodeError, Decoded, DecodedValue, Issues, Scaling};
+use super::decode::{check_duplicate_quantities, compile_scaling, reject_keys, DecodeError, Decoded, DecodedValue, Issues, Scaling};
 use super::format::LayoutSpec;
 use super::tlv::hex;
 use crate::model::Quantity;
@@ -128,20 +128,8 @@ impl LppLayout {
             let fpath = format!("{path}.fields[{j}]");
             let span = Some(field.span());
             let f = field.get_ref();
-            let foreign = [
-                ("byte", f.byte.is_some()),
-                ("type", f.ty.is_some()),
-                ("mask", f.mask.is_some()),
-                ("shift", f.shift.is_some()),
-                ("no_value", f.no_value.is_some()),
-                ("when", f.when.is_some()),
-                ("pointer", f.pointer.is_some()),
-            ];
-            for (key, present) in foreign {
-                if present {
-                    issues.push(span.clone(), format!("{fpath}.{key}"), format!("`{key}` does not apply to an LPP field; give `channel`"));
-                }
-            }
+            let foreign = ["byte", "type", "mask", "shift", "no_value", "when", "pointer"];
+            reject_keys(f, &foreign, span.clone(), &fpath, "to an LPP field; give `channel`", issues);
             let Some(channel) = f.channel else {
                 issues.push(span, format!("{fpath}.channel"), "missing `channel`, the LPP channel this field maps");
                 continue;

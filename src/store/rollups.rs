@@ -122,6 +122,31 @@ pub(super) fn query(
     Ok(out)
 }
 
+/// First and last time (ms) of a scope's data: readings for a device, day-window starts for a district.
+pub(super) fn extent(tx: &ReadTransaction, scope: &Scope, quantity: Quantity) -> Result<Option<(i64, i64)>, StoreError> {
+    let q = quantity.name();
+    let (first, last) = match scope {
+        Scope::Device(device) => {
+            let table = tx.open_table(READINGS).map_err(engine)?;
+            let d = device.as_str();
+            let mut range = table.range((d, q, i64::MIN)..=(d, q, i64::MAX)).map_err(engine)?;
+            let first = range.next().transpose().map_err(engine)?.map(|(k, _)| k.value().2);
+            let last = range.next_back().transpose().map_err(engine)?.map(|(k, _)| k.value().2);
+            (first, last.or(first))
+        }
+        Scope::District(_) => {
+            let table = tx.open_table(ROLLUPS).map_err(engine)?;
+            let key = scope.key();
+            let (s, c) = (key.as_str(), Interval::Day.code());
+            let mut range = table.range((s, q, c, i64::MIN)..=(s, q, c, i64::MAX)).map_err(engine)?;
+            let first = range.next().transpose().map_err(engine)?.map(|(k, _)| k.value().3);
+            let last = range.next_back().transpose().map_err(engine)?.map(|(k, _)| k.value().3);
+            (first, last.or(first))
+        }
+    };
+    Ok(first.zip(last))
+}
+
 /// Recompute every district window that starts in `[from_ms, to_ms)` (widened to whole days)
 /// from the stored readings. `district_of` names the district of each open device.
 pub(super) fn rebuild(

@@ -11,6 +11,11 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
 pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
+/// The sensor profiles bundled with the repository.
+pub fn bundled_profiles() -> PathBuf {
+    PathBuf::from(format!("{MANIFEST_DIR}/sensor-profiles"))
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
@@ -162,11 +167,11 @@ impl Gateway {
 
     /// Like `start`, with extra `[mqtt]` lines and a devices file of the test's own.
     pub async fn start_full(mqtt_port: u16, dir: &Path, topics: &Topics, mqtt_extra: &str, devices: &Path) -> Self {
-        Self::start_config(dir, topics, "enabled = false", mqtt_port, mqtt_extra, devices).await
+        Self::start_config(dir, topics, "enabled = false", mqtt_port, mqtt_extra, devices, &bundled_profiles()).await
     }
 
     /// Write this test's config (its own topics, store, API port) and start the gateway.
-    async fn start_config(dir: &Path, topics: &Topics, broker: &str, mqtt_port: u16, mqtt_extra: &str, devices: &Path) -> Self {
+    async fn start_config(dir: &Path, topics: &Topics, broker: &str, mqtt_port: u16, mqtt_extra: &str, devices: &Path, profiles: &Path) -> Self {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let data = dir.join("data");
         let config = dir.join("messnetz.toml");
@@ -199,7 +204,7 @@ listen = "{http}"
 file = "{devices}"
 
 [profiles]
-dir = "{MANIFEST_DIR}/sensor-profiles"
+dir = "{profiles}"
 
 [reload]
 interval_s = 1
@@ -207,6 +212,7 @@ interval_s = 1
                 prefix = topics.prefix,
                 data = data.display(),
                 devices = devices.display(),
+                profiles = profiles.display(),
             ),
         )
         .expect("write config");
@@ -557,7 +563,7 @@ impl Gateway {
         let port = free_port();
         let broker = format!("enabled = true\nlisten = \"127.0.0.1:{port}\"");
         let devices = PathBuf::from(format!("{MANIFEST_DIR}/demo/devices.toml"));
-        (Self::start_config(dir, topics, &broker, port, "", &devices).await, port)
+        (Self::start_config(dir, topics, &broker, port, "", &devices, &bundled_profiles()).await, port)
     }
 
     /// The value of an unlabelled metric, or `None` if the gateway does not answer.
@@ -752,51 +758,7 @@ impl Gateway {
     /// Like [`Gateway::start_full`], with a profiles directory of the test's own (profile
     /// uploads write into it).
     pub async fn start_with_profiles(mqtt_port: u16, dir: &Path, topics: &Topics, extra: &str, devices: &Path, profiles: &Path) -> Self {
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let data = dir.join("data");
-        let config = dir.join("messnetz.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[broker]
-enabled = false
-
-[mqtt]
-port = {mqtt_port}
-client_id = "{prefix}"
-{extra}
-
-[[mqtt.subscriptions]]
-topic = "{prefix}/v3/+/devices/+/up"
-format = "ttn-v3"
-
-[[mqtt.subscriptions]]
-topic = "{prefix}/application/+/device/+/event/up"
-format = "chirpstack-v4"
-
-[store]
-path = "{data}"
-
-[api]
-listen = "{http}"
-
-[devices]
-file = "{devices}"
-
-[profiles]
-dir = "{profiles}"
-
-[reload]
-interval_s = 1
-"#,
-                prefix = topics.prefix,
-                data = data.display(),
-                devices = devices.display(),
-                profiles = profiles.display(),
-            ),
-        )
-        .expect("write config");
-        Self::spawn(http, data, config, dir.join("gateway.log")).await
+        Self::start_config(dir, topics, "enabled = false", mqtt_port, extra, devices, profiles).await
     }
 }
 

@@ -172,16 +172,31 @@ pub(crate) fn read_bits(ty: FieldType, bytes: &[u8], at: usize) -> Option<u64> {
 }
 
 
+/// Report each of `keys` that `f` sets although it has no meaning for this kind of field.
+pub(crate) fn reject_keys(f: &FieldSpec, keys: &[&str], span: Option<Range<usize>>, path: &str, why: &str, issues: &mut Issues) {
+    let set = [
+        ("byte", f.byte.is_some()),
+        ("type", f.ty.is_some()),
+        ("mask", f.mask.is_some()),
+        ("shift", f.shift.is_some()),
+        ("no_value", f.no_value.is_some()),
+        ("when", f.when.is_some()),
+        ("channel", f.channel.is_some()),
+        ("pointer", f.pointer.is_some()),
+    ];
+    for (key, present) in set {
+        if present && keys.contains(&key) {
+            issues.push(span.clone(), format!("{path}.{key}"), format!("`{key}` does not apply {why}"));
+        }
+    }
+}
+
 /// Compiles a field read from bytes (in a `fixed` layout, a TLV channel or a flags group).
 pub(crate) fn compile_fixed_field(field: &Spanned<FieldSpec>, path: &str, issues: &mut Issues) -> Option<FixedField> {
     let span = Some(field.span());
     let f = field.get_ref();
     let before = issues.list.len();
-    for (key, present) in [("pointer", f.pointer.is_some()), ("channel", f.channel.is_some())] {
-        if present {
-            issues.push(span.clone(), format!("{path}.{key}"), format!("`{key}` does not apply here; a binary field is read with `byte` and `type`"));
-        }
-    }
+    reject_keys(f, &["pointer", "channel"], span.clone(), path, "here; a binary field is read with `byte` and `type`", issues);
     let Some(ty) = f.ty.as_ref().map(|t| *t.get_ref()) else {
         issues.push(span, format!("{path}.type"), "missing `type` (u8, i16be, f32le, ...)");
         return None;

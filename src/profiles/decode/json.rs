@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::field::{compile_scaling, Scaling};
+use super::field::{compile_scaling, reject_keys, Scaling};
 use super::{check_duplicate_quantities, DecodeError, Decoded, DecodedValue, Issues};
 use crate::model::Quantity;
 use crate::profiles::format::LayoutSpec;
@@ -77,20 +77,8 @@ pub(crate) fn compile_pointer_fields(spec: &LayoutSpec, path: &str, issues: &mut
         let fpath = format!("{path}.fields[{j}]");
         let span = Some(field.span());
         let f = field.get_ref();
-        let binary_keys = [
-            ("byte", f.byte.is_some()),
-            ("type", f.ty.is_some()),
-            ("mask", f.mask.is_some()),
-            ("shift", f.shift.is_some()),
-            ("no_value", f.no_value.is_some()),
-            ("when", f.when.is_some()),
-            ("channel", f.channel.is_some()),
-        ];
-        for (key, present) in binary_keys {
-            if present {
-                issues.push(span.clone(), format!("{fpath}.{key}"), format!("`{key}` does not apply to a field found by `pointer`"));
-            }
-        }
+        let binary_keys = ["byte", "type", "mask", "shift", "no_value", "when", "channel"];
+        reject_keys(f, &binary_keys, span.clone(), &fpath, "to a field found by `pointer`", issues);
         let scaling = compile_scaling(f, &fpath, span.clone(), issues);
         let Some(pointer) = &f.pointer else {
             issues.push(span, format!("{fpath}.pointer"), "missing `pointer`, e.g. \"/temperature\"");

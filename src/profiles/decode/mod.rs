@@ -30,7 +30,7 @@ use super::js::JsLayout;
 use super::lpp::LppLayout;
 use super::tlv::TlvLayout;
 use crate::model::Quantity;
-pub(crate) use field::{compile_condition, compile_fixed_field, compile_scaling, read_bits, ByteTest, FixedField, Scaling};
+pub(crate) use field::{compile_condition, compile_fixed_field, compile_scaling, read_bits, reject_keys, ByteTest, FixedField, Scaling};
 pub(crate) use json::{compile_json, compile_pointer_fields, map_json, JsonField, JsonLayout};
 
 /// The largest LoRaWAN application payload (FRMPayload at the fastest data rates), the default
