@@ -100,7 +100,9 @@ fn main() {
     let wrk_s = env("MESSNETZ_BENCH_WRK_S", 10);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     println!("machine: {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
 
@@ -188,7 +190,11 @@ fn main() {
     let week = format!("http://127.0.0.1:{http}/v1/aggregates?device=dev-0042&quantity=air_temperature&interval=1h&from=2025-06-02T00:00:00Z&to=2025-06-09T00:00:00Z");
     let year = format!("http://127.0.0.1:{http}/v1/aggregates?district=Bezirk-03&quantity=air_temperature&interval=1d&from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z");
     let check: serde_json::Value = serde_json::from_str(
-        &Command::new("curl").args(["-s", &week]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default(),
+        &Command::new("curl")
+            .args(["-s", &week])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default(),
     )
     .unwrap_or_default();
     println!("device-week at 1h answers {} windows", check["points"].as_array().map(|p| p.len()).unwrap_or(0));

@@ -147,7 +147,10 @@ fn main() {
     let uplinks: Vec<(Option<u8>, &[u8])> = js.example_uplinks().collect();
     let js_ns = median_ns(&js, &uplinks, batches, per_batch / 10);
     let (allocs, growth) = allocations(&js, &uplinks, million / 10);
-    println!("| bench-js (LHT65-style codec) | javascript | {js_ns:.0} | {allocs:.2} | {growth} B (over {} decodes) |", million / 10);
+    println!(
+        "| bench-js (LHT65-style codec) | javascript | {js_ns:.0} | {allocs:.2} | {growth} B (over {} decodes) |",
+        million / 10
+    );
     println!();
     println!("slowest declarative profile: {worst:.0} ns/uplink (target < 1000); JavaScript codec: {js_ns:.0} ns/uplink (target < 50000)");
 }

@@ -185,7 +185,13 @@ async fn broker_ceiling(run: usize, n: usize) -> Outcome {
     let topics = Topics::new(&format!("bench-ceiling-{run}"));
     let messages = lht65_burst(&topics, n);
     let received = Arc::new(AtomicUsize::new(0));
-    let subscriber = Subscriber::start(broker.port, &format!("{}-sub", topics.prefix), &format!("{}/v3/+/devices/+/up", topics.prefix), received.clone()).await;
+    let subscriber = Subscriber::start(
+        broker.port,
+        &format!("{}-sub", topics.prefix),
+        &format!("{}/v3/+/devices/+/up", topics.prefix),
+        received.clone(),
+    )
+    .await;
     let publishers = vec![
         Publisher::connect(broker.port, &format!("{}-pub0", topics.prefix)).await,
         Publisher::connect(broker.port, &format!("{}-pub1", topics.prefix)).await,
@@ -242,7 +248,9 @@ async fn gateway_end_to_end(run: usize, n: usize) -> Outcome {
     }
     match done {
         Ok(at) => out.rate = Some(n as f64 / (at - started).as_secs_f64()),
-        Err(last) => out.notes.push(format!("gateway: messages_acked_total stopped at {last} of {n} (log: {})", gw.log.display())),
+        Err(last) => {
+            out.notes.push(format!("gateway: messages_acked_total stopped at {last} of {n} (log: {})", gw.log.display()))
+        }
     }
     let status = gw.terminate();
     if !status.success() {
@@ -418,7 +426,9 @@ fn print_machine() {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
         .unwrap_or_else(|| "unknown".into());
     let mosquitto = std::process::Command::new("mosquitto")
         .arg("-h")

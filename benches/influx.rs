@@ -54,20 +54,19 @@ async fn bench() {
     print_machine();
     let per_message = lht65_lines("bench", 0).len();
     println!("- N = {n} TTN v3 uplinks of a Dragino LHT65 (= {} readings, {per_message} per uplink incl. derived), 2 publisher connections at QoS 1", n * per_message);
-    println!("- runs = {runs}; each with a fresh Mosquitto ({}) and a fresh VictoriaMetrics\n", mosquitto_conf(0).replace("listener 0 127.0.0.1\n", "").trim().replace('\n', "; "));
-    println!("| run | broker ceiling msg/s | server ingest, direct: lines/s | gateway end to end: msg/s | readings/s | in server |");
+    println!(
+        "- runs = {runs}; each with a fresh Mosquitto ({}) and a fresh VictoriaMetrics\n",
+        mosquitto_conf(0).replace("listener 0 127.0.0.1\n", "").trim().replace('\n', "; ")
+    );
+    println!(
+        "| run | broker ceiling msg/s | server ingest, direct: lines/s | gateway end to end: msg/s | readings/s | in server |"
+    );
     println!("| --- | --- | --- | --- | --- | --- |");
     for run in 1..=runs {
         let ceiling = broker_ceiling(n, run).await;
         let direct = server_direct(n).await;
         let (e2e, readings, check) = gateway_e2e(n, run).await;
-        println!(
-            "| {run} | {} | {} | {} | {} | {check} |",
-            fmt(ceiling),
-            fmt(direct),
-            fmt(e2e),
-            fmt(readings)
-        );
+        println!("| {run} | {} | {} | {} | {} | {check} |", fmt(ceiling), fmt(direct), fmt(e2e), fmt(readings));
     }
     println!();
     spool_drain(spool).await;
@@ -84,16 +83,24 @@ fn lht65_lines(device: &str, i: i64) -> Vec<String> {
         "id = \"{device}\"\nname = \"bench\"\nprofile = \"dragino-lht65\"\nlat = 48.1\nlon = 11.5\ndistrict = \"Altstadt\"\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n"
     ))
     .expect("device");
-    let mut values: Vec<messnetz::profiles::DecodedValue> = [("battery_voltage", 3.062), ("air_temperature", 28.29), ("relative_humidity", 88.6), ("probe_temperature", 27.81)]
-        .into_iter()
-        .map(|(q, value)| messnetz::profiles::DecodedValue { quantity: Quantity::by_name(q).expect("quantity"), value })
-        .collect();
+    let mut values: Vec<messnetz::profiles::DecodedValue> =
+        [("battery_voltage", 3.062), ("air_temperature", 28.29), ("relative_humidity", 88.6), ("probe_temperature", 27.81)]
+            .into_iter()
+            .map(|(q, value)| messnetz::profiles::DecodedValue { quantity: Quantity::by_name(q).expect("quantity"), value })
+            .collect();
     messnetz::aggregates::derived::add_derived(&mut values);
     let time = chrono::DateTime::from_timestamp(BURST_START_S + i, 0).expect("time");
     values
         .into_iter()
         .map(|v| {
-            let r = Reading { device: DeviceId::parse(device).expect("id"), quantity: v.quantity, value: v.value, time, flag: QualityFlag::Good, reason: String::new() };
+            let r = Reading {
+                device: DeviceId::parse(device).expect("id"),
+                quantity: v.quantity,
+                value: v.value,
+                time,
+                flag: QualityFlag::Good,
+                reason: String::new(),
+            };
             let mut line = String::new();
             messnetz::store::influx::write_line(&r, &dev, &mut line);
             line
@@ -201,11 +208,8 @@ async fn gateway_e2e(n: usize, run: usize) -> (Option<f64>, Option<f64>, String)
     let elapsed = started.elapsed().as_secs_f64();
     gw.terminate();
     let export = vm.export("air_temperature_value").await;
-    let distinct: std::collections::BTreeSet<i64> = export
-        .iter()
-        .flat_map(|s| s["timestamps"].as_array().cloned().unwrap_or_default())
-        .filter_map(|t| t.as_i64())
-        .collect();
+    let distinct: std::collections::BTreeSet<i64> =
+        export.iter().flat_map(|s| s["timestamps"].as_array().cloned().unwrap_or_default()).filter_map(|t| t.as_i64()).collect();
     (Some(n as f64 / elapsed), Some(stored / elapsed), format!("{} of {n} times", distinct.len()))
 }
 
@@ -262,7 +266,9 @@ fn print_machine() {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
         .unwrap_or_else(|| "unknown".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default();
     let vm = std::process::Command::new("dpkg-query")
@@ -271,6 +277,9 @@ fn print_machine() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("- machine: {cpus} CPUs, {model}, Linux {kernel}; load average at start: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "- machine: {cpus} CPUs, {model}, Linux {kernel}; load average at start: {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     println!("- server: {vm}");
 }

@@ -44,7 +44,8 @@ fn main() {
     let s = session();
     let mut keys = SessionKeys::default();
     keys.insert(DEV_ADDR, s.clone());
-    let profiles = ProfileSet::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("sensor-profiles")).expect("bundled profiles");
+    let profiles =
+        ProfileSet::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("sensor-profiles")).expect("bundled profiles");
     let profile = profiles.get("dragino-lht65").expect("dragino-lht65 profile");
 
     let phys: Vec<Vec<u8>> = (1..=n as u32).map(|f| lorawan::build_frame(DEV_ADDR, f, 2, &LHT65, false, &s)).collect();
@@ -58,50 +59,59 @@ fn main() {
     };
 
     // MIC check, counter check and decryption of the raw PHYPayload.
-    row("classify + MIC + counter + decrypt", rate(n, rounds, || {
-        let mut counter: Option<FrameCounter> = None;
-        let mut ok = 0;
-        for p in &phys {
-            if let Ok(lorawan::Frame::Data(frame)) = lorawan::classify(p.clone()) {
-                if let Ok(Opened::Data { payload, .. }) = lorawan::open(frame, &s, &mut counter, 0) {
+    row(
+        "classify + MIC + counter + decrypt",
+        rate(n, rounds, || {
+            let mut counter: Option<FrameCounter> = None;
+            let mut ok = 0;
+            for p in &phys {
+                if let Ok(lorawan::Frame::Data(frame)) = lorawan::classify(p.clone()) {
+                    if let Ok(Opened::Data { payload, .. }) = lorawan::open(frame, &s, &mut counter, 0) {
+                        black_box(payload);
+                        ok += 1;
+                    }
+                }
+            }
+            ok
+        }),
+    );
+
+    // The same plus the bridge JSON and base64 around it, as ingest sees a message.
+    row(
+        "bridge JSON + MIC + counter + decrypt",
+        rate(n, rounds, || {
+            let mut counter: Option<FrameCounter> = None;
+            let mut ok = 0;
+            for e in &events {
+                if let Ok(Outcome::Frame { counter: c, opened: Opened::Data { payload, .. }, .. }) =
+                    lorawan::process(e, &keys, 0, |_| Ok(counter.take()))
+                {
+                    counter = Some(c);
                     black_box(payload);
                     ok += 1;
                 }
             }
-        }
-        ok
-    }));
-
-    // The same plus the bridge JSON and base64 around it, as ingest sees a message.
-    row("bridge JSON + MIC + counter + decrypt", rate(n, rounds, || {
-        let mut counter: Option<FrameCounter> = None;
-        let mut ok = 0;
-        for e in &events {
-            if let Ok(Outcome::Frame { counter: c, opened: Opened::Data { payload, .. }, .. }) =
-                lorawan::process(e, &keys, 0, |_| Ok(counter.take()))
-            {
-                counter = Some(c);
-                black_box(payload);
-                ok += 1;
-            }
-        }
-        ok
-    }));
+            ok
+        }),
+    );
 
     // Everything up to readings: plus the LHT65 profile's decode.
-    row("bridge JSON + MIC + counter + decrypt + LHT65 decode", rate(n, rounds, || {
-        let mut counter: Option<FrameCounter> = None;
-        let mut ok = 0;
-        for e in &events {
-            if let Ok(Outcome::Frame { counter: c, opened: Opened::Data { f_port, payload, .. }, .. }) =
-                lorawan::process(e, &keys, 0, |_| Ok(counter.take()))
-            {
-                counter = Some(c);
-                if profile.decode_bytes(Some(f_port), &payload).is_ok() {
-                    ok += 1;
+    row(
+        "bridge JSON + MIC + counter + decrypt + LHT65 decode",
+        rate(n, rounds, || {
+            let mut counter: Option<FrameCounter> = None;
+            let mut ok = 0;
+            for e in &events {
+                if let Ok(Outcome::Frame { counter: c, opened: Opened::Data { f_port, payload, .. }, .. }) =
+                    lorawan::process(e, &keys, 0, |_| Ok(counter.take()))
+                {
+                    counter = Some(c);
+                    if profile.decode_bytes(Some(f_port), &payload).is_ok() {
+                        ok += 1;
+                    }
                 }
             }
-        }
-        ok
-    }));
+            ok
+        }),
+    );
 }

@@ -97,7 +97,8 @@ impl AuditLog {
     /// Append one entry and sync it to disk.
     pub fn record(&self, mut entry: AuditEntry) -> Result<(), AuditError> {
         entry.time = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-        let mut line = serde_json::to_vec(&entry).unwrap_or_else(|e| format!("{{\"error\":\"unserialisable audit entry: {e}\"}}").into_bytes());
+        let mut line = serde_json::to_vec(&entry)
+            .unwrap_or_else(|e| format!("{{\"error\":\"unserialisable audit entry: {e}\"}}").into_bytes());
         line.push(b'\n');
         let err = |source| AuditError::Write { path: self.path.clone(), source };
         // A poisoned lock only means another writer panicked mid-call; the file is still usable.

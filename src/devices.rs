@@ -102,14 +102,13 @@ impl DeviceRegistry {
     /// Load and check the devices file. Every problem is returned, not just the first.
     /// `profile_exists` tells whether a profile id is known.
     pub fn load(path: &Path, profile_exists: impl Fn(&str) -> bool) -> Result<Self, Vec<DevicesError>> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| vec![DevicesError::Read { path: path.to_owned(), source }])?;
+        let text = std::fs::read_to_string(path).map_err(|source| vec![DevicesError::Read { path: path.to_owned(), source }])?;
         Self::parse(path, &text, profile_exists)
     }
 
     pub fn parse(path: &Path, text: &str, profile_exists: impl Fn(&str) -> bool) -> Result<Self, Vec<DevicesError>> {
-        let file: DevicesFile = toml::from_str(text)
-            .map_err(|e| vec![DevicesError::Parse { path: path.to_owned(), message: e.to_string() }])?;
+        let file: DevicesFile =
+            toml::from_str(text).map_err(|e| vec![DevicesError::Parse { path: path.to_owned(), message: e.to_string() }])?;
         let mut registry = DeviceRegistry::default();
         let mut errors = Vec::new();
         for (index, device) in file.device.into_iter().enumerate() {
@@ -193,7 +192,12 @@ impl DeviceRegistry {
 
     /// Whether a device last heard from at `last_seen` is stale at `now`: silent for longer
     /// than its expected interval. A device never heard from is stale.
-    pub fn is_stale(&self, device: &Device, last_seen: Option<chrono::DateTime<chrono::Utc>>, now: chrono::DateTime<chrono::Utc>) -> bool {
+    pub fn is_stale(
+        &self,
+        device: &Device,
+        last_seen: Option<chrono::DateTime<chrono::Utc>>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
         let interval = device.expected_interval_s.unwrap_or(self.quality.expected_interval_s);
         let interval = chrono::Duration::seconds(interval.min(i64::MAX as u64 / 1000) as i64);
         match last_seen {
@@ -257,7 +261,11 @@ installed = "2026-03-01"
 
     #[test]
     fn quality_overrides_are_read_checked_and_staleness_follows_them() {
-        let text = FILE.replacen("visibility = \"open\"\n", "visibility = \"open\"\nranges = { air_temperature = [-30, 50] }\nexpected_interval_s = 600\n", 1);
+        let text = FILE.replacen(
+            "visibility = \"open\"\n",
+            "visibility = \"open\"\nranges = { air_temperature = [-30, 50] }\nexpected_interval_s = 600\n",
+            1,
+        );
         let r = DeviceRegistry::parse(Path::new("d.toml"), &text, |p| p == "p").unwrap();
         let (a, b) = (r.get("a").unwrap(), r.get("b").unwrap());
         assert_eq!(a.ranges[&Quantity::by_name("air_temperature").unwrap()], [-30.0, 50.0]);
@@ -266,7 +274,8 @@ installed = "2026-03-01"
         assert!(r.is_stale(a, Some(now - chrono::Duration::seconds(700)), now));
         assert!(!r.is_stale(b, Some(now - chrono::Duration::seconds(700)), now), "default 3600 s");
         assert!(r.is_stale(b, None, now));
-        let bad = FILE.replacen("visibility = \"open\"\n", "visibility = \"open\"\nranges = { air_temperature = [50, -30] }\n", 1);
+        let bad =
+            FILE.replacen("visibility = \"open\"\n", "visibility = \"open\"\nranges = { air_temperature = [50, -30] }\n", 1);
         let errors = DeviceRegistry::parse(Path::new("d.toml"), &bad, |p| p == "p").unwrap_err();
         assert!(errors[0].to_string().contains("ranges.air_temperature"), "{}", errors[0]);
     }

@@ -176,7 +176,14 @@ impl Ingest {
     }
 
     /// Turn one message into readings, or into a dead letter.
-    fn process(&self, m: &Inbound, devices: &DeviceRegistry, profiles: &ProfileSet, batch: &mut WriteBatch, qc: &mut quality::QualityControl) {
+    fn process(
+        &self,
+        m: &Inbound,
+        devices: &DeviceRegistry,
+        profiles: &ProfileSet,
+        batch: &mut WriteBatch,
+        qc: &mut quality::QualityControl,
+    ) {
         let mut device_name = None;
         // Set for a message that is acknowledged without producing readings (a raw LoRaWAN
         // join, downlink, MAC-only frame or duplicate): neither decoded nor dead-lettered.
@@ -194,22 +201,19 @@ impl Ingest {
             } else {
                 crate::sources::parse(format, &m.publish.payload).map_err(|e| e.to_string())?
             };
-            let device = devices
-                .find(uplink.dev_eui, uplink.ns_device_id.as_deref())
-                .ok_or_else(|| {
-                    format!(
-                        "unknown device: no registry entry for DevEUI {} or network id {:?}",
-                        uplink.dev_eui.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-                        uplink.ns_device_id.as_deref().unwrap_or("-")
-                    )
-                })?;
+            let device = devices.find(uplink.dev_eui, uplink.ns_device_id.as_deref()).ok_or_else(|| {
+                format!(
+                    "unknown device: no registry entry for DevEUI {} or network id {:?}",
+                    uplink.dev_eui.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+                    uplink.ns_device_id.as_deref().unwrap_or("-")
+                )
+            })?;
             device_name = Some(device.id.to_string());
             let profile = profiles
                 .get(&device.profile)
                 .ok_or_else(|| format!("device {}: profile {:?} is not loaded", device.id, device.profile))?;
-            let decoded = profile
-                .decode_bytes(uplink.f_port, &uplink.payload)
-                .map_err(|e| format!("profile {}: {e}", device.profile))?;
+            let decoded =
+                profile.decode_bytes(uplink.f_port, &uplink.payload).map_err(|e| format!("profile {}: {e}", device.profile))?;
             if !decoded.warnings.is_empty() {
                 debug!(device = %device.id, warnings = ?decoded.warnings, "decoded with warnings");
             }
@@ -225,13 +229,21 @@ impl Ingest {
             };
             let battery = quality::battery_low(values.iter().map(|v| (v.quantity, v.value)), &limits);
             for v in values {
-                let verdict = qc.assess(&*self.store, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery.as_deref());
+                let verdict =
+                    qc.assess(&*self.store, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery.as_deref());
                 if verdict.flag != QualityFlag::Good {
                     Metrics::inc(&self.metrics.readings_flagged, 1);
                 }
                 self.metrics.quality.count(&verdict);
                 let (flag, reason) = (verdict.flag, verdict.reason());
-                batch.readings.push(Reading { device: device.id.clone(), quantity: v.quantity, value: v.value, time, flag, reason });
+                batch.readings.push(Reading {
+                    device: device.id.clone(),
+                    quantity: v.quantity,
+                    value: v.value,
+                    time,
+                    flag,
+                    reason,
+                });
             }
             if let Some(spool) = &self.spool {
                 spool.encode(&batch.readings[first..], device, &mut batch.outbox);
@@ -274,10 +286,13 @@ impl Ingest {
         device_name: &mut Option<String>,
     ) -> Result<Option<crate::sources::Uplink>, String> {
         use crate::sources::lorawan::{self, LorawanError, Opened, Outcome};
-        let outcome = lorawan::process(&m.publish.payload, &self.lorawan, m.received_at.timestamp_millis(), |dev_addr| match batch.frame_counters.get(&dev_addr) {
-            Some(c) => Ok(Some(c.clone())),
-            None => self.store.frame_counter(dev_addr).map_err(|e| e.to_string()),
-        });
+        let outcome =
+            lorawan::process(&m.publish.payload, &self.lorawan, m.received_at.timestamp_millis(), |dev_addr| {
+                match batch.frame_counters.get(&dev_addr) {
+                    Some(c) => Ok(Some(c.clone())),
+                    None => self.store.frame_counter(dev_addr).map_err(|e| e.to_string()),
+                }
+            });
         let (dev_addr, device, counter, opened, time) = match outcome {
             Ok(Outcome::Ignored(kind)) => {
                 Metrics::inc(&self.metrics.lorawan_ignored, 1);
@@ -314,7 +329,9 @@ impl Ingest {
             .ok()
             .and_then(|eui| devices.find(Some(eui), None))
             .or_else(|| devices.get(&device));
-        let found = found.ok_or_else(|| format!("DevAddr {dev_addr:08X}: device {device:?} of its session keys is not in the device registry"))?;
+        let found = found.ok_or_else(|| {
+            format!("DevAddr {dev_addr:08X}: device {device:?} of its session keys is not in the device registry")
+        })?;
         Ok(Some(crate::sources::Uplink {
             dev_eui: found.dev_eui,
             ns_device_id: Some(found.ns_device_id.clone().unwrap_or_else(|| found.id.to_string())),
@@ -346,7 +363,11 @@ impl Ingest {
     /// in one transaction with the letter's removal ([`EmbeddedStore::commit_replay`]): it
     /// lands exactly once. A message that fails again stays a dead letter with the new reason.
     /// Blocks (decoding, a store commit): call from blocking code.
-    pub fn replay(&self, letter: &DeadLetter, format: crate::config::MessageFormat) -> Result<crate::store::ReplayOutcome, crate::store::StoreError> {
+    pub fn replay(
+        &self,
+        letter: &DeadLetter,
+        format: crate::config::MessageFormat,
+    ) -> Result<crate::store::ReplayOutcome, crate::store::StoreError> {
         let (devices, profiles) = (self.registry.devices(), self.registry.profiles());
         let inbound = Inbound {
             publish: Publish::new(letter.topic.clone(), rumqttc::QoS::AtMostOnce, letter.payload.clone()),

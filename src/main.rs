@@ -331,10 +331,8 @@ fn decode(settings: &Settings, profile: &str, fport: Option<u8>, hex: &str) -> E
         return ExitCode::from(1);
     };
     let hex: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
-    let bytes: Result<Vec<u8>, _> = (0..hex.len())
-        .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(i))
-        .collect();
+    let bytes: Result<Vec<u8>, _> =
+        (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(i)).collect();
     let Ok(bytes) = bytes else {
         eprintln!("--hex: expected an even number of hex digits, got {hex:?}");
         return ExitCode::from(2);
@@ -389,12 +387,8 @@ fn rebuild_rollups(settings: &Settings, from: Option<&str>, to: Option<&str>) ->
             return ExitCode::from(1);
         }
     };
-    let district_of = |id: &str| {
-        devices
-            .get(id)
-            .filter(|d| d.visibility == messnetz::devices::Visibility::Open)
-            .map(|d| d.district.clone())
-    };
+    let district_of =
+        |id: &str| devices.get(id).filter(|d| d.visibility == messnetz::devices::Visibility::Open).map(|d| d.district.clone());
     match store.rebuild_rollups(from, to, &district_of) {
         Ok(summary) => {
             println!("rebuilt the rollups from {} readings ({} district windows)", summary.readings, summary.district_windows);
@@ -462,22 +456,32 @@ fn dead_letters(settings: &Settings, command: DeadLettersCommand) -> ExitCode {
         store.dead_letters_matching(after, limit, usize::MAX, &mut |l| filter.matches(l, l.device_in(&devices).as_deref()))
     };
     match command {
-        DeadLettersCommand::List { device, reason, after, limit } => match matching(&DeadLetterFilter { device, reason }, after, limit) {
-            Ok((letters, next)) => {
-                for l in &letters {
-                    let device = l.device_in(&devices).map(|d| d.id.to_string()).or(l.device.clone()).unwrap_or_else(|| "-".into());
-                    println!("{}\t{}\t{}\t{}\t{}", l.id, l.received_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true), device, l.format, l.reason);
+        DeadLettersCommand::List { device, reason, after, limit } => {
+            match matching(&DeadLetterFilter { device, reason }, after, limit) {
+                Ok((letters, next)) => {
+                    for l in &letters {
+                        let device =
+                            l.device_in(&devices).map(|d| d.id.to_string()).or(l.device.clone()).unwrap_or_else(|| "-".into());
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            l.id,
+                            l.received_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                            device,
+                            l.format,
+                            l.reason
+                        );
+                    }
+                    if let Some(next) = next {
+                        eprintln!("more: --after {next}");
+                    }
+                    ExitCode::SUCCESS
                 }
-                if let Some(next) = next {
-                    eprintln!("more: --after {next}");
+                Err(e) => {
+                    eprintln!("cannot read the dead letters: {e}");
+                    ExitCode::FAILURE
                 }
-                ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("cannot read the dead letters: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         DeadLettersCommand::Show { id } => match store.dead_letter(id) {
             Ok(Some(l)) => {
                 let mut v = serde_json::to_value(&l).unwrap_or_default();
@@ -522,20 +526,24 @@ fn dead_letters(settings: &Settings, command: DeadLettersCommand) -> ExitCode {
                 }
                 found
             };
-            let lorawan = match messnetz::sources::lorawan_keys::SessionKeys::load(settings.lorawan.keys_file.as_deref(), std::env::vars()) {
-                Ok(k) => Arc::new(k),
-                Err(errors) => {
-                    for e in errors {
-                        eprintln!("{e}");
+            let lorawan =
+                match messnetz::sources::lorawan_keys::SessionKeys::load(settings.lorawan.keys_file.as_deref(), std::env::vars())
+                {
+                    Ok(k) => Arc::new(k),
+                    Err(errors) => {
+                        for e in errors {
+                            eprintln!("{e}");
+                        }
+                        return ExitCode::from(1);
                     }
-                    return ExitCode::from(1);
-                }
-            };
+                };
             let metrics = Arc::new(messnetz::metrics::Metrics::default());
             // Readings replayed here are spooled for InfluxDB like any others; the gateway sends them.
-            let spool = settings.influxdb.as_ref().filter(|i| i.enabled).map(|i| {
-                Arc::new(messnetz::store::Spool::new(i, metrics.clone(), store.outbox_len().unwrap_or(0)))
-            });
+            let spool = settings
+                .influxdb
+                .as_ref()
+                .filter(|i| i.enabled)
+                .map(|i| Arc::new(messnetz::store::Spool::new(i, metrics.clone(), store.outbox_len().unwrap_or(0))));
             let ingest = messnetz::ingest::Ingest::offline(store.clone(), registry.clone(), metrics, spool, lorawan);
             let audit = match messnetz::audit::AuditLog::open(&settings.admin.audit_log_path(&settings.store)) {
                 Ok(a) => a,

@@ -70,7 +70,11 @@ impl Metrics {
         let counters: [(&str, &str, &AtomicU64); 14] = [
             ("messnetz_messages_received_total", "Messages taken from the broker.", &self.messages_received),
             ("messnetz_messages_decoded_total", "Messages decoded into readings.", &self.messages_decoded),
-            ("messnetz_messages_failed_total", "Messages that could not be parsed, matched to a device or decoded.", &self.messages_failed),
+            (
+                "messnetz_messages_failed_total",
+                "Messages that could not be parsed, matched to a device or decoded.",
+                &self.messages_failed,
+            ),
             ("messnetz_dead_letters_total", "Dead letters written.", &self.dead_letters),
             ("messnetz_readings_stored_total", "Readings written to the store.", &self.readings_stored),
             ("messnetz_readings_flagged_total", "Readings flagged suspect or bad by quality control.", &self.readings_flagged),
@@ -78,7 +82,11 @@ impl Metrics {
             ("messnetz_mqtt_connects_total", "Connections established to the broker.", &self.mqtt_connects),
             ("messnetz_store_errors_total", "Store commits that failed.", &self.store_errors),
             ("messnetz_mqtt_subscriptions_total", "Subscriptions confirmed by the broker.", &self.mqtt_subscriptions),
-            ("messnetz_lorawan_ignored_total", "Raw LoRaWAN frames that are no data uplink (join, downlink, MAC only).", &self.lorawan_ignored),
+            (
+                "messnetz_lorawan_ignored_total",
+                "Raw LoRaWAN frames that are no data uplink (join, downlink, MAC only).",
+                &self.lorawan_ignored,
+            ),
             ("messnetz_lorawan_duplicates_total", "Raw LoRaWAN copies of an already accepted frame.", &self.lorawan_duplicates),
             ("messnetz_lorawan_replays_total", "Raw LoRaWAN frames refused as replays.", &self.lorawan_replays),
             ("messnetz_lorawan_mic_failures_total", "Raw LoRaWAN frames whose MIC did not verify.", &self.lorawan_mic_failures),

@@ -45,8 +45,7 @@ impl DevEui {
         }
         let mut out = [0u8; 8];
         for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-                .map_err(|_| format!("DevEUI {s:?} is not hexadecimal"))?;
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| format!("DevEUI {s:?} is not hexadecimal"))?;
         }
         Ok(Self(out))
     }
@@ -169,9 +168,8 @@ impl fmt::Display for Quantity {
 impl<'de> Deserialize<'de> for Quantity {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Quantity::by_name(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("unknown quantity {s:?}; known: {}", known_quantities()))
-        })
+        Quantity::by_name(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown quantity {s:?}; known: {}", known_quantities())))
     }
 }
 

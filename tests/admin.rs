@@ -12,7 +12,13 @@ const OPS: &str = "umweltamt-token-0123456789abcdefghij";
 const GARTEN: &str = "gartenamt-token-0123456789abcdefghij";
 const ROOT: &str = "all-departments-token-0123456789abcd";
 
-async fn call(client: &Client, method: reqwest::Method, url: &str, token: Option<&str>, body: Option<String>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+async fn call(
+    client: &Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let mut request = client.request(method, url);
     if let Some(t) = token {
         request = request.bearer_auth(t);
@@ -28,7 +34,8 @@ async fn call(client: &Client, method: reqwest::Method, url: &str, token: Option
 }
 
 fn ids(body: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = body["devices"].as_array().expect("devices").iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect();
+    let mut ids: Vec<String> =
+        body["devices"].as_array().expect("devices").iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect();
     ids.sort();
     ids
 }
@@ -48,7 +55,10 @@ async fn tokens_are_scoped_to_departments_and_other_departments_devices_are_404(
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::new("admin-scopes");
     let (devices, profiles) = own_devices_and_profiles(dir.path());
-    let admin = admin_section(100, &[("umweltamt-ops", OPS, &["Umweltamt"]), ("gartenamt-ops", GARTEN, &["Gartenamt"]), ("it", ROOT, &["*"])]);
+    let admin = admin_section(
+        100,
+        &[("umweltamt-ops", OPS, &["Umweltamt"]), ("gartenamt-ops", GARTEN, &["Gartenamt"]), ("it", ROOT, &["*"])],
+    );
     let gw = Gateway::start_with_profiles(broker.port, dir.path(), &topics, &admin, &devices, &profiles).await;
     let c = Client::new();
     let url = |p: &str| gw.url(p);
@@ -74,19 +84,36 @@ async fn tokens_are_scoped_to_departments_and_other_departments_devices_are_404(
     let (s2, _, foreign) = call(&c, Method::GET, &url("/v1/admin/devices/demo-lht65-park"), Some(OPS), None).await;
     assert_eq!((s1, s2), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
     assert_eq!(unknown, foreign);
-    let (s3, _, change) = call(&c, Method::PUT, &url("/v1/admin/devices/demo-lht65-park/visibility"), Some(OPS), Some(r#"{"visibility":"internal"}"#.into())).await;
-    let (s4, _, update) = call(&c, Method::PUT, &url("/v1/admin/devices/demo-lht65-park"), Some(OPS), Some(new_device("demo-lht65-park", "Umweltamt"))).await;
+    let (s3, _, change) = call(
+        &c,
+        Method::PUT,
+        &url("/v1/admin/devices/demo-lht65-park/visibility"),
+        Some(OPS),
+        Some(r#"{"visibility":"internal"}"#.into()),
+    )
+    .await;
+    let (s4, _, update) = call(
+        &c,
+        Method::PUT,
+        &url("/v1/admin/devices/demo-lht65-park"),
+        Some(OPS),
+        Some(new_device("demo-lht65-park", "Umweltamt")),
+    )
+    .await;
     assert_eq!((s3, s4), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
     assert_eq!((&change, &update), (&unknown, &unknown));
     let (status, _, body) = call(&c, Method::GET, &url("/v1/admin/devices/demo-lht65-park"), Some(GARTEN), None).await;
     assert_eq!((status, body["owner"].as_str()), (StatusCode::OK, Some("Gartenamt")), "{body}");
 
     // Create: only for one's own departments, never over a taken id.
-    let (status, _, body) = call(&c, Method::POST, &url("/v1/admin/devices"), Some(OPS), Some(new_device("umwelt-neu", "Gartenamt"))).await;
+    let (status, _, body) =
+        call(&c, Method::POST, &url("/v1/admin/devices"), Some(OPS), Some(new_device("umwelt-neu", "Gartenamt"))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, _, body) = call(&c, Method::POST, &url("/v1/admin/devices"), Some(OPS), Some(new_device("demo-lht65-park", "Umweltamt"))).await;
+    let (status, _, body) =
+        call(&c, Method::POST, &url("/v1/admin/devices"), Some(OPS), Some(new_device("demo-lht65-park", "Umweltamt"))).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, _, body) = call(&c, Method::POST, &url("/v1/admin/devices"), Some(OPS), Some(new_device("umwelt-neu", "Umweltamt"))).await;
+    let (status, _, body) =
+        call(&c, Method::POST, &url("/v1/admin/devices"), Some(OPS), Some(new_device("umwelt-neu", "Umweltamt"))).await;
     assert_eq!((status, body["id"].as_str()), (StatusCode::CREATED, Some("umwelt-neu")), "{body}");
     // A device that fails the registry's checks is refused whole, with the reason.
     let mut bad: Value = serde_json::from_str(&new_device("umwelt-kaputt", "Umweltamt")).unwrap();
@@ -105,7 +132,14 @@ async fn tokens_are_scoped_to_departments_and_other_departments_devices_are_404(
     assert!(status.is_success() && ids(&open).contains(&"umwelt-neu".to_owned()), "{open}");
 
     // Take it out of the open API, and it is gone there; the other department doesn't see it.
-    let (status, _, body) = call(&c, Method::PUT, &url("/v1/admin/devices/umwelt-neu/visibility"), Some(OPS), Some(r#"{"visibility":"internal"}"#.into())).await;
+    let (status, _, body) = call(
+        &c,
+        Method::PUT,
+        &url("/v1/admin/devices/umwelt-neu/visibility"),
+        Some(OPS),
+        Some(r#"{"visibility":"internal"}"#.into()),
+    )
+    .await;
     assert_eq!((status, body["visibility"].as_str()), (StatusCode::OK, Some("internal")), "{body}");
     let (status, _, _) = call(&c, Method::GET, &url("/v1/devices/umwelt-neu/latest"), None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -115,14 +149,16 @@ async fn tokens_are_scoped_to_departments_and_other_departments_devices_are_404(
 
     // Profiles: a broken upload is refused and not written; a profile other departments use
     // can't be replaced by one department; a good new one is written and loaded.
-    let (status, _, body) = call(&c, Method::PUT, &url("/v1/admin/profiles/neu"), Some(OPS), Some("id = \"neu\"\nbogus = 1\n".into())).await;
+    let (status, _, body) =
+        call(&c, Method::PUT, &url("/v1/admin/profiles/neu"), Some(OPS), Some("id = \"neu\"\nbogus = 1\n".into())).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(!profiles.join("neu.toml").exists());
     let lht65 = std::fs::read_to_string(profiles.join("dragino-lht65.toml")).unwrap();
     let (status, _, body) = call(&c, Method::PUT, &url("/v1/admin/profiles/dragino-lht65"), Some(OPS), Some(lht65.clone())).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let copy = lht65.replace("id = \"dragino-lht65\"", "id = \"dragino-lht65-copy\"");
-    let (status, _, body) = call(&c, Method::POST, &url("/v1/admin/profiles/dragino-lht65-copy/test"), Some(OPS), Some(copy.clone())).await;
+    let (status, _, body) =
+        call(&c, Method::POST, &url("/v1/admin/profiles/dragino-lht65-copy/test"), Some(OPS), Some(copy.clone())).await;
     assert_eq!((status, &body["ok"]), (StatusCode::OK, &json!(true)), "{body}");
     let (status, _, body) = call(&c, Method::PUT, &url("/v1/admin/profiles/dragino-lht65-copy"), Some(OPS), Some(copy)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -137,8 +173,17 @@ async fn tokens_are_scoped_to_departments_and_other_departments_devices_are_404(
     // Every change is in the audit log, with who; no token anywhere in it or the gateway's log.
     let audit = std::fs::read_to_string(gw.data.join("audit.log")).unwrap();
     let entries: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let done: Vec<(&str, &str, &str)> = entries.iter().filter(|e| e["outcome"] == "ok").map(|e| (e["who"].as_str().unwrap(), e["action"].as_str().unwrap(), e["target"].as_str().unwrap())).collect();
-    for expected in [("umweltamt-ops", "device.create", "umwelt-neu"), ("umweltamt-ops", "device.visibility", "umwelt-neu"), ("umweltamt-ops", "profile.upload", "dragino-lht65-copy"), ("umweltamt-ops", "reload", "")] {
+    let done: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .filter(|e| e["outcome"] == "ok")
+        .map(|e| (e["who"].as_str().unwrap(), e["action"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        ("umweltamt-ops", "device.create", "umwelt-neu"),
+        ("umweltamt-ops", "device.visibility", "umwelt-neu"),
+        ("umweltamt-ops", "profile.upload", "dragino-lht65-copy"),
+        ("umweltamt-ops", "reload", ""),
+    ] {
         assert!(done.contains(&expected), "{expected:?} not in {audit}");
     }
     assert!(entries.iter().all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z'))));
@@ -159,7 +204,8 @@ async fn wrong_tokens_are_rate_limited_per_client() {
     let c = Client::new();
     let url = gw.url("/v1/admin/devices");
     for i in 0..3 {
-        let (status, _, _) = call(&c, reqwest::Method::GET, &url, Some(&format!("guess-{i}-aaaaaaaaaaaaaaaaaaaaaaaa")), None).await;
+        let (status, _, _) =
+            call(&c, reqwest::Method::GET, &url, Some(&format!("guess-{i}-aaaaaaaaaaaaaaaaaaaaaaaa")), None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     // Limit reached: refused before any check, even with the right token, until the minute is over.
@@ -178,7 +224,13 @@ fn hash_token_prints_a_hash_the_gateway_accepts() {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let run = |args: &[&str], stdin: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_messnetz")).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_messnetz"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())

@@ -97,7 +97,11 @@ fn expected(plan: &[Planned], devices: &[&str], window_minutes: i64) -> BTreeMap
 fn check(points: &[Value], want: &BTreeMap<i64, Expected>, what: &str) {
     assert_eq!(points.len(), want.len(), "{what}: windows");
     for (point, (start, w)) in points.iter().zip(want) {
-        assert_eq!(point["start"].as_str().unwrap(), time_of(*start).to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "{what}");
+        assert_eq!(
+            point["start"].as_str().unwrap(),
+            time_of(*start).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "{what}"
+        );
         assert_eq!(point["count"].as_u64().unwrap(), w.values.len() as u64, "{what} {start}: count");
         assert_eq!(point["excluded"].as_u64().unwrap(), w.excluded, "{what} {start}: excluded");
         if w.values.is_empty() {
@@ -135,10 +139,18 @@ async fn windows(gw: &Gateway, scope: &str, interval: &str) -> Vec<Value> {
 async fn check_all(gw: &Gateway, plan: &[Planned]) {
     for (interval, minutes) in [("10m", 10), ("1h", 60), ("1d", 1440)] {
         for device in ["mitte-1", "mitte-2"] {
-            check(&windows(gw, &format!("device={device}"), interval).await, &expected(plan, &[device], minutes), &format!("{device} {interval}"));
+            check(
+                &windows(gw, &format!("device={device}"), interval).await,
+                &expected(plan, &[device], minutes),
+                &format!("{device} {interval}"),
+            );
         }
         // The district holds only its open devices: the internal one's readings stay out.
-        check(&windows(gw, "district=Mitte", interval).await, &expected(plan, &["mitte-1", "mitte-2"], minutes), &format!("Mitte {interval}"));
+        check(
+            &windows(gw, "district=Mitte", interval).await,
+            &expected(plan, &["mitte-1", "mitte-2"], minutes),
+            &format!("Mitte {interval}"),
+        );
     }
 }
 
@@ -160,7 +172,9 @@ async fn aggregates_match_an_independent_calculation_and_hide_internal_devices()
         x ^= x << 17;
         x % n
     };
-    for (device, eui, count) in [("mitte-1", "A8404100000000A1", 60), ("mitte-2", "A8404100000000A2", 40), ("mitte-secret", "A8404100000000A3", 20)] {
+    for (device, eui, count) in
+        [("mitte-1", "A8404100000000A1", 60), ("mitte-2", "A8404100000000A2", 40), ("mitte-secret", "A8404100000000A3", 20)]
+    {
         let mut minute = 0;
         for _ in 0..count {
             minute += 1 + rnd(90) as i64;
@@ -196,15 +210,25 @@ async fn aggregates_match_an_independent_calculation_and_hide_internal_devices()
     check_all(&gw, &plan).await;
 
     // JSON carries unit, interval and licence; CSV parses with a standard reader.
-    let (_, body) = get(&gw, "/v1/aggregates?device=mitte-2&quantity=air_temperature&interval=1d&from=2026-06-01T00:00:00Z&to=2026-06-04T00:00:00Z").await;
-    assert_eq!((body["unit"].as_str(), body["interval"].as_str(), body["licence"].as_str()), (Some("Cel"), Some("1d"), Some("dl-zero-de/2.0")));
+    let (_, body) = get(
+        &gw,
+        "/v1/aggregates?device=mitte-2&quantity=air_temperature&interval=1d&from=2026-06-01T00:00:00Z&to=2026-06-04T00:00:00Z",
+    )
+    .await;
+    assert_eq!(
+        (body["unit"].as_str(), body["interval"].as_str(), body["licence"].as_str()),
+        (Some("Cel"), Some("1d"), Some("dl-zero-de/2.0"))
+    );
     let csv_url = gw.url("/v1/aggregates?district=Mitte&quantity=air_temperature&interval=1h&from=2026-06-01T00:00:00Z&to=2026-06-04T00:00:00Z&format=csv");
     let resp = reqwest::get(&csv_url).await.unwrap();
     let link = resp.headers().get_all("link").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>().join(",");
     assert!(link.contains("dl-by-de/2.0>; rel=\"license\""), "{link}");
     let text = resp.text().await.unwrap();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
-    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), ["start", "count", "excluded", "mean", "min", "max", "last"]);
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["start", "count", "excluded", "mean", "min", "max", "last"]
+    );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     let want = expected(&plan, &["mitte-1", "mitte-2"], 60);
     assert_eq!(rows.len(), want.len());
@@ -212,7 +236,9 @@ async fn aggregates_match_an_independent_calculation_and_hide_internal_devices()
     assert_eq!(counts, want.values().map(|w| w.values.len() as u64).sum::<u64>());
 
     // ETag and 304.
-    let url = gw.url("/v1/aggregates?device=mitte-1&quantity=air_temperature&interval=1h&from=2026-06-01T00:00:00Z&to=2026-06-02T00:00:00Z");
+    let url = gw.url(
+        "/v1/aggregates?device=mitte-1&quantity=air_temperature&interval=1h&from=2026-06-01T00:00:00Z&to=2026-06-02T00:00:00Z",
+    );
     let first = reqwest::get(&url).await.unwrap();
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
     assert!(first.headers()["cache-control"].to_str().unwrap().contains("max-age"));
@@ -227,7 +253,10 @@ async fn aggregates_match_an_independent_calculation_and_hide_internal_devices()
     assert_eq!(ids, ["mitte-1", "mitte-2"]);
     assert_eq!(map["features"][1]["geometry"]["coordinates"], serde_json::json!([11.579, 48.139, 2.5]));
     let catalog = reqwest::get(gw.url("/v1/catalog")).await.unwrap().text().await.unwrap();
-    assert!(!catalog.contains("mitte-secret") && !catalog.contains("Depot") && !catalog.contains("Baureferat"), "internal device in the catalogue");
+    assert!(
+        !catalog.contains("mitte-secret") && !catalog.contains("Depot") && !catalog.contains("Baureferat"),
+        "internal device in the catalogue"
+    );
     let catalog: Value = serde_json::from_str(&catalog).unwrap();
     assert_eq!(catalog["@type"], "dcat:Catalog");
     let datasets = catalog["dcat:dataset"].as_array().unwrap();

@@ -108,7 +108,9 @@ fn the_deploy_configurations_load() {
             .expect("run messnetz");
         assert!(out.status.success(), "{file}: {}", text(&out.stderr));
     }
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{MANIFEST_DIR}/deploy/grafana/dashboards/messnetz.json")).unwrap()).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{MANIFEST_DIR}/deploy/grafana/dashboards/messnetz.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(dashboard["uid"], "messnetz");
 }

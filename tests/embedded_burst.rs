@@ -24,11 +24,14 @@ async fn every_acknowledged_publish_of_a_100k_burst_into_the_embedded_broker_is_
     let started = Instant::now();
     let published = publish_from(port, &topics.prefix, 2, messages, Duration::from_secs(120)).await;
     let published_after = started.elapsed();
-    assert_eq!(published.acked, BURST, "the embedded broker acknowledged only {} of {BURST} publishes: {:?}", published.acked, published.error);
+    assert_eq!(
+        published.acked, BURST,
+        "the embedded broker acknowledged only {} of {BURST} publishes: {:?}",
+        published.acked, published.error
+    );
 
-    let done = gw
-        .wait_metric("messnetz_messages_acked_total", BURST as f64, Duration::from_secs(180), Duration::from_secs(20))
-        .await;
+    let done =
+        gw.wait_metric("messnetz_messages_acked_total", BURST as f64, Duration::from_secs(180), Duration::from_secs(20)).await;
     let client = reqwest::Client::new();
     let received = gw.try_metric(&client, "messnetz_messages_received_total").await;
     let acked = gw.try_metric(&client, "messnetz_messages_acked_total").await;

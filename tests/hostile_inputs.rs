@@ -40,7 +40,8 @@ fn hostile_messages_give_errors_not_panics() {
 
 #[test]
 fn hostile_payloads_through_every_profile_give_errors_not_panics() {
-    let profiles = ProfileSet::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("sensor-profiles")).expect("bundled profiles");
+    let profiles =
+        ProfileSet::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("sensor-profiles")).expect("bundled profiles");
     let lht65 = profiles.get("dragino-lht65").expect("lht65");
     for (name, data) in corpus("profile_decode") {
         let Some((&port, payload)) = data.split_first() else { continue };

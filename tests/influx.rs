@@ -141,8 +141,7 @@ async fn gateway_killed_mid_run_ends_with_every_reading() {
     let expected: BTreeSet<i64> = (0..N as i64).map(|i| BURST_START_MS + i * 1000).collect();
     let export = wait_for("every reading in InfluxDB after the restart", Duration::from_secs(90), || async {
         let export = vm.export("air_temperature_value|relative_humidity_value|battery_voltage_value").await;
-        let complete = export.len() == 3
-            && export.iter().all(|s| timestamps(s).into_iter().collect::<BTreeSet<_>>() == expected);
+        let complete = export.len() == 3 && export.iter().all(|s| timestamps(s).into_iter().collect::<BTreeSet<_>>() == expected);
         complete.then_some(export)
     })
     .await;
@@ -217,7 +216,10 @@ async fn fake_influx(behaviour: Behaviour) -> (u16, Arc<Mutex<Vec<String>>>) {
                         }
                     } else if behaviour == Behaviour::RejectBaureferat && body.contains("owner=Baureferat") {
                         let msg = r#"{"code":"invalid","message":"partial write: field type conflict: input field \"value\" on measurement is type string, already exists as type float dropped=1"}"#;
-                        format!("HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{msg}", msg.len())
+                        format!(
+                            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{msg}",
+                            msg.len()
+                        )
                     } else {
                         accepted.lock().unwrap().extend(body.lines().map(str::to_owned));
                         "HTTP/1.1 204 No Content\r\n\r\n".to_owned()
@@ -242,7 +244,8 @@ async fn a_rejected_point_is_dead_lettered_and_the_rest_continue() {
     let extra = "flush_interval_ms = 300\ngzip = false\nretry_min_ms = 50\nretry_max_ms = 200";
     let mut gw = Gateway::start_with(broker.port, dir.path(), &topics, &influx_section(&url, extra)).await;
 
-    let good = |f_cnt: u32, at: &str| (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", f_cnt, LHT65_PAYLOAD, at));
+    let good =
+        |f_cnt: u32, at: &str| (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", f_cnt, LHT65_PAYLOAD, at));
     let bad = (
         topics.ttn("demo-lht65-depot"),
         ttn_uplink("demo-lht65-depot", "A840410000000003", 1, LHT65_PAYLOAD, "2025-01-01T00:00:01Z"),
@@ -298,7 +301,13 @@ async fn unavailable_throttling_and_slow_servers_are_retried_until_they_accept()
 
 /// A gateway whose spool holds two messages' readings (6 each), one message per commit,
 /// writing to `vm`, which the caller has stopped.
-async fn gateway_with_tiny_spool(broker: &Mosquitto, vm: &VictoriaMetrics, dir: &std::path::Path, topics: &Topics, policy: &str) -> Gateway {
+async fn gateway_with_tiny_spool(
+    broker: &Mosquitto,
+    vm: &VictoriaMetrics,
+    dir: &std::path::Path,
+    topics: &Topics,
+    policy: &str,
+) -> Gateway {
     let extra = format!(
         "batch_size = 6\nspool_max_readings = 12\nspool_full = \"{policy}\"\nflush_interval_ms = 50\nretry_min_ms = 50\nretry_max_ms = 200\n\n[ingest]\nmax_batch = 1\n"
     );

@@ -123,16 +123,34 @@ async fn every_kind_of_frame_in_one_batch_gets_its_own_fate() {
     assert_eq!(count(&m, &m.dead_letters), 6);
 
     let store = EmbeddedStore::open(dir.path()).unwrap();
-    let times: Vec<String> = temperatures(&store).into_iter().map(|(t, v)| {
-        assert_eq!(v, 28.29);
-        t
-    }).collect();
-    assert_eq!(times, ["2025-01-01T00:01:00+00:00", "2025-01-01T00:09:00+00:00", "2025-01-01T00:10:00+00:00", "2025-01-01T00:11:00+00:00"]);
-    let reasons: Vec<String> = store.dead_letters(0, 100).unwrap().into_iter().map(|d| {
-        assert_eq!(d.format, "lorawan");
-        d.reason
-    }).collect();
-    let expected = ["MIC check failed", "MIC check failed", "replayed frame", "too short", "longer than a LoRa frame", "no session keys for DevAddr 01020304"];
+    let times: Vec<String> = temperatures(&store)
+        .into_iter()
+        .map(|(t, v)| {
+            assert_eq!(v, 28.29);
+            t
+        })
+        .collect();
+    assert_eq!(
+        times,
+        ["2025-01-01T00:01:00+00:00", "2025-01-01T00:09:00+00:00", "2025-01-01T00:10:00+00:00", "2025-01-01T00:11:00+00:00"]
+    );
+    let reasons: Vec<String> = store
+        .dead_letters(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            assert_eq!(d.format, "lorawan");
+            d.reason
+        })
+        .collect();
+    let expected = [
+        "MIC check failed",
+        "MIC check failed",
+        "replayed frame",
+        "too short",
+        "longer than a LoRa frame",
+        "no session keys for DevAddr 01020304",
+    ];
     assert_eq!(reasons.len(), expected.len(), "{reasons:?}");
     for (reason, want) in reasons.iter().zip(expected) {
         assert!(reason.contains(want), "{reason:?} should say {want:?}");
@@ -143,7 +161,11 @@ async fn every_kind_of_frame_in_one_batch_gets_its_own_fate() {
 
     // After a restart the counters are still there: an older genuine frame is a replay, a
     // copy of the last one a duplicate, and the next frame goes through.
-    let m = ingest_once(dir.path(), vec![uplink(65_537, "gw-rathaus", 12), uplink(65_538, "gw-bahnhof", 10), uplink(65_540, "gw-rathaus", 13)]).await;
+    let m = ingest_once(
+        dir.path(),
+        vec![uplink(65_537, "gw-rathaus", 12), uplink(65_538, "gw-bahnhof", 10), uplink(65_540, "gw-rathaus", 13)],
+    )
+    .await;
     assert_eq!((count(&m, &m.lorawan_replays), count(&m, &m.lorawan_duplicates), count(&m, &m.messages_decoded)), (1, 1, 1));
     let store = EmbeddedStore::open(dir.path()).unwrap();
     assert_eq!(temperatures(&store).len(), 5);
@@ -171,7 +193,10 @@ async fn frames_from_three_gateways_over_mqtt_make_one_reading_and_keys_stay_sec
     let mut gw = Gateway::start_full(broker.port, dir.path(), &topics, &lorawan_section(&topics, &keys), &devices).await;
     let messages = ["gw-rathaus", "gw-bahnhof", "gw-dom"].iter().map(|g| (topics.gateway_bridge(g), uplink(7, g, 30))).collect();
     publish_all(broker.port, &format!("{}-pub", topics.prefix), messages).await;
-    wait_for("3 frames acknowledged", Duration::from_secs(20), || async { (gw.metric("messnetz_messages_acked_total").await == 3.0).then_some(()) }).await;
+    wait_for("3 frames acknowledged", Duration::from_secs(20), || async {
+        (gw.metric("messnetz_messages_acked_total").await == 3.0).then_some(())
+    })
+    .await;
     assert_eq!(gw.metric("messnetz_messages_decoded_total").await, 1.0);
     assert_eq!(gw.metric("messnetz_lorawan_duplicates_total").await, 2.0);
     assert_eq!(gw.metric("messnetz_dead_letters_total").await, 0.0);
@@ -181,9 +206,15 @@ async fn frames_from_three_gateways_over_mqtt_make_one_reading_and_keys_stay_sec
 
     // The counter survives a restart of the gateway.
     gw.restart().await;
-    let messages = vec![(topics.gateway_bridge("gw-dom"), uplink(6, "gw-dom", 29)), (topics.gateway_bridge("gw-dom"), uplink(8, "gw-dom", 31))];
+    let messages = vec![
+        (topics.gateway_bridge("gw-dom"), uplink(6, "gw-dom", 29)),
+        (topics.gateway_bridge("gw-dom"), uplink(8, "gw-dom", 31)),
+    ];
     publish_all(broker.port, &format!("{}-pub2", topics.prefix), messages).await;
-    wait_for("2 frames acknowledged", Duration::from_secs(20), || async { (gw.metric("messnetz_messages_acked_total").await == 2.0).then_some(()) }).await;
+    wait_for("2 frames acknowledged", Duration::from_secs(20), || async {
+        (gw.metric("messnetz_messages_acked_total").await == 2.0).then_some(())
+    })
+    .await;
     assert_eq!(gw.metric("messnetz_lorawan_replays_total").await, 1.0);
     assert_eq!(gw.metric("messnetz_messages_decoded_total").await, 1.0);
 
@@ -212,7 +243,9 @@ fn hostile_frames_give_errors_not_panics() {
         let r = messnetz::sources::lorawan::process(&data, &keys, 0, |_| Ok(None));
         match name.as_str() {
             "good" | "good-confirmed" => assert!(r.is_ok(), "{name}: {r:?}"),
-            "join-request" | "downlink" => assert!(matches!(r, Ok(messnetz::sources::lorawan::Outcome::Ignored(_))), "{name}: {r:?}"),
+            "join-request" | "downlink" => {
+                assert!(matches!(r, Ok(messnetz::sources::lorawan::Outcome::Ignored(_))), "{name}: {r:?}")
+            }
             _ => assert!(r.is_err(), "{name} was accepted: {r:?}"),
         }
     }
@@ -243,11 +276,14 @@ fn write_corpus() {
         ("good-confirmed", ev(frame(1, true))),
         ("join-request", ev(vec![0x00; 23])),
         ("downlink", ev(downlink)),
-        ("mic-flipped", ev({
-            let mut f = frame(1, false);
-            *f.last_mut().unwrap() ^= 0xFF;
-            f
-        })),
+        (
+            "mic-flipped",
+            ev({
+                let mut f = frame(1, false);
+                *f.last_mut().unwrap() ^= 0xFF;
+                f
+            }),
+        ),
         ("payload-bit-flipped", ev(flipped)),
         ("wrong-key", ev(build_frame(DEV_ADDR, 1, 2, &lht, false, &session(APP, NWK)))),
         ("unknown-devaddr", ev(build_frame(0xFFFF_FFFF, 1, 2, &lht, false, &good))),

@@ -16,7 +16,17 @@ async fn every_documented_route_answers_as_documented() {
     let doc: serde_json::Value = serde_json::from_str(messnetz::api::OPENAPI_JSON).expect("openapi.json is JSON");
     assert_eq!(doc["openapi"], "3.0.3");
     let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
-    for route in ["/healthz", "/metrics", "/openapi.json", "/v1/devices", "/v1/devices/{id}/latest", "/v1/readings", "/v1/aggregates", "/v1/latest", "/v1/catalog"] {
+    for route in [
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "/v1/devices",
+        "/v1/devices/{id}/latest",
+        "/v1/readings",
+        "/v1/aggregates",
+        "/v1/latest",
+        "/v1/catalog",
+    ] {
         assert!(paths.contains(&route), "{route} is not documented");
     }
 
@@ -27,7 +37,10 @@ async fn every_documented_route_answers_as_documented() {
     publish_all(
         broker.port,
         &format!("{}-pub", topics.prefix),
-        vec![(topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", 1, "CBF60B0D0376010ADD7FFF", "2026-11-25T10:00:00Z"))],
+        vec![(
+            topics.ttn("demo-lht65"),
+            ttn_uplink("demo-lht65", "A840410000000001", 1, "CBF60B0D0376010ADD7FFF", "2026-11-25T10:00:00Z"),
+        )],
     )
     .await;
     wait_for("the reading", Duration::from_secs(20), || async {

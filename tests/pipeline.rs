@@ -62,10 +62,7 @@ async fn ttn_and_chirpstack_uplinks_reach_the_api_with_the_vendor_values() {
         broker.port,
         &format!("{}-pub", topics.prefix),
         vec![
-            (
-                topics.ttn("demo-lht65"),
-                ttn_uplink("demo-lht65", "A840410000000001", 1, LHT65_EXAMPLE, "2026-11-25T10:00:00Z"),
-            ),
+            (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", 1, LHT65_EXAMPLE, "2026-11-25T10:00:00Z")),
             (
                 topics.chirpstack("A840410000000002"),
                 chirpstack_uplink("A840410000000002", 7, LHT65_EXAMPLE, "2026-11-25T10:05:00.250Z"),
@@ -117,10 +114,7 @@ async fn malformed_messages_become_dead_letters_and_the_next_good_one_goes_throu
         // A payload too short for the profile.
         (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", 4, "CBF60B", "2026-11-25T10:01:00Z")),
     ];
-    let good = (
-        topics.ttn("demo-lht65"),
-        ttn_uplink("demo-lht65", "A840410000000001", 5, LHT65_EXAMPLE, "2026-11-25T10:02:00Z"),
-    );
+    let good = (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", 5, LHT65_EXAMPLE, "2026-11-25T10:02:00Z"));
     let mut messages = bad.clone();
     messages.push(good);
     publish_all(broker.port, &format!("{}-pub", topics.prefix), messages).await;
@@ -175,12 +169,18 @@ async fn internal_devices_are_invisible_and_bad_queries_say_why() {
     let (status, body) = get_json(&gw.url("/v1/devices/demo-lht65-depot/latest")).await;
     assert_eq!(status, 404, "{body}");
     let (_, unknown) = get_json(&gw.url("/v1/devices/no-such-device/latest")).await;
-    assert_eq!(body["error"].as_str().unwrap().replace("demo-lht65-depot", "X"), unknown["error"].as_str().unwrap().replace("no-such-device", "X"));
-    let (status, _) = get_json(&gw.url("/v1/readings?device=demo-lht65-depot&quantity=air_temperature&from=2026-11-25T00:00:00Z")).await;
+    assert_eq!(
+        body["error"].as_str().unwrap().replace("demo-lht65-depot", "X"),
+        unknown["error"].as_str().unwrap().replace("no-such-device", "X")
+    );
+    let (status, _) =
+        get_json(&gw.url("/v1/readings?device=demo-lht65-depot&quantity=air_temperature&from=2026-11-25T00:00:00Z")).await;
     assert_eq!(status, 404);
 
     // A time series, paged.
-    let url = gw.url("/v1/readings?device=demo-lht65&quantity=relative_humidity&from=2026-11-25T09:00:00Z&to=2026-11-25T10:00:00Z&limit=3");
+    let url = gw.url(
+        "/v1/readings?device=demo-lht65&quantity=relative_humidity&from=2026-11-25T09:00:00Z&to=2026-11-25T10:00:00Z&limit=3",
+    );
     let (status, page) = get_json(&url).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["unit"], "%");
@@ -192,9 +192,11 @@ async fn internal_devices_are_invisible_and_bad_queries_say_why() {
     assert!(page2["next"].is_null());
 
     // CSV of the same range.
-    let csv = reqwest::get(gw.url("/v1/readings?device=demo-lht65&quantity=air_temperature&from=2026-11-25T09:00:00Z&to=2026-11-25T09:15:00Z&format=csv"))
-        .await
-        .unwrap();
+    let csv = reqwest::get(gw.url(
+        "/v1/readings?device=demo-lht65&quantity=air_temperature&from=2026-11-25T09:00:00Z&to=2026-11-25T09:15:00Z&format=csv",
+    ))
+    .await
+    .unwrap();
     assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
     assert_eq!(
         csv.text().await.unwrap(),
@@ -224,7 +226,9 @@ async fn the_gateway_reconnects_and_resubscribes_after_the_broker_restarts() {
     let topics = Topics::new("reconnect");
     let gw = Gateway::start(broker.port, dir.path(), &topics).await;
     let publisher = format!("{}-pub", topics.prefix);
-    let up = |f_cnt: u32, time: &str| (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", f_cnt, LHT65_EXAMPLE, time));
+    let up = |f_cnt: u32, time: &str| {
+        (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", f_cnt, LHT65_EXAMPLE, time))
+    };
 
     publish_all(broker.port, &publisher, vec![up(1, "2026-11-25T08:00:00Z")]).await;
     wait_for("the first message", Duration::from_secs(20), || async {
@@ -272,7 +276,8 @@ async fn tls_and_a_password_are_configuration_not_code() {
     };
     openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=messnetz-test-ca");
     openssl("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1");
-    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        .unwrap();
     openssl("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext");
     let status = std::process::Command::new("mosquitto_passwd")
         .args(["-b", "-c"])
@@ -298,10 +303,8 @@ async fn tls_and_a_password_are_configuration_not_code() {
     );
     let broker = Mosquitto::start_with_conf(plain_port, &conf);
     let topics = Topics::new("tls");
-    let extra = format!(
-        "username = \"messnetz\"\npassword = \"s3cret-pass\"\n[mqtt.tls]\nca_file = \"{}/ca.pem\"\n",
-        d.display()
-    );
+    let extra =
+        format!("username = \"messnetz\"\npassword = \"s3cret-pass\"\n[mqtt.tls]\nca_file = \"{}/ca.pem\"\n", d.display());
     let gw = Gateway::start_with(tls_port, d, &topics, &extra).await;
     publish_all(
         broker.port,
@@ -325,7 +328,10 @@ async fn a_changed_devices_file_is_reloaded_and_a_broken_one_is_refused() {
     let gw = Gateway::start_full(broker.port, dir.path(), &topics, "", &devices).await;
     let publisher = format!("{}-pub", topics.prefix);
     let newcomer = |f_cnt: u32| {
-        (topics.ttn("hofgarten-lht65"), ttn_uplink("hofgarten-lht65", "A840410000000042", f_cnt, LHT65_EXAMPLE, "2026-11-25T06:00:00Z"))
+        (
+            topics.ttn("hofgarten-lht65"),
+            ttn_uplink("hofgarten-lht65", "A840410000000042", f_cnt, LHT65_EXAMPLE, "2026-11-25T06:00:00Z"),
+        )
     };
 
     // Not registered yet: a dead letter.

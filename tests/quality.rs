@@ -42,7 +42,8 @@ impl Bench {
         let limits = Limits::new(&self.settings);
         let time = t0() + Duration::minutes(minute);
         let v = self.qc.assess(&self.store, &limits, &self.device, q(quantity), value, time, received, None);
-        let reading = Reading { device: self.device.clone(), quantity: q(quantity), value, time, flag: v.flag, reason: v.reason() };
+        let reading =
+            Reading { device: self.device.clone(), quantity: q(quantity), value, time, flag: v.flag, reason: v.reason() };
         self.store.write(&WriteBatch { readings: vec![reading], ..Default::default() }).unwrap();
         v
     }
@@ -229,7 +230,9 @@ async fn flags_reach_the_readings_api_and_the_metrics_and_silent_devices_are_sta
     let gw = Gateway::start(broker.port, dir.path(), &topics).await;
     let now = Utc::now();
     let at = |min_ago: i64| (now - Duration::minutes(min_ago)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let up = |f: u32, payload: String, time: String| (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", f, &payload, &time));
+    let up = |f: u32, payload: String, time: String| {
+        (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", f, &payload, &time))
+    };
     // 20 °C, 20.4 °C, a jump to 34 °C, 85 °C (impossible), then a low battery.
     let messages = vec![
         up(1, lht65(3000, 20.0, 50.0), at(40)),
@@ -265,8 +268,12 @@ async fn flags_reach_the_readings_api_and_the_metrics_and_silent_devices_are_sta
     // demo-lht65 just reported; demo-lht65-park and demo-lht65-depot never did.
     assert_eq!(metric(&text, "messnetz_devices_stale"), Some(2.0), "{text}");
     let catalogue: serde_json::Value = reqwest::get(gw.url("/v1/devices")).await.unwrap().json().await.unwrap();
-    let stale: Vec<(&str, bool)> =
-        catalogue["devices"].as_array().unwrap().iter().map(|d| (d["id"].as_str().unwrap(), d["stale"].as_bool().unwrap())).collect();
+    let stale: Vec<(&str, bool)> = catalogue["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap(), d["stale"].as_bool().unwrap()))
+        .collect();
     assert_eq!(stale, vec![("demo-lht65", false), ("demo-lht65-park", true)], "{catalogue}");
 }
 

@@ -53,7 +53,10 @@ async fn a_replayed_dead_letter_lands_once_through_the_admin_api() {
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::new("replay-api");
     let (devices, profiles) = own_devices_and_profiles(dir.path());
-    let admin = admin_section(100, &[("umweltamt-ops", OPS, &["Umweltamt"]), ("gartenamt-ops", GARTEN, &["Gartenamt"]), ("it", ROOT, &["*"])]);
+    let admin = admin_section(
+        100,
+        &[("umweltamt-ops", OPS, &["Umweltamt"]), ("gartenamt-ops", GARTEN, &["Gartenamt"]), ("it", ROOT, &["*"])],
+    );
     let mut gw = Gateway::start_with_profiles(broker.port, dir.path(), &topics, &admin, &devices, &profiles).await;
     let c = Client::new();
 
@@ -70,7 +73,8 @@ async fn a_replayed_dead_letter_lands_once_through_the_admin_api() {
     assert_eq!(mine["dead_letters"], json!([]), "{mine}");
 
     // Registered (with the wrong profile, as happens): now it is Umweltamt's letter.
-    let (status, body) = send(&c, Method::POST, gw.url("/v1/admin/devices"), OPS, Some(late_device("generic-json-weather"))).await;
+    let (status, body) =
+        send(&c, Method::POST, gw.url("/v1/admin/devices"), OPS, Some(late_device("generic-json-weather"))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (_, mine) = send(&c, Method::GET, gw.url("/v1/admin/dead-letters?device=late-lht65&reason=UNKNOWN"), OPS, None).await;
     assert_eq!(mine["dead_letters"][0]["device"], "late-lht65", "{mine}");
@@ -88,7 +92,8 @@ async fn a_replayed_dead_letter_lands_once_through_the_admin_api() {
     assert!(shown["payload_text"].as_str().unwrap().contains(LATE_EUI), "{shown}");
 
     // The profile fixed, two replays at once: exactly one stores, the other finds it gone.
-    let (status, body) = send(&c, Method::PUT, gw.url("/v1/admin/devices/late-lht65"), OPS, Some(late_device("dragino-lht65"))).await;
+    let (status, body) =
+        send(&c, Method::PUT, gw.url("/v1/admin/devices/late-lht65"), OPS, Some(late_device("dragino-lht65"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let url = gw.url(&format!("/v1/admin/dead-letters/{id}/replay"));
     let (a, b) = tokio::join!(send(&c, Method::POST, url.clone(), OPS, None), send(&c, Method::POST, url.clone(), OPS, None));
@@ -105,11 +110,16 @@ async fn a_replayed_dead_letter_lands_once_through_the_admin_api() {
     assert_eq!(left["dead_letters"], json!([]), "{left}");
 
     let latest: Value = reqwest::get(gw.url("/v1/devices/late-lht65/latest")).await.unwrap().json().await.unwrap();
-    let air = latest["readings"].as_array().unwrap().iter().find(|r| r["quantity"] == "air_temperature").cloned().unwrap_or_default();
+    let air =
+        latest["readings"].as_array().unwrap().iter().find(|r| r["quantity"] == "air_temperature").cloned().unwrap_or_default();
     assert_eq!((air["value"].as_f64(), air["time"].as_str()), (Some(28.29), Some("2026-11-20T10:00:00Z")), "{latest}");
 
     let audit = std::fs::read_to_string(gw.data.join("audit.log")).unwrap();
-    let replays: Vec<Value> = audit.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|e| e["action"] == "dead_letter.replay").collect();
+    let replays: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == "dead_letter.replay")
+        .collect();
     assert_eq!(replays.iter().filter(|e| e["outcome"] == "ok").count(), 1, "{audit}");
     assert!(replays.iter().all(|e| e["who"] == "umweltamt-ops"), "{audit}");
 
@@ -119,12 +129,14 @@ async fn a_replayed_dead_letter_lands_once_through_the_admin_api() {
     wait_dead_letters(&gw, 2.0).await;
     let (status, body) = send(&c, Method::POST, gw.url("/v1/admin/dead-letters/replay"), OPS, Some(json!({}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, body) = send(&c, Method::POST, gw.url("/v1/admin/dead-letters/replay"), OPS, Some(json!({"device": "demo-lht65"}))).await;
+    let (status, body) =
+        send(&c, Method::POST, gw.url("/v1/admin/dead-letters/replay"), OPS, Some(json!({"device": "demo-lht65"}))).await;
     assert_eq!((status, body["replayed"].as_u64(), body["stored"].as_u64()), (StatusCode::OK, Some(1), Some(0)), "{body}");
     let short_id = body["results"][0]["id"].as_u64().unwrap();
     assert!(short_id > id, "ids are not reused: {body}");
     assert!(body["results"][0]["reason"].as_str().unwrap().contains("dragino-lht65"), "{body}");
-    let (_, body) = send(&c, Method::POST, gw.url("/v1/admin/dead-letters/replay"), GARTEN, Some(json!({"ids": [short_id]}))).await;
+    let (_, body) =
+        send(&c, Method::POST, gw.url("/v1/admin/dead-letters/replay"), GARTEN, Some(json!({"ids": [short_id]}))).await;
     assert_eq!(body["results"][0]["outcome"], "gone", "another department's letter: {body}");
 
     // Every quantity of the uplink is stored once.
@@ -136,7 +148,11 @@ async fn a_replayed_dead_letter_lands_once_through_the_admin_api() {
 
 fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_messnetz")).arg("--config").arg(config).args(args).output().expect("run messnetz");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]

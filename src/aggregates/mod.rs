@@ -103,8 +103,15 @@ pub struct Window {
 }
 
 impl Window {
-    pub const EMPTY: Window =
-        Window { count: 0, excluded: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, last: f64::NAN, last_time: i64::MIN };
+    pub const EMPTY: Window = Window {
+        count: 0,
+        excluded: 0,
+        sum: 0.0,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+        last: f64::NAN,
+        last_time: i64::MIN,
+    };
 
     pub fn add(&mut self, value: f64, time_ms: i64, flag: QualityFlag) {
         if flag == QualityFlag::Bad {
@@ -128,7 +135,8 @@ impl Window {
         self.sum += other.sum;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
-        if other.count > 0 && (other.last_time > self.last_time || (other.last_time == self.last_time && other.last > self.last)) {
+        if other.count > 0 && (other.last_time > self.last_time || (other.last_time == self.last_time && other.last > self.last))
+        {
             self.last = other.last;
             self.last_time = other.last_time;
         }
@@ -165,7 +173,14 @@ impl RollupDelta {
         }
     }
 
-    pub fn add_to_district(&mut self, district: &str, quantity: crate::model::Quantity, t_ms: i64, value: f64, flag: QualityFlag) {
+    pub fn add_to_district(
+        &mut self,
+        district: &str,
+        quantity: crate::model::Quantity,
+        t_ms: i64,
+        value: f64,
+        flag: QualityFlag,
+    ) {
         let scope = Scope::District(district.to_owned()).key();
         for interval in Interval::ALL {
             let key = (scope.clone(), quantity.name(), interval.code(), interval.window_start(t_ms));
@@ -222,7 +237,11 @@ mod tests {
         }
         let (mut a, mut b) = (Window::EMPTY, Window::EMPTY);
         for (i, (v, t)) in values.iter().enumerate().rev() {
-            if i % 2 == 0 { a.add(*v, *t, QualityFlag::Good) } else { b.add(*v, *t, QualityFlag::Good) }
+            if i % 2 == 0 {
+                a.add(*v, *t, QualityFlag::Good)
+            } else {
+                b.add(*v, *t, QualityFlag::Good)
+            }
         }
         b.merge(&a);
         assert_eq!(all, b);

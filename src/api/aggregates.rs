@@ -49,7 +49,9 @@ fn parse_query(pairs: &[(String, String)], max_points: usize, now: DateTime<Utc>
             "device" => device = Some(v.clone()),
             "district" => district = Some(v.clone()),
             "quantity" => quantity = Some(Quantity::by_name(v).ok_or_else(|| bad(format!("quantity: unknown quantity {v:?}")))?),
-            "interval" => interval = Interval::parse(v).ok_or_else(|| bad(format!("interval: expected 10m, 1h or 1d, got {v:?}")))?,
+            "interval" => {
+                interval = Interval::parse(v).ok_or_else(|| bad(format!("interval: expected 10m, 1h or 1d, got {v:?}")))?
+            }
             "from" => from = Some(time("from", v)?),
             "to" => to = Some(time("to", v)?),
             "format" => {
@@ -59,7 +61,11 @@ fn parse_query(pairs: &[(String, String)], max_points: usize, now: DateTime<Utc>
                     _ => return Err(bad(format!("format: expected json or csv, got {v:?}"))),
                 }
             }
-            _ => return Err(bad(format!("{k}: unknown parameter; expected device or district, quantity, interval, from, to, format"))),
+            _ => {
+                return Err(bad(format!(
+                    "{k}: unknown parameter; expected device or district, quantity, interval, from, to, format"
+                )))
+            }
         }
     }
     let scope = match (device, district) {
@@ -166,17 +172,27 @@ mod tests {
 
     #[test]
     fn large_ranges_are_refused_with_the_limit() {
-        let err = q(&[("district", "Mitte"), ("quantity", "air_temperature"), ("interval", "10m"), ("from", "2026-01-01T00:00:00Z")])
-            .unwrap_err()
-            .to_string();
+        let err =
+            q(&[("district", "Mitte"), ("quantity", "air_temperature"), ("interval", "10m"), ("from", "2026-01-01T00:00:00Z")])
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("at most 1000"), "{err}");
-        assert!(q(&[("district", "Mitte"), ("quantity", "air_temperature"), ("interval", "1d"), ("from", "2026-01-01T00:00:00Z")]).is_ok());
+        assert!(q(&[
+            ("district", "Mitte"),
+            ("quantity", "air_temperature"),
+            ("interval", "1d"),
+            ("from", "2026-01-01T00:00:00Z")
+        ])
+        .is_ok());
     }
 
     #[test]
     fn exactly_one_of_device_and_district() {
         assert!(q(&[("quantity", "air_temperature")]).unwrap_err().to_string().starts_with("device:"));
         assert!(q(&[("device", "a"), ("district", "b"), ("quantity", "air_temperature")]).is_err());
-        assert!(q(&[("device", "a"), ("quantity", "air_temperature"), ("interval", "2h")]).unwrap_err().to_string().starts_with("interval:"));
+        assert!(q(&[("device", "a"), ("quantity", "air_temperature"), ("interval", "2h")])
+            .unwrap_err()
+            .to_string()
+            .starts_with("interval:"));
     }
 }

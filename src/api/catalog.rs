@@ -39,7 +39,8 @@ pub async fn catalog(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     // What each open device measures: its profile's quantities and what is derived from them.
     let mut measured: BTreeMap<String, BTreeSet<Quantity>> = BTreeMap::new();
     for d in &open {
-        let mut qs: BTreeSet<Quantity> = profiles.get(&d.profile).map(|p| p.quantities().into_iter().collect()).unwrap_or_default();
+        let mut qs: BTreeSet<Quantity> =
+            profiles.get(&d.profile).map(|p| p.quantities().into_iter().collect()).unwrap_or_default();
         let has = |n: &str| Quantity::by_name(n).is_some_and(|q| qs.contains(&q));
         if has("air_temperature") && has("relative_humidity") {
             qs.extend(["dew_point_temperature", "heat_index"].iter().filter_map(|n| Quantity::by_name(n)));

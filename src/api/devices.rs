@@ -5,7 +5,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{error::ApiError, open_device, round, rfc3339, AppState};
+use super::{error::ApiError, open_device, rfc3339, round, AppState};
 
 #[derive(Serialize)]
 struct CatalogueEntry<'a> {
@@ -62,9 +62,8 @@ pub async fn latest(State(state): State<AppState>, Path(id): Path<String>) -> Re
     let device = open_device(&state, &id)?;
     let store = state.store.clone();
     let id = device.id.clone();
-    let readings = tokio::task::spawn_blocking(move || store.latest(&id))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let readings =
+        tokio::task::spawn_blocking(move || store.latest(&id)).await.map_err(|e| ApiError::Internal(e.to_string()))??;
     let readings: Vec<Value> = readings
         .iter()
         .map(|r| {

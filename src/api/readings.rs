@@ -173,12 +173,19 @@ mod tests {
         assert!(message(q(&[("device", "d")])).starts_with("quantity:"));
         assert!(message(q(&[("device", "d"), ("quantity", "temp")])).starts_with("quantity: unknown"));
         assert!(message(q(&[("device", "d"), ("quantity", "air_temperature"), ("from", "yesterday")])).starts_with("from:"));
-        assert!(message(q(&[("device", "d"), ("quantity", "air_temperature"), ("to", "2026-13-01T00:00:00Z")])).starts_with("to:"));
+        assert!(
+            message(q(&[("device", "d"), ("quantity", "air_temperature"), ("to", "2026-13-01T00:00:00Z")])).starts_with("to:")
+        );
         assert!(message(q(&[("device", "d"), ("quantity", "air_temperature"), ("limit", "0")])).starts_with("limit:"));
         assert!(message(q(&[("device", "d"), ("quantity", "air_temperature"), ("limit", "101")])).starts_with("limit:"));
         assert!(message(q(&[("device", "d"), ("quantity", "air_temperature"), ("format", "xml")])).starts_with("format:"));
         assert!(message(q(&[("device", "d"), ("quantity", "air_temperature"), ("colour", "red")])).starts_with("colour:"));
-        let inverted = q(&[("device", "d"), ("quantity", "air_temperature"), ("from", "2026-11-25T00:00:00Z"), ("to", "2026-11-24T00:00:00Z")]);
+        let inverted = q(&[
+            ("device", "d"),
+            ("quantity", "air_temperature"),
+            ("from", "2026-11-25T00:00:00Z"),
+            ("to", "2026-11-24T00:00:00Z"),
+        ]);
         assert!(message(inverted).starts_with("from:"));
     }
 }

@@ -48,14 +48,8 @@ pub fn load(file: Option<&Path>) -> Result<Settings, ConfigErrors> {
 }
 
 /// Load settings from the optional file and the given environment (tests pass their own).
-pub fn load_with_env(
-    file: Option<&Path>,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Settings, ConfigErrors> {
-    let env: config::Map<String, String> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("MESSNETZ__"))
-        .collect();
+pub fn load_with_env(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigErrors> {
+    let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("MESSNETZ__")).collect();
     let mut builder = config::Config::builder();
     if let Some(file) = file {
         if !file.exists() {
@@ -66,21 +60,19 @@ pub fn load_with_env(
         }
         builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
     }
-    builder = builder.add_source(
-        config::Environment::with_prefix("MESSNETZ")
-            .separator("__")
-            .source(Some(env)),
-    );
+    builder = builder.add_source(config::Environment::with_prefix("MESSNETZ").separator("__").source(Some(env)));
     let built = builder.build().map_err(|e| {
-        ConfigErrors(vec![ConfigError { path: file.map(|f| f.display().to_string()).unwrap_or_default(), message: e.to_string() }])
+        ConfigErrors(vec![ConfigError {
+            path: file.map(|f| f.display().to_string()).unwrap_or_default(),
+            message: e.to_string(),
+        }])
     })?;
     from_config(built)
 }
 
 fn from_config(cfg: config::Config) -> Result<Settings, ConfigErrors> {
-    let sections: BTreeMap<String, config::Value> = cfg
-        .try_deserialize()
-        .map_err(|e| ConfigErrors(vec![ConfigError { path: String::new(), message: e.to_string() }]))?;
+    let sections: BTreeMap<String, config::Value> =
+        cfg.try_deserialize().map_err(|e| ConfigErrors(vec![ConfigError { path: String::new(), message: e.to_string() }]))?;
     let mut errors = Vec::new();
     let mut settings = Settings::default();
     for (name, value) in sections {
@@ -185,7 +177,8 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
         err("broker.max_segment_size_bytes", "expected at least 1024 bytes and max_segment_count of 1 or more");
     }
     if let Some(influx) = &s.influxdb {
-        errors.extend(influx.problems().into_iter().map(|(key, message)| ConfigError { path: format!("influxdb.{key}"), message }));
+        errors
+            .extend(influx.problems().into_iter().map(|(key, message)| ConfigError { path: format!("influxdb.{key}"), message }));
     }
     errors.extend(s.quality.problems().into_iter().map(|(key, message)| ConfigError { path: format!("quality.{key}"), message }));
     errors.extend(s.admin.problems().into_iter().map(|(key, message)| ConfigError { path: format!("admin.{key}"), message }));
@@ -215,7 +208,8 @@ mod tests {
 
     #[test]
     fn env_overrides_file() {
-        let s = load_str("[mqtt]\nport = 1884\n", &[("MESSNETZ__MQTT__PORT", "2883"), ("MESSNETZ__BROKER__ENABLED", "false")]).unwrap();
+        let s = load_str("[mqtt]\nport = 1884\n", &[("MESSNETZ__MQTT__PORT", "2883"), ("MESSNETZ__BROKER__ENABLED", "false")])
+            .unwrap();
         assert_eq!(s.mqtt.port, 2883);
         assert!(!s.broker.enabled);
     }
@@ -244,9 +238,7 @@ mod tests {
 
     #[test]
     fn subscription_errors_name_the_index() {
-        let errors = load_str("[[mqtt.subscriptions]]\ntopic = \"a/#/b\"\nformat = \"ttn-v3\"\nqos = 2\n", &[])
-            .unwrap_err()
-            .0;
+        let errors = load_str("[[mqtt.subscriptions]]\ntopic = \"a/#/b\"\nformat = \"ttn-v3\"\nqos = 2\n", &[]).unwrap_err().0;
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, vec!["mqtt.subscriptions[0].topic", "mqtt.subscriptions[0].qos"]);
     }
@@ -266,7 +258,11 @@ mod tests {
 
     #[test]
     fn lorawan_format_and_keys_file_load_from_file_and_env() {
-        let s = load_str("[[mqtt.subscriptions]]\ntopic = \"eu868/gateway/+/event/up\"\nformat = \"lorawan\"\n", &[("MESSNETZ__LORAWAN__KEYS_FILE", "/etc/k.toml")]).unwrap();
+        let s = load_str(
+            "[[mqtt.subscriptions]]\ntopic = \"eu868/gateway/+/event/up\"\nformat = \"lorawan\"\n",
+            &[("MESSNETZ__LORAWAN__KEYS_FILE", "/etc/k.toml")],
+        )
+        .unwrap();
         assert_eq!(s.mqtt.subscriptions[0].format, MessageFormat::Lorawan);
         assert_eq!(s.lorawan.keys_file.as_deref(), Some(std::path::Path::new("/etc/k.toml")));
         let errors = load_str("[lorawan]\nkeys = \"x\"\n", &[]).unwrap_err().0;
@@ -287,7 +283,8 @@ mod tests {
         let errors = load_str("[influxdb]\nurl = \"influx:8086\"\norg = \" \"\nbucket = \"b\"\n", &[]).unwrap_err().0;
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, vec!["influxdb.url", "influxdb.org"]);
-        let errors = load_str("[influxdb]\nurl = \"http://x\"\norg = \"o\"\nbucket = \"b\"\nspool_full = \"block\"\n", &[]).unwrap_err().0;
+        let errors =
+            load_str("[influxdb]\nurl = \"http://x\"\norg = \"o\"\nbucket = \"b\"\nspool_full = \"block\"\n", &[]).unwrap_err().0;
         assert!(errors[0].path.starts_with("influxdb") && errors[0].message.contains("drop-oldest"), "{errors:?}");
     }
 
@@ -296,10 +293,15 @@ mod tests {
         use crate::model::Quantity;
         let t = Quantity::by_name("air_temperature").unwrap();
         let rh = Quantity::by_name("relative_humidity").unwrap();
-        let s = load_str("[quality.spike]\nair_temperature = 4\n[quality.ranges]\nair_temperature = [-30, 45]\n", &[("MESSNETZ__QUALITY__MAX_AGE_H", "48")]).unwrap();
+        let s = load_str(
+            "[quality.spike]\nair_temperature = 4\n[quality.ranges]\nair_temperature = [-30, 45]\n",
+            &[("MESSNETZ__QUALITY__MAX_AGE_H", "48")],
+        )
+        .unwrap();
         assert_eq!((s.quality.spike[&t], s.quality.spike[&rh]), (4.0, 50.0));
         assert_eq!((s.quality.ranges[&t], s.quality.max_age_h), ([-30.0, 45.0], 48));
-        let errors = load_str("[quality]\nexpected_interval_s = 0\n[quality.ranges]\nair_temperature = [50, -30]\n", &[]).unwrap_err().0;
+        let errors =
+            load_str("[quality]\nexpected_interval_s = 0\n[quality.ranges]\nair_temperature = [50, -30]\n", &[]).unwrap_err().0;
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, vec!["quality.ranges.air_temperature", "quality.expected_interval_s"], "{errors:?}");
         let errors = load_str("[quality.spike]\nair_temp = 4\n", &[]).unwrap_err().0;
@@ -317,7 +319,17 @@ mod tests {
         let bad = "[[admin.tokens]]\nname = \"ops\"\nhash = \"hunter2\"\nowners = [\"*\", \"Umweltamt\"]\n[[admin.tokens]]\nname = \"ops\"\nhash = \"x\"\nowners = []\n";
         let errors = load_str(bad, &[]).unwrap_err().0;
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, vec!["admin.tokens[0].hash", "admin.tokens[0].owners", "admin.tokens[1].name", "admin.tokens[1].hash", "admin.tokens[1].owners"], "{errors:?}");
+        assert_eq!(
+            paths,
+            vec![
+                "admin.tokens[0].hash",
+                "admin.tokens[0].owners",
+                "admin.tokens[1].name",
+                "admin.tokens[1].hash",
+                "admin.tokens[1].owners"
+            ],
+            "{errors:?}"
+        );
         assert!(!errors.iter().any(|e| e.message.contains("hunter2")));
     }
 }

@@ -53,7 +53,8 @@ impl Default for OpenDataSettings {
         Self {
             base_url: "http://127.0.0.1:8080".into(),
             catalog_title: "Stadtklima-Messnetz".into(),
-            catalog_description: "Air temperature, humidity and other climate measurements of the city's sensor network, as open data.".into(),
+            catalog_description:
+                "Air temperature, humidity and other climate measurements of the city's sensor network, as open data.".into(),
             publisher_name: "Stadt Musterstadt, Umweltamt".into(),
             publisher_uri: "https://example.org/stadt/umweltamt".into(),
             district_licence: "dl-by-de/2.0".into(),
@@ -154,11 +155,7 @@ impl Default for MqttSettings {
             reconnect_max_ms: 30_000,
             max_packet_bytes: 256 * 1024,
             subscriptions: vec![
-                SubscriptionSettings {
-                    topic: "v3/+/devices/+/up".into(),
-                    format: MessageFormat::TtnV3,
-                    qos: 1,
-                },
+                SubscriptionSettings { topic: "v3/+/devices/+/up".into(), format: MessageFormat::TtnV3, qos: 1 },
                 SubscriptionSettings {
                     topic: "application/+/device/+/event/up".into(),
                     format: MessageFormat::ChirpstackV4,
@@ -220,7 +217,9 @@ impl<'de> Deserialize<'de> for MessageFormat {
             "ttn-v3" => Ok(MessageFormat::TtnV3),
             "chirpstack-v4" => Ok(MessageFormat::ChirpstackV4),
             "lorawan" => Ok(MessageFormat::Lorawan),
-            _ => Err(serde::de::Error::custom(format!("unknown format {s:?}; expected \"ttn-v3\", \"chirpstack-v4\" or \"lorawan\""))),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown format {s:?}; expected \"ttn-v3\", \"chirpstack-v4\" or \"lorawan\""
+            ))),
         }
     }
 }
@@ -291,11 +290,7 @@ pub struct ApiSettings {
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_points: 10_000,
-            shutdown_grace_s: 5,
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_points: 10_000, shutdown_grace_s: 5 }
     }
 }
 
@@ -525,7 +520,11 @@ impl AdminSettings {
             // The hash itself is not repeated in the message: it is the token's verifier.
             match argon2::PasswordHash::new(t.hash.expose()) {
                 Ok(h) if h.algorithm.as_str().starts_with("argon2") => {}
-                _ => out.push((key("hash"), "expected an argon2 hash in PHC form ($argon2id$v=19$m=...), as printed by `messnetz admin hash-token`".to_owned())),
+                _ => out.push((
+                    key("hash"),
+                    "expected an argon2 hash in PHC form ($argon2id$v=19$m=...), as printed by `messnetz admin hash-token`"
+                        .to_owned(),
+                )),
             }
             if t.owners.is_empty() || t.owners.iter().any(|o| o.trim().is_empty()) {
                 out.push((key("owners"), "expected one or more department names, or [\"*\"] for all".to_owned()));

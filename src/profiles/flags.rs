@@ -81,7 +81,11 @@ impl FlagsLayout {
             Some(f) => {
                 let fl = f.get_ref();
                 if fl.ty.is_signed() || fl.ty.is_float() || fl.ty.is_bcd() {
-                    issues.push(Some(f.span()), format!("{path}.flags.type"), format!("flags are an unsigned integer, not {:?}", fl.ty));
+                    issues.push(
+                        Some(f.span()),
+                        format!("{path}.flags.type"),
+                        format!("flags are an unsigned integer, not {:?}", fl.ty),
+                    );
                 }
                 if fl.byte > 65_535 {
                     issues.push(Some(f.span()), format!("{path}.flags.byte"), "byte is beyond any LoRaWAN payload");
@@ -89,7 +93,11 @@ impl FlagsLayout {
                 (fl.byte.min(65_535), fl.ty)
             }
             None => {
-                issues.push(span.clone(), format!("{path}.flags"), "a flags layout needs `flags = { byte = N, type = \"u16be\" }`");
+                issues.push(
+                    span.clone(),
+                    format!("{path}.flags"),
+                    "a flags layout needs `flags = { byte = N, type = \"u16be\" }`",
+                );
                 (0, FieldType::U8)
             }
         };
@@ -113,10 +121,18 @@ impl FlagsLayout {
             }
             let length = gs.length.unwrap_or(end);
             if length < end || length == 0 {
-                issues.push(gspan.clone(), format!("{gpath}.length"), format!("length {length} must be at least 1 and cover the {end} bytes its fields read"));
+                issues.push(
+                    gspan.clone(),
+                    format!("{gpath}.length"),
+                    format!("length {length} must be at least 1 and cover the {end} bytes its fields read"),
+                );
             }
             match groups.get_mut(gs.bit as usize) {
-                None => issues.push(gspan, format!("{gpath}.bit"), format!("bit {} does not exist in a {:?} flags field", gs.bit, flags_ty)),
+                None => issues.push(
+                    gspan,
+                    format!("{gpath}.bit"),
+                    format!("bit {} does not exist in a {:?} flags field", gs.bit, flags_ty),
+                ),
                 Some(Some(_)) => issues.push(gspan, format!("{gpath}.bit"), format!("bit {} already has a group", gs.bit)),
                 Some(slot) => *slot = Some(Group { length, fields }),
             }
@@ -163,7 +179,8 @@ unit = "mV"
 
     fn profile(body: &str) -> Result<Profile, String> {
         let text = format!("{HEAD}{body}\n[[examples]]\npayload_hex = \"0200\"\nreadings = []\n");
-        Profile::from_toml(Path::new("acme-t1.toml"), &text).map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+        Profile::from_toml(Path::new("acme-t1.toml"), &text)
+            .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
     }
 
     #[test]
@@ -182,7 +199,10 @@ unit = "mV"
         let p = profile(FLAGS).unwrap();
         let d = p.decode_bytes(None, &[2, 0b011, 0x80, 0x0A, 9, 9]).unwrap();
         assert_eq!(d.values.len(), 1);
-        assert_eq!(d.warnings, ["flag bit 1 is set but this profile does not describe its group; the remaining 2 byte(s) are skipped"]);
+        assert_eq!(
+            d.warnings,
+            ["flag bit 1 is set but this profile does not describe its group; the remaining 2 byte(s) are skipped"]
+        );
         let err = p.decode_bytes(None, &[2, 0b001, 0x80]).unwrap_err();
         assert_eq!(err.to_string(), "malformed payload: the group of flag bit 0 at byte 2 needs 2 byte(s), only 1 left");
         assert_eq!(p.decode_bytes(None, &[3, 1, 0x80, 0x0A]).unwrap_err(), DecodeError::NoLayoutMatches { f_port: None });

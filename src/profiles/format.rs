@@ -394,7 +394,8 @@ mod tests {
     fn unknown_keys_and_types_are_refused() {
         let base = "id = \"a-b\"\nvendor = \"A\"\nmodel = \"B\"\nreference = \"r\"\n";
         assert!(toml::from_str::<ProfileFile>(&format!("{base}colour = 1\n")).is_err());
-        let bad_type = format!("{base}[[layouts]]\nkind = \"fixed\"\n[[layouts.fields]]\nquantity = \"air_temperature\"\ntype = \"u12\"\n");
+        let bad_type =
+            format!("{base}[[layouts]]\nkind = \"fixed\"\n[[layouts.fields]]\nquantity = \"air_temperature\"\ntype = \"u12\"\n");
         let err = toml::from_str::<ProfileFile>(&bad_type).unwrap_err();
         assert!(err.message().contains("u12"), "{err}");
         assert!(err.span().is_some());

@@ -70,7 +70,8 @@ impl Formula {
         for op in &self.ops {
             // The depth check at parse time guarantees room and operands; `get` keeps that a
             // property of this function alone.
-            let (a, b) = (n.checked_sub(2).and_then(|i| stack.get(i).copied()), n.checked_sub(1).and_then(|i| stack.get(i).copied()));
+            let (a, b) =
+                (n.checked_sub(2).and_then(|i| stack.get(i).copied()), n.checked_sub(1).and_then(|i| stack.get(i).copied()));
             let binary = |f: fn(f64, f64) -> f64| a.zip(b).map(|(a, b)| f(a, b));
             let (pop, push) = match *op {
                 Op::Num(v) => (0, Some(v)),
@@ -140,7 +141,9 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, String> {
                 let v: f64 = s.parse().map_err(|_| format!("{s:?} at character {at} is not a number"))?;
                 out.push((at, Token::Num(v)));
             }
-            other => return Err(format!("unexpected {other:?} at character {at}; a formula has numbers, x, + - * / and parentheses")),
+            other => {
+                return Err(format!("unexpected {other:?} at character {at}; a formula has numbers, x, + - * / and parentheses"))
+            }
         }
         i += 1;
     }

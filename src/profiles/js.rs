@@ -181,7 +181,13 @@ impl JsLayout {
         Ok(out)
     }
 
-    pub fn compile(spec: &LayoutSpec, path: &str, dir: &Path, span: Option<Range<usize>>, issues: &mut Issues) -> Option<JsLayout> {
+    pub fn compile(
+        spec: &LayoutSpec,
+        path: &str,
+        dir: &Path,
+        span: Option<Range<usize>>,
+        issues: &mut Issues,
+    ) -> Option<JsLayout> {
         let fields = compile_pointer_fields(spec, path, issues);
         let source = match (&spec.script, &spec.script_file) {
             (Some(s), None) => s.clone(),
@@ -194,7 +200,11 @@ impl JsLayout {
                 match std::fs::read_to_string(dir.join(file)) {
                     Ok(s) => s,
                     Err(e) => {
-                        issues.push(span, format!("{path}.script_file"), format!("cannot read {}: {e}", dir.join(file).display()));
+                        issues.push(
+                            span,
+                            format!("{path}.script_file"),
+                            format!("cannot read {}: {e}", dir.join(file).display()),
+                        );
                         return None;
                     }
                 }
@@ -205,7 +215,11 @@ impl JsLayout {
             }
         };
         if source.len() > MAX_SCRIPT_BYTES {
-            issues.push(span, format!("{path}.script"), format!("the script has {} bytes; at most {MAX_SCRIPT_BYTES}", source.len()));
+            issues.push(
+                span,
+                format!("{path}.script"),
+                format!("the script has {} bytes; at most {MAX_SCRIPT_BYTES}", source.len()),
+            );
             return None;
         }
         let timeout_ms = spec.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
@@ -335,7 +349,8 @@ error = "codec: too short"
 
     #[test]
     fn a_runaway_codec_fails_its_uplink_and_recovers() {
-        let text = CODEC.replace("if (input.bytes.length < 2)", "if (input.bytes[0] === 255) { for (;;) {} }\n  if (input.bytes.length < 2)");
+        let text = CODEC
+            .replace("if (input.bytes.length < 2)", "if (input.bytes[0] === 255) { for (;;) {} }\n  if (input.bytes.length < 2)");
         let p = Profile::from_toml(Path::new("acme-t1.toml"), &text).unwrap();
         let err = p.decode_bytes(Some(1), &[0xFF, 0]).unwrap_err();
         assert_eq!(err, DecodeError::Codec("the script ran past its time limit".to_owned()));
@@ -344,7 +359,11 @@ error = "codec: too short"
 
     #[test]
     fn script_problems_are_load_errors() {
-        let errors = Profile::from_toml(Path::new("acme-t1.toml"), &CODEC.replace("function decodeUplink(input) {", "function decodeUplink(input {")).unwrap_err();
+        let errors = Profile::from_toml(
+            Path::new("acme-t1.toml"),
+            &CODEC.replace("function decodeUplink(input) {", "function decodeUplink(input {"),
+        )
+        .unwrap_err();
         assert!(errors[0].to_string().contains("layouts[0].script: SyntaxError"), "{}", errors[0]);
         let text = CODEC.replace("script = '''", "script_file = \"../secret.js\"\nx = '''");
         assert!(Profile::from_toml(Path::new("acme-t1.toml"), &text).is_err());

@@ -7,7 +7,9 @@
 //! mapping replaces the default for that channel. Multi-axis types (accelerometer, gyrometer,
 //! GPS) are skipped. An unknown type stops decoding with a warning, keeping what came before.
 
-use super::decode::{check_duplicate_quantities, compile_scaling, reject_keys, DecodeError, Decoded, DecodedValue, Issues, Scaling};
+use super::decode::{
+    check_duplicate_quantities, compile_scaling, reject_keys, DecodeError, Decoded, DecodedValue, Issues, Scaling,
+};
 use super::format::LayoutSpec;
 use super::tlv::hex;
 use crate::model::Quantity;
@@ -70,7 +72,10 @@ impl LppLayout {
         let mut pos = 0;
         while pos < end {
             let (Some(&channel), Some(&type_id)) = (bytes.get(pos), bytes.get(pos + 1).filter(|_| pos + 1 < end)) else {
-                return Err(DecodeError::Malformed { f_port, message: format!("payload ends inside the LPP record header at byte {pos}") });
+                return Err(DecodeError::Malformed {
+                    f_port,
+                    message: format!("payload ends inside the LPP record header at byte {pos}"),
+                });
             };
             let Some(ty) = lpp_type(type_id) else {
                 out.warnings.push(format!(
@@ -85,7 +90,12 @@ impl LppLayout {
             let Some(value) = bytes.get(from..to).filter(|_| to <= end) else {
                 return Err(DecodeError::Malformed {
                     f_port,
-                    message: format!("LPP {} on channel {channel} at byte {pos} needs {} byte(s), only {} left", ty.name, ty.size, end.saturating_sub(from)),
+                    message: format!(
+                        "LPP {} on channel {channel} at byte {pos} needs {} byte(s), only {} left",
+                        ty.name,
+                        ty.size,
+                        end.saturating_sub(from)
+                    ),
                 });
             };
             pos = to;
@@ -165,7 +175,10 @@ mod tests {
         let bytes = [1, 0x67, 0x00, 0xFA, 2, 0x67, 0xFF, 0xF6, 3, 0x65, 0x01, 0x00, 9, 0x02, 0x01, 0x4A, 4, 0x00, 1];
         let d = p.decode_bytes(Some(1), &bytes).unwrap();
         let got: Vec<(&str, f64)> = d.values.iter().map(|v| (v.quantity.name(), v.value)).collect();
-        assert_eq!(got, [("air_temperature", 25.0), ("soil_temperature", -1.0), ("illuminance", 256.0), ("battery_voltage", 3.3)]);
+        assert_eq!(
+            got,
+            [("air_temperature", 25.0), ("soil_temperature", -1.0), ("illuminance", 256.0), ("battery_voltage", 3.3)]
+        );
     }
 
     #[test]
@@ -175,6 +188,10 @@ mod tests {
         assert_eq!(d.values.len(), 1);
         assert_eq!(d.warnings, ["unknown LPP type EE on channel 2 at byte 4; the remaining 4 byte(s) are skipped"]);
         assert!(p.decode_bytes(None, &[1]).unwrap_err().to_string().contains("header at byte 0"));
-        assert!(p.decode_bytes(None, &[1, 0x88, 0, 0]).unwrap_err().to_string().contains("GPS location on channel 1 at byte 0 needs 9"));
+        assert!(p
+            .decode_bytes(None, &[1, 0x88, 0, 0])
+            .unwrap_err()
+            .to_string()
+            .contains("GPS location on channel 1 at byte 0 needs 9"));
     }
 }

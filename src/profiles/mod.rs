@@ -231,7 +231,8 @@ impl Profile {
                 (Expectation::Error(want), Err(e)) if e.to_string().contains(want.as_str()) => {}
                 (Expectation::Error(want), Err(e)) => fail(format!("expected an error containing {want:?}, got: {e}")),
                 (Expectation::Error(want), Ok(d)) => {
-                    let got: Vec<String> = d.values.iter().map(|v| format!("{} = {} {}", v.quantity, v.value, v.quantity.unit())).collect();
+                    let got: Vec<String> =
+                        d.values.iter().map(|v| format!("{} = {} {}", v.quantity, v.value, v.quantity.unit())).collect();
                     fail(format!("expected an error containing {want:?}, but decoded [{}]", got.join(", ")));
                 }
                 (Expectation::Readings(_), Err(e)) => fail(format!("decoding failed: {e}")),
@@ -281,7 +282,11 @@ fn check_metadata(spec: &ProfileFile, file: &Path, issues: &mut Vec<Issue>) {
     let well_formed = id.split('-').count() >= 2
         && id.split('-').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
     if !well_formed {
-        push(Some(spec.id.span()), "id", format!("id {id:?} must be lower-case `vendor-model`: a-z, 0-9 and single '-' between words"));
+        push(
+            Some(spec.id.span()),
+            "id",
+            format!("id {id:?} must be lower-case `vendor-model`: a-z, 0-9 and single '-' between words"),
+        );
     }
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     if stem != id {
@@ -305,9 +310,8 @@ fn check_metadata(spec: &ProfileFile, file: &Path, issues: &mut Vec<Issue>) {
 }
 
 fn compile_examples(specs: &[toml::Spanned<ExampleSpec>], issues: &mut Vec<Issue>) -> Vec<Example> {
-    let mut push = |span: std::ops::Range<usize>, path: String, message: String| {
-        issues.push(Issue { span: Some(span), path, message })
-    };
+    let mut push =
+        |span: std::ops::Range<usize>, path: String, message: String| issues.push(Issue { span: Some(span), path, message });
     if specs.is_empty() {
         issues.push(Issue {
             span: None,
@@ -357,7 +361,13 @@ fn compile_examples(specs: &[toml::Spanned<ExampleSpec>], issues: &mut Vec<Issue
             push(span, path, "`warnings` go with `readings`; a failing payload has no warnings".to_owned());
             continue;
         }
-        out.push(Example { description: ex.description.clone(), fport: ex.fport, payload, expect, warnings: ex.warnings.clone() });
+        out.push(Example {
+            description: ex.description.clone(),
+            fport: ex.fport,
+            payload,
+            expect,
+            warnings: ex.warnings.clone(),
+        });
     }
     out
 }

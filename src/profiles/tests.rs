@@ -132,7 +132,8 @@ fn example_mismatches_name_quantity_and_values() {
     assert_eq!(m[0].message, "air_temperature: expected 25.1 Cel, decoded 25 Cel");
     let p = load(&VALID.replace("readings = [{ quantity = \"air_temperature\", value = 25.0 }]", "readings = []")).unwrap();
     assert_eq!(p.check_examples()[0].message, "air_temperature: decoded 25 Cel, not expected");
-    let p = load(&VALID.replace("readings = [{ quantity = \"air_temperature\", value = 25.0 }]", "error = \"too short\"")).unwrap();
+    let p =
+        load(&VALID.replace("readings = [{ quantity = \"air_temperature\", value = 25.0 }]", "error = \"too short\"")).unwrap();
     assert!(p.check_examples()[0].message.contains("expected an error containing \"too short\""));
     let p = load(&VALID.replace("payload_hex = \"00FA\"", "payload_hex = \"00\"")).unwrap();
     assert!(p.check_examples()[0].message.contains("decoding failed: payload too short"));

@@ -72,7 +72,12 @@ impl TlvLayout {
                         from += 1;
                         usize::from(n)
                     }
-                    None => return Err(malformed(format!("payload ends before the length byte of channel {} at byte {pos}", hex(tag)))),
+                    None => {
+                        return Err(malformed(format!(
+                            "payload ends before the length byte of channel {} at byte {pos}",
+                            hex(tag)
+                        )))
+                    }
                 },
             };
             let to = from + length;
@@ -86,7 +91,10 @@ impl TlvLayout {
             for f in &channel.fields {
                 // Fixed lengths cover their fields (checked at load); a length byte may not.
                 f.decode_into(value, from, &mut out).map_err(|()| {
-                    malformed(format!("channel {} at byte {pos} has {length} byte(s) of value, fewer than its fields read", hex(tag)))
+                    malformed(format!(
+                        "channel {} at byte {pos} has {length} byte(s) of value, fewer than its fields read",
+                        hex(tag)
+                    ))
                 })?;
             }
             pos = to;
@@ -112,7 +120,11 @@ impl TlvLayout {
             match tag_len {
                 None => tag_len = Some(tag_bytes.len()),
                 Some(n) if n != tag_bytes.len() => {
-                    issues.push(tag_span.clone(), format!("{cpath}.tag"), format!("every tag of a layout has the same length; the first has {n} byte(s)"));
+                    issues.push(
+                        tag_span.clone(),
+                        format!("{cpath}.tag"),
+                        format!("every tag of a layout has the same length; the first has {n} byte(s)"),
+                    );
                     continue;
                 }
                 Some(_) => {}
@@ -120,7 +132,11 @@ impl TlvLayout {
             let mut tag = [0u8; MAX_TAG];
             tag[..tag_bytes.len()].copy_from_slice(&tag_bytes);
             if channels.iter().any(|other: &Channel| other.tag == tag) {
-                issues.push(tag_span, format!("{cpath}.tag"), format!("tag {} is already used by an earlier channel", hex(&tag_bytes)));
+                issues.push(
+                    tag_span,
+                    format!("{cpath}.tag"),
+                    format!("tag {} is already used by an earlier channel", hex(&tag_bytes)),
+                );
                 continue;
             }
             let mut fields = Vec::with_capacity(ch.fields.len());
@@ -138,16 +154,28 @@ impl TlvLayout {
             );
             let length = if ch.length_byte {
                 if ch.length.is_some() {
-                    issues.push(Some(spanned.span()), format!("{cpath}.length"), "give either `length` or `length_byte`, not both");
+                    issues.push(
+                        Some(spanned.span()),
+                        format!("{cpath}.length"),
+                        "give either `length` or `length_byte`, not both",
+                    );
                 }
                 None
             } else {
                 let length = ch.length.unwrap_or(end);
                 if length < end {
-                    issues.push(Some(spanned.span()), format!("{cpath}.length"), format!("length {length} is shorter than the {end} bytes its fields read"));
+                    issues.push(
+                        Some(spanned.span()),
+                        format!("{cpath}.length"),
+                        format!("length {length} is shorter than the {end} bytes its fields read"),
+                    );
                 }
                 if length == 0 || length > 255 {
-                    issues.push(Some(spanned.span()), format!("{cpath}.length"), "a channel's value has 1 to 255 bytes; give `length` for a channel without fields");
+                    issues.push(
+                        Some(spanned.span()),
+                        format!("{cpath}.length"),
+                        "a channel's value has 1 to 255 bytes; give `length` for a channel without fields",
+                    );
                 }
                 Some(length)
             };
@@ -183,7 +211,8 @@ mod tests {
 
     fn profile(body: &str) -> Result<Profile, String> {
         let text = format!("{HEAD}{body}\n[[examples]]\npayload_hex = \"\"\nreadings = []\n");
-        Profile::from_toml(Path::new("acme-t1.toml"), &text).map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+        Profile::from_toml(Path::new("acme-t1.toml"), &text)
+            .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
     }
 
     const TLV: &str = r#"
@@ -213,7 +242,12 @@ length = 3
     #[test]
     fn channels_in_any_order_and_repeated() {
         let p = profile(TLV).unwrap();
-        let d = p.decode_bytes(Some(1), &[0xAA, 0x04, 0x68, 0x65, 0xFF, 0x01, 1, 2, 3, 0x03, 0x67, 0x34, 0x01, 0x03, 0x67, 0xFF, 0xFF, 0xCC]).unwrap();
+        let d = p
+            .decode_bytes(
+                Some(1),
+                &[0xAA, 0x04, 0x68, 0x65, 0xFF, 0x01, 1, 2, 3, 0x03, 0x67, 0x34, 0x01, 0x03, 0x67, 0xFF, 0xFF, 0xCC],
+            )
+            .unwrap();
         let got: Vec<(&str, f64)> = d.values.iter().map(|v| (v.quantity.name(), v.value)).collect();
         assert_eq!(got, [("relative_humidity", 50.5), ("air_temperature", 30.8), ("air_temperature", -0.1)]);
         assert!(d.warnings.is_empty());

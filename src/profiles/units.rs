@@ -112,10 +112,7 @@ impl Unit {
 
     /// Parses a UCUM code exactly (UCUM is case-sensitive: `Pa` and `PA` differ).
     pub fn parse(code: &str) -> Result<Unit, UnitError> {
-        ALL.iter()
-            .copied()
-            .find(|u| u.code() == code)
-            .ok_or_else(|| UnitError::Unknown { code: code.to_owned() })
+        ALL.iter().copied().find(|u| u.code() == code).ok_or_else(|| UnitError::Unknown { code: code.to_owned() })
     }
 
     /// The UCUM code.
@@ -194,12 +191,9 @@ impl Unit {
             Unit::Volt => (0.0, 1.0, 1.0),
             Unit::Millivolt => (0.0, 1.0, 1000.0),
             // Alone in their dimension.
-            Unit::Degree
-            | Unit::Millimetre
-            | Unit::WattPerSquareMetre
-            | Unit::Lux
-            | Unit::Decibel
-            | Unit::MillimetrePerHour => (0.0, 1.0, 1.0),
+            Unit::Degree | Unit::Millimetre | Unit::WattPerSquareMetre | Unit::Lux | Unit::Decibel | Unit::MillimetrePerHour => {
+                (0.0, 1.0, 1.0)
+            }
         }
     }
 }

@@ -131,9 +131,7 @@ impl<'a> Limits<'a> {
     }
 
     pub fn battery_low_v(&self) -> f64 {
-        self.device_battery_low_v
-            .or_else(|| self.profile.and_then(|p| p.battery_low_v))
-            .unwrap_or(self.settings.battery_low_v)
+        self.device_battery_low_v.or_else(|| self.profile.and_then(|p| p.battery_low_v)).unwrap_or(self.settings.battery_low_v)
     }
 
     /// The largest plausible change of `q` per hour; `None` when `q` is not spike-tested.
@@ -271,7 +269,8 @@ impl QualityMetrics {
             "# HELP {name} Quality tests failed, by test and the flag it gives; one reading can fail several.\n# TYPE {name} counter"
         );
         for (test, count) in Test::ALL.iter().zip(&self.by_test) {
-            let _ = writeln!(out, "{name}{{test=\"{}\",flag=\"{}\"}} {}", test.as_str(), test.flag().as_str(), count.load(Relaxed));
+            let _ =
+                writeln!(out, "{name}{{test=\"{}\",flag=\"{}\"}} {}", test.as_str(), test.flag().as_str(), count.load(Relaxed));
         }
     }
 }

@@ -127,7 +127,10 @@ impl SeriesHistory {
             if let Some(after) = limits.stuck_after(q) {
                 if time - state.unchanged_since >= after {
                     let hours = (time - state.unchanged_since).num_minutes() as f64 / 60.0;
-                    verdict.fail(Test::Stuck, format!("{value} {} unchanged since {} ({hours:.1} h)", q.unit(), state.unchanged_since));
+                    verdict.fail(
+                        Test::Stuck,
+                        format!("{value} {} unchanged since {} ({hours:.1} h)", q.unit(), state.unchanged_since),
+                    );
                 }
             }
         } else {
@@ -186,7 +189,13 @@ fn same(a: f64, b: f64) -> bool {
 }
 
 /// Why `(time, value)` is a spike against `other`, if it is.
-fn jump(limits: &Limits, q: Quantity, per_h: f64, other: (DateTime<Utc>, f64), (time, value): (DateTime<Utc>, f64)) -> Option<String> {
+fn jump(
+    limits: &Limits,
+    q: Quantity,
+    per_h: f64,
+    other: (DateTime<Utc>, f64),
+    (time, value): (DateTime<Utc>, f64),
+) -> Option<String> {
     let gap = (time - other.0).abs();
     let window = gap.max(Duration::minutes(limits.settings.spike_min_window_min.min(1_000_000) as i64));
     let allowed = per_h * window.num_milliseconds() as f64 / 3_600_000.0;
@@ -204,7 +213,15 @@ fn jump(limits: &Limits, q: Quantity, per_h: f64, other: (DateTime<Utc>, f64), (
 
 /// A late reading is a spike only if it jumps against every stored neighbour it has: a single
 /// outlier stands apart from both sides, while a step change stays close to one of them.
-fn late_spike(lookup: &dyn SeriesLookup, limits: &Limits, device: &DeviceId, q: Quantity, value: f64, time: DateTime<Utc>, verdict: &mut Verdict) {
+fn late_spike(
+    lookup: &dyn SeriesLookup,
+    limits: &Limits,
+    device: &DeviceId,
+    q: Quantity,
+    value: f64,
+    time: DateTime<Utc>,
+    verdict: &mut Verdict,
+) {
     let Some(per_h) = limits.spike_per_h(q) else { return };
     let (before, after) = match lookup.neighbours(device, q, time, LATE_NEIGHBOUR_WINDOW) {
         Ok(n) => n,
@@ -213,7 +230,8 @@ fn late_spike(lookup: &dyn SeriesLookup, limits: &Limits, device: &DeviceId, q: 
             return;
         }
     };
-    let jumps: Vec<Option<String>> = [before, after].into_iter().flatten().map(|n| jump(limits, q, per_h, n, (time, value))).collect();
+    let jumps: Vec<Option<String>> =
+        [before, after].into_iter().flatten().map(|n| jump(limits, q, per_h, n, (time, value))).collect();
     if !jumps.is_empty() && jumps.iter().all(Option::is_some) {
         let why: Vec<String> = jumps.into_iter().flatten().collect();
         verdict.fail(Test::Spike, why.join(", and "));

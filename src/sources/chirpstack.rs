@@ -35,13 +35,14 @@ struct DeviceInfo<'a> {
 pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
     let msg: ChirpstackUplink =
         serde_json::from_slice(payload).map_err(|source| FormatError::Json { format: "chirpstack-v4", source })?;
-    let dev_eui = DevEui::parse(&msg.device_info.dev_eui).map_err(|why| FormatError::Field { field: "deviceInfo.devEui", why })?;
+    let dev_eui =
+        DevEui::parse(&msg.device_info.dev_eui).map_err(|why| FormatError::Field { field: "deviceInfo.devEui", why })?;
     let f_port = match msg.f_port {
         None => None,
-        Some(p) => Some(u8::try_from(p).map_err(|_| FormatError::Field {
-            field: "fPort",
-            why: format!("{p} is not a LoRaWAN port (0..=255)"),
-        })?),
+        Some(p) => Some(
+            u8::try_from(p)
+                .map_err(|_| FormatError::Field { field: "fPort", why: format!("{p} is not a LoRaWAN port (0..=255)") })?,
+        ),
     };
     let payload = decode_base64("data", msg.data.as_deref().unwrap_or(""))?;
     let time = match msg.time.as_deref() {

@@ -96,7 +96,8 @@ pub fn parse_bridge(payload: &[u8]) -> Result<BridgeFrame, LorawanError> {
     if text.len() > 4 * MAX_FRAME_BYTES.div_ceil(3) {
         return Err(LorawanError::TooLong { len: text.len() / 4 * 3 });
     }
-    let phy = super::decode_base64("phyPayload", text).map_err(|e| LorawanError::Field { field: "phyPayload", why: e.to_string() })?;
+    let phy =
+        super::decode_base64("phyPayload", text).map_err(|e| LorawanError::Field { field: "phyPayload", why: e.to_string() })?;
     let (mut gateway_id, mut time) = (None, None);
     if let Some(rx) = msg.rx_info {
         if rx.crc_status.as_deref() == Some("BAD_CRC") {
@@ -104,8 +105,12 @@ pub fn parse_bridge(payload: &[u8]) -> Result<BridgeFrame, LorawanError> {
         }
         gateway_id = rx.gateway_id.map(Cow::into_owned);
         time = match (rx.gw_time.as_deref(), rx.ns_time.as_deref()) {
-            (Some(t), _) => Some(parse_time("rxInfo.gwTime", t).map_err(|e| LorawanError::Field { field: "rxInfo.gwTime", why: e.to_string() })?),
-            (None, Some(t)) => Some(parse_time("rxInfo.nsTime", t).map_err(|e| LorawanError::Field { field: "rxInfo.nsTime", why: e.to_string() })?),
+            (Some(t), _) => Some(
+                parse_time("rxInfo.gwTime", t).map_err(|e| LorawanError::Field { field: "rxInfo.gwTime", why: e.to_string() })?,
+            ),
+            (None, Some(t)) => Some(
+                parse_time("rxInfo.nsTime", t).map_err(|e| LorawanError::Field { field: "rxInfo.nsTime", why: e.to_string() })?,
+            ),
             (None, None) => None,
         };
     }
@@ -146,11 +151,13 @@ pub fn classify(phy: Vec<u8>) -> Result<Frame, LorawanError> {
         // Too short for data; a join request is 23 bytes, so it is not one either.
         return Err(LorawanError::TooShort { len: phy.len() });
     }
-    let parsed = lorawan::parser::parse(phy.clone()).map_err(|e| LorawanError::Malformed(match e {
-        lorawan::parser::Error::UnsupportedMajorVersion => "unsupported major version",
-        lorawan::parser::Error::InvalidMessageType => "unsupported message type (proprietary or reserved)",
-        _ => "its header does not fit its length",
-    }))?;
+    let parsed = lorawan::parser::parse(phy.clone()).map_err(|e| {
+        LorawanError::Malformed(match e {
+            lorawan::parser::Error::UnsupportedMajorVersion => "unsupported major version",
+            lorawan::parser::Error::InvalidMessageType => "unsupported message type (proprietary or reserved)",
+            _ => "its header does not fit its length",
+        })
+    })?;
     let data = match parsed {
         PhyPayload::JoinRequest(_) => return Ok(Frame::Ignored("join request")),
         PhyPayload::JoinAccept(_) => return Ok(Frame::Ignored("join accept (downlink)")),
@@ -185,7 +192,12 @@ pub enum Opened {
 /// Authenticate a data uplink received at `now_ms`, check its counter against `counter`
 /// (the device's state, `None` before its first frame) and decrypt it. On `Data` and
 /// `MacOnly`, `counter` has moved on and must be stored with whatever the frame produced.
-pub fn open(frame: DataFrame, session: &DeviceSession, counter: &mut Option<FrameCounter>, now_ms: i64) -> Result<Opened, LorawanError> {
+pub fn open(
+    frame: DataFrame,
+    session: &DeviceSession,
+    counter: &mut Option<FrameCounter>,
+    now_ms: i64,
+) -> Result<Opened, LorawanError> {
     let DataFrame { dev_addr, f_cnt16, mic, phy, .. } = frame;
     let payload = EncryptedDataPayload::new(phy).map_err(|_| LorawanError::Malformed("its header does not fit its length"))?;
     let nwk = session.nwk_s_key.aes();
@@ -229,12 +241,12 @@ pub fn open(frame: DataFrame, session: &DeviceSession, counter: &mut Option<Fram
     }
     let f_port = payload.f_port();
     let app = session.app_s_key.aes();
-    let decrypted = payload
-        .decrypt(Some(&nwk), Some(&app), f_cnt)
-        .map_err(|_| LorawanError::Malformed("cannot decrypt"))?;
+    let decrypted = payload.decrypt(Some(&nwk), Some(&app), f_cnt).map_err(|_| LorawanError::Malformed("cannot decrypt"))?;
     counter.get_or_insert_with(FrameCounter::default).accept(f_cnt, mic, now_ms);
     match (f_port, decrypted.frm_payload()) {
-        (Some(port), lorawan::parser::FRMPayload::Data(data)) if port > 0 => Ok(Opened::Data { f_cnt, f_port: port, payload: data.to_vec() }),
+        (Some(port), lorawan::parser::FRMPayload::Data(data)) if port > 0 => {
+            Ok(Opened::Data { f_cnt, f_port: port, payload: data.to_vec() })
+        }
         _ => Ok(Opened::MacOnly { f_cnt }),
     }
 }
@@ -265,7 +277,13 @@ pub fn process(
     let session = keys.get(dev_addr).ok_or(LorawanError::UnknownDevAddr(dev_addr))?;
     let mut counter = counter_of(dev_addr).map_err(|why| LorawanError::Counter { dev_addr, why })?;
     let opened = open(frame, session, &mut counter, now_ms)?;
-    Ok(Outcome::Frame { dev_addr, device: session.device.clone(), counter: counter.unwrap_or_default(), opened, time: bridge.time })
+    Ok(Outcome::Frame {
+        dev_addr,
+        device: session.device.clone(),
+        counter: counter.unwrap_or_default(),
+        opened,
+        time: bridge.time,
+    })
 }
 
 /// Build an uplink frame (tests, benchmarks, fuzz seeds): the inverse of [`open`].
@@ -314,7 +332,11 @@ mod tests {
     }
 
     fn session() -> DeviceSession {
-        DeviceSession { device: "d".into(), nwk_s_key: key("2B7E151628AED2A6ABF7158809CF4F3C"), app_s_key: key("000102030405060708090A0B0C0D0E0F") }
+        DeviceSession {
+            device: "d".into(),
+            nwk_s_key: key("2B7E151628AED2A6ABF7158809CF4F3C"),
+            app_s_key: key("000102030405060708090A0B0C0D0E0F"),
+        }
     }
 
     fn data(phy: Vec<u8>) -> DataFrame {
@@ -355,7 +377,10 @@ mod tests {
         let old = build_frame(0x260B_1234, 131_000, 2, &[9], false, &s);
         assert!(matches!(open(data(old), &s, &mut counter, 0), Err(LorawanError::Replay { f_cnt: 131_000, .. })));
         let again = build_frame(0x260B_1234, 131_072, 2, &[1, 2, 3], false, &s);
-        assert_eq!(open(data(again.clone()), &s, &mut counter, DUPLICATE_WINDOW_MS).unwrap(), Opened::Duplicate { f_cnt: 131_072 });
+        assert_eq!(
+            open(data(again.clone()), &s, &mut counter, DUPLICATE_WINDOW_MS).unwrap(),
+            Opened::Duplicate { f_cnt: 131_072 }
+        );
         // The same copy long after the original: a replay.
         assert!(matches!(open(data(again), &s, &mut counter, DUPLICATE_WINDOW_MS + 1), Err(LorawanError::Replay { .. })));
         // Same counter, different content, valid MIC: not a copy, a replay.

@@ -26,7 +26,8 @@ impl SessionKey {
         }
         let mut key = [0u8; 16];
         for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| "expected 32 hex digits (0-9, a-f)".to_owned())?;
+            *byte =
+                u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| "expected 32 hex digits (0-9, a-f)".to_owned())?;
         }
         Ok(Self(key))
     }
@@ -246,10 +247,8 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        let env = vec![
-            (format!("{ENV_PREFIX}01020304"), format!("A840410000000002:{KEY_B}:{KEY_A}")),
-            ("OTHER".into(), "x".into()),
-        ];
+        let env =
+            vec![(format!("{ENV_PREFIX}01020304"), format!("A840410000000002:{KEY_B}:{KEY_A}")), ("OTHER".into(), "x".into())];
         let keys = SessionKeys::load(Some(&path), env).unwrap();
         assert_eq!(keys.len(), 2);
         assert_eq!(keys.get(0x260B_1234).unwrap().device, "demo-lht65");
@@ -278,7 +277,9 @@ mod tests {
             format!("[[session]]\ndev_addr = \"260B1234\"\ndevice = \"d\"\nnwk_s_key = {secret}\n"),
             format!("[[session]]\ndev_addr = \"260B1234\"\ndevice = \"d\"\nnwk_s_key = \"{secret}Z\"\napp_s_key = \"{KEY_B}\"\n"),
             "[[session]]\ndev_addr = \"260B1234\"\ndevice = \"d\"\nnwk_s_key = 2345678901234567\n".to_owned(),
-            format!("[[session]]\ndev_addr = \"260B1234\"\ndevice = \"d\"\nnwk_s_key = [\"{secret}\"]\napp_s_key = \"{KEY_B}\"\n"),
+            format!(
+                "[[session]]\ndev_addr = \"260B1234\"\ndevice = \"d\"\nnwk_s_key = [\"{secret}\"]\napp_s_key = \"{KEY_B}\"\n"
+            ),
         ];
         for text in cases {
             let err = SessionKeys::default().add_file(Path::new("k.toml"), &text).unwrap_err();

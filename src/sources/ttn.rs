@@ -69,14 +69,7 @@ pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
         (None, Some(t)) => Some(parse_time("received_at", t)?),
         (None, None) => None,
     };
-    Ok(Uplink {
-        dev_eui,
-        ns_device_id,
-        f_port,
-        f_cnt: Some(up.f_cnt.unwrap_or(0)),
-        payload,
-        time,
-    })
+    Ok(Uplink { dev_eui, ns_device_id, f_port, f_cnt: Some(up.f_cnt.unwrap_or(0)), payload, time })
 }
 
 #[cfg(test)]
@@ -131,7 +124,10 @@ mod tests {
             (r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"f_port": 2, "frm_payload": "!!"}}"#, "base64"),
             (r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"f_port": 300, "frm_payload": "AA=="}}"#, "f_port"),
             (r#"{"end_device_ids": {"dev_eui": "XYZ"}, "uplink_message": {"frm_payload": "AA=="}}"#, "dev_eui"),
-            (r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"frm_payload": "AA==", "received_at": "yesterday"}}"#, "RFC 3339"),
+            (
+                r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"frm_payload": "AA==", "received_at": "yesterday"}}"#,
+                "RFC 3339",
+            ),
             (r#"{"end_device_ids": {}, "uplink_message": {"frm_payload": "AA=="}}"#, "neither device_id nor dev_eui"),
             (r#"{"end_device_ids": [], "uplink_message": {"frm_payload": "AA=="}}"#, "neither device_id nor dev_eui"),
         ];

@@ -116,7 +116,9 @@ impl DeadLetter {
     /// dead-lettered, or else the one its message names (a device registered since, say).
     pub fn device_in(&self, devices: &DeviceRegistry) -> Option<Arc<Device>> {
         if let Some(name) = &self.device {
-            let found = devices.get(name).or_else(|| crate::model::DevEui::parse(name).ok().and_then(|eui| devices.find(Some(eui), None)));
+            let found = devices
+                .get(name)
+                .or_else(|| crate::model::DevEui::parse(name).ok().and_then(|eui| devices.find(Some(eui), None)));
             if let Some(d) = found {
                 return Some(d.clone());
             }
@@ -141,7 +143,9 @@ impl DeadLetter {
         if self.format == "-" {
             return subscriptions
                 .iter()
-                .find(|s| crate::sources::topic::strip_share(&s.topic).is_ok_and(|f| crate::sources::topic::matches(f, &self.topic)))
+                .find(|s| {
+                    crate::sources::topic::strip_share(&s.topic).is_ok_and(|f| crate::sources::topic::matches(f, &self.topic))
+                })
                 .map(|s| s.format)
                 .ok_or_else(|| format!("its topic {:?} still matches no subscription", self.topic));
         }
@@ -208,11 +212,13 @@ impl EmbeddedStore {
         };
         let again = batch.dead_letters.pop();
         // The letter keeps its id and reception time; device and reason are the new ones.
-        let keep = |reason: String, device: Option<String>| DeadLetter { reason, device: device.or(old.device.clone()), ..old.clone() };
+        let keep =
+            |reason: String, device: Option<String>| DeadLetter { reason, device: device.or(old.device.clone()), ..old.clone() };
         let (outcome, replacement) = match again {
             Some(letter) => (ReplayOutcome::Failed { reason: letter.reason.clone() }, Some(keep(letter.reason, letter.device))),
             None if batch.seen.is_empty() => {
-                let reason = "replay: the message was taken without readings (a LoRaWAN duplicate, join or MAC-only frame)".to_owned();
+                let reason =
+                    "replay: the message was taken without readings (a LoRaWAN duplicate, join or MAC-only frame)".to_owned();
                 (ReplayOutcome::Failed { reason: reason.clone() }, Some(keep(reason, None)))
             }
             None => {
@@ -278,7 +284,14 @@ mod tests {
         let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let mut batch = WriteBatch::default();
         for (i, q) in Quantity::all().take(n).enumerate() {
-            batch.readings.push(Reading { device: id.clone(), quantity: q, value: i as f64, time: t, flag: QualityFlag::Good, reason: String::new() });
+            batch.readings.push(Reading {
+                device: id.clone(),
+                quantity: q,
+                value: i as f64,
+                time: t,
+                flag: QualityFlag::Good,
+                reason: String::new(),
+            });
         }
         batch.seen.push((id, t));
         batch
@@ -302,8 +315,12 @@ mod tests {
     fn ids_of_replayed_letters_are_never_given_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let ids = store.write(&WriteBatch { dead_letters: vec![letter("a", None), letter("b", None)], ..Default::default() }).unwrap();
-        assert_eq!(store.commit_replay(ids[1], produced("a", 1)).unwrap(), ReplayOutcome::Stored { device: "a".into(), readings: 1 });
+        let ids =
+            store.write(&WriteBatch { dead_letters: vec![letter("a", None), letter("b", None)], ..Default::default() }).unwrap();
+        assert_eq!(
+            store.commit_replay(ids[1], produced("a", 1)).unwrap(),
+            ReplayOutcome::Stored { device: "a".into(), readings: 1 }
+        );
         let next = store.write(&WriteBatch { dead_letters: vec![letter("c", None)], ..Default::default() }).unwrap();
         assert_eq!(next, vec![3]);
         assert_eq!(store.commit_replay(ids[1], produced("a", 1)).unwrap(), ReplayOutcome::Gone);
@@ -313,7 +330,12 @@ mod tests {
     fn a_replay_that_fails_again_keeps_the_letter_with_the_new_reason() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let ids = store.write(&WriteBatch { dead_letters: vec![letter("unknown device", None), letter("other", None)], ..Default::default() }).unwrap();
+        let ids = store
+            .write(&WriteBatch {
+                dead_letters: vec![letter("unknown device", None), letter("other", None)],
+                ..Default::default()
+            })
+            .unwrap();
         let failed = WriteBatch { dead_letters: vec![letter("profile p: too short", Some("a"))], ..Default::default() };
         let outcome = store.commit_replay(ids[0], failed).unwrap();
         assert_eq!(outcome, ReplayOutcome::Failed { reason: "profile p: too short".into() });
@@ -328,7 +350,8 @@ mod tests {
     fn letters_are_found_by_reason_and_paged() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let letters: Vec<DeadLetter> = (0..5).map(|i| letter(if i % 2 == 0 { "Unknown device" } else { "profile" }, None)).collect();
+        let letters: Vec<DeadLetter> =
+            (0..5).map(|i| letter(if i % 2 == 0 { "Unknown device" } else { "profile" }, None)).collect();
         store.write(&WriteBatch { dead_letters: letters, ..Default::default() }).unwrap();
         let filter = DeadLetterFilter { device: None, reason: Some("UNKNOWN".into()) };
         let (page, next) = store.dead_letters_matching(0, 2, 1000, &mut |l| filter.matches(l, None)).unwrap();

@@ -33,8 +33,7 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })?;
         let db = Database::create(dir.join("messnetz.redb")).map_err(engine)?;
         // Create the tables up front so readers never meet a missing table.
         let tx = db.begin_write().map_err(engine)?;
@@ -109,7 +108,11 @@ impl EmbeddedStore {
             let mut dead = tx.open_table(DEAD_LETTERS).map_err(engine)?;
             let newest = dead.last().map_err(engine)?.map(|(k, _)| k.value());
             // Replays remove letters, the newest too: ids come from a sequence, never reused.
-            let first = if batch.dead_letters.is_empty() { 0 } else { super::dead_letter::allocate_ids(tx, newest, batch.dead_letters.len())? };
+            let first = if batch.dead_letters.is_empty() {
+                0
+            } else {
+                super::dead_letter::allocate_ids(tx, newest, batch.dead_letters.len())?
+            };
             for (id, letter) in (first..).zip(&batch.dead_letters) {
                 let mut letter = letter.clone();
                 letter.id = id;
@@ -157,9 +160,7 @@ impl EmbeddedStore {
         let tx = self.db.begin_read().map_err(engine)?;
         let table = tx.open_table(READINGS).map_err(engine)?;
         let (d, q) = (device.as_str(), quantity.name());
-        let range = table
-            .range((d, q, from.timestamp_millis())..(d, q, to.timestamp_millis()))
-            .map_err(engine)?;
+        let range = table.range((d, q, from.timestamp_millis())..(d, q, to.timestamp_millis())).map_err(engine)?;
         let mut out = Vec::new();
         for entry in range.take(limit) {
             let (k, v) = entry.map_err(engine)?;
@@ -275,12 +276,15 @@ impl EmbeddedStore {
 }
 
 fn millis(t: i64) -> Result<DateTime<Utc>, StoreError> {
-    Utc.timestamp_millis_opt(t)
-        .single()
-        .ok_or_else(|| StoreError::Corrupt(format!("time {t} ms is out of range")))
+    Utc.timestamp_millis_opt(t).single().ok_or_else(|| StoreError::Corrupt(format!("time {t} ms is out of range")))
 }
 
-fn to_reading(device: &DeviceId, quantity: Quantity, t: i64, (value, flag, reason): (f64, u8, &str)) -> Result<Reading, StoreError> {
+fn to_reading(
+    device: &DeviceId,
+    quantity: Quantity,
+    t: i64,
+    (value, flag, reason): (f64, u8, &str),
+) -> Result<Reading, StoreError> {
     Ok(Reading {
         device: device.clone(),
         quantity,

@@ -84,7 +84,10 @@ impl FrameCounter {
 }
 
 /// Write the counters a batch moved forward.
-pub(super) fn write<'a>(tx: &redb::WriteTransaction, counters: impl IntoIterator<Item = (&'a u32, &'a FrameCounter)>) -> Result<(), StoreError> {
+pub(super) fn write<'a>(
+    tx: &redb::WriteTransaction,
+    counters: impl IntoIterator<Item = (&'a u32, &'a FrameCounter)>,
+) -> Result<(), StoreError> {
     let mut table = tx.open_table(FRAME_COUNTERS).map_err(engine)?;
     for (dev_addr, counter) in counters {
         table.insert(*dev_addr, counter.encode().as_slice()).map_err(engine)?;

@@ -74,16 +74,36 @@ impl InfluxMetrics {
     pub fn render(&self, out: &mut String) {
         let counters: [(&str, &str, &AtomicU64); 5] = [
             ("messnetz_influx_points_written_total", "Points InfluxDB accepted.", &self.points_written),
-            ("messnetz_influx_write_errors_total", "InfluxDB write requests that failed and will be retried.", &self.write_errors),
-            ("messnetz_influx_points_rejected_total", "Points InfluxDB rejected as malformed (dead-lettered).", &self.points_rejected),
-            ("messnetz_influx_spool_dropped_total", "Points dropped unsent from a full spool (drop-oldest).", &self.spool_dropped),
-            ("messnetz_influx_spool_full_waits_total", "Times ingest waited for room in a full spool (backpressure).", &self.spool_full_waits),
+            (
+                "messnetz_influx_write_errors_total",
+                "InfluxDB write requests that failed and will be retried.",
+                &self.write_errors,
+            ),
+            (
+                "messnetz_influx_points_rejected_total",
+                "Points InfluxDB rejected as malformed (dead-lettered).",
+                &self.points_rejected,
+            ),
+            (
+                "messnetz_influx_spool_dropped_total",
+                "Points dropped unsent from a full spool (drop-oldest).",
+                &self.spool_dropped,
+            ),
+            (
+                "messnetz_influx_spool_full_waits_total",
+                "Times ingest waited for room in a full spool (backpressure).",
+                &self.spool_full_waits,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
         }
         let name = "messnetz_influx_spool_readings";
-        let _ = writeln!(out, "# HELP {name} Points waiting in the InfluxDB spool.\n# TYPE {name} gauge\n{name} {}", self.spool_readings.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP {name} Points waiting in the InfluxDB spool.\n# TYPE {name} gauge\n{name} {}",
+            self.spool_readings.load(Relaxed)
+        );
     }
 }
 
@@ -138,7 +158,11 @@ enum Step {
 }
 
 /// Set up the spool handle (for ingest) and the writer task (for the app) from settings.
-pub fn start(settings: &InfluxSettings, store: Arc<EmbeddedStore>, metrics: Arc<Metrics>) -> Result<(Arc<Spool>, InfluxWriter), InfluxError> {
+pub fn start(
+    settings: &InfluxSettings,
+    store: Arc<EmbeddedStore>,
+    metrics: Arc<Metrics>,
+) -> Result<(Arc<Spool>, InfluxWriter), InfluxError> {
     let len = store.outbox_len()?;
     let spool = Arc::new(Spool::new(settings, metrics.clone(), len));
     if len > 0 {
@@ -161,7 +185,12 @@ pub struct InfluxWriter {
 }
 
 impl InfluxWriter {
-    pub fn new(settings: &InfluxSettings, store: Arc<EmbeddedStore>, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Result<Self, InfluxError> {
+    pub fn new(
+        settings: &InfluxSettings,
+        store: Arc<EmbeddedStore>,
+        spool: Arc<Spool>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, InfluxError> {
         let base = settings.url.trim_end_matches('/');
         let write_url = reqwest::Url::parse_with_params(
             &format!("{base}/api/v2/write"),
@@ -267,7 +296,11 @@ impl InfluxWriter {
             Ok(Ok(n)) => {
                 Metrics::inc(&self.metrics.influx.spool_dropped, n);
                 self.spool.removed(n);
-                warn!(dropped = n, limit = self.spool.max_readings(), "InfluxDB spool full: dropped the oldest unsent readings (they stay in the embedded store)");
+                warn!(
+                    dropped = n,
+                    limit = self.spool.max_readings(),
+                    "InfluxDB spool full: dropped the oldest unsent readings (they stay in the embedded store)"
+                );
             }
             Ok(Err(e)) => error!(error = %e, "cannot trim the InfluxDB spool"),
             Err(e) => error!(error = %e, "spool task failed"),
@@ -398,9 +431,8 @@ impl InfluxWriter {
     /// leaves the spool, so a crash in between repeats the dead letter rather than losing it.
     async fn dead_letter(&self, line: &[u8], status: u16, text: &str) -> bool {
         let text_line = String::from_utf8_lossy(line);
-        let device = text_line
-            .split_once(",device=")
-            .map(|(_, rest)| rest.split([',', ' ']).next().unwrap_or_default().to_owned());
+        let device =
+            text_line.split_once(",device=").map(|(_, rest)| rest.split([',', ' ']).next().unwrap_or_default().to_owned());
         warn!(device = device.as_deref().unwrap_or("-"), status, reason = %text.trim(), "InfluxDB rejected a point; dead-lettered");
         let letter = DeadLetter {
             id: 0,

@@ -39,7 +39,12 @@ pub struct WriteBatch {
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.readings.is_empty() && self.dead_letters.is_empty() && self.seen.is_empty() && self.districts.is_empty() && self.outbox.is_empty() && self.frame_counters.is_empty()
+        self.readings.is_empty()
+            && self.dead_letters.is_empty()
+            && self.seen.is_empty()
+            && self.districts.is_empty()
+            && self.outbox.is_empty()
+            && self.frame_counters.is_empty()
     }
 
     pub fn clear(&mut self) {

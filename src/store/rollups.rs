@@ -57,7 +57,9 @@ pub(super) fn recompute(tx: &WriteTransaction, device: &str, quantity: Quantity,
         let mut w = Window::EMPTY;
         for member in &members {
             let m = member.as_str();
-            for entry in readings.range((m, quantity.name(), start)..(m, quantity.name(), start + interval.millis())).map_err(engine)? {
+            for entry in
+                readings.range((m, quantity.name(), start)..(m, quantity.name(), start + interval.millis())).map_err(engine)?
+            {
                 let (k, v) = entry.map_err(engine)?;
                 let (value, flag, _) = v.value();
                 w.add(value, k.value().2, QualityFlag::from_byte(flag));
@@ -69,7 +71,10 @@ pub(super) fn recompute(tx: &WriteTransaction, device: &str, quantity: Quantity,
 }
 
 /// Record which district each open device's windows count towards.
-pub(super) fn set_districts<'a>(tx: &WriteTransaction, districts: impl Iterator<Item = (&'a str, &'a str)>) -> Result<(), StoreError> {
+pub(super) fn set_districts<'a>(
+    tx: &WriteTransaction,
+    districts: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<(), StoreError> {
     let mut table = tx.open_table(DEVICE_DISTRICT).map_err(engine)?;
     for (device, district) in districts {
         let same = table.get(device).map_err(engine)?.is_some_and(|d| d.value() == district);

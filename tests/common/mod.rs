@@ -171,7 +171,15 @@ impl Gateway {
     }
 
     /// Write this test's config (its own topics, store, API port) and start the gateway.
-    async fn start_config(dir: &Path, topics: &Topics, broker: &str, mqtt_port: u16, mqtt_extra: &str, devices: &Path, profiles: &Path) -> Self {
+    async fn start_config(
+        dir: &Path,
+        topics: &Topics,
+        broker: &str,
+        mqtt_port: u16,
+        mqtt_extra: &str,
+        devices: &Path,
+        profiles: &Path,
+    ) -> Self {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let data = dir.join("data");
         let config = dir.join("messnetz.toml");
@@ -309,9 +317,7 @@ impl Drop for Gateway {
 
 /// The value of an unlabelled metric in Prometheus text.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
 }
 
 /// Publish every message at QoS 1 and return once the broker acknowledged all of them.
@@ -534,7 +540,13 @@ impl Publisher {
 
 /// Publish `messages` from `connections` connections at once (each waits for its PUBACKs);
 /// returns when all are done, with the total acknowledged and the first error.
-pub async fn publish_from(port: u16, client_prefix: &str, connections: usize, messages: Vec<(String, Vec<u8>)>, deadline: Duration) -> Published {
+pub async fn publish_from(
+    port: u16,
+    client_prefix: &str,
+    connections: usize,
+    messages: Vec<(String, Vec<u8>)>,
+    deadline: Duration,
+) -> Published {
     let mut publishers = Vec::new();
     for i in 0..connections {
         publishers.push(Publisher::connect(port, &format!("{client_prefix}-pub{i}")).await);
@@ -599,7 +611,8 @@ impl Gateway {
     /// Peak resident memory of the gateway process so far, in MiB (Linux `VmHWM`).
     pub fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+        let kib: f64 =
+            status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
         Some(kib / 1024.0)
     }
 }
@@ -746,7 +759,11 @@ pub fn write_keys_file(path: &Path, mode: u32, sessions: &[(u32, &str, &str, &st
     use std::os::unix::fs::PermissionsExt;
     let text: String = sessions
         .iter()
-        .map(|(addr, device, nwk, app)| format!("[[session]]\ndev_addr = \"{addr:08X}\"\ndevice = \"{device}\"\nnwk_s_key = \"{nwk}\"\napp_s_key = \"{app}\"\n\n"))
+        .map(|(addr, device, nwk, app)| {
+            format!(
+                "[[session]]\ndev_addr = \"{addr:08X}\"\ndevice = \"{device}\"\nnwk_s_key = \"{nwk}\"\napp_s_key = \"{app}\"\n\n"
+            )
+        })
         .collect();
     std::fs::write(path, text).expect("write keys file");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod keys file");
@@ -757,7 +774,14 @@ pub fn write_keys_file(path: &Path, mode: u32, sessions: &[(u32, &str, &str, &st
 impl Gateway {
     /// Like [`Gateway::start_full`], with a profiles directory of the test's own (profile
     /// uploads write into it).
-    pub async fn start_with_profiles(mqtt_port: u16, dir: &Path, topics: &Topics, extra: &str, devices: &Path, profiles: &Path) -> Self {
+    pub async fn start_with_profiles(
+        mqtt_port: u16,
+        dir: &Path,
+        topics: &Topics,
+        extra: &str,
+        devices: &Path,
+        profiles: &Path,
+    ) -> Self {
         Self::start_config(dir, topics, "enabled = false", mqtt_port, extra, devices, profiles).await
     }
 }
@@ -794,7 +818,11 @@ pub fn admin_section(max_failures_per_minute: u32, tokens: &[(&str, &str, &[&str
     let mut out = format!("\n[admin]\nmax_failures_per_minute = {max_failures_per_minute}\n");
     for (name, token, owners) in tokens {
         let owners: Vec<String> = owners.iter().map(|o| format!("{o:?}")).collect();
-        out.push_str(&format!("\n[[admin.tokens]]\nname = \"{name}\"\nhash = \"{}\"\nowners = [{}]\n", cheap_token_hash(token), owners.join(", ")));
+        out.push_str(&format!(
+            "\n[[admin.tokens]]\nname = \"{name}\"\nhash = \"{}\"\nowners = [{}]\n",
+            cheap_token_hash(token),
+            owners.join(", ")
+        ));
     }
     out
 }

@@ -263,7 +263,10 @@ mod tests {
             owners: owners.iter().map(|o| o.to_string()).collect(),
         };
         AdminSettings {
-            tokens: vec![token("ops", "token-of-ops-0123456789abcdef", &["Umweltamt"]), token("root", "token-of-root-0123456789abcdef", &["*"])],
+            tokens: vec![
+                token("ops", "token-of-ops-0123456789abcdef", &["Umweltamt"]),
+                token("root", "token-of-root-0123456789abcdef", &["*"]),
+            ],
             audit_log: None,
             max_failures_per_minute: limit,
         }
@@ -289,7 +292,10 @@ mod tests {
             assert!(matches!(tokens.authenticate(Some(ip), &bearer("guess")).await, Err(AdminError::Unauthorized(_))));
         }
         // Limit reached: even the right token waits, without being checked.
-        assert!(matches!(tokens.authenticate(Some(ip), &bearer("token-of-ops-0123456789abcdef")).await, Err(AdminError::TooManyAttempts { .. })));
+        assert!(matches!(
+            tokens.authenticate(Some(ip), &bearer("token-of-ops-0123456789abcdef")).await,
+            Err(AdminError::TooManyAttempts { .. })
+        ));
         let other: IpAddr = "192.0.2.8".parse().unwrap();
         assert!(tokens.authenticate(Some(other), &bearer("token-of-ops-0123456789abcdef")).await.is_ok());
     }

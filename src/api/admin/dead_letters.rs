@@ -69,20 +69,25 @@ fn number(query: &HashMap<String, String>, key: &str, default: u64) -> Result<u6
 
 /// `GET /v1/admin/dead-letters?device=ID&reason=TEXT&after=ID&limit=N`: the operator's dead
 /// letters, oldest first; `next` is the `after` of the next page.
-pub async fn list(State(state): State<AppState>, Extension(op): Extension<Operator>, Query(query): Query<HashMap<String, String>>) -> Result<Json<Value>, AdminError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, AdminError> {
     let filter = filter_from(&query);
     let after = number(&query, "after", 0)?;
     let limit = (number(&query, "limit", 100)? as usize).clamp(1, MAX_LIMIT);
     blocking(move || {
         let devices = state.registry.devices();
         let mut shown = Vec::new();
-        let (_, next) = state.store.dead_letters_matching(after, limit, MAX_SCAN, &mut |letter| match owned(letter, &devices, &op) {
-            Ok(device) if filter.matches(letter, device.as_deref()) => {
-                shown.push(summary(letter, device.as_deref()));
-                true
-            }
-            _ => false,
-        })?;
+        let (_, next) =
+            state.store.dead_letters_matching(after, limit, MAX_SCAN, &mut |letter| match owned(letter, &devices, &op) {
+                Ok(device) if filter.matches(letter, device.as_deref()) => {
+                    shown.push(summary(letter, device.as_deref()));
+                    true
+                }
+                _ => false,
+            })?;
         Ok(Json(json!({ "dead_letters": shown, "next": next })))
     })
     .await
@@ -90,7 +95,11 @@ pub async fn list(State(state): State<AppState>, Extension(op): Extension<Operat
 
 /// `GET /v1/admin/dead-letters/{id}`: one letter with its message (base64, and as text when
 /// it is UTF-8).
-pub async fn show(State(state): State<AppState>, Extension(op): Extension<Operator>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
     let id = letter_id(&id)?;
     blocking(move || {
         let letter = state.store.dead_letter(id)?.ok_or_else(not_found)?;
@@ -138,7 +147,11 @@ fn replay(state: &AppState, op: &Operator, letter: &DeadLetter) -> Result<Replay
 }
 
 /// `POST /v1/admin/dead-letters/{id}/replay`.
-pub async fn replay_one(State(state): State<AppState>, Extension(op): Extension<Operator>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+pub async fn replay_one(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
     let id = letter_id(&id)?;
     blocking(move || {
         let letter = state.store.dead_letter(id)?.ok_or_else(not_found)?;
@@ -166,9 +179,16 @@ struct ReplayRequest {
 /// `POST /v1/admin/dead-letters/replay` with `{"ids": [..]}`, `{"device": "ID", "reason":
 /// "TEXT"}` (either or both) or `{"all": true}`: replay every matching letter of the
 /// operator's departments, oldest first. Answers one result per letter.
-pub async fn replay_many(State(state): State<AppState>, Extension(op): Extension<Operator>, body: Bytes) -> Result<Json<Value>, AdminError> {
-    let request: ReplayRequest = serde_json::from_slice(&body)
-        .map_err(|e| AdminError::BadRequest(format!("body: expected {{\"ids\": [...]}}, {{\"device\": ..., \"reason\": ...}} or {{\"all\": true}}: {e}")))?;
+pub async fn replay_many(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    body: Bytes,
+) -> Result<Json<Value>, AdminError> {
+    let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
+        AdminError::BadRequest(format!(
+            "body: expected {{\"ids\": [...]}}, {{\"device\": ..., \"reason\": ...}} or {{\"all\": true}}: {e}"
+        ))
+    })?;
     let filter = DeadLetterFilter { device: request.device.clone(), reason: request.reason.clone() };
     if request.ids.is_empty() && filter.is_empty() && !request.all {
         return Err(AdminError::BadRequest("body: say which letters: ids, device, reason, or all = true".into()));

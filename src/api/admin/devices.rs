@@ -51,7 +51,11 @@ pub async fn list(State(state): State<AppState>, Extension(op): Extension<Operat
 }
 
 /// `GET /v1/admin/devices/{id}`.
-pub async fn show(State(state): State<AppState>, Extension(op): Extension<Operator>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
     blocking(move || {
         let device = visible(&state.registry.devices(), &op, &id)?;
         Ok(Json(describe(&state, &device)?))
@@ -60,7 +64,8 @@ pub async fn show(State(state): State<AppState>, Extension(op): Extension<Operat
 }
 
 fn parse_device(body: &[u8]) -> Result<Device, AdminError> {
-    let device: Device = serde_json::from_slice(body).map_err(|e| AdminError::BadRequest(format!("body: expected a device entry as JSON: {e}")))?;
+    let device: Device = serde_json::from_slice(body)
+        .map_err(|e| AdminError::BadRequest(format!("body: expected a device entry as JSON: {e}")))?;
     crate::model::DeviceId::parse(device.id.as_str()).map_err(|e| AdminError::BadRequest(format!("id: {e}")))?;
     Ok(device)
 }
@@ -74,7 +79,11 @@ fn check_owner(op: &Operator, device: &Device) -> Result<(), AdminError> {
 }
 
 /// `POST /v1/admin/devices`: add a device (JSON, the keys of a `[[device]]` entry).
-pub async fn create(State(state): State<AppState>, Extension(op): Extension<Operator>, body: Bytes) -> Result<(StatusCode, Json<Value>), AdminError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), AdminError> {
     let device = parse_device(&body)?;
     check_owner(&op, &device)?;
     let json = blocking(move || change(&state, &op, "device.create", device, Expect::New)).await?;
@@ -83,11 +92,19 @@ pub async fn create(State(state): State<AppState>, Extension(op): Extension<Oper
 
 /// `PUT /v1/admin/devices/{id}`: replace a device's entry (JSON, all its keys). It may move
 /// to another department only among the operator's own.
-pub async fn update(State(state): State<AppState>, Extension(op): Extension<Operator>, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, AdminError> {
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AdminError> {
     visible(&state.registry.devices(), &op, &id)?;
     let device = parse_device(&body)?;
     if device.id.as_str() != id {
-        return Err(AdminError::BadRequest(format!("id: the body's id {:?} differs from the URL's; ids can't be changed", device.id.as_str())));
+        return Err(AdminError::BadRequest(format!(
+            "id: the body's id {:?} differs from the URL's; ids can't be changed",
+            device.id.as_str()
+        )));
     }
     check_owner(&op, &device)?;
     blocking(move || change(&state, &op, "device.update", device, Expect::Existing)).await
@@ -101,7 +118,12 @@ struct VisibilityChange {
 
 /// `PUT /v1/admin/devices/{id}/visibility` with `{"visibility": "open"|"internal"}`: publish
 /// a device in the open API, or take it out.
-pub async fn set_visibility(State(state): State<AppState>, Extension(op): Extension<Operator>, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, AdminError> {
+pub async fn set_visibility(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AdminError> {
     let current = visible(&state.registry.devices(), &op, &id)?;
     let change_to: VisibilityChange = serde_json::from_slice(&body)
         .map_err(|e| AdminError::BadRequest(format!("body: expected {{\"visibility\": \"open\" or \"internal\"}}: {e}")))?;
@@ -125,7 +147,9 @@ fn change(state: &AppState, op: &Operator, action: &str, device: Device, expect:
     // The file as it is now: if it has problems (a hand edit in progress), don't build on it.
     let broken = |detail: String| {
         tracing::error!(problem = %detail, "devices file can't be changed through the admin API");
-        AdminError::Conflict("the devices file has problems (see the gateway's log); it must be fixed before it can be changed here".into())
+        AdminError::Conflict(
+            "the devices file has problems (see the gateway's log); it must be fixed before it can be changed here".into(),
+        )
     };
     let mut file = DevicesFile::read(path).map_err(|e| broken(e.to_string()))?;
     let before = parse(admin, &file.text(), &profiles).map_err(|errors| broken(errors.join("; ")))?;
@@ -143,7 +167,11 @@ fn change(state: &AppState, op: &Operator, action: &str, device: Device, expect:
     let after = match parse(admin, &text, &profiles) {
         Ok(r) => r,
         Err(problems) => {
-            admin.audit.record_or_log(AdminState::entry(op, action, &id).outcome("refused: the device has problems").detail(json!({ "problems": &problems, "after": &device })));
+            admin.audit.record_or_log(
+                AdminState::entry(op, action, &id)
+                    .outcome("refused: the device has problems")
+                    .detail(json!({ "problems": &problems, "after": &device })),
+            );
             return Err(AdminError::Invalid { message: format!("device {id:?} has problems; nothing was changed"), problems });
         }
     };

@@ -48,7 +48,10 @@ impl DevicesFile {
     }
 
     pub fn parse(path: &str, text: &str) -> Result<Self, DevicesFileError> {
-        let doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| DevicesFileError::Syntax { path: path.to_owned(), message: e.message().to_owned() })?;
+        let doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| DevicesFileError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
         let file = Self { doc, path: path.to_owned() };
         match file.doc.get("device") {
             None | Some(Item::ArrayOfTables(_)) => Ok(file),

@@ -61,7 +61,10 @@ impl IntoResponse for AdminError {
             }
             AdminError::Internal(cause) => {
                 tracing::error!(%cause, "admin request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({ "error": "internal error; the cause is in the gateway's log" }))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({ "error": "internal error; the cause is in the gateway's log" }),
+                )
             }
         };
         let mut response = (status, Json(body)).into_response();

@@ -91,13 +91,18 @@ async fn require_token(State(state): State<AppState>, mut request: Request, next
 }
 
 /// Run blocking work (file and store I/O, decoding, the audit log's sync) off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, AdminError> + Send + 'static) -> Result<T, AdminError> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, AdminError> {
     tokio::task::spawn_blocking(f).await?
 }
 
 /// `POST /v1/admin/reload`: read the devices file and profiles again, as the file watcher
 /// does; a set with problems is refused and the running one stays.
-async fn reload(State(state): State<AppState>, axum::Extension(op): axum::Extension<Operator>) -> Result<axum::Json<serde_json::Value>, AdminError> {
+async fn reload(
+    State(state): State<AppState>,
+    axum::Extension(op): axum::Extension<Operator>,
+) -> Result<axum::Json<serde_json::Value>, AdminError> {
     let admin = state.admin.clone();
     let registry = state.registry.clone();
     blocking(move || {
@@ -113,10 +118,15 @@ async fn reload(State(state): State<AppState>, axum::Extension(op): axum::Extens
                 for p in &problems {
                     tracing::error!(problem = %p, "reload refused; the previous devices and profiles stay in use");
                 }
-                admin.audit.record_or_log(AdminState::entry(&op, "reload", "").outcome(format!("refused: {} problem(s)", problems.len())));
+                admin.audit.record_or_log(
+                    AdminState::entry(&op, "reload", "").outcome(format!("refused: {} problem(s)", problems.len())),
+                );
                 // The problems name other departments' devices: only an all-departments token sees them.
                 let problems = if op.sees_all() { problems } else { vec!["details are in the gateway's log".to_owned()] };
-                Err(AdminError::Invalid { message: "reload refused; the running devices and profiles stay in use".into(), problems })
+                Err(AdminError::Invalid {
+                    message: "reload refused; the running devices and profiles stay in use".into(),
+                    problems,
+                })
             }
         }
     })

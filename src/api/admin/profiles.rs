@@ -22,7 +22,8 @@ fn not_found() -> AdminError {
 
 /// Profile ids name files: the device id alphabet, and no leading dot (hidden files are skipped).
 fn file_of(state: &AppState, id: &str) -> Result<std::path::PathBuf, AdminError> {
-    crate::model::DeviceId::parse(id).map_err(|e| AdminError::BadRequest(format!("id: {}", e.replace("device id", "profile id"))))?;
+    crate::model::DeviceId::parse(id)
+        .map_err(|e| AdminError::BadRequest(format!("id: {}", e.replace("device id", "profile id"))))?;
     if id.starts_with('.') {
         return Err(AdminError::BadRequest("id: a profile id can't start with a dot".into()));
     }
@@ -55,10 +56,16 @@ pub async fn list(State(state): State<AppState>, Extension(op): Extension<Operat
 }
 
 /// `GET /v1/admin/profiles/{id}`: one profile and its file's text.
-pub async fn show(State(state): State<AppState>, Extension(op): Extension<Operator>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
     let profile = state.registry.profiles().get(&id).cloned().ok_or_else(not_found)?;
     let path = file_of(&state, &id)?;
-    let text = blocking(move || std::fs::read_to_string(&path).map_err(|e| AdminError::Internal(format!("{}: {e}", path.display())))).await?;
+    let text =
+        blocking(move || std::fs::read_to_string(&path).map_err(|e| AdminError::Internal(format!("{}: {e}", path.display()))))
+            .await?;
     let mut body = summary(&state, &op, &profile);
     body["toml"] = json!(text);
     Ok(Json(body))
@@ -67,13 +74,19 @@ pub async fn show(State(state): State<AppState>, Extension(op): Extension<Operat
 /// `POST /v1/admin/profiles/{id}/test`: run a profile's examples — the loaded one with an
 /// empty body, or the profile file in the body (TOML), which is not saved. The answer is a
 /// 200 either way: `ok`, and the problems or mismatching examples.
-pub async fn test(State(state): State<AppState>, Extension(_op): Extension<Operator>, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, AdminError> {
+pub async fn test(
+    State(state): State<AppState>,
+    Extension(_op): Extension<Operator>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AdminError> {
     let path = file_of(&state, &id)?;
     blocking(move || {
         let profile = if body.iter().all(u8::is_ascii_whitespace) {
             state.registry.profiles().get(&id).cloned().ok_or_else(not_found)?
         } else {
-            let text = std::str::from_utf8(&body).map_err(|_| AdminError::BadRequest("body: expected a profile file (TOML, UTF-8)".into()))?;
+            let text = std::str::from_utf8(&body)
+                .map_err(|_| AdminError::BadRequest("body: expected a profile file (TOML, UTF-8)".into()))?;
             match Profile::from_toml(&path, text) {
                 Ok(p) => std::sync::Arc::new(p),
                 Err(errors) => {
@@ -89,24 +102,41 @@ pub async fn test(State(state): State<AppState>, Extension(_op): Extension<Opera
 }
 
 /// `PUT /v1/admin/profiles/{id}`: add or replace a profile (the TOML file in the body).
-pub async fn upload(State(state): State<AppState>, Extension(op): Extension<Operator>, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, AdminError> {
+pub async fn upload(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AdminError> {
     let path = file_of(&state, &id)?;
-    let text = String::from_utf8(body.to_vec()).map_err(|_| AdminError::BadRequest("body: expected a profile file (TOML, UTF-8)".into()))?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| AdminError::BadRequest("body: expected a profile file (TOML, UTF-8)".into()))?;
     blocking(move || {
         let admin = &state.admin;
         let refuse = |message: String, problems: Vec<String>| {
-            admin.audit.record_or_log(AdminState::entry(&op, "profile.upload", &id).outcome(format!("refused: {message}")).detail(json!({ "problems": &problems })));
+            admin.audit.record_or_log(
+                AdminState::entry(&op, "profile.upload", &id)
+                    .outcome(format!("refused: {message}"))
+                    .detail(json!({ "problems": &problems })),
+            );
             AdminError::Invalid { message, problems }
         };
-        let profile = Profile::from_toml(&path, &text).map_err(|errors| refuse(format!("profile {id:?} has problems; nothing was changed"), errors.iter().map(|e| e.to_string()).collect()))?;
+        let profile = Profile::from_toml(&path, &text).map_err(|errors| {
+            refuse(format!("profile {id:?} has problems; nothing was changed"), errors.iter().map(|e| e.to_string()).collect())
+        })?;
         let mismatches = profile.check_examples();
         if !mismatches.is_empty() {
-            return Err(refuse(format!("profile {id:?}: examples do not decode as stated; nothing was changed"), mismatches.iter().map(|m| m.to_string()).collect()));
+            return Err(refuse(
+                format!("profile {id:?}: examples do not decode as stated; nothing was changed"),
+                mismatches.iter().map(|m| m.to_string()).collect(),
+            ));
         }
         let _files = admin.files.lock().unwrap_or_else(|p| p.into_inner());
         let devices = state.registry.devices();
         if !op.sees_all() && devices.iter().any(|d| d.profile == id && !op.sees(&d.owner)) {
-            return Err(AdminError::Conflict(format!("profile {id:?} is also used by other departments' devices; replacing it needs a token for all departments")));
+            return Err(AdminError::Conflict(format!(
+                "profile {id:?} is also used by other departments' devices; replacing it needs a token for all departments"
+            )));
         }
         let old = std::fs::read_to_string(&path).ok();
         write_atomically(&path, &text).map_err(|e| AdminError::Internal(e.to_string()))?;
@@ -125,12 +155,20 @@ pub async fn upload(State(state): State<AppState>, Extension(op): Extension<Oper
                     tracing::error!(problem = %p, "profile upload refused: the set would not load");
                 }
                 let shown = if op.sees_all() { problems } else { vec!["details are in the gateway's log".to_owned()] };
-                return Err(refuse(format!("with profile {id:?} the devices and profiles would not load; nothing was changed"), shown));
+                return Err(refuse(
+                    format!("with profile {id:?} the devices and profiles would not load; nothing was changed"),
+                    shown,
+                ));
             }
         }
         admin.audit.record_or_log(AdminState::entry(&op, "profile.upload", &id).detail(json!({ "created": old.is_none() })));
         tracing::info!(profile = %id, by = %op.name, "profile uploaded through the admin API");
-        let loaded = state.registry.profiles().get(&id).cloned().ok_or_else(|| AdminError::Internal(format!("profile {id} missing after upload")))?;
+        let loaded = state
+            .registry
+            .profiles()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| AdminError::Internal(format!("profile {id} missing after upload")))?;
         Ok(Json(summary(&state, &op, &loaded)))
     })
     .await

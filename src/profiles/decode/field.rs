@@ -137,9 +137,7 @@ impl FixedField {
             FieldRead::Skip => {}
             // Not a reading, but worth telling the operator: the sensor sent something its
             // documentation does not describe.
-            FieldRead::Warn(what) => {
-                out.warnings.push(format!("{}: value at byte {} {what}", self.quantity, origin + self.byte))
-            }
+            FieldRead::Warn(what) => out.warnings.push(format!("{}: value at byte {} {what}", self.quantity, origin + self.byte)),
             FieldRead::Short => return Err(()),
         }
         Ok(())
@@ -164,13 +162,8 @@ pub(crate) fn read_bits(ty: FieldType, bytes: &[u8], at: usize) -> Option<u64> {
     let end = at.checked_add(ty.width())?;
     let slice = bytes.get(at..end)?;
     let fold_be = |acc: u64, b: &u8| (acc << 8) | u64::from(*b);
-    Some(if ty.is_big_endian() || ty.width() == 1 {
-        slice.iter().fold(0, fold_be)
-    } else {
-        slice.iter().rev().fold(0, fold_be)
-    })
+    Some(if ty.is_big_endian() || ty.width() == 1 { slice.iter().fold(0, fold_be) } else { slice.iter().rev().fold(0, fold_be) })
 }
-
 
 /// Report each of `keys` that `f` sets although it has no meaning for this kind of field.
 pub(crate) fn reject_keys(f: &FieldSpec, keys: &[&str], span: Option<Range<usize>>, path: &str, why: &str, issues: &mut Issues) {

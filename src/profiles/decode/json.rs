@@ -19,10 +19,14 @@ pub(crate) struct JsonField {
     pub scaling: Scaling,
 }
 
-
 /// Maps JSON values to readings. `lenient`: numeric strings (`"21.50"`, as `toFixed` returns
 /// them) count as numbers; JavaScript codecs produce them, JSON sensors should not.
-pub(crate) fn map_json(fields: &[JsonField], value: &serde_json::Value, lenient: bool, out: &mut Decoded) -> Result<(), DecodeError> {
+pub(crate) fn map_json(
+    fields: &[JsonField],
+    value: &serde_json::Value,
+    lenient: bool,
+    out: &mut Decoded,
+) -> Result<(), DecodeError> {
     for f in fields {
         let raw = match value.pointer(&f.pointer) {
             Some(serde_json::Value::Number(n)) => n.as_f64(),
@@ -42,7 +46,11 @@ pub(crate) fn map_json(fields: &[JsonField], value: &serde_json::Value, lenient:
                 continue;
             }
             Some(other) => {
-                return Err(DecodeError::JsonNotNumber { pointer: f.pointer.clone(), quantity: f.quantity, found: json_type(other) })
+                return Err(DecodeError::JsonNotNumber {
+                    pointer: f.pointer.clone(),
+                    quantity: f.quantity,
+                    found: json_type(other),
+                })
             }
         };
         // serde_json numbers are finite, but a huge number times a scale need not be.
@@ -54,7 +62,6 @@ pub(crate) fn map_json(fields: &[JsonField], value: &serde_json::Value, lenient:
     Ok(())
 }
 
-
 fn json_type(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
@@ -65,7 +72,6 @@ fn json_type(v: &serde_json::Value) -> &'static str {
         serde_json::Value::Object(_) => "an object",
     }
 }
-
 
 /// Compiles fields found by JSON pointer (`json` layouts, and the `data` of `javascript` ones).
 pub(crate) fn compile_pointer_fields(spec: &LayoutSpec, path: &str, issues: &mut Issues) -> Vec<JsonField> {

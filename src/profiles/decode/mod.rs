@@ -30,7 +30,9 @@ use super::js::JsLayout;
 use super::lpp::LppLayout;
 use super::tlv::TlvLayout;
 use crate::model::Quantity;
-pub(crate) use field::{compile_condition, compile_fixed_field, compile_scaling, read_bits, reject_keys, ByteTest, FixedField, Scaling};
+pub(crate) use field::{
+    compile_condition, compile_fixed_field, compile_scaling, read_bits, reject_keys, ByteTest, FixedField, Scaling,
+};
 pub(crate) use json::{compile_json, compile_pointer_fields, map_json, JsonField, JsonLayout};
 
 /// The largest LoRaWAN application payload (FRMPayload at the fastest data rates), the default
@@ -167,8 +169,6 @@ enum Body {
     Ignore,
 }
 
-
-
 impl Layouts {
     /// Decodes a binary payload with the first layout that accepts `f_port` and whose `match`
     /// (if any) the payload satisfies.
@@ -243,7 +243,6 @@ impl Layouts {
     }
 }
 
-
 impl BinaryLayout {
     fn decode(&self, f_port: Option<u8>, bytes: &[u8]) -> Result<Decoded, DecodeError> {
         let too_short = || DecodeError::TooShort { f_port, needed: self.min, got: bytes.len() };
@@ -269,7 +268,6 @@ impl BinaryLayout {
         }
     }
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Compiling: format types → the structures above, collecting every problem.
@@ -349,7 +347,11 @@ fn check_kind_keys(spec: &LayoutSpec, kind: LayoutKind, path: &str, span: Option
     ];
     for (key, present, allowed) in keys {
         if present && !allowed {
-            issues.push(span.clone(), format!("{path}.{key}"), format!("`{key}` does not apply to layouts of kind {}", kind_name(kind)));
+            issues.push(
+                span.clone(),
+                format!("{path}.{key}"),
+                format!("`{key}` does not apply to layouts of kind {}", kind_name(kind)),
+            );
         }
     }
 }
@@ -404,7 +406,11 @@ fn compile_binary(
             for &p in list {
                 // 0 carries MAC commands only; 224 is the LoRaWAN test port, 225–255 are reserved.
                 if !(1..=223).contains(&p) {
-                    issues.push(span.clone(), format!("{path}.fports"), format!("fPort {p} cannot carry application data; use 1 to 223"));
+                    issues.push(
+                        span.clone(),
+                        format!("{path}.fports"),
+                        format!("fPort {p} cannot carry application data; use 1 to 223"),
+                    );
                 }
                 set.insert(p);
             }
@@ -465,7 +471,11 @@ fn compile_binary(
     };
     let max = spec.max_length.unwrap_or(MAX_LORAWAN_PAYLOAD.max(min));
     if max < min {
-        issues.push(span, format!("{path}.max_length"), format!("max_length {max} is shorter than the {min} bytes the layout needs"));
+        issues.push(
+            span,
+            format!("{path}.max_length"),
+            format!("max_length {max} is shorter than the {min} bytes the layout needs"),
+        );
     }
     (issues.list.len() == before).then_some(BinaryLayout { ports, select, min, max, body })
 }
