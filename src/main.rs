@@ -330,12 +330,12 @@ fn decode(settings: &Settings, profile: &str, fport: Option<u8>, hex: &str) -> E
         eprintln!("no profile {profile:?}; `messnetz profiles list` shows the ids");
         return ExitCode::from(1);
     };
-    let hex: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
-    let bytes: Result<Vec<u8>, _> =
-        (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(i)).collect();
-    let Ok(bytes) = bytes else {
-        eprintln!("--hex: expected an even number of hex digits, got {hex:?}");
-        return ExitCode::from(2);
+    let bytes = match messnetz::profiles::parse_hex(hex) {
+        Ok(bytes) => bytes,
+        Err(why) => {
+            eprintln!("--hex: {why}");
+            return ExitCode::from(2);
+        }
     };
     match p.decode_bytes(fport, &bytes) {
         Ok(decoded) => {

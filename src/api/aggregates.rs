@@ -9,7 +9,7 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use super::{error::ApiError, licence_link, licence_uri, open_device, rfc3339, round, AppState};
+use super::{error::ApiError, licence_link, licence_uri, open_device, parse_time, rfc3339, round, AppState};
 use crate::aggregates::{Interval, Scope};
 use crate::devices::Visibility;
 use crate::model::Quantity;
@@ -39,11 +39,6 @@ fn parse_query(pairs: &[(String, String)], max_points: usize, now: DateTime<Utc>
     let (mut device, mut district, mut quantity, mut from, mut to) = (None, None, None, None, None);
     let mut interval = Interval::Hour;
     let mut csv = false;
-    let time = |name: &str, v: &str| {
-        DateTime::parse_from_rfc3339(v)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| bad(format!("{name}: expected an RFC 3339 time such as 2026-11-25T10:00:00Z, got {v:?} ({e})")))
-    };
     for (k, v) in pairs {
         match k.as_str() {
             "device" => device = Some(v.clone()),
@@ -52,8 +47,8 @@ fn parse_query(pairs: &[(String, String)], max_points: usize, now: DateTime<Utc>
             "interval" => {
                 interval = Interval::parse(v).ok_or_else(|| bad(format!("interval: expected 10m, 1h or 1d, got {v:?}")))?
             }
-            "from" => from = Some(time("from", v)?),
-            "to" => to = Some(time("to", v)?),
+            "from" => from = Some(parse_time("from", v)?),
+            "to" => to = Some(parse_time("to", v)?),
             "format" => {
                 csv = match v.as_str() {
                     "json" => false,

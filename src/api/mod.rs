@@ -99,6 +99,13 @@ fn open_device(state: &AppState, id: &str) -> Result<Arc<Device>, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no open device {id:?}")))
 }
 
+/// A time query parameter; the 400 names the parameter and shows the expected form.
+fn parse_time(name: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+        ApiError::BadRequest(format!("{name}: expected an RFC 3339 time such as 2026-11-25T10:00:00Z, got {v:?} ({e})"))
+    })
+}
+
 /// Times are RFC 3339 in UTC with a `Z`, with fractions only when there are any.
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)

@@ -9,7 +9,7 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use super::{error::ApiError, licence_link, open_device, rfc3339, round, AppState};
+use super::{error::ApiError, licence_link, open_device, parse_time, rfc3339, round, AppState};
 use crate::model::Quantity;
 
 /// Range used when `from` is not given: this long before `to`.
@@ -39,11 +39,6 @@ fn parse_query(pairs: &[(String, String)], max_points: usize, now: DateTime<Utc>
     let mut to = None;
     let mut limit = max_points;
     let mut format = Format::Json;
-    let time = |name: &str, v: &str| {
-        DateTime::parse_from_rfc3339(v)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| bad(format!("{name}: expected an RFC 3339 time such as 2026-11-25T10:00:00Z, got {v:?} ({e})")))
-    };
     for (k, v) in pairs {
         match k.as_str() {
             "device" => device = Some(v.clone()),
@@ -52,8 +47,8 @@ fn parse_query(pairs: &[(String, String)], max_points: usize, now: DateTime<Utc>
                     bad(format!("quantity: unknown quantity {v:?}; see GET /v1/devices/{{id}}/latest for a device's quantities"))
                 })?)
             }
-            "from" => from = Some(time("from", v)?),
-            "to" => to = Some(time("to", v)?),
+            "from" => from = Some(parse_time("from", v)?),
+            "to" => to = Some(parse_time("to", v)?),
             "limit" => {
                 limit = v
                     .parse::<usize>()

@@ -373,7 +373,7 @@ fn compile_examples(specs: &[toml::Spanned<ExampleSpec>], issues: &mut Vec<Issue
 }
 
 /// Hex digits in either case; spaces are allowed so that fields can be grouped for reading.
-fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     if digits.len() % 2 != 0 {
         return Err(format!("{text:?} has an odd number of hex digits"));
