@@ -60,6 +60,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     // Dead-letter replays from the admin API take the same path as the broker's messages.
     let admin = crate::api::admin::AdminState::new(&settings, ingest.clone()).context("admin.audit_log")?;
     tracker.spawn(ingest.run(rx, cancel.clone()));
+    // Device windows: flushed from their journal until ingest has stopped, then drained.
+    let flusher_stop = CancellationToken::new();
+    let flusher = tokio::spawn(crate::rollup_flush::run(
+        store.clone(),
+        Duration::from_millis(settings.store.window_flush_ms),
+        flusher_stop.clone(),
+    ));
     tracker.spawn(source.run(tx, metrics.clone(), cancel.clone()));
 
     if settings.reload.interval_s > 0 {
@@ -67,7 +74,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         tracker.spawn(registry::watch(registry.clone(), settings.clone(), interval, cancel.clone()));
     }
     let state = AppState {
-        store,
+        store: store.clone(),
         registry,
         metrics,
         max_points: settings.api.max_points,
@@ -91,6 +98,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
         warn!(after_s = deadline.as_secs(), "shutdown deadline passed; unacknowledged messages will be redelivered");
     }
+    flusher_stop.cancel();
+    let _ = flusher.await;
+    crate::rollup_flush::drain(store).await;
     // Ingest has committed its last batch: the writer sends what it can, the rest stays spooled.
     writer_stop.cancel();
     if let (Some(writer), Some(i)) = (writer, settings.influxdb.as_ref()) {

@@ -14,8 +14,9 @@
 //!   acknowledging messages to the broker only after their batch is durable.
 //! - With `[influxdb]`, [`store::influx`] sends the readings on to InfluxDB v2 from a durable
 //!   spool ([`store::outbox`]) that ingest fills in the same commit as the embedded store.
-//! - [`aggregates`] defines the rollup windows (kept up to date by the store in the readings'
-//!   own transaction) and the derived quantities (dew point, heat index).
+//! - [`aggregates`] defines the rollup windows and the derived quantities (dew point, heat
+//!   index). The store keeps district windows in the readings' own transaction and journals
+//!   device windows there; [`rollup_flush`] stores the journaled ones every second.
 //! - [`api`] serves the stored data over HTTP; [`metrics`] counts what happened.
 //! - [`registry`] holds the devices and profiles in use and reloads them when their files change.
 //! - [`api::admin`] is the operator API (tokens scoped to departments: devices, profiles,
@@ -34,5 +35,6 @@ pub mod model;
 pub mod profiles;
 pub mod quality;
 pub mod registry;
+pub mod rollup_flush;
 pub mod sources;
 pub mod store;

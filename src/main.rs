@@ -391,7 +391,10 @@ fn rebuild_rollups(settings: &Settings, from: Option<&str>, to: Option<&str>) ->
         |id: &str| devices.get(id).filter(|d| d.visibility == messnetz::devices::Visibility::Open).map(|d| d.district.clone());
     match store.rebuild_rollups(from, to, &district_of) {
         Ok(summary) => {
-            println!("rebuilt the rollups from {} readings ({} district windows)", summary.readings, summary.district_windows);
+            println!(
+                "rebuilt the rollups from {} readings ({} device windows, {} district windows)",
+                summary.readings, summary.device_windows, summary.district_windows
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

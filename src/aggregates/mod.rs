@@ -3,8 +3,9 @@
 //! District rollups are updated in the same transaction as the readings they summarise, so
 //! they are exactly as durable as the readings: a batch is first folded in memory (many
 //! readings of one window become one update), then merged into the stored windows. Device
-//! windows are folded from the device's stored readings when asked. Readings flagged bad
-//! are counted as excluded and left out of the statistics.
+//! windows are journaled in that transaction and stored by a deferred flush (see
+//! `store::device_windows`). Readings flagged bad are counted as excluded and left out of
+//! the statistics.
 
 pub mod derived;
 
@@ -166,7 +167,7 @@ pub struct RollupDelta {
 
 impl RollupDelta {
     /// Add one new reading of an open device to its district's windows. (Device windows are
-    /// folded from the stored readings when asked; see `store::rollups`.)
+    /// journaled and flushed; see `store::device_windows`.)
     pub fn add(&mut self, reading: &Reading, district: Option<&str>) {
         if let Some(z) = district {
             self.add_to_district(z, reading.quantity, reading.time.timestamp_millis(), reading.value, reading.flag);

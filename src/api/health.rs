@@ -32,6 +32,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     .await
     .ok()
     .flatten();
+    let name = "messnetz_rollup_windows_pending";
+    text.push_str(&format!(
+        "# HELP {name} Device rollup windows journaled and not yet flushed into the stored windows (queries fold them from the readings).\n# TYPE {name} gauge\n{name} {}\n",
+        state.store.pending_windows()
+    ));
     if let Some(stale) = stale {
         let name = "messnetz_devices_stale";
         text.push_str(&format!(

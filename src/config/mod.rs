@@ -167,6 +167,9 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if s.open_data.base_url.ends_with('/') || !s.open_data.base_url.starts_with("http") {
         err("open_data.base_url", "expected an http(s) URL without a trailing slash");
     }
+    if !(10..=600_000).contains(&s.store.window_flush_ms) {
+        err("store.window_flush_ms", "expected 10 to 600000 milliseconds");
+    }
     if s.api.max_points == 0 {
         err("api.max_points", "expected at least 1");
     }

@@ -268,11 +268,14 @@ impl Default for IngestSettings {
 pub struct StoreSettings {
     /// Directory of the embedded store; created if missing.
     pub path: PathBuf,
+    /// Milliseconds between flushes of journaled device windows into the stored windows.
+    /// Queries are current either way; a longer interval costs ingest less in a burst.
+    pub window_flush_ms: u64,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { path: PathBuf::from("data") }
+        Self { path: PathBuf::from("data"), window_flush_ms: 1000 }
     }
 }
 

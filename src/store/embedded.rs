@@ -10,6 +10,7 @@ use std::path::Path;
 use chrono::{DateTime, TimeZone, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::device_windows::{self, FlushSummary, Pending, Touched};
 use super::{engine, rollups, DeadLetter, StoreError, WriteBatch};
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
@@ -21,6 +22,10 @@ const LAST_SEEN: TableDefinition<&str, i64> = TableDefinition::new("last_seen");
 /// sequence number → dead letter as JSON.
 pub(super) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
+/// Journal rows one flush transaction handles at most, so a long backlog (after a restart
+/// or an outage) is stored in steps and never holds up ingest's commits for long.
+pub const FLUSH_BATCHES: usize = 64;
+
 /// The embedded store. Cheap to share: wrap it in an `Arc`; its calls block, so call them
 /// from `spawn_blocking` in async code.
 pub struct EmbeddedStore {
@@ -28,6 +33,8 @@ pub struct EmbeddedStore {
     pub(super) db: Database,
     /// Keep rollups up to date on every write (always, but for measuring what they cost).
     rollups: bool,
+    /// Device windows journaled but not flushed yet.
+    pending: Pending,
 }
 
 impl EmbeddedStore {
@@ -44,8 +51,10 @@ impl EmbeddedStore {
         tx.open_table(rollups::ROLLUPS).map_err(engine)?;
         tx.open_table(rollups::DEVICE_DISTRICT).map_err(engine)?;
         tx.open_table(super::frame_counters::FRAME_COUNTERS).map_err(engine)?;
+        tx.open_table(device_windows::WINDOW_JOURNAL).map_err(engine)?;
         tx.commit().map_err(engine)?;
-        Ok(Self { db, rollups: true })
+        let pending = Pending::load(&db)?;
+        Ok(Self { db, rollups: true, pending })
     }
 
     /// Write a batch in one durable transaction: when this returns `Ok`, it is on disk.
@@ -61,10 +70,12 @@ impl EmbeddedStore {
     /// removes the letter in the same transaction as the readings it produced.
     pub(super) fn write_in(&self, tx: &redb::WriteTransaction, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
         let mut ids = Vec::with_capacity(batch.dead_letters.len());
-        // New readings go into the rollups as deltas; a reading that replaces a different
-        // stored value makes its windows be recomputed; a repeated one changes nothing.
+        // New readings go into the district rollups as deltas; a reading that replaces a
+        // different stored value makes its district windows be recomputed; a repeated one
+        // changes nothing. Device windows of new and changed readings go to the journal.
         let mut delta = RollupDelta::default();
         let mut changed = Vec::new();
+        let mut touched = Touched::new();
         {
             let mut readings = tx.open_table(READINGS).map_err(engine)?;
             for r in &batch.readings {
@@ -78,18 +89,22 @@ impl EmbeddedStore {
                     let (v, f, _) = o.value();
                     (v, f)
                 }) {
-                    None if !self.rollups => {}
+                    None if !self.rollups => continue,
                     None => delta.add(r, batch.districts.get(&r.device).map(String::as_str)),
-                    Some((v, f)) if v.to_bits() == r.value.to_bits() && f == r.flag.to_byte() => {}
+                    Some((v, f)) if v.to_bits() == r.value.to_bits() && f == r.flag.to_byte() => continue,
                     Some(_) => changed.push((r.device.as_str(), r.quantity, r.time.timestamp_millis())),
                 }
+                let start = Interval::TenMinutes.window_start(r.time.timestamp_millis());
+                touched.entry((r.device.as_str(), r.quantity.name())).or_default().insert(start);
             }
         }
         if !self.rollups {
             changed.clear();
+            touched.clear();
         }
         rollups::set_districts(tx, batch.districts.iter().map(|(d, z)| (d.as_str(), z.as_str())))?;
         rollups::apply(tx, &delta)?;
+        device_windows::journal(tx, &self.pending, &touched)?;
         for (device, quantity, t) in changed {
             rollups::recompute(tx, device, quantity, t)?;
         }
@@ -242,8 +257,12 @@ impl EmbeddedStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(DateTime<Utc>, Window)>, StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        rollups::query(&tx, scope, quantity, interval, from.timestamp_millis(), to.timestamp_millis())?
+        let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
+        let windows = match scope {
+            Scope::Device(device) => device_windows::query(&self.db, &self.pending, device, quantity, interval, from, to)?,
+            Scope::District(_) => rollups::stored(&self.db.begin_read().map_err(engine)?, scope, quantity, interval, from, to)?,
+        };
+        windows
             .into_iter()
             .map(|(start, w)| Ok((millis(start)?, w)))
             .collect()
@@ -265,7 +284,32 @@ impl EmbeddedStore {
         to: DateTime<Utc>,
         district_of: &dyn Fn(&str) -> Option<String>,
     ) -> Result<rollups::RebuildSummary, StoreError> {
+        self.flush_all()?;
         rollups::rebuild(&self.db, from.timestamp_millis(), to.timestamp_millis(), district_of)
+    }
+
+    /// Store the device windows of up to `max_batches` journaled batches (oldest first). The
+    /// gateway calls this every `store.flush_interval_ms`; queries are current either way.
+    pub fn flush_windows(&self, max_batches: usize) -> Result<FlushSummary, StoreError> {
+        device_windows::flush(&self.db, &self.pending, max_batches)
+    }
+
+    /// Flush until the window journal is empty.
+    pub fn flush_all(&self) -> Result<FlushSummary, StoreError> {
+        let mut total = FlushSummary::default();
+        loop {
+            let done = self.flush_windows(FLUSH_BATCHES)?;
+            if done.batches == 0 {
+                return Ok(total);
+            }
+            total.batches += done.batches;
+            total.windows += done.windows;
+        }
+    }
+
+    /// Device windows journaled and not stored yet (a gauge in /metrics).
+    pub fn pending_windows(&self) -> usize {
+        self.pending.len()
     }
 
     /// Number of stored readings (all devices).

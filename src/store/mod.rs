@@ -1,6 +1,7 @@
 //! Durable storage: what a batch of messages produced (readings, dead letters, last-seen times), written atomically.
 
 mod dead_letter;
+mod device_windows;
 mod embedded;
 mod frame_counters;
 pub mod influx;
@@ -8,7 +9,8 @@ pub mod outbox;
 mod rollups;
 
 pub use dead_letter::{DeadLetter, DeadLetterFilter, ReplayOutcome};
-pub use embedded::EmbeddedStore;
+pub use device_windows::FlushSummary;
+pub use embedded::{EmbeddedStore, FLUSH_BATCHES};
 pub use frame_counters::{FrameCounter, RecentFrame, DUPLICATE_WINDOW_MS};
 pub use outbox::Spool;
 pub use rollups::RebuildSummary;

@@ -1,11 +1,11 @@
-//! Rollup windows: district windows stored and merged in the readings' own transaction; device windows folded from the readings on request.
+//! Rollup windows: district windows merged in the readings' own transaction; queries, extents and rebuilds of both kinds.
 //!
-//! A device's readings are already stored in time order, so its windows are folded from
-//! them when asked (a device-week at 1 h is 1,008 readings at a 10-minute cadence); that is
-//! exact for late and corrected readings by construction. Storing device windows as well
-//! was measured to cut store ingest throughput by about 70 % (every batch rewrites a window
-//! page per series and interval), against a 10 % budget. District windows, which would
-//! need the readings of all the district's devices, are stored and kept up to date.
+//! Both kinds live in one table keyed (scope, quantity, interval, start). A district's
+//! windows gather up to hundreds of devices, so a batch's readings are merged into them as
+//! deltas in the batch's own transaction: few windows, many readings each. A device's
+//! windows are stored by the deferred flush in `device_windows.rs`: storing them batch by
+//! batch was measured to cost 69 % of store throughput (every commit rewrote a window page
+//! per series and interval), against a 10 % budget.
 
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -85,8 +85,9 @@ pub(super) fn set_districts<'a>(
     Ok(())
 }
 
-/// Windows of one scope and quantity with `from <= start < to`, oldest first.
-pub(super) fn query(
+/// The stored windows of one scope and quantity with `from <= start < to`, oldest first.
+/// (A device's may lag its readings until the next flush: see `device_windows::query`.)
+pub(super) fn stored(
     tx: &ReadTransaction,
     scope: &Scope,
     quantity: Quantity,
@@ -94,35 +95,13 @@ pub(super) fn query(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<(i64, Window)>, StoreError> {
-    let mut out: Vec<(i64, Window)> = Vec::new();
-    match scope {
-        Scope::Device(device) => {
-            let table = tx.open_table(READINGS).map_err(engine)?;
-            let (d, q) = (device.as_str(), quantity.name());
-            // Whole windows: the last one runs to its own end, as a stored window would.
-            let end = if to_ms > from_ms { interval.window_start(to_ms - 1).saturating_add(interval.millis()) } else { to_ms };
-            for entry in table.range((d, q, from_ms)..(d, q, end)).map_err(engine)? {
-                let (k, v) = entry.map_err(engine)?;
-                let t = k.value().2;
-                let (value, flag, _) = v.value();
-                let start = interval.window_start(t);
-                if out.last().is_none_or(|(s, _)| *s != start) {
-                    out.push((start, Window::EMPTY));
-                }
-                if let Some((_, w)) = out.last_mut() {
-                    w.add(value, t, QualityFlag::from_byte(flag));
-                }
-            }
-        }
-        Scope::District(_) => {
-            let table = tx.open_table(ROLLUPS).map_err(engine)?;
-            let key = scope.key();
-            let (s, q, c) = (key.as_str(), quantity.name(), interval.code());
-            for entry in table.range((s, q, c, from_ms)..(s, q, c, to_ms)).map_err(engine)? {
-                let (k, v) = entry.map_err(engine)?;
-                out.push((k.value().3, Window::from_tuple(v.value())));
-            }
-        }
+    let table = tx.open_table(ROLLUPS).map_err(engine)?;
+    let key = scope.key();
+    let (s, q, c) = (key.as_str(), quantity.name(), interval.code());
+    let mut out = Vec::new();
+    for entry in table.range((s, q, c, from_ms)..(s, q, c, to_ms)).map_err(engine)? {
+        let (k, v) = entry.map_err(engine)?;
+        out.push((k.value().3, Window::from_tuple(v.value())));
     }
     Ok(out)
 }
@@ -152,47 +131,51 @@ pub(super) fn extent(tx: &ReadTransaction, scope: &Scope, quantity: Quantity) ->
     Ok(first.zip(last))
 }
 
-/// Recompute every district window that starts in `[from_ms, to_ms)` (widened to whole days)
-/// from the stored readings. `district_of` names the district of each open device.
+/// Recompute every window (device and district) that starts in `[from_ms, to_ms)` (widened
+/// to whole days) from the stored readings, in one transaction. `district_of` names the
+/// district of each open device. The caller flushes the window journal first.
 pub(super) fn rebuild(
     db: &redb::Database,
     from_ms: i64,
     to_ms: i64,
     district_of: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RebuildSummary, StoreError> {
-    use redb::ReadableDatabase;
     let from = Interval::Day.window_start(from_ms);
     let to = Interval::Day.window_start(to_ms.saturating_sub(1)).saturating_add(Interval::Day.millis());
     let mut delta = RollupDelta::default();
     let mut summary = RebuildSummary::default();
+    let tx = db.begin_write().map_err(engine)?;
     {
-        let read = db.begin_read().map_err(engine)?;
-        let readings = read.open_table(READINGS).map_err(engine)?;
+        let readings = tx.open_table(READINGS).map_err(engine)?;
+        let mut table = tx.open_table(ROLLUPS).map_err(engine)?;
+        table.retain(|(_, _, _, start), _| !(from..to).contains(&start)).map_err(engine)?;
+        let mut devices = super::device_windows::Rebuilder::default();
         let mut current: Option<(String, Option<String>)> = None;
         for entry in readings.iter().map_err(engine)? {
             let (k, v) = entry.map_err(engine)?;
             let (device, quantity, t) = k.value();
+            let Some(q) = Quantity::by_name(quantity) else { continue };
             if !(from..to).contains(&t) {
                 continue;
             }
+            let (value, flag, _) = v.value();
+            let flag = QualityFlag::from_byte(flag);
+            devices.add(&mut table, device, q.name(), t, value, flag)?;
+            summary.readings += 1;
             // Readings are stored series by series: look the district up once per device.
             if current.as_ref().is_none_or(|(d, _)| d != device) {
                 current = Some((device.to_owned(), district_of(device)));
             }
-            let (Some((_, Some(district))), Some(q)) = (&current, Quantity::by_name(quantity)) else { continue };
-            let (value, flag, _) = v.value();
-            delta.add_to_district(district, q, t, value, QualityFlag::from_byte(flag));
-            summary.readings += 1;
+            if let Some((_, Some(district))) = &current {
+                delta.add_to_district(district, q, t, value, flag);
+            }
         }
-    }
-    summary.district_windows = delta.windows.len();
-    let tx = db.begin_write().map_err(engine)?;
-    {
-        let mut table = tx.open_table(ROLLUPS).map_err(engine)?;
-        table.retain(|(_, _, _, start), _| !(from..to).contains(&start)).map_err(engine)?;
+        devices.finish(&mut table)?;
+        summary.device_windows = devices.written;
         let mut districts = tx.open_table(DEVICE_DISTRICT).map_err(engine)?;
         districts.retain(|device, _| district_of(device).is_some()).map_err(engine)?;
     }
+    summary.district_windows = delta.windows.len();
     apply(&tx, &delta)?;
     tx.commit().map_err(engine)?;
     Ok(summary)
@@ -202,5 +185,6 @@ pub(super) fn rebuild(
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RebuildSummary {
     pub readings: u64,
+    pub device_windows: usize,
     pub district_windows: usize,
 }
