@@ -16,7 +16,7 @@
 //!   spool ([`store::outbox`]) that ingest fills in the same commit as the embedded store.
 //! - [`aggregates`] defines the rollup windows and the derived quantities (dew point, heat
 //!   index). The store keeps district windows in the readings' own transaction and journals
-//!   device windows there; [`rollup_flush`] stores the journaled ones every second.
+//!   device windows there; [`rollup_flush`] stores the journaled ones every few seconds.
 //! - [`api`] serves the stored data over HTTP; [`metrics`] counts what happened.
 //! - [`registry`] holds the devices and profiles in use and reloads them when their files change.
 //! - [`api::admin`] is the operator API (tokens scoped to departments: devices, profiles,

@@ -156,13 +156,15 @@ impl Window {
     }
 }
 
-/// Key of one stored window: scope key, quantity, interval code, window start (ms).
-pub type WindowKey = (String, &'static str, u8, i64);
+/// A window within one district: quantity name, interval code, window start (ms).
+pub type DistrictWindow = (&'static str, u8, i64);
 
 /// A batch's readings folded into per-window deltas, ready to merge into the store.
 #[derive(Debug, Default)]
 pub struct RollupDelta {
-    pub windows: HashMap<WindowKey, Window>,
+    /// By district name, then window: a reading costs one lookup of its district (no
+    /// allocation once the district is there) and three small-key updates.
+    pub windows: HashMap<String, HashMap<DistrictWindow, Window>>,
 }
 
 impl RollupDelta {
@@ -182,15 +184,23 @@ impl RollupDelta {
         value: f64,
         flag: QualityFlag,
     ) {
-        let scope = Scope::District(district.to_owned()).key();
+        let windows = match self.windows.get_mut(district) {
+            Some(w) => w,
+            None => self.windows.entry(district.to_owned()).or_default(),
+        };
         for interval in Interval::ALL {
-            let key = (scope.clone(), quantity.name(), interval.code(), interval.window_start(t_ms));
-            self.windows.entry(key).or_insert(Window::EMPTY).add(value, t_ms, flag);
+            let key = (quantity.name(), interval.code(), interval.window_start(t_ms));
+            windows.entry(key).or_insert(Window::EMPTY).add(value, t_ms, flag);
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.windows.is_empty()
+    }
+
+    /// Number of district windows the delta touches.
+    pub fn len(&self) -> usize {
+        self.windows.values().map(HashMap::len).sum()
     }
 }
 

@@ -275,7 +275,7 @@ pub struct StoreSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { path: PathBuf::from("data"), window_flush_ms: 1000 }
+        Self { path: PathBuf::from("data"), window_flush_ms: 5000 }
     }
 }
 

@@ -1,216 +1,167 @@
-//! Device windows: persisted by a deferred flush that a per-batch journal feeds, and current on every query.
+//! Device windows: stored as hour blocks by a deferred flush that the window journal feeds, and current on every query.
 //!
-//! Every write that adds or changes readings also appends one journal row (the 10-minute
-//! windows it touched, per series) in the same transaction, and notes the same windows in
-//! memory as pending. A flush, run every second by the gateway, recomputes the pending
-//! windows from the stored readings, stores them, and drops the journal rows it handled,
-//! again in one transaction. So a crash loses no window (the journal is as durable as the
-//! readings), corrections are exact (windows are recomputed, not patched), and a queue of
-//! uplinks costs one window write per series and window per flush instead of one per batch.
-//! A query overlays the pending windows, folded from the readings, on the stored ones.
+//! Every write that adds or changes readings also appends a journal row naming the series
+//! hours it touched (`window_journal.rs`), in the same transaction. A flush, run every few
+//! seconds by the gateway, recomputes those hours from the stored readings, then the days
+//! that hold them, stores them and drops the journal
+//! rows it handled, again in one transaction. So a crash loses no window (the journal is as
+//! durable as the readings), corrections are exact (windows are recomputed, not patched),
+//! and a burst of uplinks costs one block write per series and hour per flush instead of
+//! three window writes per reading. A query overlays the pending hours, folded from the
+//! readings, on the stored windows.
+//!
+//! Storage: one row per series and hour holds the hour's window and its 10-minute windows
+//! (a 10-minute window of a single good reading is kept as that reading's value and time);
+//! one row per series and day holds the day's window. Storing every 10-minute window as a
+//! row of its own made the flush cost about half of store throughput at a 10-minute
+//! cadence, where each window holds one reading.
 //!
 //! Every window is built the same way, wherever it is built (flush, query, rebuild): the
 //! 10-minute windows from the readings, an hour from its 10-minute windows and a day from
 //! its hours, each merged oldest first. So a window has the same bits whichever path made it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::embedded::READINGS;
-use super::rollups::ROLLUPS;
+use super::window_journal::{self, Pending};
 use super::{engine, StoreError};
-use crate::aggregates::{Interval, Scope, Window};
+use crate::aggregates::{Interval, Window};
 use crate::model::{QualityFlag, Quantity};
 
-/// Journal sequence number → the 10-minute windows one batch touched, encoded by [`encode`].
-pub(super) const WINDOW_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("window_journal");
+/// (device, quantity name, kind, start ms) → an hour block ([`HOUR`]) or a day window ([`DAY`]).
+pub(super) const DEVICE_WINDOWS: TableDefinition<(&str, &str, u8, i64), &[u8]> = TableDefinition::new("device_windows");
+const HOUR: u8 = 1;
+const DAY: u8 = 2;
 
 const TEN: Interval = Interval::TenMinutes;
 
-/// The 10-minute window starts a batch touched, by series (device, quantity name).
-pub(super) type Touched<'a> = BTreeMap<(&'a str, &'static str), BTreeSet<i64>>;
-
-/// A series: device and quantity name.
-type Series = (String, &'static str);
-
-/// Windows written to the journal and not yet flushed, in memory: per series, each pending
-/// 10-minute window start with the newest journal row that touched it.
-#[derive(Debug, Default)]
-pub(super) struct Pending {
-    next_seq: AtomicU64,
-    windows: Mutex<HashMap<Series, BTreeMap<i64, u64>>>,
-}
-
-impl Pending {
-    /// Rebuild from the journal a previous run left (a crash or a stop between flushes).
-    pub(super) fn load(db: &redb::Database) -> Result<Self, StoreError> {
-        use redb::ReadableDatabase;
-        let pending = Pending::default();
-        let tx = db.begin_read().map_err(engine)?;
-        let journal = tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
-        let mut last = 0;
-        for entry in journal.iter().map_err(engine)? {
-            let (k, v) = entry.map_err(engine)?;
-            let seq = k.value();
-            last = seq;
-            let series = decode(v.value())?;
-            pending.note(seq, series.iter().map(|(d, q, starts)| ((d.as_str(), *q), starts)));
-        }
-        pending.next_seq.store(last + 1, Ordering::Relaxed);
-        Ok(pending)
-    }
-
-    fn note<'a>(&self, seq: u64, series: impl Iterator<Item = ((&'a str, &'static str), &'a BTreeSet<i64>)>) {
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        for ((device, quantity), starts) in series {
-            let entry = match windows.get_mut(&(device.to_owned(), quantity)) {
-                Some(e) => e,
-                None => windows.entry((device.to_owned(), quantity)).or_default(),
-            };
-            for start in starts {
-                entry.insert(*start, seq);
-            }
-        }
-    }
-
-    /// Pending 10-minute window starts of one series in `[from, to)`.
-    fn between(&self, device: &str, quantity: &'static str, from: i64, to: i64) -> Vec<i64> {
-        let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        match windows.get(&(device.to_owned(), quantity)) {
-            Some(starts) if from < to => starts.range(from..to).map(|(s, _)| *s).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Forget windows whose newest journal row is at or below `seq`: a flush has stored them.
-    fn flushed(&self, seq: u64) {
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        windows.retain(|_, starts| {
-            starts.retain(|_, s| *s > seq);
-            !starts.is_empty()
-        });
-    }
-
-    /// Number of pending windows (all series).
-    pub(super) fn len(&self) -> usize {
-        self.windows.lock().unwrap_or_else(|p| p.into_inner()).values().map(BTreeMap::len).sum()
-    }
-}
-
-/// Append a batch's touched windows to the journal, in the batch's own transaction, and note
-/// them as pending before the transaction commits: a query that finds them not pending yet
-/// also cannot see the readings that make them stale.
-pub(super) fn journal(tx: &WriteTransaction, pending: &Pending, touched: &Touched) -> Result<(), StoreError> {
-    if touched.is_empty() {
-        return Ok(());
-    }
-    let seq = pending.next_seq.fetch_add(1, Ordering::Relaxed);
-    pending.note(seq, touched.iter().map(|(k, v)| (*k, v)));
-    let mut table = tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
-    table.insert(seq, encode(touched).as_slice()).map_err(engine)?;
-    Ok(())
-}
+pub(super) type WindowsTable<'t> = redb::Table<'t, (&'static str, &'static str, u8, i64), &'static [u8]>;
 
 /// What one flush did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FlushSummary {
     /// Journal rows handled (one per batch).
     pub batches: usize,
-    /// Windows written or removed, all intervals.
+    /// Hour blocks and day windows written or removed.
     pub windows: usize,
 }
 
 /// Store the windows of up to `max_batches` journal rows (oldest first) and drop those rows.
-pub(super) fn flush(db: &redb::Database, pending: &Pending, max_batches: usize) -> Result<FlushSummary, StoreError> {
-    let tx = db.begin_write().map_err(engine)?;
-    let mut dirty: BTreeMap<(String, &'static str), BTreeSet<i64>> = BTreeMap::new();
-    let mut handled = Vec::new();
-    {
-        let journal = tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
-        for entry in journal.iter().map_err(engine)?.take(max_batches) {
-            let (k, v) = entry.map_err(engine)?;
-            handled.push(k.value());
-            for (device, quantity, starts) in decode(v.value())? {
-                dirty.entry((device, quantity)).or_default().extend(starts);
-            }
-        }
-    }
-    let Some(&last) = handled.last() else {
-        tx.abort().map_err(engine)?;
+///
+/// The windows are computed from a read snapshot, so ingest keeps committing meanwhile; the
+/// write transaction that follows only stores them. A batch committed after the snapshot
+/// keeps its journal row (only the rows read are dropped) and its pending hours (they carry
+/// a newer sequence number), so the next flush stores what this one could not see. Flushes
+/// are serialised by `one_at_a_time`: hours a flush did not recompute are read from its
+/// snapshot, which no other flush may change before it commits.
+pub(super) fn flush(
+    db: &redb::Database,
+    pending: &Pending,
+    one_at_a_time: &Mutex<()>,
+    max_batches: usize,
+) -> Result<FlushSummary, StoreError> {
+    use redb::ReadableDatabase;
+    let _only = one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+    let read = db.begin_read().map_err(engine)?;
+    let rows = window_journal::oldest(&read.open_table(window_journal::WINDOW_JOURNAL).map_err(engine)?, max_batches)?;
+    let Some(&(last, _)) = rows.last() else {
         return Ok(FlushSummary::default());
     };
-    let mut summary = FlushSummary { batches: handled.len(), windows: 0 };
+    let seqs: Vec<u64> = rows.iter().map(|(seq, _)| *seq).collect();
+    // Per series, the hours touched.
+    let mut dirty: BTreeMap<(String, &'static str), BTreeSet<i64>> = BTreeMap::new();
+    for (device, quantity, hours) in rows.into_iter().flat_map(|(_, row)| row) {
+        dirty.entry((device, quantity)).or_default().extend(hours);
+    }
+    let mut changes = Vec::new();
     {
-        let readings = tx.open_table(READINGS).map_err(engine)?;
-        let mut rollups = tx.open_table(ROLLUPS).map_err(engine)?;
-        for ((device, quantity), starts) in &dirty {
-            summary.windows += store_series(&readings, &mut rollups, device, quantity, starts)?;
-        }
-        let mut journal = tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
-        for seq in &handled {
-            journal.remove(*seq).map_err(engine)?;
+        let readings = read.open_table(READINGS).map_err(engine)?;
+        let stored = read.open_table(DEVICE_WINDOWS).map_err(engine)?;
+        for ((device, quantity), hours) in &dirty {
+            series_changes(&readings, &stored, device, quantity, hours, &mut changes)?;
         }
     }
+    drop(read);
+    let summary = FlushSummary { batches: seqs.len(), windows: changes.len() };
+    let tx = db.begin_write().map_err(engine)?;
+    {
+        let mut windows = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
+        for ((device, quantity, kind, start), value) in &changes {
+            let key = (device.as_str(), *quantity, *kind, *start);
+            match value {
+                Some(bytes) => windows.insert(key, bytes.as_slice()).map_err(engine)?,
+                None => windows.remove(key).map_err(engine)?,
+            };
+        }
+    }
+    window_journal::remove(&tx, seqs.into_iter())?;
     tx.commit().map_err(engine)?;
     pending.flushed(last);
     Ok(summary)
 }
 
-type ReadingsTable<'t> = redb::Table<'t, (&'static str, &'static str, i64), (f64, u8, &'static str)>;
-pub(super) type RollupsTable<'t> = redb::Table<'t, (&'static str, &'static str, u8, i64), (u64, u64, f64, f64, f64, f64, i64)>;
+/// A stored window to write (`Some`) or remove (`None`): (device, quantity, kind, start).
+type Change = ((String, &'static str, u8, i64), Option<Vec<u8>>);
 
-/// Recompute and store one series' windows that hold the given 10-minute windows.
-fn store_series(
-    readings: &ReadingsTable,
-    rollups: &mut RollupsTable,
+/// Recompute one series' hour blocks for `hours` from the readings, then the days that hold
+/// them from those blocks and the series' other stored hours.
+fn series_changes(
+    readings: &impl ReadableTable<(&'static str, &'static str, i64), (f64, u8, &'static str)>,
+    stored: &impl ReadableTable<(&'static str, &'static str, u8, i64), &'static [u8]>,
     device: &str,
     quantity: &'static str,
-    starts: &BTreeSet<i64>,
-) -> Result<usize, StoreError> {
-    let key = Scope::Device(device.to_owned()).key();
-    let k = key.as_str();
-    let mut written = 0;
-    // 10 minutes: one range read per run of adjacent windows.
+    hours: &BTreeSet<i64>,
+    out: &mut Vec<Change>,
+) -> Result<(), StoreError> {
+    let hour_ms = Interval::Hour.millis();
+    let key = |kind: u8, start: i64| (device.to_owned(), quantity, kind, start);
+    // One range read per run of adjacent hours.
     let mut runs: Vec<(i64, i64)> = Vec::new();
-    for &s in starts {
+    for &h in hours {
         match runs.last_mut() {
-            Some((_, end)) if *end == s => *end = s + TEN.millis(),
-            _ => runs.push((s, s + TEN.millis())),
+            Some((_, end)) if *end == h => *end = h + hour_ms,
+            _ => runs.push((h, h + hour_ms)),
         }
     }
+    let mut fresh: BTreeMap<i64, Window> = BTreeMap::new();
     for (from, to) in runs {
-        let mut fresh = ten_minute_windows(readings, device, quantity, from, to)?.into_iter().peekable();
-        for start in (from..to).step_by(TEN.millis() as usize) {
-            match fresh.next_if(|(s, _)| *s == start) {
-                Some((_, w)) => rollups.insert((k, quantity, TEN.code(), start), w.as_tuple()).map_err(engine)?,
-                None => rollups.remove((k, quantity, TEN.code(), start)).map_err(engine)?,
-            };
-            written += 1;
+        let tens = ten_minute_windows(readings, device, quantity, from, to)?;
+        let mut blocks = tens.chunk_by(|a, b| Interval::Hour.window_start(a.0) == Interval::Hour.window_start(b.0)).peekable();
+        for hour in (from..to).step_by(hour_ms as usize) {
+            match blocks.next_if(|b| Interval::Hour.window_start(b[0].0) == hour) {
+                Some(block) => {
+                    let bytes = encode_block(block);
+                    fresh.insert(hour, block_window(&bytes)?);
+                    out.push((key(HOUR, hour), Some(bytes)));
+                }
+                None => {
+                    fresh.insert(hour, Window::EMPTY);
+                    out.push((key(HOUR, hour), None));
+                }
+            }
         }
     }
-    // Hours from their 10-minute windows, then days from their hours.
-    let mut finer = starts.clone();
-    for (fine, coarse) in [(TEN, Interval::Hour), (Interval::Hour, Interval::Day)] {
-        let outer: BTreeSet<i64> = finer.iter().map(|s| coarse.window_start(*s)).collect();
-        for &start in &outer {
-            let mut w = Window::EMPTY;
-            for entry in rollups.range((k, quantity, fine.code(), start)..(k, quantity, fine.code(), start + coarse.millis())).map_err(engine)? {
-                let (_, v) = entry.map_err(engine)?;
-                w.merge(&Window::from_tuple(v.value()));
-            }
-            if w.count + w.excluded > 0 {
-                rollups.insert((k, quantity, coarse.code(), start), w.as_tuple()).map_err(engine)?;
-            } else {
-                rollups.remove((k, quantity, coarse.code(), start)).map_err(engine)?;
-            }
-            written += 1;
+    let days: BTreeSet<i64> = hours.iter().map(|h| Interval::Day.window_start(*h)).collect();
+    for day in days {
+        let end = day + Interval::Day.millis();
+        // The day's hours, oldest first: recomputed ones from `fresh`, the rest as stored.
+        let mut hours_of_day: BTreeMap<i64, Window> = BTreeMap::new();
+        for entry in stored.range((device, quantity, HOUR, day)..(device, quantity, HOUR, end)).map_err(engine)? {
+            let (k, v) = entry.map_err(engine)?;
+            hours_of_day.insert(k.value().3, block_window(v.value())?);
         }
-        finer = outer;
+        hours_of_day.extend(fresh.range(day..end).map(|(h, w)| (*h, *w)));
+        let mut w = Window::EMPTY;
+        for hour in hours_of_day.values() {
+            w.merge(hour);
+        }
+        let value = (w.count + w.excluded > 0).then(|| encode_window(&w).to_vec());
+        out.push((key(DAY, day), value));
     }
-    Ok(written)
+    Ok(())
 }
 
 /// The non-empty 10-minute windows of one series in `[from, to)` (aligned), from its readings.
@@ -273,7 +224,7 @@ fn from_readings(
 }
 
 /// A device's windows with `from <= start < to` (`from` aligned to `interval`): the stored
-/// ones, with those holding pending 10-minute windows folded afresh from the readings.
+/// ones, with those in pending hours folded afresh from the readings.
 pub(super) fn query(
     db: &redb::Database,
     pending: &Pending,
@@ -285,21 +236,51 @@ pub(super) fn query(
 ) -> Result<Vec<(i64, Window)>, StoreError> {
     use redb::ReadableDatabase;
     let q = quantity.name();
-    let len = interval.millis();
-    let end = if to > from { interval.window_start(to - 1).saturating_add(len) } else { from };
-    // Pending first, then the snapshot: see `journal`.
-    let stale: BTreeSet<i64> = pending.between(device, q, from, end).into_iter().map(|s| interval.window_start(s)).filter(|s| (from..to).contains(s)).collect();
+    // Stale units: pending hours, or for day windows the days that hold them.
+    let unit = if interval == Interval::Day { Interval::Day } else { Interval::Hour };
+    let first = unit.window_start(from);
+    let last = if to > from { unit.window_start(to - 1).saturating_add(unit.millis()) } else { first };
+    // Pending first, then the snapshot: see `window_journal::append`.
+    let stale: BTreeSet<i64> = pending.between(device, q, first, last).into_iter().map(|h| unit.window_start(h)).collect();
     let tx = db.begin_read().map_err(engine)?;
-    let mut out: BTreeMap<i64, Window> =
-        super::rollups::stored(&tx, &Scope::Device(device.to_owned()), quantity, interval, from, to)?.into_iter().collect();
+    let table = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
+    let mut out = BTreeMap::new();
+    match interval {
+        Interval::Day => {
+            for entry in table.range((device, q, DAY, from)..(device, q, DAY, to)).map_err(engine)? {
+                let (k, v) = entry.map_err(engine)?;
+                out.insert(k.value().3, decode_window(v.value())?);
+            }
+        }
+        Interval::Hour | Interval::TenMinutes => {
+            for entry in table.range((device, q, HOUR, first)..(device, q, HOUR, to)).map_err(engine)? {
+                let (k, v) = entry.map_err(engine)?;
+                let hour = k.value().3;
+                if interval == Interval::Hour {
+                    out.insert(hour, block_window(v.value())?);
+                } else {
+                    out.extend(decode_block(hour, v.value())?.into_iter().filter(|(s, _)| (from..to).contains(s)));
+                }
+            }
+        }
+    }
     if !stale.is_empty() {
         let readings = tx.open_table(READINGS).map_err(engine)?;
         for start in stale {
-            out.remove(&start);
-            out.extend(from_readings(&readings, device, q, interval, start, start + len)?);
+            let end = start + unit.millis();
+            out.retain(|s, _| !(start..end).contains(s));
+            let fresh = from_readings(&readings, device, q, interval, start, end)?;
+            out.extend(fresh.into_iter().filter(|(s, _)| (from..to).contains(s)));
         }
     }
     Ok(out.into_iter().collect())
+}
+
+/// Drop every stored device window that starts in `[from, to)` (a rebuild's first step).
+pub(super) fn clear(tx: &WriteTransaction, from: i64, to: i64) -> Result<(), StoreError> {
+    let mut table = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
+    table.retain(|(_, _, _, start), _| !(from..to).contains(&start)).map_err(engine)?;
+    Ok(())
 }
 
 /// Rebuilds device windows from readings fed in store order (series by series, oldest
@@ -308,14 +289,14 @@ pub(super) fn query(
 pub(super) struct Rebuilder {
     series: Option<(String, &'static str)>,
     tens: Vec<(i64, Window)>,
-    /// Windows written so far, all intervals.
+    /// Hour blocks and day windows written so far.
     pub(super) written: usize,
 }
 
 impl Rebuilder {
     pub(super) fn add(
         &mut self,
-        rollups: &mut RollupsTable,
+        windows: &mut WindowsTable,
         device: &str,
         quantity: &'static str,
         t: i64,
@@ -323,7 +304,7 @@ impl Rebuilder {
         flag: QualityFlag,
     ) -> Result<(), StoreError> {
         if self.series.as_ref().is_none_or(|(d, q)| d != device || *q != quantity) {
-            self.finish(rollups)?;
+            self.finish(windows)?;
             self.series = Some((device.to_owned(), quantity));
         }
         let start = TEN.window_start(t);
@@ -337,79 +318,118 @@ impl Rebuilder {
     }
 
     /// Write the current series' windows.
-    pub(super) fn finish(&mut self, rollups: &mut RollupsTable) -> Result<(), StoreError> {
+    pub(super) fn finish(&mut self, windows: &mut WindowsTable) -> Result<(), StoreError> {
         let Some((device, quantity)) = self.series.take() else { return Ok(()) };
         let tens = std::mem::take(&mut self.tens);
-        let hours = coarsen(&tens, Interval::Hour);
-        let days = coarsen(&hours, Interval::Day);
-        let key = Scope::Device(device).key();
-        for (interval, windows) in [(TEN, &tens), (Interval::Hour, &hours), (Interval::Day, &days)] {
-            for (start, w) in windows {
-                rollups.insert((key.as_str(), quantity, interval.code(), *start), w.as_tuple()).map_err(engine)?;
-                self.written += 1;
-            }
+        let mut hours = Vec::new();
+        for block in tens.chunk_by(|a, b| Interval::Hour.window_start(a.0) == Interval::Hour.window_start(b.0)) {
+            let hour = Interval::Hour.window_start(block[0].0);
+            windows.insert((device.as_str(), quantity, HOUR, hour), encode_block(block).as_slice()).map_err(engine)?;
+            hours.extend(coarsen(block, Interval::Hour));
+            self.written += 1;
+        }
+        for (day, w) in coarsen(&hours, Interval::Day) {
+            windows.insert((device.as_str(), quantity, DAY, day), encode_window(&w).as_slice()).map_err(engine)?;
+            self.written += 1;
         }
         Ok(())
     }
 }
 
-/// Journal row layout (all integers little-endian): series count (u32); then per series the
-/// device's length (u16) and bytes, the quantity name's length (u8) and bytes, the number of
-/// window starts (u32) and the starts (i64 ms each).
-fn encode(touched: &Touched) -> Vec<u8> {
-    let size: usize = touched.iter().map(|((d, q), s)| 2 + d.len() + 1 + q.len() + 4 + 8 * s.len()).sum();
-    let mut out = Vec::with_capacity(4 + size);
-    out.extend_from_slice(&(touched.len() as u32).to_le_bytes());
-    for ((device, quantity), starts) in touched {
-        out.extend_from_slice(&(device.len() as u16).to_le_bytes());
-        out.extend_from_slice(device.as_bytes());
-        out.push(quantity.len() as u8);
-        out.extend_from_slice(quantity.as_bytes());
-        out.extend_from_slice(&(starts.len() as u32).to_le_bytes());
-        for s in starts {
-            out.extend_from_slice(&s.to_le_bytes());
+// Value layouts, little-endian. A window: count u64, excluded u64, then sum, min, max, last
+// as f64 and the last value's time as i64 ms (56 bytes). An hour block: the hour's window,
+// then per non-empty 10-minute window its slot in the hour (0..5) and either 0 and the
+// window, or 1 and the one good reading's value (f64) and time (i64).
+
+const WINDOW_BYTES: usize = 56;
+
+fn encode_window(w: &Window) -> [u8; WINDOW_BYTES] {
+    let mut out = [0u8; WINDOW_BYTES];
+    let fields = [
+        w.count.to_le_bytes(),
+        w.excluded.to_le_bytes(),
+        w.sum.to_le_bytes(),
+        w.min.to_le_bytes(),
+        w.max.to_le_bytes(),
+        w.last.to_le_bytes(),
+        w.last_time.to_le_bytes(),
+    ];
+    for (chunk, field) in out.chunks_exact_mut(8).zip(fields) {
+        chunk.copy_from_slice(&field);
+    }
+    out
+}
+
+fn decode_window(bytes: &[u8]) -> Result<Window, StoreError> {
+    let field = |i: usize| -> Result<[u8; 8], StoreError> {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| StoreError::Corrupt("a device window is cut short".into()))
+    };
+    Ok(Window {
+        count: u64::from_le_bytes(field(0)?),
+        excluded: u64::from_le_bytes(field(1)?),
+        sum: f64::from_le_bytes(field(2)?),
+        min: f64::from_le_bytes(field(3)?),
+        max: f64::from_le_bytes(field(4)?),
+        last: f64::from_le_bytes(field(5)?),
+        last_time: i64::from_le_bytes(field(6)?),
+    })
+}
+
+/// An hour block from the hour's non-empty 10-minute windows (oldest first).
+fn encode_block(tens: &[(i64, Window)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(WINDOW_BYTES + tens.len() * (2 + WINDOW_BYTES));
+    let hour = coarsen(tens, Interval::Hour).first().map(|(_, w)| *w).unwrap_or(Window::EMPTY);
+    out.extend_from_slice(&encode_window(&hour));
+    for (start, w) in tens {
+        out.push(((start - Interval::Hour.window_start(*start)) / TEN.millis()) as u8);
+        // Kept as the reading only if rebuilding it from the reading gives the same bits.
+        let mut single = Window::EMPTY;
+        single.add(w.last, w.last_time, QualityFlag::Good);
+        if encode_window(&single) == encode_window(w) {
+            out.push(1);
+            out.extend_from_slice(&w.last.to_le_bytes());
+            out.extend_from_slice(&w.last_time.to_le_bytes());
+        } else {
+            out.push(0);
+            out.extend_from_slice(&encode_window(w));
         }
     }
     out
 }
 
-fn decode(bytes: &[u8]) -> Result<Vec<(String, &'static str, BTreeSet<i64>)>, StoreError> {
-    struct Cursor<'a>(&'a [u8]);
-    impl<'a> Cursor<'a> {
-        fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-            if self.0.len() < n {
-                return Err(StoreError::Corrupt("window journal row ends early".into()));
+/// The hour's own window from a block.
+fn block_window(bytes: &[u8]) -> Result<Window, StoreError> {
+    decode_window(bytes)
+}
+
+/// The 10-minute windows of a block, as (start, window).
+fn decode_block(hour: i64, bytes: &[u8]) -> Result<Vec<(i64, Window)>, StoreError> {
+    let corrupt = || StoreError::Corrupt("a device hour block is damaged".into());
+    let mut rest = bytes.get(WINDOW_BYTES..).ok_or_else(corrupt)?;
+    let mut out = Vec::with_capacity(6);
+    while let [slot, kind, tail @ ..] = rest {
+        let start = hour + i64::from(*slot) * TEN.millis();
+        match kind {
+            1 => {
+                let value = f64::from_le_bytes(tail.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?);
+                let time = i64::from_le_bytes(tail.get(8..16).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?);
+                let mut w = Window::EMPTY;
+                w.add(value, time, QualityFlag::Good);
+                out.push((start, w));
+                rest = &tail[16..];
             }
-            let (head, tail) = self.0.split_at(n);
-            self.0 = tail;
-            Ok(head)
-        }
-        fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
-            let mut a = [0; N];
-            a.copy_from_slice(self.take(N)?);
-            Ok(a)
+            0 => {
+                out.push((start, decode_window(tail)?));
+                rest = tail.get(WINDOW_BYTES..).ok_or_else(corrupt)?;
+            }
+            _ => return Err(corrupt()),
         }
     }
-    let mut c = Cursor(bytes);
-    let n = u32::from_le_bytes(c.array()?) as usize;
-    let mut out = Vec::with_capacity(n.min(bytes.len()));
-    for _ in 0..n {
-        let len = u16::from_le_bytes(c.array()?) as usize;
-        let device = std::str::from_utf8(c.take(len)?).map_err(|e| StoreError::Corrupt(format!("window journal: {e}")))?;
-        let len = c.array::<1>()?[0] as usize;
-        let name = std::str::from_utf8(c.take(len)?).map_err(|e| StoreError::Corrupt(format!("window journal: {e}")))?;
-        let quantity = Quantity::by_name(name)
-            .ok_or_else(|| StoreError::Corrupt(format!("window journal: unknown quantity {name:?}")))?
-            .name();
-        let count = u32::from_le_bytes(c.array()?) as usize;
-        let mut starts = BTreeSet::new();
-        for _ in 0..count {
-            starts.insert(i64::from_le_bytes(c.array()?));
-        }
-        out.push((device.to_owned(), quantity, starts));
-    }
-    if !c.0.is_empty() {
-        return Err(StoreError::Corrupt("window journal row has trailing bytes".into()));
+    if !rest.is_empty() {
+        return Err(corrupt());
     }
     Ok(out)
 }
@@ -417,6 +437,7 @@ fn decode(bytes: &[u8]) -> Result<Vec<(String, &'static str, BTreeSet<i64>)>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregates::Scope;
     use crate::model::{DeviceId, Reading};
     use crate::store::{EmbeddedStore, WriteBatch};
     use chrono::{DateTime, Utc};
@@ -447,7 +468,10 @@ mod tests {
     fn all(store: &EmbeddedStore) -> Vec<(Interval, Vec<(DateTime<Utc>, Window)>)> {
         let q = Quantity::by_name("air_temperature").unwrap();
         let scope = Scope::Device("dev-a".into());
-        Interval::ALL.iter().map(|i| (*i, store.rollups(&scope, q, *i, at(T0 - 86_400_000), at(T0 + 2 * 86_400_000)).unwrap())).collect()
+        Interval::ALL
+            .iter()
+            .map(|i| (*i, store.rollups(&scope, q, *i, at(T0 - 86_400_000), at(T0 + 2 * 86_400_000)).unwrap()))
+            .collect()
     }
 
     /// Windows computed independently, straight from a list of (minute, value, flag).
@@ -484,7 +508,8 @@ mod tests {
     #[test]
     fn flushed_windows_equal_folded_ones_bit_for_bit_through_late_readings_corrections_and_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let mut plan: Vec<(i64, f64, QualityFlag)> = (0..300).map(|i| (i * 7, (i as f64 * 0.37).sin() * 10.0, QualityFlag::Good)).collect();
+        let mut plan: Vec<(i64, f64, QualityFlag)> =
+            (0..300).map(|i| (i * 7, (i as f64 * 0.37).sin() * 10.0, QualityFlag::Good)).collect();
         plan[17].2 = QualityFlag::Bad;
         plan[18].2 = QualityFlag::Suspect;
         {
@@ -505,7 +530,10 @@ mod tests {
             // A correction and a late reading, then stop before any flush (a crash).
             plan[5].1 = 99.5;
             plan.push((-3, -40.0, QualityFlag::Good));
-            write(&store, vec![reading("dev-a", plan[5].0, 99.5, QualityFlag::Good), reading("dev-a", -3, -40.0, QualityFlag::Good)]);
+            write(
+                &store,
+                vec![reading("dev-a", plan[5].0, 99.5, QualityFlag::Good), reading("dev-a", -3, -40.0, QualityFlag::Good)],
+            );
             // A repeat of a stored reading changes nothing and journals nothing.
             let before = store.pending_windows();
             write(&store, vec![reading("dev-a", plan[6].0, plan[6].1, plan[6].2)]);
@@ -539,22 +567,40 @@ mod tests {
     }
 
     #[test]
-    fn journal_rows_round_trip_and_reject_damage() {
-        let mut touched = Touched::new();
-        touched.entry(("dev-1", "air_temperature")).or_default().extend([600_000, -600_000]);
-        touched.entry(("ä", "relative_humidity")).or_default().insert(0);
-        let bytes = encode(&touched);
-        let back = decode(&bytes).unwrap();
-        assert_eq!(back.len(), 2);
-        assert_eq!(back[0].0, "dev-1");
-        assert_eq!(back[0].2.iter().copied().collect::<Vec<_>>(), vec![-600_000, 600_000]);
-        assert_eq!((back[1].0.as_str(), back[1].1), ("ä", "relative_humidity"));
-        for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut]).is_err(), "a row cut at {cut} bytes must not decode");
+    fn hour_blocks_round_trip_bit_for_bit() {
+        let h = 1_780_272_000_000;
+        let one = |v: f64, t: i64, f: QualityFlag| {
+            let mut w = Window::EMPTY;
+            w.add(v, t, f);
+            w
+        };
+        let mut two = one(1.5, h + 1, QualityFlag::Good);
+        two.add(-2.0, h + 2, QualityFlag::Suspect);
+        let tens = vec![
+            (h, two),
+            (h + 600_000, one(-0.0, h + 600_001, QualityFlag::Good)),
+            (h + 1_200_000, one(9.0, h + 1_200_000, QualityFlag::Bad)),
+            (h + 3_000_000, one(f64::MAX, h + 3_599_999, QualityFlag::Suspect)),
+        ];
+        let bytes = encode_block(&tens);
+        assert_eq!(
+            bytes.len(),
+            WINDOW_BYTES + 2 * (2 + WINDOW_BYTES) + 2 * 18,
+            "single readings are kept short: {}",
+            bytes.len()
+        );
+        let back = decode_block(h, &bytes).unwrap();
+        assert_eq!(back.len(), tens.len());
+        for ((s1, w1), (s2, w2)) in back.iter().zip(&tens) {
+            assert_eq!((s1, encode_window(w1)), (s2, encode_window(w2)));
         }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(decode(&longer).is_err());
+        assert_eq!(encode_window(&block_window(&bytes).unwrap()), encode_window(&coarsen(&tens, Interval::Hour)[0].1));
+        for cut in 0..bytes.len() {
+            // Never a panic; a cut on an entry boundary is a valid shorter block.
+            let _ = decode_block(h, &bytes[..cut]);
+        }
+        assert!(decode_block(h, &bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_block(h, &bytes[..10]).is_err());
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::path::Path;
 use chrono::{DateTime, TimeZone, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::device_windows::{self, FlushSummary, Pending, Touched};
+use super::device_windows::{self, FlushSummary};
+use super::window_journal::{self, Pending, Touched};
 use super::{engine, rollups, DeadLetter, StoreError, WriteBatch};
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
@@ -35,6 +36,8 @@ pub struct EmbeddedStore {
     rollups: bool,
     /// Device windows journaled but not flushed yet.
     pending: Pending,
+    /// Held by the flush in progress (see `device_windows::flush`).
+    flushing: std::sync::Mutex<()>,
 }
 
 impl EmbeddedStore {
@@ -51,10 +54,11 @@ impl EmbeddedStore {
         tx.open_table(rollups::ROLLUPS).map_err(engine)?;
         tx.open_table(rollups::DEVICE_DISTRICT).map_err(engine)?;
         tx.open_table(super::frame_counters::FRAME_COUNTERS).map_err(engine)?;
-        tx.open_table(device_windows::WINDOW_JOURNAL).map_err(engine)?;
+        tx.open_table(window_journal::WINDOW_JOURNAL).map_err(engine)?;
+        tx.open_table(device_windows::DEVICE_WINDOWS).map_err(engine)?;
         tx.commit().map_err(engine)?;
         let pending = Pending::load(&db)?;
-        Ok(Self { db, rollups: true, pending })
+        Ok(Self { db, rollups: true, pending, flushing: std::sync::Mutex::new(()) })
     }
 
     /// Write a batch in one durable transaction: when this returns `Ok`, it is on disk.
@@ -75,7 +79,7 @@ impl EmbeddedStore {
         // changes nothing. Device windows of new and changed readings go to the journal.
         let mut delta = RollupDelta::default();
         let mut changed = Vec::new();
-        let mut touched = Touched::new();
+        let mut touched = Touched::default();
         {
             let mut readings = tx.open_table(READINGS).map_err(engine)?;
             for r in &batch.readings {
@@ -94,8 +98,7 @@ impl EmbeddedStore {
                     Some((v, f)) if v.to_bits() == r.value.to_bits() && f == r.flag.to_byte() => continue,
                     Some(_) => changed.push((r.device.as_str(), r.quantity, r.time.timestamp_millis())),
                 }
-                let start = Interval::TenMinutes.window_start(r.time.timestamp_millis());
-                touched.entry((r.device.as_str(), r.quantity.name())).or_default().insert(start);
+                touched.add(r.device.as_str(), r.quantity.name(), r.time.timestamp_millis());
             }
         }
         if !self.rollups {
@@ -104,7 +107,7 @@ impl EmbeddedStore {
         }
         rollups::set_districts(tx, batch.districts.iter().map(|(d, z)| (d.as_str(), z.as_str())))?;
         rollups::apply(tx, &delta)?;
-        device_windows::journal(tx, &self.pending, &touched)?;
+        window_journal::append(tx, &self.pending, &mut touched)?;
         for (device, quantity, t) in changed {
             rollups::recompute(tx, device, quantity, t)?;
         }
@@ -262,10 +265,7 @@ impl EmbeddedStore {
             Scope::Device(device) => device_windows::query(&self.db, &self.pending, device, quantity, interval, from, to)?,
             Scope::District(_) => rollups::stored(&self.db.begin_read().map_err(engine)?, scope, quantity, interval, from, to)?,
         };
-        windows
-            .into_iter()
-            .map(|(start, w)| Ok((millis(start)?, w)))
-            .collect()
+        windows.into_iter().map(|(start, w)| Ok((millis(start)?, w))).collect()
     }
 
     /// Times of the first and the last data of a device's series (its readings) or of a
@@ -291,7 +291,7 @@ impl EmbeddedStore {
     /// Store the device windows of up to `max_batches` journaled batches (oldest first). The
     /// gateway calls this every `store.flush_interval_ms`; queries are current either way.
     pub fn flush_windows(&self, max_batches: usize) -> Result<FlushSummary, StoreError> {
-        device_windows::flush(&self.db, &self.pending, max_batches)
+        device_windows::flush(&self.db, &self.pending, &self.flushing, max_batches)
     }
 
     /// Flush until the window journal is empty.

@@ -1,11 +1,10 @@
 //! Rollup windows: district windows merged in the readings' own transaction; queries, extents and rebuilds of both kinds.
 //!
-//! Both kinds live in one table keyed (scope, quantity, interval, start). A district's
-//! windows gather up to hundreds of devices, so a batch's readings are merged into them as
-//! deltas in the batch's own transaction: few windows, many readings each. A device's
-//! windows are stored by the deferred flush in `device_windows.rs`: storing them batch by
-//! batch was measured to cost 69 % of store throughput (every commit rewrote a window page
-//! per series and interval), against a 10 % budget.
+//! A district's windows gather up to hundreds of devices, so a batch's readings are merged
+//! into them as deltas in the batch's own transaction: few windows, many readings each. A
+//! device's windows are stored by the deferred flush in `device_windows.rs`: storing them
+//! batch by batch was measured to cost 69 % of store throughput (every commit rewrote a
+//! window page per series and interval), against a 10 % budget.
 
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -23,14 +22,17 @@ pub(super) const DEVICE_DISTRICT: TableDefinition<&str, &str> = TableDefinition:
 /// Merge a batch's deltas into the stored windows.
 pub(super) fn apply(tx: &WriteTransaction, delta: &RollupDelta) -> Result<(), StoreError> {
     let mut table = tx.open_table(ROLLUPS).map_err(engine)?;
-    for ((scope, quantity, code, start), d) in &delta.windows {
-        let key = (scope.as_str(), *quantity, *code, *start);
-        let mut w = match table.get(key).map_err(engine)? {
-            Some(old) => Window::from_tuple(old.value()),
-            None => Window::EMPTY,
-        };
-        w.merge(d);
-        table.insert(key, w.as_tuple()).map_err(engine)?;
+    for (district, windows) in &delta.windows {
+        let scope = Scope::District(district.clone()).key();
+        for ((quantity, code, start), d) in windows {
+            let key = (scope.as_str(), *quantity, *code, *start);
+            let mut w = match table.get(key).map_err(engine)? {
+                Some(old) => Window::from_tuple(old.value()),
+                None => Window::EMPTY,
+            };
+            w.merge(d);
+            table.insert(key, w.as_tuple()).map_err(engine)?;
+        }
     }
     Ok(())
 }
@@ -145,10 +147,10 @@ pub(super) fn rebuild(
     let mut delta = RollupDelta::default();
     let mut summary = RebuildSummary::default();
     let tx = db.begin_write().map_err(engine)?;
+    super::device_windows::clear(&tx, from, to)?;
     {
         let readings = tx.open_table(READINGS).map_err(engine)?;
-        let mut table = tx.open_table(ROLLUPS).map_err(engine)?;
-        table.retain(|(_, _, _, start), _| !(from..to).contains(&start)).map_err(engine)?;
+        let mut table = tx.open_table(super::device_windows::DEVICE_WINDOWS).map_err(engine)?;
         let mut devices = super::device_windows::Rebuilder::default();
         let mut current: Option<(String, Option<String>)> = None;
         for entry in readings.iter().map_err(engine)? {
@@ -172,10 +174,12 @@ pub(super) fn rebuild(
         }
         devices.finish(&mut table)?;
         summary.device_windows = devices.written;
+        let mut rollups = tx.open_table(ROLLUPS).map_err(engine)?;
+        rollups.retain(|(_, _, _, start), _| !(from..to).contains(&start)).map_err(engine)?;
         let mut districts = tx.open_table(DEVICE_DISTRICT).map_err(engine)?;
         districts.retain(|device, _| district_of(device).is_some()).map_err(engine)?;
     }
-    summary.district_windows = delta.windows.len();
+    summary.district_windows = delta.len();
     apply(&tx, &delta)?;
     tx.commit().map_err(engine)?;
     Ok(summary)
