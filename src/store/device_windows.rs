@@ -6,15 +6,17 @@
 //! that hold them, stores them and drops the journal
 //! rows it handled, again in one transaction. So a crash loses no window (the journal is as
 //! durable as the readings), corrections are exact (windows are recomputed, not patched),
-//! and a burst of uplinks costs one block write per series and hour per flush instead of
+//! and a burst of uplinks costs one row write per series and day per flush instead of
 //! three window writes per reading. A query overlays the pending hours, folded from the
 //! readings, on the stored windows.
 //!
-//! Storage: one row per series and hour holds the hour's window and its 10-minute windows
-//! (a 10-minute window of a single good reading is kept as that reading's value and time);
-//! one row per series and day holds the day's window. Storing every 10-minute window as a
-//! row of its own made the flush cost about half of store throughput at a 10-minute
-//! cadence, where each window holds one reading.
+//! Storage: one row per series and day holds the day's window and an hour block per hour
+//! with data: the hour's window and its 10-minute windows (a 10-minute window of a single
+//! good reading is kept as that reading's value and time). At a 10-minute cadence a full
+//! day row is about 4 kB. Storing every window as a row of its own made the flush cost
+//! about half of store throughput (each 10-minute window holds one reading at that
+//! cadence); a row per series and hour still cost 12–15 %, the time going into the
+//! B-tree inserts, one per row, made while ingest waits for the write lock.
 //!
 //! Every window is built the same way, wherever it is built (flush, query, rebuild): the
 //! 10-minute windows from the readings, an hour from its 10-minute windows and a day from
@@ -31,21 +33,19 @@ use super::{engine, StoreError};
 use crate::aggregates::{Interval, Window};
 use crate::model::{QualityFlag, Quantity};
 
-/// (device, quantity name, kind, start ms) → an hour block ([`HOUR`]) or a day window ([`DAY`]).
-pub(super) const DEVICE_WINDOWS: TableDefinition<(&str, &str, u8, i64), &[u8]> = TableDefinition::new("device_windows");
-const HOUR: u8 = 1;
-const DAY: u8 = 2;
+/// (device, quantity name, day start ms) → a day row ([`encode_day`]).
+pub(super) const DEVICE_WINDOWS: TableDefinition<(&str, &str, i64), &[u8]> = TableDefinition::new("device_windows");
 
 const TEN: Interval = Interval::TenMinutes;
 
-pub(super) type WindowsTable<'t> = redb::Table<'t, (&'static str, &'static str, u8, i64), &'static [u8]>;
+pub(super) type WindowsTable<'t> = redb::Table<'t, (&'static str, &'static str, i64), &'static [u8]>;
 
 /// What one flush did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FlushSummary {
     /// Journal rows handled (one per batch).
     pub batches: usize,
-    /// Hour blocks and day windows written or removed.
+    /// Day rows written or removed.
     pub windows: usize,
 }
 
@@ -89,8 +89,8 @@ pub(super) fn flush(
     let tx = db.begin_write().map_err(engine)?;
     {
         let mut windows = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
-        for ((device, quantity, kind, start), value) in &changes {
-            let key = (device.as_str(), *quantity, *kind, *start);
+        for ((device, quantity, day), value) in &changes {
+            let key = (device.as_str(), *quantity, *day);
             match value {
                 Some(bytes) => windows.insert(key, bytes.as_slice()).map_err(engine)?,
                 None => windows.remove(key).map_err(engine)?,
@@ -103,21 +103,20 @@ pub(super) fn flush(
     Ok(summary)
 }
 
-/// A stored window to write (`Some`) or remove (`None`): (device, quantity, kind, start).
-type Change = ((String, &'static str, u8, i64), Option<Vec<u8>>);
+/// A day row to write (`Some`) or remove (`None`): (device, quantity, day start).
+type Change = ((String, &'static str, i64), Option<Vec<u8>>);
 
-/// Recompute one series' hour blocks for `hours` from the readings, then the days that hold
-/// them from those blocks and the series' other stored hours.
+/// Recompute one series' hour blocks for `hours` from the readings and rewrite the day rows
+/// that hold them, keeping the day's other hours as stored.
 fn series_changes(
     readings: &impl ReadableTable<(&'static str, &'static str, i64), (f64, u8, &'static str)>,
-    stored: &impl ReadableTable<(&'static str, &'static str, u8, i64), &'static [u8]>,
+    stored: &impl ReadableTable<(&'static str, &'static str, i64), &'static [u8]>,
     device: &str,
     quantity: &'static str,
     hours: &BTreeSet<i64>,
     out: &mut Vec<Change>,
 ) -> Result<(), StoreError> {
     let hour_ms = Interval::Hour.millis();
-    let key = |kind: u8, start: i64| (device.to_owned(), quantity, kind, start);
     // One range read per run of adjacent hours.
     let mut runs: Vec<(i64, i64)> = Vec::new();
     for &h in hours {
@@ -126,40 +125,34 @@ fn series_changes(
             _ => runs.push((h, h + hour_ms)),
         }
     }
-    let mut fresh: BTreeMap<i64, Window> = BTreeMap::new();
+    // Recomputed hours: the block, or None for an hour without readings now.
+    let mut fresh: BTreeMap<i64, Option<Vec<u8>>> = BTreeMap::new();
     for (from, to) in runs {
         let tens = ten_minute_windows(readings, device, quantity, from, to)?;
-        let mut blocks = tens.chunk_by(|a, b| Interval::Hour.window_start(a.0) == Interval::Hour.window_start(b.0)).peekable();
+        for block in tens.chunk_by(|a, b| Interval::Hour.window_start(a.0) == Interval::Hour.window_start(b.0)) {
+            fresh.insert(Interval::Hour.window_start(block[0].0), Some(encode_block(block)));
+        }
         for hour in (from..to).step_by(hour_ms as usize) {
-            match blocks.next_if(|b| Interval::Hour.window_start(b[0].0) == hour) {
-                Some(block) => {
-                    let bytes = encode_block(block);
-                    fresh.insert(hour, block_window(&bytes)?);
-                    out.push((key(HOUR, hour), Some(bytes)));
-                }
-                None => {
-                    fresh.insert(hour, Window::EMPTY);
-                    out.push((key(HOUR, hour), None));
-                }
-            }
+            fresh.entry(hour).or_insert(None);
         }
     }
     let days: BTreeSet<i64> = hours.iter().map(|h| Interval::Day.window_start(*h)).collect();
     for day in days {
         let end = day + Interval::Day.millis();
-        // The day's hours, oldest first: recomputed ones from `fresh`, the rest as stored.
-        let mut hours_of_day: BTreeMap<i64, Window> = BTreeMap::new();
-        for entry in stored.range((device, quantity, HOUR, day)..(device, quantity, HOUR, end)).map_err(engine)? {
-            let (k, v) = entry.map_err(engine)?;
-            hours_of_day.insert(k.value().3, block_window(v.value())?);
+        let mut blocks: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+        if let Some(row) = stored.get((device, quantity, day)).map_err(engine)? {
+            for (hour, block) in decode_day(day, row.value())?.1 {
+                blocks.insert(hour, block.to_vec());
+            }
         }
-        hours_of_day.extend(fresh.range(day..end).map(|(h, w)| (*h, *w)));
-        let mut w = Window::EMPTY;
-        for hour in hours_of_day.values() {
-            w.merge(hour);
+        for (hour, block) in fresh.range(day..end) {
+            match block {
+                Some(b) => blocks.insert(*hour, b.clone()),
+                None => blocks.remove(hour),
+            };
         }
-        let value = (w.count + w.excluded > 0).then(|| encode_window(&w).to_vec());
-        out.push((key(DAY, day), value));
+        let value = if blocks.is_empty() { None } else { Some(encode_day(day, &blocks)?) };
+        out.push(((device.to_owned(), quantity, day), value));
     }
     Ok(())
 }
@@ -245,21 +238,23 @@ pub(super) fn query(
     let tx = db.begin_read().map_err(engine)?;
     let table = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
     let mut out = BTreeMap::new();
-    match interval {
-        Interval::Day => {
-            for entry in table.range((device, q, DAY, from)..(device, q, DAY, to)).map_err(engine)? {
-                let (k, v) = entry.map_err(engine)?;
-                out.insert(k.value().3, decode_window(v.value())?);
+    let first_day = Interval::Day.window_start(from);
+    for entry in table.range((device, q, first_day)..(device, q, to)).map_err(engine)? {
+        let (k, v) = entry.map_err(engine)?;
+        let day = k.value().2;
+        let (day_window, blocks) = decode_day(day, v.value())?;
+        match interval {
+            Interval::Day => {
+                out.insert(day, day_window);
             }
-        }
-        Interval::Hour | Interval::TenMinutes => {
-            for entry in table.range((device, q, HOUR, first)..(device, q, HOUR, to)).map_err(engine)? {
-                let (k, v) = entry.map_err(engine)?;
-                let hour = k.value().3;
-                if interval == Interval::Hour {
-                    out.insert(hour, block_window(v.value())?);
-                } else {
-                    out.extend(decode_block(hour, v.value())?.into_iter().filter(|(s, _)| (from..to).contains(s)));
+            Interval::Hour => {
+                for (hour, block) in blocks.into_iter().filter(|(h, _)| (from..to).contains(h)) {
+                    out.insert(hour, block_window(block)?);
+                }
+            }
+            Interval::TenMinutes => {
+                for (hour, block) in blocks.into_iter().filter(|(h, _)| *h + Interval::Hour.millis() > from && *h < to) {
+                    out.extend(decode_block(hour, block)?.into_iter().filter(|(s, _)| (from..to).contains(s)));
                 }
             }
         }
@@ -279,7 +274,7 @@ pub(super) fn query(
 /// Drop every stored device window that starts in `[from, to)` (a rebuild's first step).
 pub(super) fn clear(tx: &WriteTransaction, from: i64, to: i64) -> Result<(), StoreError> {
     let mut table = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
-    table.retain(|(_, _, _, start), _| !(from..to).contains(&start)).map_err(engine)?;
+    table.retain(|(_, _, day), _| !(from..to).contains(&day)).map_err(engine)?;
     Ok(())
 }
 
@@ -289,7 +284,7 @@ pub(super) fn clear(tx: &WriteTransaction, from: i64, to: i64) -> Result<(), Sto
 pub(super) struct Rebuilder {
     series: Option<(String, &'static str)>,
     tens: Vec<(i64, Window)>,
-    /// Hour blocks and day windows written so far.
+    /// Day rows written so far.
     pub(super) written: usize,
 }
 
@@ -321,15 +316,13 @@ impl Rebuilder {
     pub(super) fn finish(&mut self, windows: &mut WindowsTable) -> Result<(), StoreError> {
         let Some((device, quantity)) = self.series.take() else { return Ok(()) };
         let tens = std::mem::take(&mut self.tens);
-        let mut hours = Vec::new();
-        for block in tens.chunk_by(|a, b| Interval::Hour.window_start(a.0) == Interval::Hour.window_start(b.0)) {
-            let hour = Interval::Hour.window_start(block[0].0);
-            windows.insert((device.as_str(), quantity, HOUR, hour), encode_block(block).as_slice()).map_err(engine)?;
-            hours.extend(coarsen(block, Interval::Hour));
-            self.written += 1;
-        }
-        for (day, w) in coarsen(&hours, Interval::Day) {
-            windows.insert((device.as_str(), quantity, DAY, day), encode_window(&w).as_slice()).map_err(engine)?;
+        for day in tens.chunk_by(|a, b| Interval::Day.window_start(a.0) == Interval::Day.window_start(b.0)) {
+            let start = Interval::Day.window_start(day[0].0);
+            let blocks: BTreeMap<i64, Vec<u8>> = day
+                .chunk_by(|a, b| Interval::Hour.window_start(a.0) == Interval::Hour.window_start(b.0))
+                .map(|block| (Interval::Hour.window_start(block[0].0), encode_block(block)))
+                .collect();
+            windows.insert((device.as_str(), quantity, start), encode_day(start, &blocks)?.as_slice()).map_err(engine)?;
             self.written += 1;
         }
         Ok(())
@@ -339,7 +332,9 @@ impl Rebuilder {
 // Value layouts, little-endian. A window: count u64, excluded u64, then sum, min, max, last
 // as f64 and the last value's time as i64 ms (56 bytes). An hour block: the hour's window,
 // then per non-empty 10-minute window its slot in the hour (0..5) and either 0 and the
-// window, or 1 and the one good reading's value (f64) and time (i64).
+// window, or 1 and the one good reading's value (f64) and time (i64). A day row: the day's
+// window, then per hour with data its slot in the day (0..23), its block's length (u16)
+// and the block.
 
 const WINDOW_BYTES: usize = 56;
 
@@ -398,6 +393,44 @@ fn encode_block(tens: &[(i64, Window)]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A day row from its hour blocks (by hour start, all in the day); the day's window is the
+/// hours' windows merged oldest first.
+fn encode_day(day: i64, blocks: &BTreeMap<i64, Vec<u8>>) -> Result<Vec<u8>, StoreError> {
+    let mut w = Window::EMPTY;
+    for block in blocks.values() {
+        w.merge(&block_window(block)?);
+    }
+    let mut out = Vec::with_capacity(WINDOW_BYTES + blocks.values().map(|b| 3 + b.len()).sum::<usize>());
+    out.extend_from_slice(&encode_window(&w));
+    for (hour, block) in blocks {
+        let len = u16::try_from(block.len()).map_err(|_| StoreError::Corrupt("an hour block over 64 kB".into()))?;
+        out.push(((hour - day) / Interval::Hour.millis()) as u8);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    Ok(out)
+}
+
+/// A day row's window and its hour blocks, as (hour start, block bytes).
+fn decode_day(day: i64, bytes: &[u8]) -> Result<(Window, Vec<(i64, &[u8])>), StoreError> {
+    let corrupt = || StoreError::Corrupt("a device day row is damaged".into());
+    let window = decode_window(bytes)?;
+    let mut rest = bytes.get(WINDOW_BYTES..).ok_or_else(corrupt)?;
+    let mut blocks = Vec::with_capacity(24);
+    while let [slot, a, b, tail @ ..] = rest {
+        let len = usize::from(u16::from_le_bytes([*a, *b]));
+        if *slot >= 24 || tail.len() < len {
+            return Err(corrupt());
+        }
+        blocks.push((day + i64::from(*slot) * Interval::Hour.millis(), &tail[..len]));
+        rest = &tail[len..];
+    }
+    if !rest.is_empty() {
+        return Err(corrupt());
+    }
+    Ok((window, blocks))
 }
 
 /// The hour's own window from a block.
@@ -601,6 +634,22 @@ mod tests {
         }
         assert!(decode_block(h, &bytes[..bytes.len() - 1]).is_err());
         assert!(decode_block(h, &bytes[..10]).is_err());
+
+        // A day row: its window is the hours' merged oldest first; blocks come back as stored.
+        let day = Interval::Day.window_start(h);
+        let later = encode_block(&[(h + 7_200_000, one(4.0, h + 7_200_001, QualityFlag::Good))]);
+        let blocks = BTreeMap::from([(h, bytes.clone()), (h + 7_200_000, later.clone())]);
+        let row = encode_day(day, &blocks).unwrap();
+        let (w, back) = decode_day(day, &row).unwrap();
+        assert_eq!(back, vec![(h, bytes.as_slice()), (h + 7_200_000, later.as_slice())]);
+        let mut want = Window::EMPTY;
+        want.merge(&block_window(&bytes).unwrap());
+        want.merge(&block_window(&later).unwrap());
+        assert_eq!(encode_window(&w), encode_window(&want));
+        assert!(decode_day(day, &row[..row.len() - 1]).is_err());
+        let mut bad_slot = row.clone();
+        bad_slot[WINDOW_BYTES] = 24;
+        assert!(decode_day(day, &bad_slot).is_err());
     }
 
     #[test]
