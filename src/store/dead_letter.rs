@@ -226,7 +226,10 @@ impl EmbeddedStore {
                 (ReplayOutcome::Stored { device, readings: batch.readings.len() }, None)
             }
         };
-        self.write_in(&tx, &batch)?;
+        if let Err(e) = self.write_in(&tx, &batch) {
+            self.forget_districts();
+            return Err(e);
+        }
         {
             let mut table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
             match replacement {
@@ -239,7 +242,10 @@ impl EmbeddedStore {
                 }
             }
         }
-        tx.commit().map_err(engine)?;
+        tx.commit().map_err(|e| {
+            self.forget_districts();
+            engine(e)
+        })?;
         Ok(outcome)
     }
 }

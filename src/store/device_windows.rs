@@ -22,7 +22,7 @@
 //! 10-minute windows from the readings, an hour from its 10-minute windows and a day from
 //! its hours, each merged oldest first. So a window has the same bits whichever path made it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -66,25 +66,33 @@ pub(super) fn flush(
     use redb::ReadableDatabase;
     let _only = one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
     let read = db.begin_read().map_err(engine)?;
-    let rows = window_journal::oldest(&read.open_table(window_journal::WINDOW_JOURNAL).map_err(engine)?, max_batches)?;
-    let Some(&(last, _)) = rows.last() else {
+    // Per device, the hours touched.
+    let mut dirty: HashMap<String, BTreeSet<i64>> = HashMap::new();
+    let journal = read.open_table(window_journal::WINDOW_JOURNAL).map_err(engine)?;
+    let seqs = window_journal::oldest(&journal, max_batches, |device, hours| {
+        let of_device = match dirty.get_mut(device) {
+            Some(h) => h,
+            None => dirty.entry(device.to_owned()).or_default(),
+        };
+        of_device.extend(hours);
+    })?;
+    let Some(&last) = seqs.last() else {
         return Ok(FlushSummary::default());
     };
-    let seqs: Vec<u64> = rows.iter().map(|(seq, _)| *seq).collect();
-    // Per series, the hours touched.
-    let mut dirty: BTreeMap<(String, &'static str), BTreeSet<i64>> = BTreeMap::new();
-    for (device, quantity, hours) in rows.into_iter().flat_map(|(_, row)| row) {
-        dirty.entry((device, quantity)).or_default().extend(hours);
-    }
     let mut changes = Vec::new();
     {
         let readings = read.open_table(READINGS).map_err(engine)?;
         let stored = read.open_table(DEVICE_WINDOWS).map_err(engine)?;
-        for ((device, quantity), hours) in &dirty {
-            series_changes(&readings, &stored, device, quantity, hours, &mut changes)?;
+        for (device, hours) in &dirty {
+            for quantity in quantities_of(&readings, device)? {
+                series_changes(&readings, &stored, device, quantity, hours, &mut changes)?;
+            }
         }
     }
+    drop(journal);
     drop(read);
+    // In key order: the inserts walk the tree once.
+    changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let summary = FlushSummary { batches: seqs.len(), windows: changes.len() };
     let tx = db.begin_write().map_err(engine)?;
     {
@@ -101,6 +109,35 @@ pub(super) fn flush(
     tx.commit().map_err(engine)?;
     pending.flushed(last);
     Ok(summary)
+}
+
+/// The quantities a device has readings of: one tree descent per quantity, jumping from
+/// each series to the next.
+fn quantities_of(
+    readings: &impl ReadableTable<(&'static str, &'static str, i64), (f64, u8, &'static str)>,
+    device: &str,
+) -> Result<Vec<&'static str>, StoreError> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let next = match &after {
+            None => readings.range((device, "", i64::MIN)..).map_err(engine)?.next(),
+            Some(q) => readings
+                .range((device, q.as_str(), i64::MAX)..)
+                .map_err(engine)?
+                .find(|e| e.as_ref().map_or(true, |(k, _)| k.value().1 != q.as_str())),
+        };
+        let Some(entry) = next else { return Ok(out) };
+        let (k, _) = entry.map_err(engine)?;
+        let (d, q, _) = k.value();
+        if d != device {
+            return Ok(out);
+        }
+        if let Some(quantity) = Quantity::by_name(q) {
+            out.push(quantity.name());
+        }
+        after = Some(q.to_owned());
+    }
 }
 
 /// A day row to write (`Some`) or remove (`None`): (device, quantity, day start).
@@ -140,8 +177,9 @@ fn series_changes(
     for day in days {
         let end = day + Interval::Day.millis();
         let mut blocks: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
-        if let Some(row) = stored.get((device, quantity, day)).map_err(engine)? {
-            for (hour, block) in decode_day(day, row.value())?.1 {
+        let old = stored.get((device, quantity, day)).map_err(engine)?.map(|row| row.value().to_vec());
+        if let Some(row) = &old {
+            for (hour, block) in decode_day(day, row)?.1 {
                 blocks.insert(hour, block.to_vec());
             }
         }
@@ -152,7 +190,10 @@ fn series_changes(
             };
         }
         let value = if blocks.is_empty() { None } else { Some(encode_day(day, &blocks)?) };
-        out.push(((device.to_owned(), quantity, day), value));
+        // A quantity the device did not send in these hours leaves its rows as they are.
+        if value != old {
+            out.push(((device.to_owned(), quantity, day), value));
+        }
     }
     Ok(())
 }
@@ -234,7 +275,7 @@ pub(super) fn query(
     let first = unit.window_start(from);
     let last = if to > from { unit.window_start(to - 1).saturating_add(unit.millis()) } else { first };
     // Pending first, then the snapshot: see `window_journal::append`.
-    let stale: BTreeSet<i64> = pending.between(device, q, first, last).into_iter().map(|h| unit.window_start(h)).collect();
+    let stale: BTreeSet<i64> = pending.between(device, first, last).into_iter().map(|h| unit.window_start(h)).collect();
     let tx = db.begin_read().map_err(engine)?;
     let table = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
     let mut out = BTreeMap::new();
@@ -585,6 +626,37 @@ mod tests {
         let summary = store.rebuild_rollups(at(0), at(T0 * 2), &|_| None).unwrap();
         assert_eq!(summary.readings, plan.len() as u64);
         assert_eq!(all(&store), folded, "a rebuild gives the same numbers");
+    }
+
+    #[test]
+    fn a_flush_stores_every_quantity_of_a_touched_device_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let names = ["air_temperature", "relative_humidity", "battery_voltage"];
+        let mut readings = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            for minute in [0, 50, 70, 1500] {
+                let mut r = reading("dev-q", minute, i as f64 + minute as f64 / 100.0, QualityFlag::Good);
+                r.quantity = Quantity::by_name(name).unwrap();
+                readings.push(r);
+            }
+        }
+        readings.push(reading("dev-other", 5, 1.0, QualityFlag::Good));
+        write(&store, readings);
+        let scope = Scope::Device("dev-q".into());
+        let ask = |name: &str, i: Interval| {
+            store.rollups(&scope, Quantity::by_name(name).unwrap(), i, at(T0), at(T0 + 2 * 86_400_000)).unwrap()
+        };
+        let folded: Vec<_> = names.iter().flat_map(|n| Interval::ALL.map(|i| ask(n, i))).collect();
+        assert!(folded.iter().all(|w| !w.is_empty()));
+        let done = store.flush_all().unwrap();
+        assert_eq!(done.windows, 2 * 3 + 1, "a day row per quantity and day, and dev-other's");
+        assert_eq!(store.pending_windows(), 0);
+        let stored: Vec<_> = names.iter().flat_map(|n| Interval::ALL.map(|i| ask(n, i))).collect();
+        assert_eq!(stored, folded);
+        // A new reading of one quantity: the device's other quantities keep their rows.
+        write(&store, vec![reading("dev-q", 71, 5.0, QualityFlag::Good)]);
+        assert_eq!(store.flush_all().unwrap().windows, 1);
     }
 
     #[test]

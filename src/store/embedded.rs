@@ -38,6 +38,9 @@ pub struct EmbeddedStore {
     pending: Pending,
     /// Held by the flush in progress (see `device_windows::flush`).
     flushing: std::sync::Mutex<()>,
+    /// Device → district pairs known to be stored, so a batch looks up only new ones.
+    /// Cleared when a commit fails (it may hold pairs of the failed transaction).
+    districts_stored: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl EmbeddedStore {
@@ -58,16 +61,18 @@ impl EmbeddedStore {
         tx.open_table(device_windows::DEVICE_WINDOWS).map_err(engine)?;
         tx.commit().map_err(engine)?;
         let pending = Pending::load(&db)?;
-        Ok(Self { db, rollups: true, pending, flushing: std::sync::Mutex::new(()) })
+        Ok(Self { db, rollups: true, pending, flushing: Default::default(), districts_stored: Default::default() })
     }
 
     /// Write a batch in one durable transaction: when this returns `Ok`, it is on disk.
     /// Returns the ids given to the batch's dead letters.
     pub fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
         let tx = self.db.begin_write().map_err(engine)?;
-        let ids = self.write_in(&tx, batch)?;
-        tx.commit().map_err(engine)?;
-        Ok(ids)
+        let written = self.write_in(&tx, batch).and_then(|ids| tx.commit().map(|()| ids).map_err(engine));
+        if written.is_err() {
+            self.forget_districts();
+        }
+        written
     }
 
     /// Write a batch into an open transaction (the caller commits): a dead letter's replay
@@ -98,14 +103,27 @@ impl EmbeddedStore {
                     Some((v, f)) if v.to_bits() == r.value.to_bits() && f == r.flag.to_byte() => continue,
                     Some(_) => changed.push((r.device.as_str(), r.quantity, r.time.timestamp_millis())),
                 }
-                touched.add(r.device.as_str(), r.quantity.name(), r.time.timestamp_millis());
+                touched.add(r.device.as_str(), r.time.timestamp_millis());
             }
         }
         if !self.rollups {
             changed.clear();
             touched.clear();
         }
-        rollups::set_districts(tx, batch.districts.iter().map(|(d, z)| (d.as_str(), z.as_str())))?;
+        let new_districts: Vec<(&str, &str)> = {
+            let known = self.districts_stored.lock().unwrap_or_else(|p| p.into_inner());
+            batch
+                .districts
+                .iter()
+                .filter(|(d, z)| known.get(d.as_str()) != Some(*z))
+                .map(|(d, z)| (d.as_str(), z.as_str()))
+                .collect()
+        };
+        if !new_districts.is_empty() {
+            rollups::set_districts(tx, new_districts.iter().copied())?;
+            let mut known = self.districts_stored.lock().unwrap_or_else(|p| p.into_inner());
+            known.extend(new_districts.iter().map(|(d, z)| ((*d).to_owned(), (*z).to_owned())));
+        }
         rollups::apply(tx, &delta)?;
         window_journal::append(tx, &self.pending, &mut touched)?;
         for (device, quantity, t) in changed {
@@ -147,6 +165,11 @@ impl EmbeddedStore {
             super::frame_counters::write(tx, &batch.frame_counters)?;
         }
         Ok(ids)
+    }
+
+    /// Forget which districts are known to be stored (after a failed commit).
+    pub(super) fn forget_districts(&self) {
+        self.districts_stored.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// The newest reading of every quantity of a device.

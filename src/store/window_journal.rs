@@ -1,9 +1,10 @@
-//! The device-window journal: which hours of which series each batch touched, durable in the batch's transaction and mirrored in memory until flushed.
+//! The device-window journal: which hours of which devices each batch touched, durable in the batch's transaction and mirrored in memory until flushed.
 //!
 //! One row per batch, keyed by a sequence number, in a compact layout (a burst of 2,000
-//! uplinks from 1,000 devices touches 6,000 series and journals them in about 40 kB). The
-//! unit is the hour because the flush recomputes device windows an hour block at a time.
-//! The in-memory mirror ([`Pending`]) lets a query know which stored windows are stale.
+//! uplinks from 1,000 devices journals about 1,000 device hours in some 12 kB). The unit
+//! is the device hour: an uplink's readings share device and time, so a batch notes one
+//! entry per uplink at most, and the flush recomputes every quantity the device has in
+//! that hour. The in-memory mirror ([`Pending`]) tells a query which stored windows are stale.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,23 +14,22 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{engine, StoreError};
 use crate::aggregates::Interval;
-use crate::model::Quantity;
 
-/// Journal sequence number → the series hours one batch touched, encoded by [`encode`].
+/// Journal sequence number → the device hours one batch touched, encoded by [`encode`].
 pub(super) const WINDOW_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("window_journal");
 
 const HOUR_MS: i64 = 3_600_000;
 
-/// Hours a batch touched: (device, quantity name, hour start), in any order.
+/// Hours a batch touched: (device, hour start), in any order.
 #[derive(Debug, Default)]
-pub(super) struct Touched<'a>(Vec<(&'a str, &'static str, i64)>);
+pub(super) struct Touched<'a>(Vec<(&'a str, i64)>);
 
 impl<'a> Touched<'a> {
-    pub(super) fn add(&mut self, device: &'a str, quantity: &'static str, t_ms: i64) {
+    pub(super) fn add(&mut self, device: &'a str, t_ms: i64) {
         let hour = Interval::Hour.window_start(t_ms);
         // An uplink's readings come together: skip the repeats next to each other early.
-        if self.0.last() != Some(&(device, quantity, hour)) {
-            self.0.push((device, quantity, hour));
+        if self.0.last() != Some(&(device, hour)) {
+            self.0.push((device, hour));
         }
     }
 
@@ -37,22 +37,19 @@ impl<'a> Touched<'a> {
         self.0.clear();
     }
 
-    /// Sorted by series and start, each window once.
+    /// Sorted by device and hour, each once.
     fn settle(&mut self) {
         self.0.sort_unstable();
         self.0.dedup();
     }
 }
 
-/// One decoded journal row: per series, the touched hour starts (ascending).
-pub(super) type Row = Vec<(String, &'static str, Vec<i64>)>;
-
-/// Journaled hours not yet flushed, in memory: per device and quantity, each pending hour
-/// start with the newest journal row that touched it.
+/// Journaled device hours not yet flushed, in memory: per device, each pending hour start
+/// with the newest journal row that touched it.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
     next_seq: AtomicU64,
-    hours: Mutex<HashMap<String, HashMap<&'static str, BTreeMap<i64, u64>>>>,
+    hours: Mutex<HashMap<String, BTreeMap<i64, u64>>>,
 }
 
 impl Pending {
@@ -65,51 +62,44 @@ impl Pending {
         for entry in journal.iter().map_err(engine)? {
             let (k, v) = entry.map_err(engine)?;
             last = k.value();
-            for (device, quantity, starts) in decode(v.value())? {
-                pending.note(last, &device, quantity, starts.iter().copied());
-            }
+            visit(v.value(), &mut |device, hours| pending.note(last, device, hours.iter().copied()))?;
         }
         pending.next_seq.store(last + 1, Ordering::Relaxed);
         Ok(pending)
     }
 
-    fn note(&self, seq: u64, device: &str, quantity: &'static str, starts: impl Iterator<Item = i64>) {
-        let mut hours = self.hours.lock().unwrap_or_else(|p| p.into_inner());
-        let series = match hours.get_mut(device) {
+    fn note(&self, seq: u64, device: &str, hours: impl Iterator<Item = i64>) {
+        let mut pending = self.hours.lock().unwrap_or_else(|p| p.into_inner());
+        let of_device = match pending.get_mut(device) {
             Some(d) => d,
-            None => hours.entry(device.to_owned()).or_default(),
+            None => pending.entry(device.to_owned()).or_default(),
         };
-        let pending = series.entry(quantity).or_default();
-        for start in starts {
-            pending.insert(start, seq);
+        for hour in hours {
+            of_device.insert(hour, seq);
         }
     }
 
-    /// Pending hour starts of one series in `[from, to)`.
-    pub(super) fn between(&self, device: &str, quantity: &'static str, from: i64, to: i64) -> Vec<i64> {
-        let hours = self.hours.lock().unwrap_or_else(|p| p.into_inner());
-        match hours.get(device).and_then(|d| d.get(quantity)) {
-            Some(starts) if from < to => starts.range(from..to).map(|(s, _)| *s).collect(),
+    /// Pending hour starts of one device in `[from, to)`.
+    pub(super) fn between(&self, device: &str, from: i64, to: i64) -> Vec<i64> {
+        let pending = self.hours.lock().unwrap_or_else(|p| p.into_inner());
+        match pending.get(device) {
+            Some(hours) if from < to => hours.range(from..to).map(|(h, _)| *h).collect(),
             _ => Vec::new(),
         }
     }
 
     /// Forget hours whose newest journal row is at or below `seq`: a flush has stored them.
     pub(super) fn flushed(&self, seq: u64) {
-        let mut hours = self.hours.lock().unwrap_or_else(|p| p.into_inner());
-        hours.retain(|_, series| {
-            series.retain(|_, starts| {
-                starts.retain(|_, s| *s > seq);
-                !starts.is_empty()
-            });
-            !series.is_empty()
+        let mut pending = self.hours.lock().unwrap_or_else(|p| p.into_inner());
+        pending.retain(|_, hours| {
+            hours.retain(|_, s| *s > seq);
+            !hours.is_empty()
         });
     }
 
-    /// Number of pending series hours.
+    /// Number of pending device hours.
     pub(super) fn len(&self) -> usize {
-        let hours = self.hours.lock().unwrap_or_else(|p| p.into_inner());
-        hours.values().flat_map(|d| d.values()).map(BTreeMap::len).sum()
+        self.hours.lock().unwrap_or_else(|p| p.into_inner()).values().map(BTreeMap::len).sum()
     }
 }
 
@@ -122,22 +112,28 @@ pub(super) fn append(tx: &WriteTransaction, pending: &Pending, touched: &mut Tou
     }
     touched.settle();
     let seq = pending.next_seq.fetch_add(1, Ordering::Relaxed);
-    for run in touched.0.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-        pending.note(seq, run[0].0, run[0].1, run.iter().map(|t| t.2));
+    for run in touched.0.chunk_by(|a, b| a.0 == b.0) {
+        pending.note(seq, run[0].0, run.iter().map(|t| t.1));
     }
     let mut table = tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
     table.insert(seq, encode(&touched.0).as_slice()).map_err(engine)?;
     Ok(())
 }
 
-/// Up to `max` journal rows, oldest first, as (sequence number, row).
-pub(super) fn oldest(journal: &impl ReadableTable<u64, &'static [u8]>, max: usize) -> Result<Vec<(u64, Row)>, StoreError> {
-    let mut out = Vec::new();
+/// Read up to `max` journal rows, oldest first: `f` gets each device and its hours. Returns
+/// the rows' sequence numbers.
+pub(super) fn oldest(
+    journal: &impl ReadableTable<u64, &'static [u8]>,
+    max: usize,
+    mut f: impl FnMut(&str, &[i64]),
+) -> Result<Vec<u64>, StoreError> {
+    let mut seqs = Vec::new();
     for entry in journal.iter().map_err(engine)?.take(max) {
         let (k, v) = entry.map_err(engine)?;
-        out.push((k.value(), decode(v.value())?));
+        visit(v.value(), &mut f)?;
+        seqs.push(k.value());
     }
-    Ok(out)
+    Ok(seqs)
 }
 
 /// Drop journal rows a flush has handled (in the flush's transaction).
@@ -149,40 +145,25 @@ pub(super) fn remove(tx: &WriteTransaction, seqs: impl Iterator<Item = u64>) -> 
     Ok(())
 }
 
-// Row layout, all counts and offsets as LEB128 varints:
-//   the quantity names used (count, then length + bytes each);
-//   the base: the earliest hour start, i64 little-endian;
-//   the devices (count), each: length + bytes, its series (count), each: the quantity's
-//   index in the names, its runs of adjacent hours (count), each: the first hour's offset
-//   from the base and the run's length, both in hours.
+// Row layout: the base, the earliest hour start as i64 little-endian; then as LEB128
+// varints the number of devices and per device its id's length and bytes, its runs of
+// adjacent hours (count), and per run the first hour's offset from the base and the run's
+// length, both in hours.
 
-fn encode(sorted: &[(&str, &'static str, i64)]) -> Vec<u8> {
-    let mut names: Vec<&'static str> = sorted.iter().map(|t| t.1).collect();
-    names.sort_unstable();
-    names.dedup();
-    let base = sorted.iter().map(|t| t.2).min().unwrap_or(0);
-    let mut out = Vec::with_capacity(64 + sorted.len() * 4);
-    varint(&mut out, names.len() as u64);
-    for n in &names {
-        varint(&mut out, n.len() as u64);
-        out.extend_from_slice(n.as_bytes());
-    }
+fn encode(sorted: &[(&str, i64)]) -> Vec<u8> {
+    let base = sorted.iter().map(|t| t.1).min().unwrap_or(0);
+    let mut out = Vec::with_capacity(16 + sorted.len() * 12);
     out.extend_from_slice(&base.to_le_bytes());
     let devices: Vec<_> = sorted.chunk_by(|a, b| a.0 == b.0).collect();
     varint(&mut out, devices.len() as u64);
     for device in devices {
         varint(&mut out, device[0].0.len() as u64);
         out.extend_from_slice(device[0].0.as_bytes());
-        let series: Vec<_> = device.chunk_by(|a, b| a.1 == b.1).collect();
-        varint(&mut out, series.len() as u64);
-        for s in series {
-            varint(&mut out, names.binary_search(&s[0].1).unwrap_or(0) as u64);
-            let runs: Vec<_> = s.chunk_by(|a, b| b.2 - a.2 == HOUR_MS).collect();
-            varint(&mut out, runs.len() as u64);
-            for run in runs {
-                varint(&mut out, ((run[0].2 - base) / HOUR_MS) as u64);
-                varint(&mut out, run.len() as u64);
-            }
+        let runs: Vec<_> = device.chunk_by(|a, b| b.1 - a.1 == HOUR_MS).collect();
+        varint(&mut out, runs.len() as u64);
+        for run in runs {
+            varint(&mut out, ((run[0].1 - base) / HOUR_MS) as u64);
+            varint(&mut out, run.len() as u64);
         }
     }
     out
@@ -196,47 +177,37 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn decode(bytes: &[u8]) -> Result<Row, StoreError> {
+/// Call `f` with each device of a row and its hours (ascending), without copying the row.
+fn visit(bytes: &[u8], f: &mut impl FnMut(&str, &[i64])) -> Result<(), StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("window journal row: {what}"));
     let mut c = Cursor(bytes);
-    let mut names = Vec::new();
-    for _ in 0..c.varint()? {
-        let len = c.len()?;
-        let name = std::str::from_utf8(c.take(len)?).map_err(|_| corrupt("a quantity name is not UTF-8"))?;
-        names.push(Quantity::by_name(name).ok_or_else(|| corrupt(&format!("unknown quantity {name:?}")))?.name());
-    }
     let base = i64::from_le_bytes(c.take(8)?.try_into().map_err(|_| corrupt("short base"))?);
-    let mut out = Vec::new();
+    let mut hours = Vec::new();
     let mut total = 0u64;
     for _ in 0..c.varint()? {
         let len = c.len()?;
         let device = std::str::from_utf8(c.take(len)?).map_err(|_| corrupt("a device id is not UTF-8"))?;
+        hours.clear();
         for _ in 0..c.varint()? {
-            let quantity = *names.get(c.len()?).ok_or_else(|| corrupt("quantity index out of range"))?;
-            let mut starts = Vec::new();
-            for _ in 0..c.varint()? {
-                let first = c.varint()?;
-                let len = c.varint()?;
-                total = total.saturating_add(len);
-                if total > 1 << 24 {
-                    return Err(corrupt("more hours than a row can hold"));
-                }
-                for i in 0..len {
-                    let step = i64::try_from(first.saturating_add(i)).map_err(|_| corrupt("offset out of range"))?;
-                    let start = step
-                        .checked_mul(HOUR_MS)
-                        .and_then(|o| base.checked_add(o))
-                        .ok_or_else(|| corrupt("offset out of range"))?;
-                    starts.push(start);
-                }
+            let first = c.varint()?;
+            let len = c.varint()?;
+            total = total.saturating_add(len);
+            if total > 1 << 24 {
+                return Err(corrupt("more hours than a row can hold"));
             }
-            out.push((device.to_owned(), quantity, starts));
+            for i in 0..len {
+                let step = i64::try_from(first.saturating_add(i)).map_err(|_| corrupt("offset out of range"))?;
+                let hour =
+                    step.checked_mul(HOUR_MS).and_then(|o| base.checked_add(o)).ok_or_else(|| corrupt("offset out of range"))?;
+                hours.push(hour);
+            }
         }
+        f(device, &hours);
     }
     if !c.0.is_empty() {
         return Err(corrupt("trailing bytes"));
     }
-    Ok(out)
+    Ok(())
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -263,12 +234,12 @@ impl<'a> Cursor<'a> {
         Err(StoreError::Corrupt("window journal row: a number longer than 64 bits".into()))
     }
 
-    /// A length or index: must fit what is left of the row, so damage can't ask for gigabytes.
+    /// A length: must fit what is left of the row, so damage can't ask for gigabytes.
     fn len(&mut self) -> Result<usize, StoreError> {
         let v = self.varint()?;
         usize::try_from(v)
             .ok()
-            .filter(|n| *n <= self.0.len().max(u8::MAX as usize))
+            .filter(|n| *n <= self.0.len())
             .ok_or_else(|| StoreError::Corrupt(format!("window journal row: a length of {v} with {} bytes left", self.0.len())))
     }
 }
@@ -277,22 +248,27 @@ impl<'a> Cursor<'a> {
 mod tests {
     use super::*;
 
+    fn decode(bytes: &[u8]) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
+        let mut out = Vec::new();
+        visit(bytes, &mut |d, h| out.push((d.to_owned(), h.to_vec())))?;
+        Ok(out)
+    }
+
     #[test]
     fn rows_round_trip_runs_and_reject_damage() {
         let mut touched = Touched::default();
         for t in [0, 600_000, 1_200_000, 3_600_000, -600_000, 1_200_001] {
-            touched.add("dev-1", "air_temperature", t);
+            touched.add("dev-1", t);
         }
-        touched.add("ä", "relative_humidity", 5);
-        touched.add("dev-1", "relative_humidity", 86_400_000 * 400);
+        touched.add("ä", 5);
+        touched.add("dev-1", 86_400_000 * 400);
         touched.settle();
         let bytes = encode(&touched.0);
         let back = decode(&bytes).unwrap();
-        assert_eq!(back.len(), 3);
-        assert_eq!((back[0].0.as_str(), back[0].1), ("dev-1", "air_temperature"));
-        assert_eq!(back[0].2, vec![-3_600_000, 0, 3_600_000], "hours, each once");
-        assert_eq!(back[1].2, vec![86_400_000 * 400]);
-        assert_eq!((back[2].0.as_str(), back[2].1, back[2].2.as_slice()), ("ä", "relative_humidity", &[0][..]));
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].0, "dev-1");
+        assert_eq!(back[0].1, vec![-3_600_000, 0, 3_600_000, 86_400_000 * 400], "hours, each once");
+        assert_eq!((back[1].0.as_str(), back[1].1.as_slice()), ("ä", &[0][..]));
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "a row cut at {cut} bytes must not decode");
         }
@@ -303,29 +279,30 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_journals_in_a_few_bytes_per_window() {
+    fn a_burst_journals_in_a_few_bytes_per_device_hour() {
+        let ids: Vec<String> = (0..1000).map(|d| format!("dev-{d:04}")).collect();
         let mut touched = Touched::default();
-        let names = ["air_temperature", "relative_humidity", "battery_voltage"];
-        for d in 0..1000 {
-            for q in names {
-                for step in 0..2 {
-                    touched.0.push((Box::leak(format!("dev-{d:04}").into_boxed_str()), q, step * HOUR_MS));
+        for step in 0..2 {
+            for id in &ids {
+                for _quantity in 0..6 {
+                    touched.add(id, step * 600_000);
                 }
             }
         }
+        assert_eq!(touched.0.len(), 2000, "an uplink's readings make one entry");
         touched.settle();
         let bytes = encode(&touched.0);
-        assert!(bytes.len() < 6 * 6000, "{} bytes for 6,000 series hours", bytes.len());
-        assert_eq!(decode(&bytes).unwrap().iter().map(|s| s.2.len()).sum::<usize>(), 6000);
+        assert!(bytes.len() < 14 * 1000, "{} bytes for 1,000 device hours", bytes.len());
+        assert_eq!(decode(&bytes).unwrap().iter().map(|s| s.1.len()).sum::<usize>(), 1000);
     }
 
     #[test]
     fn flushed_forgets_only_hours_no_newer_row_touched() {
         let p = Pending::default();
-        p.note(1, "a", "air_temperature", [0, 3_600_000].into_iter());
-        p.note(2, "a", "air_temperature", [3_600_000].into_iter());
+        p.note(1, "a", [0, 3_600_000].into_iter());
+        p.note(2, "a", [3_600_000].into_iter());
         p.flushed(1);
-        assert_eq!(p.between("a", "air_temperature", 0, i64::MAX), vec![3_600_000]);
+        assert_eq!(p.between("a", 0, i64::MAX), vec![3_600_000]);
         p.flushed(2);
         assert_eq!(p.len(), 0);
     }
