@@ -9,7 +9,7 @@
 
 pub mod derived;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -163,8 +163,9 @@ pub type DistrictWindow = (&'static str, u8, i64);
 #[derive(Debug, Default)]
 pub struct RollupDelta {
     /// By district name, then window: a reading costs one lookup of its district (no
-    /// allocation once the district is there) and three small-key updates.
-    pub windows: HashMap<String, HashMap<DistrictWindow, Window>>,
+    /// allocation once the district is there) and three small-key updates, hashed with
+    /// FxHash (the keys are the gateway's own, not a client's).
+    pub windows: FxHashMap<String, FxHashMap<DistrictWindow, Window>>,
 }
 
 impl RollupDelta {
@@ -200,7 +201,7 @@ impl RollupDelta {
 
     /// Number of district windows the delta touches.
     pub fn len(&self) -> usize {
-        self.windows.values().map(HashMap::len).sum()
+        self.windows.values().map(FxHashMap::len).sum()
     }
 }
 
