@@ -319,6 +319,23 @@ pub(super) fn clear(tx: &WriteTransaction, from: i64, to: i64) -> Result<(), Sto
     Ok(())
 }
 
+/// Build every device window from all stored readings (a store that has none yet).
+/// Returns the day rows written.
+pub(super) fn build_all(tx: &WriteTransaction) -> Result<usize, StoreError> {
+    let readings = tx.open_table(READINGS).map_err(engine)?;
+    let mut windows = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
+    let mut rebuilder = Rebuilder::default();
+    for entry in readings.iter().map_err(engine)? {
+        let (k, v) = entry.map_err(engine)?;
+        let (device, quantity, t) = k.value();
+        let Some(q) = Quantity::by_name(quantity) else { continue };
+        let (value, flag, _) = v.value();
+        rebuilder.add(&mut windows, device, q.name(), t, value, QualityFlag::from_byte(flag))?;
+    }
+    rebuilder.finish(&mut windows)?;
+    Ok(rebuilder.written)
+}
+
 /// Rebuilds device windows from readings fed in store order (series by series, oldest
 /// first), writing each series' windows when the next series begins.
 #[derive(Default)]
@@ -455,7 +472,9 @@ fn encode_day(day: i64, blocks: &BTreeMap<i64, Vec<u8>>) -> Result<Vec<u8>, Stor
 }
 
 /// A day row's window and its hour blocks, as (hour start, block bytes).
-fn decode_day(day: i64, bytes: &[u8]) -> Result<(Window, Vec<(i64, &[u8])>), StoreError> {
+type DayRow<'a> = (Window, Vec<(i64, &'a [u8])>);
+
+fn decode_day(day: i64, bytes: &[u8]) -> Result<DayRow<'_>, StoreError> {
     let corrupt = || StoreError::Corrupt("a device day row is damaged".into());
     let window = decode_window(bytes)?;
     let mut rest = bytes.get(WINDOW_BYTES..).ok_or_else(corrupt)?;
@@ -538,8 +557,10 @@ mod tests {
         store.write(&WriteBatch { readings, ..Default::default() }).unwrap();
     }
 
+    type ByInterval = Vec<(Interval, Vec<(DateTime<Utc>, Window)>)>;
+
     /// Every window of dev-a, all intervals, over two days, as the API would ask.
-    fn all(store: &EmbeddedStore) -> Vec<(Interval, Vec<(DateTime<Utc>, Window)>)> {
+    fn all(store: &EmbeddedStore) -> ByInterval {
         let q = Quantity::by_name("air_temperature").unwrap();
         let scope = Scope::Device("dev-a".into());
         Interval::ALL
@@ -657,6 +678,24 @@ mod tests {
         // A new reading of one quantity: the device's other quantities keep their rows.
         write(&store, vec![reading("dev-q", 71, 5.0, QualityFlag::Good)]);
         assert_eq!(store.flush_all().unwrap().windows, 1);
+    }
+
+    #[test]
+    fn a_store_from_before_device_windows_gets_them_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan: Vec<(i64, f64, QualityFlag)> = (0..50).map(|i| (i * 37, i as f64, QualityFlag::Good)).collect();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            write(&store, plan.iter().map(|&(m, v, f)| reading("dev-a", m, v, f)).collect());
+            // What an older version left: readings, no journal, no device windows table.
+            let tx = store.db.begin_write().unwrap();
+            tx.delete_table(window_journal::WINDOW_JOURNAL).unwrap();
+            tx.delete_table(DEVICE_WINDOWS).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.pending_windows(), 0, "nothing pending: the windows are stored");
+        check(&store, &plan, "built at open");
     }
 
     #[test]

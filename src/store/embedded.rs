@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
 use super::device_windows::{self, FlushSummary};
 use super::window_journal::{self, Pending, Touched};
@@ -50,6 +50,7 @@ impl EmbeddedStore {
         let db = Database::create(dir.join("messnetz.redb")).map_err(engine)?;
         // Create the tables up front so readers never meet a missing table.
         let tx = db.begin_write().map_err(engine)?;
+        let has_device_windows = tx.list_tables().map_err(engine)?.any(|t| t.name() == device_windows::DEVICE_WINDOWS.name());
         tx.open_table(READINGS).map_err(engine)?;
         tx.open_table(LAST_SEEN).map_err(engine)?;
         tx.open_table(DEAD_LETTERS).map_err(engine)?;
@@ -59,6 +60,17 @@ impl EmbeddedStore {
         tx.open_table(super::frame_counters::FRAME_COUNTERS).map_err(engine)?;
         tx.open_table(window_journal::WINDOW_JOURNAL).map_err(engine)?;
         tx.open_table(device_windows::DEVICE_WINDOWS).map_err(engine)?;
+        // A store from before device windows were stored: build them from its readings, in
+        // this transaction (an interrupted build runs again at the next start).
+        if !has_device_windows {
+            let rows = device_windows::build_all(&tx)?;
+            if rows > 0 {
+                tracing::info!(
+                    day_rows = rows,
+                    "device rollup windows built from the stored readings (first start of this version)"
+                );
+            }
+        }
         tx.commit().map_err(engine)?;
         let pending = Pending::load(&db)?;
         Ok(Self { db, rollups: true, pending, flushing: Default::default(), districts_stored: Default::default() })
