@@ -34,7 +34,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     .flatten();
     let name = "messnetz_rollup_windows_pending";
     text.push_str(&format!(
-        "# HELP {name} Series hours of device rollup windows journaled and not yet flushed into the stored windows (queries fold them from the readings).\n# TYPE {name} gauge\n{name} {}\n",
+        "# HELP {name} Device hours of rollup windows journaled and not yet flushed into the stored windows (queries fold them from the readings).\n# TYPE {name} gauge\n{name} {}\n",
         state.store.pending_windows()
     ));
     if let Some(stale) = stale {
