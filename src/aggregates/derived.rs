@@ -34,7 +34,7 @@ pub fn add_derived(values: &mut Vec<DecodedValue>) {
 pub fn dew_point(t_c: f64, rh: f64) -> Option<f64> {
     const A: f64 = 17.62;
     const B: f64 = 243.12;
-    if !(rh > 0.0 && rh <= 100.0) || !t_c.is_finite() {
+    if !(rh > 0.0 && rh <= 100.0 && t_c.is_finite()) {
         return None;
     }
     let gamma = (rh / 100.0).ln() + A * t_c / (B + t_c);

@@ -88,6 +88,9 @@ impl Scope {
     }
 }
 
+/// A window as stored: count, excluded, sum, min, max, last, last time (ms).
+pub type WindowTuple = (u64, u64, f64, f64, f64, f64, i64);
+
 /// The statistics of one window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Window {
@@ -147,11 +150,11 @@ impl Window {
         (self.count > 0).then(|| self.sum / self.count as f64)
     }
 
-    pub fn as_tuple(&self) -> (u64, u64, f64, f64, f64, f64, i64) {
+    pub fn as_tuple(&self) -> WindowTuple {
         (self.count, self.excluded, self.sum, self.min, self.max, self.last, self.last_time)
     }
 
-    pub fn from_tuple((count, excluded, sum, min, max, last, last_time): (u64, u64, f64, f64, f64, f64, i64)) -> Self {
+    pub fn from_tuple((count, excluded, sum, min, max, last, last_time): WindowTuple) -> Self {
         Window { count, excluded, sum, min, max, last, last_time }
     }
 }

@@ -53,7 +53,7 @@ pub async fn catalog(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         let base = &od.base_url;
         let publisher = json!({ "@id": od.publisher_uri, "@type": "foaf:Agent", "foaf:name": od.publisher_name });
         // Whole UTC days, from the first day with data to the end of the last.
-        let extent = |scope: &Scope, q: Quantity| -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, ApiError> {
+        let extent = |scope: &Scope, q: Quantity| -> Result<Option<crate::store::Extent>, ApiError> {
             Ok(store.extent(scope, q)?.map(|(first, last)| {
                 let day = |t: DateTime<Utc>| DateTime::from_timestamp_millis(Interval::Day.window_start(t.timestamp_millis())).unwrap_or(t);
                 (day(first), day(last) + chrono::Duration::days(1))

@@ -305,7 +305,7 @@ impl EmbeddedStore {
 
     /// Times of the first and the last data of a device's series (its readings) or of a
     /// district's (its stored day windows): two lookups, whatever the length of the series.
-    pub fn extent(&self, scope: &Scope, quantity: Quantity) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+    pub fn extent(&self, scope: &Scope, quantity: Quantity) -> Result<Option<super::Extent>, StoreError> {
         let tx = self.db.begin_read().map_err(engine)?;
         let ends = rollups::extent(&tx, scope, quantity)?;
         ends.map(|(first, last)| Ok((millis(first)?, millis(last)?))).transpose()

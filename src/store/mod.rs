@@ -22,6 +22,9 @@ use chrono::{DateTime, Utc};
 
 use crate::model::{DeviceId, Reading};
 
+/// The first and the last time of a series' data.
+pub type Extent = (DateTime<Utc>, DateTime<Utc>);
+
 /// Everything one batch of messages produced; written in one transaction, so after a crash
 /// either all of it is on disk or none of it is (and the broker redelivers the messages).
 #[derive(Debug, Default)]

@@ -10,12 +10,11 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::embedded::READINGS;
 use super::{engine, StoreError};
-use crate::aggregates::{Interval, RollupDelta, Scope, Window};
+use crate::aggregates::{Interval, RollupDelta, Scope, Window, WindowTuple};
 use crate::model::{QualityFlag, Quantity};
 
 /// (scope key, quantity, interval code, window start ms) → (count, excluded, sum, min, max, last, last time ms).
-pub(super) const ROLLUPS: TableDefinition<(&str, &str, u8, i64), (u64, u64, f64, f64, f64, f64, i64)> =
-    TableDefinition::new("rollups");
+pub(super) const ROLLUPS: TableDefinition<(&str, &str, u8, i64), WindowTuple> = TableDefinition::new("rollups");
 /// device → district, for open devices: which device windows make up a district's.
 pub(super) const DEVICE_DISTRICT: TableDefinition<&str, &str> = TableDefinition::new("device_district");
 
