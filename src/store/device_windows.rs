@@ -13,7 +13,7 @@
 //! Storage: one row per series and day holds the day's window and an hour block per hour
 //! with data: the hour's window and its 10-minute windows (a 10-minute window of a single
 //! good reading is kept as that reading's value and time). At a 10-minute cadence a full
-//! day row is about 4 kB. Storing every window as a row of its own made the flush cost
+//! day row is about 3 kB. Storing every window as a row of its own made the flush cost
 //! about half of store throughput (each 10-minute window holds one reading at that
 //! cadence); a row per series and hour still cost 12–15 %, the time going into the
 //! B-tree inserts, one per row, made while ingest waits for the write lock.
@@ -387,67 +387,72 @@ impl Rebuilder {
     }
 }
 
-// Value layouts, little-endian. A window: count u64, excluded u64, then sum, min, max, last
-// as f64 and the last value's time as i64 ms (56 bytes). An hour block: the hour's window,
-// then per non-empty 10-minute window its slot in the hour (0..5) and either 0 and the
-// window, or 1 and the one good reading's value (f64) and time (i64). A day row: the day's
-// window, then per hour with data its slot in the day (0..23), its block's length (u16)
-// and the block.
+// Value layouts, little-endian. A window: count u32, excluded u32, then sum, min, max,
+// last as f64 and the last value's time as i64 ms (48 bytes). An hour block: the hour's
+// window, then per non-empty 10-minute window one byte (its slot in the hour, 0..5, plus
+// 16 × its kind) and either the window (kind 0) or the one good reading's value (f64) and
+// its time as ms after the window's start (u32) (kind 1). A day row: the day's window,
+// then per hour with data its slot in the day (0..23), its block's length (u16) and the
+// block. A full day at a 10-minute cadence is 3,144 bytes, so a row and its key fit a
+// 4 kB page.
 
-const WINDOW_BYTES: usize = 56;
+const WINDOW_BYTES: usize = 48;
 
 fn encode_window(w: &Window) -> [u8; WINDOW_BYTES] {
+    // A day of one series holds at most 86,400,000 readings (one per millisecond).
+    let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
     let mut out = [0u8; WINDOW_BYTES];
-    let fields = [
-        w.count.to_le_bytes(),
-        w.excluded.to_le_bytes(),
-        w.sum.to_le_bytes(),
-        w.min.to_le_bytes(),
-        w.max.to_le_bytes(),
-        w.last.to_le_bytes(),
-        w.last_time.to_le_bytes(),
-    ];
-    for (chunk, field) in out.chunks_exact_mut(8).zip(fields) {
+    out[0..4].copy_from_slice(&count(w.count));
+    out[4..8].copy_from_slice(&count(w.excluded));
+    let fields = [w.sum.to_le_bytes(), w.min.to_le_bytes(), w.max.to_le_bytes(), w.last.to_le_bytes(), w.last_time.to_le_bytes()];
+    for (chunk, field) in out[8..].chunks_exact_mut(8).zip(fields) {
         chunk.copy_from_slice(&field);
     }
     out
 }
 
 fn decode_window(bytes: &[u8]) -> Result<Window, StoreError> {
+    let cut = || StoreError::Corrupt("a device window is cut short".into());
+    let word = |i: usize| -> Result<[u8; 4], StoreError> { bytes.get(i..i + 4).and_then(|b| b.try_into().ok()).ok_or_else(cut) };
     let field = |i: usize| -> Result<[u8; 8], StoreError> {
-        bytes
-            .get(i * 8..i * 8 + 8)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| StoreError::Corrupt("a device window is cut short".into()))
+        bytes.get(8 + i * 8..16 + i * 8).and_then(|b| b.try_into().ok()).ok_or_else(cut)
     };
     Ok(Window {
-        count: u64::from_le_bytes(field(0)?),
-        excluded: u64::from_le_bytes(field(1)?),
-        sum: f64::from_le_bytes(field(2)?),
-        min: f64::from_le_bytes(field(3)?),
-        max: f64::from_le_bytes(field(4)?),
-        last: f64::from_le_bytes(field(5)?),
-        last_time: i64::from_le_bytes(field(6)?),
+        count: u64::from(u32::from_le_bytes(word(0)?)),
+        excluded: u64::from(u32::from_le_bytes(word(4)?)),
+        sum: f64::from_le_bytes(field(0)?),
+        min: f64::from_le_bytes(field(1)?),
+        max: f64::from_le_bytes(field(2)?),
+        last: f64::from_le_bytes(field(3)?),
+        last_time: i64::from_le_bytes(field(4)?),
     })
 }
 
+/// Entry kinds in an hour block (the high half of the entry's first byte).
+const FULL: u8 = 0;
+const SINGLE: u8 = 1;
+
 /// An hour block from the hour's non-empty 10-minute windows (oldest first).
 fn encode_block(tens: &[(i64, Window)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(WINDOW_BYTES + tens.len() * (2 + WINDOW_BYTES));
+    let mut out = Vec::with_capacity(WINDOW_BYTES + tens.len() * (1 + WINDOW_BYTES));
     let hour = coarsen(tens, Interval::Hour).first().map(|(_, w)| *w).unwrap_or(Window::EMPTY);
     out.extend_from_slice(&encode_window(&hour));
     for (start, w) in tens {
-        out.push(((start - Interval::Hour.window_start(*start)) / TEN.millis()) as u8);
+        let slot = ((start - Interval::Hour.window_start(*start)) / TEN.millis()) as u8;
         // Kept as the reading only if rebuilding it from the reading gives the same bits.
         let mut single = Window::EMPTY;
         single.add(w.last, w.last_time, QualityFlag::Good);
-        if encode_window(&single) == encode_window(w) {
-            out.push(1);
-            out.extend_from_slice(&w.last.to_le_bytes());
-            out.extend_from_slice(&w.last_time.to_le_bytes());
-        } else {
-            out.push(0);
-            out.extend_from_slice(&encode_window(w));
+        let offset = w.last_time.checked_sub(*start).and_then(|o| u32::try_from(o).ok()).filter(|o| i64::from(*o) < TEN.millis());
+        match offset {
+            Some(offset) if encode_window(&single) == encode_window(w) => {
+                out.push(slot | SINGLE << 4);
+                out.extend_from_slice(&w.last.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
+            }
+            _ => {
+                out.push(slot | FULL << 4);
+                out.extend_from_slice(&encode_window(w));
+            }
         }
     }
     out
@@ -503,26 +508,27 @@ fn decode_block(hour: i64, bytes: &[u8]) -> Result<Vec<(i64, Window)>, StoreErro
     let corrupt = || StoreError::Corrupt("a device hour block is damaged".into());
     let mut rest = bytes.get(WINDOW_BYTES..).ok_or_else(corrupt)?;
     let mut out = Vec::with_capacity(6);
-    while let [slot, kind, tail @ ..] = rest {
-        let start = hour + i64::from(*slot) * TEN.millis();
+    while let [head, tail @ ..] = rest {
+        let (slot, kind) = (head & 0x0f, head >> 4);
+        if slot >= 6 {
+            return Err(corrupt());
+        }
+        let start = hour + i64::from(slot) * TEN.millis();
         match kind {
-            1 => {
+            SINGLE => {
                 let value = f64::from_le_bytes(tail.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?);
-                let time = i64::from_le_bytes(tail.get(8..16).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?);
+                let offset = u32::from_le_bytes(tail.get(8..12).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?);
                 let mut w = Window::EMPTY;
-                w.add(value, time, QualityFlag::Good);
+                w.add(value, start + i64::from(offset), QualityFlag::Good);
                 out.push((start, w));
-                rest = &tail[16..];
+                rest = &tail[12..];
             }
-            0 => {
+            FULL => {
                 out.push((start, decode_window(tail)?));
                 rest = tail.get(WINDOW_BYTES..).ok_or_else(corrupt)?;
             }
             _ => return Err(corrupt()),
         }
-    }
-    if !rest.is_empty() {
-        return Err(corrupt());
     }
     Ok(out)
 }
@@ -729,7 +735,7 @@ mod tests {
         let bytes = encode_block(&tens);
         assert_eq!(
             bytes.len(),
-            WINDOW_BYTES + 2 * (2 + WINDOW_BYTES) + 2 * 18,
+            WINDOW_BYTES + 2 * (1 + WINDOW_BYTES) + 2 * 13,
             "single readings are kept short: {}",
             bytes.len()
         );
@@ -761,6 +767,13 @@ mod tests {
         let mut bad_slot = row.clone();
         bad_slot[WINDOW_BYTES] = 24;
         assert!(decode_day(day, &bad_slot).is_err());
+
+        // A full day at a 10-minute cadence fits a 4 kB page with its key.
+        let tens: Vec<(i64, Window)> =
+            (0..144).map(|i| (day + i * 600_000, one(i as f64 * 0.1, day + i * 600_000 + 7, QualityFlag::Good))).collect();
+        let full: BTreeMap<i64, Vec<u8>> =
+            tens.chunks(6).map(|hour| (Interval::Hour.window_start(hour[0].0), encode_block(hour))).collect();
+        assert_eq!(encode_day(day, &full).unwrap().len(), 3144);
     }
 
     #[test]
