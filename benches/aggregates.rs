@@ -195,6 +195,7 @@ fn main() {
         });
     }
     let load_s = started.elapsed().as_secs_f64();
+    let space = EmbeddedStore::open(&data).and_then(|s| s.table_space()).unwrap_or_default();
     let size = std::fs::metadata(data.join("messnetz.redb")).map(|m| m.len()).unwrap_or(0);
     println!(
         "\n## /v1/aggregates with {devices} devices x {days} days of 10-minute air temperature ({} readings)\n\nloaded in {load_s:.0} s ({:.0} readings/s with rollups), store file {:.2} GB",
@@ -202,6 +203,9 @@ fn main() {
         (devices * per_device) as f64 / load_s,
         size as f64 / 1e9
     );
+    for (table, stored, pages) in space {
+        println!("- {table}: {:.2} GB of keys and values, {:.2} GB of pages", stored as f64 / 1e9, pages as f64 / 1e9);
+    }
 
     // 3. The gateway on that store, loaded with wrk.
     let mut devices_toml = String::new();

@@ -15,8 +15,8 @@
 //! good reading is kept as that reading's value and time). At a 10-minute cadence a full
 //! day row is about 3 kB. Storing every window as a row of its own made the flush cost
 //! about half of store throughput (each 10-minute window holds one reading at that
-//! cadence); a row per series and hour still cost 12–15 %, the time going into the
-//! B-tree inserts, one per row, made while ingest waits for the write lock.
+//! cadence); with a row per series and hour, most of the time a flush held the write lock
+//! went into its B-tree inserts, one per row (see BENCHMARKS.md).
 //!
 //! Every window is built the same way, wherever it is built (flush, query, rebuild): the
 //! 10-minute windows from the readings, an hour from its 10-minute windows and a day from

@@ -347,6 +347,21 @@ impl EmbeddedStore {
         self.pending.len()
     }
 
+    /// Space of the main tables, as (table, bytes of keys and values, bytes of pages in
+    /// all: with branch pages and fragmentation): what readings and rollups take on disk.
+    pub fn table_space(&self) -> Result<Vec<(&'static str, u64, u64)>, StoreError> {
+        let tx = self.db.begin_read().map_err(engine)?;
+        let space = |s: redb::TableStats| (s.stored_bytes(), s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes());
+        let readings = space(tx.open_table(READINGS).map_err(engine)?.stats().map_err(engine)?);
+        let devices = space(tx.open_table(device_windows::DEVICE_WINDOWS).map_err(engine)?.stats().map_err(engine)?);
+        let districts = space(tx.open_table(rollups::ROLLUPS).map_err(engine)?.stats().map_err(engine)?);
+        Ok(vec![
+            ("readings", readings.0, readings.1),
+            ("device windows", devices.0, devices.1),
+            ("district windows", districts.0, districts.1),
+        ])
+    }
+
     /// Number of stored readings (all devices).
     pub fn count_readings(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read().map_err(engine)?;
