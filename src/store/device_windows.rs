@@ -38,7 +38,7 @@ pub(super) const DEVICE_WINDOWS: TableDefinition<(&str, &str, i64), &[u8]> = Tab
 
 const TEN: Interval = Interval::TenMinutes;
 
-pub(super) type WindowsTable<'t> = redb::Table<'t, (&'static str, &'static str, i64), &'static [u8]>;
+type WindowsTable<'t> = redb::Table<'t, (&'static str, &'static str, i64), &'static [u8]>;
 
 /// What one flush did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -312,42 +312,39 @@ pub(super) fn query(
     Ok(out.into_iter().collect())
 }
 
-/// Drop every stored device window that starts in `[from, to)` (a rebuild's first step).
-pub(super) fn clear(tx: &WriteTransaction, from: i64, to: i64) -> Result<(), StoreError> {
-    let mut table = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
-    table.retain(|(_, _, day), _| !(from..to).contains(&day)).map_err(engine)?;
-    Ok(())
-}
-
-/// Build every device window from all stored readings (a store that has none yet).
-/// Returns the day rows written.
-pub(super) fn build_all(tx: &WriteTransaction) -> Result<usize, StoreError> {
+/// Recompute every device window of the days in `[from, to)` (day-aligned) from the
+/// readings, in the caller's transaction: at the first open of a store that has none, and
+/// for `rollups rebuild`. Returns (readings read, day rows written).
+pub(super) fn build(tx: &WriteTransaction, from: i64, to: i64) -> Result<(u64, usize), StoreError> {
     let readings = tx.open_table(READINGS).map_err(engine)?;
     let mut windows = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
+    windows.retain(|(_, _, day), _| !(from..to).contains(&day)).map_err(engine)?;
     let mut rebuilder = Rebuilder::default();
+    let mut read = 0;
     for entry in readings.iter().map_err(engine)? {
         let (k, v) = entry.map_err(engine)?;
         let (device, quantity, t) = k.value();
-        let Some(q) = Quantity::by_name(quantity) else { continue };
+        let Some(q) = Quantity::by_name(quantity).filter(|_| (from..to).contains(&t)) else { continue };
         let (value, flag, _) = v.value();
         rebuilder.add(&mut windows, device, q.name(), t, value, QualityFlag::from_byte(flag))?;
+        read += 1;
     }
     rebuilder.finish(&mut windows)?;
-    Ok(rebuilder.written)
+    Ok((read, rebuilder.written))
 }
 
 /// Rebuilds device windows from readings fed in store order (series by series, oldest
 /// first), writing each series' windows when the next series begins.
 #[derive(Default)]
-pub(super) struct Rebuilder {
+struct Rebuilder {
     series: Option<(String, &'static str)>,
     tens: Vec<(i64, Window)>,
     /// Day rows written so far.
-    pub(super) written: usize,
+    written: usize,
 }
 
 impl Rebuilder {
-    pub(super) fn add(
+    fn add(
         &mut self,
         windows: &mut WindowsTable,
         device: &str,
@@ -371,7 +368,7 @@ impl Rebuilder {
     }
 
     /// Write the current series' windows.
-    pub(super) fn finish(&mut self, windows: &mut WindowsTable) -> Result<(), StoreError> {
+    fn finish(&mut self, windows: &mut WindowsTable) -> Result<(), StoreError> {
         let Some((device, quantity)) = self.series.take() else { return Ok(()) };
         let tens = std::mem::take(&mut self.tens);
         for day in tens.chunk_by(|a, b| Interval::Day.window_start(a.0) == Interval::Day.window_start(b.0)) {

@@ -63,7 +63,7 @@ impl EmbeddedStore {
         // A store from before device windows were stored: build them from its readings, in
         // this transaction (an interrupted build runs again at the next start).
         if !has_device_windows {
-            let rows = device_windows::build_all(&tx)?;
+            let (_, rows) = device_windows::build(&tx, i64::MIN, i64::MAX)?;
             if rows > 0 {
                 tracing::info!(
                     day_rows = rows,

@@ -146,33 +146,24 @@ pub(super) fn rebuild(
     let mut delta = RollupDelta::default();
     let mut summary = RebuildSummary::default();
     let tx = db.begin_write().map_err(engine)?;
-    super::device_windows::clear(&tx, from, to)?;
+    (summary.readings, summary.device_windows) = super::device_windows::build(&tx, from, to)?;
     {
         let readings = tx.open_table(READINGS).map_err(engine)?;
-        let mut table = tx.open_table(super::device_windows::DEVICE_WINDOWS).map_err(engine)?;
-        let mut devices = super::device_windows::Rebuilder::default();
         let mut current: Option<(String, Option<String>)> = None;
         for entry in readings.iter().map_err(engine)? {
             let (k, v) = entry.map_err(engine)?;
             let (device, quantity, t) = k.value();
-            let Some(q) = Quantity::by_name(quantity) else { continue };
             if !(from..to).contains(&t) {
                 continue;
             }
-            let (value, flag, _) = v.value();
-            let flag = QualityFlag::from_byte(flag);
-            devices.add(&mut table, device, q.name(), t, value, flag)?;
-            summary.readings += 1;
             // Readings are stored series by series: look the district up once per device.
             if current.as_ref().is_none_or(|(d, _)| d != device) {
                 current = Some((device.to_owned(), district_of(device)));
             }
-            if let Some((_, Some(district))) = &current {
-                delta.add_to_district(district, q, t, value, flag);
-            }
+            let (Some((_, Some(district))), Some(q)) = (&current, Quantity::by_name(quantity)) else { continue };
+            let (value, flag, _) = v.value();
+            delta.add_to_district(district, q, t, value, QualityFlag::from_byte(flag));
         }
-        devices.finish(&mut table)?;
-        summary.device_windows = devices.written;
         let mut rollups = tx.open_table(ROLLUPS).map_err(engine)?;
         rollups.retain(|(_, _, _, start), _| !(from..to).contains(&start)).map_err(engine)?;
         let mut districts = tx.open_table(DEVICE_DISTRICT).map_err(engine)?;
