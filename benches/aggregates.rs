@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
-use messnetz::store::{EmbeddedStore, WriteBatch, FLUSH_BATCHES};
+use messnetz::store::{EmbeddedStore, WriteBatch};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -59,14 +59,14 @@ fn with_flusher<T>(store: &EmbeddedStore, work: impl FnOnce() -> T) -> T {
     let out = std::thread::scope(|s| {
         s.spawn(move || {
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(flush_ms())) {
-                while store.flush_windows(FLUSH_BATCHES).unwrap().batches == FLUSH_BATCHES {}
+                store.flush_windows().unwrap();
             }
         });
         let out = work();
         drop(stop);
         out
     });
-    store.flush_all().unwrap();
+    store.flush_windows().unwrap();
     assert_eq!(store.pending_windows(), 0);
     out
 }

@@ -619,7 +619,7 @@ mod tests {
             check(&store, &plan, "pending");
             let folded = all(&store);
             assert!(store.pending_windows() > 0);
-            let done = store.flush_all().unwrap();
+            let done = store.flush_windows().unwrap();
             assert!(done.batches == 8 && done.windows > 0, "{done:?}");
             assert_eq!(store.pending_windows(), 0);
             assert_eq!(all(&store), folded, "stored windows must equal the folded ones bit for bit");
@@ -642,7 +642,7 @@ mod tests {
         assert!(store.pending_windows() > 0, "the journal survives a restart");
         check(&store, &plan, "reopened");
         let folded = all(&store);
-        assert_eq!(store.flush_all().unwrap().batches, 1);
+        assert_eq!(store.flush_windows().unwrap().batches, 1);
         assert_eq!(all(&store), folded);
         check(&store, &plan, "reopened and flushed");
 
@@ -673,14 +673,14 @@ mod tests {
         };
         let folded: Vec<_> = names.iter().flat_map(|n| Interval::ALL.map(|i| ask(n, i))).collect();
         assert!(folded.iter().all(|w| !w.is_empty()));
-        let done = store.flush_all().unwrap();
+        let done = store.flush_windows().unwrap();
         assert_eq!(done.windows, 2 * 3 + 1, "a day row per quantity and day, and dev-other's");
         assert_eq!(store.pending_windows(), 0);
         let stored: Vec<_> = names.iter().flat_map(|n| Interval::ALL.map(|i| ask(n, i))).collect();
         assert_eq!(stored, folded);
         // A new reading of one quantity: the device's other quantities keep their rows.
         write(&store, vec![reading("dev-q", 71, 5.0, QualityFlag::Good)]);
-        assert_eq!(store.flush_all().unwrap().windows, 1);
+        assert_eq!(store.flush_windows().unwrap().windows, 1);
     }
 
     #[test]
@@ -706,7 +706,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         write(&store, vec![reading("dev-a", 0, 1.0, QualityFlag::Good), reading("dev-ab", 0, 5.0, QualityFlag::Good)]);
-        store.flush_all().unwrap();
+        store.flush_windows().unwrap();
         write(&store, vec![reading("dev-ab", 1, 7.0, QualityFlag::Good)]);
         check(&store, &[(0, 1.0, QualityFlag::Good)], "other series pending");
         write(&store, vec![reading("dev-a", 2, 3.0, QualityFlag::Good)]);

@@ -25,7 +25,7 @@ pub(super) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::ne
 
 /// Journal rows one flush transaction handles at most, so a long backlog (after a restart
 /// or an outage) is stored in steps and never holds up ingest's commits for long.
-pub const FLUSH_BATCHES: usize = 64;
+const FLUSH_BATCHES: usize = 64;
 
 /// The embedded store. Cheap to share: wrap it in an `Arc`; its calls block, so call them
 /// from `spawn_blocking` in async code.
@@ -319,21 +319,17 @@ impl EmbeddedStore {
         to: DateTime<Utc>,
         district_of: &dyn Fn(&str) -> Option<String>,
     ) -> Result<rollups::RebuildSummary, StoreError> {
-        self.flush_all()?;
+        self.flush_windows()?;
         rollups::rebuild(&self.db, from.timestamp_millis(), to.timestamp_millis(), district_of)
     }
 
-    /// Store the device windows of up to `max_batches` journaled batches (oldest first). The
-    /// gateway calls this every `store.flush_interval_ms`; queries are current either way.
-    pub fn flush_windows(&self, max_batches: usize) -> Result<FlushSummary, StoreError> {
-        device_windows::flush(&self.db, &self.pending, &self.flushing, max_batches)
-    }
-
-    /// Flush until the window journal is empty.
-    pub fn flush_all(&self) -> Result<FlushSummary, StoreError> {
+    /// Store the journaled device windows until the journal is empty, in steps of at most
+    /// `FLUSH_BATCHES` rows, each its own transaction. The gateway calls this every
+    /// `store.window_flush_ms`; queries are current either way.
+    pub fn flush_windows(&self) -> Result<FlushSummary, StoreError> {
         let mut total = FlushSummary::default();
         loop {
-            let done = self.flush_windows(FLUSH_BATCHES)?;
+            let done = device_windows::flush(&self.db, &self.pending, &self.flushing, FLUSH_BATCHES)?;
             if done.batches == 0 {
                 return Ok(total);
             }

@@ -11,7 +11,7 @@ mod window_journal;
 
 pub use dead_letter::{DeadLetter, DeadLetterFilter, ReplayOutcome};
 pub use device_windows::FlushSummary;
-pub use embedded::{EmbeddedStore, FLUSH_BATCHES};
+pub use embedded::EmbeddedStore;
 pub use frame_counters::{FrameCounter, RecentFrame, DUPLICATE_WINDOW_MS};
 pub use outbox::Spool;
 pub use rollups::RebuildSummary;
