@@ -226,10 +226,7 @@ impl EmbeddedStore {
                 (ReplayOutcome::Stored { device, readings: batch.readings.len() }, None)
             }
         };
-        if let Err(e) = self.write_in(&tx, &batch) {
-            self.forget_districts();
-            return Err(e);
-        }
+        self.write_in(&tx, &batch)?;
         {
             let mut table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
             match replacement {
@@ -242,10 +239,8 @@ impl EmbeddedStore {
                 }
             }
         }
-        tx.commit().map_err(|e| {
-            self.forget_districts();
-            engine(e)
-        })?;
+        tx.commit().map_err(engine)?;
+        self.districts_committed(&batch);
         Ok(outcome)
     }
 }

@@ -39,7 +39,7 @@ pub struct EmbeddedStore {
     /// Held by the flush in progress (see `device_windows::flush`).
     flushing: std::sync::Mutex<()>,
     /// Device → district pairs known to be stored, so a batch looks up only new ones.
-    /// Cleared when a commit fails (it may hold pairs of the failed transaction).
+    /// Filled after commits only, so it never holds a pair a failed transaction wrote.
     districts_stored: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
@@ -80,11 +80,10 @@ impl EmbeddedStore {
     /// Returns the ids given to the batch's dead letters.
     pub fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
         let tx = self.db.begin_write().map_err(engine)?;
-        let written = self.write_in(&tx, batch).and_then(|ids| tx.commit().map(|()| ids).map_err(engine));
-        if written.is_err() {
-            self.forget_districts();
-        }
-        written
+        let ids = self.write_in(&tx, batch)?;
+        tx.commit().map_err(engine)?;
+        self.districts_committed(batch);
+        Ok(ids)
     }
 
     /// Write a batch into an open transaction (the caller commits): a dead letter's replay
@@ -106,21 +105,19 @@ impl EmbeddedStore {
                         (r.value, r.flag.to_byte(), r.reason.as_str()),
                     )
                     .map_err(engine)?;
+                if !self.rollups {
+                    continue;
+                }
                 match old.map(|o| {
                     let (v, f, _) = o.value();
                     (v, f)
                 }) {
-                    None if !self.rollups => continue,
                     None => delta.add(r, batch.districts.get(&r.device).map(String::as_str)),
                     Some((v, f)) if v.to_bits() == r.value.to_bits() && f == r.flag.to_byte() => continue,
                     Some(_) => changed.push((r.device.as_str(), r.quantity, r.time.timestamp_millis())),
                 }
                 touched.add(r.device.as_str(), r.time.timestamp_millis());
             }
-        }
-        if !self.rollups {
-            changed.clear();
-            touched.clear();
         }
         let new_districts: Vec<(&str, &str)> = {
             let known = self.districts_stored.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,8 +130,6 @@ impl EmbeddedStore {
         };
         if !new_districts.is_empty() {
             rollups::set_districts(tx, new_districts.iter().copied())?;
-            let mut known = self.districts_stored.lock().unwrap_or_else(|p| p.into_inner());
-            known.extend(new_districts.iter().map(|(d, z)| ((*d).to_owned(), (*z).to_owned())));
         }
         rollups::apply(tx, &delta)?;
         window_journal::append(tx, &self.pending, &mut touched)?;
@@ -179,9 +174,14 @@ impl EmbeddedStore {
         Ok(ids)
     }
 
-    /// Forget which districts are known to be stored (after a failed commit).
-    pub(super) fn forget_districts(&self) {
-        self.districts_stored.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    /// Note a committed batch's device districts as stored (call after the commit only).
+    pub(super) fn districts_committed(&self, batch: &WriteBatch) {
+        let mut known = self.districts_stored.lock().unwrap_or_else(|p| p.into_inner());
+        for (device, district) in &batch.districts {
+            if known.get(device.as_str()) != Some(district) {
+                known.insert(device.as_str().to_owned(), district.clone());
+            }
+        }
     }
 
     /// The newest reading of every quantity of a device.

@@ -33,10 +33,6 @@ impl<'a> Touched<'a> {
         }
     }
 
-    pub(super) fn clear(&mut self) {
-        self.0.clear();
-    }
-
     /// Sorted by device and hour, each once.
     fn settle(&mut self) {
         self.0.sort_unstable();
