@@ -16,6 +16,7 @@ use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::registry::{self, Registry};
 use crate::sources::mqtt::MqttSource;
+use crate::sources::{listener, Acknowledger, Routes};
 use crate::store::EmbeddedStore;
 
 /// Run the gateway until `cancel` fires.
@@ -29,13 +30,20 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let listener = TcpListener::bind(settings.api.listen)
         .await
         .with_context(|| format!("api.listen: cannot listen on {}", settings.api.listen))?;
-    if settings.broker.enabled {
-        crate::broker::start(&settings.broker)?;
-    }
+    // Messages come from the embedded listener (the zero-setup default) or from a broker.
+    let embedded = match settings.broker.enabled {
+        true => Some(listener::bind(&settings.broker).await?),
+        false => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(Registry::new(profiles, devices));
-    let source = MqttSource::new(&settings.mqtt)?;
-    info!(host = %settings.mqtt.host, port = settings.mqtt.port, client_id = %settings.mqtt.client_id, "connecting to the MQTT broker");
+    let source = match embedded {
+        Some(_) => None,
+        None => {
+            info!(host = %settings.mqtt.host, port = settings.mqtt.port, client_id = %settings.mqtt.client_id, "connecting to the MQTT broker");
+            Some(MqttSource::new(&settings.mqtt)?)
+        }
+    };
 
     // InfluxDB: a spool filled by ingest, drained by a writer that outlives ingest at shutdown.
     let influx = match settings.influxdb.as_ref().filter(|i| i.enabled) {
@@ -52,7 +60,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         store: store.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
-        client: source.client(),
+        acks: Acknowledger::new(source.as_ref().map(MqttSource::client)),
         max_batch: settings.ingest.max_batch,
         spool,
         lorawan: Arc::new(lorawan_keys),
@@ -67,7 +75,16 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         Duration::from_millis(settings.store.window_flush_ms),
         flusher_stop.clone(),
     ));
-    tracker.spawn(source.run(tx, metrics.clone(), cancel.clone()));
+    match (source, embedded) {
+        (Some(source), _) => {
+            tracker.spawn(source.run(tx, metrics.clone(), cancel.clone()));
+        }
+        (None, Some(tcp)) => {
+            let routes = Routes::new(&settings.mqtt.subscriptions);
+            tracker.spawn(listener::run(tcp, settings.broker.clone(), routes, tx, metrics.clone(), cancel.clone()));
+        }
+        (None, None) => unreachable!("either the listener or a broker connection is set up above"),
+    }
 
     if settings.reload.interval_s > 0 {
         let interval = Duration::from_secs(settings.reload.interval_s);
@@ -93,7 +110,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     tracker.close();
 
     cancel.cancelled().await;
-    info!("shutting down: the MQTT source and the API stop, ingest commits what it holds");
+    info!("shutting down: the MQTT input and the API stop, ingest commits what it holds");
     let deadline = Duration::from_secs(settings.api.shutdown_grace_s + 5);
     if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
         warn!(after_s = deadline.as_secs(), "shutdown deadline passed; unacknowledged messages will be redelivered");

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
-use rumqttc::{AsyncClient, Publish};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
@@ -21,7 +20,7 @@ use crate::model::{QualityFlag, Reading};
 use crate::profiles::ProfileSet;
 use crate::quality;
 use crate::registry::Registry;
-use crate::sources::mqtt::Inbound;
+use crate::sources::{Ack, AckError, Acknowledger, Inbound};
 use crate::store::{DeadLetter, EmbeddedStore, WriteBatch};
 
 /// Everything the ingest stage needs, passed in by the app. Cloned for dead-letter replays,
@@ -32,8 +31,8 @@ pub struct Ingest {
     /// Devices and profiles; a snapshot is taken per batch, so a reload never splits one.
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
-    /// Acknowledges messages to the broker once stored.
-    pub client: AsyncClient,
+    /// Acknowledges messages to where they came from once stored.
+    pub acks: Acknowledger,
     pub max_batch: usize,
     /// The InfluxDB spool, when `[influxdb]` is on: readings are spooled in the same commit.
     pub spool: Option<Arc<crate::store::Spool>>,
@@ -47,8 +46,8 @@ impl Ingest {
     pub async fn run(self, mut input: mpsc::Receiver<Inbound>, cancel: CancellationToken) {
         let mut messages = Vec::with_capacity(self.max_batch);
         let mut batch = WriteBatch::default();
-        // Stored messages whose acknowledgement is not yet handed to the MQTT client.
-        let mut unacked: VecDeque<Publish> = VecDeque::new();
+        // Stored messages whose acknowledgement is not yet handed over.
+        let mut unacked: VecDeque<Ack> = VecDeque::new();
         // The series history of the spike and stuck tests lives as long as the stage.
         let mut qc = quality::QualityControl::new(self.registry.devices().quality().max_series);
         loop {
@@ -100,38 +99,27 @@ impl Ingest {
             if let Some(spool) = &self.spool {
                 spool.appended(batch.outbox.len());
             }
-            // An ack needs only the packet id and QoS: drop topic and payload while waiting.
-            unacked.extend(messages.drain(..).map(|m| {
-                let mut p = m.publish;
-                p.topic = String::new();
-                p.payload = Default::default();
-                p
-            }));
+            // Only the acknowledgement waits (counted for QoS 0 too); topic and payload are dropped here.
+            unacked.extend(messages.drain(..).map(|m| m.ack));
             batch.clear();
         }
         // The input closed (shutdown): hand over what can still go out.
         self.hand_over_acks(&mut unacked);
     }
 
-    /// Hand acknowledgements to the MQTT client in arrival order, without waiting: the source
+    /// Hand acknowledgements over in arrival order, without waiting: the broker connection's
     /// task, which drains the client's queue by polling the connection, may itself be
     /// waiting for room in the ingest queue, and waiting here too would stop both.
-    fn hand_over_acks(&self, unacked: &mut VecDeque<Publish>) {
-        while let Some(publish) = unacked.front() {
-            match self.client.try_ack(publish) {
-                Ok(()) => {
-                    unacked.pop_front();
-                    Metrics::inc(&self.metrics.messages_acked, 1);
-                }
-                Err(rumqttc::ClientError::TryRequest(_)) => return,
-                Err(e) => {
-                    // The connection task is gone (shutdown): the broker redelivers these,
-                    // and writes are idempotent.
-                    warn!(error = %e, pending = unacked.len(), "cannot acknowledge; the broker will redeliver");
-                    unacked.clear();
-                    return;
-                }
+    fn hand_over_acks(&self, unacked: &mut VecDeque<Ack>) {
+        while let Some(ack) = unacked.front() {
+            match self.acks.try_ack(ack) {
+                Ok(()) => Metrics::inc(&self.metrics.messages_acked, 1),
+                Err(AckError::Busy) => return,
+                // The connection is gone (a publisher left, shutdown): the sender delivers the
+                // message again, and writes are idempotent.
+                Err(AckError::Gone) => debug!("cannot acknowledge: the connection is gone; the sender delivers again"),
             }
+            unacked.pop_front();
         }
     }
 
@@ -189,6 +177,13 @@ impl Ingest {
         // join, downlink, MAC-only frame or duplicate): neither decoded nor dead-lettered.
         let mut skipped = false;
         let result = (|| {
+            if m.payload.len() < m.size {
+                return Err(format!(
+                    "message of {} bytes is over the size limit (mqtt.max_packet_bytes, or broker.max_packet_bytes for the embedded listener); the dead letter keeps its first {} bytes",
+                    m.size,
+                    m.payload.len()
+                ));
+            }
             let format = m.format.ok_or("the topic matches no configured subscription".to_owned())?;
             let uplink = if format == crate::config::MessageFormat::Lorawan {
                 match self.open_lorawan(m, devices, batch, &mut device_name)? {
@@ -199,7 +194,7 @@ impl Ingest {
                     }
                 }
             } else {
-                crate::sources::parse(format, &m.publish.payload).map_err(|e| e.to_string())?
+                crate::sources::parse(format, &m.payload).map_err(|e| e.to_string())?
             };
             let device = devices.find(uplink.dev_eui, uplink.ns_device_id.as_deref()).ok_or_else(|| {
                 format!(
@@ -259,15 +254,15 @@ impl Ingest {
             Ok(()) => Metrics::inc(&self.metrics.messages_decoded, 1),
             Err(reason) => {
                 Metrics::inc(&self.metrics.messages_failed, 1);
-                warn!(topic = %m.publish.topic, device = device_name.as_deref().unwrap_or("-"), %reason, "message dead-lettered");
+                warn!(topic = %m.topic, device = device_name.as_deref().unwrap_or("-"), %reason, "message dead-lettered");
                 batch.dead_letters.push(DeadLetter {
                     id: 0,
                     received_at: m.received_at,
-                    topic: m.publish.topic.clone(),
+                    topic: m.topic.clone(),
                     format: m.format.map(|f| f.as_str()).unwrap_or("-").to_owned(),
                     device: device_name,
                     reason,
-                    payload: m.publish.payload.to_vec(),
+                    payload: m.payload.to_vec(),
                 });
             }
         }
@@ -287,7 +282,7 @@ impl Ingest {
     ) -> Result<Option<crate::sources::Uplink>, String> {
         use crate::sources::lorawan::{self, LorawanError, Opened, Outcome};
         let outcome =
-            lorawan::process(&m.publish.payload, &self.lorawan, m.received_at.timestamp_millis(), |dev_addr| {
+            lorawan::process(&m.payload, &self.lorawan, m.received_at.timestamp_millis(), |dev_addr| {
                 match batch.frame_counters.get(&dev_addr) {
                     Some(c) => Ok(Some(c.clone())),
                     None => self.store.frame_counter(dev_addr).map_err(|e| e.to_string()),
@@ -296,7 +291,7 @@ impl Ingest {
         let (dev_addr, device, counter, opened, time) = match outcome {
             Ok(Outcome::Ignored(kind)) => {
                 Metrics::inc(&self.metrics.lorawan_ignored, 1);
-                debug!(topic = %m.publish.topic, kind, "raw LoRaWAN frame ignored");
+                debug!(topic = %m.topic, kind, "raw LoRaWAN frame ignored");
                 return Ok(None);
             }
             Ok(Outcome::Frame { dev_addr, device, counter, opened, time }) => (dev_addr, device, counter, opened, time),
@@ -345,8 +340,7 @@ impl Ingest {
 
 impl Ingest {
     /// A stage without a broker connection, for replaying dead letters while the gateway is
-    /// stopped (`messnetz dead-letters replay`): a replay acknowledges nothing, so its MQTT
-    /// client is never connected.
+    /// stopped (`messnetz dead-letters replay`): a replay acknowledges nothing.
     pub fn offline(
         store: Arc<EmbeddedStore>,
         registry: Arc<Registry>,
@@ -354,8 +348,7 @@ impl Ingest {
         spool: Option<Arc<crate::store::Spool>>,
         lorawan: Arc<crate::sources::lorawan_keys::SessionKeys>,
     ) -> Self {
-        let (client, _) = AsyncClient::new(rumqttc::MqttOptions::new("messnetz-replay", "127.0.0.1", 1883), 1);
-        Self { store, registry, metrics, client, max_batch: 1, spool, lorawan }
+        Self { store, registry, metrics, acks: Acknowledger::new(None), max_batch: 1, spool, lorawan }
     }
 
     /// Run a dead letter through the same path as a message from the broker (find the device,
@@ -370,9 +363,12 @@ impl Ingest {
     ) -> Result<crate::store::ReplayOutcome, crate::store::StoreError> {
         let (devices, profiles) = (self.registry.devices(), self.registry.profiles());
         let inbound = Inbound {
-            publish: Publish::new(letter.topic.clone(), rumqttc::QoS::AtMostOnce, letter.payload.clone()),
+            topic: letter.topic.clone(),
+            payload: letter.payload.clone().into(),
+            size: letter.payload.len(),
             format: Some(format),
             received_at: letter.received_at,
+            ack: Ack::None,
         };
         // The spike and stuck tests start without in-memory history here; what they need of
         // a series' past they read from the store.

@@ -3,9 +3,9 @@
 //! Data flows top to bottom, and so do the modules:
 //!
 //! - [`config`] turns the TOML file and `MESSNETZ__` variables into typed [`config::Settings`].
-//! - [`broker`] starts the embedded MQTT broker of the zero-setup default.
-//! - [`sources`] holds the MQTT connection ([`sources::mqtt`]) and one parser per message
-//!   format (The Things Stack v3, ChirpStack v4, raw LoRaWAN frames), each producing an
+//! - [`sources`] holds the inputs, the broker connection ([`sources::mqtt`]) and the embedded
+//!   listener of the zero-setup default ([`sources::listener`], which acknowledges publishers
+//!   only after storage), and one parser per message format (The Things Stack v3, ChirpStack v4, raw LoRaWAN frames), each producing an
 //!   [`sources::Uplink`]; raw frames are authenticated and decrypted with ABP session keys
 //!   ([`sources::lorawan`]) and their frame counters kept in the store.
 //! - [`devices`] finds the device an uplink came from; [`profiles`] decodes its payload into
@@ -26,7 +26,6 @@ pub mod aggregates;
 pub mod api;
 pub mod app;
 pub mod audit;
-pub mod broker;
 pub mod config;
 pub mod devices;
 pub mod ingest;

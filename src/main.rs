@@ -200,7 +200,7 @@ fn run(settings: Settings) -> ExitCode {
         tokio::spawn(shutdown_signal(cancel.clone()));
         messnetz::app::run(settings, cancel).await
     });
-    // The embedded broker's threads don't stop on their own; don't wait for them.
+    // Blocking store calls still running after the shutdown deadline are not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,

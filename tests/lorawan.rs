@@ -14,9 +14,8 @@ use messnetz::metrics::Metrics;
 use messnetz::model::{DeviceId, Quantity};
 use messnetz::sources::lorawan::{bridge_json, build_frame};
 use messnetz::sources::lorawan_keys::{DeviceSession, SessionKey, SessionKeys};
-use messnetz::sources::mqtt::Inbound;
+use messnetz::sources::{Ack, Acknowledger, Inbound};
 use messnetz::store::EmbeddedStore;
-use rumqttc::{MqttOptions, Publish, QoS};
 use tokio_util::sync::CancellationToken;
 
 const DEV_ADDR: u32 = 0x260B_1234;
@@ -48,22 +47,28 @@ async fn ingest_once(data: &Path, messages: Vec<Vec<u8>>) -> Arc<Metrics> {
     let (profiles, devices) = messnetz::registry::load(&settings).expect("demo registry");
     let mut keys = SessionKeys::default();
     keys.insert(DEV_ADDR, session(NWK, APP));
-    // Never connected: QoS 0 messages need no acknowledgement.
-    let (client, _eventloop) = rumqttc::AsyncClient::new(MqttOptions::new("lorawan-test", "127.0.0.1", 1), 16);
     let metrics = Arc::new(Metrics::default());
     let ingest = Ingest {
         store: Arc::new(EmbeddedStore::open(data).unwrap()),
         registry: Arc::new(messnetz::registry::Registry::new(profiles, devices)),
         metrics: metrics.clone(),
-        client,
+        // QoS 0 messages need no acknowledgement.
+        acks: Acknowledger::new(None),
         max_batch: 1000,
         spool: None,
         lorawan: Arc::new(keys),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(messages.len() + 1);
     for payload in messages {
-        let publish = Publish::new("eu868/gateway/g/event/up", QoS::AtMostOnce, payload);
-        tx.send(Inbound { publish, format: Some(MessageFormat::Lorawan), received_at: Utc::now() }).await.unwrap();
+        let inbound = Inbound {
+            topic: "eu868/gateway/g/event/up".into(),
+            size: payload.len(),
+            payload: payload.into(),
+            format: Some(MessageFormat::Lorawan),
+            received_at: Utc::now(),
+            ack: Ack::None,
+        };
+        tx.send(inbound).await.unwrap();
     }
     drop(tx);
     tokio::time::timeout(Duration::from_secs(30), ingest.run(rx, CancellationToken::new())).await.expect("ingest finished");

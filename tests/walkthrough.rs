@@ -54,11 +54,13 @@ fn the_readme_walkthrough_answers_as_documented() {
     }
     let _guard = Kill(&mut gateway);
 
-    // Ready when the API answers and the gateway has subscribed.
+    // Ready when the API answers and the embedded listener takes connections.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, metrics) = sh("curl -s http://127.0.0.1:8080/metrics");
-        if common::metric(&metrics, "messnetz_mqtt_subscriptions_total").is_some_and(|n| n >= 2.0) {
+        if common::metric(&metrics, "messnetz_messages_received_total").is_some()
+            && std::net::TcpStream::connect(("127.0.0.1", 1883)).is_ok()
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the embedded default did not come up in 30 s");

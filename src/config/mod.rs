@@ -173,11 +173,14 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if s.api.max_points == 0 {
         err("api.max_points", "expected at least 1");
     }
-    if s.broker.enabled && s.broker.max_inflight == 0 {
-        err("broker.max_inflight", "expected at least 1");
+    if s.broker.enabled && s.broker.max_connections == 0 {
+        err("broker.max_connections", "expected at least 1");
     }
-    if s.broker.enabled && (s.broker.max_segment_count == 0 || s.broker.max_segment_size_bytes < 1024) {
-        err("broker.max_segment_size_bytes", "expected at least 1024 bytes and max_segment_count of 1 or more");
+    if s.broker.enabled && !(1024..=268_435_455).contains(&s.broker.max_packet_bytes) {
+        err("broker.max_packet_bytes", "expected 1024 to 268435455 bytes");
+    }
+    if s.broker.enabled && s.broker.connect_timeout_ms == 0 {
+        err("broker.connect_timeout_ms", "expected at least 1 millisecond");
     }
     if let Some(influx) = &s.influxdb {
         errors

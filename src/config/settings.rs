@@ -78,22 +78,27 @@ impl Default for ReloadSettings {
     }
 }
 
-/// The embedded MQTT broker, for running everything on one machine without a broker of your own.
+/// The embedded MQTT listener, for running everything on one machine without a broker of your own.
+///
+/// Publishers (sensors, bridges, `mosquitto_pub`) connect to the gateway itself; a QoS 1
+/// message is acknowledged only once it is stored. It takes messages in and serves no
+/// subscribers. With it on, the `[mqtt]` connection to a broker is not made; the formats of
+/// `[[mqtt.subscriptions]]` still decide how each topic is read.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerSettings {
-    /// Start the embedded broker. Turn off when connecting to Mosquitto, EMQX, HiveMQ ...
+    /// Start the embedded listener. Turn off when reading from Mosquitto, EMQX, HiveMQ ...
     pub enabled: bool,
-    /// Where the embedded broker listens (MQTT 3.1.1, no TLS: keep it on loopback).
+    /// Where it listens (MQTT 3.1.1, no TLS, no passwords: keep it on loopback).
     pub listen: SocketAddr,
-    /// Unacknowledged QoS 1 messages the broker sends to one client before waiting for acks.
-    pub max_inflight: u16,
-    /// Size of one segment of the broker's in-memory log per topic filter, in bytes.
-    /// A subscriber that falls further behind than `max_segment_size_bytes * max_segment_count`
-    /// loses messages, so these bound the burst the embedded broker absorbs.
-    pub max_segment_size_bytes: usize,
-    /// Number of log segments kept per topic filter.
-    pub max_segment_count: usize,
+    /// Publisher connections open at once; further ones are closed at once.
+    pub max_connections: usize,
+    /// Largest MQTT packet read whole, in bytes. A larger PUBLISH is read past and becomes a
+    /// dead letter holding its first 4 KiB (and is acknowledged); a larger packet of any other
+    /// kind closes the connection.
+    pub max_packet_bytes: usize,
+    /// Time a new connection has to send CONNECT, in milliseconds.
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for BrokerSettings {
@@ -101,9 +106,9 @@ impl Default for BrokerSettings {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            max_inflight: 1000,
-            max_segment_size_bytes: 100 * 1024 * 1024,
-            max_segment_count: 10,
+            max_connections: 1000,
+            max_packet_bytes: 1024 * 1024,
+            connect_timeout_ms: 10_000,
         }
     }
 }
@@ -134,7 +139,10 @@ pub struct MqttSettings {
     pub reconnect_min_ms: u64,
     /// Longest delay between reconnect attempts, in milliseconds.
     pub reconnect_max_ms: u64,
-    /// Largest MQTT packet accepted, in bytes.
+    /// Largest message body stored, in bytes. The connection reads whatever the broker
+    /// delivers (a refused packet would come back on every reconnect); a larger message becomes
+    /// a dead letter holding its first 4 KiB. Limit sizes at the broker (Mosquitto:
+    /// `message_size_limit`).
     pub max_packet_bytes: usize,
     /// What to subscribe to and how to read it.
     pub subscriptions: Vec<SubscriptionSettings>,

@@ -1,16 +1,113 @@
-//! Sources: the MQTT connection and one parser per message format, each turning a message into an [`Uplink`].
+//! Sources: where messages come in (a broker connection, the embedded listener) and one parser per message format, each turning a message into an [`Uplink`].
+//!
+//! Both inputs hand the ingest stage an [`Inbound`] that carries its own [`Ack`]: ingest
+//! acknowledges through [`Acknowledger`] once the message's batch is durable, without knowing
+//! which input it came from.
 
 pub mod chirpstack;
+pub mod listener;
 pub mod lorawan;
 pub mod lorawan_keys;
 pub mod mqtt;
 pub mod topic;
 pub mod ttn;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::config::MessageFormat;
+use crate::config::{MessageFormat, SubscriptionSettings};
 use crate::model::DevEui;
+
+/// One message on its way to the store, from whichever input took it.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The MQTT topic it was published to.
+    pub topic: String,
+    /// The message body (shared with the receive buffer, not copied). For a message over the
+    /// size limit only its first bytes, see `size`.
+    pub payload: Bytes,
+    /// Size of the message body as published, in bytes (larger than `payload.len()` when the
+    /// body was over the limit and cut: such a message becomes a dead letter).
+    pub size: usize,
+    /// Format of the subscription it matched; `None` if it matched none (it is dead-lettered).
+    pub format: Option<MessageFormat>,
+    /// When the gateway received it.
+    pub received_at: DateTime<Utc>,
+    /// How to tell the sender it is stored.
+    pub ack: Ack,
+}
+
+/// Bytes of an oversized message body kept in its dead letter.
+pub const KEPT_OF_OVERSIZED: usize = 4096;
+
+/// What acknowledging one message takes; sent only after the message's batch is durable.
+#[derive(Debug)]
+pub enum Ack {
+    /// Nothing to acknowledge: QoS 0, or a dead letter's replay.
+    None,
+    /// A message from the broker connection ([`mqtt`]): a PUBACK with this packet id.
+    Broker { pkid: u16 },
+    /// A message from a publisher of the embedded listener ([`listener`]): its connection
+    /// sends the PUBACK (QoS 1) or PUBREC (QoS 2).
+    Listener(listener::AckHandle),
+}
+
+/// Why an acknowledgement could not be handed over now.
+#[derive(Debug, PartialEq)]
+pub enum AckError {
+    /// The broker connection's request queue is full: try again once it has drained.
+    Busy,
+    /// The connection is gone; the sender delivers the message again, and writes are idempotent.
+    Gone,
+}
+
+/// Sends acknowledgements to where each message came from.
+#[derive(Clone)]
+pub struct Acknowledger {
+    /// The broker connection's client, when the gateway reads from a broker.
+    broker: Option<rumqttc::AsyncClient>,
+}
+
+impl Acknowledger {
+    pub fn new(broker: Option<rumqttc::AsyncClient>) -> Self {
+        Self { broker }
+    }
+
+    /// Hand over one acknowledgement without waiting.
+    pub fn try_ack(&self, ack: &Ack) -> Result<(), AckError> {
+        match ack {
+            Ack::None => Ok(()),
+            Ack::Broker { pkid } => {
+                let Some(client) = &self.broker else { return Err(AckError::Gone) };
+                // The client needs only the packet id and QoS of the publish it acknowledges.
+                let mut publish = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::new());
+                publish.pkid = *pkid;
+                match client.try_ack(&publish) {
+                    Ok(()) => Ok(()),
+                    Err(rumqttc::ClientError::TryRequest(_)) => Err(AckError::Busy),
+                    Err(_) => Err(AckError::Gone),
+                }
+            }
+            Ack::Listener(handle) => handle.send(),
+        }
+    }
+}
+
+/// The configured subscriptions as (filter without `$share/...`, format), to find the format of
+/// an arriving message by its topic.
+#[derive(Debug, Clone)]
+pub struct Routes(Vec<(String, MessageFormat)>);
+
+impl Routes {
+    pub fn new(subscriptions: &[SubscriptionSettings]) -> Self {
+        Self(subscriptions.iter().map(|s| (topic::strip_share(&s.topic).unwrap_or(&s.topic).to_owned(), s.format)).collect())
+    }
+
+    /// The format of the first subscription whose filter matches `name`.
+    pub fn format_of(&self, name: &str) -> Option<MessageFormat> {
+        self.0.iter().find(|(filter, _)| topic::matches(filter, name)).map(|(_, f)| *f)
+    }
+}
 
 /// What every format is reduced to: who sent it, the application payload, and when.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,27 +6,58 @@
 //! MQTT 5: Receive Maximum), which is what bounds the ingest batches.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode, Transport};
+use chrono::Utc;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::topic;
-use crate::config::{MessageFormat, MqttSettings, SubscriptionSettings};
+use super::{Ack, Inbound, Routes};
+use crate::config::{MqttSettings, SubscriptionSettings};
 use crate::metrics::Metrics;
 
-/// One message from the broker on its way to the store.
+/// The largest packet MQTT can frame (a remaining length of 268,435,455 bytes plus the fixed
+/// header). The connection reads whatever the broker delivers: a message the client refused
+/// would end the connection, come back on the next one and stop ingest for good. Messages over
+/// `mqtt.max_packet_bytes` become dead letters in ingest instead.
+const MQTT_MAX_PACKET_BYTES: usize = 268_435_455 + 5;
+
+/// A connection that lasted this long was a good one: the next reconnect starts at the
+/// shortest delay again.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
+/// The delay before the next reconnect: doubles with every failure up to the maximum, and
+/// starts over only after a connection has lasted [`STABLE_CONNECTION`]. A broker that drops
+/// us right after every ConnAck (or a message that breaks every connection) is retried ever
+/// more slowly, never in a loop at the shortest delay.
 #[derive(Debug)]
-pub struct Inbound {
-    /// The publish as received; kept whole because acknowledging needs its packet id.
-    pub publish: Publish,
-    /// Format of the subscription it matched; `None` if it matched none (it is dead-lettered).
-    pub format: Option<MessageFormat>,
-    /// When the gateway received it.
-    pub received_at: DateTime<Utc>,
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    connected_at: Option<Instant>,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max, next: min, connected_at: None }
+    }
+
+    fn connected(&mut self, now: Instant) {
+        self.connected_at = Some(now);
+    }
+
+    /// The connection failed at `now`: how long to wait before the next attempt.
+    fn failed(&mut self, now: Instant) -> Duration {
+        if self.connected_at.take().is_some_and(|t| now.duration_since(t) >= STABLE_CONNECTION) {
+            self.next = self.min;
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
 }
 
 /// Why the connection could not be set up.
@@ -41,10 +72,11 @@ pub struct MqttSource {
     client: AsyncClient,
     eventloop: EventLoop,
     subscriptions: Vec<SubscriptionSettings>,
-    /// (filter without `$share/...`, format), to find the format of an arriving message.
-    routes: Vec<(String, MessageFormat)>,
+    routes: Routes,
     reconnect_min: Duration,
     reconnect_max: Duration,
+    /// Message bodies larger than this are cut to their first bytes and dead-lettered.
+    max_payload: usize,
 }
 
 impl MqttSource {
@@ -54,7 +86,7 @@ impl MqttSource {
             .set_keep_alive(Duration::from_secs(settings.keep_alive_s.into()))
             .set_clean_session(settings.clean_session)
             .set_manual_acks(true)
-            .set_max_packet_size(settings.max_packet_bytes, settings.max_packet_bytes)
+            .set_max_packet_size(MQTT_MAX_PACKET_BYTES, settings.max_packet_bytes)
             // Acks travel through this channel from the ingest task while this task may be
             // waiting for room in the ingest queue; a roomy channel keeps the two from waiting
             // on each other.
@@ -74,18 +106,14 @@ impl MqttSource {
             options.set_transport(Transport::tls(ca, client_auth, None));
         }
         let (client, eventloop) = AsyncClient::new(options, 1 << 16);
-        let routes = settings
-            .subscriptions
-            .iter()
-            .map(|s| (topic::strip_share(&s.topic).unwrap_or(&s.topic).to_owned(), s.format))
-            .collect();
         Ok(Self {
             client,
             eventloop,
             subscriptions: settings.subscriptions.clone(),
-            routes,
+            routes: Routes::new(&settings.subscriptions),
             reconnect_min: Duration::from_millis(settings.reconnect_min_ms),
             reconnect_max: Duration::from_millis(settings.reconnect_max_ms),
+            max_payload: settings.max_packet_bytes,
         })
     }
 
@@ -97,7 +125,7 @@ impl MqttSource {
     /// Read messages until `cancel` fires. A full `out` queue pauses reading, so the broker
     /// holds what the store can't take yet.
     pub async fn run(mut self, out: mpsc::Sender<Inbound>, metrics: Arc<Metrics>, cancel: CancellationToken) {
-        let mut backoff = self.reconnect_min;
+        let mut backoff = Backoff::new(self.reconnect_min, self.reconnect_max);
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -107,7 +135,7 @@ impl MqttSource {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     info!(session_present = ack.session_present, "connected to the MQTT broker");
                     Metrics::inc(&metrics.mqtt_connects, 1);
-                    backoff = self.reconnect_min;
+                    backoff.connected(Instant::now());
                     // Subscribe on every connect: a broker that lost our session (restart
                     // without persistence, clean session) would otherwise send us nothing.
                     for sub in &self.subscriptions {
@@ -128,8 +156,7 @@ impl MqttSource {
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     Metrics::inc(&metrics.messages_received, 1);
-                    let format = self.format_of(&publish.topic);
-                    let inbound = Inbound { publish, format, received_at: Utc::now() };
+                    let inbound = self.inbound(publish);
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         sent = out.send(inbound) => if sent.is_err() { break },
@@ -137,12 +164,12 @@ impl MqttSource {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost");
+                    let delay = backoff.failed(Instant::now());
+                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost");
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(self.reconnect_max);
                 }
             }
         }
@@ -158,7 +185,46 @@ impl MqttSource {
         .await;
     }
 
-    fn format_of(&self, name: &str) -> Option<MessageFormat> {
-        self.routes.iter().find(|(filter, _)| topic::matches(filter, name)).map(|(_, f)| *f)
+    fn inbound(&self, publish: rumqttc::Publish) -> Inbound {
+        let ack = match publish.qos {
+            QoS::AtMostOnce => Ack::None,
+            _ => Ack::Broker { pkid: publish.pkid },
+        };
+        let size = publish.payload.len();
+        let mut payload = publish.payload;
+        if size > self.max_payload {
+            // Kept for the dead letter: enough to see what it was, not the whole body.
+            payload.truncate(super::KEPT_OF_OVERSIZED);
+        }
+        let format = self.routes.format_of(&publish.topic);
+        Inbound { topic: publish.topic, payload, size, format, received_at: Utc::now(), ack }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_while_connections_fail_at_once_and_starts_over_after_a_lasting_one() {
+        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut now = Instant::now();
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            // Connected, then dropped a moment later (a message that breaks every connection).
+            b.connected(now);
+            now += Duration::from_millis(50);
+            let d = b.failed(now);
+            delays.push(d.as_millis());
+            now += d;
+        }
+        assert_eq!(delays, [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
+        // Refused without ever connecting: still growing.
+        assert_eq!(b.failed(now), Duration::from_secs(30));
+        // A connection that lasted: the next failure is retried quickly again.
+        b.connected(now);
+        now += STABLE_CONNECTION;
+        assert_eq!(b.failed(now), Duration::from_millis(200));
+        assert_eq!(b.failed(now), Duration::from_millis(400));
     }
 }

@@ -127,6 +127,8 @@ impl Drop for Mosquitto {
 /// The gateway binary, run as a separate process against a broker, with its own store.
 pub struct Gateway {
     child: Child,
+    /// The embedded listener's address, when the gateway runs with it instead of a broker.
+    embedded: Option<SocketAddr>,
     pub http: SocketAddr,
     pub data: PathBuf,
     pub config: PathBuf,
@@ -224,12 +226,13 @@ interval_s = 1
             ),
         )
         .expect("write config");
-        Self::spawn(http, data, config, dir.join("gateway.log")).await
+        let embedded = broker.contains("enabled = true").then(|| SocketAddr::from(([127, 0, 0, 1], mqtt_port)));
+        Self::spawn(http, data, config, dir.join("gateway.log"), embedded).await
     }
 
-    async fn spawn(http: SocketAddr, data: PathBuf, config: PathBuf, log: PathBuf) -> Self {
+    async fn spawn(http: SocketAddr, data: PathBuf, config: PathBuf, log: PathBuf, embedded: Option<SocketAddr>) -> Self {
         let child = Self::spawn_child(&config, &log);
-        let gw = Self { child, http, data, config, log };
+        let gw = Self { child, embedded, http, data, config, log };
         gw.wait_ready().await;
         gw
     }
@@ -239,7 +242,7 @@ interval_s = 1
         Command::new(env!("CARGO_BIN_EXE_messnetz"))
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info,rumqttd=warn")
+            .env("RUST_LOG", "info")
             .stdout(out.try_clone().expect("log file"))
             .stderr(out)
             .spawn()
@@ -249,13 +252,18 @@ interval_s = 1
     async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let url = self.url("/metrics");
-        let what = format!("the gateway to answer and subscribe (log: {})", self.log.display());
+        let what = format!("the gateway to answer and subscribe or listen (log: {})", self.log.display());
+        let embedded = self.embedded;
         wait_for(&what, Duration::from_secs(30), || {
             let client = client.clone();
             let url = url.clone();
             async move {
                 let text = client.get(&url).send().await.ok()?.text().await.ok()?;
-                (metric(&text, "messnetz_mqtt_subscriptions_total")? >= 2.0).then_some(())
+                match embedded {
+                    // The listener is bound before the API starts; check it takes connections.
+                    Some(addr) => tokio::net::TcpStream::connect(addr).await.ok().map(drop),
+                    None => (metric(&text, "messnetz_mqtt_subscriptions_total")? >= 2.0).then_some(()),
+                }
             }
         })
         .await;
@@ -568,12 +576,16 @@ pub async fn publish_connected(publishers: Vec<Publisher>, messages: Vec<(String
 }
 
 impl Gateway {
-    /// Start the gateway with its embedded broker (the zero-setup default) listening on a free
-    /// loopback port, the gateway connected to it; returns the gateway and the broker's port.
-    /// The broker's sizing (in-flight window, log segments) is the built-in default.
+    /// Start the gateway with its embedded listener (the zero-setup default) on a free loopback
+    /// port; returns the gateway and the listener's port.
     pub async fn start_embedded(dir: &Path, topics: &Topics) -> (Self, u16) {
+        Self::start_embedded_with(dir, topics, "").await
+    }
+
+    /// Like [`Gateway::start_embedded`], with extra lines for the `[broker]` section.
+    pub async fn start_embedded_with(dir: &Path, topics: &Topics, broker_extra: &str) -> (Self, u16) {
         let port = free_port();
-        let broker = format!("enabled = true\nlisten = \"127.0.0.1:{port}\"");
+        let broker = format!("enabled = true\nlisten = \"127.0.0.1:{port}\"\n{broker_extra}");
         let devices = PathBuf::from(format!("{MANIFEST_DIR}/demo/devices.toml"));
         (Self::start_config(dir, topics, &broker, port, "", &devices, &bundled_profiles()).await, port)
     }
@@ -825,4 +837,86 @@ pub fn admin_section(max_failures_per_minute: u32, tokens: &[(&str, &str, &[&str
         ));
     }
     out
+}
+
+// ---- A QoS 1 publisher that knows exactly which messages were acknowledged ----
+
+/// Publish every message at QoS 1 with up to `window` in flight, over plain MQTT 3.1.1 framing
+/// (rumqttc's codec), reconnecting whenever the connection breaks (the listener was killed)
+/// and sending again what was not acknowledged, as a sensor bridge does. Returns, per
+/// message, whether a PUBACK for it arrived. Gives up at `deadline`.
+pub async fn publish_counting(
+    port: u16,
+    client_id: &str,
+    messages: &[(String, Vec<u8>)],
+    window: usize,
+    deadline: Duration,
+) -> Vec<bool> {
+    use bytes::BytesMut;
+    use rumqttc::mqttbytes::v4::{Connect, Packet as Frame, Publish};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let until = Instant::now() + deadline;
+    let mut acked = vec![false; messages.len()];
+    let mut in_flight: std::collections::BTreeMap<u16, usize> = Default::default();
+    let mut next = 0usize;
+    let pkid_of = |i: usize| (i % 65_000) as u16 + 1;
+    'connection: while Instant::now() < until && (next < messages.len() || !in_flight.is_empty()) {
+        let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(("127.0.0.1", port))).await
+        else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut out = BytesMut::new();
+        let mut connect = Connect::new(client_id);
+        connect.keep_alive = 30;
+        Frame::Connect(connect).write(&mut out, 1 << 20).expect("encode CONNECT");
+        // What was sent and not acknowledged goes again, first.
+        for (&pkid, &i) in &in_flight {
+            let mut p = Publish::new(messages[i].0.clone(), QoS::AtLeastOnce, messages[i].1.clone());
+            p.pkid = pkid;
+            p.dup = true;
+            Frame::Publish(p).write(&mut out, 1 << 20).expect("encode PUBLISH");
+        }
+        let mut input = BytesMut::with_capacity(4096);
+        loop {
+            while in_flight.len() < window && next < messages.len() {
+                let mut p = Publish::new(messages[next].0.clone(), QoS::AtLeastOnce, messages[next].1.clone());
+                p.pkid = pkid_of(next);
+                in_flight.insert(p.pkid, next);
+                Frame::Publish(p).write(&mut out, 1 << 20).expect("encode PUBLISH");
+                next += 1;
+            }
+            if !out.is_empty() {
+                if stream.write_all(&out).await.is_err() {
+                    continue 'connection;
+                }
+                out.clear();
+            }
+            if in_flight.is_empty() && next >= messages.len() {
+                break 'connection;
+            }
+            if Instant::now() > until {
+                break 'connection;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut input)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => continue 'connection,
+            }
+            loop {
+                match Frame::read(&mut input, 1 << 20) {
+                    Ok(Frame::PubAck(ack)) => {
+                        if let Some(i) = in_flight.remove(&ack.pkid) {
+                            acked[i] = true;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => break,
+                    Err(_) => continue 'connection,
+                }
+            }
+        }
+    }
+    acked
 }

@@ -1,0 +1,141 @@
+//! `kill -9` at random points during a QoS 1 burst, in the embedded default and behind Mosquitto: every acknowledged uplink is stored exactly once.
+//!
+//! 20,000 TTN uplinks of the demo LHT65, each a distinct reading. The gateway is killed with
+//! SIGKILL five times, each time after it has acknowledged a random number of messages (so the
+//! kill lands at a random point of its commit cycle), and started again on the same store.
+//!
+//! - Embedded default: the publisher talks to the gateway's own listener. It reconnects after
+//!   each kill and sends again only what it got no PUBACK for, as a sensor bridge does; so a
+//!   message acknowledged and then lost would never come back, and the final count would be short.
+//! - Mosquitto: the broker acknowledges the publisher and keeps the gateway's persistent
+//!   session; after each kill it delivers again what the gateway had not acknowledged.
+//!
+//! At the end the gateway stops cleanly and its store must hold exactly 20,000 readings of each
+//! quantity (the readings are keyed by time, so a message stored twice would still count once;
+//! the checks on the counters below catch a message processed into two different readings).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const UPLINKS: usize = 20_000;
+const KILLS: usize = 5;
+
+/// A small generator for the kill points, seeded from the clock and printed, so a failing run
+/// can be repeated with `MESSNETZ_TEST_SEED`.
+struct Lcg(u64);
+
+impl Lcg {
+    fn from_env() -> Self {
+        let seed = std::env::var("MESSNETZ_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64
+        });
+        eprintln!("crash_safety: MESSNETZ_TEST_SEED={seed}");
+        Self(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Kill the gateway after it has acknowledged a random number of messages (300 to 2,500 since
+/// its start, plus up to 20 ms), `KILLS` times, restarting it each time. Stops early if the
+/// gateway is idle (the job is done) for 3 s.
+async fn kill_at_random_points(gw: &mut Gateway, rng: &mut Lcg) -> usize {
+    let client = reqwest::Client::new();
+    let mut kills = 0;
+    while kills < KILLS {
+        let target = (300 + rng.below(2_200)) as f64;
+        let mut last = (0.0, Instant::now());
+        loop {
+            let acked = gw.try_metric(&client, "messnetz_messages_acked_total").await.unwrap_or(0.0);
+            if acked >= target {
+                break;
+            }
+            if acked != last.0 {
+                last = (acked, Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(3) {
+                return kills;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
+        gw.restart().await;
+        kills += 1;
+    }
+    kills
+}
+
+/// Wait until the gateway has taken and acknowledged everything it was given and nothing new
+/// arrived for 3 s, then stop it cleanly.
+async fn drain_and_stop(gw: &mut Gateway) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut last = (f64::NAN, Instant::now());
+    loop {
+        let received = gw.try_metric(&client, "messnetz_messages_received_total").await;
+        let acked = gw.try_metric(&client, "messnetz_messages_acked_total").await;
+        if let (Some(r), Some(a)) = (received, acked) {
+            if r != last.0 {
+                last = (r, Instant::now());
+            } else if a >= r && last.1.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the gateway did not settle in 240 s; log: {}", gw.log.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gw.terminate().success(), "clean exit on SIGTERM; log: {}", gw.log.display());
+}
+
+fn assert_all_stored_once(gw: &Gateway, acknowledged: usize, mode: &str) {
+    let stored = stored_per_quantity(&gw.data, "demo-lht65");
+    if let Some(why) = stored_mismatch(&stored, UPLINKS) {
+        panic!("{mode}: {why}; {acknowledged} of {UPLINKS} were acknowledged to the publisher; log: {}", gw.log.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_embedded_default_loses_no_acknowledged_uplink() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("crash-embedded");
+    let (mut gw, port) = Gateway::start_embedded(dir.path(), &topics).await;
+    let messages = lht65_burst(&topics, UPLINKS);
+    let mut rng = Lcg::from_env();
+
+    let publisher = {
+        let client_id = format!("{}-pub", topics.prefix);
+        tokio::spawn(async move { publish_counting(port, &client_id, &messages, 100, Duration::from_secs(300)).await })
+    };
+    let kills = kill_at_random_points(&mut gw, &mut rng).await;
+    let acked = publisher.await.expect("publisher task");
+    let acknowledged = acked.iter().filter(|a| **a).count();
+    assert_eq!(kills, KILLS, "the burst ended before {KILLS} kills");
+    assert_eq!(acknowledged, UPLINKS, "the publisher got PUBACKs for {acknowledged} of {UPLINKS}");
+    drain_and_stop(&mut gw).await;
+    assert_all_stored_once(&gw, acknowledged, "embedded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_behind_mosquitto_loses_no_acknowledged_uplink() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("crash-mosquitto");
+    let mut gw = Gateway::start(broker.port, dir.path(), &topics).await;
+    let messages = lht65_burst(&topics, UPLINKS);
+    let mut rng = Lcg::from_env();
+
+    // Mosquitto acknowledges the publisher at once and queues for the gateway's session.
+    let client_id = format!("{}-pub", topics.prefix);
+    let acked = publish_counting(broker.port, &client_id, &messages, 100, Duration::from_secs(120)).await;
+    let acknowledged = acked.iter().filter(|a| **a).count();
+    assert_eq!(acknowledged, UPLINKS, "Mosquitto acknowledged {acknowledged} of {UPLINKS}");
+    let kills = kill_at_random_points(&mut gw, &mut rng).await;
+    assert_eq!(kills, KILLS, "the gateway caught up before {KILLS} kills");
+    drain_and_stop(&mut gw).await;
+    assert_all_stored_once(&gw, acknowledged, "mosquitto");
+}
