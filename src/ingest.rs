@@ -281,13 +281,12 @@ impl Ingest {
         device_name: &mut Option<String>,
     ) -> Result<Option<crate::sources::Uplink>, String> {
         use crate::sources::lorawan::{self, LorawanError, Opened, Outcome};
-        let outcome =
-            lorawan::process(&m.payload, &self.lorawan, m.received_at.timestamp_millis(), |dev_addr| {
-                match batch.frame_counters.get(&dev_addr) {
-                    Some(c) => Ok(Some(c.clone())),
-                    None => self.store.frame_counter(dev_addr).map_err(|e| e.to_string()),
-                }
-            });
+        let outcome = lorawan::process(&m.payload, &self.lorawan, m.received_at.timestamp_millis(), |dev_addr| {
+            match batch.frame_counters.get(&dev_addr) {
+                Some(c) => Ok(Some(c.clone())),
+                None => self.store.frame_counter(dev_addr).map_err(|e| e.to_string()),
+            }
+        });
         let (dev_addr, device, counter, opened, time) = match outcome {
             Ok(Outcome::Ignored(kind)) => {
                 Metrics::inc(&self.metrics.lorawan_ignored, 1);

@@ -29,9 +29,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn from_env() -> Self {
-        let seed = std::env::var("MESSNETZ_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64
-        });
+        let seed = std::env::var("MESSNETZ_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64);
         eprintln!("crash_safety: MESSNETZ_TEST_SEED={seed}");
         Self(seed)
     }

@@ -51,8 +51,12 @@ async fn an_oversized_message_from_mosquitto_is_dead_lettered_and_the_next_is_st
     let topics = Topics::new("oversized-mosquitto");
     let mut gw = Gateway::start(broker.port, dir.path(), &topics).await;
     let topic = topics.ttn("demo-lht65");
-    publish_all(broker.port, &format!("{}-pub", topics.prefix), vec![(topic.clone(), oversized_uplink(BIG)), (topic, good_uplink(2))])
-        .await;
+    publish_all(
+        broker.port,
+        &format!("{}-pub", topics.prefix),
+        vec![(topic.clone(), oversized_uplink(BIG)), (topic, good_uplink(2))],
+    )
+    .await;
     wait_acked(&gw, 2.0).await;
     assert_eq!(gw.metric("messnetz_messages_decoded_total").await, 1.0, "the good message behind it was stored");
     assert_eq!(gw.metric("messnetz_dead_letters_total").await, 1.0);

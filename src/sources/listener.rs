@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use chrono::Utc;
-use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, SubAck, SubscribeReasonCode, UnsubAck};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, SubAck, SubscribeReasonCode, UnsubAck,
+};
 use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -44,7 +46,10 @@ pub enum ListenerError {
 enum Reply {
     ConnAck(ConnectReturnCode),
     /// The message with this packet id is stored: PUBACK for QoS 1, PUBREC for QoS 2.
-    Stored { pkid: u16, qos: QoS },
+    Stored {
+        pkid: u16,
+        qos: QoS,
+    },
     PubComp(u16),
     SubAck(SubAck),
     UnsubAck(u16),
@@ -108,13 +113,8 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = Connection {
-            settings: settings.clone(),
-            routes: routes.clone(),
-            out: out.clone(),
-            metrics: metrics.clone(),
-            peer,
-        };
+        let connection =
+            Connection { settings: settings.clone(), routes: routes.clone(), out: out.clone(), metrics: metrics.clone(), peer };
         let cancel = cancel.clone();
         connections.spawn(async move {
             connection.serve(stream, cancel).await;
@@ -138,16 +138,16 @@ struct Connection {
 /// Why a connection was closed by the listener.
 #[derive(Debug, thiserror::Error)]
 enum ConnectionError {
-    #[error("malformed MQTT packet: {0:?}")]
-    Codec(CodecError),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("a packet a client does not send")]
+    Unexpected,
     #[error("expected CONNECT as the first packet")]
     NotConnected,
     #[error("a second CONNECT")]
     ConnectedTwice,
     #[error("the client speaks MQTT 5; this listener speaks MQTT 3.1.1")]
     Mqtt5,
-    #[error("a {0} packet larger than broker.max_packet_bytes")]
-    Oversized(&'static str),
     #[error("no packet within the keep-alive time")]
     KeepAlive,
     #[error("{0}")]
@@ -194,38 +194,27 @@ impl Connection {
         // Until CONNECT: the connect timeout; then 1.5 times the client's keep-alive (MQTT 3.1.1
         // §3.1.2.10), or no limit for a keep-alive of 0.
         let mut idle_limit = Some(Duration::from_millis(self.settings.connect_timeout_ms));
-        // Bytes of an oversized packet still to be read past.
-        let mut skip = 0usize;
+        let mut framer = Framer::new(self.settings.max_packet_bytes);
         loop {
-            // Frame every whole packet in the buffer.
-            loop {
-                if skip > 0 {
-                    let n = skip.min(buf.len());
-                    buf.advance(n);
-                    skip -= n;
-                    if skip > 0 {
-                        break;
-                    }
-                }
-                let packet = match Packet::read(&mut buf, self.settings.max_packet_bytes) {
-                    Ok(packet) => packet,
-                    Err(CodecError::InsufficientBytes(_)) => break,
-                    Err(CodecError::PayloadSizeLimitExceeded(_)) => {
-                        if !connected {
-                            return Err(ConnectionError::NotConnected);
+            // Act on every whole packet in the buffer.
+            while let Some(frame) = framer.next(&mut buf)? {
+                let packet = match frame {
+                    Frame::Packet(packet) => packet,
+                    Frame::Oversized(_) if !connected => return Err(ConnectionError::NotConnected),
+                    Frame::Oversized(big) => {
+                        warn!(peer = %self.peer, topic = ?big.topic, bytes = big.size, "oversized message: its first bytes go to a dead letter");
+                        let ack = match big.qos {
+                            QoS::AtMostOnce => Ack::None,
+                            qos => Ack::Listener(AckHandle { replies: replies.clone(), pkid: big.pkid, qos }),
+                        };
+                        let format = self.routes.format_of(&big.topic);
+                        let inbound =
+                            Inbound { topic: big.topic, payload: big.kept, size: big.size, format, received_at: Utc::now(), ack };
+                        if !self.hand_over(inbound, cancel).await {
+                            return Ok(());
                         }
-                        match self.oversized(&mut buf, &replies)? {
-                            Some((inbound, rest)) => {
-                                skip = rest;
-                                if !self.hand_over(inbound, cancel).await {
-                                    return Ok(());
-                                }
-                                continue;
-                            }
-                            None => break,
-                        }
+                        continue;
                     }
-                    Err(e) => return Err(ConnectionError::Codec(e)),
                 };
                 match packet {
                     Packet::Connect(connect) => {
@@ -237,7 +226,8 @@ impl Connection {
                             return Err(ConnectionError::Mqtt5);
                         }
                         connected = true;
-                        idle_limit = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+                        idle_limit =
+                            (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
                         debug!(peer = %self.peer, client_id = ?connect.client_id, "MQTT publisher connected");
                         let _ = replies.send(Reply::ConnAck(ConnectReturnCode::Success));
                     }
@@ -249,8 +239,14 @@ impl Connection {
                         };
                         let size = publish.payload.len();
                         let format = self.routes.format_of(&publish.topic);
-                        let inbound =
-                            Inbound { topic: publish.topic, payload: publish.payload, size, format, received_at: Utc::now(), ack };
+                        let inbound = Inbound {
+                            topic: publish.topic,
+                            payload: publish.payload,
+                            size,
+                            format,
+                            received_at: Utc::now(),
+                            ack,
+                        };
                         if !self.hand_over(inbound, cancel).await {
                             return Ok(());
                         }
@@ -274,7 +270,7 @@ impl Connection {
                     // Acknowledgements of messages sent to a client: this listener sends none.
                     Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {}
                     Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                        return Err(ConnectionError::Codec(CodecError::InvalidPacketType(0)));
+                        return Err(ConnectionError::Unexpected);
                     }
                 }
             }
@@ -306,37 +302,93 @@ impl Connection {
             sent = self.out.send(inbound) => sent.is_ok(),
         }
     }
+}
 
-    /// A packet over `broker.max_packet_bytes` at the front of `buf`. A PUBLISH becomes an
-    /// inbound message holding its first bytes (ingest dead-letters it with the reason) and the
-    /// count of its bytes still to read past; `None` until enough of it is in `buf`. Any other
-    /// packet that large is a protocol violation.
-    fn oversized(
-        &self,
-        buf: &mut BytesMut,
-        replies: &mpsc::UnboundedSender<Reply>,
-    ) -> Result<Option<(Inbound, usize)>, ConnectionError> {
-        let Some(head) = OversizedPublish::parse(buf)? else { return Ok(None) };
+/// One unit read off a publisher's connection.
+#[derive(Debug)]
+pub enum Frame {
+    /// A whole MQTT 3.1.1 packet.
+    Packet(Packet),
+    /// A PUBLISH over the size limit: its header and first bytes (the rest is read past).
+    Oversized(OversizedPublish),
+}
+
+/// A PUBLISH too large to be read whole.
+#[derive(Debug)]
+pub struct OversizedPublish {
+    pub qos: QoS,
+    pub pkid: u16,
+    pub topic: String,
+    /// The first [`KEPT_OF_OVERSIZED`] bytes of the body (fewer if the body is shorter).
+    pub kept: bytes::Bytes,
+    /// The body's size as published.
+    pub size: usize,
+}
+
+/// Why a connection's bytes are not MQTT 3.1.1 this listener takes.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("malformed MQTT packet: {0:?}")]
+    Codec(CodecError),
+    #[error("a {0} packet larger than broker.max_packet_bytes")]
+    Oversized(&'static str),
+}
+
+/// Cuts a connection's byte stream into [`Frame`]s. Packets up to `max_packet_bytes` are
+/// framed whole by rumqttc's codec; a larger PUBLISH is framed from its header, and its body
+/// past the kept bytes is dropped as it arrives, so memory stays bounded by the limit.
+#[derive(Debug)]
+pub struct Framer {
+    max_packet_bytes: usize,
+    /// Bytes of an oversized packet still to be read past.
+    skip: usize,
+}
+
+impl Framer {
+    pub fn new(max_packet_bytes: usize) -> Self {
+        Self { max_packet_bytes, skip: 0 }
+    }
+
+    /// The next frame at the front of `buf`, consuming it; `None` until more bytes arrive.
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if self.skip > 0 {
+            let n = self.skip.min(buf.len());
+            buf.advance(n);
+            self.skip -= n;
+            if self.skip > 0 {
+                return Ok(None);
+            }
+        }
+        match Packet::read(buf, self.max_packet_bytes) {
+            Ok(packet) => Ok(Some(Frame::Packet(packet))),
+            Err(CodecError::InsufficientBytes(_)) => Ok(None),
+            Err(CodecError::PayloadSizeLimitExceeded(_)) => self.oversized(buf),
+            Err(e) => Err(FrameError::Codec(e)),
+        }
+    }
+
+    fn oversized(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(head) = PublishHead::parse(buf)? else { return Ok(None) };
         let kept_end = head.body_start + head.body_len.min(KEPT_OF_OVERSIZED);
         if buf.len() < kept_end {
             return Ok(None);
         }
         let mut frame = buf.split_to(kept_end);
-        let payload = frame.split_off(head.body_start).freeze();
-        let ack = match head.qos {
-            QoS::AtMostOnce => Ack::None,
-            qos => Ack::Listener(AckHandle { replies: replies.clone(), pkid: head.pkid, qos }),
-        };
-        warn!(peer = %self.peer, topic = ?head.topic, bytes = head.body_len, "oversized message: its first bytes go to a dead letter");
-        let format = self.routes.format_of(&head.topic);
-        let inbound = Inbound { topic: head.topic, payload, size: head.body_len, format, received_at: Utc::now(), ack };
-        Ok(Some((inbound, head.frame_len - kept_end)))
+        let kept = frame.split_off(head.body_start).freeze();
+        self.skip = head.frame_len - kept_end;
+        Ok(Some(Frame::Oversized(OversizedPublish {
+            qos: head.qos,
+            pkid: head.pkid,
+            topic: head.topic,
+            kept,
+            size: head.body_len,
+        })))
     }
 }
 
-/// The header of a PUBLISH too large to be read whole.
+/// The fixed and variable header of a PUBLISH.
 #[derive(Debug)]
-struct OversizedPublish {
+struct PublishHead {
     qos: QoS,
     pkid: u16,
     topic: String,
@@ -347,14 +399,14 @@ struct OversizedPublish {
     frame_len: usize,
 }
 
-impl OversizedPublish {
-    /// Parse the fixed and variable header at the front of `buf`; `None` until they are there.
-    fn parse(buf: &[u8]) -> Result<Option<Self>, ConnectionError> {
+impl PublishHead {
+    /// Parse the header at the front of `buf`; `None` until it is all there.
+    fn parse(buf: &[u8]) -> Result<Option<Self>, FrameError> {
         let Some(&byte1) = buf.first() else { return Ok(None) };
         if byte1 >> 4 != 3 {
-            return Err(ConnectionError::Oversized(packet_name(byte1 >> 4)));
+            return Err(FrameError::Oversized(packet_name(byte1 >> 4)));
         }
-        let qos = rumqttc::mqttbytes::qos((byte1 >> 1) & 0b11).map_err(ConnectionError::Codec)?;
+        let qos = rumqttc::mqttbytes::qos((byte1 >> 1) & 0b11).map_err(FrameError::Codec)?;
         // Remaining length: a variable byte integer of at most 4 bytes.
         let (mut remaining, mut pos) = (0usize, 1usize);
         loop {
@@ -365,25 +417,25 @@ impl OversizedPublish {
                 break;
             }
             if pos > 4 {
-                return Err(ConnectionError::Codec(CodecError::MalformedRemainingLength));
+                return Err(FrameError::Codec(CodecError::MalformedRemainingLength));
             }
         }
         let Some(len) = buf.get(pos..pos + 2) else { return Ok(None) };
         let topic_len = usize::from(u16::from_be_bytes([len[0], len[1]]));
         let Some(topic) = buf.get(pos + 2..pos + 2 + topic_len) else { return Ok(None) };
-        let topic = std::str::from_utf8(topic).map_err(|_| ConnectionError::Codec(CodecError::TopicNotUtf8))?.to_owned();
+        let topic = std::str::from_utf8(topic).map_err(|_| FrameError::Codec(CodecError::TopicNotUtf8))?.to_owned();
         let mut body_start = pos + 2 + topic_len;
         let mut pkid = 0;
         if qos != QoS::AtMostOnce {
             let Some(id) = buf.get(body_start..body_start + 2) else { return Ok(None) };
             pkid = u16::from_be_bytes([id[0], id[1]]);
             if pkid == 0 {
-                return Err(ConnectionError::Codec(CodecError::PacketIdZero));
+                return Err(FrameError::Codec(CodecError::PacketIdZero));
             }
             body_start += 2;
         }
         let frame_len = pos + remaining;
-        let body_len = frame_len.checked_sub(body_start).ok_or(ConnectionError::Codec(CodecError::MalformedPacket))?;
+        let body_len = frame_len.checked_sub(body_start).ok_or(FrameError::Codec(CodecError::MalformedPacket))?;
         Ok(Some(Self { qos, pkid, topic, body_start, body_len, frame_len }))
     }
 }
@@ -408,4 +460,62 @@ fn encode(reply: &Reply, buf: &mut BytesMut) {
         Reply::UnsubAck(pkid) => UnsubAck::new(*pkid).write(buf),
         Reply::PingResp => rumqttc::mqttbytes::v4::PingResp.write(buf),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::mqttbytes::v4::Publish;
+
+    fn publish(topic: &str, pkid: u16, body: &[u8]) -> BytesMut {
+        let mut p = Publish::new(topic, QoS::AtLeastOnce, body.to_vec());
+        p.pkid = pkid;
+        let mut buf = BytesMut::new();
+        Packet::Publish(p).write(&mut buf, usize::MAX).unwrap();
+        buf
+    }
+
+    /// Feed `stream` to a framer in pieces of `step` bytes, as reads would deliver it.
+    fn frames(stream: &[u8], step: usize, max: usize) -> Vec<Frame> {
+        let mut framer = Framer::new(max);
+        let (mut buf, mut out) = (BytesMut::new(), Vec::new());
+        for piece in stream.chunks(step) {
+            buf.extend_from_slice(piece);
+            while let Some(f) = framer.next(&mut buf).expect("valid stream") {
+                out.push(f);
+            }
+        }
+        assert!(buf.is_empty(), "{} bytes left over", buf.len());
+        out
+    }
+
+    #[test]
+    fn an_oversized_publish_keeps_its_first_bytes_and_the_next_packet_is_framed_whole() {
+        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let mut stream = publish("a/b", 7, &big);
+        stream.extend_from_slice(&publish("a/c", 8, b"small"));
+        for step in [1, 3, 1000, 65536, stream.len()] {
+            let got = frames(&stream, step, 10_000);
+            assert_eq!(got.len(), 2, "step {step}");
+            let Frame::Oversized(o) = &got[0] else { panic!("step {step}: {:?}", got[0]) };
+            assert_eq!((o.topic.as_str(), o.pkid, o.size), ("a/b", 7, big.len()));
+            assert_eq!(&o.kept[..], &big[..KEPT_OF_OVERSIZED]);
+            let Frame::Packet(Packet::Publish(p)) = &got[1] else { panic!("step {step}: {:?}", got[1]) };
+            assert_eq!((p.topic.as_str(), p.pkid, &p.payload[..]), ("a/c", 8, &b"small"[..]));
+        }
+    }
+
+    #[test]
+    fn oversized_packets_other_than_publish_and_lying_headers_are_errors() {
+        // A SUBSCRIBE claiming 2 MB.
+        let mut buf = BytesMut::from(&[0x82u8, 0x80, 0x80, 0x80, 0x01, 0, 1][..]);
+        assert!(matches!(Framer::new(1024).next(&mut buf), Err(FrameError::Oversized("SUBSCRIBE"))));
+        // A PUBLISH whose topic is longer than the packet.
+        let mut buf = BytesMut::from(&[0x32u8, 0x80, 0x10, 0xff, 0xff][..]);
+        buf.extend_from_slice(&vec![b'a'; 65535 + 2]);
+        assert!(Framer::new(1024).next(&mut buf).is_err());
+        // A remaining length of five bytes.
+        let mut buf = BytesMut::from(&[0x30u8, 0xff, 0xff, 0xff, 0xff, 0x7f][..]);
+        assert!(Framer::new(1024).next(&mut buf).is_err());
+    }
 }
