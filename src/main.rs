@@ -177,11 +177,10 @@ fn load(file: Option<PathBuf>) -> Result<Settings, ExitCode> {
 
 fn run(settings: Settings) -> ExitCode {
     use std::io::IsTerminal;
-    // rumqttd reports ordinary disconnects as errors; RUST_LOG=info,rumqttd=info shows them.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
