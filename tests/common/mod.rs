@@ -239,7 +239,9 @@ interval_s = 1
 
     fn spawn_child(config: &Path, log: &Path) -> Child {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-        Command::new(env!("CARGO_BIN_EXE_messnetz"))
+        // MESSNETZ_TEST_BIN runs the end-to-end tests against another build (an older release,
+        // to show that a test fails there).
+        Command::new(std::env::var_os("MESSNETZ_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_messnetz").into()))
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
