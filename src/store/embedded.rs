@@ -30,8 +30,10 @@ pub(super) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::ne
 /// or an outage) is stored in steps and never holds up ingest's commits for long.
 const FLUSH_BATCHES: usize = 64;
 
-/// Shortest time between two attempts to reopen the database after an I/O error: a reopen
-/// may have to repair the file (read all of it), and every reader would otherwise try again.
+/// Shortest time between a failed attempt to reopen the database and the next: a reopen may
+/// have to repair the file (read all of it), and every reader would otherwise try again.
+/// (After a reopen that worked, only a writer's next I/O error calls for another, so writers'
+/// own retry pace bounds them.)
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 /// The embedded store. Cheap to share: wrap it in an `Arc`; its calls block, so call them
@@ -46,8 +48,9 @@ pub struct EmbeddedStore {
     /// Set by an I/O error: redb then refuses every later transaction ("previous I/O error")
     /// until the database is closed and opened again, which the next use does.
     poisoned: AtomicBool,
-    /// When the last reopen was tried and why it failed, if it did.
-    last_reopen: Mutex<Option<(Instant, Option<String>)>>,
+    /// When a reopen last failed, and why the store is closed: the I/O error that poisoned
+    /// it, or the reopen's own failure.
+    reopen: Mutex<(Option<Instant>, String)>,
     /// Reopens after I/O errors that succeeded.
     reopens: AtomicU64,
     /// Whether the last write transaction committed (see [`StoreHealth`]).
@@ -118,7 +121,7 @@ impl EmbeddedStore {
             path: dir.join("messnetz.redb"),
             db: RwLock::new(Some(db)),
             poisoned: AtomicBool::new(false),
-            last_reopen: Mutex::new(None),
+            reopen: Mutex::new((None, String::new())),
             reopens: AtomicU64::new(0),
             health: Mutex::new(None),
             rollups: true,
@@ -130,8 +133,8 @@ impl EmbeddedStore {
 
     /// Run `f` on the open database: the one way in for every read and write. After an I/O
     /// error (a full disk) redb refuses everything until the file is closed and opened again;
-    /// the error marks the store poisoned, and the next call reopens it first (at most once per
-    /// [`REOPEN_EVERY`]), so ingest's retries resume by themselves once space returns.
+    /// the error marks the store poisoned, and the next call reopens it first (after a failed reopen,
+    /// not before [`REOPEN_EVERY`]), so ingest's retries resume by themselves once space returns.
     /// Must not be nested: the read lock is held while `f` runs.
     pub(super) fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
         if self.poisoned.load(Ordering::Acquire) {
@@ -140,12 +143,14 @@ impl EmbeddedStore {
         let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
         let Some(db) = guard.as_ref() else {
             // Another thread's reopen failed in the meantime.
-            return Err(StoreError::Closed(self.reopen_error()));
+            return Err(StoreError::Closed(self.closed_because()));
         };
         let result = f(db);
         drop(guard);
         if let Err(e) = &result {
-            if e.is_io() && !self.poisoned.swap(true, Ordering::AcqRel) {
+            if e.is_io() && !self.poisoned.load(Ordering::Acquire) {
+                self.reopen.lock().unwrap_or_else(|p| p.into_inner()).1 = e.to_string();
+                self.poisoned.store(true, Ordering::Release);
                 tracing::warn!(error = %e, "store I/O error: the database will be reopened before its next use");
             }
         }
@@ -187,14 +192,10 @@ impl EmbeddedStore {
             return Ok(()); // another thread reopened it while this one waited
         }
         {
-            let mut last = self.last_reopen.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, error)) = last.as_ref() {
-                if at.elapsed() < REOPEN_EVERY {
-                    let why = error.clone().unwrap_or_else(|| "a reopen is due".to_owned());
-                    return Err(StoreError::Closed(why));
-                }
+            let reopen = self.reopen.lock().unwrap_or_else(|p| p.into_inner());
+            if reopen.0.is_some_and(|failed| failed.elapsed() < REOPEN_EVERY) {
+                return Err(StoreError::Closed(reopen.1.clone()));
             }
-            *last = Some((Instant::now(), None));
         }
         // No transaction is live (they all hold the read lock), so this closes the file now.
         drop(slot.take());
@@ -206,6 +207,7 @@ impl EmbeddedStore {
             Ok(db) => {
                 *slot = Some(db);
                 self.districts_stored.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                self.reopen.lock().unwrap_or_else(|p| p.into_inner()).0 = None;
                 self.poisoned.store(false, Ordering::Release);
                 self.reopens.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(path = %self.path.display(), "store reopened after an I/O error");
@@ -214,17 +216,14 @@ impl EmbeddedStore {
             Err(e) => {
                 let why = e.to_string();
                 tracing::warn!(error = %why, "cannot reopen the store yet; trying again at its next use");
-                if let Some(last) = self.last_reopen.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                    last.1 = Some(why.clone());
-                }
+                *self.reopen.lock().unwrap_or_else(|p| p.into_inner()) = (Some(Instant::now()), why.clone());
                 Err(StoreError::Closed(why))
             }
         }
     }
 
-    fn reopen_error(&self) -> String {
-        let last = self.last_reopen.lock().unwrap_or_else(|p| p.into_inner());
-        last.as_ref().and_then(|(_, e)| e.clone()).unwrap_or_else(|| "a reopen is due".to_owned())
+    fn closed_because(&self) -> String {
+        self.reopen.lock().unwrap_or_else(|p| p.into_inner()).1.clone()
     }
 
     /// Whether the store takes writes (the last write transaction committed).

@@ -72,7 +72,7 @@ pub enum StoreError {
     Engine(#[from] redb::Error),
     #[error("a stored record is unreadable: {0}")]
     Corrupt(String),
-    #[error("the store is closed after an I/O error and could not be reopened yet: {0}")]
+    #[error("the store waits to be reopened after an I/O error: {0}")]
     Closed(String),
 }
 

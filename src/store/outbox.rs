@@ -107,6 +107,8 @@ impl Spool {
     /// `len` is the number of lines already spooled (left from the previous run).
     pub fn new(settings: &InfluxSettings, metrics: Arc<Metrics>, len: u64) -> Self {
         metrics.influx.spool_readings.store(len, Relaxed);
+        let hold = if settings.spool_full == SpoolFullPolicy::Backpressure { settings.spool_max_readings } else { 0 };
+        metrics.influx.spool_hold_limit.store(hold, Relaxed);
         Self {
             max_readings: settings.spool_max_readings,
             policy: settings.spool_full,
