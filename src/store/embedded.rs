@@ -661,9 +661,10 @@ mod tests {
         fn fill(&self) -> std::path::PathBuf {
             use std::io::Write;
             let path = self.0.path().join("ballast");
-            let mut f = std::fs::File::create(&path).unwrap();
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
             let chunk = vec![0x5a_u8; 64 * 1024];
             while f.write_all(&chunk).is_ok() {}
+            while f.write_all(&[0x5a; 512]).is_ok() {}
             path
         }
     }
@@ -681,6 +682,7 @@ mod tests {
             batch.readings.push(reading("dev-full", "relative_humidity", i * 60_000, 50.0));
         }
         batch.districts.insert(DeviceId::parse("dev-full").unwrap(), "Altstadt".into());
+        batch.outbox = (first..first + n).map(|i| format!("air_temperature,device=dev-full value={i}")).collect();
         batch
     }
 
@@ -700,14 +702,22 @@ mod tests {
             }
             assert!(stored < 1_000_000, "the disk never filled");
         };
-        eprintln!("stored {stored}, then: {error}");
         assert!(error.is_io(), "a full disk is an I/O error: {error}");
         let health = store.health();
         assert!(!health.writable && health.since.is_some(), "{health:?}");
-        // Still full: refused again, and the store stays usable for the next attempt.
+        // Still full: refused again, and the store stays usable for the next attempt. The
+        // window flusher and the InfluxDB spool's writer meet the same disk: whatever they
+        // manage, they leave the store consistent (checked below).
+        fs.fill();
         std::thread::sleep(REOPEN_EVERY);
         assert!(store.write(&burst(stored, 200)).is_err());
         assert!(!store.health().writable);
+        let _ = store.flush_windows();
+        if let Ok(head) = store.outbox_peek(50) {
+            let _ = store.outbox_remove(&head.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+        }
+        fs.fill();
+        assert!(store.write(&burst(stored, 200)).is_err());
 
         std::fs::remove_file(&ballast).unwrap();
         std::thread::sleep(REOPEN_EVERY);
@@ -717,6 +727,15 @@ mod tests {
         assert!(health.writable && health.error.is_none(), "{health:?}");
         assert!(health.reopens >= 1, "{health:?}");
         assert_eq!(store.count_readings().unwrap(), 2 * stored as u64, "every committed batch is there, once");
+        // The spool: every committed batch's lines, in order, and its writer goes on.
+        let spooled = store.outbox_peek(usize::MAX).unwrap();
+        let values: Vec<i64> =
+            spooled.iter().map(|(_, l)| std::str::from_utf8(l).unwrap().rsplit('=').next().unwrap().parse().unwrap()).collect();
+        let removed_early = (stored as usize - values.len()) as i64;
+        assert!(removed_early == 0 || removed_early == 50, "{removed_early} lines gone");
+        assert_eq!(values, (removed_early..stored).collect::<Vec<_>>(), "spooled once each, in order");
+        store.outbox_remove(&spooled.iter().map(|(k, _)| *k).collect::<Vec<_>>()).unwrap();
+        assert_eq!(store.outbox_len().unwrap(), 0);
         // The window journal in memory matches the stored one: a flush empties both.
         store.flush_windows().unwrap();
         assert_eq!(store.pending_windows(), 0);
@@ -727,6 +746,42 @@ mod tests {
         let district = Scope::District("Altstadt".into());
         let days = store.rollups(&district, q, Interval::Day, millis(0).unwrap(), millis(stored * 60_000).unwrap()).unwrap();
         assert_eq!(days.iter().map(|(_, w)| w.count as i64).sum::<i64>(), stored, "district rollups: nothing doubled");
+    }
+
+    #[test]
+    fn a_poisoned_store_reopens_at_its_next_use_with_the_journal_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(&burst(0, 10)).unwrap();
+        assert_eq!(store.pending_windows(), 1);
+        // A transaction that notes an hour as pending and then never commits (as one that
+        // meets a full disk does).
+        store
+            .with_db(|db| {
+                let tx = db.begin_write().map_err(engine)?;
+                let mut touched = Touched::default();
+                touched.add("dev-other", 7_200_000);
+                window_journal::append(&tx, &store.pending, &mut touched)?;
+                tx.abort().map_err(engine)
+            })
+            .unwrap();
+        assert_eq!(store.pending_windows(), 2);
+        store.districts_stored.lock().unwrap().insert("dev-gone".into(), "Nowhere".into());
+        // What an I/O error leaves: the store marked poisoned. The next use reopens it.
+        store.poisoned.store(true, Ordering::Release);
+        assert_eq!(store.count_readings().unwrap(), 20);
+        assert_eq!(store.health().reopens, 1);
+        assert_eq!(store.pending_windows(), 1, "only the journal rows that were stored are pending");
+        assert!(store.districts_stored.lock().unwrap().is_empty(), "districts are looked up afresh");
+        store.write(&burst(10, 10)).unwrap();
+        store.flush_windows().unwrap();
+        assert_eq!(store.pending_windows(), 0, "the journal in memory and on disk agree");
+        let q = Quantity::by_name("air_temperature").unwrap();
+        for scope in [Scope::Device("dev-full".into()), Scope::District("Altstadt".into())] {
+            let days = store.rollups(&scope, q, Interval::Day, millis(0).unwrap(), millis(86_400_000).unwrap()).unwrap();
+            assert_eq!(days.iter().map(|(_, w)| w.count).sum::<u64>(), 20, "{scope:?}");
+        }
+        assert!(store.health().writable);
     }
 
     #[test]
