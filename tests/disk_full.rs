@@ -159,6 +159,9 @@ async fn a_full_disk_stops_acking_says_so_and_recovers_without_a_restart() {
 
     // Uplinks until a commit fails: the store's file has some room of its own left.
     const ROUND: usize = 300;
+    // More than `ingest.queue_capacity` (4096) and the broker's in-flight window together.
+    const HELD: usize = 4_500;
+    const FULL_FOR: Duration = Duration::from_secs(50);
     let failing = loop {
         assert!(published < 9_000, "{published} uplinks on a full disk and /readyz still 200 (log: {})", gw.log.display());
         publish_all(broker.port, &publisher, uplinks(&topics, published, ROUND)).await;
@@ -190,13 +193,18 @@ async fn a_full_disk_stops_acking_says_so_and_recovers_without_a_restart() {
     assert!(store["since"].as_str().is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()), "{failing}");
     assert_eq!(gw.metric("messnetz_store_writable").await, 0.0);
 
-    // Still full: more uplinks arrive, nothing more is acknowledged, the process keeps answering.
-    publish_all(broker.port, &publisher, uplinks(&topics, published, ROUND)).await;
-    published += ROUND;
+    // Still full: more uplinks arrive than the gateway's ingest queue holds (so the broker
+    // keeps the rest), nothing more is acknowledged, the process keeps answering; and the
+    // disk stays full for longer than 1.5 MQTT keep-alives (30 s), as an outage would.
+    let full_since = Instant::now();
+    publish_all(broker.port, &publisher, uplinks(&topics, published, HELD)).await;
+    published += HELD;
     let acked = gw.metric("messnetz_messages_acked_total").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(gw.metric("messnetz_messages_acked_total").await, acked, "nothing is acknowledged while the disk is full");
     assert!(acked < published as f64, "{acked} acknowledged of {published}");
+    tokio::time::sleep(FULL_FOR.saturating_sub(full_since.elapsed())).await;
+    assert_eq!(gw.metric("messnetz_messages_acked_total").await, acked, "nothing is acknowledged while the disk is full");
     let health = client.get(gw.url("/healthz")).send().await.expect("GET /healthz");
     assert_eq!(health.status(), 200, "the process answers");
     let (status, body) = readyz(&client, &gw).await;
