@@ -72,11 +72,13 @@ fn store_check(state: &AppState) -> Check {
 /// messages back until InfluxDB catches up). `None` when nothing is ever held.
 fn spool_check(state: &AppState) -> Option<Check> {
     let influx = &state.metrics.influx;
-    let limit = influx.spool_hold_limit.load(Relaxed);
+    spool_check_of(influx.spool_readings.load(Relaxed), influx.spool_hold_limit.load(Relaxed))
+}
+
+fn spool_check_of(spooled: u64, limit: u64) -> Option<Check> {
     if limit == 0 {
         return None;
     }
-    let spooled = influx.spool_readings.load(Relaxed);
     Some(if spooled < limit {
         Check::ok()
     } else {
@@ -132,4 +134,21 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         ));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spool_fails_readiness_only_where_it_holds_messages() {
+        assert!(spool_check_of(5_000, 0).is_none(), "no InfluxDB, or drop-oldest: nothing is held");
+        assert!(spool_check_of(999, 1_000).is_some_and(|c| c.ok));
+        let full = spool_check_of(1_000, 1_000).unwrap();
+        assert!(!full.ok);
+        assert!(full.error.as_deref().is_some_and(|e| e.contains("1000 readings") && e.contains("limit is 1000")), "{full:?}");
+        let body = serde_json::to_value(Readiness { ready: false, checks: [("influxdb_spool", full)].into() }).unwrap();
+        assert_eq!(body["checks"]["influxdb_spool"]["ok"], false);
+        assert!(body["checks"]["influxdb_spool"].get("since").is_none(), "absent, not null (the OpenAPI schema)");
+    }
 }
