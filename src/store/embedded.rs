@@ -133,9 +133,9 @@ impl EmbeddedStore {
 
     /// Run `f` on the open database: the one way in for every read and write. After an I/O
     /// error (a full disk) redb refuses everything until the file is closed and opened again;
-    /// the error marks the store poisoned, and the next call reopens it first (after a failed reopen,
-    /// not before [`REOPEN_EVERY`]), so ingest's retries resume by themselves once space returns.
-    /// Must not be nested: the read lock is held while `f` runs.
+    /// the error marks the store poisoned, and the next call reopens it first (after a failed
+    /// reopen, not before [`REOPEN_EVERY`]), so ingest's retries resume by themselves once
+    /// space returns. Must not be nested: the read lock is held while `f` runs.
     pub(super) fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
         if self.poisoned.load(Ordering::Acquire) {
             self.reopen()?;
@@ -146,14 +146,15 @@ impl EmbeddedStore {
             return Err(StoreError::Closed(self.closed_because()));
         };
         let result = f(db);
-        drop(guard);
         if let Err(e) = &result {
+            // Marked with the read lock still held, so it is this database that gets reopened.
             if e.is_io() && !self.poisoned.load(Ordering::Acquire) {
                 self.reopen.lock().unwrap_or_else(|p| p.into_inner()).1 = e.to_string();
                 self.poisoned.store(true, Ordering::Release);
                 tracing::warn!(error = %e, "store I/O error: the database will be reopened before its next use");
             }
         }
+        drop(guard);
         result
     }
 
