@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(admin::router(state.clone()))
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(open)
         .with_state(state)

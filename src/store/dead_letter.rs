@@ -156,12 +156,14 @@ impl DeadLetter {
 impl EmbeddedStore {
     /// One dead letter by id.
     pub fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-        match table.get(id).map_err(engine)? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+            match table.get(id).map_err(engine)? {
+                Some(v) => Ok(Some(decode(v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Dead letters with an id above `after` that `keep` accepts, oldest first, at most
@@ -174,25 +176,27 @@ impl EmbeddedStore {
         max_scan: usize,
         keep: &mut dyn FnMut(&DeadLetter) -> bool,
     ) -> Result<(Vec<DeadLetter>, Option<u64>), StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-        let mut out = Vec::new();
-        let mut last = None;
-        let mut range = table.range(after.saturating_add(1)..).map_err(engine)?;
-        for _ in 0..max_scan {
-            if out.len() >= limit {
-                break;
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+            let mut out = Vec::new();
+            let mut last = None;
+            let mut range = table.range(after.saturating_add(1)..).map_err(engine)?;
+            for _ in 0..max_scan {
+                if out.len() >= limit {
+                    break;
+                }
+                let Some(entry) = range.next() else { return Ok((out, None)) };
+                let (k, v) = entry.map_err(engine)?;
+                last = Some(k.value());
+                let letter = decode(v.value())?;
+                if keep(&letter) {
+                    out.push(letter);
+                }
             }
-            let Some(entry) = range.next() else { return Ok((out, None)) };
-            let (k, v) = entry.map_err(engine)?;
-            last = Some(k.value());
-            let letter = decode(v.value())?;
-            if keep(&letter) {
-                out.push(letter);
-            }
-        }
-        let more = range.next().is_some();
-        Ok((out, if more { last } else { None }))
+            let more = range.next().is_some();
+            Ok((out, if more { last } else { None }))
+        })
     }
 
     /// Commit what replaying dead letter `id` produced (`batch`, from the ingest path) in
@@ -200,46 +204,54 @@ impl EmbeddedStore {
     /// old one under the same id (new reason); nothing at all → the letter stays, saying so.
     /// If the letter is gone (replayed meanwhile), nothing is written: [`ReplayOutcome::Gone`].
     pub fn commit_replay(&self, id: u64, mut batch: WriteBatch) -> Result<ReplayOutcome, StoreError> {
-        let tx = self.db.begin_write().map_err(engine)?;
-        let old = {
-            let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-            let old = table.get(id).map_err(engine)?.map(|v| decode(v.value())).transpose()?;
-            old
-        };
-        let Some(old) = old else {
-            tx.abort().map_err(engine)?;
-            return Ok(ReplayOutcome::Gone);
-        };
-        let again = batch.dead_letters.pop();
-        // The letter keeps its id and reception time; device and reason are the new ones.
-        let keep =
-            |reason: String, device: Option<String>| DeadLetter { reason, device: device.or(old.device.clone()), ..old.clone() };
-        let (outcome, replacement) = match again {
-            Some(letter) => (ReplayOutcome::Failed { reason: letter.reason.clone() }, Some(keep(letter.reason, letter.device))),
-            None if batch.seen.is_empty() => {
-                let reason =
-                    "replay: the message was taken without readings (a LoRaWAN duplicate, join or MAC-only frame)".to_owned();
-                (ReplayOutcome::Failed { reason: reason.clone() }, Some(keep(reason, None)))
-            }
-            None => {
-                let device = batch.seen.first().map(|(d, _)| d.to_string()).unwrap_or_default();
-                (ReplayOutcome::Stored { device, readings: batch.readings.len() }, None)
-            }
-        };
-        self.write_in(&tx, &batch)?;
-        {
-            let mut table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-            match replacement {
+        let outcome = self.with_write(|db| {
+            let tx = db.begin_write().map_err(engine)?;
+            let old = {
+                let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+                let old = table.get(id).map_err(engine)?.map(|v| decode(v.value())).transpose()?;
+                old
+            };
+            let Some(old) = old else {
+                tx.abort().map_err(engine)?;
+                return Ok((ReplayOutcome::Gone, false));
+            };
+            let again = batch.dead_letters.pop();
+            // The letter keeps its id and reception time; device and reason are the new ones.
+            let keep = |reason: String, device: Option<String>| DeadLetter {
+                reason,
+                device: device.or(old.device.clone()),
+                ..old.clone()
+            };
+            let (outcome, replacement) = match again {
                 Some(letter) => {
-                    let json = serde_json::to_vec(&letter).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    table.insert(id, json.as_slice()).map_err(engine)?;
+                    (ReplayOutcome::Failed { reason: letter.reason.clone() }, Some(keep(letter.reason, letter.device)))
+                }
+                None if batch.seen.is_empty() => {
+                    let reason =
+                        "replay: the message was taken without readings (a LoRaWAN duplicate, join or MAC-only frame)".to_owned();
+                    (ReplayOutcome::Failed { reason: reason.clone() }, Some(keep(reason, None)))
                 }
                 None => {
-                    table.remove(id).map_err(engine)?;
+                    let device = batch.seen.first().map(|(d, _)| d.to_string()).unwrap_or_default();
+                    (ReplayOutcome::Stored { device, readings: batch.readings.len() }, None)
+                }
+            };
+            self.write_in(&tx, &batch)?;
+            {
+                let mut table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+                match replacement {
+                    Some(letter) => {
+                        let json = serde_json::to_vec(&letter).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        table.insert(id, json.as_slice()).map_err(engine)?;
+                    }
+                    None => {
+                        table.remove(id).map_err(engine)?;
+                    }
                 }
             }
-        }
-        tx.commit().map_err(engine)?;
+            tx.commit().map_err(engine)?;
+            Ok((outcome, true))
+        })?;
         self.districts_committed(&batch);
         Ok(outcome)
     }

@@ -691,10 +691,15 @@ mod tests {
             let store = EmbeddedStore::open(dir.path()).unwrap();
             write(&store, plan.iter().map(|&(m, v, f)| reading("dev-a", m, v, f)).collect());
             // What an older version left: readings, no journal, no device windows table.
-            let tx = store.db.begin_write().unwrap();
-            tx.delete_table(window_journal::WINDOW_JOURNAL).unwrap();
-            tx.delete_table(DEVICE_WINDOWS).unwrap();
-            tx.commit().unwrap();
+            store
+                .with_db(|db| {
+                    let tx = db.begin_write().unwrap();
+                    tx.delete_table(window_journal::WINDOW_JOURNAL).unwrap();
+                    tx.delete_table(DEVICE_WINDOWS).unwrap();
+                    tx.commit().unwrap();
+                    Ok(())
+                })
+                .unwrap();
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(store.pending_windows(), 0, "nothing pending: the windows are stored");

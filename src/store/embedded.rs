@@ -5,7 +5,10 @@
 //! `(device, quantity, time)`, so a series is one contiguous range and writing the same
 //! reading twice overwrites it: redelivered messages are idempotent.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
@@ -27,11 +30,31 @@ pub(super) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::ne
 /// or an outage) is stored in steps and never holds up ingest's commits for long.
 const FLUSH_BATCHES: usize = 64;
 
+/// Shortest time between a failed attempt to reopen the database and the next: a reopen may
+/// have to repair the file (read all of it), and every reader would otherwise try again.
+/// (After a reopen that worked, only a writer's next I/O error calls for another, so writers'
+/// own retry pace bounds them.)
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
 /// The embedded store. Cheap to share: wrap it in an `Arc`; its calls block, so call them
 /// from `spawn_blocking` in async code.
 pub struct EmbeddedStore {
-    /// Shared with `outbox.rs`, which keeps the InfluxDB spool in the same database.
-    pub(super) db: Database,
+    /// The database file.
+    path: PathBuf,
+    /// The open database; `None` while a reopen after an I/O error has not succeeded yet.
+    /// Every use goes through [`Self::with_db`], which holds the read lock for as long as the
+    /// transaction lives, so the reopen (write lock) never closes the file under a transaction.
+    db: RwLock<Option<Database>>,
+    /// Set by an I/O error: redb then refuses every later transaction ("previous I/O error")
+    /// until the database is closed and opened again, which the next use does.
+    poisoned: AtomicBool,
+    /// When a reopen last failed, and why the store is closed: the I/O error that poisoned
+    /// it, or the reopen's own failure.
+    reopen: Mutex<(Option<Instant>, String)>,
+    /// Reopens after I/O errors that succeeded.
+    reopens: AtomicU64,
+    /// Whether the last write transaction committed (see [`StoreHealth`]).
+    health: Mutex<Option<Failure>>,
     /// Keep rollups up to date on every write (always, but for measuring what they cost).
     rollups: bool,
     /// Device windows journaled but not flushed yet.
@@ -41,6 +64,27 @@ pub struct EmbeddedStore {
     /// Device → district pairs known to be stored, so a batch looks up only new ones.
     /// Filled after commits only, so it never holds a pair a failed transaction wrote.
     districts_stored: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// The first of a run of failed write transactions, and the latest error.
+#[derive(Debug, Clone)]
+struct Failure {
+    since: DateTime<Utc>,
+    error: String,
+}
+
+/// Whether the store takes writes, for readiness and `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreHealth {
+    /// `false` from a failed write transaction (a full disk, an I/O error, a store that could
+    /// not be reopened yet) until the next one commits.
+    pub writable: bool,
+    /// The latest error of the failing run.
+    pub error: Option<String>,
+    /// When the failing run began.
+    pub since: Option<DateTime<Utc>>,
+    /// Reopens after an I/O error since the start.
+    pub reopens: u64,
 }
 
 impl EmbeddedStore {
@@ -73,15 +117,136 @@ impl EmbeddedStore {
         }
         tx.commit().map_err(engine)?;
         let pending = Pending::load(&db)?;
-        Ok(Self { db, rollups: true, pending, flushing: Default::default(), districts_stored: Default::default() })
+        Ok(Self {
+            path: dir.join("messnetz.redb"),
+            db: RwLock::new(Some(db)),
+            poisoned: AtomicBool::new(false),
+            reopen: Mutex::new((None, String::new())),
+            reopens: AtomicU64::new(0),
+            health: Mutex::new(None),
+            rollups: true,
+            pending,
+            flushing: Default::default(),
+            districts_stored: Default::default(),
+        })
+    }
+
+    /// Run `f` on the open database: the one way in for every read and write. After an I/O
+    /// error (a full disk) redb refuses everything until the file is closed and opened again;
+    /// the error marks the store poisoned, and the next call reopens it first (after a failed
+    /// reopen, not before [`REOPEN_EVERY`]), so ingest's retries resume by themselves once
+    /// space returns. Must not be nested: the read lock is held while `f` runs.
+    pub(super) fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let Some(db) = guard.as_ref() else {
+            // Another thread's reopen failed in the meantime.
+            return Err(StoreError::Closed(self.closed_because()));
+        };
+        let result = f(db);
+        if let Err(e) = &result {
+            // Marked with the read lock still held, so it is this database that gets reopened.
+            if e.is_io() && !self.poisoned.load(Ordering::Acquire) {
+                self.reopen.lock().unwrap_or_else(|p| p.into_inner()).1 = e.to_string();
+                self.poisoned.store(true, Ordering::Release);
+                tracing::warn!(error = %e, "store I/O error: the database will be reopened before its next use");
+            }
+        }
+        drop(guard);
+        result
+    }
+
+    /// Like [`Self::with_db`] for a write transaction: its outcome is the store's health.
+    /// `f` returns whether it committed (a flush with nothing to do does not).
+    pub(super) fn with_write<T>(&self, f: impl FnOnce(&Database) -> Result<(T, bool), StoreError>) -> Result<T, StoreError> {
+        let result = self.with_db(f);
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok((_, true)) => {
+                if let Some(failure) = health.take() {
+                    tracing::info!(failing_since = %failure.since, "store writable again");
+                }
+            }
+            Ok((_, false)) => {}
+            // A record that cannot be encoded or read is that record's problem, not the store's.
+            Err(StoreError::Corrupt(_)) => {}
+            Err(e) => {
+                let error = e.to_string();
+                match health.as_mut() {
+                    Some(failure) => failure.error = error,
+                    None => *health = Some(Failure { since: Utc::now(), error }),
+                }
+            }
+        }
+        result.map(|(t, _)| t)
+    }
+
+    /// Close the poisoned database and open it again (redb repairs it if it must). The
+    /// in-memory state derived from the database is rebuilt from what is on disk: the
+    /// pending window hours (a failed transaction may have noted hours its journal row never
+    /// stored) and the districts known to be stored.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if !self.poisoned.load(Ordering::Acquire) {
+            return Ok(()); // another thread reopened it while this one waited
+        }
+        {
+            let reopen = self.reopen.lock().unwrap_or_else(|p| p.into_inner());
+            if reopen.0.is_some_and(|failed| failed.elapsed() < REOPEN_EVERY) {
+                return Err(StoreError::Closed(reopen.1.clone()));
+            }
+        }
+        // No transaction is live (they all hold the read lock), so this closes the file now.
+        drop(slot.take());
+        let opened = Database::create(&self.path).map_err(engine).and_then(|db| {
+            self.pending.reload(&db)?;
+            Ok(db)
+        });
+        match opened {
+            Ok(db) => {
+                *slot = Some(db);
+                self.districts_stored.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                self.reopen.lock().unwrap_or_else(|p| p.into_inner()).0 = None;
+                self.poisoned.store(false, Ordering::Release);
+                self.reopens.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(path = %self.path.display(), "store reopened after an I/O error");
+                Ok(())
+            }
+            Err(e) => {
+                let why = e.to_string();
+                tracing::warn!(error = %why, "cannot reopen the store yet; trying again at its next use");
+                *self.reopen.lock().unwrap_or_else(|p| p.into_inner()) = (Some(Instant::now()), why.clone());
+                Err(StoreError::Closed(why))
+            }
+        }
+    }
+
+    fn closed_because(&self) -> String {
+        self.reopen.lock().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
+
+    /// Whether the store takes writes (the last write transaction committed).
+    pub fn health(&self) -> StoreHealth {
+        let failure = self.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        StoreHealth {
+            writable: failure.is_none(),
+            error: failure.as_ref().map(|f| f.error.clone()),
+            since: failure.map(|f| f.since),
+            reopens: self.reopens.load(Ordering::Relaxed),
+        }
     }
 
     /// Write a batch in one durable transaction: when this returns `Ok`, it is on disk.
     /// Returns the ids given to the batch's dead letters.
     pub fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
-        let tx = self.db.begin_write().map_err(engine)?;
-        let ids = self.write_in(&tx, batch)?;
-        tx.commit().map_err(engine)?;
+        let ids = self.with_write(|db| {
+            let tx = db.begin_write().map_err(engine)?;
+            let ids = self.write_in(&tx, batch)?;
+            tx.commit().map_err(engine)?;
+            Ok((ids, true))
+        })?;
         self.districts_committed(batch);
         Ok(ids)
     }
@@ -186,19 +351,21 @@ impl EmbeddedStore {
 
     /// The newest reading of every quantity of a device.
     pub fn latest(&self, device: &DeviceId) -> Result<Vec<Reading>, StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        let table = tx.open_table(READINGS).map_err(engine)?;
-        let mut out = Vec::new();
-        for q in Quantity::all() {
-            let d = device.as_str();
-            let mut range = table.range((d, q.name(), i64::MIN)..=(d, q.name(), i64::MAX)).map_err(engine)?;
-            if let Some(entry) = range.next_back() {
-                let (k, v) = entry.map_err(engine)?;
-                let (_, _, t) = k.value();
-                out.push(to_reading(device, q, t, v.value())?);
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(READINGS).map_err(engine)?;
+            let mut out = Vec::new();
+            for q in Quantity::all() {
+                let d = device.as_str();
+                let mut range = table.range((d, q.name(), i64::MIN)..=(d, q.name(), i64::MAX)).map_err(engine)?;
+                if let Some(entry) = range.next_back() {
+                    let (k, v) = entry.map_err(engine)?;
+                    let (_, _, t) = k.value();
+                    out.push(to_reading(device, q, t, v.value())?);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Readings of one series with `from <= time < to`, oldest first, at most `limit`.
@@ -210,16 +377,18 @@ impl EmbeddedStore {
         to: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Reading>, StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        let table = tx.open_table(READINGS).map_err(engine)?;
-        let (d, q) = (device.as_str(), quantity.name());
-        let range = table.range((d, q, from.timestamp_millis())..(d, q, to.timestamp_millis())).map_err(engine)?;
-        let mut out = Vec::new();
-        for entry in range.take(limit) {
-            let (k, v) = entry.map_err(engine)?;
-            out.push(to_reading(device, quantity, k.value().2, v.value())?);
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(READINGS).map_err(engine)?;
+            let (d, q) = (device.as_str(), quantity.name());
+            let range = table.range((d, q, from.timestamp_millis())..(d, q, to.timestamp_millis())).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in range.take(limit) {
+                let (k, v) = entry.map_err(engine)?;
+                out.push(to_reading(device, quantity, k.value().2, v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// The nearest readings not flagged bad strictly before and strictly after `time`, within
@@ -233,52 +402,58 @@ impl EmbeddedStore {
         time: DateTime<Utc>,
         within: chrono::Duration,
     ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        let table = tx.open_table(READINGS).map_err(engine)?;
-        let (d, q) = (device.as_str(), quantity.name());
-        let (t, w) = (time.timestamp_millis(), within.num_milliseconds());
-        let bad = QualityFlag::Bad.to_byte();
-        let mut before = None;
-        for entry in table.range((d, q, t.saturating_sub(w))..(d, q, t)).map_err(engine)?.rev() {
-            let (k, v) = entry.map_err(engine)?;
-            let (value, flag, _) = v.value();
-            if flag != bad {
-                before = Some((millis(k.value().2)?, value));
-                break;
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(READINGS).map_err(engine)?;
+            let (d, q) = (device.as_str(), quantity.name());
+            let (t, w) = (time.timestamp_millis(), within.num_milliseconds());
+            let bad = QualityFlag::Bad.to_byte();
+            let mut before = None;
+            for entry in table.range((d, q, t.saturating_sub(w))..(d, q, t)).map_err(engine)?.rev() {
+                let (k, v) = entry.map_err(engine)?;
+                let (value, flag, _) = v.value();
+                if flag != bad {
+                    before = Some((millis(k.value().2)?, value));
+                    break;
+                }
             }
-        }
-        let mut after = None;
-        for entry in table.range((d, q, t.saturating_add(1))..=(d, q, t.saturating_add(w))).map_err(engine)? {
-            let (k, v) = entry.map_err(engine)?;
-            let (value, flag, _) = v.value();
-            if flag != bad {
-                after = Some((millis(k.value().2)?, value));
-                break;
+            let mut after = None;
+            for entry in table.range((d, q, t.saturating_add(1))..=(d, q, t.saturating_add(w))).map_err(engine)? {
+                let (k, v) = entry.map_err(engine)?;
+                let (value, flag, _) = v.value();
+                if flag != bad {
+                    after = Some((millis(k.value().2)?, value));
+                    break;
+                }
             }
-        }
-        Ok((before, after))
+            Ok((before, after))
+        })
     }
 
     /// When the device was last heard from.
     pub fn last_seen(&self, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        let table = tx.open_table(LAST_SEEN).map_err(engine)?;
-        match table.get(device.as_str()).map_err(engine)? {
-            Some(t) => Ok(Some(millis(t.value())?)),
-            None => Ok(None),
-        }
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(LAST_SEEN).map_err(engine)?;
+            match table.get(device.as_str()).map_err(engine)? {
+                Some(t) => Ok(Some(millis(t.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Dead letters with an id above `after`, oldest first, at most `limit`.
     pub fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-        let mut out = Vec::new();
-        for entry in table.range(after.saturating_add(1)..).map_err(engine)?.take(limit) {
-            let (_, v) = entry.map_err(engine)?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in table.range(after.saturating_add(1)..).map_err(engine)?.take(limit) {
+                let (_, v) = entry.map_err(engine)?;
+                out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+            Ok(out)
+        })
     }
 
     /// Turn rollup upkeep off or on: only for benchmarks that measure what it costs.
@@ -296,19 +471,21 @@ impl EmbeddedStore {
         to: DateTime<Utc>,
     ) -> Result<Vec<(DateTime<Utc>, Window)>, StoreError> {
         let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
-        let windows = match scope {
-            Scope::Device(device) => device_windows::query(&self.db, &self.pending, device, quantity, interval, from, to)?,
-            Scope::District(_) => rollups::stored(&self.db.begin_read().map_err(engine)?, scope, quantity, interval, from, to)?,
-        };
+        let windows = self.with_db(|db| match scope {
+            Scope::Device(device) => device_windows::query(db, &self.pending, device, quantity, interval, from, to),
+            Scope::District(_) => rollups::stored(&db.begin_read().map_err(engine)?, scope, quantity, interval, from, to),
+        })?;
         windows.into_iter().map(|(start, w)| Ok((millis(start)?, w))).collect()
     }
 
     /// Times of the first and the last data of a device's series (its readings) or of a
     /// district's (its stored day windows): two lookups, whatever the length of the series.
     pub fn extent(&self, scope: &Scope, quantity: Quantity) -> Result<Option<super::Extent>, StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        let ends = rollups::extent(&tx, scope, quantity)?;
-        ends.map(|(first, last)| Ok((millis(first)?, millis(last)?))).transpose()
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let ends = rollups::extent(&tx, scope, quantity)?;
+            ends.map(|(first, last)| Ok((millis(first)?, millis(last)?))).transpose()
+        })
     }
 
     /// Recompute the rollups of `[from, to)` (widened to whole UTC days) from the stored
@@ -320,7 +497,7 @@ impl EmbeddedStore {
         district_of: &dyn Fn(&str) -> Option<String>,
     ) -> Result<rollups::RebuildSummary, StoreError> {
         self.flush_windows()?;
-        rollups::rebuild(&self.db, from.timestamp_millis(), to.timestamp_millis(), district_of)
+        self.with_write(|db| Ok((rollups::rebuild(db, from.timestamp_millis(), to.timestamp_millis(), district_of)?, true)))
     }
 
     /// Store the journaled device windows, in steps of at most `FLUSH_BATCHES` rows, each
@@ -332,7 +509,10 @@ impl EmbeddedStore {
     pub fn flush_windows(&self) -> Result<FlushSummary, StoreError> {
         let mut total = FlushSummary::default();
         loop {
-            let done = device_windows::flush(&self.db, &self.pending, &self.flushing, FLUSH_BATCHES)?;
+            let done = self.with_write(|db| {
+                let done = device_windows::flush(db, &self.pending, &self.flushing, FLUSH_BATCHES)?;
+                Ok((done, done.batches > 0))
+            })?;
             total.batches += done.batches;
             total.windows += done.windows;
             if done.batches < FLUSH_BATCHES {
@@ -349,22 +529,26 @@ impl EmbeddedStore {
     /// Space of the main tables, as (table, bytes of keys and values, bytes of pages in
     /// all: with branch pages and fragmentation): what readings and rollups take on disk.
     pub fn table_space(&self) -> Result<Vec<(&'static str, u64, u64)>, StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        let space = |s: redb::TableStats| (s.stored_bytes(), s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes());
-        let readings = space(tx.open_table(READINGS).map_err(engine)?.stats().map_err(engine)?);
-        let devices = space(tx.open_table(device_windows::DEVICE_WINDOWS).map_err(engine)?.stats().map_err(engine)?);
-        let districts = space(tx.open_table(rollups::ROLLUPS).map_err(engine)?.stats().map_err(engine)?);
-        Ok(vec![
-            ("readings", readings.0, readings.1),
-            ("device windows", devices.0, devices.1),
-            ("district windows", districts.0, districts.1),
-        ])
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let space = |s: redb::TableStats| (s.stored_bytes(), s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes());
+            let readings = space(tx.open_table(READINGS).map_err(engine)?.stats().map_err(engine)?);
+            let devices = space(tx.open_table(device_windows::DEVICE_WINDOWS).map_err(engine)?.stats().map_err(engine)?);
+            let districts = space(tx.open_table(rollups::ROLLUPS).map_err(engine)?.stats().map_err(engine)?);
+            Ok(vec![
+                ("readings", readings.0, readings.1),
+                ("device windows", devices.0, devices.1),
+                ("district windows", districts.0, districts.1),
+            ])
+        })
     }
 
     /// Number of stored readings (all devices).
     pub fn count_readings(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        tx.open_table(READINGS).map_err(engine)?.len().map_err(engine)
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            tx.open_table(READINGS).map_err(engine)?.len().map_err(engine)
+        })
     }
 }
 
@@ -451,6 +635,154 @@ mod tests {
         assert_eq!(all.iter().map(|d| d.id).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(all[0].payload, vec![0, 255, 10]);
         assert_eq!(store.dead_letters(2, 10).unwrap().len(), 1);
+    }
+
+    /// A small tmpfs of the test's own, unmounted when dropped; `None` (the test is skipped,
+    /// saying why) where this process may not mount one.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Self> {
+            let dir = tempfile::tempdir().unwrap();
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status();
+            match status {
+                Ok(s) if s.success() => Some(Self(dir)),
+                other => {
+                    eprintln!("skipped: cannot mount a tmpfs here ({other:?}; needs root)");
+                    None
+                }
+            }
+        }
+
+        /// Fill what is left of the file system with a file; returns its path.
+        fn fill(&self) -> std::path::PathBuf {
+            use std::io::Write;
+            let path = self.0.path().join("ballast");
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+            let chunk = vec![0x5a_u8; 64 * 1024];
+            while f.write_all(&chunk).is_ok() {}
+            while f.write_all(&[0x5a; 512]).is_ok() {}
+            path
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+        }
+    }
+
+    fn burst(first: i64, n: i64) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        for i in first..first + n {
+            batch.readings.push(reading("dev-full", "air_temperature", i * 60_000, i as f64));
+            batch.readings.push(reading("dev-full", "relative_humidity", i * 60_000, 50.0));
+        }
+        batch.districts.insert(DeviceId::parse("dev-full").unwrap(), "Altstadt".into());
+        batch.outbox = (first..first + n).map(|i| format!("air_temperature,device=dev-full value={i}")).collect();
+        batch
+    }
+
+    #[test]
+    fn a_full_disk_poisons_nothing_for_good_the_store_reopens_when_space_returns() {
+        let Some(fs) = Tmpfs::mount("4m") else { return };
+        let store = EmbeddedStore::open(&fs.0.path().join("store")).unwrap();
+        assert!(store.health().writable);
+        let mut stored = 0;
+        store.write(&burst(0, 200)).unwrap();
+        stored += 200;
+        let ballast = fs.fill();
+        let error = loop {
+            match store.write(&burst(stored, 200)) {
+                Ok(_) => stored += 200,
+                Err(e) => break e,
+            }
+            assert!(stored < 1_000_000, "the disk never filled");
+        };
+        assert!(error.is_io(), "a full disk is an I/O error: {error}");
+        let health = store.health();
+        assert!(!health.writable && health.since.is_some(), "{health:?}");
+        // Still full: refused again, and the store stays usable for the next attempt. The
+        // window flusher and the InfluxDB spool's writer meet the same disk: whatever they
+        // manage, they leave the store consistent (checked below).
+        fs.fill();
+        std::thread::sleep(REOPEN_EVERY);
+        assert!(store.write(&burst(stored, 200)).is_err());
+        assert!(!store.health().writable);
+        let _ = store.flush_windows();
+        if let Ok(head) = store.outbox_peek(50) {
+            let _ = store.outbox_remove(&head.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+        }
+        fs.fill();
+        assert!(store.write(&burst(stored, 200)).is_err());
+
+        std::fs::remove_file(&ballast).unwrap();
+        std::thread::sleep(REOPEN_EVERY);
+        store.write(&burst(stored, 200)).expect("writes resume once space returns, without a restart");
+        stored += 200;
+        let health = store.health();
+        assert!(health.writable && health.error.is_none(), "{health:?}");
+        assert!(health.reopens >= 1, "{health:?}");
+        assert_eq!(store.count_readings().unwrap(), 2 * stored as u64, "every committed batch is there, once");
+        // The spool: every committed batch's lines, in order, and its writer goes on.
+        let spooled = store.outbox_peek(usize::MAX).unwrap();
+        let values: Vec<i64> =
+            spooled.iter().map(|(_, l)| std::str::from_utf8(l).unwrap().rsplit('=').next().unwrap().parse().unwrap()).collect();
+        let removed_early = (stored as usize - values.len()) as i64;
+        assert!(removed_early == 0 || removed_early == 50, "{removed_early} lines gone");
+        assert_eq!(values, (removed_early..stored).collect::<Vec<_>>(), "spooled once each, in order");
+        store.outbox_remove(&spooled.iter().map(|(k, _)| *k).collect::<Vec<_>>()).unwrap();
+        assert_eq!(store.outbox_len().unwrap(), 0);
+        // The window journal in memory matches the stored one: a flush empties both.
+        store.flush_windows().unwrap();
+        assert_eq!(store.pending_windows(), 0);
+        let q = Quantity::by_name("air_temperature").unwrap();
+        let scope = Scope::Device("dev-full".into());
+        let days = store.rollups(&scope, q, Interval::Day, millis(0).unwrap(), millis(stored * 60_000).unwrap()).unwrap();
+        assert_eq!(days.iter().map(|(_, w)| w.count as i64).sum::<i64>(), stored);
+        let district = Scope::District("Altstadt".into());
+        let days = store.rollups(&district, q, Interval::Day, millis(0).unwrap(), millis(stored * 60_000).unwrap()).unwrap();
+        assert_eq!(days.iter().map(|(_, w)| w.count as i64).sum::<i64>(), stored, "district rollups: nothing doubled");
+    }
+
+    #[test]
+    fn a_poisoned_store_reopens_at_its_next_use_with_the_journal_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(&burst(0, 10)).unwrap();
+        assert_eq!(store.pending_windows(), 1);
+        // A transaction that notes an hour as pending and then never commits (as one that
+        // meets a full disk does).
+        store
+            .with_db(|db| {
+                let tx = db.begin_write().map_err(engine)?;
+                let mut touched = Touched::default();
+                touched.add("dev-other", 7_200_000);
+                window_journal::append(&tx, &store.pending, &mut touched)?;
+                tx.abort().map_err(engine)
+            })
+            .unwrap();
+        assert_eq!(store.pending_windows(), 2);
+        store.districts_stored.lock().unwrap().insert("dev-gone".into(), "Nowhere".into());
+        // What an I/O error leaves: the store marked poisoned. The next use reopens it.
+        store.poisoned.store(true, Ordering::Release);
+        assert_eq!(store.count_readings().unwrap(), 20);
+        assert_eq!(store.health().reopens, 1);
+        assert_eq!(store.pending_windows(), 1, "only the journal rows that were stored are pending");
+        assert!(store.districts_stored.lock().unwrap().is_empty(), "districts are looked up afresh");
+        store.write(&burst(10, 10)).unwrap();
+        store.flush_windows().unwrap();
+        assert_eq!(store.pending_windows(), 0, "the journal in memory and on disk agree");
+        let q = Quantity::by_name("air_temperature").unwrap();
+        for scope in [Scope::Device("dev-full".into()), Scope::District("Altstadt".into())] {
+            let days = store.rollups(&scope, q, Interval::Day, millis(0).unwrap(), millis(86_400_000).unwrap()).unwrap();
+            assert_eq!(days.iter().map(|(_, w)| w.count).sum::<u64>(), 20, "{scope:?}");
+        }
+        assert!(store.health().writable);
     }
 
     #[test]

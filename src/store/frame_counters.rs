@@ -98,12 +98,14 @@ pub(super) fn write<'a>(
 impl EmbeddedStore {
     /// The stored frame counter of a DevAddr; `None` before its first accepted frame.
     pub fn frame_counter(&self, dev_addr: u32) -> Result<Option<FrameCounter>, StoreError> {
-        let tx = self.db.begin_read().map_err(engine)?;
-        let table = tx.open_table(FRAME_COUNTERS).map_err(engine)?;
-        match table.get(dev_addr).map_err(engine)? {
-            Some(v) => Ok(Some(FrameCounter::decode(v.value())?)),
-            None => Ok(None),
-        }
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(FRAME_COUNTERS).map_err(engine)?;
+            match table.get(dev_addr).map_err(engine)? {
+                Some(v) => Ok(Some(FrameCounter::decode(v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 }
 

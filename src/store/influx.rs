@@ -68,6 +68,9 @@ pub struct InfluxMetrics {
     pub spool_full_waits: AtomicU64,
     /// Points waiting in the spool (a gauge).
     pub spool_readings: AtomicU64,
+    /// The spool size at which ingest holds messages back (policy `backpressure`); 0 when
+    /// nothing is held (no InfluxDB, or policy `drop-oldest`). Readiness compares the two.
+    pub spool_hold_limit: AtomicU64,
 }
 
 impl InfluxMetrics {
@@ -103,6 +106,12 @@ impl InfluxMetrics {
             out,
             "# HELP {name} Points waiting in the InfluxDB spool.\n# TYPE {name} gauge\n{name} {}",
             self.spool_readings.load(Relaxed)
+        );
+        let name = "messnetz_influx_spool_hold_limit_readings";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Spooled points at which ingest holds messages back (backpressure); 0 when it never does.\n# TYPE {name} gauge\n{name} {}",
+            self.spool_hold_limit.load(Relaxed)
         );
     }
 }

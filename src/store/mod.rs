@@ -11,7 +11,7 @@ mod window_journal;
 
 pub use dead_letter::{DeadLetter, DeadLetterFilter, ReplayOutcome};
 pub use device_windows::FlushSummary;
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, StoreHealth};
 pub use frame_counters::{FrameCounter, RecentFrame, DUPLICATE_WINDOW_MS};
 pub use outbox::Spool;
 pub use rollups::RebuildSummary;
@@ -72,6 +72,16 @@ pub enum StoreError {
     Engine(#[from] redb::Error),
     #[error("a stored record is unreadable: {0}")]
     Corrupt(String),
+    #[error("the store waits to be reopened after an I/O error: {0}")]
+    Closed(String),
+}
+
+impl StoreError {
+    /// An I/O error (a full disk, a failing device), or redb refusing work after one: the
+    /// database must be closed and opened again before it takes writes.
+    pub fn is_io(&self) -> bool {
+        matches!(self, StoreError::Engine(redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed))
+    }
 }
 
 pub(crate) fn engine<E: Into<redb::Error>>(e: E) -> StoreError {

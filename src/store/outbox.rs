@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -38,47 +38,56 @@ pub(super) fn append(tx: &WriteTransaction, lines: &[String]) -> Result<(), Stor
 impl EmbeddedStore {
     /// Readings waiting in the InfluxDB spool.
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        let tx = redb::ReadableDatabase::begin_read(&self.db).map_err(engine)?;
-        tx.open_table(OUTBOX).map_err(engine)?.len().map_err(engine)
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            tx.open_table(OUTBOX).map_err(engine)?.len().map_err(engine)
+        })
     }
 
     /// The oldest `limit` spooled lines with their keys, oldest first.
     pub fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         // `EmbeddedStore::open` creates the table, so it is never missing here.
-        let tx = redb::ReadableDatabase::begin_read(&self.db).map_err(engine)?;
-        let table = tx.open_table(OUTBOX).map_err(engine)?;
-        let mut out = Vec::with_capacity(limit.min(65_536));
-        for entry in table.range(0u64..).map_err(engine)?.take(limit) {
-            let (k, v) = entry.map_err(engine)?;
-            out.push((k.value(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(OUTBOX).map_err(engine)?;
+            let mut out = Vec::with_capacity(limit.min(65_536));
+            for entry in table.range(0u64..).map_err(engine)?.take(limit) {
+                let (k, v) = entry.map_err(engine)?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     /// Remove sent (or dead-lettered) lines, durably.
     pub fn outbox_remove(&self, keys: &[u64]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(engine)?;
-        {
-            let mut table = tx.open_table(OUTBOX).map_err(engine)?;
-            for k in keys {
-                table.remove(*k).map_err(engine)?;
+        self.with_write(|db| {
+            let tx = db.begin_write().map_err(engine)?;
+            {
+                let mut table = tx.open_table(OUTBOX).map_err(engine)?;
+                for k in keys {
+                    table.remove(*k).map_err(engine)?;
+                }
             }
-        }
-        tx.commit().map_err(engine)
+            tx.commit().map_err(engine)?;
+            Ok(((), true))
+        })
     }
 
     /// Delete the `n` oldest spooled lines; returns how many were deleted.
     pub fn outbox_drop_oldest(&self, n: u64) -> Result<u64, StoreError> {
-        let tx = self.db.begin_write().map_err(engine)?;
-        let mut dropped = 0;
-        {
-            let mut table = tx.open_table(OUTBOX).map_err(engine)?;
-            while dropped < n && table.pop_first().map_err(engine)?.is_some() {
-                dropped += 1;
+        self.with_write(|db| {
+            let tx = db.begin_write().map_err(engine)?;
+            let mut dropped = 0;
+            {
+                let mut table = tx.open_table(OUTBOX).map_err(engine)?;
+                while dropped < n && table.pop_first().map_err(engine)?.is_some() {
+                    dropped += 1;
+                }
             }
-        }
-        tx.commit().map_err(engine)?;
-        Ok(dropped)
+            tx.commit().map_err(engine)?;
+            Ok((dropped, true))
+        })
     }
 }
 
@@ -98,6 +107,8 @@ impl Spool {
     /// `len` is the number of lines already spooled (left from the previous run).
     pub fn new(settings: &InfluxSettings, metrics: Arc<Metrics>, len: u64) -> Self {
         metrics.influx.spool_readings.store(len, Relaxed);
+        let hold = if settings.spool_full == SpoolFullPolicy::Backpressure { settings.spool_max_readings } else { 0 };
+        metrics.influx.spool_hold_limit.store(hold, Relaxed);
         Self {
             max_readings: settings.spool_max_readings,
             policy: settings.spool_full,

@@ -64,6 +64,18 @@ impl Pending {
         Ok(pending)
     }
 
+    /// Replace the contents with the journal as stored (after a reopen: a transaction that
+    /// failed may have noted hours its journal row never stored).
+    pub(super) fn reload(&self, db: &redb::Database) -> Result<(), StoreError> {
+        let fresh = Self::load(db)?;
+        let hours = fresh.hours.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut mine = self.hours.lock().unwrap_or_else(|p| p.into_inner());
+        *mine = hours;
+        // Never reuse a number a failed transaction took: keep counting up.
+        self.next_seq.fetch_max(fresh.next_seq.load(Ordering::Relaxed), Ordering::Relaxed);
+        Ok(())
+    }
+
     fn note(&self, seq: u64, device: &str, hours: impl Iterator<Item = i64>) {
         let mut pending = self.hours.lock().unwrap_or_else(|p| p.into_inner());
         let of_device = match pending.get_mut(device) {
