@@ -16,7 +16,7 @@ use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::registry::{self, Registry};
 use crate::sources::mqtt::MqttSource;
-use crate::sources::{listener, Acknowledger, Routes};
+use crate::sources::{listener, Acknowledger, InputStatus, Routes};
 use crate::store::EmbeddedStore;
 
 /// Run the gateway until `cancel` fires.
@@ -55,6 +55,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let writer = influx.map(|(_, writer)| tokio::spawn(writer.run(writer_stop.clone())));
 
     let tracker = TaskTracker::new();
+    let input = Arc::new(InputStatus::default());
     let (tx, rx) = mpsc::channel(settings.ingest.queue_capacity);
     let ingest = Ingest {
         store: store.clone(),
@@ -77,11 +78,19 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     ));
     match (source, embedded) {
         (Some(source), _) => {
-            tracker.spawn(source.run(tx, metrics.clone(), cancel.clone()));
+            tracker.spawn(source.run(tx, metrics.clone(), input.clone(), cancel.clone()));
         }
         (None, Some(tcp)) => {
             let routes = Routes::new(&settings.mqtt.subscriptions);
-            tracker.spawn(listener::run(tcp, settings.broker.clone(), routes, tx, metrics.clone(), cancel.clone()));
+            tracker.spawn(listener::run(
+                tcp,
+                settings.broker.clone(),
+                routes,
+                tx,
+                metrics.clone(),
+                input.clone(),
+                cancel.clone(),
+            ));
         }
         (None, None) => unreachable!("either the listener or a broker connection is set up above"),
     }
@@ -91,6 +100,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         tracker.spawn(registry::watch(registry.clone(), settings.clone(), interval, cancel.clone()));
     }
     let state = AppState {
+        input,
         store: store.clone(),
         registry,
         metrics,

@@ -52,10 +52,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if let Some(spool) = spool_check(&state) {
         checks.insert("influxdb_spool", spool);
     }
-    // "mqtt" (connected to the broker and subscribed) belongs here too, from the MQTT source.
+    checks.insert("mqtt", input_check(&state));
     let ready = checks.values().all(|c| c.ok);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, [(header::CACHE_CONTROL, "no-store")], Json(Readiness { ready, checks })).into_response()
+}
+
+/// The broker connection is up with every subscription confirmed, or the embedded listener
+/// is bound.
+fn input_check(state: &AppState) -> Check {
+    let input = state.input.get();
+    match input.ready {
+        true => Check::ok(),
+        false => Check::failing(input.problem, Some(input.since)),
+    }
 }
 
 /// The last write transaction committed (a full disk or an I/O error makes it fail until a

@@ -31,6 +31,8 @@ use error::ApiError;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
+    /// Whether the message input (broker connection or embedded listener) takes messages.
+    pub input: Arc<crate::sources::InputStatus>,
     pub store: Arc<EmbeddedStore>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::{Ack, AckError, Inbound, Routes, KEPT_OF_OVERSIZED};
+use super::{Ack, AckError, Inbound, InputStatus, Routes, KEPT_OF_OVERSIZED};
 use crate::config::BrokerSettings;
 use crate::metrics::Metrics;
 
@@ -86,8 +86,10 @@ pub async fn run(
     routes: Routes,
     out: mpsc::Sender<Inbound>,
     metrics: Arc<Metrics>,
+    status: Arc<InputStatus>,
     cancel: CancellationToken,
 ) {
+    status.ready();
     let addr = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
     info!(listen = %addr, "embedded MQTT listener accepting publishers (acknowledged after storage)");
     let slots = Arc::new(Semaphore::new(settings.max_connections));

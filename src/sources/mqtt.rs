@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{Ack, Inbound, Routes};
+use super::{Ack, Inbound, InputStatus, Routes};
 use crate::config::{MqttSettings, SubscriptionSettings};
 use crate::metrics::Metrics;
 
@@ -124,8 +124,16 @@ impl MqttSource {
 
     /// Read messages until `cancel` fires. A full `out` queue pauses reading, so the broker
     /// holds what the store can't take yet.
-    pub async fn run(mut self, out: mpsc::Sender<Inbound>, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    pub async fn run(
+        mut self,
+        out: mpsc::Sender<Inbound>,
+        metrics: Arc<Metrics>,
+        status: Arc<InputStatus>,
+        cancel: CancellationToken,
+    ) {
         let mut backoff = Backoff::new(self.reconnect_min, self.reconnect_max);
+        // Subscriptions confirmed on the current connection.
+        let mut confirmed = 0;
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -136,6 +144,8 @@ impl MqttSource {
                     info!(session_present = ack.session_present, "connected to the MQTT broker");
                     Metrics::inc(&metrics.mqtt_connects, 1);
                     backoff.connected(Instant::now());
+                    confirmed = 0;
+                    status.not_ready("connected to the broker, waiting for it to confirm the subscriptions".into());
                     // Subscribe on every connect: a broker that lost our session (restart
                     // without persistence, clean session) would otherwise send us nothing.
                     for sub in &self.subscriptions {
@@ -149,8 +159,13 @@ impl MqttSource {
                     for code in ack.return_codes {
                         if matches!(code, SubscribeReasonCode::Failure) {
                             error!(pkid = ack.pkid, "the broker refused a subscription (check its ACL)");
+                            status.not_ready("the broker refused a subscription (check its ACL)".into());
                         } else {
                             Metrics::inc(&metrics.mqtt_subscriptions, 1);
+                            confirmed += 1;
+                            if confirmed == self.subscriptions.len() {
+                                status.ready();
+                            }
                         }
                     }
                 }
@@ -165,6 +180,7 @@ impl MqttSource {
                 Ok(_) => {}
                 Err(e) => {
                     let delay = backoff.failed(Instant::now());
+                    status.not_ready(format!("MQTT connection to the broker lost: {e}; retrying"));
                     warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost");
                     tokio::select! {
                         _ = cancel.cancelled() => break,
