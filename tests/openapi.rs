@@ -18,6 +18,7 @@ async fn every_documented_route_answers_as_documented() {
     let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
     for route in [
         "/healthz",
+        "/readyz",
         "/metrics",
         "/openapi.json",
         "/v1/devices",
