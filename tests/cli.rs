@@ -57,7 +57,7 @@ fn config_default_prints_a_file_that_loads() {
     let out = messnetz(&["config", "default"], None);
     assert!(out.status.success());
     let printed = text(&out.stdout);
-    assert!(printed.contains("[mqtt]") && printed.contains("max_inflight"), "{printed}");
+    assert!(printed.contains("[mqtt]") && printed.contains("connect_timeout_ms"), "{printed}");
     let check = messnetz(&["check"], Some(&printed));
     assert!(check.status.success(), "{}", text(&check.stderr));
 }
