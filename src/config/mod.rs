@@ -173,6 +173,15 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if s.api.max_points == 0 {
         err("api.max_points", "expected at least 1");
     }
+    if s.api.header_read_timeout_ms == 0 {
+        err("api.header_read_timeout_ms", "expected at least 1 ms");
+    }
+    if s.api.idle_timeout_ms == 0 {
+        err("api.idle_timeout_ms", "expected at least 1 ms");
+    }
+    if s.api.max_connections == 0 {
+        err("api.max_connections", "expected at least 1");
+    }
     if s.broker.enabled && s.broker.max_inflight == 0 {
         err("broker.max_inflight", "expected at least 1");
     }
