@@ -36,9 +36,12 @@ const MAX_TRACKED: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct AuditNote(pub String);
 
+/// A client address, an answer's status and a route.
+type RefusalKey = (String, u16, String);
+
 /// Free refusals per (client, status, route): when one was last recorded, and how many since were not.
 #[derive(Default)]
-pub struct FreeRefusals(Mutex<HashMap<(String, u16, String), (Instant, u64)>>);
+pub struct FreeRefusals(Mutex<HashMap<RefusalKey, (Instant, u64)>>);
 
 impl FreeRefusals {
     /// `Some(left out since the last record)` if this refusal is to be recorded.

@@ -146,7 +146,7 @@ fn change(state: &AppState, op: &Operator, action: &str, device: Device, expect:
     let profiles = state.registry.profiles();
     // The file as it is now: if it has problems (a hand edit in progress), don't build on it.
     let broken = |detail: String| {
-        tracing::error!(problem = %detail, "devices file can't be changed through the admin API");
+        tracing::error!(problem = %crate::model::Escaped(&detail), "devices file can't be changed through the admin API");
         AdminError::Conflict(
             "the devices file has problems (see the gateway's log); it must be fixed before it can be changed here".into(),
         )

@@ -64,7 +64,7 @@ impl IntoResponse for AdminError {
             }
             AdminError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "error": message })),
             AdminError::Internal(cause) => {
-                tracing::error!(%cause, "admin request failed");
+                tracing::error!(cause = %crate::model::Escaped(&cause), "admin request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     serde_json::json!({ "error": "internal error; the cause is in the gateway's log" }),

@@ -114,7 +114,7 @@ async fn reload(
             }
             Err(problems) => {
                 for p in &problems {
-                    tracing::error!(problem = %p, "reload refused; the previous devices and profiles stay in use");
+                    tracing::error!(problem = %crate::model::Escaped(p), "reload refused; the previous devices and profiles stay in use");
                 }
                 admin.audit.record_or_log(
                     AdminState::entry(&op, "reload", "").outcome(format!("refused: {} problem(s)", problems.len())),
