@@ -34,7 +34,8 @@ pub struct AuditEntry {
     pub who: String,
     /// Where the request came from (client address), or `local` for the command line.
     pub client: String,
-    /// What was done, e.g. `device.create`, `profile.upload`, `dead_letter.replay`, `reload`.
+    /// What was done, e.g. `device.create`, `profile.upload`, `dead_letter.replay`, `reload`,
+    /// or for the record of a request, its method and route (`PUT /v1/admin/profiles/{id}`).
     pub action: String,
     /// What it was done to (a device id, profile id, dead letter id); empty for `reload`.
     pub target: String,
