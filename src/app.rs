@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::api::{router, AppState};
 use crate::config::Settings;
@@ -109,14 +109,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         admin: Arc::new(admin),
     };
     info!(addr = %listener.local_addr()?, "HTTP API listening");
-    // With the client's address: the admin API limits failed token attempts per client.
-    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let api = axum::serve(listener, service).with_graceful_shutdown(cancel.clone().cancelled_owned());
-    tracker.spawn(async move {
-        if let Err(e) = api.await {
-            error!(error = %e, "HTTP server failed");
-        }
-    });
+    // Timeouts, a connection limit within the descriptor budget, the client's address per request.
+    let limits = crate::api::serve::limits(&settings.api);
+    tracker.spawn(crate::api::serve::serve(listener, router(state), limits, cancel.clone()));
     tracker.close();
 
     cancel.cancelled().await;

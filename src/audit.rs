@@ -1,9 +1,11 @@
 //! The audit log: who changed what, when — one JSON object per line, appended and synced.
 //!
-//! Every change an operator makes through the admin API (devices, profiles, reloads, dead
-//! letter replays) and every replay from the CLI is written here before the answer goes out,
-//! so the log is complete even if the gateway is killed right after. Tokens never appear in
-//! it: the actor is the token's configured `name`.
+//! Every admin API request is written here before it is acted on (outcome `attempt`) and
+//! again with its outcome, refusals and failures included (`src/api/admin/attempts.rs`);
+//! changes (devices, profiles, reloads, dead letter replays) and every replay from the CLI
+//! also get an entry with their details. Each entry is synced before the answer goes out, so
+//! the log is complete even if the gateway is killed right after. Tokens never appear in it:
+//! the actor is the token's configured `name` (`-` before a token was accepted).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -27,15 +29,17 @@ pub enum AuditError {
 pub struct AuditEntry {
     /// When it happened (RFC 3339, UTC); filled in by [`AuditLog::record`].
     pub time: String,
-    /// Who did it: the admin token's `name`, or `cli` for the command line.
+    /// Who did it: the admin token's `name`, `cli` for the command line, `-` for a request
+    /// refused before a token was accepted.
     pub who: String,
     /// Where the request came from (client address), or `local` for the command line.
     pub client: String,
-    /// What was done, e.g. `device.create`, `profile.upload`, `dead_letter.replay`, `reload`.
+    /// What was done, e.g. `device.create`, `profile.upload`, `dead_letter.replay`, `reload`,
+    /// or for the record of a request, its method and route (`PUT /v1/admin/profiles/{id}`).
     pub action: String,
     /// What it was done to (a device id, profile id, dead letter id); empty for `reload`.
     pub target: String,
-    /// `ok`, or why it was refused or failed.
+    /// `ok`, `attempt` (written before acting), or why it was refused or failed.
     pub outcome: String,
     /// Details of the change, e.g. the device entry before and after.
     pub detail: serde_json::Value,

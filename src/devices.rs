@@ -84,6 +84,30 @@ pub enum DevicesError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: device[{index}] ({id}): {message}")]
     Invalid { path: PathBuf, index: usize, id: String, message: String },
+    /// A key an uplink names its device by (`dev_eui`, or the network server's device id) is
+    /// already another device's: uplinks naming it could not tell the two apart.
+    #[error("{path}: device[{index}] ({id}): {field}: {value} is already used by device[{other_index}] ({other}) as its {other_field}; each device needs its own")]
+    Taken {
+        path: PathBuf,
+        index: usize,
+        id: String,
+        /// The key of this device: `dev_eui`, `ns_device_id`, or `id` (the network id when `ns_device_id` is absent).
+        field: &'static str,
+        value: String,
+        other_index: usize,
+        other: String,
+        other_field: &'static str,
+    },
+}
+
+impl DevicesError {
+    /// The other device of a [`DevicesError::Taken`].
+    pub fn other_device(&self) -> Option<&str> {
+        match self {
+            DevicesError::Taken { other, .. } => Some(other),
+            _ => None,
+        }
+    }
 }
 
 /// All devices, indexed by every key an uplink can name them by.
@@ -133,9 +157,29 @@ impl DeviceRegistry {
             if device.expected_interval_s == Some(0) {
                 invalid("expected_interval_s: expected at least 1 second".into());
             }
+            let taken = |field: &'static str, value: String, j: usize, other_field: &'static str| DevicesError::Taken {
+                path: path.to_owned(),
+                index,
+                id: device.id.to_string(),
+                field,
+                value,
+                other_index: j,
+                other: registry.devices[j].id.to_string(),
+                other_field,
+            };
             if let Some(eui) = device.dev_eui {
-                if registry.by_eui.contains_key(&eui) {
-                    invalid(format!("dev_eui: {eui} is used by an earlier device"));
+                if let Some(&j) = registry.by_eui.get(&eui) {
+                    errors.push(taken("dev_eui", eui.to_string(), j, "dev_eui"));
+                }
+            }
+            // The network server's id: `ns_device_id`, or the device's own id without one.
+            let ns_field = |d: &Device| if d.ns_device_id.is_some() { "ns_device_id" } else { "id" };
+            let ns_id = device.ns_device_id.clone().unwrap_or_else(|| device.id.to_string());
+            if let Some(&j) = registry.by_ns_id.get(&ns_id) {
+                let (this, other) = (ns_field(&device), ns_field(&registry.devices[j]));
+                // Two equal ids are already reported as such.
+                if (this, other) != ("id", "id") {
+                    errors.push(taken(this, format!("{ns_id:?}"), j, other));
                 }
             }
             let i = registry.devices.len();
@@ -143,7 +187,6 @@ impl DeviceRegistry {
             if let Some(eui) = device.dev_eui {
                 registry.by_eui.insert(eui, i);
             }
-            let ns_id = device.ns_device_id.clone().unwrap_or_else(|| device.id.to_string());
             registry.by_ns_id.entry(ns_id).or_insert(i);
             registry.devices.push(Arc::new(device));
         }
@@ -278,6 +321,31 @@ installed = "2026-03-01"
             FILE.replacen("visibility = \"open\"\n", "visibility = \"open\"\nranges = { air_temperature = [50, -30] }\n", 1);
         let errors = DeviceRegistry::parse(Path::new("d.toml"), &bad, |p| p == "p").unwrap_err();
         assert!(errors[0].to_string().contains("ranges.air_temperature"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn a_network_id_or_dev_eui_of_two_devices_is_refused_naming_both() {
+        let c = "\n[[device]]\nid = \"c\"\nname = \"C\"\nprofile = \"p\"\nlat = 48.1\nlon = 11.5\ndistrict = \"Mitte\"\nowner = \"Gartenamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n";
+        let same_ns = format!("{FILE}{}", c.replace("name = \"C\"", "name = \"C\"\nns_device_id = \"ttn-b\""));
+        let errors = DeviceRegistry::parse(Path::new("d.toml"), &same_ns, |p| p == "p").unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 1, "{text:?}");
+        assert!(text[0].contains("device[2] (c): ns_device_id: \"ttn-b\"") && text[0].contains("device[1] (b)"), "{text:?}");
+        assert_eq!(errors[0].other_device(), Some("b"));
+        // A network id equal to another device's own id (it has no ns_device_id) is as ambiguous.
+        let same_as_id = format!("{FILE}{}", c.replace("name = \"C\"", "name = \"C\"\nns_device_id = \"a\""));
+        let errors = DeviceRegistry::parse(Path::new("d.toml"), &same_as_id, |p| p == "p").unwrap_err();
+        assert!(errors[0].to_string().contains("device[0] (a) as its id"), "{}", errors[0]);
+        let same_eui = format!("{FILE}{}", c.replace("name = \"C\"", "name = \"C\"\ndev_eui = \"A840410000000001\""));
+        let errors = DeviceRegistry::parse(Path::new("d.toml"), &same_eui, |p| p == "p").unwrap_err();
+        assert!(
+            errors[0].to_string().contains("(c): dev_eui: A840410000000001") && errors[0].to_string().contains("(a)"),
+            "{}",
+            errors[0]
+        );
+        // Its own id as its ns_device_id is no conflict.
+        let own = format!("{FILE}{}", c.replace("name = \"C\"", "name = \"C\"\nns_device_id = \"c\""));
+        assert!(DeviceRegistry::parse(Path::new("d.toml"), &own, |p| p == "p").is_ok());
     }
 
     #[test]

@@ -254,7 +254,7 @@ impl Ingest {
             Ok(()) => Metrics::inc(&self.metrics.messages_decoded, 1),
             Err(reason) => {
                 Metrics::inc(&self.metrics.messages_failed, 1);
-                warn!(topic = %m.topic, device = device_name.as_deref().unwrap_or("-"), %reason, "message dead-lettered");
+                warn!(topic = %crate::model::Escaped(&m.topic), device = %crate::model::Escaped(device_name.as_deref().unwrap_or("-")), reason = %crate::model::Escaped(&reason), "message dead-lettered");
                 batch.dead_letters.push(DeadLetter {
                     id: 0,
                     received_at: m.received_at,

@@ -232,6 +232,35 @@ pub struct Reading {
     pub reason: String,
 }
 
+/// Text from the network (topics, device ids, decoder errors) as it may go into the log:
+/// control characters (newline, NUL, ESC ...), bidirectional overrides and backslashes are
+/// written as escapes (`\n`, `\u{1b}`, `\\`), so a message can't forge log lines or drive
+/// a terminal. Other characters, umlauts included, stay as they are.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for c in self.0.chars() {
+            let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}');
+            if c == '\\' {
+                f.write_str("\\\\")?;
+            } else if c.is_control() || bidi {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +291,12 @@ mod tests {
         assert!(DeviceId::parse("a/b").is_err());
         assert!(DeviceId::parse("").is_err());
         assert!(DeviceId::parse("a b").is_err());
+    }
+
+    #[test]
+    fn escaped_text_has_no_control_characters_and_keeps_umlauts() {
+        let shown = Escaped("a/b\n2026-01-01T00:00:00Z  INFO forged\u{1b}[31m\0\\ü\u{202E}").to_string();
+        assert_eq!(shown, "a/b\\n2026-01-01T00:00:00Z  INFO forged\\u{1b}[31m\\u{0}\\\\ü\\u{202e}");
+        assert!(!shown.chars().any(|c| c.is_control()));
     }
 }

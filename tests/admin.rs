@@ -246,3 +246,159 @@ fn hash_token_prints_a_hash_the_gateway_accepts() {
     let hash = out.lines().find_map(|l| l.strip_prefix("hash:  ")).unwrap();
     assert!(messnetz::api::admin::auth::verify_one(hash, token), "{out}");
 }
+
+/// The audit entries of `target` (a request path), as (who, outcome) in the order written.
+fn attempts_on(audit: &str, method: &str, target: &str) -> Vec<(String, String)> {
+    audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["target"] == target && e["action"].as_str().is_some_and(|a| a.starts_with(&format!("{method} "))))
+        .map(|e| (e["who"].as_str().unwrap().to_owned(), e["outcome"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_admin_attempt_is_audited_before_acting_and_with_its_outcome_failures_included() {
+    use reqwest::Method;
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("admin-attempts");
+    let (devices, profiles) = own_devices_and_profiles(dir.path());
+    let admin = admin_section(100, &[("umweltamt-ops", OPS, &["Umweltamt"]), ("it", ROOT, &["*"])]);
+    let gw = Gateway::start_with_profiles(broker.port, dir.path(), &topics, &admin, &devices, &profiles).await;
+    let c = Client::new();
+    let url = |p: &str| gw.url(p);
+
+    // A dead letter of another department's device (Gartenamt's demo-lht65-park): a frame too
+    // short for its profile.
+    let bad = ttn_uplink("demo-lht65-park", "A840410000000002", 1, "00", "2026-11-25T10:00:00Z");
+    publish_all(broker.port, &format!("{}-pub", topics.prefix), vec![(topics.ttn("demo-lht65-park"), bad)]).await;
+    let letter = wait_for("a dead letter", std::time::Duration::from_secs(20), || async {
+        let (_, _, body) = call(&c, Method::GET, &url("/v1/admin/dead-letters"), Some(ROOT), None).await;
+        body["dead_letters"].as_array().and_then(|l| l.first()).and_then(|l| l["id"].as_u64())
+    })
+    .await;
+
+    // Refused and failing attempts of every kind.
+    let (s401a, _, _) = call(&c, Method::POST, &url("/v1/admin/reload"), None, None).await;
+    let (s401b, _, _) = call(&c, Method::POST, &url("/v1/admin/reload"), Some("wrong-token-wrong-token-wrong"), None).await;
+    let (s404, _, _) = call(&c, Method::GET, &url("/v1/admin/devices/demo-lht65-park"), Some(OPS), None).await;
+    let (s409, _, _) =
+        call(&c, Method::POST, &url("/v1/admin/devices"), Some(OPS), Some(new_device("demo-lht65-park", "Umweltamt"))).await;
+    let replay = format!("/v1/admin/dead-letters/{letter}/replay");
+    let (s404r, _, _) = call(&c, Method::POST, &url(&replay), Some(OPS), None).await;
+    let (s422, _, _) =
+        call(&c, Method::PUT, &url("/v1/admin/profiles/kaputt"), Some(OPS), Some("id = \"kaputt\"\n".into())).await;
+    let (s409p, _, _) = call(
+        &c,
+        Method::PUT,
+        &url("/v1/admin/profiles/dragino-lht65"),
+        Some(OPS),
+        Some(std::fs::read_to_string(profiles.join("dragino-lht65.toml")).unwrap()),
+    )
+    .await;
+    assert_eq!(
+        [s401a, s401b, s404, s409, s404r, s422, s409p],
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::NOT_FOUND,
+            StatusCode::CONFLICT,
+            StatusCode::NOT_FOUND,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT
+        ]
+    );
+
+    let audit = std::fs::read_to_string(gw.data.join("audit.log")).unwrap();
+    // Refused at the token check: recorded once each, with no operator and the reason.
+    let reloads = attempts_on(&audit, "POST", "/v1/admin/reload");
+    assert_eq!(reloads.len(), 2, "{audit}");
+    assert!(reloads.iter().all(|(who, outcome)| who == "-" && outcome.starts_with("401: ")), "{reloads:?}");
+    // With a valid token: the attempt before acting, then the outcome with its status.
+    for (method, target, status) in [
+        ("GET", "/v1/admin/devices/demo-lht65-park", "404"),
+        ("POST", "/v1/admin/devices", "409"),
+        ("POST", replay.as_str(), "404"),
+        ("PUT", "/v1/admin/profiles/kaputt", "422"),
+        ("PUT", "/v1/admin/profiles/dragino-lht65", "409"),
+    ] {
+        let entries = attempts_on(&audit, method, target);
+        let outcomes: Vec<&str> = entries.iter().map(|(_, o)| o.as_str()).collect();
+        assert_eq!(outcomes.len(), 2, "{method} {target}: {audit}");
+        assert_eq!(outcomes[0], "attempt", "{method} {target}: {audit}");
+        assert!(outcomes[1].starts_with(&format!("{status}: ")), "{method} {target}: {outcomes:?}");
+        assert!(entries.iter().all(|(who, _)| who == "umweltamt-ops"), "{entries:?}");
+    }
+    // The dead letter is still there: the refused replay did nothing.
+    let (status, _, _) = call(&c, Method::GET, &url(&format!("/v1/admin/dead-letters/{letter}")), Some(ROOT), None).await;
+    assert_eq!(status, StatusCode::OK);
+    for token in [OPS, ROOT, "wrong-token-wrong-token-wrong"] {
+        assert!(!audit.contains(token), "a token is in the audit log");
+    }
+
+    // Requests without any token cost nothing to send: a flood of them is recorded once a minute.
+    for _ in 0..20 {
+        let (status, _, _) = call(&c, Method::GET, &url("/v1/admin/profiles"), None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let audit = std::fs::read_to_string(gw.data.join("audit.log")).unwrap();
+    assert_eq!(attempts_on(&audit, "GET", "/v1/admin/profiles").len(), 1, "{audit}");
+}
+
+#[tokio::test]
+async fn a_network_device_id_of_two_devices_is_refused_naming_both_or_only_ones_own() {
+    use reqwest::Method;
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("admin-ns-id");
+    let (devices, profiles) = own_devices_and_profiles(dir.path());
+    let admin = admin_section(100, &[("umweltamt-ops", OPS, &["Umweltamt"]), ("it", ROOT, &["*"])]);
+    let gw = Gateway::start_with_profiles(broker.port, dir.path(), &topics, &admin, &devices, &profiles).await;
+    let c = Client::new();
+    let with_ns = |id: &str, eui: &str, ns: &str| {
+        let mut d: Value = serde_json::from_str(&new_device(id, "Umweltamt")).unwrap();
+        d["dev_eui"] = json!(eui);
+        d["ns_device_id"] = json!(ns);
+        d.to_string()
+    };
+    let (status, _, body) =
+        call(&c, Method::POST, &gw.url("/v1/admin/devices"), Some(OPS), Some(with_ns("ns-eins", "A8404100000000E1", "ttn-x")))
+            .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // The same network id again: refused like a taken DevEUI, naming both devices.
+    let (status, _, body) =
+        call(&c, Method::POST, &gw.url("/v1/admin/devices"), Some(OPS), Some(with_ns("ns-zwei", "A8404100000000E2", "ttn-x")))
+            .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let problem = body["problems"][0].as_str().unwrap();
+    assert!(problem.contains("ns-zwei") && problem.contains("ns-eins") && problem.contains("ns_device_id"), "{body}");
+    // Equal to another department's device id: refused, without naming that device.
+    let (status, _, body) = call(
+        &c,
+        Method::POST,
+        &gw.url("/v1/admin/devices"),
+        Some(OPS),
+        Some(with_ns("ns-drei", "A8404100000000E3", "demo-lht65-park")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let problem = body["problems"][0].as_str().unwrap();
+    assert!(problem.contains("ns-drei") && problem.contains("another department"), "{body}");
+    let text = std::fs::read_to_string(&devices).unwrap();
+    assert!(!text.contains("ns-zwei") && !text.contains("ns-drei"), "{text}");
+
+    // In the devices file itself, the gateway refuses to start, naming both.
+    let mut file = text.clone();
+    file.push_str("\n[[device]]\nid = \"ns-vier\"\nname = \"V\"\nprofile = \"dragino-lht65\"\nns_device_id = \"ttn-x\"\nlat = 48.1\nlon = 11.6\ndistrict = \"Altstadt\"\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n");
+    let broken = dir.path().join("broken-devices.toml");
+    std::fs::write(&broken, file).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_messnetz"))
+        .args(["--config", gw.config.to_str().unwrap(), "check"])
+        .env("MESSNETZ__DEVICES__FILE", &broken)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("(ns-vier): ns_device_id: \"ttn-x\"") && stderr.contains("(ns-eins)"), "{stderr}");
+}

@@ -114,3 +114,84 @@ fn the_deploy_configurations_load() {
     .unwrap();
     assert_eq!(dashboard["uid"], "messnetz");
 }
+
+/// Run `messnetz --config FILE ARGS` (no ARGS: start the gateway) and return its exit code
+/// and stderr; a run still going after 20 s is killed and fails the test.
+fn run_with_config(dir: &std::path::Path, config: &str, args: &[&str]) -> (Option<i32>, String) {
+    let file = dir.join("messnetz.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_messnetz"))
+        .current_dir(MANIFEST_DIR)
+        .arg("--config")
+        .arg(&file)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run messnetz");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("messnetz {args:?} still running after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn config_syntax_errors_never_quote_a_password_or_token_but_say_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "Zq7-very-secret-Xw";
+    let head = "[mqtt]\nusername = \"messnetz\"\n";
+    let influx = "[influxdb]\nurl = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\n";
+    // (file, line the error is on)
+    let cases = [
+        (format!("{head}password = \"{secret}\n"), 3),
+        (format!("{head}password = {secret}\n"), 3),
+        (format!("{head}password = \"\"\"{secret}\n{secret}-2\n"), 4),
+        (format!("{head}username = \"u\" password = \"{secret}\"\n"), 3),
+        (format!("{influx}token = \"abc\" \"{secret}\"\n"), 5),
+        (format!("{influx}token = '{secret}\n"), 5),
+    ];
+    for (config, line) in cases {
+        for args in [&["check"][..], &[][..]] {
+            let (code, stderr) = run_with_config(dir.path(), &config, args);
+            assert_eq!(code, Some(2), "{args:?}: {stderr}");
+            assert!(!stderr.contains(secret) && !stderr.contains("very-secret"), "{args:?} leaked the secret:\n{stderr}");
+            assert!(stderr.contains(&format!("line {line}")) && stderr.contains("messnetz.toml"), "{args:?}: {stderr}");
+        }
+    }
+    // A value of the wrong type for a secret key is not quoted either.
+    let (code, stderr) = run_with_config(dir.path(), &format!("{head}password = [\"{secret}\"]\n"), &["check"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains(secret) && stderr.contains("mqtt.password"), "{stderr}");
+}
+
+#[test]
+fn a_session_key_pasted_into_dev_addr_is_never_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "2B7E151628AED2A6ABF7158809CF4F3C";
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        format!("[[session]]\ndev_addr = \"{key}\"\ndevice = \"demo-lht65\"\nnwk_s_key = \"{key}\"\napp_s_key = \"{key}\"\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = format!(
+        "[broker]\nenabled = false\n[api]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n[lorawan]\nkeys_file = \"{}\"\n",
+        dir.path().join("data").display(),
+        keys.display()
+    );
+    for args in [&["check"][..], &[][..]] {
+        let (code, stderr) = run_with_config(dir.path(), &config, args);
+        assert_ne!(code, Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.to_uppercase().contains(&key[..12]), "{args:?} leaked the key:\n{stderr}");
+        assert!(stderr.contains("session[0]") && stderr.contains("dev_addr"), "{args:?}: {stderr}");
+    }
+}

@@ -12,6 +12,7 @@ pub mod error;
 mod geo;
 mod health;
 mod readings;
+pub mod serve;
 
 use std::sync::Arc;
 

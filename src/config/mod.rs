@@ -3,6 +3,7 @@
 //! Each section is read on its own so that one start reports the errors of every section,
 //! each with its key path, instead of stopping at the first.
 
+pub mod redact;
 mod settings;
 
 use std::collections::BTreeMap;
@@ -61,18 +62,20 @@ pub fn load_with_env(file: Option<&Path>, env: impl IntoIterator<Item = (String,
         builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
     }
     builder = builder.add_source(config::Environment::with_prefix("MESSNETZ").separator("__").source(Some(env)));
+    // The parser's message quotes the offending source line: secrets in it are redacted.
     let built = builder.build().map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: file.map(|f| f.display().to_string()).unwrap_or_default(),
-            message: e.to_string(),
+            message: redact::redact_source_lines(&e.to_string()),
         }])
     })?;
     from_config(built)
 }
 
 fn from_config(cfg: config::Config) -> Result<Settings, ConfigErrors> {
-    let sections: BTreeMap<String, config::Value> =
-        cfg.try_deserialize().map_err(|e| ConfigErrors(vec![ConfigError { path: String::new(), message: e.to_string() }]))?;
+    let sections: BTreeMap<String, config::Value> = cfg
+        .try_deserialize()
+        .map_err(|e| ConfigErrors(vec![ConfigError { path: String::new(), message: redact::redact_values(&e.to_string()) }]))?;
     let mut errors = Vec::new();
     let mut settings = Settings::default();
     for (name, value) in sections {
@@ -115,6 +118,10 @@ fn section<T: serde::de::DeserializeOwned>(name: &str, value: config::Value) -> 
         // The config crate appends its own (less exact) key path; ours is in `path`.
         if let Some(at) = message.find(" for key `") {
             message.truncate(at);
+        }
+        // A value of the wrong type is quoted in the message: not for a secret.
+        if redact::is_secret_key(&path) {
+            message = redact::redact_values(&message);
         }
         ConfigError { path, message }
     })
@@ -172,6 +179,15 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     }
     if s.api.max_points == 0 {
         err("api.max_points", "expected at least 1");
+    }
+    if s.api.header_read_timeout_ms == 0 {
+        err("api.header_read_timeout_ms", "expected at least 1 ms");
+    }
+    if s.api.idle_timeout_ms == 0 {
+        err("api.idle_timeout_ms", "expected at least 1 ms");
+    }
+    if s.api.max_connections == 0 {
+        err("api.max_connections", "expected at least 1");
     }
     if s.broker.enabled && s.broker.max_connections == 0 {
         err("broker.max_connections", "expected at least 1");

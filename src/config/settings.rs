@@ -297,11 +297,28 @@ pub struct ApiSettings {
     pub max_points: usize,
     /// Seconds to wait for open requests at shutdown.
     pub shutdown_grace_s: u64,
+    /// Longest a client may take to send a request's headers, in milliseconds; it also bounds
+    /// how long a kept-alive connection waits for its next request. Then the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// A connection on which nothing is read or written for this many milliseconds, while no
+    /// answer is being computed, is closed (a request body that stalls, a client that stops reading).
+    pub idle_timeout_ms: u64,
+    /// Most HTTP connections open at once. At the limit, the connection quiet longest (not
+    /// being answered) is closed to make room. Lowered at start if the file-descriptor limit
+    /// (`LimitNOFILE`) would leave fewer than 256 descriptors for the rest of the gateway.
+    pub max_connections: usize,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_points: 10_000, shutdown_grace_s: 5 }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_points: 10_000,
+            shutdown_grace_s: 5,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
+        }
     }
 }
 

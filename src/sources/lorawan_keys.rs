@@ -96,12 +96,16 @@ struct SessionEntry {
 }
 
 /// Parse a DevAddr written as 8 hex digits, most significant byte first (`260B1234`).
+/// The error never quotes the text: a session key pasted into the wrong field must not be echoed.
 pub fn parse_dev_addr(text: &str) -> Result<u32, String> {
     let text = text.trim();
-    if text.len() != 8 {
-        return Err(format!("DevAddr {text:?}: expected 8 hex digits"));
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "dev_addr: expected 8 hex digits, got {} character(s) (the value is not shown)",
+            text.chars().count()
+        ));
     }
-    u32::from_str_radix(text, 16).map_err(|_| format!("DevAddr {text:?}: expected 8 hex digits"))
+    u32::from_str_radix(text, 16).map_err(|_| "dev_addr: expected 8 hex digits".to_owned())
 }
 
 impl SessionKeys {
@@ -287,6 +291,12 @@ mod tests {
             assert!(!msg.contains(secret) && !msg.contains(KEY_B) && !msg.contains("2345678901234567"), "{msg}");
             assert!(msg.contains("k.toml"), "{msg}");
         }
+        // A key pasted into dev_addr.
+        let pasted =
+            format!("[[session]]\ndev_addr = \"{KEY_A}\"\ndevice = \"d\"\nnwk_s_key = \"{KEY_A}\"\napp_s_key = \"{KEY_B}\"\n");
+        let err = SessionKeys::default().add_file(Path::new("k.toml"), &pasted).unwrap_err();
+        let msg = err[0].to_string();
+        assert!(!msg.contains(KEY_A) && msg.contains("session[0]") && msg.contains("dev_addr"), "{msg}");
         let env = vec![(format!("{ENV_PREFIX}260B1234"), format!("d:{secret}"))];
         let err = SessionKeys::load(None, env).unwrap_err();
         assert!(!err[0].to_string().contains(secret), "{}", err[0]);

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::devices_file::{self, DevicesFile};
 use super::{blocking, AdminError, AdminState, Operator};
 use crate::api::{rfc3339, AppState};
-use crate::devices::{Device, DeviceRegistry, Visibility};
+use crate::devices::{Device, DeviceRegistry, DevicesError, Visibility};
 use crate::registry::Registry;
 
 /// The one answer for a device that does not exist and one of another department.
@@ -146,7 +146,7 @@ fn change(state: &AppState, op: &Operator, action: &str, device: Device, expect:
     let profiles = state.registry.profiles();
     // The file as it is now: if it has problems (a hand edit in progress), don't build on it.
     let broken = |detail: String| {
-        tracing::error!(problem = %detail, "devices file can't be changed through the admin API");
+        tracing::error!(problem = %crate::model::Escaped(&detail), "devices file can't be changed through the admin API");
         AdminError::Conflict(
             "the devices file has problems (see the gateway's log); it must be fixed before it can be changed here".into(),
         )
@@ -164,9 +164,10 @@ fn change(state: &AppState, op: &Operator, action: &str, device: Device, expect:
     file.upsert(&device).map_err(|e| AdminError::Internal(e.to_string()))?;
     let text = file.text();
     let detail = json!({ "before": old.as_deref(), "after": &device });
-    let after = match parse(admin, &text, &profiles) {
+    let after = match parse_checked(admin, &text, &profiles) {
         Ok(r) => r,
-        Err(problems) => {
+        Err(errors) => {
+            let problems = shown_problems(&errors, &before, op, &id);
             admin.audit.record_or_log(
                 AdminState::entry(op, action, &id)
                     .outcome("refused: the device has problems")
@@ -186,9 +187,35 @@ fn change(state: &AppState, op: &Operator, action: &str, device: Device, expect:
 
 /// The same checks as `registry::load`, on the file's new text.
 fn parse(admin: &AdminState, text: &str, profiles: &crate::profiles::ProfileSet) -> Result<DeviceRegistry, Vec<String>> {
+    parse_checked(admin, text, profiles).map_err(|errors| errors.iter().map(|e| e.to_string()).collect())
+}
+
+fn parse_checked(
+    admin: &AdminState,
+    text: &str,
+    profiles: &crate::profiles::ProfileSet,
+) -> Result<DeviceRegistry, Vec<DevicesError>> {
     DeviceRegistry::parse(&admin.settings.devices.file, text, |p| profiles.get(p).is_some())
         .map(|d| d.with_quality(Arc::new(admin.settings.quality.clone())))
-        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect())
+}
+
+/// The problems as the operator may see them: a DevEUI or network id shared with a device of
+/// another department is said to be taken without naming that device (ids don't leak).
+fn shown_problems(errors: &[DevicesError], before: &DeviceRegistry, op: &Operator, changed: &str) -> Vec<String> {
+    let sees = |id: &str| id == changed || before.get(id).is_some_and(|d| op.sees(&d.owner));
+    errors
+        .iter()
+        .map(|e| match e {
+            DevicesError::Taken { id, field, value, other, other_field, .. } if !(sees(id) && sees(other)) => {
+                let mine = if sees(id) { id } else { other };
+                let (field, other_field) = if sees(id) { (field, other_field) } else { (other_field, field) };
+                format!(
+                    "device {mine:?}: {field}: {value} is already used by a device of another department (as its {other_field}); each device needs its own"
+                )
+            }
+            _ => e.to_string(),
+        })
+        .collect()
 }
 
 fn swap_devices(registry: &Registry, devices: DeviceRegistry) {

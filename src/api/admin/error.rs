@@ -27,6 +27,9 @@ pub enum AdminError {
     /// The change was checked and refused; every problem is listed.
     #[error("{message}")]
     Invalid { message: String, problems: Vec<String> },
+    /// The gateway can't do this now (the audit log can't be written).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -59,15 +62,19 @@ impl IntoResponse for AdminError {
             AdminError::Invalid { ref problems, .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!({ "error": message, "problems": problems }))
             }
+            AdminError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "error": message })),
             AdminError::Internal(cause) => {
-                tracing::error!(%cause, "admin request failed");
+                tracing::error!(cause = %crate::model::Escaped(&cause), "admin request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     serde_json::json!({ "error": "internal error; the cause is in the gateway's log" }),
                 )
             }
         };
+        // For the audit log: what the answer said (a 500's cause stays in the gateway's log).
+        let note = super::attempts::AuditNote(body["error"].as_str().unwrap_or_default().to_owned());
         let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(note);
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"messnetz-admin\""));
         }

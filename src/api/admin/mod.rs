@@ -9,8 +9,11 @@
 //!
 //! A missing or wrong token is a 401; a device (or dead letter) of another department
 //! answers exactly like an unknown one, 404, so ids don't leak across departments. Every
-//! change is written to the audit log ([`crate::audit`]) with the token's name.
+//! change is written to the audit log ([`crate::audit`]) with the token's name, and every
+//! request, refused or not, is recorded before it is acted on and with its outcome
+//! ([`attempts`]).
 
+mod attempts;
 pub mod auth;
 mod dead_letters;
 mod devices;
@@ -18,12 +21,9 @@ pub mod devices_file;
 pub mod error;
 mod profiles;
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use axum::routing::{get, post, put};
 use axum::Router;
 
@@ -45,13 +45,22 @@ pub struct AdminState {
     /// Serialises changes to the devices file and the profiles directory: each is a
     /// read-check-write-swap that must not interleave with another.
     pub files: Mutex<()>,
+    /// Refusals that cost a client nothing, recorded at most once a minute per client.
+    pub free_refusals: attempts::FreeRefusals,
 }
 
 impl AdminState {
     /// Opens the audit log: a gateway that can't record changes doesn't start.
     pub fn new(settings: &Settings, ingest: Ingest) -> Result<Self, crate::audit::AuditError> {
         let audit = AuditLog::open(&settings.admin.audit_log_path(&settings.store))?;
-        Ok(Self { tokens: auth::Tokens::new(&settings.admin), audit, settings: settings.clone(), ingest, files: Mutex::new(()) })
+        Ok(Self {
+            tokens: auth::Tokens::new(&settings.admin),
+            audit,
+            settings: settings.clone(),
+            ingest,
+            files: Mutex::new(()),
+            free_refusals: attempts::FreeRefusals::default(),
+        })
     }
 
     /// An audit entry for this operator.
@@ -74,20 +83,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/admin/dead-letters/{id}", get(dead_letters::show))
         .route("/v1/admin/dead-letters/{id}/replay", post(dead_letters::replay_one))
         .route("/v1/admin/reload", post(reload))
-        .route_layer(axum::middleware::from_fn_with_state(state, require_token))
-}
-
-/// Authenticate the request; the handler finds the [`Operator`] in the request's extensions.
-async fn require_token(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    // Present when served with connect info (the gateway); absent in router-only tests.
-    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    match state.admin.tokens.authenticate(client, request.headers()).await {
-        Ok(operator) => {
-            request.extensions_mut().insert(operator);
-            next.run(request).await
-        }
-        Err(e) => e.into_response(),
-    }
+        // Authenticates, and audits every attempt before acting and again with its outcome;
+        // the handler finds the [`Operator`] in the request's extensions.
+        .route_layer(axum::middleware::from_fn_with_state(state, attempts::audited))
 }
 
 /// Run blocking work (file and store I/O, decoding, the audit log's sync) off the async workers.
@@ -116,7 +114,7 @@ async fn reload(
             }
             Err(problems) => {
                 for p in &problems {
-                    tracing::error!(problem = %p, "reload refused; the previous devices and profiles stay in use");
+                    tracing::error!(problem = %crate::model::Escaped(p), "reload refused; the previous devices and profiles stay in use");
                 }
                 admin.audit.record_or_log(
                     AdminState::entry(&op, "reload", "").outcome(format!("refused: {} problem(s)", problems.len())),

@@ -152,7 +152,7 @@ pub async fn upload(
                     tracing::error!(file = %path.display(), error = %e, "cannot restore the profile file after a refused upload");
                 }
                 for p in &problems {
-                    tracing::error!(problem = %p, "profile upload refused: the set would not load");
+                    tracing::error!(problem = %crate::model::Escaped(p), "profile upload refused: the set would not load");
                 }
                 let shown = if op.sees_all() { problems } else { vec!["details are in the gateway's log".to_owned()] };
                 return Err(refuse(
