@@ -142,7 +142,11 @@ impl FixedField {
             // documentation does not describe.
             FieldRead::Warn(what) => out.warnings.push(format!("{}: value at byte {} {what}", self.quantity, origin + self.byte)),
             FieldRead::NotFinite(value) => {
-                out.warnings.push(format!("{}: value at byte {} is {value}, not a finite number", self.quantity, origin + self.byte));
+                out.warnings.push(format!(
+                    "{}: value at byte {} is {value}, not a finite number",
+                    self.quantity,
+                    origin + self.byte
+                ));
                 out.non_finite.push(DecodedValue { quantity: self.quantity, value });
             }
             FieldRead::Short => return Err(()),
