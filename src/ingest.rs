@@ -207,13 +207,17 @@ impl Ingest {
             let profile = profiles
                 .get(&device.profile)
                 .ok_or_else(|| format!("device {}: profile {:?} is not loaded", device.id, device.profile))?;
-            let decoded =
-                profile.decode_bytes(uplink.f_port, &uplink.payload).map_err(|e| format!("profile {}: {e}", device.profile))?;
+            let decoded = profile
+                .decode_uplink(uplink.f_port, &uplink.payload, uplink.decoded.as_ref())
+                .map_err(|e| format!("profile {}: {e}", device.profile))?;
             if !decoded.warnings.is_empty() {
                 debug!(device = %device.id, warnings = ?decoded.warnings, "decoded with warnings");
             }
-            let time = uplink.time.unwrap_or(m.received_at);
-            let mut values = decoded.values;
+            // An implausible measurement time gives way to the reception time (flagged below).
+            let when = quality::reading_time(uplink.time, m.received_at, devices.quality());
+            let time = when.time;
+            // Non-finite values are kept, to be stored flagged bad by the range test.
+            let mut values = decoded.into_values().map_err(|e| format!("profile {}: {e}", device.profile))?;
             crate::aggregates::derived::add_derived(&mut values);
             let first = batch.readings.len();
             let limits = quality::Limits {
@@ -224,8 +228,9 @@ impl Ingest {
             };
             let battery = quality::battery_low(values.iter().map(|v| (v.quantity, v.value)), &limits);
             for v in values {
-                let verdict =
+                let mut verdict =
                     qc.assess(&*self.store, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery.as_deref());
+                when.flag(&mut verdict);
                 if verdict.flag != QualityFlag::Good {
                     Metrics::inc(&self.metrics.readings_flagged, 1);
                 }
@@ -241,7 +246,14 @@ impl Ingest {
                 });
             }
             if let Some(spool) = &self.spool {
-                spool.encode(&batch.readings[first..], device, &mut batch.outbox);
+                // Line protocol has no NaN or infinity: those readings stay in the embedded store.
+                let readings = &batch.readings[first..];
+                if readings.iter().all(|r| r.value.is_finite()) {
+                    spool.encode(readings, device, &mut batch.outbox);
+                } else {
+                    let finite: Vec<Reading> = readings.iter().filter(|r| r.value.is_finite()).cloned().collect();
+                    spool.encode(&finite, device, &mut batch.outbox);
+                }
             }
             batch.seen.push((device.id.clone(), m.received_at));
             if device.visibility == crate::devices::Visibility::Open {
@@ -333,6 +345,7 @@ impl Ingest {
             f_cnt: Some(f_cnt),
             payload,
             time,
+            decoded: None,
         }))
     }
 }

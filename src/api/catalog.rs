@@ -32,6 +32,28 @@ fn enc(s: &str) -> String {
     out
 }
 
+/// The span a temporal coverage may claim: from the earliest plausible measurement time to
+/// the end of the day after `now` (readings may be a few minutes ahead of the clock).
+fn plausible_span(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    (crate::quality::earliest_plausible(), day_start(now) + chrono::Duration::days(2))
+}
+
+fn day_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Interval::Day.window_start(t.timestamp_millis())).unwrap_or(t)
+}
+
+/// Whole UTC days covering `[first, last]`, cut to `[floor, ceiling]`; `None` when nothing is left.
+fn clamp_days(
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    floor: DateTime<Utc>,
+    ceiling: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let start = day_start(first).max(floor);
+    let end = day_start(last).checked_add_signed(chrono::Duration::days(1)).unwrap_or(ceiling).min(ceiling);
+    (start < end).then_some((start, end))
+}
+
 pub async fn catalog(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let devices = state.registry.devices();
     let profiles = state.registry.profiles();
@@ -52,12 +74,12 @@ pub async fn catalog(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     let body = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let base = &od.base_url;
         let publisher = json!({ "@id": od.publisher_uri, "@type": "foaf:Agent", "foaf:name": od.publisher_name });
-        // Whole UTC days, from the first day with data to the end of the last.
+        // Whole UTC days, from the first day with data to the end of the last, within real
+        // years: ingest stores no reading before 2000-01-01 or beyond `max_future_min`, but
+        // a store written by an older version may hold such times (year 0001 or 9999).
+        let (floor, ceiling) = plausible_span(Utc::now());
         let extent = |scope: &Scope, q: Quantity| -> Result<Option<crate::store::Extent>, ApiError> {
-            Ok(store.extent(scope, q)?.map(|(first, last)| {
-                let day = |t: DateTime<Utc>| DateTime::from_timestamp_millis(Interval::Day.window_start(t.timestamp_millis())).unwrap_or(t);
-                (day(first), day(last) + chrono::Duration::days(1))
-            }))
+            Ok(store.extent(scope, q)?.and_then(|(first, last)| clamp_days(first, last, floor, ceiling)))
         };
         let distribution = |url: String, format: &str, media: &str, licence: &str| {
             let mut d = json!({
@@ -178,4 +200,25 @@ pub async fn catalog(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn coverage_stays_within_real_years() {
+        let (floor, ceiling) = plausible_span(at("2026-11-30T06:00:00Z"));
+        assert_eq!((floor, ceiling), (at("2000-01-01T00:00:00Z"), at("2026-12-02T00:00:00Z")));
+        let got = clamp_days(at("2026-11-01T10:00:00Z"), at("2026-11-30T05:00:00Z"), floor, ceiling);
+        assert_eq!(got, Some((at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z"))));
+        let got = clamp_days(at("0001-01-01T00:00:00Z"), at("9999-12-31T23:59:59Z"), floor, ceiling);
+        assert_eq!(got, Some((floor, ceiling)));
+        assert_eq!(clamp_days(at("9999-12-31T00:00:00Z"), at("9999-12-31T00:00:00Z"), floor, ceiling), None);
+        assert_eq!(clamp_days(at("0001-01-01T00:00:00Z"), at("0001-01-02T00:00:00Z"), floor, ceiling), None);
+    }
 }

@@ -126,7 +126,9 @@ pub async fn series(State(state): State<AppState>, Query(pairs): Query<Vec<(Stri
         Format::Csv => {
             let mut body = String::from("time,value,unit,quality\n");
             for r in &readings {
-                let _ = writeln!(body, "{},{},{},{}", rfc3339(r.time), round(r.value), q.quantity.unit(), r.flag.as_str());
+                // A NaN or infinite value (flagged bad) is an empty cell, as `null` in JSON.
+                let value = if r.value.is_finite() { round(r.value).to_string() } else { String::new() };
+                let _ = writeln!(body, "{},{value},{},{}", rfc3339(r.time), q.quantity.unit(), r.flag.as_str());
             }
             ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
         }

@@ -42,7 +42,7 @@ impl FlagsLayout {
         let Some(flags) = read_bits(self.flags_ty, bytes, self.flags_byte) else {
             return Err(DecodeError::TooShort { f_port, needed: self.header_end(), got: bytes.len() });
         };
-        let mut out = Decoded { values: Vec::with_capacity(16), warnings: Vec::new() };
+        let mut out = Decoded { values: Vec::with_capacity(16), ..Default::default() };
         let mut pos = self.start;
         for bit in 0..self.flags_ty.bits() {
             if flags & (1 << bit) == 0 {

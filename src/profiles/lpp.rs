@@ -68,7 +68,7 @@ impl LppLayout {
 
     pub fn decode(&self, f_port: Option<u8>, bytes: &[u8]) -> Result<Decoded, DecodeError> {
         let end = bytes.len().saturating_sub(self.trailer);
-        let mut out = Decoded { values: Vec::with_capacity(8), warnings: Vec::new() };
+        let mut out = Decoded { values: Vec::with_capacity(8), ..Default::default() };
         let mut pos = 0;
         while pos < end {
             let (Some(&channel), Some(&type_id)) = (bytes.get(pos), bytes.get(pos + 1).filter(|_| pos + 1 < end)) else {
@@ -111,6 +111,9 @@ impl LppLayout {
                 let value = m.scaling.apply(v);
                 if value.is_finite() {
                     out.values.push(DecodedValue { quantity: m.quantity, value });
+                } else {
+                    out.warnings.push(format!("{}: channel {channel} is {value}, not a finite number", m.quantity));
+                    out.non_finite.push(DecodedValue { quantity: m.quantity, value });
                 }
             }
             if !any {

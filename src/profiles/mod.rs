@@ -203,6 +203,19 @@ impl Profile {
         self.layouts.decode_bytes(f_port, bytes)
     }
 
+    /// Decode an uplink from a network server: its payload bytes with the binary layouts, or
+    /// the server's decoded object (`decoded`) with the `json` layout when the profile has no
+    /// binary layout or none of them takes this uplink (docs/profiles.md, "JSON from the network
+    /// server").
+    pub fn decode_uplink(
+        &self,
+        f_port: Option<u8>,
+        bytes: &[u8],
+        decoded: Option<&serde_json::Value>,
+    ) -> Result<Decoded, DecodeError> {
+        self.layouts.decode_uplink(f_port, bytes, decoded)
+    }
+
     /// Decode a JSON payload (plain MQTT sensors) using the profile's JSON pointers.
     pub fn decode_json(&self, value: &serde_json::Value) -> Result<Decoded, DecodeError> {
         self.layouts.decode_json(value)

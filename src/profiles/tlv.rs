@@ -49,7 +49,7 @@ impl TlvLayout {
     pub fn decode(&self, f_port: Option<u8>, bytes: &[u8]) -> Result<Decoded, DecodeError> {
         let malformed = |message: String| DecodeError::Malformed { f_port, message };
         let end = bytes.len().saturating_sub(self.trailer);
-        let mut out = Decoded { values: Vec::with_capacity(8), warnings: Vec::new() };
+        let mut out = Decoded { values: Vec::with_capacity(8), ..Default::default() };
         let mut pos = self.start;
         while pos < end {
             let Some(tag) = bytes.get(pos..pos + self.tag_len).filter(|_| pos + self.tag_len <= end) else {

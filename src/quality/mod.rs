@@ -7,8 +7,8 @@
 //! | `range` | bad | the value is not a finite number or lies outside the physical range of its quantity (built-in, `[quality.ranges]`, the profile's `[quality]`, the device's `ranges`; the most specific wins) |
 //! | `spike` | suspect | the value changes faster than `[quality.spike]` allows against its neighbour in time |
 //! | `stuck` | suspect | the value has not changed for `stuck_after_h` |
-//! | `future` | suspect | the measurement time is more than `max_future_min` after reception |
-//! | `age` | suspect | the measurement time is more than `max_age_h` before reception (off by default) |
+//! | `future` | suspect | the measurement time is more than `max_future_min` after reception: the reading is stored at its reception time ([`reading_time`]) |
+//! | `age` | suspect | the measurement time is before 2000-01-01 (stored at its reception time, [`reading_time`]), or more than `max_age_h` before reception (off by default; the time is kept) |
 //! | `battery` | suspect | the same uplink reports a battery below `battery_low_v` or `battery_low_percent` |
 //!
 //! Only a range failure makes a reading bad (and so keeps it out of the aggregates): the other
@@ -18,6 +18,7 @@
 
 mod series;
 mod settings;
+mod time;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -29,6 +30,7 @@ use crate::model::{QualityFlag, Quantity};
 
 pub use series::{SeriesHistory, SeriesLookup};
 pub use settings::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
+pub use time::{earliest_plausible, reading_time, ReadingTime, EARLIEST_PLAUSIBLE};
 
 /// The quality tests, as named in reasons and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

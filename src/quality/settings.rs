@@ -14,11 +14,13 @@ use crate::model::Quantity;
 #[serde(default, deny_unknown_fields)]
 pub struct QualitySettings {
     /// A measurement time more than this many minutes after the message's reception is
-    /// suspect (test `future`): the clock of the device or network server runs ahead.
+    /// suspect (test `future`): the clock of the device or network server runs ahead. The
+    /// reading is stored at its reception time instead, so that it can't stay the device's
+    /// latest value (a time before 2000-01-01 is treated alike, test `age`).
     pub max_future_min: u64,
     /// A measurement time more than this many hours before the message's reception is suspect
-    /// (test `age`). 0 turns the test off, the default: backfills from a network server and
-    /// replayed dead letters legitimately carry old times.
+    /// (test `age`); the time is kept. 0 turns the test off, the default: backfills from a
+    /// network server and replayed dead letters legitimately carry old times.
     pub max_age_h: u64,
     /// Physical range per quantity as `[min, max]` in the canonical unit, replacing the
     /// built-in range (see the README's quantity table). Profiles and devices can narrow it

@@ -1,4 +1,6 @@
 //! ChirpStack v4 uplink events (`application/{application_id}/device/{dev_eui}/event/up`, JSON encoding).
+//!
+//! `object` is there only when the device profile's codec ran and succeeded.
 
 use std::borrow::Cow;
 
@@ -20,6 +22,9 @@ struct ChirpstackUplink<'a> {
     data: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     time: Option<Cow<'a, str>>,
+    /// The device profile codec's output; `null` reads as absent.
+    #[serde(default)]
+    object: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -44,7 +49,12 @@ pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
                 .map_err(|_| FormatError::Field { field: "fPort", why: format!("{p} is not a LoRaWAN port (0..=255)") })?,
         ),
     };
-    let payload = decode_base64("data", msg.data.as_deref().unwrap_or(""))?;
+    let decoded = msg.object;
+    let payload = match msg.data.as_deref().unwrap_or("") {
+        // The codec's output is the message's content; a JSON profile needs nothing else.
+        "" if decoded.is_some() => Vec::new(),
+        text => decode_base64("data", text)?,
+    };
     let time = match msg.time.as_deref() {
         Some(t) => Some(parse_time("time", t)?),
         None => None,
@@ -56,6 +66,7 @@ pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
         f_cnt: msg.f_cnt,
         payload,
         time,
+        decoded,
     })
 }
 
@@ -95,6 +106,19 @@ mod tests {
         assert_eq!(up.f_cnt, None);
         assert_eq!(up.payload, vec![0xaa]);
         assert_eq!(up.time.unwrap().timestamp_millis(), 1658136808823);
+    }
+
+    #[test]
+    fn object_is_kept_when_a_codec_ran() {
+        assert_eq!(parse(UPLINK.as_bytes()).unwrap().decoded, None, "no codec, no object");
+        let msg = UPLINK.replace("\"dr\": 1,", "\"dr\": 1, \"object\": {\"temperature\": 21.5, \"wind\": {\"speed\": 36}},");
+        let up = parse(msg.as_bytes()).unwrap();
+        assert_eq!(up.decoded, Some(serde_json::json!({"temperature": 21.5, "wind": {"speed": 36}})));
+        assert_eq!(up.payload, vec![0xaa]);
+        let msg = r#"{"deviceInfo": {"devEui": "0101010101010101"}, "object": {"t": 1}}"#;
+        assert_eq!(parse(msg.as_bytes()).unwrap().payload, Vec::<u8>::new());
+        let msg = r#"{"deviceInfo": {"devEui": "0101010101010101"}, "object": null}"#;
+        assert!(parse(msg.as_bytes()).unwrap_err().to_string().contains("no application payload"));
     }
 
     #[test]

@@ -169,6 +169,10 @@ pub struct Uplink {
     pub payload: Vec<u8>,
     /// Time of measurement as the network saw it; `None` when the message has no time.
     pub time: Option<DateTime<Utc>>,
+    /// What the network server's payload formatter or codec made of the payload (TTN
+    /// `uplink_message.decoded_payload`, ChirpStack `object`), for profiles with a `json`
+    /// layout; `None` when none ran (the field is absent) or it gave `null`.
+    pub decoded: Option<serde_json::Value>,
 }
 
 /// Why a message could not be read in its format.

@@ -1,7 +1,8 @@
 //! The Things Stack v3 uplink messages (`v3/{application}[@{tenant}]/devices/{device}/up`).
 //!
 //! The Things Stack leaves out fields whose value is empty, zero or false, so `f_cnt` is
-//! absent on a device's first uplink and `f_port` is absent for port 0.
+//! absent on a device's first uplink and `f_port` is absent for port 0. `decoded_payload` is
+//! there only when an uplink payload formatter ran (and succeeded) for the device.
 
 use std::borrow::Cow;
 
@@ -38,6 +39,9 @@ struct UplinkMessage<'a> {
     frm_payload: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     received_at: Option<Cow<'a, str>>,
+    /// The payload formatter's output; `null` reads as absent.
+    #[serde(default)]
+    decoded_payload: Option<serde_json::Value>,
 }
 
 /// Parse a TTS v3 uplink.
@@ -62,14 +66,19 @@ pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
             why: format!("{p} is not a LoRaWAN port (0..=255)"),
         })?),
     };
-    let payload = decode_base64("uplink_message.frm_payload", up.frm_payload.as_deref().unwrap_or(""))?;
+    let decoded = up.decoded_payload;
+    let payload = match up.frm_payload.as_deref().unwrap_or("") {
+        // The formatter's output is the message's content; a JSON profile needs nothing else.
+        "" if decoded.is_some() => Vec::new(),
+        text => decode_base64("uplink_message.frm_payload", text)?,
+    };
     // The network server's reception time is closer to the measurement than the application server's.
     let time = match (up.received_at.as_deref(), msg.received_at.as_deref()) {
         (Some(t), _) => Some(parse_time("uplink_message.received_at", t)?),
         (None, Some(t)) => Some(parse_time("received_at", t)?),
         (None, None) => None,
     };
-    Ok(Uplink { dev_eui, ns_device_id, f_port, f_cnt: Some(up.f_cnt.unwrap_or(0)), payload, time })
+    Ok(Uplink { dev_eui, ns_device_id, f_port, f_cnt: Some(up.f_cnt.unwrap_or(0)), payload, time, decoded })
 }
 
 #[cfg(test)]
@@ -107,6 +116,24 @@ mod tests {
         assert_eq!(up.f_cnt, Some(7));
         assert_eq!(up.payload, vec![0x08, 0x10]);
         assert_eq!(up.time.unwrap().to_rfc3339(), "2020-02-12T15:15:45.667+00:00");
+    }
+
+    #[test]
+    fn decoded_payload_is_kept_when_a_formatter_ran() {
+        assert_eq!(parse(UPLINK.as_bytes()).unwrap().decoded, None, "no formatter, no decoded_payload");
+        let msg = UPLINK.replace("\"f_cnt\": 7,", "\"f_cnt\": 7, \"decoded_payload\": {\"temperature\": 21.5},");
+        let up = parse(msg.as_bytes()).unwrap();
+        assert_eq!(up.decoded, Some(serde_json::json!({"temperature": 21.5})));
+        assert_eq!(up.payload, vec![0x08, 0x10], "the bytes stay for binary profiles");
+        let msg = UPLINK.replace("\"f_cnt\": 7,", "\"f_cnt\": 7, \"decoded_payload\": null,");
+        assert_eq!(parse(msg.as_bytes()).unwrap().decoded, None);
+        // Without bytes, the formatter's output alone is an uplink.
+        let msg = r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"f_port": 2, "decoded_payload": {"t": 1}}}"#;
+        let up = parse(msg.as_bytes()).unwrap();
+        assert_eq!((up.payload.len(), up.decoded), (0, Some(serde_json::json!({"t": 1}))));
+        // A number JSON can't hold as a double fails the message (it becomes a dead letter).
+        let msg = r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"f_port": 2, "decoded_payload": {"t": 1e999}}}"#;
+        assert!(parse(msg.as_bytes()).unwrap_err().to_string().contains("out of range"));
     }
 
     #[test]

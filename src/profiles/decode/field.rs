@@ -76,8 +76,11 @@ pub(crate) enum FieldRead {
     Value(f64),
     /// A "no reading" sentinel, or the field's condition is false: nothing to report.
     Skip,
-    /// Bytes were there but are not a number (a NaN float, a bad BCD digit).
+    /// Bytes were there but are not a number (a bad BCD digit).
     Warn(&'static str),
+    /// A float sent as NaN or infinity (and not listed in `no_value`), or a scale or formula
+    /// that made the value so (division by zero): stored as a reading flagged bad.
+    NotFinite(f64),
     /// The bytes end before the field does.
     Short,
 }
@@ -125,7 +128,7 @@ impl FixedField {
         if value.is_finite() {
             FieldRead::Value(value)
         } else {
-            FieldRead::Warn("is not a finite number")
+            FieldRead::NotFinite(value)
         }
     }
 
@@ -138,6 +141,14 @@ impl FixedField {
             // Not a reading, but worth telling the operator: the sensor sent something its
             // documentation does not describe.
             FieldRead::Warn(what) => out.warnings.push(format!("{}: value at byte {} {what}", self.quantity, origin + self.byte)),
+            FieldRead::NotFinite(value) => {
+                out.warnings.push(format!(
+                    "{}: value at byte {} is {value}, not a finite number",
+                    self.quantity,
+                    origin + self.byte
+                ));
+                out.non_finite.push(DecodedValue { quantity: self.quantity, value });
+            }
             FieldRead::Short => return Err(()),
         }
         Ok(())

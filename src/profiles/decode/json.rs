@@ -53,10 +53,15 @@ pub(crate) fn map_json(
                 })
             }
         };
-        // serde_json numbers are finite, but a huge number times a scale need not be.
+        // serde_json numbers are finite, but a huge number times a scale need not be, and a
+        // codec's text "NaN" or "Infinity" parses as what it says.
         match raw.map(|r| f.scaling.apply(r)) {
             Some(v) if v.is_finite() => out.values.push(DecodedValue { quantity: f.quantity, value: v }),
-            _ => out.warnings.push(format!("{}: value at {} is out of range", f.quantity, f.pointer)),
+            Some(v) => {
+                out.warnings.push(format!("{}: value at {} is {v}, not a finite number", f.quantity, f.pointer));
+                out.non_finite.push(DecodedValue { quantity: f.quantity, value: v });
+            }
+            None => out.warnings.push(format!("{}: value at {} is out of range", f.quantity, f.pointer)),
         }
     }
     Ok(())

@@ -47,6 +47,26 @@ pub struct Decoded {
     /// Things an operator may want to know that did not stop decoding (a JSON value missing,
     /// a float that was not finite, an unknown channel). Empty for ordinary payloads.
     pub warnings: Vec<String>,
+    /// Values that came out NaN or infinite (a float sent as NaN, a formula dividing by zero,
+    /// a codec's `"Infinity"`), each also named in `warnings`. Kept apart from `values`, which
+    /// are always finite: ingest stores them as readings flagged bad, so that a message never
+    /// loses a value without a trace.
+    pub non_finite: Vec<DecodedValue>,
+}
+
+impl Decoded {
+    /// Every value for storing: the finite ones, then the non-finite ones (which quality
+    /// control flags bad). An error, naming the warnings, when decoding found nothing but
+    /// warnings: a message that yields no reading and had problems must not pass unnoticed.
+    /// No values and no warnings (an `ignore` layout, only "no value" sentinels) is fine.
+    pub fn into_values(self) -> Result<Vec<DecodedValue>, String> {
+        if self.values.is_empty() && self.non_finite.is_empty() && !self.warnings.is_empty() {
+            return Err(format!("decoded to no readings: {}", self.warnings.join("; ")));
+        }
+        let mut values = self.values;
+        values.extend(self.non_finite);
+        Ok(values)
+    }
 }
 
 /// One decoded reading.
@@ -73,6 +93,9 @@ pub enum DecodeError {
     NoBinaryLayout,
     #[error("this profile has no JSON layout; it decodes binary payloads only")]
     NoJsonLayout,
+    /// A JSON-only profile, and the uplink has no output of a network-server decoder.
+    #[error("this profile decodes JSON only, and the uplink carries no decoded object (TTN uplink_message.decoded_payload, ChirpStack object): give the device a payload formatter (TTN) or codec (ChirpStack) on the network server, or a profile with a binary layout")]
+    NoDecodedObject,
     #[error("JSON value at {pointer} ({quantity}) is {found}, expected a number")]
     JsonNotNumber { pointer: Arc<str>, quantity: Quantity, found: &'static str },
     /// The payload's own structure is broken: a channel or group that ends past the payload.
@@ -209,9 +232,32 @@ impl Layouts {
 
     pub fn decode_json(&self, value: &serde_json::Value) -> Result<Decoded, DecodeError> {
         let layout = self.json.as_ref().ok_or(DecodeError::NoJsonLayout)?;
-        let mut out = Decoded { values: Vec::with_capacity(layout.fields.len()), warnings: Vec::new() };
+        let mut out = Decoded { values: Vec::with_capacity(layout.fields.len()), ..Default::default() };
         map_json(&layout.fields, value, false, &mut out)?;
         Ok(out)
+    }
+
+    /// Decodes an uplink: its payload bytes with the binary layouts; the network server's
+    /// decoded object (`decoded`) with the `json` layout when the profile has no binary
+    /// layout, or when none of them takes this uplink (its fPort, its header bytes).
+    pub fn decode_uplink(
+        &self,
+        f_port: Option<u8>,
+        bytes: &[u8],
+        decoded: Option<&serde_json::Value>,
+    ) -> Result<Decoded, DecodeError> {
+        let binary = self.decode_bytes(f_port, bytes);
+        if self.json.is_none() {
+            return binary;
+        }
+        match (binary, decoded) {
+            (
+                Err(DecodeError::NoBinaryLayout | DecodeError::NoLayoutForPort { .. } | DecodeError::NoLayoutMatches { .. }),
+                Some(value),
+            ) => self.decode_json(value),
+            (Err(DecodeError::NoBinaryLayout), None) => Err(DecodeError::NoDecodedObject),
+            (result, _) => result,
+        }
     }
 
     /// Whether any layout runs a JavaScript codec (which may take up to its time limit).
@@ -254,7 +300,7 @@ impl BinaryLayout {
         }
         match &self.body {
             Body::Fixed(fields) => {
-                let mut out = Decoded { values: Vec::with_capacity(fields.len()), warnings: Vec::new() };
+                let mut out = Decoded { values: Vec::with_capacity(fields.len()), ..Default::default() };
                 for f in fields {
                     f.decode_into(bytes, 0, &mut out).map_err(|()| too_short())?;
                 }

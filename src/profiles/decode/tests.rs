@@ -116,6 +116,9 @@ fn non_finite_floats_are_a_warning() {
     let d = l.decode_bytes(Some(1), &[0x7F, 0x80, 0, 0]).unwrap();
     assert!(d.values.is_empty());
     assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    // Kept apart, for ingest to store as a bad reading rather than lose.
+    assert_eq!(d.non_finite.len(), 1, "{d:?}");
+    assert_eq!(d.non_finite[0].value, f64::INFINITY);
 }
 
 #[test]
