@@ -208,7 +208,7 @@ impl Ingest {
                 .get(&device.profile)
                 .ok_or_else(|| format!("device {}: profile {:?} is not loaded", device.id, device.profile))?;
             let decoded = profile
-                .decode_uplink(uplink.f_port, &uplink.payload, uplink.decoded.as_ref())
+                .decode_uplink(uplink.f_port, &uplink.payload, uplink.decoded.as_deref())
                 .map_err(|e| format!("profile {}: {e}", device.profile))?;
             if !decoded.warnings.is_empty() {
                 debug!(device = %device.id, warnings = ?decoded.warnings, "decoded with warnings");

@@ -23,6 +23,9 @@ fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
 fn hostile_messages_give_errors_not_panics() {
     let files = corpus("uplink");
     assert!(files.len() >= 20, "corpus went missing");
+    let profiles =
+        ProfileSet::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("sensor-profiles")).expect("bundled profiles");
+    let json_profile = profiles.get("generic-json-weather").expect("generic-json-weather");
     for (name, data) in &files {
         let ttn = sources::parse(MessageFormat::TtnV3, data);
         let cs = sources::parse(MessageFormat::ChirpstackV4, data);
@@ -31,6 +34,14 @@ fn hostile_messages_give_errors_not_panics() {
             // Any string is a valid network-server id; it just matches no device (a dead letter).
             "ttn-device-id-escapes" => assert_eq!(ttn.unwrap().ns_device_id.as_deref(), Some("\0\n\"../../etc/passwd")),
             "cs-good" | "cs-eui-uppercase" => assert!(cs.is_ok(), "{name}: {:?}", cs.err()),
+            // A decoded object no double holds: the message's bytes are fine, so it parses; a
+            // profile that reads the object refuses it with the reason (a dead letter).
+            "ttn-decoded-1e999" | "cs-object-1e999" | "ttn-decoded-deep" => {
+                let up = if name.starts_with("ttn-") { ttn } else { cs }.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(name.ends_with("deep") || !up.payload.is_empty(), "{name}: the bytes are kept");
+                let json = json_profile.decode_uplink(up.f_port, &[], up.decoded.as_deref());
+                assert!(json.unwrap_err().to_string().contains("decoded object"), "{name}");
+            }
             _ if name.starts_with("ttn-") => assert!(ttn.is_err(), "{name} was accepted as TTN: {ttn:?}"),
             _ if name.starts_with("cs-") => assert!(cs.is_err(), "{name} was accepted as ChirpStack: {cs:?}"),
             _ => assert!(ttn.is_err() && cs.is_err(), "{name} was accepted"),

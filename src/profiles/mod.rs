@@ -207,12 +207,7 @@ impl Profile {
     /// the server's decoded object (`decoded`) with the `json` layout when the profile has no
     /// binary layout or none of them takes this uplink (docs/profiles.md, "JSON from the network
     /// server").
-    pub fn decode_uplink(
-        &self,
-        f_port: Option<u8>,
-        bytes: &[u8],
-        decoded: Option<&serde_json::Value>,
-    ) -> Result<Decoded, DecodeError> {
+    pub fn decode_uplink(&self, f_port: Option<u8>, bytes: &[u8], decoded: Option<&str>) -> Result<Decoded, DecodeError> {
         self.layouts.decode_uplink(f_port, bytes, decoded)
     }
 

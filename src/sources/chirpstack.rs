@@ -22,9 +22,9 @@ struct ChirpstackUplink<'a> {
     data: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     time: Option<Cow<'a, str>>,
-    /// The device profile codec's output; `null` reads as absent.
-    #[serde(default)]
-    object: Option<serde_json::Value>,
+    /// The device profile codec's output, unparsed; `null` reads as absent.
+    #[serde(borrow, default)]
+    object: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -49,7 +49,7 @@ pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
                 .map_err(|_| FormatError::Field { field: "fPort", why: format!("{p} is not a LoRaWAN port (0..=255)") })?,
         ),
     };
-    let decoded = msg.object;
+    let decoded = msg.object.map(|raw| raw.get().to_owned());
     let payload = match msg.data.as_deref().unwrap_or("") {
         // The codec's output is the message's content; a JSON profile needs nothing else.
         "" if decoded.is_some() => Vec::new(),
@@ -113,7 +113,7 @@ mod tests {
         assert_eq!(parse(UPLINK.as_bytes()).unwrap().decoded, None, "no codec, no object");
         let msg = UPLINK.replace("\"dr\": 1,", "\"dr\": 1, \"object\": {\"temperature\": 21.5, \"wind\": {\"speed\": 36}},");
         let up = parse(msg.as_bytes()).unwrap();
-        assert_eq!(up.decoded, Some(serde_json::json!({"temperature": 21.5, "wind": {"speed": 36}})));
+        assert_eq!(up.decoded.as_deref(), Some(r#"{"temperature": 21.5, "wind": {"speed": 36}}"#));
         assert_eq!(up.payload, vec![0xaa]);
         let msg = r#"{"deviceInfo": {"devEui": "0101010101010101"}, "object": {"t": 1}}"#;
         assert_eq!(parse(msg.as_bytes()).unwrap().payload, Vec::<u8>::new());

@@ -171,8 +171,9 @@ pub struct Uplink {
     pub time: Option<DateTime<Utc>>,
     /// What the network server's payload formatter or codec made of the payload (TTN
     /// `uplink_message.decoded_payload`, ChirpStack `object`), for profiles with a `json`
-    /// layout; `None` when none ran (the field is absent) or it gave `null`.
-    pub decoded: Option<serde_json::Value>,
+    /// layout, as JSON text, parsed only by a profile that reads it; `None` when none ran (the
+    /// field is absent) or it gave `null`.
+    pub decoded: Option<String>,
 }
 
 /// Why a message could not be read in its format.

@@ -39,9 +39,9 @@ struct UplinkMessage<'a> {
     frm_payload: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     received_at: Option<Cow<'a, str>>,
-    /// The payload formatter's output; `null` reads as absent.
-    #[serde(default)]
-    decoded_payload: Option<serde_json::Value>,
+    /// The payload formatter's output, unparsed; `null` reads as absent.
+    #[serde(borrow, default)]
+    decoded_payload: Option<&'a serde_json::value::RawValue>,
 }
 
 /// Parse a TTS v3 uplink.
@@ -66,7 +66,7 @@ pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
             why: format!("{p} is not a LoRaWAN port (0..=255)"),
         })?),
     };
-    let decoded = up.decoded_payload;
+    let decoded = up.decoded_payload.map(|raw| raw.get().to_owned());
     let payload = match up.frm_payload.as_deref().unwrap_or("") {
         // The formatter's output is the message's content; a JSON profile needs nothing else.
         "" if decoded.is_some() => Vec::new(),
@@ -123,17 +123,19 @@ mod tests {
         assert_eq!(parse(UPLINK.as_bytes()).unwrap().decoded, None, "no formatter, no decoded_payload");
         let msg = UPLINK.replace("\"f_cnt\": 7,", "\"f_cnt\": 7, \"decoded_payload\": {\"temperature\": 21.5},");
         let up = parse(msg.as_bytes()).unwrap();
-        assert_eq!(up.decoded, Some(serde_json::json!({"temperature": 21.5})));
+        assert_eq!(up.decoded.as_deref(), Some(r#"{"temperature": 21.5}"#));
         assert_eq!(up.payload, vec![0x08, 0x10], "the bytes stay for binary profiles");
         let msg = UPLINK.replace("\"f_cnt\": 7,", "\"f_cnt\": 7, \"decoded_payload\": null,");
         assert_eq!(parse(msg.as_bytes()).unwrap().decoded, None);
         // Without bytes, the formatter's output alone is an uplink.
         let msg = r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"f_port": 2, "decoded_payload": {"t": 1}}}"#;
         let up = parse(msg.as_bytes()).unwrap();
-        assert_eq!((up.payload.len(), up.decoded), (0, Some(serde_json::json!({"t": 1}))));
-        // A number JSON can't hold as a double fails the message (it becomes a dead letter).
-        let msg = r#"{"end_device_ids": {"device_id": "d"}, "uplink_message": {"f_port": 2, "decoded_payload": {"t": 1e999}}}"#;
-        assert!(parse(msg.as_bytes()).unwrap_err().to_string().contains("out of range"));
+        assert_eq!((up.payload.len(), up.decoded.as_deref()), (0, Some(r#"{"t": 1}"#)));
+        // A number no double holds is kept as text: only a profile that reads the object
+        // fails on it (a dead letter), the bytes still decode for a binary profile.
+        let msg = UPLINK.replace("\"f_cnt\": 7,", "\"f_cnt\": 7, \"decoded_payload\": {\"t\": 1e999},");
+        let up = parse(msg.as_bytes()).unwrap();
+        assert_eq!((up.payload, up.decoded.as_deref()), (vec![0x08, 0x10], Some(r#"{"t": 1e999}"#)));
     }
 
     #[test]

@@ -96,6 +96,10 @@ pub enum DecodeError {
     /// A JSON-only profile, and the uplink has no output of a network-server decoder.
     #[error("this profile decodes JSON only, and the uplink carries no decoded object (TTN uplink_message.decoded_payload, ChirpStack object): give the device a payload formatter (TTN) or codec (ChirpStack) on the network server, or a profile with a binary layout")]
     NoDecodedObject,
+    /// The network server's decoded object is not JSON this gateway can read (a number out
+    /// of range, nesting deeper than 128).
+    #[error("the uplink's decoded object (TTN decoded_payload, ChirpStack object) cannot be read: {0}")]
+    DecodedObject(String),
     #[error("JSON value at {pointer} ({quantity}) is {found}, expected a number")]
     JsonNotNumber { pointer: Arc<str>, quantity: Quantity, found: &'static str },
     /// The payload's own structure is broken: a channel or group that ends past the payload.
@@ -240,12 +244,7 @@ impl Layouts {
     /// Decodes an uplink: its payload bytes with the binary layouts; the network server's
     /// decoded object (`decoded`) with the `json` layout when the profile has no binary
     /// layout, or when none of them takes this uplink (its fPort, its header bytes).
-    pub fn decode_uplink(
-        &self,
-        f_port: Option<u8>,
-        bytes: &[u8],
-        decoded: Option<&serde_json::Value>,
-    ) -> Result<Decoded, DecodeError> {
+    pub fn decode_uplink(&self, f_port: Option<u8>, bytes: &[u8], decoded: Option<&str>) -> Result<Decoded, DecodeError> {
         let binary = self.decode_bytes(f_port, bytes);
         if self.json.is_none() {
             return binary;
@@ -253,8 +252,12 @@ impl Layouts {
         match (binary, decoded) {
             (
                 Err(DecodeError::NoBinaryLayout | DecodeError::NoLayoutForPort { .. } | DecodeError::NoLayoutMatches { .. }),
-                Some(value),
-            ) => self.decode_json(value),
+                Some(text),
+            ) => {
+                let value: serde_json::Value =
+                    serde_json::from_str(text).map_err(|e| DecodeError::DecodedObject(e.to_string()))?;
+                self.decode_json(&value)
+            }
             (Err(DecodeError::NoBinaryLayout), None) => Err(DecodeError::NoDecodedObject),
             (result, _) => result,
         }
