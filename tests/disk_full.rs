@@ -226,7 +226,7 @@ async fn a_full_disk_stops_acking_says_so_and_recovers_without_a_restart() {
     .await;
     eprintln!("{published} uplinks published; all stored {:?} after the ballast was removed", freed.elapsed());
     assert_eq!(status, 200);
-    assert_eq!(body, serde_json::json!({ "ready": true, "checks": { "store": { "ok": true } } }));
+    assert_eq!(body, serde_json::json!({ "ready": true, "checks": { "mqtt": { "ok": true }, "store": { "ok": true } } }));
     assert_eq!(gw.metric("messnetz_store_writable").await, 1.0);
     assert!(gw.metric("messnetz_store_reopens_total").await >= 1.0, "the store was reopened, not the process restarted");
     assert_eq!(gw.metric("messnetz_dead_letters_total").await, 0.0, "no uplink became a dead letter");
