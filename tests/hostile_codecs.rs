@@ -251,7 +251,7 @@ async fn a_codec_that_replaces_globals_does_not_change_the_next_uplinks() {
     publish_all(s.port, &format!("{}-pub", s.topics.prefix), messages).await;
     s.wait_metric("messnetz_messages_decoded_total", 3.0).await;
     assert_eq!(s.dead_letter_reasons().await, Vec::<String>::new());
-    let url = s.gw.url(&format!("/v1/devices/{DEVICE}/readings?quantity=air_temperature"));
+    let url = s.gw.url(&format!("/v1/readings?device={DEVICE}&quantity=air_temperature"));
     let body: Value = s.client.get(url).send().await.unwrap().json().await.unwrap();
     let values: Vec<f64> = body["readings"].as_array().expect("readings").iter().filter_map(|r| r["value"].as_f64()).collect();
     assert_eq!(values, vec![21.5, 21.5, 21.5], "{body}");
