@@ -117,9 +117,10 @@ impl Setup {
         if let Some(b) = body {
             request = request.body(b);
         }
-        let response = request.send().await.unwrap_or_else(|e| {
-            panic!("{path}: no answer after {:?} ({e}); log:\n{}", started.elapsed(), self.gw.log_text())
-        });
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: no answer after {:?} ({e}); log:\n{}", started.elapsed(), self.gw.log_text()));
         let status = response.status();
         let text = response.text().await.expect("body");
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), started.elapsed())

@@ -225,10 +225,7 @@ impl Profile {
     /// bounded whatever the examples run.
     pub fn check_examples(&self) -> Vec<ExampleMismatch> {
         let mut out = Vec::new();
-        let budget = self
-            .layouts
-            .script_timeout()
-            .map(|t| (t * EXAMPLE_BUDGET_CALLS).max(std::time::Duration::from_secs(1)));
+        let budget = self.layouts.script_timeout().map(|t| (t * EXAMPLE_BUDGET_CALLS).max(std::time::Duration::from_secs(1)));
         let started = std::time::Instant::now();
         for (i, ex) in self.examples.iter().enumerate() {
             let label = ex.description.as_deref().map(|d| format!("{d:?}: ")).unwrap_or_default();

@@ -228,15 +228,35 @@ mod tests {
         assert_eq!(call(src, &[5], Some(1)).unwrap(), r#"{"data":{"s":"5","v":"21.5"}}"#);
     }
 
-    /// Prints what a call costs (run with `--nocapture`): fresh runtime, context, script, call.
+    /// Prints what a call costs (run with `--nocapture`, in release for real numbers; with
+    /// `MESSNETZ_CODEC_WORKER` naming a messnetz binary, also through a worker process).
     #[test]
     fn cost_of_a_call() {
         let src = "function decodeUplink(input) { var b = input.bytes; var t = (b[2] << 8 | b[3]); if (t & 0x8000) t -= 0x10000; return { data: { battery: ((b[0] << 8 | b[1]) & 0x3FFF) / 1000, temperature: (t / 100).toFixed(2) } }; }";
-        let n = 200;
-        let started = Instant::now();
-        for _ in 0..n {
+        let n = 300;
+        let per_call = |f: &dyn Fn()| {
+            let started = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            started.elapsed() / n
+        };
+        let context = per_call(&|| {
+            let rt = Runtime::new().unwrap();
+            rt.set_memory_limit(L.memory_bytes);
+            drop(Context::full(&rt).unwrap());
+        });
+        let in_process = per_call(&|| {
             call(src, &[0xCB, 0xF6, 0x0B, 0x0D], Some(2)).unwrap();
-        }
-        eprintln!("in-process codec call (fresh runtime each): {:?} per call", started.elapsed() / n);
+        });
+        let key = super::super::protocol::script_key(src);
+        super::super::pool::run(&key, src, Some((&[0xCB], Some(2))), L).unwrap();
+        let pooled = per_call(&|| {
+            super::super::pool::run(&key, src, Some((&[0xCB, 0xF6, 0x0B, 0x0D], Some(2))), L).unwrap();
+        });
+        eprintln!(
+            "codec call: runtime + context {context:?}, whole call in process {in_process:?}, through pool::run {pooled:?} (worker: {:?})",
+            std::env::var_os(super::super::pool::WORKER_ENV)
+        );
     }
 }

@@ -65,12 +65,7 @@ fn program() -> &'static Option<PathBuf> {
 
 /// Runs one call: evaluates the script (`key` is [`super::protocol::script_key`] of `source`)
 /// and, given `input`, calls its entry point. `Ok` is the result as JSON text.
-pub(crate) fn run(
-    key: &ScriptKey,
-    source: &str,
-    input: Option<(&[u8], Option<u8>)>,
-    limits: Limits,
-) -> Result<String, String> {
+pub(crate) fn run(key: &ScriptKey, source: &str, input: Option<(&[u8], Option<u8>)>, limits: Limits) -> Result<String, String> {
     let Some(program) = program() else {
         return super::engine::run(source, input, limits);
     };
@@ -92,6 +87,12 @@ pub(crate) fn run(
         memory_bytes: limits.memory_bytes,
     };
     let mut answer = worker.call(&request, limits.timeout);
+    if let Err(Failure::NotSent(_)) = answer {
+        // A warm worker that ended while idle (killed from outside): the call never started,
+        // so it is safe to give it to a new one.
+        worker = Worker::spawn(program).map_err(|e| format!("cannot start the codec worker {}: {e}", program.display()))?;
+        answer = worker.call(&request, limits.timeout);
+    }
     if matches!(answer, Ok(Response::NeedSource)) {
         request.source = Some(source.to_owned());
         answer = worker.call(&request, limits.timeout);
@@ -106,7 +107,7 @@ pub(crate) fn run(
             Err(e)
         }
         Ok(Response::NeedSource) => Err("the codec worker did not take the script".to_owned()),
-        Err(e) => Err(e),
+        Err(Failure::NotSent(e) | Failure::Failed(e)) => Err(e),
     }
 }
 
@@ -145,6 +146,13 @@ impl Drop for Slot {
         *busy -= 1;
         POOL.freed.notify_one();
     }
+}
+
+/// Why a call to a worker failed; the worker is gone either way.
+enum Failure {
+    /// The request could not be sent: the call never started.
+    NotSent(String),
+    Failed(String),
 }
 
 /// One worker process; killed when dropped.
@@ -192,24 +200,24 @@ impl Worker {
 
     /// Sends a request and waits for its answer; `Err` means the worker is gone (killed after
     /// overrunning the deadline, or dead by itself) and must not be used again.
-    fn call(&mut self, request: &Request, timeout: Duration) -> Result<Response, String> {
+    fn call(&mut self, request: &Request, timeout: Duration) -> Result<Response, Failure> {
         let started = Instant::now();
         if let Err(e) = write_frame(&mut self.stdin, request) {
-            return Err(self.died(&format!("cannot send it the script: {e}")));
+            return Err(Failure::NotSent(self.died(&format!("cannot send it the script: {e}"))));
         }
         let wait = kill_after(timeout);
         match self.answers.recv_timeout(wait.saturating_sub(started.elapsed())) {
             Ok(Ok(Some(answer))) => Ok(answer),
-            Ok(Ok(None)) | Err(RecvTimeoutError::Disconnected) => Err(self.died("it stopped")),
-            Ok(Err(e)) => Err(self.died(&format!("its answer was unreadable: {e}"))),
+            Ok(Ok(None)) | Err(RecvTimeoutError::Disconnected) => Err(Failure::Failed(self.died("it stopped"))),
+            Ok(Err(e)) => Err(Failure::Failed(self.died(&format!("its answer was unreadable: {e}")))),
             Err(RecvTimeoutError::Timeout) => {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                Err(format!(
+                Err(Failure::Failed(format!(
                     "the script ran past its time limit of {} ms (stopped after {} ms)",
                     timeout.as_millis(),
                     started.elapsed().as_millis()
-                ))
+                )))
             }
         }
     }

@@ -5,8 +5,9 @@
 //! It reads requests from stdin and answers on stdout ([`super::protocol`]), one at a time,
 //! and ends when stdin closes. It keeps recently used scripts by content key, and runs each
 //! call in a fresh runtime ([`super::engine`]). Before each call it sets its CPU-time limit a
-//! little beyond the call's own, so a runaway call ends even if the gateway is gone; on Linux
-//! it also dies with the gateway, and holds a bounded address space and no core files.
+//! little beyond the call's own, so a runaway call ends even if the gateway is gone (an idle
+//! worker ends when the gateway's end of its stdin closes); it holds a bounded address space
+//! and writes no core files.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter};
@@ -15,7 +16,7 @@ use std::time::Duration;
 use super::engine::{self, Limits};
 use super::protocol::{read_frame, write_frame, Request, Response, ScriptKey, HELLO};
 
-/// The gateway's process id, given to the worker so that it can tell when it was orphaned.
+/// Set in a worker's environment: a program started as a worker never starts workers itself.
 pub(crate) const PARENT_ENV: &str = "MESSNETZ_CODEC_WORKER_PARENT";
 /// Scripts a worker keeps; beyond this it forgets them all and asks again.
 const MAX_SCRIPTS: usize = 64;
@@ -50,8 +51,7 @@ pub fn serve() -> u8 {
         let response = match scripts.get(&request.key) {
             None => Response::NeedSource,
             Some(source) => {
-                let limits =
-                    Limits { timeout: Duration::from_millis(request.timeout_ms), memory_bytes: request.memory_bytes };
+                let limits = Limits { timeout: Duration::from_millis(request.timeout_ms), memory_bytes: request.memory_bytes };
                 limit_cpu(limits.timeout);
                 let input = request.input.as_ref().map(|(bytes, port)| (bytes.as_slice(), *port));
                 match engine::run(source, input, limits) {
@@ -76,16 +76,6 @@ fn limit_process() {
     };
     set(libc::RLIMIT_CORE, 0);
     set(libc::RLIMIT_AS, ADDRESS_SPACE_BYTES);
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and changes only this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        // The gateway may have died between spawning this process and the call above.
-        let parent = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse::<libc::pid_t>().ok());
-        if parent.is_some_and(|p| p != libc::getppid()) {
-            libc::_exit(1);
-        }
-    }
 }
 
 #[cfg(not(unix))]
