@@ -228,10 +228,24 @@ async fn a_result_nested_50000_deep_is_a_dead_letter_and_a_refused_upload() {
     s.hostile_upload_and_dry_run(&toml, "nested deeper than 32 levels", Duration::from_secs(5)).await;
 }
 
+/// The worker running the native loop was killed at twice the 100 ms limit, as its dead
+/// letter says ("stopped after N ms"); a little more is allowed for a loaded machine.
+async fn assert_stopped_at_twice_the_limit(s: &Setup) {
+    let reasons = s.dead_letter_reasons().await;
+    let after: u64 = reasons[0]
+        .split("stopped after ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stopping time in {:?}", reasons[0]));
+    assert!((200..400).contains(&after), "stopped after {after} ms: {:?}", reasons[0]);
+}
+
 #[tokio::test]
 async fn a_catastrophic_regex_is_stopped_within_twice_its_limit() {
     let mut s = start("js-regex").await;
     s.hostile_uplink_then_good("0300D7", "time limit").await;
+    assert_stopped_at_twice_the_limit(&s).await;
     let toml = profile("acme-bad", CODEC, 100, &example("0300D7"));
     s.hostile_upload_and_dry_run(&toml, "time limit", Duration::from_secs(5)).await;
 }
@@ -240,6 +254,7 @@ async fn a_catastrophic_regex_is_stopped_within_twice_its_limit() {
 async fn a_join_over_four_billion_elements_is_stopped_within_twice_its_limit() {
     let mut s = start("js-join").await;
     s.hostile_uplink_then_good("0400D7", "time limit").await;
+    assert_stopped_at_twice_the_limit(&s).await;
     let toml = profile("acme-bad", CODEC, 100, &example("0400D7"));
     s.hostile_upload_and_dry_run(&toml, "time limit", Duration::from_secs(5)).await;
 }
@@ -279,6 +294,23 @@ async fn a_codec_that_exhausts_its_heap_fails_only_its_uplink() {
         assert!(took < Duration::from_secs(5), "the dry-run took {took:?}");
     }
     s.assert_alive().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_from_outside_is_replaced_without_losing_an_uplink() {
+    let mut s = start("js-worker-killed").await;
+    // Loading the profiles left a warm worker; kill every child of the gateway.
+    let children = children_cpu(s.gw.pid());
+    assert!(!children.is_empty(), "the gateway has no codec worker");
+    for (child, _) in &children {
+        let status = std::process::Command::new("kill").arg("-KILL").arg(child.to_string()).status().unwrap();
+        assert!(status.success());
+    }
+    let messages = vec![s.uplink("0100D7")];
+    publish_all(s.port, &format!("{}-pub", s.topics.prefix), messages).await;
+    s.wait_metric("messnetz_readings_stored_total", 1.0).await;
+    assert_eq!(s.dead_letter_reasons().await, Vec::<String>::new());
+    assert_eq!(s.latest_temperature().await, Some(21.5));
 }
 
 #[tokio::test]
