@@ -4,7 +4,8 @@
 //!
 //! It reads requests from stdin and answers on stdout ([`super::protocol`]), one at a time,
 //! and ends when stdin closes. It keeps recently used scripts by content key, and runs each
-//! call in a fresh runtime ([`super::engine`]). Before each call it sets its CPU-time limit a
+//! call in a fresh runtime ([`super::engine`]), prepared (the script evaluated) while it
+//! waits for the call. Before each call it sets its CPU-time limit a
 //! little beyond the call's own, so a runaway call ends even if the gateway is gone (an idle
 //! worker ends when the gateway's end of its stdin closes); it holds a bounded address space
 //! and writes no core files.
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter};
 use std::time::Duration;
 
-use super::engine::{self, Limits};
+use super::engine::{self, Limits, Prepared};
 use super::protocol::{read_frame, write_frame, Request, Response, ScriptKey, HELLO};
 
 /// Set in a worker's environment: a program started as a worker never starts workers itself.
@@ -29,6 +30,7 @@ pub fn serve() -> u8 {
     let mut input = BufReader::new(io::stdin().lock());
     let mut output = BufWriter::new(io::stdout().lock());
     let mut scripts: HashMap<ScriptKey, String> = HashMap::new();
+    let mut spare: Option<(ScriptKey, Prepared)> = None;
     if let Err(e) = write_frame(&mut output, &Response::Ok(HELLO.to_owned())) {
         eprintln!("codec worker: cannot greet: {e}");
         return 1;
@@ -48,13 +50,22 @@ pub fn serve() -> u8 {
             }
             scripts.insert(request.key, source);
         }
+        let limits = Limits { timeout: Duration::from_millis(request.timeout_ms), memory_bytes: request.memory_bytes };
         let response = match scripts.get(&request.key) {
             None => Response::NeedSource,
             Some(source) => {
-                let limits = Limits { timeout: Duration::from_millis(request.timeout_ms), memory_bytes: request.memory_bytes };
                 limit_cpu(limits.timeout);
-                let input = request.input.as_ref().map(|(bytes, port)| (bytes.as_slice(), *port));
-                match engine::run(source, input, limits) {
+                let result = match &request.input {
+                    None => engine::run(source, None, limits),
+                    Some((bytes, port)) => {
+                        let prepared = match spare.take() {
+                            Some((key, p)) if key == request.key && p.memory_bytes() == limits.memory_bytes => Ok(p),
+                            _ => Prepared::new(source, limits),
+                        };
+                        prepared.and_then(|p| p.call((bytes, *port), limits.timeout))
+                    }
+                };
+                match result {
                     Ok(json) => Response::Ok(json),
                     Err(e) => Response::Err(e),
                 }
@@ -63,6 +74,12 @@ pub fn serve() -> u8 {
         if let Err(e) = write_frame(&mut output, &response) {
             eprintln!("codec worker: cannot answer: {e}");
             return 1;
+        }
+        // Uplinks of one device come one after another: while waiting for the next request,
+        // prepare a fresh engine for the script just called (a failure shows at that call).
+        if let (Some(_), Some(source)) = (&request.input, scripts.get(&request.key)) {
+            limit_cpu(limits.timeout);
+            spare = Prepared::new(source, limits).ok().map(|p| (request.key, p));
         }
     }
 }
