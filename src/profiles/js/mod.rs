@@ -42,6 +42,20 @@ const DEFAULT_MEMORY_KIB: usize = 8 * 1024;
 /// Scripts larger than this are refused; The Things Stack allows 40 KB, real codecs are smaller.
 const MAX_SCRIPT_BYTES: usize = 256 * 1024;
 
+/// Longest error or warning text kept from a script (it becomes a dead letter's reason).
+const MAX_MESSAGE_CHARS: usize = 500;
+/// Most warnings kept from one call.
+const MAX_WARNINGS: usize = 20;
+
+/// Shortens a script's message to [`MAX_MESSAGE_CHARS`].
+fn clip(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        text.truncate(cut);
+        text.push_str("… (shortened)");
+    }
+    text
+}
+
 #[derive(Debug)]
 pub(crate) struct JsLayout {
     pub fields: Vec<JsonField>,
@@ -57,16 +71,19 @@ impl JsLayout {
     }
 
     pub fn decode(&self, f_port: Option<u8>, bytes: &[u8]) -> Result<Decoded, DecodeError> {
-        let text = pool::run(&self.key, &self.source, Some((bytes, f_port)), self.limits).map_err(DecodeError::Codec)?;
+        let text =
+            pool::run(&self.key, &self.source, Some((bytes, f_port)), self.limits).map_err(|e| DecodeError::Codec(clip(e)))?;
         let result: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| DecodeError::Codec(format!("the script's result is not JSON: {e}")))?;
         let mut out = Decoded::default();
         if let Some(errors) = result.get("errors").and_then(|e| e.as_array()).filter(|e| !e.is_empty()) {
             let list: Vec<String> = errors.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect();
-            return Err(DecodeError::Codec(list.join("; ")));
+            return Err(DecodeError::Codec(clip(list.join("; "))));
         }
         if let Some(warnings) = result.get("warnings").and_then(|w| w.as_array()) {
-            out.warnings.extend(warnings.iter().map(|w| w.as_str().map_or_else(|| w.to_string(), str::to_owned)));
+            out.warnings.extend(
+                warnings.iter().take(MAX_WARNINGS).map(|w| clip(w.as_str().map_or_else(|| w.to_string(), str::to_owned))),
+            );
         }
         let Some(data) = result.get("data").filter(|d| d.is_object() || d.is_array()) else {
             return Err(DecodeError::Codec("the script returned no `data` object".to_owned()));
@@ -201,6 +218,19 @@ error = "codec: too short"
         let err = p.decode_bytes(Some(1), &[0xFF, 0]).unwrap_err();
         assert_eq!(err, DecodeError::Codec("the script ran past its time limit".to_owned()));
         assert_eq!(p.decode_bytes(Some(1), &[0x00, 0xFA, 1]).unwrap().values.len(), 2);
+    }
+
+    #[test]
+    fn long_script_messages_are_shortened() {
+        let text = CODEC.replace(
+            "if (input.bytes.length < 2)",
+            "if (input.bytes[0] === 255) return { errors: ['x'.repeat(100000)] };\n  if (input.bytes[0] === 254) throw 'y'.repeat(100000);\n  if (input.bytes.length < 2)",
+        );
+        let p = Profile::from_toml(Path::new("acme-t1.toml"), &text).unwrap();
+        for first in [0xFF, 0xFE] {
+            let DecodeError::Codec(message) = p.decode_bytes(Some(1), &[first, 0]).unwrap_err() else { panic!() };
+            assert!(message.len() < 600 && message.ends_with("(shortened)"), "{}", message.len());
+        }
     }
 
     #[test]
