@@ -213,6 +213,10 @@ impl Worker {
             Err(RecvTimeoutError::Timeout) => {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
+                tracing::warn!(
+                    limit_ms = timeout.as_millis() as u64,
+                    "a codec overran twice its time limit in code the engine cannot interrupt; its worker was killed"
+                );
                 Err(Failure::Failed(format!(
                     "the script ran past its time limit of {} ms (stopped after {} ms)",
                     timeout.as_millis(),
@@ -225,6 +229,7 @@ impl Worker {
     /// Describes a worker that ended during a call (killing it first if it has not).
     fn died(&mut self, what: &str) -> String {
         let status = self.end();
+        tracing::warn!(%status, what, "a codec worker ended during a call; the next call starts a new one");
         format!("the codec worker crashed running the script ({what}; {status}); the next call gets a new worker")
     }
 
