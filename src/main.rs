@@ -61,6 +61,9 @@ enum Command {
         #[arg(long)]
         hex: String,
     },
+    /// Serve JavaScript codec calls on stdin/stdout for a running gateway (started by it).
+    #[command(hide = true)]
+    CodecWorker,
 }
 
 #[derive(Subcommand)]
@@ -136,6 +139,7 @@ enum ProfilesCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
+        Command::CodecWorker => ExitCode::from(messnetz::profiles::js::worker::serve()),
         Command::Config { command: ConfigCommand::Default } => {
             print!("{}", config::DEFAULT_TOML);
             ExitCode::SUCCESS

@@ -226,11 +226,25 @@ impl Profile {
     }
 
     /// Run the profile's own examples; empty vec = all pass.
+    ///
+    /// A profile with a JavaScript codec has a time budget for all its examples together,
+    /// [`EXAMPLE_BUDGET_CALLS`] times its codec's time limit (at least one second): examples not
+    /// started within it fail with that reason, so that loading, `check` and an upload stay
+    /// bounded whatever the examples run.
     pub fn check_examples(&self) -> Vec<ExampleMismatch> {
         let mut out = Vec::new();
+        let budget = self.layouts.script_timeout().map(|t| (t * EXAMPLE_BUDGET_CALLS).max(std::time::Duration::from_secs(1)));
+        let started = std::time::Instant::now();
         for (i, ex) in self.examples.iter().enumerate() {
             let label = ex.description.as_deref().map(|d| format!("{d:?}: ")).unwrap_or_default();
             let mut fail = |message: String| out.push(ExampleMismatch { example: i, message: format!("{label}{message}") });
+            if let Some(budget) = budget.filter(|b| started.elapsed() >= *b) {
+                fail(format!(
+                    "not run: the examples used up their time budget of {} ms ({EXAMPLE_BUDGET_CALLS} times the codec's time limit, at least 1 s)",
+                    budget.as_millis()
+                ));
+                continue;
+            }
             let result = match &ex.payload {
                 ExamplePayload::Bytes(b) => self.decode_bytes(ex.fport, b),
                 ExamplePayload::Json(v) => self.decode_json(v),
@@ -274,6 +288,9 @@ impl Profile {
         out
     }
 }
+
+/// How many codec time limits a profile's examples may take together.
+pub const EXAMPLE_BUDGET_CALLS: u32 = 5;
 
 /// Equal within 1e-6 relative or 1e-9 absolute: vendors print rounded values, and a scale
 /// like 0.1 is not exact in binary.

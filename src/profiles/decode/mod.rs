@@ -268,6 +268,17 @@ impl Layouts {
         self.binary.iter().any(|l| matches!(l.body, Body::Js(_)))
     }
 
+    /// The longest time limit of the JavaScript codecs among these layouts, if there are any.
+    pub fn script_timeout(&self) -> Option<std::time::Duration> {
+        self.binary
+            .iter()
+            .filter_map(|l| match &l.body {
+                Body::Js(j) => Some(j.timeout()),
+                _ => None,
+            })
+            .max()
+    }
+
     /// The quantities these layouts can produce, each once, in order of first appearance.
     pub fn quantities(&self) -> Vec<Quantity> {
         let mut all: Vec<Quantity> = Vec::new();

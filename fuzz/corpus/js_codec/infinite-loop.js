@@ -1,0 +1,4 @@
+// A plain endless loop.
+function decodeUplink(input) {
+  for (;;) {}
+}

@@ -1,0 +1,250 @@
+//! `javascript` layouts: a vendor-style codec script run in a QuickJS sandbox, for formats a
+//! declarative layout cannot express.
+//!
+//! The contract is the one network servers use (LoRa Alliance TS013): `decodeUplink(input)`
+//! with `input.bytes` (array of numbers) and `input.fPort`, returning `{data, warnings, errors}`;
+//! non-empty `errors` fail the uplink. Older scripts that only define `Decoder(bytes, port)`
+//! (The Things Network v2) or `Decode(fPort, bytes)` (ChirpStack v3) are called the same way.
+//! Scripts run in sloppy mode with ES2020, as repository codecs expect. The profile's fields map
+//! keys of `data` to quantities with JSON pointers; numeric strings (from `toFixed`) count as
+//! numbers.
+//!
+//! Limits: a time limit per call (default 100 ms, as network servers allow), a heap limit
+//! (default 8 MiB), a stack limit, and a bound on the result's depth and size. Codecs run in a
+//! worker process ([`worker`], the hidden `messnetz codec-worker`), each call in a fresh
+//! runtime, so no call sees what an earlier one changed; the gateway kills a worker that
+//! overruns twice its call's time limit, whatever the script runs ([`pool`]), and a worker that
+//! crashes fails only the uplink it was decoding.
+//!
+//! - [`engine`]: one call in QuickJS, and the bounded conversion of its result;
+//! - [`protocol`]: the frames between the gateway and a worker;
+//! - [`worker`]: the worker process's loop and its process limits;
+//! - [`pool`]: the gateway's warm workers, deadlines, kills and replacements.
+
+mod engine;
+mod pool;
+mod protocol;
+pub mod worker;
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use super::decode::{compile_pointer_fields, map_json, DecodeError, Decoded, Issues, JsonField};
+use super::format::LayoutSpec;
+use engine::Limits;
+pub use pool::{set_worker_program, WORKER_ENV};
+use protocol::ScriptKey;
+
+const DEFAULT_TIMEOUT_MS: u64 = 100;
+const MAX_TIMEOUT_MS: u64 = 1000;
+const DEFAULT_MEMORY_KIB: usize = 8 * 1024;
+/// Scripts larger than this are refused; The Things Stack allows 40 KB, real codecs are smaller.
+const MAX_SCRIPT_BYTES: usize = 256 * 1024;
+
+/// Longest error or warning text kept from a script (it becomes a dead letter's reason).
+const MAX_MESSAGE_CHARS: usize = 500;
+/// Most warnings kept from one call.
+const MAX_WARNINGS: usize = 20;
+
+/// Shortens a script's message to [`MAX_MESSAGE_CHARS`].
+fn clip(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        text.truncate(cut);
+        text.push_str("… (shortened)");
+    }
+    text
+}
+
+#[derive(Debug)]
+pub(crate) struct JsLayout {
+    pub fields: Vec<JsonField>,
+    source: String,
+    key: ScriptKey,
+    limits: Limits,
+}
+
+impl JsLayout {
+    /// The time limit of one call.
+    pub fn timeout(&self) -> Duration {
+        self.limits.timeout
+    }
+
+    pub fn decode(&self, f_port: Option<u8>, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        let text =
+            pool::run(&self.key, &self.source, Some((bytes, f_port)), self.limits).map_err(|e| DecodeError::Codec(clip(e)))?;
+        let result: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| DecodeError::Codec(format!("the script's result is not JSON: {e}")))?;
+        let mut out = Decoded::default();
+        if let Some(errors) = result.get("errors").and_then(|e| e.as_array()).filter(|e| !e.is_empty()) {
+            let list: Vec<String> = errors.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect();
+            return Err(DecodeError::Codec(clip(list.join("; "))));
+        }
+        if let Some(warnings) = result.get("warnings").and_then(|w| w.as_array()) {
+            out.warnings.extend(
+                warnings.iter().take(MAX_WARNINGS).map(|w| clip(w.as_str().map_or_else(|| w.to_string(), str::to_owned))),
+            );
+        }
+        let Some(data) = result.get("data").filter(|d| d.is_object() || d.is_array()) else {
+            return Err(DecodeError::Codec("the script returned no `data` object".to_owned()));
+        };
+        out.values.reserve(self.fields.len());
+        map_json(&self.fields, data, true, &mut out)?;
+        Ok(out)
+    }
+
+    pub fn compile(
+        spec: &LayoutSpec,
+        path: &str,
+        dir: &Path,
+        span: Option<Range<usize>>,
+        issues: &mut Issues,
+    ) -> Option<JsLayout> {
+        let fields = compile_pointer_fields(spec, path, issues);
+        let source = match (&spec.script, &spec.script_file) {
+            (Some(s), None) => s.clone(),
+            (None, Some(file)) => {
+                // Scripts live beside the profiles; no path may leave that directory.
+                if file.contains("..") || Path::new(file).is_absolute() {
+                    issues.push(span, format!("{path}.script_file"), "give a file name in the profile's directory");
+                    return None;
+                }
+                match std::fs::read_to_string(dir.join(file)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        issues.push(
+                            span,
+                            format!("{path}.script_file"),
+                            format!("cannot read {}: {e}", dir.join(file).display()),
+                        );
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                issues.push(span, format!("{path}.script"), "give exactly one of `script` and `script_file`");
+                return None;
+            }
+        };
+        if source.len() > MAX_SCRIPT_BYTES {
+            issues.push(
+                span,
+                format!("{path}.script"),
+                format!("the script has {} bytes; at most {MAX_SCRIPT_BYTES}", source.len()),
+            );
+            return None;
+        }
+        let timeout_ms = spec.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
+            issues.push(span.clone(), format!("{path}.timeout_ms"), format!("timeout_ms must be 1 to {MAX_TIMEOUT_MS}"));
+        }
+        let memory_kib = spec.memory_limit_kib.unwrap_or(DEFAULT_MEMORY_KIB);
+        if !(256..=262_144).contains(&memory_kib) {
+            issues.push(span.clone(), format!("{path}.memory_limit_kib"), "memory_limit_kib must be 256 to 262144");
+        }
+        let timeout = Duration::from_millis(timeout_ms.clamp(1, MAX_TIMEOUT_MS));
+        let memory_bytes = memory_kib.clamp(256, 262_144) * 1024;
+        let limits = Limits { timeout, memory_bytes };
+        let key = protocol::script_key(&source);
+        // Evaluate now so that a syntax error is a load error with the profile's name on it.
+        if let Err(m) = pool::run(&key, &source, None, limits) {
+            issues.push(span, format!("{path}.script"), m);
+            return None;
+        }
+        Some(JsLayout { fields, source, key, limits })
+    }
+}
+
+#[cfg(test)]
+mod profile_tests {
+    use crate::profiles::{DecodeError, Profile};
+    use std::path::Path;
+
+    const CODEC: &str = r#"
+id = "acme-t1"
+vendor = "Acme"
+model = "T1"
+reference = "Acme T1 codec"
+
+[[layouts]]
+kind = "javascript"
+fports = [1]
+timeout_ms = 50
+script = '''
+function decodeUplink(input) {
+  if (input.bytes.length < 2) return { errors: ["too short"] };
+  var t = ((input.bytes[0] << 8) | input.bytes[1]) / 10;
+  var warnings = input.bytes.length > 2 ? ["trailing bytes"] : [];
+  return { data: { env: { temperature: t.toFixed(1), humidity: input.bytes[2] } }, warnings: warnings };
+}
+'''
+
+[[layouts.fields]]
+quantity = "air_temperature"
+pointer = "/env/temperature"
+
+[[layouts.fields]]
+quantity = "relative_humidity"
+pointer = "/env/humidity"
+
+[[examples]]
+fport = 1
+payload_hex = "00FA 30"
+readings = [{ quantity = "air_temperature", value = 25 }, { quantity = "relative_humidity", value = 48 }]
+warnings = ["trailing bytes"]
+
+[[examples]]
+fport = 1
+payload_hex = "00"
+error = "codec: too short"
+"#;
+
+    #[test]
+    fn a_codec_profile_decodes_and_maps_keys() {
+        let p = Profile::from_toml(Path::new("acme-t1.toml"), CODEC).unwrap();
+        assert!(p.runs_script());
+        assert_eq!(p.check_examples(), vec![]);
+        let d = p.decode_bytes(Some(1), &[0x00, 0xFA]).unwrap();
+        assert_eq!(d.values.len(), 1);
+        assert_eq!(d.warnings, ["relative_humidity: no value at JSON pointer /env/humidity"]);
+        assert!(matches!(p.decode_bytes(Some(2), &[0]), Err(DecodeError::NoLayoutForPort { .. })));
+    }
+
+    #[test]
+    fn a_runaway_codec_fails_its_uplink_and_recovers() {
+        let text = CODEC
+            .replace("if (input.bytes.length < 2)", "if (input.bytes[0] === 255) { for (;;) {} }\n  if (input.bytes.length < 2)");
+        let p = Profile::from_toml(Path::new("acme-t1.toml"), &text).unwrap();
+        let err = p.decode_bytes(Some(1), &[0xFF, 0]).unwrap_err();
+        assert_eq!(err, DecodeError::Codec("the script ran past its time limit".to_owned()));
+        assert_eq!(p.decode_bytes(Some(1), &[0x00, 0xFA, 1]).unwrap().values.len(), 2);
+    }
+
+    #[test]
+    fn long_script_messages_are_shortened() {
+        let text = CODEC.replace(
+            "if (input.bytes.length < 2)",
+            "if (input.bytes[0] === 255) return { errors: ['x'.repeat(100000)] };\n  if (input.bytes[0] === 254) throw 'y'.repeat(100000);\n  if (input.bytes.length < 2)",
+        );
+        let p = Profile::from_toml(Path::new("acme-t1.toml"), &text).unwrap();
+        for first in [0xFF, 0xFE] {
+            let DecodeError::Codec(message) = p.decode_bytes(Some(1), &[first, 0]).unwrap_err() else { panic!() };
+            assert!(message.len() < 600 && message.ends_with("(shortened)"), "{}", message.len());
+        }
+    }
+
+    #[test]
+    fn script_problems_are_load_errors() {
+        let errors = Profile::from_toml(
+            Path::new("acme-t1.toml"),
+            &CODEC.replace("function decodeUplink(input) {", "function decodeUplink(input {"),
+        )
+        .unwrap_err();
+        assert!(errors[0].to_string().contains("layouts[0].script: SyntaxError"), "{}", errors[0]);
+        let text = CODEC.replace("script = '''", "script_file = \"../secret.js\"\nx = '''");
+        assert!(Profile::from_toml(Path::new("acme-t1.toml"), &text).is_err());
+        let text = CODEC.replace("timeout_ms = 50", "timeout_ms = 5000");
+        let errors = Profile::from_toml(Path::new("acme-t1.toml"), &text).unwrap_err();
+        assert!(errors[0].to_string().contains("timeout_ms must be 1 to 1000"), "{}", errors[0]);
+    }
+}
