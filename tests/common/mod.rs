@@ -238,14 +238,18 @@ interval_s = 1
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         // MESSNETZ_TEST_BIN runs the end-to-end tests against another build (an older release,
         // to show that a test fails there).
-        Command::new(std::env::var_os("MESSNETZ_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_messnetz").into()))
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(out.try_clone().expect("log file"))
-            .stderr(out)
-            .spawn()
-            .expect("start messnetz")
+        Command::new(
+            std::env::var_os("MESSNETZ_TEST_BIN")
+                .filter(|b| !b.is_empty())
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_messnetz").into()),
+        )
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(out.try_clone().expect("log file"))
+        .stderr(out)
+        .spawn()
+        .expect("start messnetz")
     }
 
     async fn wait_ready(&self) {
@@ -265,6 +269,12 @@ interval_s = 1
         self.kill();
         self.child = Self::spawn_child(&self.config, &self.log);
         self.wait_ready().await;
+    }
+
+    /// SIGKILL, then start the same gateway again without waiting for it to be ready.
+    pub fn kill_and_respawn(&mut self) {
+        self.kill();
+        self.child = Self::spawn_child(&self.config, &self.log);
     }
 
     pub fn url(&self, path: &str) -> String {
