@@ -302,7 +302,7 @@ impl Ingest {
         let (dev_addr, device, counter, opened, time) = match outcome {
             Ok(Outcome::Ignored(kind)) => {
                 Metrics::inc(&self.metrics.lorawan_ignored, 1);
-                debug!(topic = %m.topic, kind, "raw LoRaWAN frame ignored");
+                debug!(topic = %crate::model::Escaped(&m.topic), kind, "raw LoRaWAN frame ignored");
                 return Ok(None);
             }
             Ok(Outcome::Frame { dev_addr, device, counter, opened, time }) => (dev_addr, device, counter, opened, time),

@@ -29,7 +29,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Internal(cause) => {
-                tracing::error!(%cause, "request failed");
+                tracing::error!(cause = %crate::model::Escaped(&cause), "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error; the cause is in the gateway's log".to_owned())
             }
         };

@@ -360,7 +360,7 @@ impl InfluxWriter {
                 }
                 Outcome::Retry { reason, after } => {
                     Metrics::inc(&self.metrics.influx.write_errors, 1);
-                    warn!(%reason, spooled = self.spool.len(), "InfluxDB write failed; readings stay spooled and will be retried");
+                    warn!(reason = %crate::model::Escaped(&reason), spooled = self.spool.len(), "InfluxDB write failed; readings stay spooled and will be retried");
                     return Step::Retry(after);
                 }
             }
@@ -442,7 +442,7 @@ impl InfluxWriter {
         let text_line = String::from_utf8_lossy(line);
         let device =
             text_line.split_once(",device=").map(|(_, rest)| rest.split([',', ' ']).next().unwrap_or_default().to_owned());
-        warn!(device = device.as_deref().unwrap_or("-"), status, reason = %text.trim(), "InfluxDB rejected a point; dead-lettered");
+        warn!(device = %crate::model::Escaped(device.as_deref().unwrap_or("-")), status, reason = %crate::model::Escaped(text.trim()), "InfluxDB rejected a point; dead-lettered");
         let letter = DeadLetter {
             id: 0,
             received_at: chrono::Utc::now(),
