@@ -147,7 +147,8 @@ impl Budget {
 }
 
 /// Converts a result the way `JSON.stringify` would (functions and `undefined` left out of
-/// objects, `null` in arrays; non-finite numbers become `null`), but iteratively bounded:
+/// objects, `null` in arrays; non-finite numbers become the strings `NaN`, `Infinity`,
+/// `-Infinity`), but iteratively bounded:
 /// deeper than [`MAX_RESULT_DEPTH`] or larger than the budget is an error, never a crash.
 fn to_json<'js>(
     ctx: &rquickjs::Ctx<'js>,
@@ -162,7 +163,13 @@ fn to_json<'js>(
         Type::Null => J::Null,
         Type::Bool => J::Bool(v.as_bool().unwrap_or(false)),
         Type::Int => J::from(v.as_int().unwrap_or(0)),
-        Type::Float => serde_json::Number::from_f64(v.as_float().unwrap_or(f64::NAN)).map_or(J::Null, J::Number),
+        // JSON has no NaN or infinity: they travel as the text JavaScript prints for them,
+        // which the JSON pointer mapping reads back as the non-finite number (a bad reading).
+        Type::Float => match v.as_float().unwrap_or(f64::NAN) {
+            f if f.is_nan() => J::String("NaN".into()),
+            f if f.is_infinite() => J::String(if f > 0.0 { "Infinity" } else { "-Infinity" }.into()),
+            f => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+        },
         Type::String | Type::BigInt => {
             let Coerced(s) = v.get::<Coerced<String>>().map_err(err)?;
             budget.take(s.len())?;
