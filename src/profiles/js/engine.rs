@@ -258,7 +258,9 @@ mod tests {
         let wide = "function decodeUplink() { var o = {}; for (var i = 0; i < 20000; i++) o['k' + i] = i; return { data: o }; }";
         assert!(call(wide, &[], None).unwrap_err().contains("more than 10000 values"));
         let odd = "function decodeUplink() { return { data: { f: function () {}, u: undefined, n: NaN, a: [undefined, 1.5], s: 'x' } }; }";
-        assert_eq!(call(odd, &[], None).unwrap(), r#"{"data":{"a":[null,1.5],"n":null,"s":"x"}}"#);
+        assert_eq!(call(odd, &[], None).unwrap(), r#"{"data":{"a":[null,1.5],"n":"NaN","s":"x"}}"#);
+        let inf = "function decodeUplink() { return { data: { p: Infinity, m: -Infinity, z: -0 } }; }";
+        assert_eq!(call(inf, &[], None).unwrap(), r#"{"data":{"m":"-Infinity","p":"Infinity","z":-0.0}}"#);
     }
 
     #[test]
