@@ -332,9 +332,16 @@ async fn a_full_spool_with_backpressure_stops_acknowledging_until_the_server_ret
     // Two messages filled the spool; the rest are held unacknowledged by the broker.
     assert_eq!(gw.metric("messnetz_messages_acked_total").await, 2.0);
     assert_eq!(gw.metric("messnetz_influx_spool_readings").await, 12.0);
+    // Readiness says why messages wait.
+    let ready = reqwest::get(gw.url("/readyz")).await.expect("GET /readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: serde_json::Value = ready.json().await.expect("/readyz answers JSON");
+    assert_eq!(body["checks"]["influxdb_spool"]["ok"], false, "{body}");
+    assert!(body["checks"]["influxdb_spool"]["error"].as_str().unwrap().contains("spool"), "{body}");
 
     vm.restart();
     wait_drained(&gw, 10.0, Duration::from_secs(30)).await;
+    assert!(reqwest::get(gw.url("/readyz")).await.unwrap().status().is_success(), "ready again once drained");
     let export = vm.export("air_temperature_value").await;
     assert_eq!(timestamps(&export[0]).len(), 10, "{export:?}");
     assert_eq!(gw.metric("messnetz_influx_spool_dropped_total").await, 0.0);
