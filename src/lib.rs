@@ -34,6 +34,7 @@ pub mod model;
 pub mod profiles;
 pub mod quality;
 pub mod registry;
+pub mod replay;
 pub mod rollup_flush;
 pub mod sources;
 pub mod store;
