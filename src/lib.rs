@@ -26,6 +26,7 @@ pub mod aggregates;
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod devices;
 pub mod ingest;
