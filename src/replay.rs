@@ -157,3 +157,116 @@ pub fn describe(outcome: &ReplayOutcome) -> String {
         ReplayOutcome::Gone => "no such dead letter (replayed already?)".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::DateTime;
+
+    use super::*;
+    use crate::store::WriteBatch;
+
+    fn device(id: &str, owner: &str) -> String {
+        format!(
+            "[[device]]\nid = \"{id}\"\nname = \"{id}\"\nprofile = \"p\"\nlat = 48.1\nlon = 11.5\ndistrict = \"Mitte\"\n\
+             owner = \"{owner}\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n"
+        )
+    }
+
+    fn letter(device: Option<&str>, reason: &str) -> DeadLetter {
+        DeadLetter {
+            id: 0,
+            received_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            topic: "v3/app/devices/x/up".into(),
+            format: "ttn-v3".into(),
+            device: device.map(str::to_owned),
+            reason: reason.into(),
+            payload: b"{}".to_vec(),
+        }
+    }
+
+    /// Letters 1..=5: a (Umweltamt), b (Gartenamt), no device, a, b.
+    fn fixture() -> (tempfile::TempDir, EmbeddedStore, DeviceRegistry) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let letters = vec![
+            letter(Some("a"), "profile p: too short"),
+            letter(Some("b"), "profile p: too short"),
+            letter(None, "unknown device"),
+            letter(Some("a"), "not JSON"),
+            letter(Some("b"), "not JSON"),
+        ];
+        store.write(&WriteBatch { dead_letters: letters, ..Default::default() }).unwrap();
+        let text = format!("{}{}", device("a", "Umweltamt"), device("b", "Gartenamt"));
+        let devices = DeviceRegistry::parse(Path::new("devices.toml"), &text, |_| true).unwrap();
+        (dir, store, devices)
+    }
+
+    fn umweltamt(device: Option<&Device>) -> bool {
+        device.is_some_and(|d| d.owner == "Umweltamt")
+    }
+
+    fn ids(picked: &Picked) -> Vec<Result<u64, u64>> {
+        picked.letters.iter().map(|l| l.as_ref().map(|l| l.id).map_err(|id| *id)).collect()
+    }
+
+    #[test]
+    fn lists_only_what_the_caller_sees_each_letter_with_its_device() {
+        let (_dir, store, devices) = fixture();
+        let letters = DeadLetters::new(&store, &devices);
+        let (found, next) = letters.list(&DeadLetterFilter::default(), 0, 10, 100, &umweltamt).unwrap();
+        assert_eq!(found.iter().map(|f| f.letter.id).collect::<Vec<_>>(), vec![1, 4]);
+        assert!(found.iter().all(|f| f.device.as_ref().is_some_and(|d| d.id.as_str() == "a")));
+        assert_eq!(next, None);
+        let reason = DeadLetterFilter { device: None, reason: Some("NOT json".into()) };
+        let (found, next) = letters.list(&reason, 0, 1, 100, &|_| true).unwrap();
+        assert_eq!((found.iter().map(|f| f.letter.id).collect::<Vec<_>>(), next), (vec![4], Some(4)));
+    }
+
+    #[test]
+    fn get_hides_letters_of_other_departments_and_of_no_device() {
+        let (_dir, store, devices) = fixture();
+        let letters = DeadLetters::new(&store, &devices);
+        assert!(letters.get(1, &umweltamt).unwrap().is_some());
+        assert!(letters.get(2, &umweltamt).unwrap().is_none());
+        assert!(letters.get(3, &umweltamt).unwrap().is_none());
+        assert!(letters.get(3, &|_| true).unwrap().is_some_and(|f| f.device.is_none()));
+        assert!(letters.get(99, &|_| true).unwrap().is_none());
+    }
+
+    #[test]
+    fn picks_ids_in_order_with_missing_and_foreign_ones_gone() {
+        let (_dir, store, devices) = fixture();
+        let letters = DeadLetters::new(&store, &devices);
+        let picked = letters.pick(&Selection::Ids(vec![4, 2, 99, 1]), 10, &umweltamt).unwrap();
+        assert_eq!(ids(&picked), vec![Ok(4), Err(2), Err(99), Ok(1)]);
+        assert!(!picked.more);
+        let picked = letters.pick(&Selection::Ids(vec![4, 1]), 1, &umweltamt).unwrap();
+        assert_eq!(ids(&picked), vec![Ok(4)]);
+    }
+
+    #[test]
+    fn picks_matching_letters_up_to_the_limit_and_says_when_more_matched() {
+        let (_dir, store, devices) = fixture();
+        let letters = DeadLetters::new(&store, &devices);
+        let all = Selection::Matching(DeadLetterFilter::default());
+        let picked = letters.pick(&all, usize::MAX, &|_| true).unwrap();
+        assert_eq!(ids(&picked), vec![Ok(1), Ok(2), Ok(3), Ok(4), Ok(5)]);
+        assert!(!picked.more);
+        let picked = letters.pick(&all, 2, &|_| true).unwrap();
+        assert_eq!((ids(&picked), picked.more), (vec![Ok(1), Ok(2)], true));
+        let of_b = Selection::Matching(DeadLetterFilter { device: Some("b".into()), reason: None });
+        let picked = letters.pick(&of_b, 2, &|_| true).unwrap();
+        assert_eq!((ids(&picked), picked.more), (vec![Ok(2), Ok(5)], false));
+        assert!(letters.pick(&of_b, 10, &umweltamt).unwrap().letters.is_empty());
+    }
+
+    #[test]
+    fn describes_each_outcome() {
+        assert_eq!(describe(&ReplayOutcome::Stored { device: "a".into(), readings: 3 }), "a: 3 readings");
+        assert_eq!(describe(&ReplayOutcome::Failed { reason: "too short".into() }), "too short");
+        assert_eq!(describe(&ReplayOutcome::Refused { why: "no format".into() }), "no format");
+        assert_eq!(describe(&ReplayOutcome::Gone), "no such dead letter (replayed already?)");
+    }
+}
