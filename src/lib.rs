@@ -19,13 +19,18 @@
 //!   device windows there; [`rollup_flush`] stores the journaled ones every few seconds.
 //! - [`api`] serves the stored data over HTTP; [`metrics`] counts what happened.
 //! - [`registry`] holds the devices and profiles in use and reloads them when their files change.
+//! - [`replay`] finds dead letters and runs them through the ingest path again: one service
+//!   for the operator API and `messnetz dead-letters`.
 //! - [`api::admin`] is the operator API (tokens scoped to departments: devices, profiles,
 //!   dead-letter replays, reload); [`audit`] records every change it makes.
 //! - [`app`] wires the stages and owns shutdown.
+//! - [`cli`] is the command line, a module per command group; `main.rs` only parses the
+//!   arguments, starts the gateway's tracing and hands the command over.
 pub mod aggregates;
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod devices;
 pub mod ingest;
@@ -34,6 +39,7 @@ pub mod model;
 pub mod profiles;
 pub mod quality;
 pub mod registry;
+pub mod replay;
 pub mod rollup_flush;
 pub mod sources;
 pub mod store;

@@ -2,11 +2,11 @@
 //!
 //! A dead letter belongs to the department of its device — the device it named, or the one
 //! its message names now (a device registered after the message came). Letters of no known
-//! device are seen only by all-departments tokens. A replay goes through the ingest path
-//! ([`crate::ingest::Ingest::replay`]) and lands exactly once.
+//! device are seen only by all-departments tokens. The work is the replay service's
+//! ([`crate::replay`], shared with `messnetz dead-letters`): a replay goes through the ingest
+//! path and lands exactly once. Here: the token's scope, the answers, the audit.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 
 use super::{blocking, AdminError, AdminState, Operator};
 use crate::api::{rfc3339, AppState};
-use crate::devices::{Device, DeviceRegistry};
+use crate::devices::Device;
+use crate::replay::{DeadLetters, Replayer, Selection};
 use crate::store::{DeadLetter, DeadLetterFilter, ReplayOutcome};
 
 /// Most letters one list answer holds.
@@ -31,14 +32,10 @@ fn not_found() -> AdminError {
     AdminError::NotFound("no dead letter with this id".into())
 }
 
-/// The letter's device, if the operator may see the letter; `Err` if not.
-fn owned(letter: &DeadLetter, devices: &DeviceRegistry, op: &Operator) -> Result<Option<Arc<Device>>, ()> {
-    let device = letter.device_in(devices);
-    match &device {
-        _ if op.sees_all() => Ok(device),
-        Some(d) if op.sees(&d.owner) => Ok(device),
-        _ => Err(()),
-    }
+/// May the operator see a letter of this device? Letters of no known device: only
+/// all-departments tokens.
+fn visible_to(op: &Operator) -> impl Fn(Option<&Device>) -> bool + '_ {
+    move |device| op.sees_all() || device.is_some_and(|d| op.sees(&d.owner))
 }
 
 fn summary(letter: &DeadLetter, device: Option<&Device>) -> Value {
@@ -79,15 +76,8 @@ pub async fn list(
     let limit = (number(&query, "limit", 100)? as usize).clamp(1, MAX_LIMIT);
     blocking(move || {
         let devices = state.registry.devices();
-        let mut shown = Vec::new();
-        let (_, next) =
-            state.store.dead_letters_matching(after, limit, MAX_SCAN, &mut |letter| match owned(letter, &devices, &op) {
-                Ok(device) if filter.matches(letter, device.as_deref()) => {
-                    shown.push(summary(letter, device.as_deref()));
-                    true
-                }
-                _ => false,
-            })?;
+        let (found, next) = DeadLetters::new(&state.store, &devices).list(&filter, after, limit, MAX_SCAN, &visible_to(&op))?;
+        let shown: Vec<Value> = found.iter().map(|f| summary(&f.letter, f.device.as_deref())).collect();
         Ok(Json(json!({ "dead_letters": shown, "next": next })))
     })
     .await
@@ -102,8 +92,9 @@ pub async fn show(
 ) -> Result<Json<Value>, AdminError> {
     let id = letter_id(&id)?;
     blocking(move || {
-        let letter = state.store.dead_letter(id)?.ok_or_else(not_found)?;
-        let device = owned(&letter, &state.registry.devices(), &op).map_err(|_| not_found())?;
+        let devices = state.registry.devices();
+        let found = DeadLetters::new(&state.store, &devices).get(id, &visible_to(&op))?.ok_or_else(not_found)?;
+        let (letter, device) = (found.letter, found.device);
         let mut body = summary(&letter, device.as_deref());
         body["payload"] = json!(base64::engine::general_purpose::STANDARD.encode(&letter.payload));
         body["payload_text"] = json!(std::str::from_utf8(&letter.payload).ok());
@@ -133,10 +124,7 @@ fn outcome_json(id: u64, outcome: &ReplayOutcome) -> Value {
 
 /// Replay one letter through the ingest path and audit it.
 fn replay(state: &AppState, op: &Operator, letter: &DeadLetter) -> Result<ReplayOutcome, AdminError> {
-    let outcome = match letter.message_format(&state.admin.settings.mqtt.subscriptions) {
-        Err(why) => ReplayOutcome::Refused { why },
-        Ok(format) => state.admin.ingest.replay(letter, format)?,
-    };
+    let outcome = Replayer::new(&state.admin.ingest, &state.admin.settings.mqtt.subscriptions).replay(letter)?;
     let entry = AdminState::entry(op, "dead_letter.replay", &letter.id.to_string());
     let entry = match &outcome {
         ReplayOutcome::Stored { .. } => entry,
@@ -154,9 +142,9 @@ pub async fn replay_one(
 ) -> Result<Json<Value>, AdminError> {
     let id = letter_id(&id)?;
     blocking(move || {
-        let letter = state.store.dead_letter(id)?.ok_or_else(not_found)?;
-        owned(&letter, &state.registry.devices(), &op).map_err(|_| not_found())?;
-        match replay(&state, &op, &letter)? {
+        let devices = state.registry.devices();
+        let found = DeadLetters::new(&state.store, &devices).get(id, &visible_to(&op))?.ok_or_else(not_found)?;
+        match replay(&state, &op, &found.letter)? {
             // Replayed by someone else between reading it and committing: as if it never was.
             ReplayOutcome::Gone => Err(not_found()),
             outcome => Ok(Json(outcome_json(id, &outcome))),
@@ -189,31 +177,20 @@ pub async fn replay_many(
             "body: expected {{\"ids\": [...]}}, {{\"device\": ..., \"reason\": ...}} or {{\"all\": true}}: {e}"
         ))
     })?;
-    let filter = DeadLetterFilter { device: request.device.clone(), reason: request.reason.clone() };
+    let filter = DeadLetterFilter { device: request.device, reason: request.reason };
     if request.ids.is_empty() && filter.is_empty() && !request.all {
         return Err(AdminError::BadRequest("body: say which letters: ids, device, reason, or all = true".into()));
     }
+    let selection = if request.ids.is_empty() { Selection::Matching(filter) } else { Selection::Ids(request.ids) };
     blocking(move || {
         let devices = state.registry.devices();
         // `Err(id)`: a requested id that is not there, or not the operator's: both "gone".
-        let letters: Vec<Result<DeadLetter, u64>> = if request.ids.is_empty() {
-            let (letters, _) = state.store.dead_letters_matching(0, MAX_REPLAY + 1, usize::MAX, &mut |letter| {
-                owned(letter, &devices, &op).is_ok_and(|device| filter.matches(letter, device.as_deref()))
-            })?;
-            letters.into_iter().map(Ok).collect()
-        } else {
-            let mut found = Vec::new();
-            for &id in request.ids.iter().take(MAX_REPLAY) {
-                match state.store.dead_letter(id)? {
-                    Some(l) if owned(&l, &devices, &op).is_ok() => found.push(Ok(l)),
-                    _ => found.push(Err(id)),
-                }
-            }
-            found
-        };
-        let more = letters.len() > MAX_REPLAY;
+        let picked = DeadLetters::new(&state.store, &devices)
+            .pick(&selection, MAX_REPLAY, &visible_to(&op))
+            .map_err(|e| AdminError::from(e.into_store()))?;
+        let more = picked.more;
         let mut results = Vec::new();
-        for letter in letters.iter().take(MAX_REPLAY) {
+        for letter in &picked.letters {
             results.push(match letter {
                 Ok(letter) => outcome_json(letter.id, &replay(&state, &op, letter)?),
                 Err(id) => outcome_json(*id, &ReplayOutcome::Gone),

@@ -1,0 +1,22 @@
+//! `messnetz config ...`: configuration helpers.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::Outcome;
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Print the documented default configuration.
+    Default,
+}
+
+pub fn run(command: ConfigCommand) -> Outcome {
+    match command {
+        ConfigCommand::Default => {
+            print!("{}", crate::config::DEFAULT_TOML);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! `messnetz dead-letters ...`: list, show and replay dead letters while the gateway is
+//! stopped (the store is single-process; while it runs, the admin API does the same). The
+//! work is the [`crate::replay`] service's; here: the arguments, the output, the audit as `cli`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Subcommand;
+
+use super::{Failure, Outcome};
+use crate::audit::{AuditEntry, AuditLog};
+use crate::config::Settings;
+use crate::devices::DeviceRegistry;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::replay::{describe, DeadLetters, Replayer, Selection};
+use crate::sources::lorawan_keys::SessionKeys;
+use crate::store::{DeadLetterFilter, EmbeddedStore, ReplayOutcome, Spool};
+
+#[derive(Subcommand)]
+pub enum DeadLettersCommand {
+    /// List dead letters, oldest first: id, reception time, device, format, reason.
+    List {
+        /// Only this device's (as the device registry identifies the message now).
+        #[arg(long)]
+        device: Option<String>,
+        /// Only those whose reason contains this text (any case).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Start after this id.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Most letters to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Print one dead letter as JSON, with its message.
+    Show { id: u64 },
+    /// Replay dead letters through the ingest path: the given ids, or all that match
+    /// --device / --reason, or --all. A message that fails again stays, with the new reason.
+    Replay {
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+        ids: Vec<u64>,
+    },
+}
+
+/// The command line sees every department's letters.
+fn everyone(_: Option<&crate::devices::Device>) -> bool {
+    true
+}
+
+pub fn run(settings: &Settings, command: DeadLettersCommand) -> Outcome {
+    let (profiles, devices) = crate::registry::load(settings).map_err(|errors| Failure::lines(1, errors))?;
+    let store = EmbeddedStore::open(&settings.store.path).map_err(|e| {
+        Failure::new(1, format!("store.path: {e} (is the gateway still running? stop it first, or use the admin API)"))
+    })?;
+    let store = Arc::new(store);
+    let registry = Arc::new(Registry::new(profiles, devices));
+    let devices = registry.devices();
+    match command {
+        DeadLettersCommand::List { device, reason, after, limit } => {
+            list(&store, &devices, &DeadLetterFilter { device, reason }, after, limit)
+        }
+        DeadLettersCommand::Show { id } => show(&store, &devices, id),
+        DeadLettersCommand::Replay { device, reason, all, ids } => {
+            let filter = DeadLetterFilter { device, reason };
+            if ids.is_empty() && filter.is_empty() && !all {
+                return Err(Failure::new(2, "say which: dead letter ids, --device, --reason, or --all"));
+            }
+            let selection = if ids.is_empty() { Selection::Matching(filter) } else { Selection::Ids(ids) };
+            replay(settings, store, registry, &devices, &selection)
+        }
+    }
+}
+
+/// A line per letter: id, reception time, device, format, reason; where to go on, on stderr.
+fn list(store: &EmbeddedStore, devices: &DeviceRegistry, filter: &DeadLetterFilter, after: u64, limit: usize) -> Outcome {
+    let (found, next) = DeadLetters::new(store, devices)
+        .list(filter, after, limit, usize::MAX, &everyone)
+        .map_err(|e| Failure::new(1, format!("cannot read the dead letters: {e}")))?;
+    for f in &found {
+        let l = &f.letter;
+        let device = f.device.as_ref().map(|d| d.id.to_string()).or(l.device.clone()).unwrap_or_else(|| "-".into());
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            l.id,
+            l.received_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            device,
+            l.format,
+            l.reason
+        );
+    }
+    if let Some(next) = next {
+        eprintln!("more: --after {next}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The letter as JSON, with its message as text when it is UTF-8.
+fn show(store: &EmbeddedStore, devices: &DeviceRegistry, id: u64) -> Outcome {
+    let found = DeadLetters::new(store, devices)
+        .get(id, &everyone)
+        .map_err(|e| Failure::new(1, format!("cannot read the dead letters: {e}")))?
+        .ok_or_else(|| Failure::new(1, format!("no dead letter {id}")))?;
+    let l = found.letter;
+    let mut v = serde_json::to_value(&l).unwrap_or_default();
+    v["payload_text"] = serde_json::json!(std::str::from_utf8(&l.payload).ok());
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Replay the selected letters through an ingest path of this process's own, a line each
+/// (id, outcome, detail), each audited as `cli`; exit 1 if any was not stored.
+fn replay(
+    settings: &Settings,
+    store: Arc<EmbeddedStore>,
+    registry: Arc<Registry>,
+    devices: &DeviceRegistry,
+    selection: &Selection,
+) -> Outcome {
+    let picked = DeadLetters::new(&store, devices).pick(selection, usize::MAX, &everyone).map_err(|e| Failure::new(1, e))?;
+    let ingest = offline_ingest(settings, store, registry)?;
+    let audit = AuditLog::open(&settings.admin.audit_log_path(&settings.store))
+        .map_err(|e| Failure::new(1, format!("admin.audit_log: {e}")))?;
+    let replayer = Replayer::new(&ingest, &settings.mqtt.subscriptions);
+    let mut failed = 0;
+    for letter in picked.letters {
+        let letter = match letter {
+            Ok(l) => l,
+            Err(id) => {
+                println!("{id}\tgone\t{}", describe(&ReplayOutcome::Gone));
+                failed += 1;
+                continue;
+            }
+        };
+        let outcome =
+            replayer.replay(&letter).map_err(|e| Failure::new(1, format!("replay of {} failed in the store: {e}", letter.id)))?;
+        let text = describe(&outcome);
+        println!("{}\t{}\t{text}", letter.id, outcome.as_str());
+        let stored = matches!(outcome, ReplayOutcome::Stored { .. });
+        if !stored {
+            failed += 1;
+        }
+        let entry = AuditEntry::new("cli", "local", "dead_letter.replay", &letter.id.to_string());
+        let entry = if stored { entry } else { entry.outcome(outcome.as_str()) };
+        audit.record_or_log(entry.detail(serde_json::json!({ "outcome": outcome.as_str(), "detail": text })));
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The ingest path without a broker: the session keys for raw LoRaWAN frames, and the
+/// InfluxDB spool when `[influxdb]` is on (replayed readings are spooled like any others; the
+/// gateway sends them).
+fn offline_ingest(settings: &Settings, store: Arc<EmbeddedStore>, registry: Arc<Registry>) -> Result<Ingest, Failure> {
+    let lorawan =
+        SessionKeys::load(settings.lorawan.keys_file.as_deref(), std::env::vars()).map_err(|errors| Failure::lines(1, errors))?;
+    let metrics = Arc::new(Metrics::default());
+    let spool = settings
+        .influxdb
+        .as_ref()
+        .filter(|i| i.enabled)
+        .map(|i| Arc::new(Spool::new(i, metrics.clone(), store.outbox_len().unwrap_or(0))));
+    Ok(Ingest::offline(store, registry, metrics, spool, Arc::new(lorawan)))
+}

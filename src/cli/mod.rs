@@ -1,0 +1,142 @@
+//! The `messnetz` command line: the arguments ([`Cli`]), and one module per command group,
+//! each command a function that prints its answer and returns the process's exit code.
+//!
+//! - [`run`]: the gateway itself (the default command);
+//! - [`check`]: validate configuration, devices, profiles and session keys;
+//! - [`config`]: print the documented default configuration;
+//! - [`profiles`]: list profiles and check their examples;
+//! - [`decode`]: decode one payload with a profile;
+//! - [`rollups`]: rebuild rollups from the stored readings;
+//! - [`dead_letters`]: list, show and replay dead letters (the [`crate::replay`] service);
+//! - [`admin`]: operator token hashes.
+//!
+//! Exit codes: 0 done, 1 a problem with the data or files (printed on stderr), 2 a usage
+//! problem (a bad argument, an unreadable configuration).
+
+pub mod admin;
+pub mod check;
+pub mod config;
+pub mod dead_letters;
+pub mod decode;
+pub mod profiles;
+pub mod rollups;
+pub mod run;
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+
+#[derive(Parser)]
+#[command(name = "messnetz", version, about = "Gateway for a city's weather and climate sensor network")]
+pub struct Cli {
+    /// TOML configuration file (defaults apply without one; MESSNETZ__SECTION__KEY overrides).
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate configuration, devices and profiles without starting; non-zero exit on any problem.
+    Check,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
+    /// Sensor profile tools.
+    Profiles {
+        #[command(subcommand)]
+        command: profiles::ProfilesCommand,
+    },
+    /// Rollup maintenance (run while the gateway is stopped: the store is single-process).
+    Rollups {
+        #[command(subcommand)]
+        command: rollups::RollupsCommand,
+    },
+    /// Dead letters: list, show and replay them (run while the gateway is stopped: the store is
+    /// single-process; while it runs, use the admin API).
+    DeadLetters {
+        #[command(subcommand)]
+        command: dead_letters::DeadLettersCommand,
+    },
+    /// Operator API helpers.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
+    /// Decode one payload with a profile and print the readings as JSON.
+    Decode {
+        /// Profile id, e.g. dragino-lht65.
+        #[arg(long)]
+        profile: String,
+        /// LoRaWAN FPort of the uplink.
+        #[arg(long)]
+        fport: Option<u8>,
+        /// The payload in hex.
+        #[arg(long)]
+        hex: String,
+    },
+    /// Serve JavaScript codec calls on stdin/stdout for a running gateway (started by it).
+    #[command(hide = true)]
+    CodecWorker,
+}
+
+/// A command that could not do its work: what to print on stderr, and the exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", text.trim_end())]
+pub struct Failure {
+    pub code: u8,
+    /// Printed as it is: each line ends with a newline.
+    pub text: String,
+}
+
+impl Failure {
+    /// One line.
+    pub fn new(code: u8, line: impl Display) -> Self {
+        Self { code, text: format!("{line}\n") }
+    }
+
+    /// A line per problem.
+    pub fn lines(code: u8, lines: impl IntoIterator<Item = impl Display>) -> Self {
+        Self { code, text: lines.into_iter().map(|l| format!("{l}\n")).collect() }
+    }
+
+    /// Print the text; the exit code.
+    pub fn report(self) -> ExitCode {
+        eprint!("{}", self.text);
+        ExitCode::from(self.code)
+    }
+}
+
+/// What a command returns: its exit code, or why it stopped.
+pub type Outcome = Result<ExitCode, Failure>;
+
+/// Run a command. The configuration is loaded only for the commands that need it.
+pub fn dispatch(config: Option<&Path>, command: Command) -> ExitCode {
+    let outcome = match command {
+        Command::CodecWorker => Ok(ExitCode::from(crate::profiles::js::worker::serve())),
+        Command::Config { command } => config::run(command),
+        Command::Admin { command } => admin::run(command),
+        Command::Run => load(config).map(run::gateway),
+        Command::Check => load(config).and_then(|s| check::run(&s)),
+        Command::Profiles { command } => load(config).and_then(|s| profiles::run(&s, command)),
+        Command::Rollups { command } => load(config).and_then(|s| rollups::run(&s, command)),
+        Command::DeadLetters { command } => load(config).and_then(|s| dead_letters::run(&s, command)),
+        Command::Decode { profile, fport, hex } => load(config).and_then(|s| decode::run(&s, &profile, fport, &hex)),
+    };
+    outcome.unwrap_or_else(Failure::report)
+}
+
+/// The configuration; a problem with it is a usage problem (exit code 2).
+pub fn load(file: Option<&Path>) -> Result<Settings, Failure> {
+    // The errors' text ends with a newline.
+    crate::config::load(file).map_err(|e| Failure { code: 2, text: e.to_string() })
+}

@@ -1,0 +1,272 @@
+//! Dead-letter replay, one service for the operator API and `messnetz dead-letters`: find the
+//! letters (each with the device it belongs to now), pick the ones a replay takes, and run one
+//! through the ingest path ([`Ingest::replay`]), which stores it exactly once.
+//!
+//! Callers bring their own scoping and reporting: `visible` says whose letters the caller may
+//! see (the admin API: the token's departments; the CLI: everyone's), and each answers and
+//! audits in its own way.
+
+use std::sync::Arc;
+
+use crate::config::SubscriptionSettings;
+use crate::devices::{Device, DeviceRegistry};
+use crate::ingest::Ingest;
+use crate::store::{DeadLetter, DeadLetterFilter, EmbeddedStore, ReplayOutcome, StoreError};
+
+/// Whose letters the caller may see, given the letter's device as the registry finds it now
+/// (`None`: no known device).
+pub type Visible<'a> = &'a dyn Fn(Option<&Device>) -> bool;
+
+/// A dead letter with its device, as the registry identifies the message now.
+pub struct Found {
+    pub letter: DeadLetter,
+    pub device: Option<Arc<Device>>,
+}
+
+/// Which letters a replay takes.
+pub enum Selection {
+    /// These ids, in this order.
+    Ids(Vec<u64>),
+    /// Every letter that passes the filter, oldest first.
+    Matching(DeadLetterFilter),
+}
+
+/// The letters a replay takes.
+pub struct Picked {
+    /// `Err(id)`: an id asked for that is not there, or not the caller's (both "gone").
+    pub letters: Vec<Result<DeadLetter, u64>>,
+    /// More letters matched than the limit let in.
+    pub more: bool,
+}
+
+/// Reading the dead letters failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read the dead letters: {0}")]
+    Scan(StoreError),
+    #[error("cannot read dead letter {id}: {source}")]
+    Letter { id: u64, source: StoreError },
+}
+
+impl ReadError {
+    /// The store's error underneath.
+    pub fn into_store(self) -> StoreError {
+        match self {
+            ReadError::Scan(e) | ReadError::Letter { source: e, .. } => e,
+        }
+    }
+}
+
+/// The dead letters of a store, seen through a device registry.
+pub struct DeadLetters<'a> {
+    store: &'a EmbeddedStore,
+    devices: &'a DeviceRegistry,
+}
+
+impl<'a> DeadLetters<'a> {
+    pub fn new(store: &'a EmbeddedStore, devices: &'a DeviceRegistry) -> Self {
+        Self { store, devices }
+    }
+
+    /// Letter `id`, if it is there and the caller may see it.
+    pub fn get(&self, id: u64, visible: Visible) -> Result<Option<Found>, StoreError> {
+        Ok(self.store.dead_letter(id)?.and_then(|letter| {
+            let device = letter.device_in(self.devices);
+            visible(device.as_deref()).then_some(Found { letter, device })
+        }))
+    }
+
+    /// The letters with an id above `after` that pass `filter` and `visible`, oldest first,
+    /// at most `limit`, looking at no more than `max_scan`; and the `after` of the next page
+    /// when there may be more.
+    pub fn list(
+        &self,
+        filter: &DeadLetterFilter,
+        after: u64,
+        limit: usize,
+        max_scan: usize,
+        visible: Visible,
+    ) -> Result<(Vec<Found>, Option<u64>), StoreError> {
+        let mut devices = Vec::new();
+        let (letters, next) = self.store.dead_letters_matching(after, limit, max_scan, &mut |letter| {
+            let device = letter.device_in(self.devices);
+            let keep = visible(device.as_deref()) && filter.matches(letter, device.as_deref());
+            if keep {
+                devices.push(device);
+            }
+            keep
+        })?;
+        let found = letters.into_iter().zip(devices).map(|(letter, device)| Found { letter, device }).collect();
+        Ok((found, next))
+    }
+
+    /// The letters a replay takes: at most `limit` of the ids asked for, or of the matching
+    /// letters (then `more` says whether others matched too).
+    pub fn pick(&self, selection: &Selection, limit: usize, visible: Visible) -> Result<Picked, ReadError> {
+        match selection {
+            Selection::Ids(ids) => {
+                let mut letters = Vec::new();
+                for &id in ids.iter().take(limit) {
+                    match self.get(id, visible) {
+                        Ok(Some(found)) => letters.push(Ok(found.letter)),
+                        Ok(None) => letters.push(Err(id)),
+                        Err(source) => return Err(ReadError::Letter { id, source }),
+                    }
+                }
+                Ok(Picked { letters, more: false })
+            }
+            Selection::Matching(filter) => {
+                let (mut found, _) =
+                    self.list(filter, 0, limit.saturating_add(1), usize::MAX, visible).map_err(ReadError::Scan)?;
+                let more = found.len() > limit;
+                found.truncate(limit);
+                Ok(Picked { letters: found.into_iter().map(|f| Ok(f.letter)).collect(), more })
+            }
+        }
+    }
+}
+
+/// Runs dead letters through the ingest path.
+pub struct Replayer<'a> {
+    ingest: &'a Ingest,
+    subscriptions: &'a [SubscriptionSettings],
+}
+
+impl<'a> Replayer<'a> {
+    /// `subscriptions` give the format of a letter that did not record its own.
+    pub fn new(ingest: &'a Ingest, subscriptions: &'a [SubscriptionSettings]) -> Self {
+        Self { ingest, subscriptions }
+    }
+
+    /// Replay one letter: choose its message format, then decode and store it as if it had
+    /// arrived when it did. A letter of no format the ingest path takes is refused, untouched.
+    pub fn replay(&self, letter: &DeadLetter) -> Result<ReplayOutcome, StoreError> {
+        match letter.message_format(self.subscriptions) {
+            Err(why) => Ok(ReplayOutcome::Refused { why }),
+            Ok(format) => self.ingest.replay(letter, format),
+        }
+    }
+}
+
+/// The outcome in a few words: the device and reading count, or why it did not work.
+pub fn describe(outcome: &ReplayOutcome) -> String {
+    match outcome {
+        ReplayOutcome::Stored { device, readings } => format!("{device}: {readings} readings"),
+        ReplayOutcome::Failed { reason } => reason.clone(),
+        ReplayOutcome::Refused { why } => why.clone(),
+        ReplayOutcome::Gone => "no such dead letter (replayed already?)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::DateTime;
+
+    use super::*;
+    use crate::store::WriteBatch;
+
+    fn device(id: &str, owner: &str) -> String {
+        format!(
+            "[[device]]\nid = \"{id}\"\nname = \"{id}\"\nprofile = \"p\"\nlat = 48.1\nlon = 11.5\ndistrict = \"Mitte\"\n\
+             owner = \"{owner}\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n"
+        )
+    }
+
+    fn letter(device: Option<&str>, reason: &str) -> DeadLetter {
+        DeadLetter {
+            id: 0,
+            received_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            topic: "v3/app/devices/x/up".into(),
+            format: "ttn-v3".into(),
+            device: device.map(str::to_owned),
+            reason: reason.into(),
+            payload: b"{}".to_vec(),
+        }
+    }
+
+    /// Letters 1..=5: a (Umweltamt), b (Gartenamt), no device, a, b.
+    fn fixture() -> (tempfile::TempDir, EmbeddedStore, DeviceRegistry) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let letters = vec![
+            letter(Some("a"), "profile p: too short"),
+            letter(Some("b"), "profile p: too short"),
+            letter(None, "unknown device"),
+            letter(Some("a"), "not JSON"),
+            letter(Some("b"), "not JSON"),
+        ];
+        store.write(&WriteBatch { dead_letters: letters, ..Default::default() }).unwrap();
+        let text = format!("{}{}", device("a", "Umweltamt"), device("b", "Gartenamt"));
+        let devices = DeviceRegistry::parse(Path::new("devices.toml"), &text, |_| true).unwrap();
+        (dir, store, devices)
+    }
+
+    fn umweltamt(device: Option<&Device>) -> bool {
+        device.is_some_and(|d| d.owner == "Umweltamt")
+    }
+
+    fn ids(picked: &Picked) -> Vec<Result<u64, u64>> {
+        picked.letters.iter().map(|l| l.as_ref().map(|l| l.id).map_err(|id| *id)).collect()
+    }
+
+    #[test]
+    fn lists_only_what_the_caller_sees_each_letter_with_its_device() {
+        let (_dir, store, devices) = fixture();
+        let letters = DeadLetters::new(&store, &devices);
+        let (found, next) = letters.list(&DeadLetterFilter::default(), 0, 10, 100, &umweltamt).unwrap();
+        assert_eq!(found.iter().map(|f| f.letter.id).collect::<Vec<_>>(), vec![1, 4]);
+        assert!(found.iter().all(|f| f.device.as_ref().is_some_and(|d| d.id.as_str() == "a")));
+        assert_eq!(next, None);
+        let reason = DeadLetterFilter { device: None, reason: Some("NOT json".into()) };
+        let (found, next) = letters.list(&reason, 0, 1, 100, &|_| true).unwrap();
+        assert_eq!((found.iter().map(|f| f.letter.id).collect::<Vec<_>>(), next), (vec![4], Some(4)));
+    }
+
+    #[test]
+    fn get_hides_letters_of_other_departments_and_of_no_device() {
+        let (_dir, store, devices) = fixture();
+        let letters = DeadLetters::new(&store, &devices);
+        assert!(letters.get(1, &umweltamt).unwrap().is_some());
+        assert!(letters.get(2, &umweltamt).unwrap().is_none());
+        assert!(letters.get(3, &umweltamt).unwrap().is_none());
+        assert!(letters.get(3, &|_| true).unwrap().is_some_and(|f| f.device.is_none()));
+        assert!(letters.get(99, &|_| true).unwrap().is_none());
+    }
+
+    #[test]
+    fn picks_ids_in_order_with_missing_and_foreign_ones_gone() {
+        let (_dir, store, devices) = fixture();
+        let letters = DeadLetters::new(&store, &devices);
+        let picked = letters.pick(&Selection::Ids(vec![4, 2, 99, 1]), 10, &umweltamt).unwrap();
+        assert_eq!(ids(&picked), vec![Ok(4), Err(2), Err(99), Ok(1)]);
+        assert!(!picked.more);
+        let picked = letters.pick(&Selection::Ids(vec![4, 1]), 1, &umweltamt).unwrap();
+        assert_eq!(ids(&picked), vec![Ok(4)]);
+    }
+
+    #[test]
+    fn picks_matching_letters_up_to_the_limit_and_says_when_more_matched() {
+        let (_dir, store, devices) = fixture();
+        let letters = DeadLetters::new(&store, &devices);
+        let all = Selection::Matching(DeadLetterFilter::default());
+        let picked = letters.pick(&all, usize::MAX, &|_| true).unwrap();
+        assert_eq!(ids(&picked), vec![Ok(1), Ok(2), Ok(3), Ok(4), Ok(5)]);
+        assert!(!picked.more);
+        let picked = letters.pick(&all, 2, &|_| true).unwrap();
+        assert_eq!((ids(&picked), picked.more), (vec![Ok(1), Ok(2)], true));
+        let of_b = Selection::Matching(DeadLetterFilter { device: Some("b".into()), reason: None });
+        let picked = letters.pick(&of_b, 2, &|_| true).unwrap();
+        assert_eq!((ids(&picked), picked.more), (vec![Ok(2), Ok(5)], false));
+        assert!(letters.pick(&of_b, 10, &umweltamt).unwrap().letters.is_empty());
+    }
+
+    #[test]
+    fn describes_each_outcome() {
+        assert_eq!(describe(&ReplayOutcome::Stored { device: "a".into(), readings: 3 }), "a: 3 readings");
+        assert_eq!(describe(&ReplayOutcome::Failed { reason: "too short".into() }), "too short");
+        assert_eq!(describe(&ReplayOutcome::Refused { why: "no format".into() }), "no format");
+        assert_eq!(describe(&ReplayOutcome::Gone), "no such dead letter (replayed already?)");
+    }
+}
