@@ -404,6 +404,14 @@ async fn every_documented_route_answers_with_a_documented_status() {
                 answer.status,
                 answer.text()
             );
+            // A route that documents 304 tags its answers, and its tag sent back is a 304.
+            if documented.iter().any(|s| *s == "304") {
+                assert_eq!(answer.status, StatusCode::OK, "GET {uri}: {}", answer.text());
+                let etag = answer.header(header::ETAG).unwrap_or_else(|| panic!("GET {uri}: no ETag"));
+                assert_eq!(f.get_if_none_match(&uri, etag).await.status, StatusCode::NOT_MODIFIED, "GET {uri}");
+            } else {
+                assert!(answer.header(header::ETAG).is_none(), "GET {uri}: an ETag, but no 304 documented");
+            }
             served.push(path.clone());
         }
     }
@@ -856,6 +864,18 @@ async fn wrong_tokens_are_limited_per_client_and_the_open_api_is_not() {
     let other = f.admin_from("192.0.2.2", Method::GET, "/v1/admin/devices", Some(OPS), "").await;
     assert_eq!(other.status, StatusCode::OK, "{}", other.text());
     assert_eq!(f.get("/v1/devices").await.status, StatusCode::OK);
+
+    // Requests without any token cost nothing to send: a flood is recorded once a minute per
+    // client and route, while each wrong token (which counts) is recorded.
+    for _ in 0..20 {
+        let answer = f.admin_from("192.0.2.3", Method::GET, "/v1/admin/profiles", None, "").await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    let entries = f.audit_entries();
+    let on = |client: &str, action: &str| entries.iter().filter(|e| e["client"] == client && e["action"] == action).count();
+    assert_eq!(on("192.0.2.3", "GET /v1/admin/profiles"), 1, "{entries:?}");
+    // Three wrong tokens, and the first refusal over the limit (the second is sampled away).
+    assert_eq!(on("192.0.2.1", "GET /v1/admin/devices"), 4, "{entries:?}");
 }
 
 // ---- The admin API: devices ----
@@ -926,6 +946,17 @@ async fn creating_a_device_checks_it_writes_the_file_and_publishes_it() {
 
     let changes = f.audited_changes();
     assert_eq!(changes, [("umweltamt-ops".to_owned(), "device.create".to_owned(), "umwelt-neu".to_owned())]);
+    // Every request is on record before it acts, then with its status: refusals included.
+    let attempts: Vec<String> = f
+        .audit_entries()
+        .iter()
+        .filter(|e| e["action"] == "POST /v1/admin/devices")
+        .map(|e| format!("{} {}", e["who"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    let statuses: Vec<&str> =
+        attempts.iter().skip(1).step_by(2).map(|a| a["umweltamt-ops ".len()..].split(':').next().unwrap()).collect();
+    assert_eq!(statuses, ["400", "400", "400", "409", "422", "422", "ok"], "{attempts:?}");
+    assert!(attempts.iter().step_by(2).all(|a| a == "umweltamt-ops attempt"), "{attempts:?}");
     let audit = std::fs::read_to_string(&f.audit).unwrap();
     assert!(!audit.contains(OPS), "a token is in the audit log");
 }
@@ -1203,6 +1234,24 @@ async fn a_replayed_dead_letter_lands_once_and_one_that_fails_again_stays() {
         outcomes,
         [("umweltamt-ops".into(), "ok".into()), ("gartenamt-ops".into(), "failed".into()), ("it".into(), "refused".into())]
     );
+}
+
+#[tokio::test]
+async fn two_replays_of_one_letter_at_once_store_it_once() {
+    let (f, l) = Fixture::seeded();
+    let uri = format!("/v1/admin/dead-letters/{}/replay", l.lht65_good);
+    let (a, b) = tokio::join!(f.admin(Method::POST, &uri, Some(OPS), ""), f.admin(Method::POST, &uri, Some(ROOT), ""));
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::NOT_FOUND], "{} {}", a.text(), b.text());
+    let stored = if a.status == StatusCode::OK { a.json() } else { b.json() };
+    assert_eq!(stored["outcome"], "stored", "{stored}");
+    let latest = f
+        .get("/v1/readings?device=demo-lht65&quantity=relative_humidity&from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z")
+        .await
+        .json();
+    assert_eq!(latest["readings"].as_array().unwrap().len(), 1, "{latest}");
+    assert_eq!(f.audit_entries().iter().filter(|e| e["action"] == "dead_letter.replay" && e["outcome"] == "ok").count(), 1);
 }
 
 #[tokio::test]
