@@ -1092,6 +1092,11 @@ async fn a_profile_upload_is_checked_whole_before_it_is_written() {
     // Used by other departments' devices: only an all-departments token may replace it.
     let shared = upload(OPS, "dragino-lht65", file.clone()).await;
     assert_eq!(shared.status, StatusCode::CONFLICT, "{}", shared.text());
+    // The profile's id must be its file name, which is the URL's id.
+    let renamed = upload(OPS, "anderer-name", copy.clone()).await;
+    assert_eq!(renamed.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", renamed.text());
+    assert!(renamed.json()["problems"].to_string().contains("anderer-name"), "{}", renamed.text());
+    assert!(!f.profiles.join("anderer-name.toml").exists());
     let bad_id = upload(OPS, ".hidden", copy.clone()).await;
     assert_eq!(bad_id.status, StatusCode::BAD_REQUEST, "{}", bad_id.text());
 
@@ -1317,6 +1322,13 @@ async fn reload_reads_the_files_again_and_refuses_a_broken_set() {
     assert!(problems.contains("A840410000000003") && problems.contains("demo-lht65-depot"), "{problems}");
     assert_eq!(f.state.registry.devices().len(), 4);
     assert!(f.state.registry.devices().get("nachgetragen").is_some());
+    // A devices file with problems (a hand edit in progress) is not built on.
+    let broken = std::fs::read_to_string(&f.devices).unwrap();
+    let answer =
+        f.admin(Method::POST, "/v1/admin/devices", Some(OPS), new_device("umwelt-neu", "Umweltamt", "A8404100000000F1")).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.text());
+    assert!(answer.error().contains("devices file has problems"), "{}", answer.text());
+    assert_eq!(std::fs::read_to_string(&f.devices).unwrap(), broken);
 
     let outcomes: Vec<String> =
         f.audit_entries().iter().filter(|e| e["action"] == "reload").map(|e| e["outcome"].as_str().unwrap().to_owned()).collect();
