@@ -26,6 +26,8 @@
 //! - [`app`] wires the stages and owns shutdown.
 //! - [`cli`] is the command line, a module per command group; `main.rs` only parses the
 //!   arguments, starts the gateway's tracing and hands the command over.
+#![forbid(unsafe_code)]
+
 pub mod aggregates;
 pub mod api;
 pub mod app;

@@ -1,6 +1,8 @@
 //! The `messnetz` command line: parse the arguments, start tracing for the gateway, and hand
 //! the command to [`messnetz::cli`].
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

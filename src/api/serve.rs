@@ -88,22 +88,21 @@ pub fn limits(settings: &ApiSettings) -> Limits {
 
 /// The soft descriptor limit after raising it to the hard limit (if it was lower).
 fn raise_fd_limit() -> Option<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        warn!(error = %std::io::Error::last_os_error(), "cannot read the file-descriptor limit");
-        return None;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-        // SAFETY: setrlimit only reads the struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit.rlim_cur = limit.rlim_max;
-        } else {
-            warn!(error = %std::io::Error::last_os_error(), soft = limit.rlim_cur, hard = limit.rlim_max, "cannot raise the file-descriptor limit");
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            warn!(error = %e, "cannot read the file-descriptor limit");
+            return None;
+        }
+    };
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => return Some(hard),
+            Err(e) => warn!(error = %e, soft, hard, "cannot raise the file-descriptor limit"),
         }
     }
-    Some(limit.rlim_cur)
+    Some(soft)
 }
 
 /// Serve `router` on `listener` until `shutdown` fires, then give open requests
@@ -396,8 +395,7 @@ mod tests {
     fn the_connection_limit_leaves_the_reserved_descriptors() {
         let settings = ApiSettings { max_connections: usize::MAX / 2, ..ApiSettings::default() };
         let limits = limits(&settings);
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
-        assert_eq!(limits.max_connections as u64, limit.rlim_cur.saturating_sub(RESERVED_FDS).max(16));
+        let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(limits.max_connections as u64, soft.saturating_sub(RESERVED_FDS).max(16));
     }
 }

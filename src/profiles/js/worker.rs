@@ -86,13 +86,9 @@ pub fn serve() -> u8 {
 
 #[cfg(unix)]
 fn limit_process() {
-    let set = |resource, value: u64| {
-        let limit = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
-        // SAFETY: setrlimit reads the struct it is given and nothing else.
-        unsafe { libc::setrlimit(resource, &limit) };
-    };
-    set(libc::RLIMIT_CORE, 0);
-    set(libc::RLIMIT_AS, ADDRESS_SPACE_BYTES);
+    use nix::sys::resource::{setrlimit, Resource};
+    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+    let _ = setrlimit(Resource::RLIMIT_AS, ADDRESS_SPACE_BYTES, ADDRESS_SPACE_BYTES);
 }
 
 #[cfg(not(unix))]
@@ -102,21 +98,12 @@ fn limit_process() {}
 /// and a second (the limit counts whole seconds); past it the kernel ends the process.
 #[cfg(unix)]
 fn limit_cpu(timeout: Duration) {
-    // SAFETY: getrusage writes into the zeroed struct it is given; setrlimit reads one.
-    unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
-            return;
-        }
-        let used = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) as u64 + 1;
-        let soft = used + (2 * timeout).as_secs() + 1;
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_CPU, &mut limit) != 0 {
-            return;
-        }
-        limit.rlim_cur = (soft as libc::rlim_t).min(limit.rlim_max);
-        libc::setrlimit(libc::RLIMIT_CPU, &limit);
-    }
+    use nix::sys::resource::{getrlimit, getrusage, setrlimit, Resource, UsageWho};
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else { return };
+    let used = (usage.user_time().tv_sec() + usage.system_time().tv_sec()).max(0) as u64 + 1;
+    let soft = used + (2 * timeout).as_secs() + 1;
+    let Ok((_, hard)) = getrlimit(Resource::RLIMIT_CPU) else { return };
+    let _ = setrlimit(Resource::RLIMIT_CPU, soft.min(hard), hard);
 }
 
 #[cfg(not(unix))]
