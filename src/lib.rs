@@ -27,6 +27,9 @@
 //! - [`cli`] is the command line, a module per command group; `main.rs` only parses the
 //!   arguments, starts the gateway's tracing and hands the command over.
 #![forbid(unsafe_code)]
+// A panic in the gateway is a bug: errors are values outside tests.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod aggregates;
 pub mod api;

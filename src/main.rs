@@ -2,6 +2,7 @@
 //! the command to [`messnetz::cli`].
 
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
