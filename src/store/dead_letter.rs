@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::embedded::DEAD_LETTERS;
+use super::tables::{DEAD_LETTERS, DEAD_LETTER_SEQ};
 use super::{engine, EmbeddedStore, StoreError, WriteBatch};
 use crate::config::{MessageFormat, SubscriptionSettings};
 use crate::devices::{Device, DeviceRegistry};
@@ -256,9 +256,6 @@ impl EmbeddedStore {
         Ok(outcome)
     }
 }
-
-/// `"last"` → the highest dead letter id ever given.
-const DEAD_LETTER_SEQ: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("dead_letter_seq");
 
 /// The first of `n` new dead letter ids: above every id given before, even one whose letter
 /// a replay has removed since (an id names one message for good: in the audit log, and for

@@ -4,12 +4,10 @@
 //! crash the counters and the data agree: a frame whose readings were lost is not counted as
 //! seen, and a stored frame is never accepted a second time.
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::ReadableDatabase;
 
+use super::tables::FRAME_COUNTERS;
 use super::{engine, EmbeddedStore, StoreError};
-
-/// DevAddr (as the 32-bit number its hex spelling reads) → encoded [`FrameCounter`].
-pub(super) const FRAME_COUNTERS: TableDefinition<u32, &[u8]> = TableDefinition::new("lorawan_frame_counters");
 
 /// How many accepted frames are remembered for duplicate detection. Copies of one frame
 /// through several gateways arrive within moments, but a slow gateway's copy can come after

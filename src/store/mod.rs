@@ -7,6 +7,7 @@ mod frame_counters;
 pub mod influx;
 pub mod outbox;
 mod rollups;
+mod tables;
 mod window_journal;
 
 pub use dead_letter::{DeadLetter, DeadLetterFilter, ReplayOutcome};
