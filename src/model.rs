@@ -261,6 +261,17 @@ impl fmt::Debug for Escaped<'_> {
     }
 }
 
+/// The DCAT-AP.de URI of a licence code used in device files and settings.
+pub fn licence_uri(code: &str) -> Option<&'static str> {
+    match code {
+        "dl-by-de/2.0" => Some("http://dcat-ap.de/def/licenses/dl-by-de/2.0"),
+        "dl-zero-de/2.0" => Some("http://dcat-ap.de/def/licenses/dl-zero-de/2.0"),
+        "cc-by/4.0" => Some("http://dcat-ap.de/def/licenses/cc-by/4.0"),
+        "cc-zero" => Some("http://dcat-ap.de/def/licenses/cc-zero"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

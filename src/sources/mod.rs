@@ -9,13 +9,12 @@ pub mod listener;
 pub mod lorawan;
 pub mod lorawan_keys;
 pub mod mqtt;
-pub mod topic;
 pub mod ttn;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::config::{MessageFormat, SubscriptionSettings};
+use crate::config::{topic, MessageFormat, SubscriptionSettings};
 use crate::model::DevEui;
 
 /// One message on its way to the store, from whichever input took it.

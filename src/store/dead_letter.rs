@@ -144,7 +144,7 @@ impl DeadLetter {
             return subscriptions
                 .iter()
                 .find(|s| {
-                    crate::sources::topic::strip_share(&s.topic).is_ok_and(|f| crate::sources::topic::matches(f, &self.topic))
+                    crate::config::topic::strip_share(&s.topic).is_ok_and(|f| crate::config::topic::matches(f, &self.topic))
                 })
                 .map(|s| s.format)
                 .ok_or_else(|| format!("its topic {:?} still matches no subscription", self.topic));
