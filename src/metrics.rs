@@ -39,7 +39,7 @@ pub struct Metrics {
     /// Raw LoRaWAN frames whose MIC did not verify (wrong keys or altered frames).
     pub lorawan_mic_failures: AtomicU64,
     /// The InfluxDB writer and its spool.
-    pub influx: crate::store::influx::InfluxMetrics,
+    pub influx: InfluxMetrics,
     /// Readings per quality flag and failures per quality test.
     pub quality: crate::quality::QualityMetrics,
     store_latency_buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
@@ -106,6 +106,69 @@ impl Metrics {
         let _ = writeln!(out, "{name}_sum {}", self.store_latency_sum_us.load(Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {count}");
         out
+    }
+}
+
+/// The InfluxDB writer's counters (`store::influx`), rendered into `/metrics` by [`Metrics::render`].
+#[derive(Default)]
+pub struct InfluxMetrics {
+    /// Points InfluxDB accepted.
+    pub points_written: AtomicU64,
+    /// Write requests that failed in a retryable way (unreachable, timeout, 5xx, 429 ...).
+    pub write_errors: AtomicU64,
+    /// Points InfluxDB rejected as malformed, moved to the dead letters.
+    pub points_rejected: AtomicU64,
+    /// Points deleted unsent from a full spool (policy `drop-oldest`).
+    pub spool_dropped: AtomicU64,
+    /// Times ingest held a batch back because the spool was full (policy `backpressure`).
+    pub spool_full_waits: AtomicU64,
+    /// Points waiting in the spool (a gauge).
+    pub spool_readings: AtomicU64,
+    /// The spool size at which ingest holds messages back (policy `backpressure`); 0 when
+    /// nothing is held (no InfluxDB, or policy `drop-oldest`). Readiness compares the two.
+    pub spool_hold_limit: AtomicU64,
+}
+
+impl InfluxMetrics {
+    pub fn render(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 5] = [
+            ("messnetz_influx_points_written_total", "Points InfluxDB accepted.", &self.points_written),
+            (
+                "messnetz_influx_write_errors_total",
+                "InfluxDB write requests that failed and will be retried.",
+                &self.write_errors,
+            ),
+            (
+                "messnetz_influx_points_rejected_total",
+                "Points InfluxDB rejected as malformed (dead-lettered).",
+                &self.points_rejected,
+            ),
+            (
+                "messnetz_influx_spool_dropped_total",
+                "Points dropped unsent from a full spool (drop-oldest).",
+                &self.spool_dropped,
+            ),
+            (
+                "messnetz_influx_spool_full_waits_total",
+                "Times ingest waited for room in a full spool (backpressure).",
+                &self.spool_full_waits,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+        }
+        let name = "messnetz_influx_spool_readings";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Points waiting in the InfluxDB spool.\n# TYPE {name} gauge\n{name} {}",
+            self.spool_readings.load(Relaxed)
+        );
+        let name = "messnetz_influx_spool_hold_limit_readings";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Spooled points at which ingest holds messages back (backpressure); 0 when it never does.\n# TYPE {name} gauge\n{name} {}",
+            self.spool_hold_limit.load(Relaxed)
+        );
     }
 }
 

@@ -5,6 +5,7 @@ mod device_windows;
 mod embedded;
 mod frame_counters;
 pub mod influx;
+mod line_protocol;
 pub mod outbox;
 mod rollups;
 mod tables;

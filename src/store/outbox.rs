@@ -133,7 +133,7 @@ impl Spool {
     pub fn encode(&self, readings: &[Reading], device: &Device, out: &mut Vec<String>) {
         for r in readings {
             let mut line = String::with_capacity(160);
-            super::influx::write_line(r, device, &mut line);
+            super::line_protocol::write_line(r, device, &mut line);
             out.push(line);
         }
     }
