@@ -8,6 +8,7 @@ pub mod influx;
 mod line_protocol;
 pub mod outbox;
 mod rollups;
+mod series_lookup;
 mod tables;
 mod window_journal;
 
