@@ -218,6 +218,15 @@ impl QualityFlag {
     }
 }
 
+/// One decoded value of an uplink, before it becomes a [`Reading`] (a profile decodes it; derived
+/// quantities are added to it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodedValue {
+    pub quantity: Quantity,
+    /// Value in `quantity.unit()`.
+    pub value: f64,
+}
+
 /// One measured value: device, quantity, value in the canonical unit, time of measurement, quality.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {

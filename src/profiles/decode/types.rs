@@ -6,6 +6,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
+pub use crate::model::DecodedValue;
 use crate::model::Quantity;
 
 /// The largest LoRaWAN application payload (FRMPayload at the fastest data rates), the default
@@ -40,14 +41,6 @@ impl Decoded {
         values.extend(self.non_finite);
         Ok(values)
     }
-}
-
-/// One decoded reading.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DecodedValue {
-    pub quantity: Quantity,
-    /// Value in `quantity.unit()`.
-    pub value: f64,
 }
 
 /// Why a payload could not be decoded. The messages are written for an operator looking at a
