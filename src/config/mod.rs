@@ -3,6 +3,7 @@
 //! Each section is read on its own so that one start reports the errors of every section,
 //! each with its key path, instead of stopping at the first.
 
+mod quality;
 pub mod redact;
 mod settings;
 pub mod topic;
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+pub use quality::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
 pub use settings::*;
 
 /// The documented default configuration, printed by `messnetz config default`.
