@@ -2,7 +2,10 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::sources::InputMetrics;
 
 /// Upper bounds of the store commit latency buckets, in seconds.
 const LATENCY_BUCKETS_S: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0];
@@ -10,8 +13,6 @@ const LATENCY_BUCKETS_S: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0
 /// The gateway's counters. Shared by every stage through an `Arc`; updates are lock-free.
 #[derive(Default)]
 pub struct Metrics {
-    /// Messages taken from the broker.
-    pub messages_received: AtomicU64,
     /// Messages decoded into readings.
     pub messages_decoded: AtomicU64,
     /// Messages that could not be parsed, matched to a device or decoded.
@@ -24,12 +25,8 @@ pub struct Metrics {
     pub readings_flagged: AtomicU64,
     /// Messages acknowledged to the broker after their batch was stored.
     pub messages_acked: AtomicU64,
-    /// Connections (re)established to the broker.
-    pub mqtt_connects: AtomicU64,
     /// Store commits that failed (the batch is retried, not acknowledged).
     pub store_errors: AtomicU64,
-    /// Subscriptions the broker confirmed (SUBACK), counted again on every reconnect.
-    pub mqtt_subscriptions: AtomicU64,
     /// Raw LoRaWAN frames that are no data uplink (join requests, downlinks, MAC-only frames): acknowledged, not stored.
     pub lorawan_ignored: AtomicU64,
     /// Raw LoRaWAN copies of an already accepted frame (several gateways): acknowledged, not stored again.
@@ -38,6 +35,9 @@ pub struct Metrics {
     pub lorawan_replays: AtomicU64,
     /// Raw LoRaWAN frames whose MIC did not verify (wrong keys or altered frames).
     pub lorawan_mic_failures: AtomicU64,
+    /// The inputs (broker connection, embedded listener): messages received, connects,
+    /// confirmed subscriptions. An `Arc` of its own, handed to the input tasks.
+    pub input: Arc<InputMetrics>,
     /// The InfluxDB writer and its spool.
     pub influx: InfluxMetrics,
     /// Readings per quality flag and failures per quality test.
@@ -68,7 +68,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
         let counters: [(&str, &str, &AtomicU64); 14] = [
-            ("messnetz_messages_received_total", "Messages taken from the broker.", &self.messages_received),
+            ("messnetz_messages_received_total", "Messages taken from the broker.", &self.input.messages_received),
             ("messnetz_messages_decoded_total", "Messages decoded into readings.", &self.messages_decoded),
             (
                 "messnetz_messages_failed_total",
@@ -79,9 +79,9 @@ impl Metrics {
             ("messnetz_readings_stored_total", "Readings written to the store.", &self.readings_stored),
             ("messnetz_readings_flagged_total", "Readings flagged suspect or bad by quality control.", &self.readings_flagged),
             ("messnetz_messages_acked_total", "Messages acknowledged to the broker after storage.", &self.messages_acked),
-            ("messnetz_mqtt_connects_total", "Connections established to the broker.", &self.mqtt_connects),
+            ("messnetz_mqtt_connects_total", "Connections established to the broker.", &self.input.mqtt_connects),
             ("messnetz_store_errors_total", "Store commits that failed.", &self.store_errors),
-            ("messnetz_mqtt_subscriptions_total", "Subscriptions confirmed by the broker.", &self.mqtt_subscriptions),
+            ("messnetz_mqtt_subscriptions_total", "Subscriptions confirmed by the broker.", &self.input.mqtt_subscriptions),
             (
                 "messnetz_lorawan_ignored_total",
                 "Raw LoRaWAN frames that are no data uplink (join, downlink, MAC only).",

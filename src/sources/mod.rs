@@ -11,6 +11,8 @@ pub mod lorawan_keys;
 pub mod mqtt;
 pub mod ttn;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
@@ -89,6 +91,24 @@ impl Acknowledger {
             }
             Ack::Listener(handle) => handle.send(),
         }
+    }
+}
+
+/// The inputs' counters, shared by both inputs through an `Arc` and rendered into `/metrics`
+/// with the gateway's other counters (`metrics::Metrics` holds them); updates are lock-free.
+#[derive(Debug, Default)]
+pub struct InputMetrics {
+    /// Messages taken from the broker (or from a publisher of the embedded listener).
+    pub messages_received: AtomicU64,
+    /// Connections (re)established to the broker.
+    pub mqtt_connects: AtomicU64,
+    /// Subscriptions the broker confirmed (SUBACK), counted again on every reconnect.
+    pub mqtt_subscriptions: AtomicU64,
+}
+
+impl InputMetrics {
+    pub fn inc(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Relaxed);
     }
 }
 
