@@ -8,7 +8,7 @@
 //! and every loop over a payload advances by at least one byte, so none can make it loop.
 //!
 //! This module chooses a layout, compiles the `[[layouts]]` of a file, and holds the `fixed`
-//! kind. [`types`] holds what every kind shares (results, errors, the problem list), [`field`]
+//! kind. `types` holds what every kind shares (results, errors, the problem list), [`field`]
 //! reads and scales values from bytes, [`json`] finds them by JSON pointer; [`super::tlv`],
 //! [`super::flags`], [`super::lpp`] and [`super::js`] hold the other kinds. The kinds import
 //! from those three files, never from this one, so the arrows run one way.
