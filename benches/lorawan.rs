@@ -9,9 +9,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use messnetz::profiles::ProfileSet;
-use messnetz::sources::lorawan::{self, Opened, Outcome};
+use messnetz::sources::lorawan::{self, FrameCounter, Opened, Outcome};
 use messnetz::sources::lorawan_keys::{DeviceSession, SessionKey, SessionKeys};
-use messnetz::store::FrameCounter;
 
 const DEV_ADDR: u32 = 0x260B_1234;
 /// Dragino's published LHT65 example payload (11 bytes).

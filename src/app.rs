@@ -78,7 +78,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     ));
     match (source, embedded) {
         (Some(source), _) => {
-            tracker.spawn(source.run(tx, metrics.clone(), input.clone(), cancel.clone()));
+            tracker.spawn(source.run(tx, metrics.input.clone(), input.clone(), cancel.clone()));
         }
         (None, Some(tcp)) => {
             let routes = Routes::new(&settings.mqtt.subscriptions);
@@ -87,7 +87,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
                 settings.broker.clone(),
                 routes,
                 tx,
-                metrics.clone(),
+                metrics.input.clone(),
                 input.clone(),
                 cancel.clone(),
             ));

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use crate::config::QualitySettings;
 use crate::model::{DevEui, DeviceId, Quantity};
-use crate::quality::QualitySettings;
 
 /// Who may see a device's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,7 +148,7 @@ impl DeviceRegistry {
             if registry.by_id.contains_key(&device.id) {
                 invalid("id: used by an earlier device".into());
             }
-            for (q, message) in crate::quality::range_problems(&device.ranges) {
+            for (q, message) in crate::config::range_problems(&device.ranges) {
                 invalid(format!("ranges.{q}: {message}"));
             }
             if device.battery_low_v.is_some_and(|v| !v.is_finite() || v < 0.0) {

@@ -2,12 +2,14 @@
 //!
 //! Data flows top to bottom, and so do the modules:
 //!
-//! - [`config`] turns the TOML file and `MESSNETZ__` variables into typed [`config::Settings`].
+//! - [`config`] turns the TOML file and `MESSNETZ__` variables into typed [`config::Settings`],
+//!   including the `[quality]` thresholds ([`config::QualitySettings`]) and the MQTT
+//!   topic-filter rules ([`config::topic`]).
 //! - [`sources`] holds the inputs, the broker connection ([`sources::mqtt`]) and the embedded
 //!   listener of the zero-setup default ([`sources::listener`], which acknowledges publishers
 //!   only after storage), and one parser per message format (The Things Stack v3, ChirpStack v4, raw LoRaWAN frames), each producing an
 //!   [`sources::Uplink`]; raw frames are authenticated and decrypted with ABP session keys
-//!   ([`sources::lorawan`]) and their frame counters kept in the store.
+//!   ([`sources::lorawan`], which also defines the frame-counter state that the store keeps).
 //! - [`devices`] finds the device an uplink came from; [`profiles`] decodes its payload into
 //!   values of canonical [`model::Quantity`]s; [`quality`] flags each value.
 //! - [`ingest`] is the stage that ties these together and writes batches to the [`store`],
@@ -26,6 +28,13 @@
 //! - [`app`] wires the stages and owns shutdown.
 //! - [`cli`] is the command line, a module per command group; `main.rs` only parses the
 //!   arguments, starts the gateway's tracing and hands the command over.
+//!
+//! Imports only point down, and no two modules import each other. From the ground up:
+//! [`model`] (and [`audit`]); [`config`] and [`aggregates`]; [`sources`], [`devices`],
+//! [`profiles`] and [`quality`], which use only model and config types (the store implements
+//! quality's [`quality::SeriesLookup`], and [`metrics`] holds the counters of quality and the
+//! inputs); [`metrics`] and [`registry`]; [`store`]; [`ingest`], [`replay`] and
+//! [`rollup_flush`]; [`api`]; [`app`]; [`cli`].
 #![forbid(unsafe_code)]
 // A panic in the gateway is a bug: errors are values outside tests.
 #![deny(clippy::unwrap_used, clippy::expect_used)]

@@ -218,6 +218,15 @@ impl QualityFlag {
     }
 }
 
+/// One decoded value of an uplink, before it becomes a [`Reading`] (a profile decodes it; derived
+/// quantities are added to it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodedValue {
+    pub quantity: Quantity,
+    /// Value in `quantity.unit()`.
+    pub value: f64,
+}
+
 /// One measured value: device, quantity, value in the canonical unit, time of measurement, quality.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
@@ -258,6 +267,17 @@ impl fmt::Display for Escaped<'_> {
 impl fmt::Debug for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "\"{self}\"")
+    }
+}
+
+/// The DCAT-AP.de URI of a licence code used in device files and settings.
+pub fn licence_uri(code: &str) -> Option<&'static str> {
+    match code {
+        "dl-by-de/2.0" => Some("http://dcat-ap.de/def/licenses/dl-by-de/2.0"),
+        "dl-zero-de/2.0" => Some("http://dcat-ap.de/def/licenses/dl-zero-de/2.0"),
+        "cc-by/4.0" => Some("http://dcat-ap.de/def/licenses/cc-by/4.0"),
+        "cc-zero" => Some("http://dcat-ap.de/def/licenses/cc-zero"),
+        _ => None,
     }
 }
 

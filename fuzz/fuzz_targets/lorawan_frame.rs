@@ -2,9 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use messnetz::sources::lorawan::{self, Frame};
+use messnetz::sources::lorawan::{self, Frame, FrameCounter};
 use messnetz::sources::lorawan_keys::{DeviceSession, SessionKey, SessionKeys};
-use messnetz::store::FrameCounter;
 
 fuzz_target!(|data: &[u8]| {
     let session = DeviceSession {

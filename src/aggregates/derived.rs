@@ -6,8 +6,7 @@
 //!   and where its result is 80 °F or more, the Rothfusz regression with the NWS
 //!   adjustments for very dry and very humid air. Computed in °F as published, returned in °C.
 
-use crate::model::Quantity;
-use crate::profiles::DecodedValue;
+use crate::model::{DecodedValue, Quantity};
 
 /// Append dew point and heat index to one uplink's values when it has both air temperature
 /// and relative humidity (the same measurement, so the same time).

@@ -25,6 +25,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::config::OpenDataSettings;
 use crate::devices::{Device, Visibility};
 use crate::metrics::Metrics;
+use crate::model::licence_uri;
 use crate::registry::Registry;
 use crate::store::EmbeddedStore;
 use error::ApiError;
@@ -70,17 +71,6 @@ pub fn router(state: AppState) -> Router {
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
-}
-
-/// The DCAT-AP.de URI of a licence code used in device files and settings.
-pub fn licence_uri(code: &str) -> Option<&'static str> {
-    match code {
-        "dl-by-de/2.0" => Some("http://dcat-ap.de/def/licenses/dl-by-de/2.0"),
-        "dl-zero-de/2.0" => Some("http://dcat-ap.de/def/licenses/dl-zero-de/2.0"),
-        "cc-by/4.0" => Some("http://dcat-ap.de/def/licenses/cc-by/4.0"),
-        "cc-zero" => Some("http://dcat-ap.de/def/licenses/cc-zero"),
-        _ => None,
-    }
 }
 
 /// `Link: <licence>; rel="license"` (RFC 8288), so even a CSV download says its licence.

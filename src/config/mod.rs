@@ -3,13 +3,16 @@
 //! Each section is read on its own so that one start reports the errors of every section,
 //! each with its key path, instead of stopping at the first.
 
+mod quality;
 pub mod redact;
 mod settings;
+pub mod topic;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+pub use quality::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
 pub use settings::*;
 
 /// The documented default configuration, printed by `messnetz config default`.
@@ -150,7 +153,7 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
         err("mqtt.password", "a password needs mqtt.username too");
     }
     for (i, sub) in s.mqtt.subscriptions.iter().enumerate() {
-        if let Err(why) = crate::sources::topic::validate_filter(&sub.topic) {
+        if let Err(why) = topic::validate_filter(&sub.topic) {
             err(&format!("mqtt.subscriptions[{i}].topic"), &why);
         }
         if sub.qos > 1 {
@@ -168,7 +171,7 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if s.ingest.max_batch == 0 {
         err("ingest.max_batch", "expected at least 1");
     }
-    if crate::api::licence_uri(&s.open_data.district_licence).is_none() {
+    if crate::model::licence_uri(&s.open_data.district_licence).is_none() {
         err("open_data.district_licence", "expected dl-by-de/2.0, dl-zero-de/2.0 or cc-by/4.0");
     }
     if s.open_data.base_url.ends_with('/') || !s.open_data.base_url.starts_with("http") {

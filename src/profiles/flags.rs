@@ -7,7 +7,8 @@
 
 use std::ops::Range;
 
-use super::decode::{check_duplicate_quantities, compile_fixed_field, read_bits, DecodeError, Decoded, FixedField, Issues};
+use super::decode::field::{compile_fixed_field, read_bits, FixedField};
+use super::decode::types::{check_duplicate_quantities, DecodeError, Decoded, Issues};
 use super::format::{FieldType, LayoutSpec};
 use crate::model::Quantity;
 

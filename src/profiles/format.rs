@@ -42,7 +42,7 @@ pub struct ProfileFile {
     /// Quality control for this model: `[quality]` with `ranges` (its measuring range per
     /// quantity, `[min, max]` in the canonical unit) and `battery_low_v`. Optional.
     #[serde(default)]
-    pub quality: crate::quality::ProfileQuality,
+    pub quality: crate::config::ProfileQuality,
 }
 
 /// How one kind of payload is laid out.

@@ -7,9 +7,8 @@
 //! mapping replaces the default for that channel. Multi-axis types (accelerometer, gyrometer,
 //! GPS) are skipped. An unknown type stops decoding with a warning, keeping what came before.
 
-use super::decode::{
-    check_duplicate_quantities, compile_scaling, reject_keys, DecodeError, Decoded, DecodedValue, Issues, Scaling,
-};
+use super::decode::field::{compile_scaling, reject_keys, Scaling};
+use super::decode::types::{check_duplicate_quantities, DecodeError, Decoded, DecodedValue, Issues};
 use super::format::LayoutSpec;
 use super::tlv::hex;
 use crate::model::Quantity;

@@ -41,7 +41,7 @@ pub struct Profile {
     layouts: Layouts,
     examples: Vec<Example>,
     /// The profile's `[quality]` overrides (ranges, battery threshold).
-    quality: crate::quality::ProfileQuality,
+    quality: crate::config::ProfileQuality,
 }
 
 #[derive(Debug)]
@@ -165,7 +165,7 @@ impl Profile {
     }
 
     /// The profile's quality-control overrides: its measuring ranges and battery threshold.
-    pub fn quality(&self) -> &crate::quality::ProfileQuality {
+    pub fn quality(&self) -> &crate::config::ProfileQuality {
         &self.quality
     }
 
@@ -322,7 +322,7 @@ fn check_metadata(spec: &ProfileFile, file: &Path, issues: &mut Vec<Issue>) {
             push(None, key, format!("`{key}` must not be empty"));
         }
     }
-    for (q, message) in crate::quality::range_problems(&spec.quality.ranges) {
+    for (q, message) in crate::config::range_problems(&spec.quality.ranges) {
         push(None, &format!("quality.ranges.{q}"), message);
     }
     if spec.quality.battery_low_v.is_some_and(|v| !v.is_finite() || v < 0.0) {

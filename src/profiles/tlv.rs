@@ -7,7 +7,8 @@
 
 use std::ops::Range;
 
-use super::decode::{check_duplicate_quantities, compile_fixed_field, DecodeError, Decoded, FixedField, Issues};
+use super::decode::field::{compile_fixed_field, FixedField};
+use super::decode::types::{check_duplicate_quantities, DecodeError, Decoded, Issues};
 use super::format::LayoutSpec;
 use crate::model::Quantity;
 

@@ -15,9 +15,11 @@
 //! tests flag what a human should look at, and a real front can trip a spike test. Flagged
 //! readings are stored like any other, never dropped. The spike and stuck tests need the
 //! series' recent history, kept per series in a bounded [`SeriesHistory`].
+//!
+//! The thresholds are the `[quality]` section of the configuration ([`QualitySettings`], with
+//! the per-profile [`ProfileQuality`]); they live in `config` and are re-exported here.
 
 mod series;
-mod settings;
 mod time;
 
 use std::collections::BTreeMap;
@@ -28,8 +30,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::model::{QualityFlag, Quantity};
 
+pub use crate::config::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
 pub use series::{SeriesHistory, SeriesLookup};
-pub use settings::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
 pub use time::{earliest_plausible, reading_time, ReadingTime, EARLIEST_PLAUSIBLE};
 
 /// The quality tests, as named in reasons and metric labels.

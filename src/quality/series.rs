@@ -13,12 +13,12 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{Limits, Test, Verdict};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
-use crate::store::EmbeddedStore;
 
 /// How far before and after a late reading its stored neighbours are looked for.
 const LATE_NEIGHBOUR_WINDOW: Duration = Duration::hours(3);
 
-/// Where the history of a series comes from when memory does not have it: the store.
+/// Where the history of a series comes from when memory does not have it: the store, which
+/// implements this trait (so quality never imports the store).
 pub trait SeriesLookup {
     /// The newest stored reading of every quantity of `device`.
     fn latest(&self, device: &DeviceId) -> Result<Vec<Reading>, String>;
@@ -32,22 +32,6 @@ pub trait SeriesLookup {
         time: DateTime<Utc>,
         within: Duration,
     ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String>;
-}
-
-impl SeriesLookup for EmbeddedStore {
-    fn latest(&self, device: &DeviceId) -> Result<Vec<Reading>, String> {
-        EmbeddedStore::latest(self, device).map_err(|e| e.to_string())
-    }
-
-    fn neighbours(
-        &self,
-        device: &DeviceId,
-        q: Quantity,
-        time: DateTime<Utc>,
-        within: Duration,
-    ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
-        EmbeddedStore::neighbours(self, device, q, time, within).map_err(|e| e.to_string())
-    }
 }
 
 /// What is remembered of one series.

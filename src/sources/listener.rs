@@ -30,9 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::{Ack, AckError, Inbound, InputStatus, Routes, KEPT_OF_OVERSIZED};
+use super::{Ack, AckError, Inbound, InputMetrics, InputStatus, Routes, KEPT_OF_OVERSIZED};
 use crate::config::BrokerSettings;
-use crate::metrics::Metrics;
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +84,7 @@ pub async fn run(
     settings: BrokerSettings,
     routes: Routes,
     out: mpsc::Sender<Inbound>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<InputMetrics>,
     status: Arc<InputStatus>,
     cancel: CancellationToken,
 ) {
@@ -133,7 +132,7 @@ struct Connection {
     settings: Arc<BrokerSettings>,
     routes: Arc<Routes>,
     out: mpsc::Sender<Inbound>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<InputMetrics>,
     peer: SocketAddr,
 }
 
@@ -298,7 +297,7 @@ impl Connection {
 
     /// Pass a message to ingest, waiting for room (the publisher waits with it). `false` at shutdown.
     async fn hand_over(&self, inbound: Inbound, cancel: &CancellationToken) -> bool {
-        Metrics::inc(&self.metrics.messages_received, 1);
+        InputMetrics::inc(&self.metrics.messages_received, 1);
         tokio::select! {
             _ = cancel.cancelled() => false,
             sent = self.out.send(inbound) => sent.is_ok(),

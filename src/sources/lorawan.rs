@@ -7,9 +7,9 @@
 //! frame heard by several gateways, and decrypts FRMPayload with the AppSKey.
 //!
 //! Nothing in a frame is trusted before its MIC has been checked: the DevAddr only selects
-//! which keys to check it with. The counter state lives in the store
-//! ([`crate::store::FrameCounter`]); this module only computes the next state, so the
-//! caller can keep it in the same transaction as the readings.
+//! which keys to check it with. The counter state ([`FrameCounter`]) is defined here and
+//! kept in the store; this module only computes the next state, so the caller can keep it
+//! in the same transaction as the readings.
 
 use std::borrow::Cow;
 
@@ -19,13 +19,53 @@ use serde::Deserialize;
 
 use super::lorawan_keys::{DeviceSession, SessionKeys};
 use super::parse_time;
-use crate::store::{FrameCounter, DUPLICATE_WINDOW_MS};
 
 /// A LoRa radio frame carries at most 255 bytes; anything longer did not come off the air.
 pub const MAX_FRAME_BYTES: usize = 255;
 
 /// The smallest data frame: MHDR, DevAddr, FCtrl, FCnt, MIC.
 const MIN_DATA_FRAME_BYTES: usize = 12;
+
+/// How many accepted frames are remembered for duplicate detection. Copies of one frame
+/// through several gateways arrive within moments, but a slow gateway's copy can come after
+/// the device's next frame; a short history keeps that copy a duplicate instead of a replay.
+pub const RECENT_FRAMES: usize = 8;
+
+/// How long after a frame was accepted an exact copy of it counts as a duplicate (a slow
+/// gateway, a broker redelivering after a reconnect). Later, the same copy is a replay.
+pub const DUPLICATE_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// What is known about one device's uplink frame counter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameCounter {
+    /// Highest full (32-bit) FCnt accepted so far.
+    pub last: u32,
+    /// The most recently accepted frames, oldest first.
+    pub recent: Vec<RecentFrame>,
+}
+
+/// One accepted frame, remembered to recognise its copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentFrame {
+    /// Full (32-bit) FCnt.
+    pub f_cnt: u32,
+    /// Its MIC: a copy of the frame carries the same one.
+    pub mic: [u8; 4],
+    /// When it was accepted (gateway reception time, ms since the epoch).
+    pub at_ms: i64,
+}
+
+impl FrameCounter {
+    /// Record an accepted frame.
+    pub fn accept(&mut self, f_cnt: u32, mic: [u8; 4], at_ms: i64) {
+        self.last = self.last.max(f_cnt);
+        self.recent.push(RecentFrame { f_cnt, mic, at_ms });
+        if self.recent.len() > RECENT_FRAMES {
+            let extra = self.recent.len() - RECENT_FRAMES;
+            self.recent.drain(..extra);
+        }
+    }
+}
 
 /// Why a raw frame was not accepted.
 #[derive(Debug, thiserror::Error)]

@@ -9,13 +9,14 @@ pub mod listener;
 pub mod lorawan;
 pub mod lorawan_keys;
 pub mod mqtt;
-pub mod topic;
 pub mod ttn;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::config::{MessageFormat, SubscriptionSettings};
+use crate::config::{topic, MessageFormat, SubscriptionSettings};
 use crate::model::DevEui;
 
 /// One message on its way to the store, from whichever input took it.
@@ -90,6 +91,24 @@ impl Acknowledger {
             }
             Ack::Listener(handle) => handle.send(),
         }
+    }
+}
+
+/// The inputs' counters, shared by both inputs through an `Arc` and rendered into `/metrics`
+/// with the gateway's other counters (`metrics::Metrics` holds them); updates are lock-free.
+#[derive(Debug, Default)]
+pub struct InputMetrics {
+    /// Messages taken from the broker (or from a publisher of the embedded listener).
+    pub messages_received: AtomicU64,
+    /// Connections (re)established to the broker.
+    pub mqtt_connects: AtomicU64,
+    /// Subscriptions the broker confirmed (SUBACK), counted again on every reconnect.
+    pub mqtt_subscriptions: AtomicU64,
+}
+
+impl InputMetrics {
+    pub fn inc(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Relaxed);
     }
 }
 

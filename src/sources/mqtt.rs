@@ -14,9 +14,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{Ack, Inbound, InputStatus, Routes};
+use super::{Ack, Inbound, InputMetrics, InputStatus, Routes};
 use crate::config::{MqttSettings, SubscriptionSettings};
-use crate::metrics::Metrics;
 
 /// The largest packet MQTT can frame (a remaining length of 268,435,455 bytes plus the fixed
 /// header). The connection reads whatever the broker delivers: a message the client refused
@@ -127,7 +126,7 @@ impl MqttSource {
     pub async fn run(
         mut self,
         out: mpsc::Sender<Inbound>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<InputMetrics>,
         status: Arc<InputStatus>,
         cancel: CancellationToken,
     ) {
@@ -142,7 +141,7 @@ impl MqttSource {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     info!(session_present = ack.session_present, "connected to the MQTT broker");
-                    Metrics::inc(&metrics.mqtt_connects, 1);
+                    InputMetrics::inc(&metrics.mqtt_connects, 1);
                     backoff.connected(Instant::now());
                     confirmed = 0;
                     status.not_ready("connected to the broker, waiting for it to confirm the subscriptions".into());
@@ -161,7 +160,7 @@ impl MqttSource {
                             error!(pkid = ack.pkid, "the broker refused a subscription (check its ACL)");
                             status.not_ready("the broker refused a subscription (check its ACL)".into());
                         } else {
-                            Metrics::inc(&metrics.mqtt_subscriptions, 1);
+                            InputMetrics::inc(&metrics.mqtt_subscriptions, 1);
                             confirmed += 1;
                             if confirmed == self.subscriptions.len() {
                                 status.ready();
@@ -170,7 +169,7 @@ impl MqttSource {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    Metrics::inc(&metrics.messages_received, 1);
+                    InputMetrics::inc(&metrics.messages_received, 1);
                     let inbound = self.inbound(publish);
                     tokio::select! {
                         _ = cancel.cancelled() => break,

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::embedded::DEAD_LETTERS;
+use super::tables::{DEAD_LETTERS, DEAD_LETTER_SEQ};
 use super::{engine, EmbeddedStore, StoreError, WriteBatch};
 use crate::config::{MessageFormat, SubscriptionSettings};
 use crate::devices::{Device, DeviceRegistry};
@@ -144,7 +144,7 @@ impl DeadLetter {
             return subscriptions
                 .iter()
                 .find(|s| {
-                    crate::sources::topic::strip_share(&s.topic).is_ok_and(|f| crate::sources::topic::matches(f, &self.topic))
+                    crate::config::topic::strip_share(&s.topic).is_ok_and(|f| crate::config::topic::matches(f, &self.topic))
                 })
                 .map(|s| s.format)
                 .ok_or_else(|| format!("its topic {:?} still matches no subscription", self.topic));
@@ -256,9 +256,6 @@ impl EmbeddedStore {
         Ok(outcome)
     }
 }
-
-/// `"last"` → the highest dead letter id ever given.
-const DEAD_LETTER_SEQ: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("dead_letter_seq");
 
 /// The first of `n` new dead letter ids: above every id given before, even one whose letter
 /// a replay has removed since (an id names one message for good: in the audit log, and for

@@ -25,16 +25,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
-use super::embedded::READINGS;
+use super::tables::{DEVICE_WINDOWS, READINGS, WINDOW_JOURNAL};
 use super::window_journal::{self, Pending};
 use super::{engine, StoreError};
 use crate::aggregates::{Interval, Window};
 use crate::model::{QualityFlag, Quantity};
-
-/// (device, quantity name, day start ms) → a day row ([`encode_day`]).
-pub(super) const DEVICE_WINDOWS: TableDefinition<(&str, &str, i64), &[u8]> = TableDefinition::new("device_windows");
 
 const TEN: Interval = Interval::TenMinutes;
 
@@ -68,7 +65,7 @@ pub(super) fn flush(
     let read = db.begin_read().map_err(engine)?;
     // Per device, the hours touched.
     let mut dirty: HashMap<String, BTreeSet<i64>> = HashMap::new();
-    let journal = read.open_table(window_journal::WINDOW_JOURNAL).map_err(engine)?;
+    let journal = read.open_table(WINDOW_JOURNAL).map_err(engine)?;
     let seqs = window_journal::oldest(&journal, max_batches, |device, hours| {
         let of_device = match dirty.get_mut(device) {
             Some(h) => h,
@@ -694,7 +691,7 @@ mod tests {
             store
                 .with_db(|db| {
                     let tx = db.begin_write().unwrap();
-                    tx.delete_table(window_journal::WINDOW_JOURNAL).unwrap();
+                    tx.delete_table(WINDOW_JOURNAL).unwrap();
                     tx.delete_table(DEVICE_WINDOWS).unwrap();
                     tx.commit().unwrap();
                     Ok(())

@@ -11,20 +11,16 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
 
 use super::device_windows::{self, FlushSummary};
+use super::tables::{
+    DEAD_LETTERS, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS, LAST_SEEN, OUTBOX, READINGS, ROLLUPS, WINDOW_JOURNAL,
+};
 use super::window_journal::{self, Pending, Touched};
 use super::{engine, rollups, DeadLetter, StoreError, WriteBatch};
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
-
-/// (device, quantity name, time in ms since the epoch) → (value, flag, reason).
-pub(super) const READINGS: TableDefinition<(&str, &str, i64), (f64, u8, &str)> = TableDefinition::new("readings");
-/// device → last reception time in ms since the epoch.
-const LAST_SEEN: TableDefinition<&str, i64> = TableDefinition::new("last_seen");
-/// sequence number → dead letter as JSON.
-pub(super) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
 /// Journal rows one flush transaction handles at most, so a long backlog (after a restart
 /// or an outage) is stored in steps and never holds up ingest's commits for long.
@@ -94,16 +90,16 @@ impl EmbeddedStore {
         let db = Database::create(dir.join("messnetz.redb")).map_err(engine)?;
         // Create the tables up front so readers never meet a missing table.
         let tx = db.begin_write().map_err(engine)?;
-        let has_device_windows = tx.list_tables().map_err(engine)?.any(|t| t.name() == device_windows::DEVICE_WINDOWS.name());
+        let has_device_windows = tx.list_tables().map_err(engine)?.any(|t| t.name() == DEVICE_WINDOWS.name());
         tx.open_table(READINGS).map_err(engine)?;
         tx.open_table(LAST_SEEN).map_err(engine)?;
         tx.open_table(DEAD_LETTERS).map_err(engine)?;
-        tx.open_table(super::outbox::OUTBOX).map_err(engine)?;
-        tx.open_table(rollups::ROLLUPS).map_err(engine)?;
-        tx.open_table(rollups::DEVICE_DISTRICT).map_err(engine)?;
-        tx.open_table(super::frame_counters::FRAME_COUNTERS).map_err(engine)?;
-        tx.open_table(window_journal::WINDOW_JOURNAL).map_err(engine)?;
-        tx.open_table(device_windows::DEVICE_WINDOWS).map_err(engine)?;
+        tx.open_table(OUTBOX).map_err(engine)?;
+        tx.open_table(ROLLUPS).map_err(engine)?;
+        tx.open_table(DEVICE_DISTRICT).map_err(engine)?;
+        tx.open_table(FRAME_COUNTERS).map_err(engine)?;
+        tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
+        tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
         // A store from before device windows were stored: build them from its readings, in
         // this transaction (an interrupted build runs again at the next start).
         if !has_device_windows {
@@ -533,8 +529,8 @@ impl EmbeddedStore {
             let tx = db.begin_read().map_err(engine)?;
             let space = |s: redb::TableStats| (s.stored_bytes(), s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes());
             let readings = space(tx.open_table(READINGS).map_err(engine)?.stats().map_err(engine)?);
-            let devices = space(tx.open_table(device_windows::DEVICE_WINDOWS).map_err(engine)?.stats().map_err(engine)?);
-            let districts = space(tx.open_table(rollups::ROLLUPS).map_err(engine)?.stats().map_err(engine)?);
+            let devices = space(tx.open_table(DEVICE_WINDOWS).map_err(engine)?.stats().map_err(engine)?);
+            let districts = space(tx.open_table(ROLLUPS).map_err(engine)?.stats().map_err(engine)?);
             Ok(vec![
                 ("readings", readings.0, readings.1),
                 ("device windows", devices.0, devices.1),

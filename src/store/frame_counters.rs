@@ -1,86 +1,46 @@
-//! LoRaWAN frame counters per DevAddr: the last accepted 32-bit FCnt and the MICs of the most recent frames.
+//! LoRaWAN frame counters per DevAddr, persisted: the last accepted 32-bit FCnt and the MICs of the most recent frames.
 //!
-//! They are written in the same transaction as the readings the frames produced, so after a
-//! crash the counters and the data agree: a frame whose readings were lost is not counted as
-//! seen, and a stored frame is never accepted a second time.
+//! [`FrameCounter`] is a type of [`crate::sources::lorawan`], which computes each next state;
+//! the store only encodes, writes and reads it. The counters are written in the same
+//! transaction as the readings the frames produced, so after a crash the counters and the data
+//! agree: a frame whose readings were lost is not counted as seen, and a stored frame is never
+//! accepted a second time.
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::ReadableDatabase;
 
+use super::tables::FRAME_COUNTERS;
 use super::{engine, EmbeddedStore, StoreError};
+use crate::sources::lorawan::{FrameCounter, RecentFrame};
 
-/// DevAddr (as the 32-bit number its hex spelling reads) → encoded [`FrameCounter`].
-pub(super) const FRAME_COUNTERS: TableDefinition<u32, &[u8]> = TableDefinition::new("lorawan_frame_counters");
-
-/// How many accepted frames are remembered for duplicate detection. Copies of one frame
-/// through several gateways arrive within moments, but a slow gateway's copy can come after
-/// the device's next frame; a short history keeps that copy a duplicate instead of a replay.
-pub const RECENT_FRAMES: usize = 8;
-
-/// How long after a frame was accepted an exact copy of it counts as a duplicate (a slow
-/// gateway, a broker redelivering after a reconnect). Later, the same copy is a replay.
-pub const DUPLICATE_WINDOW_MS: i64 = 10 * 60 * 1000;
-
-/// What is known about one device's uplink frame counter.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FrameCounter {
-    /// Highest full (32-bit) FCnt accepted so far.
-    pub last: u32,
-    /// The most recently accepted frames, oldest first.
-    pub recent: Vec<RecentFrame>,
+/// Version byte, `last` (4 bytes LE), then 16 bytes per recent frame (FCnt, MIC, time).
+fn encode(counter: &FrameCounter) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + 16 * counter.recent.len());
+    out.push(1);
+    out.extend_from_slice(&counter.last.to_le_bytes());
+    for r in &counter.recent {
+        out.extend_from_slice(&r.f_cnt.to_le_bytes());
+        out.extend_from_slice(&r.mic);
+        out.extend_from_slice(&r.at_ms.to_le_bytes());
+    }
+    out
 }
 
-/// One accepted frame, remembered to recognise its copies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecentFrame {
-    /// Full (32-bit) FCnt.
-    pub f_cnt: u32,
-    /// Its MIC: a copy of the frame carries the same one.
-    pub mic: [u8; 4],
-    /// When it was accepted (gateway reception time, ms since the epoch).
-    pub at_ms: i64,
-}
-
-impl FrameCounter {
-    /// Record an accepted frame.
-    pub fn accept(&mut self, f_cnt: u32, mic: [u8; 4], at_ms: i64) {
-        self.last = self.last.max(f_cnt);
-        self.recent.push(RecentFrame { f_cnt, mic, at_ms });
-        if self.recent.len() > RECENT_FRAMES {
-            let extra = self.recent.len() - RECENT_FRAMES;
-            self.recent.drain(..extra);
-        }
+fn decode(bytes: &[u8]) -> Result<FrameCounter, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("frame counter record of {} bytes", bytes.len()));
+    let (version, rest) = bytes.split_first().ok_or_else(corrupt)?;
+    if *version != 1 || rest.len() < 4 || (rest.len() - 4) % 16 != 0 {
+        return Err(corrupt());
     }
-
-    /// Version byte, `last` (4 bytes LE), then 16 bytes per recent frame (FCnt, MIC, time).
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(5 + 16 * self.recent.len());
-        out.push(1);
-        out.extend_from_slice(&self.last.to_le_bytes());
-        for r in &self.recent {
-            out.extend_from_slice(&r.f_cnt.to_le_bytes());
-            out.extend_from_slice(&r.mic);
-            out.extend_from_slice(&r.at_ms.to_le_bytes());
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let corrupt = || StoreError::Corrupt(format!("frame counter record of {} bytes", bytes.len()));
-        let (version, rest) = bytes.split_first().ok_or_else(corrupt)?;
-        if *version != 1 || rest.len() < 4 || (rest.len() - 4) % 16 != 0 {
-            return Err(corrupt());
-        }
-        let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let recent = rest[4..]
-            .chunks_exact(16)
-            .map(|c| RecentFrame {
-                f_cnt: word(&c[..4]),
-                mic: [c[4], c[5], c[6], c[7]],
-                at_ms: i64::from_le_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
-            })
-            .collect();
-        Ok(Self { last: word(&rest[..4]), recent })
-    }
+    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let recent = rest[4..]
+        .chunks_exact(16)
+        .map(|c| RecentFrame {
+            f_cnt: word(&c[..4]),
+            mic: [c[4], c[5], c[6], c[7]],
+            at_ms: i64::from_le_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
+        })
+        .collect();
+    Ok(FrameCounter { last: word(&rest[..4]), recent })
 }
 
 /// Write the counters a batch moved forward.
@@ -90,7 +50,7 @@ pub(super) fn write<'a>(
 ) -> Result<(), StoreError> {
     let mut table = tx.open_table(FRAME_COUNTERS).map_err(engine)?;
     for (dev_addr, counter) in counters {
-        table.insert(*dev_addr, counter.encode().as_slice()).map_err(engine)?;
+        table.insert(*dev_addr, encode(counter).as_slice()).map_err(engine)?;
     }
     Ok(())
 }
@@ -102,7 +62,7 @@ impl EmbeddedStore {
             let tx = db.begin_read().map_err(engine)?;
             let table = tx.open_table(FRAME_COUNTERS).map_err(engine)?;
             match table.get(dev_addr).map_err(engine)? {
-                Some(v) => Ok(Some(FrameCounter::decode(v.value())?)),
+                Some(v) => Ok(Some(decode(v.value())?)),
                 None => Ok(None),
             }
         })
@@ -112,6 +72,7 @@ impl EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::lorawan::RECENT_FRAMES;
     use crate::store::WriteBatch;
 
     #[test]
@@ -123,9 +84,9 @@ mod tests {
         assert_eq!(c.last, 19);
         assert_eq!(c.recent.len(), RECENT_FRAMES);
         assert_eq!((c.recent[0].f_cnt, c.recent[0].at_ms), (12, 12_000));
-        assert_eq!(FrameCounter::decode(&c.encode()).unwrap(), c);
-        assert!(FrameCounter::decode(&[1, 0, 0]).is_err());
-        assert!(FrameCounter::decode(&[]).is_err());
+        assert_eq!(decode(&encode(&c)).unwrap(), c);
+        assert!(decode(&[1, 0, 0]).is_err());
+        assert!(decode(&[]).is_err());
     }
 
     #[test]

@@ -22,9 +22,7 @@
 //!   points (401/403/404 are a token or bucket problem an operator fixes), so the batch stays
 //!   spooled and is retried with exponential backoff (or after `Retry-After`).
 
-use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,12 +31,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+pub use super::line_protocol::write_line;
 use super::outbox::Spool;
 use super::{DeadLetter, EmbeddedStore, StoreError, WriteBatch};
 use crate::config::{InfluxSettings, SpoolFullPolicy};
-use crate::devices::Device;
 use crate::metrics::Metrics;
-use crate::model::Reading;
 
 /// Why the writer could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -51,105 +48,6 @@ pub enum InfluxError {
     Client(#[from] reqwest::Error),
     #[error("cannot read the spool: {0}")]
     Store(#[from] StoreError),
-}
-
-/// The writer's counters, rendered into `/metrics` by [`Metrics::render`].
-#[derive(Default)]
-pub struct InfluxMetrics {
-    /// Points InfluxDB accepted.
-    pub points_written: AtomicU64,
-    /// Write requests that failed in a retryable way (unreachable, timeout, 5xx, 429 ...).
-    pub write_errors: AtomicU64,
-    /// Points InfluxDB rejected as malformed, moved to the dead letters.
-    pub points_rejected: AtomicU64,
-    /// Points deleted unsent from a full spool (policy `drop-oldest`).
-    pub spool_dropped: AtomicU64,
-    /// Times ingest held a batch back because the spool was full (policy `backpressure`).
-    pub spool_full_waits: AtomicU64,
-    /// Points waiting in the spool (a gauge).
-    pub spool_readings: AtomicU64,
-    /// The spool size at which ingest holds messages back (policy `backpressure`); 0 when
-    /// nothing is held (no InfluxDB, or policy `drop-oldest`). Readiness compares the two.
-    pub spool_hold_limit: AtomicU64,
-}
-
-impl InfluxMetrics {
-    pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &AtomicU64); 5] = [
-            ("messnetz_influx_points_written_total", "Points InfluxDB accepted.", &self.points_written),
-            (
-                "messnetz_influx_write_errors_total",
-                "InfluxDB write requests that failed and will be retried.",
-                &self.write_errors,
-            ),
-            (
-                "messnetz_influx_points_rejected_total",
-                "Points InfluxDB rejected as malformed (dead-lettered).",
-                &self.points_rejected,
-            ),
-            (
-                "messnetz_influx_spool_dropped_total",
-                "Points dropped unsent from a full spool (drop-oldest).",
-                &self.spool_dropped,
-            ),
-            (
-                "messnetz_influx_spool_full_waits_total",
-                "Times ingest waited for room in a full spool (backpressure).",
-                &self.spool_full_waits,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
-        }
-        let name = "messnetz_influx_spool_readings";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Points waiting in the InfluxDB spool.\n# TYPE {name} gauge\n{name} {}",
-            self.spool_readings.load(Relaxed)
-        );
-        let name = "messnetz_influx_spool_hold_limit_readings";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Spooled points at which ingest holds messages back (backpressure); 0 when it never does.\n# TYPE {name} gauge\n{name} {}",
-            self.spool_hold_limit.load(Relaxed)
-        );
-    }
-}
-
-/// Append one reading as a line-protocol line (no newline) to `out`.
-pub fn write_line(r: &Reading, device: &Device, out: &mut String) {
-    // Quantity names are CF-style identifiers: nothing to escape in a measurement name.
-    out.push_str(r.quantity.name());
-    // Tag keys in sorted order, as InfluxDB recommends.
-    tag(out, "device", r.device.as_str());
-    tag(out, "district", &device.district);
-    tag(out, "owner", &device.owner);
-    tag(out, "profile", &device.profile);
-    tag(out, "unit", r.quantity.unit());
-    // `value` without an `i` suffix is always a float, even when it prints as "28": one type
-    // per field, whatever the decoder produced.
-    let _ = write!(out, " value={},quality={}i {}", r.value, r.flag.to_byte(), r.time.timestamp_millis());
-}
-
-fn tag(out: &mut String, key: &str, value: &str) {
-    // Line protocol has no empty tag values; a missing tag is the way to say "none".
-    if value.is_empty() {
-        return;
-    }
-    out.push(',');
-    out.push_str(key);
-    out.push('=');
-    for c in value.chars() {
-        match c {
-            ',' | '=' | ' ' => {
-                out.push('\\');
-                out.push(c);
-            }
-            // A newline would end the line; it has no place in a tag.
-            '\n' | '\r' => out.push(' '),
-            c => out.push(c),
-        }
-    }
 }
 
 /// What one write request came to.
@@ -468,43 +366,5 @@ impl InfluxWriter {
                 false
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{DeviceId, QualityFlag, Quantity};
-
-    fn device(district: &str) -> Device {
-        let toml = format!(
-            "id = \"d1\"\nname = \"n\"\nprofile = \"dragino-lht65\"\nlat = 1.0\nlon = 2.0\ndistrict = \"{district}\"\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n"
-        );
-        toml::from_str(&toml).unwrap()
-    }
-
-    fn reading(value: f64, flag: QualityFlag) -> Reading {
-        Reading {
-            device: DeviceId::parse("d1").unwrap(),
-            quantity: Quantity::by_name("air_temperature").unwrap(),
-            value,
-            time: chrono::DateTime::from_timestamp_millis(1_735_689_600_250).unwrap(),
-            flag,
-            reason: String::new(),
-        }
-    }
-
-    #[test]
-    fn lines_carry_tags_float_value_integer_quality_and_ms_time() {
-        let mut line = String::new();
-        write_line(&reading(28.0, QualityFlag::Suspect), &device("Neustadt Nord, Ost"), &mut line);
-        assert_eq!(
-            line,
-            "air_temperature,device=d1,district=Neustadt\\ Nord\\,\\ Ost,owner=Umweltamt,profile=dragino-lht65,unit=Cel value=28,quality=1i 1735689600250"
-        );
-        let mut line = String::new();
-        write_line(&reading(-3.062, QualityFlag::Good), &device(""), &mut line);
-        assert!(line.starts_with("air_temperature,device=d1,owner=Umweltamt,"), "{line}");
-        assert!(line.contains(" value=-3.062,quality=0i "), "{line}");
     }
 }

@@ -5,14 +5,16 @@ mod device_windows;
 mod embedded;
 mod frame_counters;
 pub mod influx;
+mod line_protocol;
 pub mod outbox;
 mod rollups;
+mod series_lookup;
+mod tables;
 mod window_journal;
 
 pub use dead_letter::{DeadLetter, DeadLetterFilter, ReplayOutcome};
 pub use device_windows::FlushSummary;
 pub use embedded::{EmbeddedStore, StoreHealth};
-pub use frame_counters::{FrameCounter, RecentFrame, DUPLICATE_WINDOW_MS};
 pub use outbox::Spool;
 pub use rollups::RebuildSummary;
 
@@ -21,6 +23,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use crate::model::{DeviceId, Reading};
+use crate::sources::lorawan::FrameCounter;
 
 /// The first and the last time of a series' data.
 pub type Extent = (DateTime<Utc>, DateTime<Utc>);

@@ -10,18 +10,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::tables::OUTBOX;
 use super::{engine, EmbeddedStore, StoreError};
 use crate::config::{InfluxSettings, SpoolFullPolicy};
 use crate::devices::Device;
 use crate::metrics::Metrics;
 use crate::model::Reading;
-
-/// sequence number → one reading as an InfluxDB line-protocol line (no newline).
-pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("influx_outbox");
 
 /// Append lines to the outbox inside the caller's transaction (the one storing the readings).
 pub(super) fn append(tx: &WriteTransaction, lines: &[String]) -> Result<(), StoreError> {
@@ -135,7 +133,7 @@ impl Spool {
     pub fn encode(&self, readings: &[Reading], device: &Device, out: &mut Vec<String>) {
         for r in readings {
             let mut line = String::with_capacity(160);
-            super::influx::write_line(r, device, &mut line);
+            super::line_protocol::write_line(r, device, &mut line);
             out.push(line);
         }
     }

@@ -6,17 +6,12 @@
 //! batch by batch was measured to cost 69 % of store throughput (every commit rewrote a
 //! window page per series and interval), against a 10 % budget.
 
-use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use super::embedded::READINGS;
+use super::tables::{DEVICE_DISTRICT, READINGS, ROLLUPS};
 use super::{engine, StoreError};
-use crate::aggregates::{Interval, RollupDelta, Scope, Window, WindowTuple};
+use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::model::{QualityFlag, Quantity};
-
-/// (scope key, quantity, interval code, window start ms) → (count, excluded, sum, min, max, last, last time ms).
-pub(super) const ROLLUPS: TableDefinition<(&str, &str, u8, i64), WindowTuple> = TableDefinition::new("rollups");
-/// device → district, for open devices: which device windows make up a district's.
-pub(super) const DEVICE_DISTRICT: TableDefinition<&str, &str> = TableDefinition::new("device_district");
 
 /// Merge a batch's deltas into the stored windows.
 pub(super) fn apply(tx: &WriteTransaction, delta: &RollupDelta) -> Result<(), StoreError> {

@@ -10,13 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::tables::WINDOW_JOURNAL;
 use super::{engine, StoreError};
 use crate::aggregates::Interval;
-
-/// Journal sequence number → the device hours one batch touched, encoded by [`encode`].
-pub(super) const WINDOW_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("window_journal");
 
 const HOUR_MS: i64 = 3_600_000;
 

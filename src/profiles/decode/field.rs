@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::{ByteSet, Decoded, DecodedValue, Issues};
+use super::types::{ByteSet, Decoded, DecodedValue, Issues};
 use crate::model::Quantity;
 use crate::profiles::format::{Condition, FieldSpec, FieldType};
 use crate::profiles::formula::Formula;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::field::{compile_scaling, reject_keys, Scaling};
-use super::{check_duplicate_quantities, DecodeError, Decoded, DecodedValue, Issues};
+use super::types::{check_duplicate_quantities, DecodeError, Decoded, DecodedValue, Issues};
 use crate::model::Quantity;
 use crate::profiles::format::LayoutSpec;
 

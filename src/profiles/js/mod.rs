@@ -30,7 +30,8 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use super::decode::{compile_pointer_fields, map_json, DecodeError, Decoded, Issues, JsonField};
+use super::decode::json::{compile_pointer_fields, map_json, JsonField};
+use super::decode::types::{DecodeError, Decoded, Issues};
 use super::format::LayoutSpec;
 use engine::Limits;
 pub use pool::{set_worker_program, WORKER_ENV};

@@ -1,0 +1,81 @@
+//! InfluxDB line protocol: one reading as one line, the form in which the spool keeps readings
+//! and the writer sends them.
+
+use std::fmt::Write as _;
+
+use crate::devices::Device;
+use crate::model::Reading;
+
+/// Append one reading as a line-protocol line (no newline) to `out`.
+pub fn write_line(r: &Reading, device: &Device, out: &mut String) {
+    // Quantity names are CF-style identifiers: nothing to escape in a measurement name.
+    out.push_str(r.quantity.name());
+    // Tag keys in sorted order, as InfluxDB recommends.
+    tag(out, "device", r.device.as_str());
+    tag(out, "district", &device.district);
+    tag(out, "owner", &device.owner);
+    tag(out, "profile", &device.profile);
+    tag(out, "unit", r.quantity.unit());
+    // `value` without an `i` suffix is always a float, even when it prints as "28": one type
+    // per field, whatever the decoder produced.
+    let _ = write!(out, " value={},quality={}i {}", r.value, r.flag.to_byte(), r.time.timestamp_millis());
+}
+
+fn tag(out: &mut String, key: &str, value: &str) {
+    // Line protocol has no empty tag values; a missing tag is the way to say "none".
+    if value.is_empty() {
+        return;
+    }
+    out.push(',');
+    out.push_str(key);
+    out.push('=');
+    for c in value.chars() {
+        match c {
+            ',' | '=' | ' ' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // A newline would end the line; it has no place in a tag.
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DeviceId, QualityFlag, Quantity};
+
+    fn device(district: &str) -> Device {
+        let toml = format!(
+            "id = \"d1\"\nname = \"n\"\nprofile = \"dragino-lht65\"\nlat = 1.0\nlon = 2.0\ndistrict = \"{district}\"\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n"
+        );
+        toml::from_str(&toml).unwrap()
+    }
+
+    fn reading(value: f64, flag: QualityFlag) -> Reading {
+        Reading {
+            device: DeviceId::parse("d1").unwrap(),
+            quantity: Quantity::by_name("air_temperature").unwrap(),
+            value,
+            time: chrono::DateTime::from_timestamp_millis(1_735_689_600_250).unwrap(),
+            flag,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn lines_carry_tags_float_value_integer_quality_and_ms_time() {
+        let mut line = String::new();
+        write_line(&reading(28.0, QualityFlag::Suspect), &device("Neustadt Nord, Ost"), &mut line);
+        assert_eq!(
+            line,
+            "air_temperature,device=d1,district=Neustadt\\ Nord\\,\\ Ost,owner=Umweltamt,profile=dragino-lht65,unit=Cel value=28,quality=1i 1735689600250"
+        );
+        let mut line = String::new();
+        write_line(&reading(-3.062, QualityFlag::Good), &device(""), &mut line);
+        assert!(line.starts_with("air_temperature,device=d1,owner=Umweltamt,"), "{line}");
+        assert!(line.contains(" value=-3.062,quality=0i "), "{line}");
+    }
+}

@@ -1,0 +1,27 @@
+//! The embedded store's tables, in one place: every file of the store takes the definitions it
+//! reads or writes from here, so no file has to import another for its table.
+
+use redb::TableDefinition;
+
+use crate::aggregates::WindowTuple;
+
+/// (device, quantity name, time in ms since the epoch) → (value, flag, reason).
+pub(super) const READINGS: TableDefinition<(&str, &str, i64), (f64, u8, &str)> = TableDefinition::new("readings");
+/// device → last reception time in ms since the epoch.
+pub(super) const LAST_SEEN: TableDefinition<&str, i64> = TableDefinition::new("last_seen");
+/// sequence number → dead letter as JSON.
+pub(super) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// `"last"` → the highest dead letter id ever given.
+pub(super) const DEAD_LETTER_SEQ: TableDefinition<&str, u64> = TableDefinition::new("dead_letter_seq");
+/// (device, quantity name, day start ms) → a day row (`device_windows::encode_day`).
+pub(super) const DEVICE_WINDOWS: TableDefinition<(&str, &str, i64), &[u8]> = TableDefinition::new("device_windows");
+/// (scope key, quantity, interval code, window start ms) → (count, excluded, sum, min, max, last, last time ms).
+pub(super) const ROLLUPS: TableDefinition<(&str, &str, u8, i64), WindowTuple> = TableDefinition::new("rollups");
+/// device → district, for open devices: which device windows make up a district's.
+pub(super) const DEVICE_DISTRICT: TableDefinition<&str, &str> = TableDefinition::new("device_district");
+/// Journal sequence number → the device hours one batch touched, encoded by `window_journal::encode`.
+pub(super) const WINDOW_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("window_journal");
+/// DevAddr (as the 32-bit number its hex spelling reads) → an encoded `FrameCounter`.
+pub(super) const FRAME_COUNTERS: TableDefinition<u32, &[u8]> = TableDefinition::new("lorawan_frame_counters");
+/// sequence number → one reading as an InfluxDB line-protocol line (no newline).
+pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("influx_outbox");
