@@ -8,10 +8,83 @@
 
 use std::sync::Arc;
 
-use crate::config::SubscriptionSettings;
+use crate::config::{MessageFormat, SubscriptionSettings};
 use crate::devices::{Device, DeviceRegistry};
 use crate::ingest::Ingest;
-use crate::store::{DeadLetter, DeadLetterFilter, EmbeddedStore, ReplayOutcome, StoreError};
+use crate::store::{DeadLetter, EmbeddedStore, ReplayOutcome, StoreError};
+
+/// Which dead letters to list or replay. Empty = all.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    /// Only letters of this device (as the registry identifies them now).
+    pub device: Option<String>,
+    /// Only letters whose reason contains this text (any case).
+    pub reason: Option<String>,
+}
+
+impl DeadLetterFilter {
+    pub fn is_empty(&self) -> bool {
+        self.device.is_none() && self.reason.is_none()
+    }
+
+    /// Does the letter pass? `device` is the letter's device as [`DeadLetter::device_in`] finds it.
+    pub fn matches(&self, letter: &DeadLetter, device: Option<&Device>) -> bool {
+        if let Some(want) = &self.device {
+            let id = device.map(|d| d.id.as_str()).or(letter.device.as_deref());
+            if id != Some(want.as_str()) {
+                return false;
+            }
+        }
+        if let Some(text) = &self.reason {
+            if !letter.reason.to_lowercase().contains(&text.to_lowercase()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl DeadLetter {
+    /// The registered device the letter belongs to now: the device it named when it was
+    /// dead-lettered, or else the one its message names (a device registered since, say).
+    pub fn device_in(&self, devices: &DeviceRegistry) -> Option<Arc<Device>> {
+        if let Some(name) = &self.device {
+            let found = devices
+                .get(name)
+                .or_else(|| crate::model::DevEui::parse(name).ok().and_then(|eui| devices.find(Some(eui), None)));
+            if let Some(d) = found {
+                return Some(d.clone());
+            }
+        }
+        let format = self.known_format()?;
+        let uplink = crate::sources::parse(format, &self.payload).ok()?;
+        devices.find(uplink.dev_eui, uplink.ns_device_id.as_deref()).cloned()
+    }
+
+    fn known_format(&self) -> Option<MessageFormat> {
+        [MessageFormat::TtnV3, MessageFormat::ChirpstackV4, MessageFormat::Lorawan]
+            .into_iter()
+            .find(|f| f.as_str() == self.format)
+    }
+
+    /// The format to replay the message in: the one it arrived with, or, for a message whose
+    /// topic matched no subscription then, the subscription it matches now.
+    pub fn message_format(&self, subscriptions: &[SubscriptionSettings]) -> Result<MessageFormat, String> {
+        if let Some(f) = self.known_format() {
+            return Ok(f);
+        }
+        if self.format == "-" {
+            return subscriptions
+                .iter()
+                .find(|s| {
+                    crate::config::topic::strip_share(&s.topic).is_ok_and(|f| crate::config::topic::matches(f, &self.topic))
+                })
+                .map(|s| s.format)
+                .ok_or_else(|| format!("its topic {:?} still matches no subscription", self.topic));
+        }
+        Err(format!("a {:?} message is not an uplink; it cannot be replayed", self.format))
+    }
+}
 
 /// Whose letters the caller may see, given the letter's device as the registry finds it now
 /// (`None`: no known device).
@@ -184,6 +257,24 @@ mod tests {
             reason: reason.into(),
             payload: b"{}".to_vec(),
         }
+    }
+
+    #[test]
+    fn filters_match_by_device_and_by_reason_in_any_case() {
+        let by_device = DeadLetterFilter { device: Some("a".into()), reason: None };
+        assert!(by_device.matches(&letter(Some("a"), "x"), None) && !by_device.matches(&letter(None, "x"), None));
+        let by_reason = DeadLetterFilter { device: None, reason: Some("UNKNOWN".into()) };
+        assert!(by_reason.matches(&letter(None, "unknown device"), None) && !by_reason.matches(&letter(None, "profile"), None));
+    }
+
+    #[test]
+    fn the_replay_format_is_the_stored_one_or_the_matching_subscription() {
+        let subs = crate::config::MqttSettings::default().subscriptions;
+        assert_eq!(letter(None, "").message_format(&subs), Ok(MessageFormat::TtnV3));
+        let unmatched = DeadLetter { format: "-".into(), ..letter(None, "") };
+        assert_eq!(unmatched.message_format(&subs), Ok(MessageFormat::TtnV3));
+        let influx = DeadLetter { format: "influx-line-protocol".into(), ..letter(None, "") };
+        assert!(influx.message_format(&subs).is_err());
     }
 
     /// Letters 1..=5: a (Umweltamt), b (Gartenamt), no device, a, b.

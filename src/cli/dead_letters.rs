@@ -14,9 +14,10 @@ use crate::devices::DeviceRegistry;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::replay::DeadLetterFilter;
 use crate::replay::{describe, DeadLetters, Replayer, Selection};
 use crate::sources::lorawan_keys::SessionKeys;
-use crate::store::{DeadLetterFilter, EmbeddedStore, ReplayOutcome, Spool};
+use crate::store::{EmbeddedStore, ReplayOutcome, Spool};
 
 #[derive(Subcommand)]
 pub enum DeadLettersCommand {

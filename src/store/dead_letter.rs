@@ -1,5 +1,7 @@
-//! Dead letters: messages that could not be read or decoded, kept whole with the reason;
-//! finding them (by device, by reason) and replaying them once the cause is fixed.
+//! Dead letters: messages that could not be read or decoded, kept whole with the reason; paging through them and committing what a replay produced.
+//!
+//! Which device and format a letter has now, and which letters a replay takes, is the replay
+//! service's business ([`crate::replay`]); the store only keeps the letters.
 //!
 //! A replay runs the stored message through the ingest path again
 //! ([`crate::ingest::Ingest::replay`]) and commits with [`EmbeddedStore::commit_replay`]: the
@@ -7,16 +9,12 @@
 //! exactly once, even if it is repeated, run twice at the same time, or cut short by a crash.
 //! A message that fails again stays a dead letter, under its id, with the new reason.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{DEAD_LETTERS, DEAD_LETTER_SEQ};
 use super::{engine, EmbeddedStore, StoreError, WriteBatch};
-use crate::config::{MessageFormat, SubscriptionSettings};
-use crate::devices::{Device, DeviceRegistry};
 
 /// A message the gateway could not turn into readings. Kept with its raw bytes so it can be
 /// inspected and replayed once the cause (a profile, a device entry) is fixed.
@@ -77,79 +75,6 @@ impl ReplayOutcome {
             ReplayOutcome::Refused { .. } => "refused",
             ReplayOutcome::Gone => "gone",
         }
-    }
-}
-
-/// Which dead letters to list or replay. Empty = all.
-#[derive(Debug, Clone, Default)]
-pub struct DeadLetterFilter {
-    /// Only letters of this device (as the registry identifies them now).
-    pub device: Option<String>,
-    /// Only letters whose reason contains this text (any case).
-    pub reason: Option<String>,
-}
-
-impl DeadLetterFilter {
-    pub fn is_empty(&self) -> bool {
-        self.device.is_none() && self.reason.is_none()
-    }
-
-    /// Does the letter pass? `device` is the letter's device as [`DeadLetter::device_in`] finds it.
-    pub fn matches(&self, letter: &DeadLetter, device: Option<&Device>) -> bool {
-        if let Some(want) = &self.device {
-            let id = device.map(|d| d.id.as_str()).or(letter.device.as_deref());
-            if id != Some(want.as_str()) {
-                return false;
-            }
-        }
-        if let Some(text) = &self.reason {
-            if !letter.reason.to_lowercase().contains(&text.to_lowercase()) {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-impl DeadLetter {
-    /// The registered device the letter belongs to now: the device it named when it was
-    /// dead-lettered, or else the one its message names (a device registered since, say).
-    pub fn device_in(&self, devices: &DeviceRegistry) -> Option<Arc<Device>> {
-        if let Some(name) = &self.device {
-            let found = devices
-                .get(name)
-                .or_else(|| crate::model::DevEui::parse(name).ok().and_then(|eui| devices.find(Some(eui), None)));
-            if let Some(d) = found {
-                return Some(d.clone());
-            }
-        }
-        let format = self.known_format()?;
-        let uplink = crate::sources::parse(format, &self.payload).ok()?;
-        devices.find(uplink.dev_eui, uplink.ns_device_id.as_deref()).cloned()
-    }
-
-    fn known_format(&self) -> Option<MessageFormat> {
-        [MessageFormat::TtnV3, MessageFormat::ChirpstackV4, MessageFormat::Lorawan]
-            .into_iter()
-            .find(|f| f.as_str() == self.format)
-    }
-
-    /// The format to replay the message in: the one it arrived with, or, for a message whose
-    /// topic matched no subscription then, the subscription it matches now.
-    pub fn message_format(&self, subscriptions: &[SubscriptionSettings]) -> Result<MessageFormat, String> {
-        if let Some(f) = self.known_format() {
-            return Ok(f);
-        }
-        if self.format == "-" {
-            return subscriptions
-                .iter()
-                .find(|s| {
-                    crate::config::topic::strip_share(&s.topic).is_ok_and(|f| crate::config::topic::matches(f, &self.topic))
-                })
-                .map(|s| s.format)
-                .ok_or_else(|| format!("its topic {:?} still matches no subscription", self.topic));
-        }
-        Err(format!("a {:?} message is not an uplink; it cannot be replayed", self.format))
     }
 }
 
@@ -363,22 +288,10 @@ mod tests {
         let letters: Vec<DeadLetter> =
             (0..5).map(|i| letter(if i % 2 == 0 { "Unknown device" } else { "profile" }, None)).collect();
         store.write(&WriteBatch { dead_letters: letters, ..Default::default() }).unwrap();
-        let filter = DeadLetterFilter { device: None, reason: Some("UNKNOWN".into()) };
-        let (page, next) = store.dead_letters_matching(0, 2, 1000, &mut |l| filter.matches(l, None)).unwrap();
+        let mut unknown = |l: &DeadLetter| l.reason.to_lowercase().contains("unknown");
+        let (page, next) = store.dead_letters_matching(0, 2, 1000, &mut unknown).unwrap();
         assert_eq!(page.iter().map(|l| l.id).collect::<Vec<_>>(), vec![1, 3]);
-        let (rest, end) = store.dead_letters_matching(next.unwrap(), 2, 1000, &mut |l| filter.matches(l, None)).unwrap();
+        let (rest, end) = store.dead_letters_matching(next.unwrap(), 2, 1000, &mut unknown).unwrap();
         assert_eq!((rest.iter().map(|l| l.id).collect::<Vec<_>>(), end), (vec![5], None));
-        let by_device = DeadLetterFilter { device: Some("a".into()), reason: None };
-        assert!(by_device.matches(&letter("x", Some("a")), None) && !by_device.matches(&letter("x", None), None));
-    }
-
-    #[test]
-    fn the_replay_format_is_the_stored_one_or_the_matching_subscription() {
-        let subs = crate::config::MqttSettings::default().subscriptions;
-        assert_eq!(letter("", None).message_format(&subs), Ok(MessageFormat::TtnV3));
-        let unmatched = DeadLetter { format: "-".into(), ..letter("", None) };
-        assert_eq!(unmatched.message_format(&subs), Ok(MessageFormat::TtnV3));
-        let influx = DeadLetter { format: "influx-line-protocol".into(), ..letter("", None) };
-        assert!(influx.message_format(&subs).is_err());
     }
 }

@@ -12,7 +12,7 @@ mod series_lookup;
 mod tables;
 mod window_journal;
 
-pub use dead_letter::{DeadLetter, DeadLetterFilter, ReplayOutcome};
+pub use dead_letter::{DeadLetter, ReplayOutcome};
 pub use device_windows::FlushSummary;
 pub use embedded::{EmbeddedStore, StoreHealth};
 pub use outbox::Spool;

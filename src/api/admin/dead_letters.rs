@@ -18,8 +18,9 @@ use serde_json::{json, Value};
 use super::{blocking, AdminError, AdminState, Operator};
 use crate::api::{rfc3339, AppState};
 use crate::devices::Device;
+use crate::replay::DeadLetterFilter;
 use crate::replay::{DeadLetters, Replayer, Selection};
-use crate::store::{DeadLetter, DeadLetterFilter, ReplayOutcome};
+use crate::store::{DeadLetter, ReplayOutcome};
 
 /// Most letters one list answer holds.
 const MAX_LIMIT: usize = 1000;
