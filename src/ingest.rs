@@ -246,14 +246,7 @@ impl Ingest {
                 });
             }
             if let Some(spool) = &self.spool {
-                // Line protocol has no NaN or infinity: those readings stay in the embedded store.
-                let readings = &batch.readings[first..];
-                if readings.iter().all(|r| r.value.is_finite()) {
-                    spool.encode(readings, device, &mut batch.outbox);
-                } else {
-                    let finite: Vec<Reading> = readings.iter().filter(|r| r.value.is_finite()).cloned().collect();
-                    spool.encode(&finite, device, &mut batch.outbox);
-                }
+                spool.encode(&batch.readings[first..], device, &mut batch.outbox);
             }
             batch.seen.push((device.id.clone(), m.received_at));
             if device.visibility == crate::devices::Visibility::Open {

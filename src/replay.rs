@@ -74,12 +74,8 @@ impl DeadLetter {
             return Ok(f);
         }
         if self.format == "-" {
-            return subscriptions
-                .iter()
-                .find(|s| {
-                    crate::config::topic::strip_share(&s.topic).is_ok_and(|f| crate::config::topic::matches(f, &self.topic))
-                })
-                .map(|s| s.format)
+            return crate::sources::Routes::new(subscriptions)
+                .format_of(&self.topic)
                 .ok_or_else(|| format!("its topic {:?} still matches no subscription", self.topic));
         }
         Err(format!("a {:?} message is not an uplink; it cannot be replayed", self.format))

@@ -204,13 +204,7 @@ impl Connection {
                     Frame::Oversized(_) if !connected => return Err(ConnectionError::NotConnected),
                     Frame::Oversized(big) => {
                         warn!(peer = %self.peer, topic = ?big.topic, bytes = big.size, "oversized message: its first bytes go to a dead letter");
-                        let ack = match big.qos {
-                            QoS::AtMostOnce => Ack::None,
-                            qos => Ack::Listener(AckHandle { replies: replies.clone(), pkid: big.pkid, qos }),
-                        };
-                        let format = self.routes.format_of(&big.topic);
-                        let inbound =
-                            Inbound { topic: big.topic, payload: big.kept, size: big.size, format, received_at: Utc::now(), ack };
+                        let inbound = self.inbound(big.topic, big.kept, big.size, big.qos, big.pkid, &replies);
                         if !self.hand_over(inbound, cancel).await {
                             return Ok(());
                         }
@@ -234,20 +228,8 @@ impl Connection {
                     }
                     _ if !connected => return Err(ConnectionError::NotConnected),
                     Packet::Publish(publish) => {
-                        let ack = match publish.qos {
-                            QoS::AtMostOnce => Ack::None,
-                            qos => Ack::Listener(AckHandle { replies: replies.clone(), pkid: publish.pkid, qos }),
-                        };
                         let size = publish.payload.len();
-                        let format = self.routes.format_of(&publish.topic);
-                        let inbound = Inbound {
-                            topic: publish.topic,
-                            payload: publish.payload,
-                            size,
-                            format,
-                            received_at: Utc::now(),
-                            ack,
-                        };
+                        let inbound = self.inbound(publish.topic, publish.payload, size, publish.qos, publish.pkid, &replies);
                         if !self.hand_over(inbound, cancel).await {
                             return Ok(());
                         }
@@ -293,6 +275,25 @@ impl Connection {
                 return Ok(());
             }
         }
+    }
+
+    /// A PUBLISH (whole, or the kept part of an oversized one) as ingest takes it, with the
+    /// acknowledgement its QoS asks for.
+    fn inbound(
+        &self,
+        topic: String,
+        payload: bytes::Bytes,
+        size: usize,
+        qos: QoS,
+        pkid: u16,
+        replies: &mpsc::UnboundedSender<Reply>,
+    ) -> Inbound {
+        let ack = match qos {
+            QoS::AtMostOnce => Ack::None,
+            qos => Ack::Listener(AckHandle { replies: replies.clone(), pkid, qos }),
+        };
+        let format = self.routes.format_of(&topic);
+        Inbound { topic, payload, size, format, received_at: Utc::now(), ack }
     }
 
     /// Pass a message to ingest, waiting for room (the publisher waits with it). `false` at shutdown.

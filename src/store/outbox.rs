@@ -129,9 +129,10 @@ impl Spool {
         self.max_readings
     }
 
-    /// Add one line per reading of `device` to `out` (the batch's outbox lines).
+    /// Add one line per reading of `device` to `out` (the batch's outbox lines). Line protocol
+    /// has no NaN or infinity: such readings (stored flagged bad) stay in the embedded store.
     pub fn encode(&self, readings: &[Reading], device: &Device, out: &mut Vec<String>) {
-        for r in readings {
+        for r in readings.iter().filter(|r| r.value.is_finite()) {
             let mut line = String::with_capacity(160);
             super::line_protocol::write_line(r, device, &mut line);
             out.push(line);
