@@ -75,9 +75,10 @@ pub(crate) fn run(key: &ScriptKey, source: &str, input: Option<(&[u8], Option<u8
         return Err("codecs cannot run inside a codec worker".to_owned());
     }
     let mut slot = POOL.checkout();
-    let mut worker = match slot.worker.take() {
-        Some(w) => w,
-        None => Worker::spawn(program).map_err(|e| format!("cannot start the codec worker {}: {e}", program.display()))?,
+    let spawn = || Worker::spawn(program).map_err(|e| format!("cannot start the codec worker {}: {e}", program.display()));
+    let (mut worker, reused) = match slot.worker.take() {
+        Some(w) => (w, true),
+        None => (spawn()?, false),
     };
     let mut request = Request {
         key: *key,
@@ -87,10 +88,10 @@ pub(crate) fn run(key: &ScriptKey, source: &str, input: Option<(&[u8], Option<u8
         memory_bytes: limits.memory_bytes,
     };
     let mut answer = worker.call(&request, limits.timeout);
-    if let Err(Failure::NotSent(_)) = answer {
-        // A warm worker that ended while idle (killed from outside): the call never started,
-        // so it is safe to give it to a new one.
-        worker = Worker::spawn(program).map_err(|e| format!("cannot start the codec worker {}: {e}", program.display()))?;
+    if reused && matches!(answer, Err(Failure::Died(_))) {
+        // The verdict on a call comes from a fresh worker: one that was reused may have been
+        // ended from outside (a script that crashes workers fails again on the new one).
+        worker = spawn()?;
         answer = worker.call(&request, limits.timeout);
     }
     if matches!(answer, Ok(Response::NeedSource)) {
@@ -107,7 +108,7 @@ pub(crate) fn run(key: &ScriptKey, source: &str, input: Option<(&[u8], Option<u8
             Err(e)
         }
         Ok(Response::NeedSource) => Err("the codec worker did not take the script".to_owned()),
-        Err(Failure::NotSent(e) | Failure::Failed(e)) => Err(e),
+        Err(Failure::Died(e) | Failure::TimedOut(e)) => Err(e),
     }
 }
 
@@ -150,9 +151,12 @@ impl Drop for Slot {
 
 /// Why a call to a worker failed; the worker is gone either way.
 enum Failure {
-    /// The request could not be sent: the call never started.
-    NotSent(String),
-    Failed(String),
+    /// The worker ended before it answered: the request could not be sent, or it died during
+    /// the call. A worker that was reused may have died of something else than this call (killed
+    /// from outside while idle, or as the call was sent), so the call deserves a fresh worker.
+    Died(String),
+    /// The call overran its deadline and the worker was killed: the script's own doing.
+    TimedOut(String),
 }
 
 /// One worker process; killed when dropped.
@@ -203,13 +207,13 @@ impl Worker {
     fn call(&mut self, request: &Request, timeout: Duration) -> Result<Response, Failure> {
         let started = Instant::now();
         if let Err(e) = write_frame(&mut self.stdin, request) {
-            return Err(Failure::NotSent(self.died(&format!("cannot send it the script: {e}"))));
+            return Err(Failure::Died(self.died(&format!("cannot send it the script: {e}"))));
         }
         let wait = kill_after(timeout);
         match self.answers.recv_timeout(wait.saturating_sub(started.elapsed())) {
             Ok(Ok(Some(answer))) => Ok(answer),
-            Ok(Ok(None)) | Err(RecvTimeoutError::Disconnected) => Err(Failure::Failed(self.died("it stopped"))),
-            Ok(Err(e)) => Err(Failure::Failed(self.died(&format!("its answer was unreadable: {e}")))),
+            Ok(Ok(None)) | Err(RecvTimeoutError::Disconnected) => Err(Failure::Died(self.died("it stopped"))),
+            Ok(Err(e)) => Err(Failure::Died(self.died(&format!("its answer was unreadable: {e}")))),
             Err(RecvTimeoutError::Timeout) => {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
@@ -217,7 +221,7 @@ impl Worker {
                     limit_ms = timeout.as_millis() as u64,
                     "a codec overran twice its time limit in code the engine cannot interrupt; its worker was killed"
                 );
-                Err(Failure::Failed(format!(
+                Err(Failure::TimedOut(format!(
                     "the script ran past its time limit of {} ms (stopped after {} ms)",
                     timeout.as_millis(),
                     started.elapsed().as_millis()
