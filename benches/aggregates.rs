@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
-use messnetz::store::{EmbeddedStore, WriteBatch};
+use messnetz::store::{CommitStore, EmbeddedStore, ReadStore, WriteBatch};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

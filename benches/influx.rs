@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
+use messnetz::store::{CommitStore, Outbox};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -102,7 +103,7 @@ fn lht65_lines(device: &str, i: i64) -> Vec<String> {
                 reason: String::new(),
             };
             let mut line = String::new();
-            messnetz::store::influx::write_line(&r, &dev, &mut line);
+            messnetz::sinks::influx::write_line(&r, &dev, &mut line);
             line
         })
         .collect()

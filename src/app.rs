@@ -16,7 +16,8 @@ use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::registry::{self, Registry};
 use crate::sources::mqtt::MqttSource;
-use crate::sources::{listener, Acknowledger, InputStatus, Routes};
+use crate::sources::{listener, Acknowledger, Routes};
+use crate::status::InputStatus;
 use crate::store::EmbeddedStore;
 
 /// Run the gateway until `cancel` fires.
@@ -47,7 +48,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
 
     // InfluxDB: a spool filled by ingest, drained by a writer that outlives ingest at shutdown.
     let influx = match settings.influxdb.as_ref().filter(|i| i.enabled) {
-        Some(i) => Some(crate::store::influx::start(i, store.clone(), metrics.clone()).context("influxdb")?),
+        Some(i) => Some(crate::sinks::influx::start(i, store.clone(), metrics.clone()).context("influxdb")?),
         None => None,
     };
     let spool = influx.as_ref().map(|(spool, _)| spool.clone());
@@ -67,11 +68,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         lorawan: Arc::new(lorawan_keys),
     };
     // Dead-letter replays from the admin API take the same path as the broker's messages.
-    let admin = crate::api::admin::AdminState::new(&settings, ingest.clone()).context("admin.audit_log")?;
+    let admin =
+        crate::api::admin::AdminState::new(&settings, crate::replay::Replayer::new(ingest.clone(), &settings.mqtt.subscriptions))
+            .context("admin.audit_log")?;
     tracker.spawn(ingest.run(rx, cancel.clone()));
     // Device windows: flushed from their journal until ingest has stopped, then drained.
     let flusher_stop = CancellationToken::new();
-    let flusher = tokio::spawn(crate::rollup_flush::run(
+    let flusher = tokio::spawn(crate::store::embedded::rollups::flush::run(
         store.clone(),
         Duration::from_millis(settings.store.window_flush_ms),
         flusher_stop.clone(),
@@ -122,7 +125,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     }
     flusher_stop.cancel();
     let _ = flusher.await;
-    crate::rollup_flush::drain(store).await;
+    crate::store::embedded::rollups::flush::drain(store).await;
     // Ingest has committed its last batch: the writer sends what it can, the rest stays spooled.
     writer_stop.cancel();
     if let (Some(writer), Some(i)) = (writer, settings.influxdb.as_ref()) {

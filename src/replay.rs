@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::config::{MessageFormat, SubscriptionSettings};
 use crate::devices::{Device, DeviceRegistry};
 use crate::ingest::Ingest;
-use crate::store::{DeadLetter, EmbeddedStore, ReplayOutcome, StoreError};
+use crate::store::{DeadLetter, ReadStore, ReplayOutcome, StoreError};
 
 /// Which dead letters to list or replay. Empty = all.
 #[derive(Debug, Clone, Default)]
@@ -128,12 +128,12 @@ impl ReadError {
 
 /// The dead letters of a store, seen through a device registry.
 pub struct DeadLetters<'a> {
-    store: &'a EmbeddedStore,
+    store: &'a dyn ReadStore,
     devices: &'a DeviceRegistry,
 }
 
 impl<'a> DeadLetters<'a> {
-    pub fn new(store: &'a EmbeddedStore, devices: &'a DeviceRegistry) -> Self {
+    pub fn new(store: &'a dyn ReadStore, devices: &'a DeviceRegistry) -> Self {
         Self { store, devices }
     }
 
@@ -196,21 +196,21 @@ impl<'a> DeadLetters<'a> {
 }
 
 /// Runs dead letters through the ingest path.
-pub struct Replayer<'a> {
-    ingest: &'a Ingest,
-    subscriptions: &'a [SubscriptionSettings],
+pub struct Replayer {
+    ingest: Ingest,
+    subscriptions: Vec<SubscriptionSettings>,
 }
 
-impl<'a> Replayer<'a> {
+impl Replayer {
     /// `subscriptions` give the format of a letter that did not record its own.
-    pub fn new(ingest: &'a Ingest, subscriptions: &'a [SubscriptionSettings]) -> Self {
-        Self { ingest, subscriptions }
+    pub fn new(ingest: Ingest, subscriptions: &[SubscriptionSettings]) -> Self {
+        Self { ingest, subscriptions: subscriptions.to_vec() }
     }
 
     /// Replay one letter: choose its message format, then decode and store it as if it had
     /// arrived when it did. A letter of no format the ingest path takes is refused, untouched.
     pub fn replay(&self, letter: &DeadLetter) -> Result<ReplayOutcome, StoreError> {
-        match letter.message_format(self.subscriptions) {
+        match letter.message_format(&self.subscriptions) {
             Err(why) => Ok(ReplayOutcome::Refused { why }),
             Ok(format) => self.ingest.replay(letter, format),
         }
@@ -235,6 +235,7 @@ mod tests {
 
     use super::*;
     use crate::store::WriteBatch;
+    use crate::store::{CommitStore, EmbeddedStore};
 
     fn device(id: &str, owner: &str) -> String {
         format!(

@@ -277,7 +277,7 @@ async fn a_rejected_point_is_dead_lettered_and_the_rest_continue() {
         assert!(letter.reason.contains("HTTP 400") && letter.reason.contains("field type conflict"), "{}", letter.reason);
         assert!(String::from_utf8_lossy(&letter.payload).contains("owner=Baureferat"));
     }
-    assert_eq!(store.outbox_len().unwrap(), 0);
+    assert_eq!(messnetz::store::Outbox::outbox_len(&store).unwrap(), 0);
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use messnetz::model::{DeviceId, Quantity};
 use messnetz::sources::lorawan::{bridge_json, build_frame};
 use messnetz::sources::lorawan_keys::{DeviceSession, SessionKey, SessionKeys};
 use messnetz::sources::{Ack, Acknowledger, Inbound};
-use messnetz::store::EmbeddedStore;
+use messnetz::store::{CommitStore, EmbeddedStore, ReadStore};
 use tokio_util::sync::CancellationToken;
 
 const DEV_ADDR: u32 = 0x260B_1234;

@@ -9,7 +9,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
 use messnetz::quality::{battery_low, Limits, ProfileQuality, QualityControl, QualitySettings, Test, Verdict};
-use messnetz::store::{EmbeddedStore, WriteBatch};
+use messnetz::store::{CommitStore, EmbeddedStore, WriteBatch};
 
 fn q(name: &str) -> Quantity {
     Quantity::by_name(name).unwrap()

@@ -24,8 +24,9 @@ use messnetz::ingest::Ingest;
 use messnetz::metrics::Metrics;
 use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
 use messnetz::registry::Registry;
-use messnetz::sources::InputStatus;
-use messnetz::store::{DeadLetter, EmbeddedStore, WriteBatch};
+use messnetz::replay::Replayer;
+use messnetz::status::InputStatus;
+use messnetz::store::{CommitStore, DeadLetter, EmbeddedStore, WriteBatch};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -91,6 +92,8 @@ struct Fixture {
     profiles: PathBuf,
     audit: PathBuf,
     state: AppState,
+    /// The store behind `state`, for seeding and for looking at what a request left.
+    store: Arc<EmbeddedStore>,
 }
 
 impl Fixture {
@@ -124,10 +127,10 @@ impl Fixture {
         let metrics = Arc::new(Metrics::default());
         let keys = Arc::new(messnetz::sources::lorawan_keys::SessionKeys::load(None, std::iter::empty()).unwrap());
         let ingest = Ingest::offline(store.clone(), registry.clone(), metrics.clone(), None, keys);
-        let admin = AdminState::new(&settings, ingest).unwrap();
+        let admin = AdminState::new(&settings, Replayer::new(ingest, &settings.mqtt.subscriptions)).unwrap();
         let state = AppState {
             input: Arc::new(InputStatus::default()),
-            store,
+            store: store.clone(),
             registry,
             metrics,
             max_points: settings.api.max_points,
@@ -135,7 +138,7 @@ impl Fixture {
             admin: Arc::new(admin),
         };
         let audit = settings.admin.audit_log_path(&settings.store);
-        Self { _tmp: tmp, devices, profiles, audit, state }
+        Self { _tmp: tmp, devices, profiles, audit, state, store }
     }
 
     /// The fixture with readings of all three demo devices and four dead letters.
@@ -216,7 +219,7 @@ impl Fixture {
             ),
             letter("elsewhere/up", "-", None, "the topic matches no configured subscription", b"{}".to_vec()),
         ];
-        let ids = self.state.store.write(&batch).unwrap();
+        let ids = self.store.write(&batch).unwrap();
         assert_eq!(ids.len(), 4);
         Letters { park_short: ids[0], stranger: ids[1], lht65_good: ids[2], no_route: ids[3] }
     }
@@ -463,7 +466,7 @@ async fn the_device_list_shows_open_devices_only_with_last_seen_and_staleness() 
     assert_eq!(f.get_if_none_match("/v1/devices", &etag).await.status, StatusCode::NOT_MODIFIED);
     let mut batch = WriteBatch::default();
     batch.seen.push((DeviceId::parse("demo-lht65-park").unwrap(), Utc::now()));
-    f.state.store.write(&batch).unwrap();
+    f.store.write(&batch).unwrap();
     let after = f.get_if_none_match("/v1/devices", &etag).await;
     assert_eq!(after.status, StatusCode::OK);
     assert_ne!(after.header(header::ETAG), Some(etag.as_str()));
@@ -837,7 +840,7 @@ async fn every_admin_route_wants_a_valid_bearer_token_and_does_nothing_without()
     }
     // Nothing changed: the file, the letters, the profiles.
     assert_eq!(std::fs::read_to_string(&f.devices).unwrap(), devices_before);
-    assert_eq!(f.state.store.dead_letters(0, 10).unwrap().len(), 4);
+    assert_eq!(f.store.dead_letters(0, 10).unwrap().len(), 4);
     assert!(!f.profiles.join("neu.toml").exists());
     assert!(f.audited_changes().is_empty(), "{:?}", f.audit_entries());
     // Refusals are on record, under no operator, without the token.
@@ -1278,7 +1281,7 @@ async fn bulk_replays_pick_letters_by_id_device_reason_or_all() {
     );
     assert_eq!(body["results"][0], json!({ "id": l.park_short, "outcome": "gone" }));
     assert_eq!(body["results"][1]["outcome"], "stored");
-    assert_eq!(f.state.store.dead_letters(0, 10).unwrap().len(), 3);
+    assert_eq!(f.store.dead_letters(0, 10).unwrap().len(), 3);
 
     let by_device = bulk(GARTEN, "{\"device\": \"demo-lht65-park\"}").await.json();
     assert_eq!((&by_device["replayed"], &by_device["stored"]), (&json!(1), &json!(0)), "{by_device}");
@@ -1293,7 +1296,7 @@ async fn bulk_replays_pick_letters_by_id_device_reason_or_all() {
     let outcomes: Vec<&str> = all["results"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["failed", "failed", "refused"], "{all}");
     assert_eq!((&all["replayed"], &all["stored"], &all["more"]), (&json!(3), &json!(0), &json!(false)), "{all}");
-    assert_eq!(f.state.store.dead_letters(0, 10).unwrap().len(), 3, "what failed again stays");
+    assert_eq!(f.store.dead_letters(0, 10).unwrap().len(), 3, "what failed again stays");
 }
 
 // ---- The admin API: reload, limits, the audit log ----

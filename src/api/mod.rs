@@ -27,15 +27,15 @@ use crate::devices::{Device, Visibility};
 use crate::metrics::Metrics;
 use crate::model::licence_uri;
 use crate::registry::Registry;
-use crate::store::EmbeddedStore;
+use crate::store::ReadStore;
 use error::ApiError;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     /// Whether the message input (broker connection or embedded listener) takes messages.
-    pub input: Arc<crate::sources::InputStatus>,
-    pub store: Arc<EmbeddedStore>,
+    pub input: Arc<crate::status::InputStatus>,
+    pub store: Arc<dyn ReadStore>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     /// Most points in one `/v1/readings` or `/v1/aggregates` response.

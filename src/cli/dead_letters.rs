@@ -16,8 +16,9 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::replay::DeadLetterFilter;
 use crate::replay::{describe, DeadLetters, Replayer, Selection};
+use crate::sinks::influx::Spool;
 use crate::sources::lorawan_keys::SessionKeys;
-use crate::store::{EmbeddedStore, ReplayOutcome, Spool};
+use crate::store::{EmbeddedStore, Outbox, ReplayOutcome};
 
 #[derive(Subcommand)]
 pub enum DeadLettersCommand {
@@ -126,11 +127,11 @@ fn replay(
     devices: &DeviceRegistry,
     selection: &Selection,
 ) -> Outcome {
-    let picked = DeadLetters::new(&store, devices).pick(selection, usize::MAX, &everyone).map_err(|e| Failure::new(1, e))?;
+    let picked = DeadLetters::new(&*store, devices).pick(selection, usize::MAX, &everyone).map_err(|e| Failure::new(1, e))?;
     let ingest = offline_ingest(settings, store, registry)?;
     let audit = AuditLog::open(&settings.admin.audit_log_path(&settings.store))
         .map_err(|e| Failure::new(1, format!("admin.audit_log: {e}")))?;
-    let replayer = Replayer::new(&ingest, &settings.mqtt.subscriptions);
+    let replayer = Replayer::new(ingest, &settings.mqtt.subscriptions);
     let mut failed = 0;
     for letter in picked.letters {
         let letter = match letter {

@@ -30,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::{Ack, AckError, Inbound, InputMetrics, InputStatus, Routes, KEPT_OF_OVERSIZED};
+use super::{Ack, AckError, Inbound, InputMetrics, Routes, KEPT_OF_OVERSIZED};
 use crate::config::BrokerSettings;
+use crate::status::InputStatus;
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]

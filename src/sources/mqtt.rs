@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{Ack, Inbound, InputMetrics, InputStatus, Routes};
+use super::{Ack, Inbound, InputMetrics, Routes};
 use crate::config::{MqttSettings, SubscriptionSettings};
+use crate::status::InputStatus;
 
 /// The largest packet MQTT can frame (a remaining length of 268,435,455 bytes plus the fixed
 /// header). The connection reads whatever the broker delivers: a message the client refused

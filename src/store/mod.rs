@@ -1,32 +1,116 @@
-//! Durable storage: what a batch of messages produced (readings, dead letters, last-seen times), written atomically.
+//! The storage boundary: what the ingest stage commits ([`CommitStore`]), what the API, quality and the catalogue read ([`ReadStore`]), and the InfluxDB spool's table ([`Outbox`]).
+//!
+//! A batch of messages produces readings, dead letters, last-seen times, district
+//! memberships, spooled InfluxDB lines and LoRaWAN frame counters ([`WriteBatch`]); a store
+//! writes all of it in one transaction, so an acknowledged message is stored or
+//! dead-lettered, never half of either. [`embedded`] is the default implementation (redb);
+//! a second backend implements the same traits, and nothing above this module changes.
 
 mod dead_letter;
-mod device_windows;
-mod embedded;
-mod frame_counters;
-pub mod influx;
-mod line_protocol;
-pub mod outbox;
-mod rollups;
-mod series_lookup;
-mod tables;
-mod window_journal;
+pub mod embedded;
 
 pub use dead_letter::{DeadLetter, ReplayOutcome};
-pub use device_windows::FlushSummary;
-pub use embedded::{EmbeddedStore, StoreHealth};
-pub use outbox::Spool;
-pub use rollups::RebuildSummary;
+pub use embedded::EmbeddedStore;
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{DeviceId, Reading};
+use crate::aggregates::{Interval, Scope, Window};
+use crate::model::{DeviceId, Quantity, Reading};
+use crate::quality::SeriesLookup;
 use crate::sources::lorawan::FrameCounter;
 
 /// The first and the last time of a series' data.
 pub type Extent = (DateTime<Utc>, DateTime<Utc>);
+
+/// Whether the store takes writes, for readiness and `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreHealth {
+    /// `false` from a failed write transaction (a full disk, an I/O error, a store that could
+    /// not be reopened yet) until the next one commits.
+    pub writable: bool,
+    /// The latest error of the failing run.
+    pub error: Option<String>,
+    /// When the failing run began.
+    pub since: Option<DateTime<Utc>>,
+    /// Reopens after an I/O error since the start.
+    pub reopens: u64,
+}
+
+/// What the ingest stage and the replay service commit. Blocking calls: run them off the
+/// async workers.
+pub trait CommitStore: Send + Sync {
+    /// Write the batch in one durable transaction; returns the ids given to its dead letters.
+    fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError>;
+    /// Commit what replaying dead letter `id` produced, in one transaction with the letter's
+    /// removal (readings) or its new reason (failed again); [`ReplayOutcome::Gone`] when the
+    /// letter is not there any more, and then nothing is written.
+    fn commit_replay(&self, id: u64, batch: WriteBatch) -> Result<ReplayOutcome, StoreError>;
+    /// The stored frame-counter state of a LoRaWAN DevAddr.
+    fn frame_counter(&self, dev_addr: u32) -> Result<Option<FrameCounter>, StoreError>;
+}
+
+/// What the API, the catalogue and the replay service read. Blocking calls.
+pub trait ReadStore: Send + Sync {
+    fn health(&self) -> StoreHealth;
+    /// The newest reading of each quantity of `device`.
+    fn latest(&self, device: &DeviceId) -> Result<Vec<Reading>, StoreError>;
+    /// Readings of one series with `from <= time < to`, oldest first, at most `limit`.
+    fn readings(
+        &self,
+        device: &DeviceId,
+        quantity: Quantity,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError>;
+    /// When `device` was last heard from (reception time).
+    fn last_seen(&self, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// One dead letter by id.
+    fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError>;
+    /// Dead letters with an id above `after` that `keep` accepts, oldest first, at most
+    /// `limit`, looking at no more than `max_scan`; and the `after` of the next page when
+    /// there may be more.
+    fn dead_letters_matching(
+        &self,
+        after: u64,
+        limit: usize,
+        max_scan: usize,
+        keep: &mut dyn FnMut(&DeadLetter) -> bool,
+    ) -> Result<(Vec<DeadLetter>, Option<u64>), StoreError>;
+    /// The rollup windows of a series in `[from, to)`, oldest first.
+    fn rollups(
+        &self,
+        scope: &Scope,
+        quantity: Quantity,
+        interval: Interval,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, Window)>, StoreError>;
+    /// The first and last time of a series' data.
+    fn extent(&self, scope: &Scope, quantity: Quantity) -> Result<Option<Extent>, StoreError>;
+    /// Device windows committed but not yet stored by a flush (readiness).
+    fn pending_windows(&self) -> usize;
+}
+
+/// The InfluxDB spool's table: lines appended in the readings' commit ([`WriteBatch::outbox`]),
+/// read and removed in order by the InfluxDB writer. Blocking calls.
+pub trait Outbox: Send + Sync {
+    /// Lines waiting.
+    fn outbox_len(&self) -> Result<u64, StoreError>;
+    /// The oldest `limit` lines with their keys, oldest first.
+    fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Remove sent (or dead-lettered) lines, durably.
+    fn outbox_remove(&self, keys: &[u64]) -> Result<(), StoreError>;
+    /// Delete the `n` oldest lines; returns how many were deleted.
+    fn outbox_drop_oldest(&self, n: u64) -> Result<u64, StoreError>;
+}
+
+/// A whole store: what the gateway's stages hold.
+pub trait Store: CommitStore + ReadStore + Outbox + SeriesLookup {}
+
+impl<T: CommitStore + ReadStore + Outbox + SeriesLookup> Store for T {}
 
 /// Everything one batch of messages produced; written in one transaction, so after a crash
 /// either all of it is on disk or none of it is (and the broker redelivers the messages).

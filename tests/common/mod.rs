@@ -633,6 +633,7 @@ impl Gateway {
 /// Readings stored per quantity for `device`, read from a stopped gateway's store directory.
 pub fn stored_per_quantity(data: &Path, device: &str) -> Vec<(&'static str, usize)> {
     use messnetz::model::{DeviceId, Quantity};
+    use messnetz::store::ReadStore;
     let store = messnetz::store::EmbeddedStore::open(data).expect("open the store (is the gateway stopped?)");
     let device = DeviceId::parse(device).expect("device id");
     let from = chrono::DateTime::from_timestamp(0, 0).expect("epoch");

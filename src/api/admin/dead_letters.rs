@@ -19,7 +19,7 @@ use super::{blocking, AdminError, AdminState, Operator};
 use crate::api::{rfc3339, AppState};
 use crate::devices::Device;
 use crate::replay::DeadLetterFilter;
-use crate::replay::{DeadLetters, Replayer, Selection};
+use crate::replay::{DeadLetters, Selection};
 use crate::store::{DeadLetter, ReplayOutcome};
 
 /// Most letters one list answer holds.
@@ -77,7 +77,7 @@ pub async fn list(
     let limit = (number(&query, "limit", 100)? as usize).clamp(1, MAX_LIMIT);
     blocking(move || {
         let devices = state.registry.devices();
-        let (found, next) = DeadLetters::new(&state.store, &devices).list(&filter, after, limit, MAX_SCAN, &visible_to(&op))?;
+        let (found, next) = DeadLetters::new(&*state.store, &devices).list(&filter, after, limit, MAX_SCAN, &visible_to(&op))?;
         let shown: Vec<Value> = found.iter().map(|f| summary(&f.letter, f.device.as_deref())).collect();
         Ok(Json(json!({ "dead_letters": shown, "next": next })))
     })
@@ -94,7 +94,7 @@ pub async fn show(
     let id = letter_id(&id)?;
     blocking(move || {
         let devices = state.registry.devices();
-        let found = DeadLetters::new(&state.store, &devices).get(id, &visible_to(&op))?.ok_or_else(not_found)?;
+        let found = DeadLetters::new(&*state.store, &devices).get(id, &visible_to(&op))?.ok_or_else(not_found)?;
         let (letter, device) = (found.letter, found.device);
         let mut body = summary(&letter, device.as_deref());
         body["payload"] = json!(base64::engine::general_purpose::STANDARD.encode(&letter.payload));
@@ -125,7 +125,7 @@ fn outcome_json(id: u64, outcome: &ReplayOutcome) -> Value {
 
 /// Replay one letter through the ingest path and audit it.
 fn replay(state: &AppState, op: &Operator, letter: &DeadLetter) -> Result<ReplayOutcome, AdminError> {
-    let outcome = Replayer::new(&state.admin.ingest, &state.admin.settings.mqtt.subscriptions).replay(letter)?;
+    let outcome = state.admin.replayer.replay(letter)?;
     let entry = AdminState::entry(op, "dead_letter.replay", &letter.id.to_string());
     let entry = match &outcome {
         ReplayOutcome::Stored { .. } => entry,
@@ -144,7 +144,7 @@ pub async fn replay_one(
     let id = letter_id(&id)?;
     blocking(move || {
         let devices = state.registry.devices();
-        let found = DeadLetters::new(&state.store, &devices).get(id, &visible_to(&op))?.ok_or_else(not_found)?;
+        let found = DeadLetters::new(&*state.store, &devices).get(id, &visible_to(&op))?.ok_or_else(not_found)?;
         match replay(&state, &op, &found.letter)? {
             // Replayed by someone else between reading it and committing: as if it never was.
             ReplayOutcome::Gone => Err(not_found()),
@@ -186,7 +186,7 @@ pub async fn replay_many(
     blocking(move || {
         let devices = state.registry.devices();
         // `Err(id)`: a requested id that is not there, or not the operator's: both "gone".
-        let picked = DeadLetters::new(&state.store, &devices)
+        let picked = DeadLetters::new(&*state.store, &devices)
             .pick(&selection, MAX_REPLAY, &visible_to(&op))
             .map_err(|e| AdminError::from(e.into_store()))?;
         let more = picked.more;

@@ -30,7 +30,7 @@ use axum::Router;
 use super::AppState;
 use crate::audit::{AuditEntry, AuditLog};
 use crate::config::Settings;
-use crate::ingest::Ingest;
+use crate::replay::Replayer;
 pub use auth::{Operator, Scope};
 pub use error::AdminError;
 
@@ -41,7 +41,7 @@ pub struct AdminState {
     /// Where the devices file and profiles are, and what reloading reads.
     pub settings: Settings,
     /// The ingest path, for replays (the same code the broker's messages go through).
-    pub ingest: Ingest,
+    pub replayer: Replayer,
     /// Serialises changes to the devices file and the profiles directory: each is a
     /// read-check-write-swap that must not interleave with another.
     pub files: Mutex<()>,
@@ -51,13 +51,13 @@ pub struct AdminState {
 
 impl AdminState {
     /// Opens the audit log: a gateway that can't record changes doesn't start.
-    pub fn new(settings: &Settings, ingest: Ingest) -> Result<Self, crate::audit::AuditError> {
+    pub fn new(settings: &Settings, replayer: Replayer) -> Result<Self, crate::audit::AuditError> {
         let audit = AuditLog::open(&settings.admin.audit_log_path(&settings.store))?;
         Ok(Self {
             tokens: auth::Tokens::new(&settings.admin),
             audit,
             settings: settings.clone(),
-            ingest,
+            replayer,
             files: Mutex::new(()),
             free_refusals: attempts::FreeRefusals::default(),
         })

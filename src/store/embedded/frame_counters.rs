@@ -9,8 +9,9 @@
 use redb::ReadableDatabase;
 
 use super::tables::FRAME_COUNTERS;
-use super::{engine, EmbeddedStore, StoreError};
+use super::EmbeddedStore;
 use crate::sources::lorawan::{FrameCounter, RecentFrame};
+use crate::store::{engine, StoreError};
 
 /// Version byte, `last` (4 bytes LE), then 16 bytes per recent frame (FCnt, MIC, time).
 fn encode(counter: &FrameCounter) -> Vec<u8> {
@@ -55,9 +56,11 @@ pub(super) fn write<'a>(
     Ok(())
 }
 
+impl EmbeddedStore {}
+
 impl EmbeddedStore {
     /// The stored frame counter of a DevAddr; `None` before its first accepted frame.
-    pub fn frame_counter(&self, dev_addr: u32) -> Result<Option<FrameCounter>, StoreError> {
+    pub(super) fn get_frame_counter(&self, dev_addr: u32) -> Result<Option<FrameCounter>, StoreError> {
         self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
             let table = tx.open_table(FRAME_COUNTERS).map_err(engine)?;
@@ -73,7 +76,7 @@ impl EmbeddedStore {
 mod tests {
     use super::*;
     use crate::sources::lorawan::RECENT_FRAMES;
-    use crate::store::WriteBatch;
+    use crate::store::{CommitStore, WriteBatch};
 
     #[test]
     fn history_is_bounded_and_round_trips() {

@@ -8,13 +8,13 @@
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use super::tables::{DEVICE_DISTRICT, READINGS, ROLLUPS};
-use super::{engine, StoreError};
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::model::{QualityFlag, Quantity};
+use crate::store::embedded::tables::{DEVICE_DISTRICT, READINGS, ROLLUPS};
+use crate::store::{engine, StoreError};
 
 /// Merge a batch's deltas into the stored windows.
-pub(super) fn apply(tx: &WriteTransaction, delta: &RollupDelta) -> Result<(), StoreError> {
+pub(in crate::store::embedded) fn apply(tx: &WriteTransaction, delta: &RollupDelta) -> Result<(), StoreError> {
     let mut table = tx.open_table(ROLLUPS).map_err(engine)?;
     for (district, windows) in &delta.windows {
         let scope = Scope::District(district.clone()).key();
@@ -33,7 +33,12 @@ pub(super) fn apply(tx: &WriteTransaction, delta: &RollupDelta) -> Result<(), St
 
 /// A stored reading was replaced by a different value: recompute its district's windows that
 /// hold it from the readings of the district's devices.
-pub(super) fn recompute(tx: &WriteTransaction, device: &str, quantity: Quantity, t_ms: i64) -> Result<(), StoreError> {
+pub(in crate::store::embedded) fn recompute(
+    tx: &WriteTransaction,
+    device: &str,
+    quantity: Quantity,
+    t_ms: i64,
+) -> Result<(), StoreError> {
     let readings = tx.open_table(READINGS).map_err(engine)?;
     let mut rollups = tx.open_table(ROLLUPS).map_err(engine)?;
     let districts = tx.open_table(DEVICE_DISTRICT).map_err(engine)?;
@@ -67,7 +72,7 @@ pub(super) fn recompute(tx: &WriteTransaction, device: &str, quantity: Quantity,
 }
 
 /// Record which district each open device's windows count towards.
-pub(super) fn set_districts<'a>(
+pub(in crate::store::embedded) fn set_districts<'a>(
     tx: &WriteTransaction,
     districts: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<(), StoreError> {
@@ -83,7 +88,7 @@ pub(super) fn set_districts<'a>(
 
 /// The stored windows of one scope and quantity with `from <= start < to`, oldest first.
 /// (A device's may lag its readings until the next flush: see `device_windows::query`.)
-pub(super) fn stored(
+pub(in crate::store::embedded) fn stored(
     tx: &ReadTransaction,
     scope: &Scope,
     quantity: Quantity,
@@ -103,7 +108,11 @@ pub(super) fn stored(
 }
 
 /// First and last time (ms) of a scope's data: readings for a device, day-window starts for a district.
-pub(super) fn extent(tx: &ReadTransaction, scope: &Scope, quantity: Quantity) -> Result<Option<(i64, i64)>, StoreError> {
+pub(in crate::store::embedded) fn extent(
+    tx: &ReadTransaction,
+    scope: &Scope,
+    quantity: Quantity,
+) -> Result<Option<(i64, i64)>, StoreError> {
     let q = quantity.name();
     let (first, last) = match scope {
         Scope::Device(device) => {
@@ -130,7 +139,7 @@ pub(super) fn extent(tx: &ReadTransaction, scope: &Scope, quantity: Quantity) ->
 /// Recompute every window (device and district) that starts in `[from_ms, to_ms)` (widened
 /// to whole days) from the stored readings, in one transaction. `district_of` names the
 /// district of each open device. The caller flushes the window journal first.
-pub(super) fn rebuild(
+pub(in crate::store::embedded) fn rebuild(
     db: &redb::Database,
     from_ms: i64,
     to_ms: i64,
@@ -141,7 +150,7 @@ pub(super) fn rebuild(
     let mut delta = RollupDelta::default();
     let mut summary = RebuildSummary::default();
     let tx = db.begin_write().map_err(engine)?;
-    (summary.readings, summary.device_windows) = super::device_windows::build(&tx, from, to)?;
+    (summary.readings, summary.device_windows) = super::devices::build(&tx, from, to)?;
     {
         let readings = tx.open_table(READINGS).map_err(engine)?;
         let mut current: Option<(String, Option<String>)> = None;

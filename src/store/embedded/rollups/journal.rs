@@ -12,18 +12,18 @@ use std::sync::Mutex;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::tables::WINDOW_JOURNAL;
-use super::{engine, StoreError};
 use crate::aggregates::Interval;
+use crate::store::embedded::tables::WINDOW_JOURNAL;
+use crate::store::{engine, StoreError};
 
 const HOUR_MS: i64 = 3_600_000;
 
 /// Hours a batch touched: (device, hour start), in any order.
 #[derive(Debug, Default)]
-pub(super) struct Touched<'a>(Vec<(&'a str, i64)>);
+pub(in crate::store::embedded) struct Touched<'a>(Vec<(&'a str, i64)>);
 
 impl<'a> Touched<'a> {
-    pub(super) fn add(&mut self, device: &'a str, t_ms: i64) {
+    pub(in crate::store::embedded) fn add(&mut self, device: &'a str, t_ms: i64) {
         let hour = Interval::Hour.window_start(t_ms);
         // An uplink's readings come together: skip the repeats next to each other early.
         if self.0.last() != Some(&(device, hour)) {
@@ -41,14 +41,14 @@ impl<'a> Touched<'a> {
 /// Journaled device hours not yet flushed, in memory: per device, each pending hour start
 /// with the newest journal row that touched it.
 #[derive(Debug, Default)]
-pub(super) struct Pending {
+pub(in crate::store::embedded) struct Pending {
     next_seq: AtomicU64,
     hours: Mutex<HashMap<String, BTreeMap<i64, u64>>>,
 }
 
 impl Pending {
     /// Rebuild from the journal a previous run left (a crash, or a stop between flushes).
-    pub(super) fn load(db: &redb::Database) -> Result<Self, StoreError> {
+    pub(in crate::store::embedded) fn load(db: &redb::Database) -> Result<Self, StoreError> {
         let pending = Pending::default();
         let tx = db.begin_read().map_err(engine)?;
         let journal = tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
@@ -64,7 +64,7 @@ impl Pending {
 
     /// Replace the contents with the journal as stored (after a reopen: a transaction that
     /// failed may have noted hours its journal row never stored).
-    pub(super) fn reload(&self, db: &redb::Database) -> Result<(), StoreError> {
+    pub(in crate::store::embedded) fn reload(&self, db: &redb::Database) -> Result<(), StoreError> {
         let fresh = Self::load(db)?;
         let hours = fresh.hours.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut mine = self.hours.lock().unwrap_or_else(|p| p.into_inner());
@@ -86,7 +86,7 @@ impl Pending {
     }
 
     /// Pending hour starts of one device in `[from, to)`.
-    pub(super) fn between(&self, device: &str, from: i64, to: i64) -> Vec<i64> {
+    pub(in crate::store::embedded) fn between(&self, device: &str, from: i64, to: i64) -> Vec<i64> {
         let pending = self.hours.lock().unwrap_or_else(|p| p.into_inner());
         match pending.get(device) {
             Some(hours) if from < to => hours.range(from..to).map(|(h, _)| *h).collect(),
@@ -95,7 +95,7 @@ impl Pending {
     }
 
     /// Forget hours whose newest journal row is at or below `seq`: a flush has stored them.
-    pub(super) fn flushed(&self, seq: u64) {
+    pub(in crate::store::embedded) fn flushed(&self, seq: u64) {
         let mut pending = self.hours.lock().unwrap_or_else(|p| p.into_inner());
         pending.retain(|_, hours| {
             hours.retain(|_, s| *s > seq);
@@ -104,7 +104,7 @@ impl Pending {
     }
 
     /// Number of pending device hours.
-    pub(super) fn len(&self) -> usize {
+    pub(in crate::store::embedded) fn len(&self) -> usize {
         self.hours.lock().unwrap_or_else(|p| p.into_inner()).values().map(BTreeMap::len).sum()
     }
 }
@@ -112,7 +112,11 @@ impl Pending {
 /// Append a batch's touched hours to the journal, in the batch's own transaction, and note
 /// them as pending before the transaction commits: a query that does not find them pending
 /// yet cannot see the readings that make them stale either.
-pub(super) fn append(tx: &WriteTransaction, pending: &Pending, touched: &mut Touched) -> Result<(), StoreError> {
+pub(in crate::store::embedded) fn append(
+    tx: &WriteTransaction,
+    pending: &Pending,
+    touched: &mut Touched,
+) -> Result<(), StoreError> {
     if touched.0.is_empty() {
         return Ok(());
     }
@@ -128,7 +132,7 @@ pub(super) fn append(tx: &WriteTransaction, pending: &Pending, touched: &mut Tou
 
 /// Read up to `max` journal rows, oldest first: `f` gets each device and its hours. Returns
 /// the rows' sequence numbers.
-pub(super) fn oldest(
+pub(in crate::store::embedded) fn oldest(
     journal: &impl ReadableTable<u64, &'static [u8]>,
     max: usize,
     mut f: impl FnMut(&str, &[i64]),
@@ -143,7 +147,7 @@ pub(super) fn oldest(
 }
 
 /// Drop journal rows a flush has handled (in the flush's transaction).
-pub(super) fn remove(tx: &WriteTransaction, seqs: impl Iterator<Item = u64>) -> Result<(), StoreError> {
+pub(in crate::store::embedded) fn remove(tx: &WriteTransaction, seqs: impl Iterator<Item = u64>) -> Result<(), StoreError> {
     let mut journal = tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
     for seq in seqs {
         journal.remove(seq).map_err(engine)?;

@@ -31,11 +31,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use super::line_protocol::write_line;
-use super::outbox::Spool;
-use super::{DeadLetter, EmbeddedStore, StoreError, WriteBatch};
+mod line_protocol;
+mod spool;
+
+pub use line_protocol::write_line;
+pub use spool::Spool;
+
 use crate::config::{InfluxSettings, SpoolFullPolicy};
 use crate::metrics::Metrics;
+use crate::store::{DeadLetter, Store, StoreError, WriteBatch};
 
 /// Why the writer could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +71,7 @@ enum Step {
 /// Set up the spool handle (for ingest) and the writer task (for the app) from settings.
 pub fn start(
     settings: &InfluxSettings,
-    store: Arc<EmbeddedStore>,
+    store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
 ) -> Result<(Arc<Spool>, InfluxWriter), InfluxError> {
     let len = store.outbox_len()?;
@@ -81,7 +85,7 @@ pub fn start(
 
 /// Sends the spool to InfluxDB. Run with [`InfluxWriter::run`].
 pub struct InfluxWriter {
-    store: Arc<EmbeddedStore>,
+    store: Arc<dyn Store>,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
@@ -94,7 +98,7 @@ pub struct InfluxWriter {
 impl InfluxWriter {
     pub fn new(
         settings: &InfluxSettings,
-        store: Arc<EmbeddedStore>,
+        store: Arc<dyn Store>,
         spool: Arc<Spool>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, InfluxError> {

@@ -27,11 +27,11 @@ use std::sync::Mutex;
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::tables::{DEVICE_WINDOWS, READINGS, WINDOW_JOURNAL};
-use super::window_journal::{self, Pending};
-use super::{engine, StoreError};
+use super::journal::{self, Pending};
 use crate::aggregates::{Interval, Window};
 use crate::model::{QualityFlag, Quantity};
+use crate::store::embedded::tables::{DEVICE_WINDOWS, READINGS, WINDOW_JOURNAL};
+use crate::store::{engine, StoreError};
 
 const TEN: Interval = Interval::TenMinutes;
 
@@ -54,7 +54,7 @@ pub struct FlushSummary {
 /// a newer sequence number), so the next flush stores what this one could not see. Flushes
 /// are serialised by `one_at_a_time`: hours a flush did not recompute are read from its
 /// snapshot, which no other flush may change before it commits.
-pub(super) fn flush(
+pub(in crate::store::embedded) fn flush(
     db: &redb::Database,
     pending: &Pending,
     one_at_a_time: &Mutex<()>,
@@ -66,7 +66,7 @@ pub(super) fn flush(
     // Per device, the hours touched.
     let mut dirty: HashMap<String, BTreeSet<i64>> = HashMap::new();
     let journal = read.open_table(WINDOW_JOURNAL).map_err(engine)?;
-    let seqs = window_journal::oldest(&journal, max_batches, |device, hours| {
+    let seqs = journal::oldest(&journal, max_batches, |device, hours| {
         let of_device = match dirty.get_mut(device) {
             Some(h) => h,
             None => dirty.entry(device.to_owned()).or_default(),
@@ -102,7 +102,7 @@ pub(super) fn flush(
             };
         }
     }
-    window_journal::remove(&tx, seqs.into_iter())?;
+    journal::remove(&tx, seqs.into_iter())?;
     tx.commit().map_err(engine)?;
     pending.flushed(last);
     Ok(summary)
@@ -256,7 +256,7 @@ fn from_readings(
 
 /// A device's windows with `from <= start < to` (`from` aligned to `interval`): the stored
 /// ones, with those in pending hours folded afresh from the readings.
-pub(super) fn query(
+pub(in crate::store::embedded) fn query(
     db: &redb::Database,
     pending: &Pending,
     device: &str,
@@ -271,7 +271,7 @@ pub(super) fn query(
     let unit = if interval == Interval::Day { Interval::Day } else { Interval::Hour };
     let first = unit.window_start(from);
     let last = if to > from { unit.window_start(to - 1).saturating_add(unit.millis()) } else { first };
-    // Pending first, then the snapshot: see `window_journal::append`.
+    // Pending first, then the snapshot: see `journal::append`.
     let stale: BTreeSet<i64> = pending.between(device, first, last).into_iter().map(|h| unit.window_start(h)).collect();
     let tx = db.begin_read().map_err(engine)?;
     let table = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
@@ -312,7 +312,7 @@ pub(super) fn query(
 /// Recompute every device window of the days in `[from, to)` (day-aligned) from the
 /// readings, in the caller's transaction: at the first open of a store that has none, and
 /// for `rollups rebuild`. Returns (readings read, day rows written).
-pub(super) fn build(tx: &WriteTransaction, from: i64, to: i64) -> Result<(u64, usize), StoreError> {
+pub(in crate::store::embedded) fn build(tx: &WriteTransaction, from: i64, to: i64) -> Result<(u64, usize), StoreError> {
     let readings = tx.open_table(READINGS).map_err(engine)?;
     let mut windows = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
     windows.retain(|(_, _, day), _| !(from..to).contains(&day)).map_err(engine)?;
@@ -532,6 +532,7 @@ mod tests {
     use super::*;
     use crate::aggregates::Scope;
     use crate::model::{DeviceId, Reading};
+    use crate::store::{CommitStore, ReadStore};
     use crate::store::{EmbeddedStore, WriteBatch};
     use chrono::{DateTime, Utc};
 

@@ -1,4 +1,4 @@
-//! The ingest stage: parse, identify the device, decode with its profile, flag, store in batches, then acknowledge.
+//! The ingest stage: batches messages, runs each through the [pipeline](super::pipeline), commits the batch durably, then acknowledges.
 //!
 //! Whatever is waiting in the queue is taken as one batch (up to `ingest.max_batch`) and
 //! written in one durable transaction; only then are its messages acknowledged to the broker,
@@ -12,22 +12,23 @@ use std::collections::VecDeque;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 
 use crate::devices::DeviceRegistry;
 use crate::metrics::Metrics;
-use crate::model::{QualityFlag, Reading};
 use crate::profiles::ProfileSet;
 use crate::quality;
 use crate::registry::Registry;
 use crate::sources::{Ack, AckError, Acknowledger, Inbound};
-use crate::store::{DeadLetter, EmbeddedStore, WriteBatch};
+use crate::store::{DeadLetter, Store, WriteBatch};
+
+use super::pipeline::{Message, Outcome, Pipeline};
 
 /// Everything the ingest stage needs, passed in by the app. Cloned for dead-letter replays,
 /// which take the same path (see [`Ingest::replay`]).
 #[derive(Clone)]
 pub struct Ingest {
-    pub store: Arc<EmbeddedStore>,
+    pub store: Arc<dyn Store>,
     /// Devices and profiles; a snapshot is taken per batch, so a reload never splits one.
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
@@ -35,7 +36,7 @@ pub struct Ingest {
     pub acks: Acknowledger,
     pub max_batch: usize,
     /// The InfluxDB spool, when `[influxdb]` is on: readings are spooled in the same commit.
-    pub spool: Option<Arc<crate::store::Spool>>,
+    pub spool: Option<Arc<crate::sinks::influx::Spool>>,
     /// ABP session keys for raw LoRaWAN frames (`format = "lorawan"`); empty without any.
     pub lorawan: Arc<crate::sources::lorawan_keys::SessionKeys>,
 }
@@ -71,9 +72,10 @@ impl Ingest {
                 }
             }
             let (devices, profiles) = (self.registry.devices(), self.registry.profiles());
+            let pipeline = self.pipeline(&devices, &profiles);
             let mut decode_all = |batch: &mut WriteBatch| {
                 for m in &messages {
-                    self.process(m, &devices, &profiles, batch, &mut qc);
+                    self.collect(&pipeline, m, &mut qc, batch);
                 }
             };
             // A JavaScript codec may run up to its time limit: keep it off the async workers.
@@ -163,183 +165,48 @@ impl Ingest {
         }
     }
 
-    /// Turn one message into readings, or into a dead letter.
-    fn process(
-        &self,
-        m: &Inbound,
-        devices: &DeviceRegistry,
-        profiles: &ProfileSet,
-        batch: &mut WriteBatch,
-        qc: &mut quality::QualityControl,
-    ) {
-        let mut device_name = None;
-        // Set for a message that is acknowledged without producing readings (a raw LoRaWAN
-        // join, downlink, MAC-only frame or duplicate): neither decoded nor dead-lettered.
-        let mut skipped = false;
-        let result = (|| {
-            if m.payload.len() < m.size {
-                return Err(format!(
-                    "message of {} bytes is over the size limit (mqtt.max_packet_bytes, or broker.max_packet_bytes for the embedded listener); the dead letter keeps its first {} bytes",
-                    m.size,
-                    m.payload.len()
-                ));
-            }
-            let format = m.format.ok_or("the topic matches no configured subscription".to_owned())?;
-            let uplink = if format == crate::config::MessageFormat::Lorawan {
-                match self.open_lorawan(m, devices, batch, &mut device_name)? {
-                    Some(uplink) => uplink,
-                    None => {
-                        skipped = true;
-                        return Ok(());
-                    }
+    /// Run one message through the pipeline and add what it gave to the batch: its readings
+    /// (and their InfluxDB lines, the device's last-seen time and district), or a dead letter.
+    fn collect(&self, pipeline: &Pipeline, m: &Inbound, qc: &mut quality::QualityControl, batch: &mut WriteBatch) {
+        let message =
+            Message { topic: &m.topic, payload: &m.payload, size: m.size, format: m.format, received_at: m.received_at };
+        let first = batch.readings.len();
+        let counters = &batch.frame_counters;
+        let store = &self.store;
+        let counter_of = |dev_addr| match counters.get(&dev_addr) {
+            Some(c) => Ok(Some(c.clone())),
+            None => store.frame_counter(dev_addr).map_err(|e| e.to_string()),
+        };
+        let (outcome, counter) = pipeline.process(&message, qc, counter_of, &mut batch.readings);
+        if let Some((dev_addr, counter)) = counter {
+            batch.frame_counters.insert(dev_addr, counter);
+        }
+        match outcome {
+            Outcome::Readings { device } => {
+                if let Some(spool) = &self.spool {
+                    spool.encode(&batch.readings[first..], &device, &mut batch.outbox);
                 }
-            } else {
-                crate::sources::parse(format, &m.payload).map_err(|e| e.to_string())?
-            };
-            let device = devices.find(uplink.dev_eui, uplink.ns_device_id.as_deref()).ok_or_else(|| {
-                format!(
-                    "unknown device: no registry entry for DevEUI {} or network id {:?}",
-                    uplink.dev_eui.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-                    uplink.ns_device_id.as_deref().unwrap_or("-")
-                )
-            })?;
-            device_name = Some(device.id.to_string());
-            let profile = profiles
-                .get(&device.profile)
-                .ok_or_else(|| format!("device {}: profile {:?} is not loaded", device.id, device.profile))?;
-            let decoded = profile
-                .decode_uplink(uplink.f_port, &uplink.payload, uplink.decoded.as_deref())
-                .map_err(|e| format!("profile {}: {e}", device.profile))?;
-            if !decoded.warnings.is_empty() {
-                debug!(device = %device.id, warnings = ?decoded.warnings, "decoded with warnings");
-            }
-            // An implausible measurement time gives way to the reception time (flagged below).
-            let when = quality::reading_time(uplink.time, m.received_at, devices.quality());
-            let time = when.time;
-            // Non-finite values are kept, to be stored flagged bad by the range test.
-            let mut values = decoded.into_values().map_err(|e| format!("profile {}: {e}", device.profile))?;
-            crate::aggregates::derived::add_derived(&mut values);
-            let first = batch.readings.len();
-            let limits = quality::Limits {
-                settings: devices.quality(),
-                profile: Some(profile.quality()),
-                device_ranges: Some(&device.ranges),
-                device_battery_low_v: device.battery_low_v,
-            };
-            let battery = quality::battery_low(values.iter().map(|v| (v.quantity, v.value)), &limits);
-            for v in values {
-                let mut verdict =
-                    qc.assess(&*self.store, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery.as_deref());
-                when.flag(&mut verdict);
-                if verdict.flag != QualityFlag::Good {
-                    Metrics::inc(&self.metrics.readings_flagged, 1);
+                batch.seen.push((device.id.clone(), m.received_at));
+                if device.visibility == crate::devices::Visibility::Open {
+                    batch.districts.insert(device.id.clone(), device.district.clone());
                 }
-                self.metrics.quality.count(&verdict);
-                let (flag, reason) = (verdict.flag, verdict.reason());
-                batch.readings.push(Reading {
-                    device: device.id.clone(),
-                    quantity: v.quantity,
-                    value: v.value,
-                    time,
-                    flag,
-                    reason,
-                });
             }
-            if let Some(spool) = &self.spool {
-                spool.encode(&batch.readings[first..], device, &mut batch.outbox);
-            }
-            batch.seen.push((device.id.clone(), m.received_at));
-            if device.visibility == crate::devices::Visibility::Open {
-                batch.districts.insert(device.id.clone(), device.district.clone());
-            }
-            Ok::<(), String>(())
-        })();
-        match result {
-            Ok(()) if skipped => {}
-            Ok(()) => Metrics::inc(&self.metrics.messages_decoded, 1),
-            Err(reason) => {
-                Metrics::inc(&self.metrics.messages_failed, 1);
-                warn!(topic = %crate::model::Escaped(&m.topic), device = %crate::model::Escaped(device_name.as_deref().unwrap_or("-")), reason = %crate::model::Escaped(&reason), "message dead-lettered");
-                batch.dead_letters.push(DeadLetter {
-                    id: 0,
-                    received_at: m.received_at,
-                    topic: m.topic.clone(),
-                    format: m.format.map(|f| f.as_str()).unwrap_or("-").to_owned(),
-                    device: device_name,
-                    reason,
-                    payload: m.payload.to_vec(),
-                });
-            }
+            Outcome::Skipped => {}
+            Outcome::Rejected { rejection, device } => batch.dead_letters.push(DeadLetter {
+                id: 0,
+                received_at: m.received_at,
+                topic: m.topic.clone(),
+                format: m.format.map(|f| f.as_str()).unwrap_or("-").to_owned(),
+                device,
+                reason: rejection.to_string(),
+                payload: m.payload.to_vec(),
+            }),
         }
     }
-}
 
-impl Ingest {
-    /// Authenticate, counter-check and decrypt a raw LoRaWAN frame. `Ok(None)`: acknowledged
-    /// without readings. The frame counter moves on in `batch` (so a second copy in the same
-    /// batch is caught) and is stored in the batch's transaction.
-    fn open_lorawan(
-        &self,
-        m: &Inbound,
-        devices: &DeviceRegistry,
-        batch: &mut WriteBatch,
-        device_name: &mut Option<String>,
-    ) -> Result<Option<crate::sources::Uplink>, String> {
-        use crate::sources::lorawan::{self, LorawanError, Opened, Outcome};
-        let outcome = lorawan::process(&m.payload, &self.lorawan, m.received_at.timestamp_millis(), |dev_addr| {
-            match batch.frame_counters.get(&dev_addr) {
-                Some(c) => Ok(Some(c.clone())),
-                None => self.store.frame_counter(dev_addr).map_err(|e| e.to_string()),
-            }
-        });
-        let (dev_addr, device, counter, opened, time) = match outcome {
-            Ok(Outcome::Ignored(kind)) => {
-                Metrics::inc(&self.metrics.lorawan_ignored, 1);
-                debug!(topic = %crate::model::Escaped(&m.topic), kind, "raw LoRaWAN frame ignored");
-                return Ok(None);
-            }
-            Ok(Outcome::Frame { dev_addr, device, counter, opened, time }) => (dev_addr, device, counter, opened, time),
-            Err(e) => {
-                match e {
-                    LorawanError::Mic { .. } => Metrics::inc(&self.metrics.lorawan_mic_failures, 1),
-                    LorawanError::Replay { .. } => Metrics::inc(&self.metrics.lorawan_replays, 1),
-                    _ => {}
-                }
-                return Err(e.to_string());
-            }
-        };
-        *device_name = Some(device.clone());
-        let (f_cnt, f_port, payload) = match opened {
-            Opened::Duplicate { .. } => {
-                Metrics::inc(&self.metrics.lorawan_duplicates, 1);
-                return Ok(None);
-            }
-            Opened::MacOnly { .. } => {
-                batch.frame_counters.insert(dev_addr, counter);
-                Metrics::inc(&self.metrics.lorawan_ignored, 1);
-                return Ok(None);
-            }
-            Opened::Data { f_cnt, f_port, payload } => (f_cnt, f_port, payload),
-        };
-        // Authentic and new: the counter moves on even if decoding fails below, so the same
-        // frame can't be slipped in again later.
-        batch.frame_counters.insert(dev_addr, counter);
-        let found = crate::model::DevEui::parse(&device)
-            .ok()
-            .and_then(|eui| devices.find(Some(eui), None))
-            .or_else(|| devices.get(&device));
-        let found = found.ok_or_else(|| {
-            format!("DevAddr {dev_addr:08X}: device {device:?} of its session keys is not in the device registry")
-        })?;
-        Ok(Some(crate::sources::Uplink {
-            dev_eui: found.dev_eui,
-            ns_device_id: Some(found.ns_device_id.clone().unwrap_or_else(|| found.id.to_string())),
-            f_port: Some(f_port),
-            f_cnt: Some(f_cnt),
-            payload,
-            time,
-            decoded: None,
-        }))
+    /// The pipeline over one snapshot of the registry.
+    fn pipeline<'a>(&'a self, devices: &'a DeviceRegistry, profiles: &'a ProfileSet) -> Pipeline<'a> {
+        Pipeline { devices, profiles, lorawan: &self.lorawan, history: &*self.store, metrics: &self.metrics }
     }
 }
 
@@ -347,10 +214,10 @@ impl Ingest {
     /// A stage without a broker connection, for replaying dead letters while the gateway is
     /// stopped (`messnetz dead-letters replay`): a replay acknowledges nothing.
     pub fn offline(
-        store: Arc<EmbeddedStore>,
+        store: Arc<dyn Store>,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-        spool: Option<Arc<crate::store::Spool>>,
+        spool: Option<Arc<crate::sinks::influx::Spool>>,
         lorawan: Arc<crate::sources::lorawan_keys::SessionKeys>,
     ) -> Self {
         Self { store, registry, metrics, acks: Acknowledger::new(None), max_batch: 1, spool, lorawan }
@@ -358,7 +225,7 @@ impl Ingest {
 
     /// Run a dead letter through the same path as a message from the broker (find the device,
     /// decode, derive, flag, spool), as if it had arrived when it did, and commit the result
-    /// in one transaction with the letter's removal ([`EmbeddedStore::commit_replay`]): it
+    /// in one transaction with the letter's removal ([`crate::store::CommitStore::commit_replay`]): it
     /// lands exactly once. A message that fails again stays a dead letter with the new reason.
     /// Blocks (decoding, a store commit): call from blocking code.
     pub fn replay(
@@ -379,7 +246,7 @@ impl Ingest {
         // a series' past they read from the store.
         let mut qc = quality::QualityControl::new(devices.quality().max_series);
         let mut batch = WriteBatch::default();
-        self.process(&inbound, &devices, &profiles, &mut batch, &mut qc);
+        self.collect(&self.pipeline(&devices, &profiles), &inbound, &mut qc, &mut batch);
         let spooled = batch.outbox.len();
         let outcome = self.store.commit_replay(letter.id, batch)?;
         if let crate::store::ReplayOutcome::Stored { readings, .. } = &outcome {

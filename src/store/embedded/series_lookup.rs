@@ -6,10 +6,11 @@ use chrono::{DateTime, Duration, Utc};
 use super::EmbeddedStore;
 use crate::model::{DeviceId, Quantity, Reading};
 use crate::quality::SeriesLookup;
+use crate::store::ReadStore;
 
 impl SeriesLookup for EmbeddedStore {
     fn latest(&self, device: &DeviceId) -> Result<Vec<Reading>, String> {
-        EmbeddedStore::latest(self, device).map_err(|e| e.to_string())
+        ReadStore::latest(self, device).map_err(|e| e.to_string())
     }
 
     fn neighbours(

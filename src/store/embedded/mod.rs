@@ -13,14 +13,23 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
 
-use super::device_windows::{self, FlushSummary};
-use super::tables::{
-    DEAD_LETTERS, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS, LAST_SEEN, OUTBOX, READINGS, ROLLUPS, WINDOW_JOURNAL,
-};
-use super::window_journal::{self, Pending, Touched};
-use super::{engine, rollups, DeadLetter, StoreError, WriteBatch};
+mod dead_letters;
+mod frame_counters;
+mod outbox;
+pub mod rollups;
+mod series_lookup;
+mod tables;
+
+pub use rollups::{FlushSummary, RebuildSummary};
+
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
+use crate::sources::lorawan::FrameCounter;
+use crate::store::{engine, CommitStore, DeadLetter, ReadStore, ReplayOutcome, StoreError, StoreHealth, WriteBatch};
+use rollups::journal::{Pending, Touched};
+use tables::{
+    DEAD_LETTERS, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS, LAST_SEEN, OUTBOX, READINGS, ROLLUPS, WINDOW_JOURNAL,
+};
 
 /// Journal rows one flush transaction handles at most, so a long backlog (after a restart
 /// or an outage) is stored in steps and never holds up ingest's commits for long.
@@ -55,7 +64,7 @@ pub struct EmbeddedStore {
     rollups: bool,
     /// Device windows journaled but not flushed yet.
     pending: Pending,
-    /// Held by the flush in progress (see `device_windows::flush`).
+    /// Held by the flush in progress (see `rollups::devices::flush`).
     flushing: std::sync::Mutex<()>,
     /// Device → district pairs known to be stored, so a batch looks up only new ones.
     /// Filled after commits only, so it never holds a pair a failed transaction wrote.
@@ -67,20 +76,6 @@ pub struct EmbeddedStore {
 struct Failure {
     since: DateTime<Utc>,
     error: String,
-}
-
-/// Whether the store takes writes, for readiness and `/metrics`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoreHealth {
-    /// `false` from a failed write transaction (a full disk, an I/O error, a store that could
-    /// not be reopened yet) until the next one commits.
-    pub writable: bool,
-    /// The latest error of the failing run.
-    pub error: Option<String>,
-    /// When the failing run began.
-    pub since: Option<DateTime<Utc>>,
-    /// Reopens after an I/O error since the start.
-    pub reopens: u64,
 }
 
 impl EmbeddedStore {
@@ -103,7 +98,7 @@ impl EmbeddedStore {
         // A store from before device windows were stored: build them from its readings, in
         // this transaction (an interrupted build runs again at the next start).
         if !has_device_windows {
-            let (_, rows) = device_windows::build(&tx, i64::MIN, i64::MAX)?;
+            let (_, rows) = rollups::devices::build(&tx, i64::MIN, i64::MAX)?;
             if rows > 0 {
                 tracing::info!(
                     day_rows = rows,
@@ -223,30 +218,6 @@ impl EmbeddedStore {
         self.reopen.lock().unwrap_or_else(|p| p.into_inner()).1.clone()
     }
 
-    /// Whether the store takes writes (the last write transaction committed).
-    pub fn health(&self) -> StoreHealth {
-        let failure = self.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        StoreHealth {
-            writable: failure.is_none(),
-            error: failure.as_ref().map(|f| f.error.clone()),
-            since: failure.map(|f| f.since),
-            reopens: self.reopens.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Write a batch in one durable transaction: when this returns `Ok`, it is on disk.
-    /// Returns the ids given to the batch's dead letters.
-    pub fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
-        let ids = self.with_write(|db| {
-            let tx = db.begin_write().map_err(engine)?;
-            let ids = self.write_in(&tx, batch)?;
-            tx.commit().map_err(engine)?;
-            Ok((ids, true))
-        })?;
-        self.districts_committed(batch);
-        Ok(ids)
-    }
-
     /// Write a batch into an open transaction (the caller commits): a dead letter's replay
     /// removes the letter in the same transaction as the readings it produced.
     pub(super) fn write_in(&self, tx: &redb::WriteTransaction, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
@@ -290,12 +261,12 @@ impl EmbeddedStore {
                 .collect()
         };
         if !new_districts.is_empty() {
-            rollups::set_districts(tx, new_districts.iter().copied())?;
+            rollups::districts::set_districts(tx, new_districts.iter().copied())?;
         }
-        rollups::apply(tx, &delta)?;
-        window_journal::append(tx, &self.pending, &mut touched)?;
+        rollups::districts::apply(tx, &delta)?;
+        rollups::journal::append(tx, &self.pending, &mut touched)?;
         for (device, quantity, t) in changed {
-            rollups::recompute(tx, device, quantity, t)?;
+            rollups::districts::recompute(tx, device, quantity, t)?;
         }
         {
             let mut seen = tx.open_table(LAST_SEEN).map_err(engine)?;
@@ -312,11 +283,8 @@ impl EmbeddedStore {
             let mut dead = tx.open_table(DEAD_LETTERS).map_err(engine)?;
             let newest = dead.last().map_err(engine)?.map(|(k, _)| k.value());
             // Replays remove letters, the newest too: ids come from a sequence, never reused.
-            let first = if batch.dead_letters.is_empty() {
-                0
-            } else {
-                super::dead_letter::allocate_ids(tx, newest, batch.dead_letters.len())?
-            };
+            let first =
+                if batch.dead_letters.is_empty() { 0 } else { dead_letters::allocate_ids(tx, newest, batch.dead_letters.len())? };
             for (id, letter) in (first..).zip(&batch.dead_letters) {
                 let mut letter = letter.clone();
                 letter.id = id;
@@ -327,10 +295,10 @@ impl EmbeddedStore {
         }
         // The InfluxDB spool rides in the same commit: stored here == spooled for InfluxDB.
         if !batch.outbox.is_empty() {
-            super::outbox::append(tx, &batch.outbox)?;
+            outbox::append(tx, &batch.outbox)?;
         }
         if !batch.frame_counters.is_empty() {
-            super::frame_counters::write(tx, &batch.frame_counters)?;
+            frame_counters::write(tx, &batch.frame_counters)?;
         }
         Ok(ids)
     }
@@ -343,48 +311,6 @@ impl EmbeddedStore {
                 known.insert(device.as_str().to_owned(), district.clone());
             }
         }
-    }
-
-    /// The newest reading of every quantity of a device.
-    pub fn latest(&self, device: &DeviceId) -> Result<Vec<Reading>, StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let table = tx.open_table(READINGS).map_err(engine)?;
-            let mut out = Vec::new();
-            for q in Quantity::all() {
-                let d = device.as_str();
-                let mut range = table.range((d, q.name(), i64::MIN)..=(d, q.name(), i64::MAX)).map_err(engine)?;
-                if let Some(entry) = range.next_back() {
-                    let (k, v) = entry.map_err(engine)?;
-                    let (_, _, t) = k.value();
-                    out.push(to_reading(device, q, t, v.value())?);
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    /// Readings of one series with `from <= time < to`, oldest first, at most `limit`.
-    pub fn readings(
-        &self,
-        device: &DeviceId,
-        quantity: Quantity,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Reading>, StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let table = tx.open_table(READINGS).map_err(engine)?;
-            let (d, q) = (device.as_str(), quantity.name());
-            let range = table.range((d, q, from.timestamp_millis())..(d, q, to.timestamp_millis())).map_err(engine)?;
-            let mut out = Vec::new();
-            for entry in range.take(limit) {
-                let (k, v) = entry.map_err(engine)?;
-                out.push(to_reading(device, quantity, k.value().2, v.value())?);
-            }
-            Ok(out)
-        })
     }
 
     /// The nearest readings not flagged bad strictly before and strictly after `time`, within
@@ -426,18 +352,6 @@ impl EmbeddedStore {
         })
     }
 
-    /// When the device was last heard from.
-    pub fn last_seen(&self, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let table = tx.open_table(LAST_SEEN).map_err(engine)?;
-            match table.get(device.as_str()).map_err(engine)? {
-                Some(t) => Ok(Some(millis(t.value())?)),
-                None => Ok(None),
-            }
-        })
-    }
-
     /// Dead letters with an id above `after`, oldest first, at most `limit`.
     pub fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.with_db(|db| {
@@ -457,33 +371,6 @@ impl EmbeddedStore {
         self.rollups = on;
     }
 
-    /// Rollup windows of a device or district with `from <= start < to`, oldest first.
-    pub fn rollups(
-        &self,
-        scope: &Scope,
-        quantity: Quantity,
-        interval: Interval,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<(DateTime<Utc>, Window)>, StoreError> {
-        let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
-        let windows = self.with_db(|db| match scope {
-            Scope::Device(device) => device_windows::query(db, &self.pending, device, quantity, interval, from, to),
-            Scope::District(_) => rollups::stored(&db.begin_read().map_err(engine)?, scope, quantity, interval, from, to),
-        })?;
-        windows.into_iter().map(|(start, w)| Ok((millis(start)?, w))).collect()
-    }
-
-    /// Times of the first and the last data of a device's series (its readings) or of a
-    /// district's (its stored day windows): two lookups, whatever the length of the series.
-    pub fn extent(&self, scope: &Scope, quantity: Quantity) -> Result<Option<super::Extent>, StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let ends = rollups::extent(&tx, scope, quantity)?;
-            ends.map(|(first, last)| Ok((millis(first)?, millis(last)?))).transpose()
-        })
-    }
-
     /// Recompute the rollups of `[from, to)` (widened to whole UTC days) from the stored
     /// readings. `district_of` gives the district of each open device.
     pub fn rebuild_rollups(
@@ -491,9 +378,11 @@ impl EmbeddedStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         district_of: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<rollups::RebuildSummary, StoreError> {
+    ) -> Result<rollups::districts::RebuildSummary, StoreError> {
         self.flush_windows()?;
-        self.with_write(|db| Ok((rollups::rebuild(db, from.timestamp_millis(), to.timestamp_millis(), district_of)?, true)))
+        self.with_write(|db| {
+            Ok((rollups::districts::rebuild(db, from.timestamp_millis(), to.timestamp_millis(), district_of)?, true))
+        })
     }
 
     /// Store the journaled device windows, in steps of at most `FLUSH_BATCHES` rows, each
@@ -506,7 +395,7 @@ impl EmbeddedStore {
         let mut total = FlushSummary::default();
         loop {
             let done = self.with_write(|db| {
-                let done = device_windows::flush(db, &self.pending, &self.flushing, FLUSH_BATCHES)?;
+                let done = rollups::devices::flush(db, &self.pending, &self.flushing, FLUSH_BATCHES)?;
                 Ok((done, done.batches > 0))
             })?;
             total.batches += done.batches;
@@ -515,11 +404,6 @@ impl EmbeddedStore {
                 return Ok(total);
             }
         }
-    }
-
-    /// Device windows journaled and not stored yet (a gauge in /metrics).
-    pub fn pending_windows(&self) -> usize {
-        self.pending.len()
     }
 
     /// Space of the main tables, as (table, bytes of keys and values, bytes of pages in
@@ -568,9 +452,148 @@ fn to_reading(
     })
 }
 
+impl ReadStore for EmbeddedStore {
+    /// Whether the store takes writes (the last write transaction committed).
+    fn health(&self) -> StoreHealth {
+        let failure = self.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        StoreHealth {
+            writable: failure.is_none(),
+            error: failure.as_ref().map(|f| f.error.clone()),
+            since: failure.map(|f| f.since),
+            reopens: self.reopens.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The newest reading of every quantity of a device.
+    fn latest(&self, device: &DeviceId) -> Result<Vec<Reading>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(READINGS).map_err(engine)?;
+            let mut out = Vec::new();
+            for q in Quantity::all() {
+                let d = device.as_str();
+                let mut range = table.range((d, q.name(), i64::MIN)..=(d, q.name(), i64::MAX)).map_err(engine)?;
+                if let Some(entry) = range.next_back() {
+                    let (k, v) = entry.map_err(engine)?;
+                    let (_, _, t) = k.value();
+                    out.push(to_reading(device, q, t, v.value())?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Readings of one series with `from <= time < to`, oldest first, at most `limit`.
+    fn readings(
+        &self,
+        device: &DeviceId,
+        quantity: Quantity,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(READINGS).map_err(engine)?;
+            let (d, q) = (device.as_str(), quantity.name());
+            let range = table.range((d, q, from.timestamp_millis())..(d, q, to.timestamp_millis())).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in range.take(limit) {
+                let (k, v) = entry.map_err(engine)?;
+                out.push(to_reading(device, quantity, k.value().2, v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// When the device was last heard from.
+    fn last_seen(&self, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(LAST_SEEN).map_err(engine)?;
+            match table.get(device.as_str()).map_err(engine)? {
+                Some(t) => Ok(Some(millis(t.value())?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Rollup windows of a device or district with `from <= start < to`, oldest first.
+    fn rollups(
+        &self,
+        scope: &Scope,
+        quantity: Quantity,
+        interval: Interval,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, Window)>, StoreError> {
+        let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
+        let windows = self.with_db(|db| match scope {
+            Scope::Device(device) => rollups::devices::query(db, &self.pending, device, quantity, interval, from, to),
+            Scope::District(_) => {
+                rollups::districts::stored(&db.begin_read().map_err(engine)?, scope, quantity, interval, from, to)
+            }
+        })?;
+        windows.into_iter().map(|(start, w)| Ok((millis(start)?, w))).collect()
+    }
+
+    /// Times of the first and the last data of a device's series (its readings) or of a
+    /// district's (its stored day windows): two lookups, whatever the length of the series.
+    fn extent(&self, scope: &Scope, quantity: Quantity) -> Result<Option<super::Extent>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let ends = rollups::districts::extent(&tx, scope, quantity)?;
+            ends.map(|(first, last)| Ok((millis(first)?, millis(last)?))).transpose()
+        })
+    }
+
+    /// Device windows journaled and not stored yet (a gauge in /metrics).
+    fn pending_windows(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+        self.get_dead_letter(id)
+    }
+
+    fn dead_letters_matching(
+        &self,
+        after: u64,
+        limit: usize,
+        max_scan: usize,
+        keep: &mut dyn FnMut(&DeadLetter) -> bool,
+    ) -> Result<(Vec<DeadLetter>, Option<u64>), StoreError> {
+        self.scan_dead_letters(after, limit, max_scan, keep)
+    }
+}
+
+impl CommitStore for EmbeddedStore {
+    /// Write a batch in one durable transaction: when this returns `Ok`, it is on disk.
+    /// Returns the ids given to the batch's dead letters.
+    fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
+        let ids = self.with_write(|db| {
+            let tx = db.begin_write().map_err(engine)?;
+            let ids = self.write_in(&tx, batch)?;
+            tx.commit().map_err(engine)?;
+            Ok((ids, true))
+        })?;
+        self.districts_committed(batch);
+        Ok(ids)
+    }
+
+    fn commit_replay(&self, id: u64, batch: WriteBatch) -> Result<ReplayOutcome, StoreError> {
+        self.commit_replay_in_one(id, batch)
+    }
+
+    fn frame_counter(&self, dev_addr: u32) -> Result<Option<FrameCounter>, StoreError> {
+        self.get_frame_counter(dev_addr)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{CommitStore, Outbox, ReadStore};
 
     fn reading(device: &str, q: &str, t: i64, value: f64) -> Reading {
         Reading {
@@ -758,7 +781,7 @@ mod tests {
                 let tx = db.begin_write().map_err(engine)?;
                 let mut touched = Touched::default();
                 touched.add("dev-other", 7_200_000);
-                window_journal::append(&tx, &store.pending, &mut touched)?;
+                rollups::journal::append(&tx, &store.pending, &mut touched)?;
                 tx.abort().map_err(engine)
             })
             .unwrap();

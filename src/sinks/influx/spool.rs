@@ -1,0 +1,108 @@
+//! The ingest stage's handle on the InfluxDB spool: encodes readings as outbox lines, holds batches back while the spool is full, and wakes the writer.
+//!
+//! The lines themselves live in the store's outbox ([`crate::store::Outbox`]), written in the
+//! same commit as the readings they copy.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{InfluxSettings, SpoolFullPolicy};
+use crate::devices::Device;
+use crate::metrics::Metrics;
+use crate::model::Reading;
+
+/// The ingest stage's handle on the spool: encodes readings into outbox lines, holds
+/// batches back while the spool is full (policy `backpressure`), and wakes the writer.
+pub struct Spool {
+    max_readings: u64,
+    pub(crate) policy: SpoolFullPolicy,
+    metrics: Arc<Metrics>,
+    /// Signalled after a commit added lines, so the writer need not poll.
+    pub(crate) appended: Notify,
+    /// Signalled after the writer removed lines, so held-back ingest can go on.
+    room: Notify,
+}
+
+impl Spool {
+    /// `len` is the number of lines already spooled (left from the previous run).
+    pub fn new(settings: &InfluxSettings, metrics: Arc<Metrics>, len: u64) -> Self {
+        metrics.influx.spool_readings.store(len, Relaxed);
+        let hold = if settings.spool_full == SpoolFullPolicy::Backpressure { settings.spool_max_readings } else { 0 };
+        metrics.influx.spool_hold_limit.store(hold, Relaxed);
+        Self {
+            max_readings: settings.spool_max_readings,
+            policy: settings.spool_full,
+            metrics,
+            appended: Notify::new(),
+            room: Notify::new(),
+        }
+    }
+
+    /// Readings waiting to be sent (kept up to date by the ingest stage and the writer).
+    pub fn len(&self) -> u64 {
+        self.metrics.influx.spool_readings.load(Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn max_readings(&self) -> u64 {
+        self.max_readings
+    }
+
+    /// Add one line per reading of `device` to `out` (the batch's outbox lines). Line protocol
+    /// has no NaN or infinity: such readings (stored flagged bad) stay in the embedded store.
+    pub fn encode(&self, readings: &[Reading], device: &Device, out: &mut Vec<String>) {
+        for r in readings.iter().filter(|r| r.value.is_finite()) {
+            let mut line = String::with_capacity(160);
+            super::write_line(r, device, &mut line);
+            out.push(line);
+        }
+    }
+
+    /// With policy `backpressure`, wait until the spool is below its limit, so the batch in
+    /// hand is neither committed nor acknowledged while InfluxDB is away and the spool full:
+    /// the broker keeps the messages. The limit can be passed by at most one batch.
+    /// Returns `false` if `cancel` fired while waiting.
+    pub async fn wait_for_room(&self, cancel: &CancellationToken) -> bool {
+        if self.policy != SpoolFullPolicy::Backpressure || self.len() < self.max_readings {
+            return true;
+        }
+        Metrics::inc(&self.metrics.influx.spool_full_waits, 1);
+        tracing::warn!(limit = self.max_readings, "InfluxDB spool full: holding messages unacknowledged until it drains");
+        while self.len() >= self.max_readings {
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = self.room.notified() => {}
+                // `notify_waiters` keeps no permit; re-check now and then.
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        true
+    }
+
+    /// A commit added `n` lines.
+    pub fn appended(&self, n: usize) {
+        if n > 0 {
+            self.metrics.influx.spool_readings.fetch_add(n as u64, Relaxed);
+            self.appended.notify_one();
+        }
+    }
+
+    /// The writer removed `n` lines (sent, dead-lettered or dropped).
+    pub(crate) fn removed(&self, n: u64) {
+        let _ = self.metrics.influx.spool_readings.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+        self.room.notify_waiters();
+    }
+
+    /// Set the count from the table itself.
+    pub(crate) fn resync(&self, len: u64) {
+        self.metrics.influx.spool_readings.store(len, Relaxed);
+        self.room.notify_waiters();
+    }
+}
