@@ -1,17 +1,15 @@
-//! The embedded store's dead letters: keeping and paging them, and committing what a replay produced in one transaction with the letter's removal.
+//! The embedded store's dead letters: keeping and paging them, and replacing or removing one for a replay inside the caller's transaction.
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::tables::{DEAD_LETTERS, DEAD_LETTER_SEQ};
-use super::EmbeddedStore;
-use crate::store::{engine, DeadLetter, ReplayOutcome, StoreError, WriteBatch};
-
-impl EmbeddedStore {}
+use crate::store::boundary::{engine, StoreError};
+use crate::store::dead_letter::DeadLetter;
 
 /// The first of `n` new dead letter ids: above every id given before, even one whose letter
 /// a replay has removed since (an id names one message for good: in the audit log, and for
 /// a repeated replay request), and above the newest stored (stores from before the sequence).
-pub(super) fn allocate_ids(tx: &redb::WriteTransaction, newest_stored: Option<u64>, n: usize) -> Result<u64, StoreError> {
+pub(super) fn allocate_ids(tx: &WriteTransaction, newest_stored: Option<u64>, n: usize) -> Result<u64, StoreError> {
     let mut seq = tx.open_table(DEAD_LETTER_SEQ).map_err(engine)?;
     let given = seq.get("last").map_err(engine)?.map(|v| v.value()).unwrap_or(0);
     let first = given.max(newest_stored.unwrap_or(0)) + 1;
@@ -23,117 +21,72 @@ fn decode(bytes: &[u8]) -> Result<DeadLetter, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("dead letter: {e}")))
 }
 
-impl EmbeddedStore {
-    /// One dead letter by id.
-    pub(super) fn get_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-            match table.get(id).map_err(engine)? {
-                Some(v) => Ok(Some(decode(v.value())?)),
-                None => Ok(None),
-            }
-        })
-    }
-
-    /// Dead letters with an id above `after` that `keep` accepts, oldest first, at most
-    /// `limit`, looking at no more than `max_scan` letters. The second value is where to go
-    /// on from (`after` of the next page) when there may be more.
-    pub(super) fn scan_dead_letters(
-        &self,
-        after: u64,
-        limit: usize,
-        max_scan: usize,
-        keep: &mut dyn FnMut(&DeadLetter) -> bool,
-    ) -> Result<(Vec<DeadLetter>, Option<u64>), StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-            let mut out = Vec::new();
-            let mut last = None;
-            let mut range = table.range(after.saturating_add(1)..).map_err(engine)?;
-            for _ in 0..max_scan {
-                if out.len() >= limit {
-                    break;
-                }
-                let Some(entry) = range.next() else { return Ok((out, None)) };
-                let (k, v) = entry.map_err(engine)?;
-                last = Some(k.value());
-                let letter = decode(v.value())?;
-                if keep(&letter) {
-                    out.push(letter);
-                }
-            }
-            let more = range.next().is_some();
-            Ok((out, if more { last } else { None }))
-        })
-    }
+fn find(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+    table.get(id).map_err(engine)?.map(|v| decode(v.value())).transpose()
 }
 
-impl EmbeddedStore {
-    /// Commit what replaying dead letter `id` produced (`batch`, from the ingest path) in
-    /// one transaction: readings → the letter is removed; a new dead letter → it replaces the
-    /// old one under the same id (new reason); nothing at all → the letter stays, saying so.
-    /// If the letter is gone (replayed meanwhile), nothing is written: [`ReplayOutcome::Gone`].
-    pub(super) fn commit_replay_in_one(&self, id: u64, mut batch: WriteBatch) -> Result<ReplayOutcome, StoreError> {
-        let outcome = self.with_write(|db| {
-            let tx = db.begin_write().map_err(engine)?;
-            let old = {
-                let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-                let old = table.get(id).map_err(engine)?.map(|v| decode(v.value())).transpose()?;
-                old
-            };
-            let Some(old) = old else {
-                tx.abort().map_err(engine)?;
-                return Ok((ReplayOutcome::Gone, false));
-            };
-            let again = batch.dead_letters.pop();
-            // The letter keeps its id and reception time; device and reason are the new ones.
-            let keep = |reason: String, device: Option<String>| DeadLetter {
-                reason,
-                device: device.or(old.device.clone()),
-                ..old.clone()
-            };
-            let (outcome, replacement) = match again {
-                Some(letter) => {
-                    (ReplayOutcome::Failed { reason: letter.reason.clone() }, Some(keep(letter.reason, letter.device)))
-                }
-                None if batch.seen.is_empty() => {
-                    let reason =
-                        "replay: the message was taken without readings (a LoRaWAN duplicate, join or MAC-only frame)".to_owned();
-                    (ReplayOutcome::Failed { reason: reason.clone() }, Some(keep(reason, None)))
-                }
-                None => {
-                    let device = batch.seen.first().map(|(d, _)| d.to_string()).unwrap_or_default();
-                    (ReplayOutcome::Stored { device, readings: batch.readings.len() }, None)
-                }
-            };
-            self.write_in(&tx, &batch)?;
-            {
-                let mut table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-                match replacement {
-                    Some(letter) => {
-                        let json = serde_json::to_vec(&letter).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        table.insert(id, json.as_slice()).map_err(engine)?;
-                    }
-                    None => {
-                        table.remove(id).map_err(engine)?;
-                    }
-                }
-            }
-            tx.commit().map_err(engine)?;
-            Ok((outcome, true))
-        })?;
-        self.districts_committed(&batch);
-        Ok(outcome)
+/// One dead letter by id.
+pub(super) fn get(db: &Database, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+    let tx = db.begin_read().map_err(engine)?;
+    find(&tx.open_table(DEAD_LETTERS).map_err(engine)?, id)
+}
+
+/// One dead letter by id, inside a write transaction (a replay's).
+pub(super) fn get_in(tx: &WriteTransaction, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+    find(&tx.open_table(DEAD_LETTERS).map_err(engine)?, id)
+}
+
+/// Dead letters with an id above `after` that `keep` accepts, oldest first, at most
+/// `limit`, looking at no more than `max_scan` letters. The second value is where to go on
+/// from (`after` of the next page) when there may be more.
+pub(super) fn scan(
+    db: &Database,
+    after: u64,
+    limit: usize,
+    max_scan: usize,
+    keep: &mut dyn FnMut(&DeadLetter) -> bool,
+) -> Result<(Vec<DeadLetter>, Option<u64>), StoreError> {
+    let tx = db.begin_read().map_err(engine)?;
+    let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+    let mut out = Vec::new();
+    let mut last = None;
+    let mut range = table.range(after.saturating_add(1)..).map_err(engine)?;
+    for _ in 0..max_scan {
+        if out.len() >= limit {
+            break;
+        }
+        let Some(entry) = range.next() else { return Ok((out, None)) };
+        let (k, v) = entry.map_err(engine)?;
+        last = Some(k.value());
+        let letter = decode(v.value())?;
+        if keep(&letter) {
+            out.push(letter);
+        }
     }
+    let more = range.next().is_some();
+    Ok((out, if more { last } else { None }))
+}
+
+/// Put `letter` in place of letter `id`, or remove it (`None`), inside the caller's transaction.
+pub(super) fn replace(tx: &WriteTransaction, id: u64, letter: Option<&DeadLetter>) -> Result<(), StoreError> {
+    let mut table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+    match letter {
+        Some(letter) => {
+            let json = serde_json::to_vec(letter).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            table.insert(id, json.as_slice()).map_err(engine)?;
+        }
+        None => {
+            table.remove(id).map_err(engine)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
-    use crate::store::{CommitStore, ReadStore};
+    use crate::store::{CommitStore, EmbeddedStore, ReadStore, ReplayOutcome, WriteBatch};
     use chrono::DateTime;
 
     fn letter(reason: &str, device: Option<&str>) -> DeadLetter {

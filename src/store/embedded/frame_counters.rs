@@ -9,9 +9,8 @@
 use redb::ReadableDatabase;
 
 use super::tables::FRAME_COUNTERS;
-use super::EmbeddedStore;
 use crate::sources::lorawan::{FrameCounter, RecentFrame};
-use crate::store::{engine, StoreError};
+use crate::store::boundary::{engine, StoreError};
 
 /// Version byte, `last` (4 bytes LE), then 16 bytes per recent frame (FCnt, MIC, time).
 fn encode(counter: &FrameCounter) -> Vec<u8> {
@@ -56,19 +55,13 @@ pub(super) fn write<'a>(
     Ok(())
 }
 
-impl EmbeddedStore {}
-
-impl EmbeddedStore {
-    /// The stored frame counter of a DevAddr; `None` before its first accepted frame.
-    pub(super) fn get_frame_counter(&self, dev_addr: u32) -> Result<Option<FrameCounter>, StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let table = tx.open_table(FRAME_COUNTERS).map_err(engine)?;
-            match table.get(dev_addr).map_err(engine)? {
-                Some(v) => Ok(Some(decode(v.value())?)),
-                None => Ok(None),
-            }
-        })
+/// The stored frame counter of a DevAddr; `None` before its first accepted frame.
+pub(super) fn read(db: &redb::Database, dev_addr: u32) -> Result<Option<FrameCounter>, StoreError> {
+    let tx = db.begin_read().map_err(engine)?;
+    let table = tx.open_table(FRAME_COUNTERS).map_err(engine)?;
+    match table.get(dev_addr).map_err(engine)? {
+        Some(v) => Ok(Some(decode(v.value())?)),
+        None => Ok(None),
     }
 }
 
@@ -76,7 +69,7 @@ impl EmbeddedStore {
 mod tests {
     use super::*;
     use crate::sources::lorawan::RECENT_FRAMES;
-    use crate::store::{CommitStore, WriteBatch};
+    use crate::store::{CommitStore, EmbeddedStore, WriteBatch};
 
     #[test]
     fn history_is_bounded_and_round_trips() {

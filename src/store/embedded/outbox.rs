@@ -6,11 +6,10 @@
 //! the spool", and a crash can never leave a reading stored but forgotten by InfluxDB.
 //! Keys are increasing sequence numbers, so the writer replays the spool in arrival order.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::tables::OUTBOX;
-use super::EmbeddedStore;
-use crate::store::{engine, Outbox, StoreError};
+use crate::store::boundary::{engine, StoreError};
 
 /// Append lines to the outbox inside the caller's transaction (the one storing the readings).
 pub(super) fn append(tx: &WriteTransaction, lines: &[String]) -> Result<(), StoreError> {
@@ -24,69 +23,47 @@ pub(super) fn append(tx: &WriteTransaction, lines: &[String]) -> Result<(), Stor
     Ok(())
 }
 
-impl EmbeddedStore {}
+/// Lines waiting in the spool.
+pub(super) fn len(db: &Database) -> Result<u64, StoreError> {
+    let tx = db.begin_read().map_err(engine)?;
+    tx.open_table(OUTBOX).map_err(engine)?.len().map_err(engine)
+}
 
-impl Outbox for EmbeddedStore {
-    /// Readings waiting in the InfluxDB spool.
-    fn outbox_len(&self) -> Result<u64, StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            tx.open_table(OUTBOX).map_err(engine)?.len().map_err(engine)
-        })
+/// The oldest `limit` spooled lines with their keys, oldest first.
+pub(super) fn peek(db: &Database, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    // `EmbeddedStore::open` creates the table, so it is never missing here.
+    let tx = db.begin_read().map_err(engine)?;
+    let table = tx.open_table(OUTBOX).map_err(engine)?;
+    let mut out = Vec::with_capacity(limit.min(65_536));
+    for entry in table.range(0u64..).map_err(engine)?.take(limit) {
+        let (k, v) = entry.map_err(engine)?;
+        out.push((k.value(), v.value().to_vec()));
     }
+    Ok(out)
+}
 
-    /// The oldest `limit` spooled lines with their keys, oldest first.
-    fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        // `EmbeddedStore::open` creates the table, so it is never missing here.
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let table = tx.open_table(OUTBOX).map_err(engine)?;
-            let mut out = Vec::with_capacity(limit.min(65_536));
-            for entry in table.range(0u64..).map_err(engine)?.take(limit) {
-                let (k, v) = entry.map_err(engine)?;
-                out.push((k.value(), v.value().to_vec()));
-            }
-            Ok(out)
-        })
+/// Remove sent (or dead-lettered) lines inside the caller's transaction.
+pub(super) fn remove(tx: &WriteTransaction, keys: &[u64]) -> Result<(), StoreError> {
+    let mut table = tx.open_table(OUTBOX).map_err(engine)?;
+    for k in keys {
+        table.remove(*k).map_err(engine)?;
     }
+    Ok(())
+}
 
-    /// Remove sent (or dead-lettered) lines, durably.
-    fn outbox_remove(&self, keys: &[u64]) -> Result<(), StoreError> {
-        self.with_write(|db| {
-            let tx = db.begin_write().map_err(engine)?;
-            {
-                let mut table = tx.open_table(OUTBOX).map_err(engine)?;
-                for k in keys {
-                    table.remove(*k).map_err(engine)?;
-                }
-            }
-            tx.commit().map_err(engine)?;
-            Ok(((), true))
-        })
+/// Delete the `n` oldest lines inside the caller's transaction; returns how many went.
+pub(super) fn drop_oldest(tx: &WriteTransaction, n: u64) -> Result<u64, StoreError> {
+    let mut table = tx.open_table(OUTBOX).map_err(engine)?;
+    let mut dropped = 0;
+    while dropped < n && table.pop_first().map_err(engine)?.is_some() {
+        dropped += 1;
     }
-
-    /// Delete the `n` oldest spooled lines; returns how many were deleted.
-    fn outbox_drop_oldest(&self, n: u64) -> Result<u64, StoreError> {
-        self.with_write(|db| {
-            let tx = db.begin_write().map_err(engine)?;
-            let mut dropped = 0;
-            {
-                let mut table = tx.open_table(OUTBOX).map_err(engine)?;
-                while dropped < n && table.pop_first().map_err(engine)?.is_some() {
-                    dropped += 1;
-                }
-            }
-            tx.commit().map_err(engine)?;
-            Ok((dropped, true))
-        })
-    }
+    Ok(dropped)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::WriteBatch;
-    use crate::store::{CommitStore, Outbox};
+    use crate::store::{CommitStore, EmbeddedStore, Outbox, WriteBatch};
 
     #[test]
     fn outbox_keeps_order_and_survives_reopen_and_emptying() {

@@ -30,8 +30,8 @@ use redb::{ReadableTable, WriteTransaction};
 use super::journal::{self, Pending};
 use crate::aggregates::{Interval, Window};
 use crate::model::{QualityFlag, Quantity};
+use crate::store::boundary::{engine, StoreError};
 use crate::store::embedded::tables::{DEVICE_WINDOWS, READINGS, WINDOW_JOURNAL};
-use crate::store::{engine, StoreError};
 
 const TEN: Interval = Interval::TenMinutes;
 

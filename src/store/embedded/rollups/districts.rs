@@ -10,8 +10,8 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::model::{QualityFlag, Quantity};
+use crate::store::boundary::{engine, StoreError};
 use crate::store::embedded::tables::{DEVICE_DISTRICT, READINGS, ROLLUPS};
-use crate::store::{engine, StoreError};
 
 /// Merge a batch's deltas into the stored windows.
 pub(in crate::store::embedded) fn apply(tx: &WriteTransaction, delta: &RollupDelta) -> Result<(), StoreError> {

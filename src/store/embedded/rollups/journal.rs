@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::aggregates::Interval;
+use crate::store::boundary::{engine, StoreError};
 use crate::store::embedded::tables::WINDOW_JOURNAL;
-use crate::store::{engine, StoreError};
 
 const HOUR_MS: i64 = 3_600_000;
 

@@ -1,0 +1,126 @@
+//! The storage boundary's traits: what the ingest stage commits ([`CommitStore`]), what the API, quality and the catalogue read ([`ReadStore`]), the InfluxDB spool's table ([`Outbox`]), and the store's error.
+
+use chrono::{DateTime, Utc};
+
+use super::batch::WriteBatch;
+use super::dead_letter::{DeadLetter, ReplayOutcome};
+use crate::aggregates::{Interval, Scope, Window};
+use crate::model::{DeviceId, Quantity, Reading};
+use crate::quality::SeriesLookup;
+use crate::sources::lorawan::FrameCounter;
+
+/// The first and the last time of a series' data.
+pub type Extent = (DateTime<Utc>, DateTime<Utc>);
+
+/// Whether the store takes writes, for readiness and `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreHealth {
+    /// `false` from a failed write transaction (a full disk, an I/O error, a store that could
+    /// not be reopened yet) until the next one commits.
+    pub writable: bool,
+    /// The latest error of the failing run.
+    pub error: Option<String>,
+    /// When the failing run began.
+    pub since: Option<DateTime<Utc>>,
+    /// Reopens after an I/O error since the start.
+    pub reopens: u64,
+}
+
+/// What the ingest stage and the replay service commit. Blocking calls: run them off the
+/// async workers.
+pub trait CommitStore: Send + Sync {
+    /// Write the batch in one durable transaction; returns the ids given to its dead letters.
+    fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError>;
+    /// Commit what replaying dead letter `id` produced, in one transaction with the letter's
+    /// removal (readings) or its new reason (failed again); [`ReplayOutcome::Gone`] when the
+    /// letter is not there any more, and then nothing is written.
+    fn commit_replay(&self, id: u64, batch: WriteBatch) -> Result<ReplayOutcome, StoreError>;
+    /// The stored frame-counter state of a LoRaWAN DevAddr.
+    fn frame_counter(&self, dev_addr: u32) -> Result<Option<FrameCounter>, StoreError>;
+}
+
+/// What the API, the catalogue and the replay service read. Blocking calls.
+pub trait ReadStore: Send + Sync {
+    fn health(&self) -> StoreHealth;
+    /// The newest reading of each quantity of `device`.
+    fn latest(&self, device: &DeviceId) -> Result<Vec<Reading>, StoreError>;
+    /// Readings of one series with `from <= time < to`, oldest first, at most `limit`.
+    fn readings(
+        &self,
+        device: &DeviceId,
+        quantity: Quantity,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError>;
+    /// When `device` was last heard from (reception time).
+    fn last_seen(&self, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// One dead letter by id.
+    fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError>;
+    /// Dead letters with an id above `after` that `keep` accepts, oldest first, at most
+    /// `limit`, looking at no more than `max_scan`; and the `after` of the next page when
+    /// there may be more.
+    fn dead_letters_matching(
+        &self,
+        after: u64,
+        limit: usize,
+        max_scan: usize,
+        keep: &mut dyn FnMut(&DeadLetter) -> bool,
+    ) -> Result<(Vec<DeadLetter>, Option<u64>), StoreError>;
+    /// The rollup windows of a series in `[from, to)`, oldest first.
+    fn rollups(
+        &self,
+        scope: &Scope,
+        quantity: Quantity,
+        interval: Interval,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, Window)>, StoreError>;
+    /// The first and last time of a series' data.
+    fn extent(&self, scope: &Scope, quantity: Quantity) -> Result<Option<Extent>, StoreError>;
+    /// Device windows committed but not yet stored by a flush (readiness).
+    fn pending_windows(&self) -> usize;
+}
+
+/// The InfluxDB spool's table: lines appended in the readings' commit ([`WriteBatch::outbox`]),
+/// read and removed in order by the InfluxDB writer. Blocking calls.
+pub trait Outbox: Send + Sync {
+    /// Lines waiting.
+    fn outbox_len(&self) -> Result<u64, StoreError>;
+    /// The oldest `limit` lines with their keys, oldest first.
+    fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Remove sent (or dead-lettered) lines, durably.
+    fn outbox_remove(&self, keys: &[u64]) -> Result<(), StoreError>;
+    /// Delete the `n` oldest lines; returns how many were deleted.
+    fn outbox_drop_oldest(&self, n: u64) -> Result<u64, StoreError>;
+}
+
+/// A whole store: what the gateway's stages hold.
+pub trait Store: CommitStore + ReadStore + Outbox + SeriesLookup {}
+
+impl<T: CommitStore + ReadStore + Outbox + SeriesLookup> Store for T {}
+
+/// Why the store failed. The cause is logged; API clients see a generic error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the store directory {path}: {source}")]
+    Directory { path: String, source: std::io::Error },
+    #[error("storage engine: {0}")]
+    Engine(#[from] redb::Error),
+    #[error("a stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the store waits to be reopened after an I/O error: {0}")]
+    Closed(String),
+}
+
+impl StoreError {
+    /// An I/O error (a full disk, a failing device), or redb refusing work after one: the
+    /// database must be closed and opened again before it takes writes.
+    pub fn is_io(&self) -> bool {
+        matches!(self, StoreError::Engine(redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed))
+    }
+}
+
+pub(crate) fn engine<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Engine(e.into())
+}
