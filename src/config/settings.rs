@@ -23,7 +23,7 @@ pub struct Settings {
     pub influxdb: Option<InfluxSettings>,
     pub lorawan: LorawanSettings,
     /// Quality control thresholds and device staleness.
-    pub quality: super::QualitySettings,
+    pub quality: super::quality::QualitySettings,
     /// The operator API (`/v1/admin/`): tokens, audit log, brute-force limit.
     pub admin: AdminSettings,
 }

@@ -21,8 +21,8 @@
 
 mod series;
 mod time;
+mod verdict;
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -33,121 +33,7 @@ use crate::model::{QualityFlag, Quantity};
 pub use crate::config::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
 pub use series::{SeriesHistory, SeriesLookup};
 pub use time::{earliest_plausible, reading_time, ReadingTime, EARLIEST_PLAUSIBLE};
-
-/// The quality tests, as named in reasons and metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Test {
-    Range,
-    Spike,
-    Stuck,
-    Future,
-    Age,
-    Battery,
-}
-
-impl Test {
-    pub const ALL: [Test; 6] = [Test::Range, Test::Spike, Test::Stuck, Test::Future, Test::Age, Test::Battery];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Test::Range => "range",
-            Test::Spike => "spike",
-            Test::Stuck => "stuck",
-            Test::Future => "future",
-            Test::Age => "age",
-            Test::Battery => "battery",
-        }
-    }
-
-    /// The flag a failure gives: only an impossible value is bad.
-    pub fn flag(self) -> QualityFlag {
-        match self {
-            Test::Range => QualityFlag::Bad,
-            _ => QualityFlag::Suspect,
-        }
-    }
-}
-
-/// What quality control concluded about one reading.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
-    /// The worst flag of the failed tests; good when none failed.
-    pub flag: QualityFlag,
-    /// Every failed test with its explanation, in the order the tests ran.
-    pub failures: Vec<(Test, String)>,
-}
-
-impl Verdict {
-    fn new() -> Self {
-        Self { flag: QualityFlag::Good, failures: Vec::new() }
-    }
-
-    fn fail(&mut self, test: Test, why: String) {
-        if test.flag().to_byte() > self.flag.to_byte() {
-            self.flag = test.flag();
-        }
-        self.failures.push((test, why));
-    }
-
-    pub fn failed(&self, test: Test) -> bool {
-        self.failures.iter().any(|(t, _)| *t == test)
-    }
-
-    /// The stored reason: each failure as `test: why`, joined by `; `; empty when good.
-    pub fn reason(&self) -> String {
-        let mut out = String::new();
-        for (i, (test, why)) in self.failures.iter().enumerate() {
-            let _ = write!(out, "{}{}: {why}", if i > 0 { "; " } else { "" }, test.as_str());
-        }
-        out
-    }
-}
-
-/// The thresholds that hold for one device: configuration, its profile's and its own overrides.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits<'a> {
-    pub settings: &'a QualitySettings,
-    /// The `[quality]` table of the device's profile.
-    pub profile: Option<&'a ProfileQuality>,
-    /// The device's own `ranges`.
-    pub device_ranges: Option<&'a BTreeMap<Quantity, [f64; 2]>>,
-    /// The device's own `battery_low_v`.
-    pub device_battery_low_v: Option<f64>,
-}
-
-impl<'a> Limits<'a> {
-    /// The configured thresholds without any profile or device override.
-    pub fn new(settings: &'a QualitySettings) -> Self {
-        Self { settings, profile: None, device_ranges: None, device_battery_low_v: None }
-    }
-
-    /// The physical range of `q` for this device: the most specific setting wins.
-    pub fn range(&self, q: Quantity) -> (f64, f64) {
-        let specific = self
-            .device_ranges
-            .and_then(|r| r.get(&q))
-            .or_else(|| self.profile.and_then(|p| p.ranges.get(&q)))
-            .or_else(|| self.settings.ranges.get(&q));
-        match specific {
-            Some([min, max]) => (*min, *max),
-            None => (q.def().min, q.def().max),
-        }
-    }
-
-    pub fn battery_low_v(&self) -> f64 {
-        self.device_battery_low_v.or_else(|| self.profile.and_then(|p| p.battery_low_v)).unwrap_or(self.settings.battery_low_v)
-    }
-
-    /// The largest plausible change of `q` per hour; `None` when `q` is not spike-tested.
-    pub fn spike_per_h(&self, q: Quantity) -> Option<f64> {
-        self.settings.spike.get(&q).copied().filter(|v| *v > 0.0)
-    }
-
-    pub fn stuck_after(&self, q: Quantity) -> Option<Duration> {
-        let h = self.settings.stuck_after_h;
-        (h > 0 && !self.settings.stuck_exempt.contains(&q)).then(|| Duration::hours(h.min(1_000_000) as i64))
-    }
-}
+pub use verdict::{Limits, Test, Verdict};
 
 /// Why the readings of one uplink are suspect because of its battery, if they are: a
 /// `battery_voltage` or `battery_level` below its threshold among `values`.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{Limits, Test, Verdict};
+use super::verdict::{Limits, Test, Verdict};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
 
 /// How far before and after a late reading its stored neighbours are looked for.

@@ -8,7 +8,8 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
-use super::{QualitySettings, Test, Verdict};
+use super::verdict::{Test, Verdict};
+use crate::config::QualitySettings;
 
 /// No sensor of a city network measured anything before this day: an earlier time is a clock
 /// that was never set or fell back to an epoch (1970, 2000 for some RTCs count from it, 0001).

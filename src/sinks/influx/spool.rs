@@ -60,7 +60,7 @@ impl Spool {
     pub fn encode(&self, readings: &[Reading], device: &Device, out: &mut Vec<String>) {
         for r in readings.iter().filter(|r| r.value.is_finite()) {
             let mut line = String::with_capacity(160);
-            super::write_line(r, device, &mut line);
+            super::line_protocol::write_line(r, device, &mut line);
             out.push(line);
         }
     }
