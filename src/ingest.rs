@@ -194,7 +194,7 @@ impl Ingest {
                     }
                 }
             } else {
-                crate::sources::parse(format, &m.payload).map_err(|e| e.to_string())?
+                crate::sources::parse_message(format, &m.topic, &m.payload).map_err(|e| e.to_string())?
             };
             let device = devices.find(uplink.dev_eui, uplink.ns_device_id.as_deref()).ok_or_else(|| {
                 format!(
@@ -204,25 +204,38 @@ impl Ingest {
                 )
             })?;
             device_name = Some(device.id.to_string());
-            let profile = profiles
-                .get(&device.profile)
-                .ok_or_else(|| format!("device {}: profile {:?} is not loaded", device.id, device.profile))?;
-            let decoded = profile
-                .decode_uplink(uplink.f_port, &uplink.payload, uplink.decoded.as_deref())
-                .map_err(|e| format!("profile {}: {e}", device.profile))?;
-            if !decoded.warnings.is_empty() {
-                debug!(device = %device.id, warnings = ?decoded.warnings, "decoded with warnings");
-            }
+            // A format that names its quantities itself (sensor.community) needs no profile.
+            let mapped = crate::sources::mapped_values(format, &m.payload).transpose().map_err(|e| e.to_string())?;
+            let profile = match mapped {
+                Some(_) => None,
+                None => Some(
+                    profiles
+                        .get(&device.profile)
+                        .ok_or_else(|| format!("device {}: profile {:?} is not loaded", device.id, device.profile))?,
+                ),
+            };
             // An implausible measurement time gives way to the reception time (flagged below).
             let when = quality::reading_time(uplink.time, m.received_at, devices.quality());
             let time = when.time;
             // Non-finite values are kept, to be stored flagged bad by the range test.
-            let mut values = decoded.into_values().map_err(|e| format!("profile {}: {e}", device.profile))?;
+            let mut values = match (mapped, profile) {
+                (Some(values), _) => values,
+                (None, Some(profile)) => {
+                    let decoded = profile
+                        .decode_uplink(uplink.f_port, &uplink.payload, uplink.decoded.as_deref())
+                        .map_err(|e| format!("profile {}: {e}", device.profile))?;
+                    if !decoded.warnings.is_empty() {
+                        debug!(device = %device.id, warnings = ?decoded.warnings, "decoded with warnings");
+                    }
+                    decoded.into_values().map_err(|e| format!("profile {}: {e}", device.profile))?
+                }
+                (None, None) => return Err(format!("device {}: no profile to decode with", device.id)),
+            };
             crate::aggregates::derived::add_derived(&mut values);
             let first = batch.readings.len();
             let limits = quality::Limits {
                 settings: devices.quality(),
-                profile: Some(profile.quality()),
+                profile: profile.map(|p| p.quality()),
                 device_ranges: Some(&device.ranges),
                 device_battery_low_v: device.battery_low_v,
             };
@@ -231,6 +244,11 @@ impl Ingest {
                 let mut verdict =
                     qc.assess(&*self.store, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery.as_deref());
                 when.flag(&mut verdict);
+                if device.source == crate::devices::Source::Citizen {
+                    let (here, citizens) = ((device.lat, device.lon), devices.citizens());
+                    let stations = devices.official_stations();
+                    quality::neighbours::check(&*self.store, stations, here, v.quantity, v.value, time, citizens, &mut verdict);
+                }
                 if verdict.flag != QualityFlag::Good {
                     Metrics::inc(&self.metrics.readings_flagged, 1);
                 }
@@ -249,7 +267,7 @@ impl Ingest {
                 spool.encode(&batch.readings[first..], device, &mut batch.outbox);
             }
             batch.seen.push((device.id.clone(), m.received_at));
-            if device.visibility == crate::devices::Visibility::Open {
+            if devices.counts_in_district(device) {
                 batch.districts.insert(device.id.clone(), device.district.clone());
             }
             Ok::<(), String>(())

@@ -44,6 +44,7 @@ pub mod aggregates;
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod citizens;
 pub mod cli;
 pub mod config;
 pub mod devices;

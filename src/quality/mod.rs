@@ -19,6 +19,7 @@
 //! The thresholds are the `[quality]` section of the configuration ([`QualitySettings`], with
 //! the per-profile [`ProfileQuality`]); they live in `config` and are re-exported here.
 
+pub mod neighbours;
 mod series;
 mod time;
 
@@ -43,10 +44,13 @@ pub enum Test {
     Future,
     Age,
     Battery,
+    /// A citizen sensor's reading far from its nearest official neighbours ([`neighbours`]).
+    Neighbours,
 }
 
 impl Test {
-    pub const ALL: [Test; 6] = [Test::Range, Test::Spike, Test::Stuck, Test::Future, Test::Age, Test::Battery];
+    pub const ALL: [Test; 7] =
+        [Test::Range, Test::Spike, Test::Stuck, Test::Future, Test::Age, Test::Battery, Test::Neighbours];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,6 +60,7 @@ impl Test {
             Test::Future => "future",
             Test::Age => "age",
             Test::Battery => "battery",
+            Test::Neighbours => "neighbours",
         }
     }
 

@@ -1,5 +1,6 @@
 //! Durable storage: what a batch of messages produced (readings, dead letters, last-seen times), written atomically.
 
+mod citizens;
 mod dead_letter;
 mod device_windows;
 mod embedded;
@@ -12,6 +13,7 @@ mod series_lookup;
 mod tables;
 mod window_journal;
 
+pub use citizens::Removed;
 pub use dead_letter::{DeadLetter, ReplayOutcome};
 pub use device_windows::FlushSummary;
 pub use embedded::{EmbeddedStore, StoreHealth};
