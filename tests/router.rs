@@ -133,6 +133,8 @@ impl Fixture {
             max_points: settings.api.max_points,
             open_data: Arc::new(settings.open_data.clone()),
             admin: Arc::new(admin),
+            citizens: Default::default(),
+            page: Arc::new(settings.page.clone()),
         };
         let audit = settings.admin.audit_log_path(&settings.store);
         Self { _tmp: tmp, devices, profiles, audit, state }

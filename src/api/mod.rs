@@ -7,10 +7,12 @@ pub mod admin;
 mod aggregates;
 mod cache;
 mod catalog;
+pub mod citizens;
 mod devices;
 pub mod error;
 mod geo;
 mod health;
+pub mod page;
 mod readings;
 pub mod serve;
 
@@ -44,6 +46,10 @@ pub struct AppState {
     pub open_data: Arc<OpenDataSettings>,
     /// Tokens, audit log and the replay path of the operator API (`/v1/admin/`).
     pub admin: Arc<admin::AdminState>,
+    /// Citizen sensors: settings and the ingest queue their pushes go through.
+    pub citizens: Arc<citizens::CitizenState>,
+    /// The public page at `/`.
+    pub page: Arc<crate::config::PageSettings>,
 }
 
 /// The OpenAPI document of these routes.
@@ -62,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(cache::etag));
     Router::new()
         .merge(admin::router(state.clone()))
+        .merge(citizens::router())
+        .merge(page::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -44,6 +44,22 @@ impl EmbeddedStore {
         })
     }
 
+    /// One citizen sensor by id.
+    pub fn citizen_sensor(&self, id: &DeviceId) -> Result<Option<CitizenSensor>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = match tx.open_table(CITIZEN_SENSORS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(engine(e)),
+            };
+            match table.get(id.as_str()).map_err(engine)? {
+                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(corrupt)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
     /// Add or replace a citizen sensor's registration.
     pub fn put_citizen_sensor(&self, sensor: &CitizenSensor) -> Result<(), StoreError> {
         let json = serde_json::to_vec(sensor).map_err(corrupt)?;
