@@ -69,8 +69,8 @@ impl DeadLetter {
             MessageFormat::Json,
             MessageFormat::SensorCommunity,
         ]
-            .into_iter()
-            .find(|f| f.as_str() == self.format)
+        .into_iter()
+        .find(|f| f.as_str() == self.format)
     }
 
     /// The format to replay the message in: the one it arrived with, or, for a message whose

@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-pub use quality::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
 pub use citizens::CitizenSettings;
 pub use page::PageSettings;
+pub use quality::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
 pub use settings::*;
 
 /// The documented default configuration, printed by `messnetz config default`.

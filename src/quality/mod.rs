@@ -49,8 +49,7 @@ pub enum Test {
 }
 
 impl Test {
-    pub const ALL: [Test; 7] =
-        [Test::Range, Test::Spike, Test::Stuck, Test::Future, Test::Age, Test::Battery, Test::Neighbours];
+    pub const ALL: [Test; 7] = [Test::Range, Test::Spike, Test::Stuck, Test::Future, Test::Age, Test::Battery, Test::Neighbours];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -51,10 +51,8 @@ pub fn check<'a>(
     if !value.is_finite() || settings.neighbours == 0 {
         return;
     }
-    let mut near: Vec<(f64, Station)> = stations
-        .map(|s| (distance_km(here, (s.lat, s.lon)), s))
-        .filter(|(d, _)| *d <= settings.neighbour_max_km)
-        .collect();
+    let mut near: Vec<(f64, Station)> =
+        stations.map(|s| (distance_km(here, (s.lat, s.lon)), s)).filter(|(d, _)| *d <= settings.neighbour_max_km).collect();
     near.sort_by(|a, b| a.0.total_cmp(&b.0));
     let within = Duration::minutes(settings.neighbour_window_min.min(i64::MAX as u64 / 60_000) as i64);
     let mut found = Vec::new();
@@ -73,7 +71,10 @@ pub fn check<'a>(
     let list: Vec<String> = found.iter().map(|(id, km, v)| format!("{id} {v} {unit} at {km:.1} km")).collect();
     verdict.fail(
         Test::Neighbours,
-        format!("{value} {unit} differs by more than {max_delta} {unit} from its nearest official stations ({})", list.join(", ")),
+        format!(
+            "{value} {unit} differs by more than {max_delta} {unit} from its nearest official stations ({})",
+            list.join(", ")
+        ),
     );
 }
 

@@ -256,10 +256,7 @@ pub fn parse_message(format: MessageFormat, topic: &str, payload: &[u8]) -> Resu
 
 /// The values of a format that names its quantities itself (`sensor-community`, through its
 /// table of value types), so no profile decodes it; `None` for every other format.
-pub fn mapped_values(
-    format: MessageFormat,
-    payload: &[u8],
-) -> Option<Result<Vec<crate::model::DecodedValue>, FormatError>> {
+pub fn mapped_values(format: MessageFormat, payload: &[u8]) -> Option<Result<Vec<crate::model::DecodedValue>, FormatError>> {
     (format == MessageFormat::SensorCommunity).then(|| sensor_community::parse(payload).map(|p| p.values))
 }
 

@@ -150,10 +150,7 @@ pub fn parse(payload: &[u8]) -> Result<Push, FormatError> {
             _ => None,
         };
         let Some(raw) = raw else {
-            return Err(FormatError::Field {
-                field: "sensordatavalues",
-                why: format!("value of {} is not a number", vt.name),
-            });
+            return Err(FormatError::Field { field: "sensordatavalues", why: format!("value of {} is not a number", vt.name) });
         };
         let quantity = Quantity::by_name(vt.quantity)
             .ok_or(FormatError::Field { field: "sensordatavalues", why: format!("no quantity {}", vt.quantity) })?;
@@ -223,10 +220,7 @@ mod tests {
         ] {
             assert!(parse(body).is_err(), "{}", String::from_utf8_lossy(body));
         }
-        let many = format!(
-            "{{\"sensordatavalues\":[{}]}}",
-            vec!["{\"value_type\":\"samples\",\"value\":1}"; 300].join(",")
-        );
+        let many = format!("{{\"sensordatavalues\":[{}]}}", vec!["{\"value_type\":\"samples\",\"value\":1}"; 300].join(","));
         assert!(parse(many.as_bytes()).is_err());
     }
 

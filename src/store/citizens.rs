@@ -8,7 +8,7 @@ use super::embedded::EmbeddedStore;
 use super::tables::{DEVICE_DISTRICT, DEVICE_WINDOWS, LAST_SEEN, READINGS, ROLLUPS};
 use super::{engine, StoreError};
 use crate::citizens::CitizenSensor;
-use crate::model::{DeviceId, Quantity, QualityFlag};
+use crate::model::{DeviceId, QualityFlag, Quantity};
 use crate::quality::neighbours::NearbyLookup;
 
 /// sensor id → the registration as JSON ([`CitizenSensor`]).
@@ -84,10 +84,21 @@ impl EmbeddedStore {
             }
             let d = id.as_str();
             // Quantity names are lowercase ASCII, so "~" sorts after every one of them.
-            let readings = tx.open_table(READINGS).map_err(engine)?.extract_from_if((d, "", i64::MIN)..=(d, "~", i64::MAX), |_, _| true).map_err(engine)?.count() as u64;
-            tx.open_table(DEVICE_WINDOWS).map_err(engine)?.retain_in((d, "", i64::MIN)..=(d, "~", i64::MAX), |_, _| false).map_err(engine)?;
+            let readings = tx
+                .open_table(READINGS)
+                .map_err(engine)?
+                .extract_from_if((d, "", i64::MIN)..=(d, "~", i64::MAX), |_, _| true)
+                .map_err(engine)?
+                .count() as u64;
+            tx.open_table(DEVICE_WINDOWS)
+                .map_err(engine)?
+                .retain_in((d, "", i64::MIN)..=(d, "~", i64::MAX), |_, _| false)
+                .map_err(engine)?;
             let scope = format!("d:{d}");
-            tx.open_table(ROLLUPS).map_err(engine)?.retain_in((scope.as_str(), "", 0u8, i64::MIN)..=(scope.as_str(), "~", u8::MAX, i64::MAX), |_, _| false).map_err(engine)?;
+            tx.open_table(ROLLUPS)
+                .map_err(engine)?
+                .retain_in((scope.as_str(), "", 0u8, i64::MIN)..=(scope.as_str(), "~", u8::MAX, i64::MAX), |_, _| false)
+                .map_err(engine)?;
             tx.open_table(LAST_SEEN).map_err(engine)?.remove(d).map_err(engine)?;
             tx.open_table(DEVICE_DISTRICT).map_err(engine)?.remove(d).map_err(engine)?;
             tx.commit().map_err(engine)?;

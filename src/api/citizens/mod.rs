@@ -62,8 +62,6 @@ pub fn sync_registry(store: &EmbeddedStore, registry: &Registry, settings: Arc<C
 }
 
 /// Run blocking work (store reads and writes) off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CitizenError> + Send + 'static,
-) -> Result<T, CitizenError> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, CitizenError> + Send + 'static) -> Result<T, CitizenError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| CitizenError::Internal(e.to_string()))?
 }

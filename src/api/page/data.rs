@@ -61,15 +61,20 @@ pub fn gather(store: &EmbeddedStore, devices: &DeviceRegistry, now: DateTime<Utc
             readings: store.latest(&d.id)?,
         });
     }
-    views.sort_by(|a, b| (a.source == Source::Citizen, &a.district, &a.name).cmp(&(b.source == Source::Citizen, &b.district, &b.name)));
+    views.sort_by(|a, b| {
+        (a.source == Source::Citizen, &a.district, &a.name).cmp(&(b.source == Source::Citizen, &b.district, &b.name))
+    });
     // Districts as the aggregates have them: the devices that count towards them.
-    let mut districts: Vec<String> = devices.iter().filter(|d| devices.counts_in_district(d)).map(|d| d.district.clone()).collect();
+    let mut districts: Vec<String> =
+        devices.iter().filter(|d| devices.counts_in_district(d)).map(|d| d.district.clone()).collect();
     districts.sort();
     districts.dedup();
     let mut rows = Vec::new();
     for z in districts {
-        let members: Vec<&DeviceView> =
-            views.iter().filter(|v| v.district == z && devices.get(&v.id).is_some_and(|d| devices.counts_in_district(d))).collect();
+        let members: Vec<&DeviceView> = views
+            .iter()
+            .filter(|v| v.district == z && devices.get(&v.id).is_some_and(|d| devices.counts_in_district(d)))
+            .collect();
         let Some(until) = members.iter().flat_map(|v| v.readings.iter().map(|r| r.time)).max() else { continue };
         let mut quantities: Vec<Quantity> =
             members.iter().flat_map(|v| v.readings.iter().map(|r| r.quantity)).filter(|q| in_district_table(*q)).collect();

@@ -108,7 +108,12 @@ fn latest_table(out: &mut String, lang: Lang, devices: &[DeviceView]) {
                 String::new()
             };
             let source = if i == 0 {
-                format!(r#"<td rowspan="{}" class="src-{}">{}</td>"#, d.readings.len(), d.source.as_str(), source_label(lang, d.source))
+                format!(
+                    r#"<td rowspan="{}" class="src-{}">{}</td>"#,
+                    d.readings.len(),
+                    d.source.as_str(),
+                    source_label(lang, d.source)
+                )
             } else {
                 String::new()
             };
@@ -213,13 +218,7 @@ fn register_forms(out: &mut String, lang: Lang) {
 }
 
 /// The page at `/`.
-pub fn index(
-    lang: Lang,
-    page: &PageSettings,
-    open_data: &OpenDataSettings,
-    data: &PageData,
-    citizens_enabled: bool,
-) -> String {
+pub fn index(lang: Lang, page: &PageSettings, open_data: &OpenDataSettings, data: &PageData, citizens_enabled: bool) -> String {
     let mut out = String::with_capacity(32 * 1024);
     head(&mut out, lang, &page.title);
     let other = if lang == Lang::De { Lang::En } else { Lang::De };

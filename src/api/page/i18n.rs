@@ -97,11 +97,7 @@ const WORDS: &[(&str, &str, &str)] = &[
 
 /// One word; the key itself if unknown (a bug, but not worth a panic).
 pub fn t(lang: Lang, key: &str) -> &'static str {
-    WORDS
-        .iter()
-        .find(|(k, _, _)| *k == key)
-        .map(|(_, de, en)| if lang == Lang::De { *de } else { *en })
-        .unwrap_or("?")
+    WORDS.iter().find(|(k, _, _)| *k == key).map(|(_, de, en)| if lang == Lang::De { *de } else { *en }).unwrap_or("?")
 }
 
 /// (quantity, German, English): the quantities people will meet on the page.

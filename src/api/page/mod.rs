@@ -66,7 +66,10 @@ async fn index(State(state): State<AppState>, Query(q): Query<PageQuery>) -> Res
 
 /// `https://tile.example.org` of a tile URL template.
 fn tile_origin(template: &str) -> Option<String> {
-    let rest = template.strip_prefix("https://").map(|r| ("https://", r)).or(template.strip_prefix("http://").map(|r| ("http://", r)))?;
+    let rest = template
+        .strip_prefix("https://")
+        .map(|r| ("https://", r))
+        .or(template.strip_prefix("http://").map(|r| ("http://", r)))?;
     let host = rest.1.split('/').next()?;
     (!host.is_empty() && !host.contains(['{', ' ', ';', '\''])).then(|| format!("{}{host}", rest.0))
 }
@@ -77,7 +80,10 @@ mod tests {
 
     #[test]
     fn the_tile_origin_goes_into_the_policy() {
-        assert_eq!(tile_origin("https://tile.openstreetmap.org/{z}/{x}/{y}.png").as_deref(), Some("https://tile.openstreetmap.org"));
+        assert_eq!(
+            tile_origin("https://tile.openstreetmap.org/{z}/{x}/{y}.png").as_deref(),
+            Some("https://tile.openstreetmap.org")
+        );
         assert_eq!(tile_origin("/tiles/{z}/{x}/{y}.png"), None);
         assert_eq!(tile_origin("https://{s}.tile.example/{z}/{x}/{y}.png"), None);
     }
