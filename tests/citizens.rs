@@ -19,8 +19,13 @@ const LHT65_28_29: &str = "cbf60b0d0376010add7fff";
 
 /// `[citizens]` on, a json subscription, an all-departments admin token.
 fn extra(topics: &Topics) -> String {
+    extra_with(topics, "")
+}
+
+/// Like [`extra`], with more `[citizens]` lines.
+fn extra_with(topics: &Topics, citizens: &str) -> String {
     format!(
-        "\n[[mqtt.subscriptions]]\ntopic = \"{}/tele/+/SENSOR\"\nformat = \"json\"\n\n[citizens]\nenabled = true\nmax_body_bytes = 4096\n{}",
+        "\n[[mqtt.subscriptions]]\ntopic = \"{}/tele/+/SENSOR\"\nformat = \"json\"\n\n[citizens]\nenabled = true\nmax_body_bytes = 4096\n{citizens}\n{}",
         topics.prefix,
         admin_section(100, &[("it", ROOT, &["*"])])
     )
@@ -287,6 +292,7 @@ async fn a_reading_8_degrees_above_its_two_nearest_official_neighbours_is_suspec
     let from = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let url = gw.url(&format!("/v1/readings?device={hot}&quantity=air_temperature&from={from}"));
     let series: Value = c.get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(series["source"], "citizen", "{series}");
     let reason = series.to_string();
     assert!(reason.contains("neighbours: 36.29 Cel differs by more than 5 Cel"), "{reason}");
     assert!(reason.contains("demo-lht65 28.29") && reason.contains("demo-lht65-park 28.29"), "{reason}");
@@ -348,4 +354,69 @@ async fn without_citizens_enabled_the_routes_do_not_exist() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let page = c.get(gw.url("/")).send().await.unwrap().text().await.unwrap();
     assert!(!page.contains("register-form"), "no registration form when citizens are off");
+}
+
+/// The hostile push bodies of fuzz/corpus/citizen_push, each sent to the gateway: every one is
+/// answered (200, 400, 413 or 422, never a 5xx or a hang), and a good push afterwards is stored.
+#[tokio::test]
+async fn every_hostile_push_of_the_corpus_is_answered_and_ingestion_goes_on() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("citizens-corpus");
+    let (devices, profiles) = own_devices_and_profiles(dir.path());
+    let extra = extra_with(&topics, "max_pending = 6");
+    let gw = Gateway::start_with_profiles(broker.port, dir.path(), &topics, &extra, &devices, &profiles).await;
+    let c = Client::new();
+    let (id, token) = register(&c, &gw, "Korpus", 48.1380, 11.5760).await;
+    let corpus = Path::new(common::MANIFEST_DIR).join("fuzz/corpus/citizen_push");
+    let mut files: Vec<_> = std::fs::read_dir(&corpus).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 15, "corpus went missing");
+    for file in &files {
+        let body = std::fs::read(file).unwrap();
+        let r = c.post(gw.url("/v1/citizens/push")).bearer_auth(&token).body(body).send().await.unwrap();
+        let status = r.status();
+        assert!(
+            [StatusCode::OK, StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY, StatusCode::PAYLOAD_TOO_LARGE]
+                .contains(&status),
+            "{}: {status} {}",
+            file.display(),
+            r.text().await.unwrap()
+        );
+        let name = file.file_name().unwrap().to_str().unwrap();
+        if name == "good-firmware" || name == "numbers-not-text" {
+            assert_eq!(status, StatusCode::OK, "{name}");
+        }
+    }
+    // The log stays one line per event: a value type with control characters is escaped.
+    assert!(!gw.log_text().lines().any(|l| l.starts_with("FAKE LOG LINE")), "a push forged a log line");
+    let (status, _) = push(&c, &gw, &token, firmware_body("23.5")).await;
+    assert_eq!(status, StatusCode::OK);
+    approve(&c, &gw, &id).await;
+    assert_eq!(reading(&latest(&c, &gw, &id).await.1, "air_temperature")["value"], 23.5);
+
+    // Bad registrations are refused with the reason.
+    for bad in
+        [json!({"name": "", "lat": 48.0, "lon": 11.0}), json!({"name": "x", "lat": 91.0, "lon": 11.0}), json!({"name": "x"})]
+    {
+        let r = c.post(gw.url("/v1/citizens/sensors")).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // Registrations waiting for approval are bounded: with 6 pending, the next is refused.
+    for i in 0..6 {
+        let r = c
+            .post(gw.url("/v1/citizens/sensors"))
+            .json(&json!({"name": format!("s{i}"), "lat": 48.0, "lon": 11.0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{i}");
+    }
+    let r = c
+        .post(gw.url("/v1/citizens/sensors"))
+        .json(&json!({"name": "one too many", "lat": 48.0, "lon": 11.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 }
