@@ -127,6 +127,20 @@ try:
     keyboard_reaches_every_control("German page with the device open")
     axe("German page with the device open")
 
+    # A citizen registers a sensor through the form (decimal commas) and deletes it again.
+    driver.find_element(By.ID, "reg-name").send_keys("Balkon Test")
+    driver.find_element(By.ID, "reg-lat").send_keys("48,14")
+    driver.find_element(By.ID, "reg-lon").send_keys("11,58")
+    driver.find_element(By.ID, "reg-lon").send_keys(Keys.ENTER)
+    codes = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#register-result code"))
+    check(len(codes) == 2 and codes[0].text.startswith("c-") and codes[1].text.startswith(codes[0].text + "."),
+          f"the registration shows no id and token: {[c.text for c in codes]}")
+    sensor_id, token = codes[0].text, codes[1].text
+    driver.find_element(By.ID, "del-id").send_keys(sensor_id)
+    driver.find_element(By.ID, "del-token").send_keys(token)
+    driver.find_element(By.ID, "del-token").send_keys(Keys.ENTER)
+    wait.until(lambda d: "Gelöscht" in d.find_element(By.ID, "delete-result").text)
+
     # English through the language switch.
     driver.find_element(By.ID, "lang-switch").click()
     wait.until(lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en")
