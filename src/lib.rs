@@ -10,6 +10,12 @@
 //!   only after storage), and one parser per message format (The Things Stack v3, ChirpStack v4, raw LoRaWAN frames), each producing an
 //!   [`sources::Uplink`]; raw frames are authenticated and decrypted with ABP session keys
 //!   ([`sources::lorawan`], which also defines the frame-counter state that the store keeps).
+//! - Citizens' sensors ([`citizens`]: registrations with hashed tokens) are kept in the store
+//!   and merged into the registry; their pushes (`/v1/citizens/push`, the sensor.community
+//!   firmware's JSON, [`sources::sensor_community`]) take the ingest path like MQTT messages,
+//!   answered once committed ([`sources::reply`]); plain JSON over MQTT is [`sources::json`].
+//!   Quality compares their readings with the nearest official stations
+//!   ([`quality::neighbours`]). [`api::page`] is the public page at `/`.
 //! - [`devices`] finds the device an uplink came from; [`profiles`] decodes its payload into
 //!   values of canonical [`model::Quantity`]s; [`quality`] flags each value.
 //! - [`ingest`] is the stage that ties these together and writes batches to the [`store`],
@@ -30,7 +36,8 @@
 //!   arguments, starts the gateway's tracing and hands the command over.
 //!
 //! Imports only point down, and no two modules import each other. From the ground up:
-//! [`model`] (and [`audit`]); [`config`] and [`aggregates`]; [`sources`], [`devices`],
+//! [`model`] (and [`audit`]); [`config`] and [`aggregates`]; [`sources`], [`devices`] (and
+//! [`citizens`] on it),
 //! [`profiles`] and [`quality`], which use only model and config types (the store implements
 //! quality's [`quality::SeriesLookup`], and [`metrics`] holds the counters of quality and the
 //! inputs); [`metrics`] and [`registry`]; [`store`]; [`ingest`], [`replay`] and
