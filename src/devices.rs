@@ -284,12 +284,13 @@ impl DeviceRegistry {
         &self.citizens
     }
 
-    /// The official open devices: the neighbours a citizen sensor is compared with.
-    pub fn official_stations(&self) -> impl Iterator<Item = crate::quality::neighbours::Station<'_>> {
+    /// The official open devices as (id, lat, lon): the neighbours a citizen sensor is
+    /// compared with.
+    pub fn official_stations(&self) -> impl Iterator<Item = (&DeviceId, f64, f64)> {
         self.devices
             .iter()
             .filter(|d| d.source == Source::Official && d.visibility == Visibility::Open)
-            .map(|d| crate::quality::neighbours::Station { id: &d.id, lat: d.lat, lon: d.lon })
+            .map(|d| (&d.id, d.lat, d.lon))
     }
 
     /// Use these `[quality]` settings (the configured ones; without, the defaults).

@@ -18,14 +18,6 @@ pub trait NearbyLookup {
     fn value_near(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<f64>;
 }
 
-/// An official station that may be a neighbour.
-#[derive(Debug, Clone, Copy)]
-pub struct Station<'a> {
-    pub id: &'a DeviceId,
-    pub lat: f64,
-    pub lon: f64,
-}
-
 /// Great-circle distance in kilometres (haversine; plenty for neighbours within a city).
 pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     let (la1, lo1, la2, lo2) = (a.0.to_radians(), a.1.to_radians(), b.0.to_radians(), b.1.to_radians());
@@ -33,13 +25,13 @@ pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     2.0 * 6371.0 * h.sqrt().asin()
 }
 
-/// Compare one citizen reading at position `here` with the nearest `stations` that have a
-/// reading of the quantity at that time; records a failure in `verdict` when it is farther
+/// Compare one citizen reading at position `here` with the nearest `stations` (official
+/// devices as id, latitude, longitude) that have a reading of the quantity at that time; records a failure in `verdict` when it is farther
 /// than the allowed difference from every one of them.
 #[allow(clippy::too_many_arguments)]
 pub fn check<'a>(
     lookup: &dyn NearbyLookup,
-    stations: impl Iterator<Item = Station<'a>>,
+    stations: impl Iterator<Item = (&'a DeviceId, f64, f64)>,
     here: (f64, f64),
     quantity: Quantity,
     value: f64,
@@ -51,14 +43,16 @@ pub fn check<'a>(
     if !value.is_finite() || settings.neighbours == 0 {
         return;
     }
-    let mut near: Vec<(f64, Station)> =
-        stations.map(|s| (distance_km(here, (s.lat, s.lon)), s)).filter(|(d, _)| *d <= settings.neighbour_max_km).collect();
+    let mut near: Vec<(f64, &DeviceId)> = stations
+        .map(|(id, lat, lon)| (distance_km(here, (lat, lon)), id))
+        .filter(|(d, _)| *d <= settings.neighbour_max_km)
+        .collect();
     near.sort_by(|a, b| a.0.total_cmp(&b.0));
     let within = Duration::minutes(settings.neighbour_window_min.min(i64::MAX as u64 / 60_000) as i64);
     let mut found = Vec::new();
     for (km, station) in near {
-        if let Some(v) = lookup.value_near(station.id, quantity, time, within) {
-            found.push((station.id, km, v));
+        if let Some(v) = lookup.value_near(station, quantity, time, within) {
+            found.push((station, km, v));
             if found.len() == settings.neighbours {
                 break;
             }
@@ -93,12 +87,8 @@ mod tests {
 
     fn run(lookup: &Fixed, value: f64) -> Verdict {
         let ids: Vec<DeviceId> = ["near", "mid", "far", "silent"].iter().map(|s| DeviceId::parse(s).unwrap()).collect();
-        let stations = vec![
-            Station { id: &ids[0], lat: 48.1375, lon: 11.5756 },
-            Station { id: &ids[1], lat: 48.1480, lon: 11.5890 },
-            Station { id: &ids[2], lat: 49.5, lon: 11.0 },
-            Station { id: &ids[3], lat: 48.1376, lon: 11.5755 },
-        ];
+        let stations =
+            vec![(&ids[0], 48.1375, 11.5756), (&ids[1], 48.1480, 11.5890), (&ids[2], 49.5, 11.0), (&ids[3], 48.1376, 11.5755)];
         let mut verdict = Verdict::new();
         let q = Quantity::by_name("air_temperature").unwrap();
         check(lookup, stations.into_iter(), (48.1374, 11.5755), q, value, Utc::now(), &CitizenSettings::default(), &mut verdict);
