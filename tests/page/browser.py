@@ -153,6 +153,11 @@ try:
     driver.save_screenshot(f"{shots}/page-en.png")
     keyboard_reaches_every_control("English page with the device open")
     axe("English page with the device open")
+    # The whole page for the record: the window as tall as the document.
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(height + 200, 8000))
+    driver.save_screenshot(f"{shots}/page-en-full.png")
+    driver.set_window_size(1280, 1800)
     # Escape closes the device and gives the focus back to the point.
     driver.switch_to.active_element.send_keys(Keys.ESCAPE)
     wait.until(lambda d: not d.find_element(By.ID, "device").is_displayed())
