@@ -352,6 +352,28 @@ installed = "2026-03-01"
 "#;
 
     #[test]
+    fn citizen_sensors_join_behind_the_file_and_count_in_districts_only_when_configured() {
+        let r = DeviceRegistry::parse(Path::new("d.toml"), FILE, |p| p == "p").unwrap();
+        let mut citizen = (**r.get("a").unwrap()).clone();
+        citizen.id = DeviceId::parse("c-1").unwrap();
+        citizen.dev_eui = None;
+        citizen.source = Source::Citizen;
+        let mut clash = citizen.clone();
+        clash.id = DeviceId::parse("b").unwrap();
+        let merged = r.with_extra(&[citizen.clone(), clash], Arc::new(CitizenSettings::default()));
+        assert_eq!(merged.len(), 3, "a citizen sensor with a file device's id is left out");
+        assert_eq!(merged.get("b").unwrap().source, Source::Official);
+        let c = merged.find(None, Some("c-1")).unwrap();
+        assert!(!merged.counts_in_district(c), "citizens stay out of district aggregates by default");
+        assert!(merged.counts_in_district(merged.get("a").unwrap()));
+        assert!(!merged.counts_in_district(merged.get("b").unwrap()), "internal devices never count");
+        let ids: Vec<&str> = merged.official_stations().map(|(id, _, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a"], "neighbours are official open devices");
+        let opted_in = r.with_extra(&[citizen], Arc::new(CitizenSettings { in_district_aggregates: true, ..Default::default() }));
+        assert!(opted_in.counts_in_district(opted_in.get("c-1").unwrap()));
+    }
+
+    #[test]
     fn finds_devices_by_eui_then_network_id() {
         let r = DeviceRegistry::parse(Path::new("d.toml"), FILE, |p| p == "p").unwrap();
         let eui = DevEui::parse("A840410000000001").unwrap();
