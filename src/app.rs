@@ -58,6 +58,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let tracker = TaskTracker::new();
     let input = Arc::new(InputStatus::default());
     let (tx, rx) = mpsc::channel(settings.ingest.queue_capacity);
+    // Citizens' pushes take the same queue as MQTT messages; their sensors join the registry.
+    let citizens = Arc::new(crate::api::citizens::CitizenState::new(settings.citizens.clone(), Some(tx.clone())));
+    crate::api::citizens::sync_registry(&*store, &registry, citizens.settings.clone()).context("store: citizen sensors")?;
     let ingest = Ingest {
         store: store.clone(),
         registry: registry.clone(),
@@ -110,6 +113,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         max_points: settings.api.max_points,
         open_data: Arc::new(settings.open_data.clone()),
         admin: Arc::new(admin),
+        citizens,
+        page: Arc::new(settings.page.clone()),
     };
     info!(addr = %listener.local_addr()?, "HTTP API listening");
     // Timeouts, a connection limit within the descriptor budget, the client's address per request.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::config::QualitySettings;
+use crate::config::{CitizenSettings, QualitySettings};
 use crate::model::{DevEui, DeviceId, Quantity};
 
 /// Who may see a device's data.
@@ -18,6 +18,31 @@ pub enum Visibility {
     Open,
     /// Stored, but never shown in the open API.
     Internal,
+}
+
+/// Where a device's data comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A station of the city's network.
+    #[default]
+    Official,
+    /// A sensor a citizen registered (`/v1/citizens/sensors`): uncalibrated, compared with
+    /// the nearest official stations, kept out of the district aggregates unless configured.
+    Citizen,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Official => "official",
+            Source::Citizen => "citizen",
+        }
+    }
+
+    fn is_official(&self) -> bool {
+        *self == Source::Official
+    }
 }
 
 /// One `[[device]]` entry of the devices file.
@@ -66,6 +91,10 @@ pub struct Device {
     /// `quality.expected_interval_s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_interval_s: Option<u64>,
+    /// `official` (the default) or `citizen`: a citizen's sensor. Registered citizen sensors
+    /// are kept in the store, not in this file; the key lets a file mark one it imports.
+    #[serde(default, skip_serializing_if = "Source::is_official")]
+    pub source: Source,
 }
 
 #[derive(Deserialize)]
@@ -111,7 +140,7 @@ impl DevicesError {
 }
 
 /// All devices, indexed by every key an uplink can name them by.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct DeviceRegistry {
     devices: Vec<Arc<Device>>,
     by_id: HashMap<DeviceId, usize>,
@@ -120,6 +149,8 @@ pub struct DeviceRegistry {
     /// The `[quality]` settings the devices are checked against; kept with the devices so that
     /// every snapshot carries the defaults its per-device overrides fall back on.
     quality: Arc<QualitySettings>,
+    /// The `[citizens]` settings, kept with the devices like `quality`.
+    citizens: Arc<CitizenSettings>,
 }
 
 impl DeviceRegistry {
@@ -223,6 +254,45 @@ impl DeviceRegistry {
         self.devices.is_empty()
     }
 
+    /// This registry with `extra` devices added behind its own (the registered citizen
+    /// sensors): one whose id or network id is taken by a device already here is left out,
+    /// so the devices file always wins.
+    pub fn with_extra(&self, extra: &[Device], citizens: Arc<CitizenSettings>) -> Self {
+        let mut out = self.clone();
+        out.citizens = citizens;
+        for device in extra {
+            let ns_id = device.ns_device_id.clone().unwrap_or_else(|| device.id.to_string());
+            if out.by_id.contains_key(&device.id) || out.by_ns_id.contains_key(&ns_id) {
+                continue;
+            }
+            let i = out.devices.len();
+            out.by_id.insert(device.id.clone(), i);
+            out.by_ns_id.insert(ns_id, i);
+            out.devices.push(Arc::new(device.clone()));
+        }
+        out
+    }
+
+    /// Whether this device's readings count towards its district's aggregates: open devices,
+    /// citizen sensors only when `citizens.in_district_aggregates` is on.
+    pub fn counts_in_district(&self, device: &Device) -> bool {
+        device.visibility == Visibility::Open && (device.source == Source::Official || self.citizens.in_district_aggregates)
+    }
+
+    /// The `[citizens]` settings (the neighbour test's thresholds).
+    pub fn citizens(&self) -> &CitizenSettings {
+        &self.citizens
+    }
+
+    /// The official open devices as (id, lat, lon): the neighbours a citizen sensor is
+    /// compared with.
+    pub fn official_stations(&self) -> impl Iterator<Item = (&DeviceId, f64, f64)> {
+        self.devices
+            .iter()
+            .filter(|d| d.source == Source::Official && d.visibility == Visibility::Open)
+            .map(|d| (&d.id, d.lat, d.lon))
+    }
+
     /// Use these `[quality]` settings (the configured ones; without, the defaults).
     pub fn with_quality(mut self, quality: Arc<QualitySettings>) -> Self {
         self.quality = quality;
@@ -280,6 +350,28 @@ licence = "dl-by-de/2.0"
 visibility = "internal"
 installed = "2026-03-01"
 "#;
+
+    #[test]
+    fn citizen_sensors_join_behind_the_file_and_count_in_districts_only_when_configured() {
+        let r = DeviceRegistry::parse(Path::new("d.toml"), FILE, |p| p == "p").unwrap();
+        let mut citizen = (**r.get("a").unwrap()).clone();
+        citizen.id = DeviceId::parse("c-1").unwrap();
+        citizen.dev_eui = None;
+        citizen.source = Source::Citizen;
+        let mut clash = citizen.clone();
+        clash.id = DeviceId::parse("b").unwrap();
+        let merged = r.with_extra(&[citizen.clone(), clash], Arc::new(CitizenSettings::default()));
+        assert_eq!(merged.len(), 3, "a citizen sensor with a file device's id is left out");
+        assert_eq!(merged.get("b").unwrap().source, Source::Official);
+        let c = merged.find(None, Some("c-1")).unwrap();
+        assert!(!merged.counts_in_district(c), "citizens stay out of district aggregates by default");
+        assert!(merged.counts_in_district(merged.get("a").unwrap()));
+        assert!(!merged.counts_in_district(merged.get("b").unwrap()), "internal devices never count");
+        let ids: Vec<&str> = merged.official_stations().map(|(id, _, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a"], "neighbours are official open devices");
+        let opted_in = r.with_extra(&[citizen], Arc::new(CitizenSettings { in_district_aggregates: true, ..Default::default() }));
+        assert!(opted_in.counts_in_district(opted_in.get("c-1").unwrap()));
+    }
 
     #[test]
     fn finds_devices_by_eui_then_network_id() {

@@ -11,6 +11,12 @@
 //!   v4, raw LoRaWAN frames), each producing an [`sources::Uplink`]; raw frames are
 //!   authenticated and decrypted with ABP session keys ([`sources::lorawan`]). Each message
 //!   carries its own acknowledgement ([`sources::Ack`]). [`status`] is the input's readiness.
+//! - Citizens' sensors ([`citizens`]: registrations with hashed tokens) are kept in the store
+//!   and merged into the registry; their pushes (`/v1/citizens/push`, the sensor.community
+//!   firmware's JSON, [`sources::sensor_community`]) take the ingest path like MQTT messages,
+//!   answered once committed ([`sources::reply`]); plain JSON over MQTT is [`sources::json`].
+//!   Quality compares their readings with the nearest official stations
+//!   ([`quality::neighbours`]). [`api::page`] is the public page at `/`.
 //! - [`devices`] finds the device an uplink came from; [`profiles`] decodes its payload into
 //!   values of canonical [`model::Quantity`]s; [`quality`] flags each value; [`aggregates`]
 //!   holds the window maths of the rollups and the derived quantities (dew point, heat index).
@@ -33,9 +39,9 @@
 //!
 //! Imports only point down, and no two modules import each other. From the ground up:
 //! [`model`], [`status`] and [`audit`]; [`config`] and [`aggregates`]; [`sources`],
-//! [`devices`], [`profiles`] and [`quality`], which use only model and config types (the
-//! store implements quality's [`quality::SeriesLookup`]); [`metrics`] and [`registry`];
-//! [`store`]; [`sinks`]; [`ingest`]; [`replay`]; [`api`]; [`app`]; [`cli`].
+//! [`devices`] (and [`citizens`] on it), [`profiles`] and [`quality`], which use only model
+//! and config types (the store implements quality's [`quality::SeriesLookup`]); [`metrics`]
+//! and [`registry`]; [`store`]; [`sinks`]; [`ingest`]; [`replay`]; [`api`]; [`app`]; [`cli`].
 #![forbid(unsafe_code)]
 // A panic in the gateway is a bug: errors are values outside tests.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -45,6 +51,7 @@ pub mod aggregates;
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod citizens;
 pub mod cli;
 pub mod config;
 pub mod devices;

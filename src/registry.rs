@@ -12,19 +12,43 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::Settings;
-use crate::devices::DeviceRegistry;
+use crate::config::{CitizenSettings, Settings};
+use crate::devices::{Device, DeviceRegistry};
 use crate::profiles::ProfileSet;
 
 /// Devices and profiles as currently loaded.
 pub struct Registry {
+    /// The devices file's devices and the registered citizen sensors, merged.
     devices: ArcSwap<DeviceRegistry>,
     profiles: ArcSwap<ProfileSet>,
+    /// The devices file's devices alone, and the citizen sensors with whether they count in
+    /// district aggregates: a change to either is merged anew (the file wins on a clash).
+    parts: std::sync::Mutex<(Arc<DeviceRegistry>, Vec<Device>, Arc<CitizenSettings>)>,
 }
 
 impl Registry {
     pub fn new(profiles: ProfileSet, devices: DeviceRegistry) -> Self {
-        Self { devices: ArcSwap::from_pointee(devices), profiles: ArcSwap::from_pointee(profiles) }
+        let devices = Arc::new(devices);
+        Self {
+            devices: ArcSwap::new(devices.clone()),
+            profiles: ArcSwap::from_pointee(profiles),
+            parts: std::sync::Mutex::new((devices, Vec::new(), Default::default())),
+        }
+    }
+
+    /// Replace the citizen sensors (after a registration, approval or deletion).
+    pub fn set_citizens(&self, citizens: Vec<Device>, settings: Arc<CitizenSettings>) {
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        parts.1 = citizens;
+        parts.2 = settings;
+        self.devices.store(Arc::new(parts.0.with_extra(&parts.1, parts.2.clone())));
+    }
+
+    /// Swap in new file devices, merged with the citizen sensors.
+    fn store_devices(&self, devices: DeviceRegistry) {
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        parts.0 = Arc::new(devices);
+        self.devices.store(Arc::new(parts.0.with_extra(&parts.1, parts.2.clone())));
     }
 
     pub fn devices(&self) -> Arc<DeviceRegistry> {
@@ -38,13 +62,13 @@ impl Registry {
     /// Replace both at once (they are checked against each other before).
     pub fn replace(&self, profiles: ProfileSet, devices: DeviceRegistry) {
         self.profiles.store(Arc::new(profiles));
-        self.devices.store(Arc::new(devices));
+        self.store_devices(devices);
     }
 
     /// Replace the devices only (checked against the profiles in use before): a device
     /// changed through the admin API.
     pub fn replace_devices(&self, devices: DeviceRegistry) {
-        self.devices.store(Arc::new(devices));
+        self.store_devices(devices);
     }
 }
 

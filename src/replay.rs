@@ -57,14 +57,20 @@ impl DeadLetter {
             }
         }
         let format = self.known_format()?;
-        let uplink = crate::sources::parse(format, &self.payload).ok()?;
+        let uplink = crate::sources::parse_message(format, &self.topic, &self.payload).ok()?;
         devices.find(uplink.dev_eui, uplink.ns_device_id.as_deref()).cloned()
     }
 
     fn known_format(&self) -> Option<MessageFormat> {
-        [MessageFormat::TtnV3, MessageFormat::ChirpstackV4, MessageFormat::Lorawan]
-            .into_iter()
-            .find(|f| f.as_str() == self.format)
+        [
+            MessageFormat::TtnV3,
+            MessageFormat::ChirpstackV4,
+            MessageFormat::Lorawan,
+            MessageFormat::Json,
+            MessageFormat::SensorCommunity,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == self.format)
     }
 
     /// The format to replay the message in: the one it arrived with, or, for a message whose

@@ -136,6 +136,8 @@ impl Fixture {
             max_points: settings.api.max_points,
             open_data: Arc::new(settings.open_data.clone()),
             admin: Arc::new(admin),
+            citizens: Default::default(),
+            page: Arc::new(settings.page.clone()),
         };
         let audit = settings.admin.audit_log_path(&settings.store);
         Self { _tmp: tmp, devices, profiles, audit, state, store }
@@ -815,7 +817,34 @@ fn admin_routes(letter: u64) -> Vec<(Method, String, String)> {
         (Method::GET, format!("/v1/admin/dead-letters/{letter}"), String::new()),
         (Method::POST, format!("/v1/admin/dead-letters/{letter}/replay"), String::new()),
         (Method::POST, "/v1/admin/reload".into(), String::new()),
+        (Method::GET, "/v1/admin/citizens".into(), String::new()),
+        (Method::POST, "/v1/admin/citizens/c-0123456789ab/approve".into(), String::new()),
+        (Method::DELETE, "/v1/admin/citizens/c-0123456789ab".into(), String::new()),
     ]
+}
+
+#[tokio::test]
+async fn the_public_page_renders_open_devices_without_javascript_and_hides_internal_ones() {
+    let (f, _) = Fixture::seeded();
+    let page = f.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.header(header::CONTENT_TYPE).unwrap().starts_with("text/html"));
+    assert!(page.header(header::CONTENT_SECURITY_POLICY).unwrap().contains("script-src 'self'"));
+    let html = page.text();
+    assert!(html.contains("<html lang=\"de\">") && html.contains("Aktuelle Werte"), "{html}");
+    assert!(html.contains("88,6 %"), "the server-rendered table has the latest values: {html}");
+    assert!(html.contains("Rathausplatz") && !html.contains("demo-lht65-depot") && !html.contains("Bauhof"), "{html}");
+    assert!(!html.contains("register-form"), "citizens are off by default");
+    let english = f.get("/?lang=en").await.text();
+    assert!(english.contains("<html lang=\"en\">") && english.contains("88.6 %") && english.contains("Latest values"));
+    for (asset, kind) in [("/page/app.js", "text/javascript"), ("/page/style.css", "text/css")] {
+        let a = f.get(asset).await;
+        assert_eq!(a.status, StatusCode::OK, "{asset}");
+        assert!(a.header(header::CONTENT_TYPE).unwrap().starts_with(kind), "{asset}");
+    }
+    // Citizen routes are off by default: they answer as if they did not exist.
+    let push = f.send(Request::post("/v1/citizens/push").body(Body::from("{}")).unwrap()).await;
+    assert_eq!(push.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -17,6 +17,8 @@ struct CatalogueEntry<'a> {
     height_m: Option<f64>,
     district: &'a str,
     owner: &'a str,
+    /// `official`, or `citizen` for a sensor a citizen registered.
+    source: &'static str,
     licence: &'a str,
     installed: Option<String>,
     last_seen: Option<String>,
@@ -44,6 +46,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
                 height_m: d.height_m,
                 district: &d.district,
                 owner: &d.owner,
+                source: d.source.as_str(),
                 licence: &d.licence,
                 installed: d.installed.map(|i| i.to_string()),
                 last_seen,
@@ -76,5 +79,10 @@ pub async fn latest(State(state): State<AppState>, Path(id): Path<String>) -> Re
             })
         })
         .collect();
-    Ok(Json(json!({ "device": device.id, "licence": device.licence, "readings": readings })))
+    let mut body = json!({ "device": device.id, "licence": device.licence, "readings": readings });
+    // Citizen data says so; official devices keep the documented answer unchanged.
+    if device.source == crate::devices::Source::Citizen {
+        body["source"] = json!(device.source.as_str());
+    }
+    Ok(Json(body))
 }

@@ -33,6 +33,7 @@ pub async fn latest(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
                     "name": d.name,
                     "district": d.district,
                     "owner": d.owner,
+                    "source": d.source.as_str(),
                     "licence": d.licence,
                     "licence_uri": licence_uri(&d.licence),
                     "last_seen": store.last_seen(&d.id)?.map(rfc3339),

@@ -7,10 +7,12 @@ pub mod admin;
 mod aggregates;
 mod cache;
 mod catalog;
+pub mod citizens;
 mod devices;
 pub mod error;
 mod geo;
 mod health;
+pub mod page;
 mod readings;
 pub mod serve;
 
@@ -27,7 +29,7 @@ use crate::devices::{Device, Visibility};
 use crate::metrics::Metrics;
 use crate::model::licence_uri;
 use crate::registry::Registry;
-use crate::store::ReadStore;
+use crate::store::ApiStore;
 use error::ApiError;
 
 /// What the handlers share.
@@ -35,7 +37,7 @@ use error::ApiError;
 pub struct AppState {
     /// Whether the message input (broker connection or embedded listener) takes messages.
     pub input: Arc<crate::status::InputStatus>,
-    pub store: Arc<dyn ReadStore>,
+    pub store: Arc<dyn ApiStore>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     /// Most points in one `/v1/readings` or `/v1/aggregates` response.
@@ -44,6 +46,10 @@ pub struct AppState {
     pub open_data: Arc<OpenDataSettings>,
     /// Tokens, audit log and the replay path of the operator API (`/v1/admin/`).
     pub admin: Arc<admin::AdminState>,
+    /// Citizen sensors: settings and the ingest queue their pushes go through.
+    pub citizens: Arc<citizens::CitizenState>,
+    /// The public page at `/`.
+    pub page: Arc<crate::config::PageSettings>,
 }
 
 /// The OpenAPI document of these routes.
@@ -62,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(cache::etag));
     Router::new()
         .merge(admin::router(state.clone()))
+        .merge(citizens::router())
+        .merge(page::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

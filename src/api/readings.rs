@@ -111,7 +111,7 @@ pub async fn series(State(state): State<AppState>, Query(pairs): Query<Vec<(Stri
                     p
                 })
                 .collect();
-            Json(json!({
+            let mut body = json!({
                 "device": device.id,
                 "quantity": q.quantity.name(),
                 "unit": q.quantity.unit(),
@@ -120,8 +120,12 @@ pub async fn series(State(state): State<AppState>, Query(pairs): Query<Vec<(Stri
                 "to": rfc3339(q.to),
                 "readings": points,
                 "next": next,
-            }))
-            .into_response()
+            });
+            // A citizen's sensor says so (official series keep their documented shape).
+            if device.source == crate::devices::Source::Citizen {
+                body["source"] = json!(device.source.as_str());
+            }
+            Json(body).into_response()
         }
         Format::Csv => {
             let mut body = String::from("time,value,unit,quality\n");

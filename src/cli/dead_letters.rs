@@ -65,6 +65,9 @@ pub fn run(settings: &Settings, command: DeadLettersCommand) -> Outcome {
     })?;
     let store = Arc::new(store);
     let registry = Arc::new(Registry::new(profiles, devices));
+    // Citizens' sensors are in the store, not the devices file: their letters replay too.
+    crate::api::citizens::sync_registry(&*store, &registry, Arc::new(settings.citizens.clone()))
+        .map_err(|e| Failure::new(1, format!("store: citizen sensors: {e}")))?;
     let devices = registry.devices();
     match command {
         DeadLettersCommand::List { device, reason, after, limit } => {

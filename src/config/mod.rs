@@ -3,6 +3,8 @@
 //! Each section is read on its own so that one start reports the errors of every section,
 //! each with its key path, instead of stopping at the first.
 
+mod citizens;
+mod page;
 mod quality;
 pub mod redact;
 mod settings;
@@ -12,6 +14,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+pub use citizens::CitizenSettings;
+pub use page::PageSettings;
 pub use quality::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
 pub use settings::*;
 
@@ -96,9 +100,11 @@ fn from_config(cfg: config::Config) -> Result<Settings, ConfigErrors> {
             "lorawan" => section(&name, value).map(|s| settings.lorawan = s),
             "quality" => section(&name, value).map(|s| settings.quality = s),
             "admin" => section(&name, value).map(|s| settings.admin = s),
+            "citizens" => section(&name, value).map(|s| settings.citizens = s),
+            "page" => section(&name, value).map(|s| settings.page = s),
             _ => Err(ConfigError {
                 path: name.clone(),
-                message: "unknown section; expected one of broker, mqtt, ingest, store, api, devices, profiles, reload, influxdb, open_data, lorawan, quality, admin".into(),
+                message: "unknown section; expected one of broker, mqtt, ingest, store, api, devices, profiles, reload, influxdb, open_data, lorawan, quality, admin, citizens, page".into(),
             }),
         };
         if let Err(e) = result {
@@ -134,6 +140,9 @@ fn section<T: serde::de::DeserializeOwned>(name: &str, value: config::Value) -> 
 fn validate(s: &Settings) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     let mut err = |path: &str, message: &str| errors.push(ConfigError { path: path.into(), message: message.into() });
+    for (path, message) in s.citizens.problems().into_iter().chain(s.page.problems()) {
+        err(&path, &message);
+    }
     if s.mqtt.host.trim().is_empty() {
         err("mqtt.host", "expected a host name or address, got an empty string");
     }

@@ -26,6 +26,10 @@ pub struct Settings {
     pub quality: super::quality::QualitySettings,
     /// The operator API (`/v1/admin/`): tokens, audit log, brute-force limit.
     pub admin: AdminSettings,
+    /// Sensors contributed by citizens: registration, push endpoint, neighbour test.
+    pub citizens: super::CitizenSettings,
+    /// The public page at `/`.
+    pub page: super::PageSettings,
 }
 
 /// How the open data is described to portals (the DCAT-AP catalogue) and licensed.
@@ -215,6 +219,14 @@ pub enum MessageFormat {
     /// Raw LoRaWAN frames from a gateway bridge (ChirpStack Gateway Bridge JSON), opened with ABP session keys.
     #[serde(rename = "lorawan")]
     Lorawan,
+    /// A flat JSON object of name → number (ESPHome, Tasmota and similar firmware); the
+    /// device is the topic's next-to-last level, its profile's `json` layout reads the names.
+    #[serde(rename = "json")]
+    Json,
+    /// The sensor.community firmware's JSON (`esp8266id`, `sensordatavalues`); the device is
+    /// the topic's next-to-last level. Also what the citizens' HTTP push carries.
+    #[serde(rename = "sensor-community")]
+    SensorCommunity,
 }
 
 impl<'de> Deserialize<'de> for MessageFormat {
@@ -225,8 +237,10 @@ impl<'de> Deserialize<'de> for MessageFormat {
             "ttn-v3" => Ok(MessageFormat::TtnV3),
             "chirpstack-v4" => Ok(MessageFormat::ChirpstackV4),
             "lorawan" => Ok(MessageFormat::Lorawan),
+            "json" => Ok(MessageFormat::Json),
+            "sensor-community" => Ok(MessageFormat::SensorCommunity),
             _ => Err(serde::de::Error::custom(format!(
-                "unknown format {s:?}; expected \"ttn-v3\", \"chirpstack-v4\" or \"lorawan\""
+                "unknown format {s:?}; expected \"ttn-v3\", \"chirpstack-v4\", \"lorawan\", \"json\" or \"sensor-community\""
             ))),
         }
     }
@@ -238,6 +252,8 @@ impl MessageFormat {
             MessageFormat::TtnV3 => "ttn-v3",
             MessageFormat::ChirpstackV4 => "chirpstack-v4",
             MessageFormat::Lorawan => "lorawan",
+            MessageFormat::Json => "json",
+            MessageFormat::SensorCommunity => "sensor-community",
         }
     }
 }

@@ -12,10 +12,11 @@ use tracing::debug;
 
 use super::rejection::Rejection;
 use crate::config::MessageFormat;
-use crate::devices::{Device, DeviceRegistry};
+use crate::devices::{Device, DeviceRegistry, Source};
 use crate::metrics::Metrics;
 use crate::model::{DevEui, Escaped, QualityFlag, Reading};
 use crate::profiles::ProfileSet;
+use crate::quality::neighbours::NearbyLookup;
 use crate::quality::{self, QualityControl, SeriesLookup};
 use crate::sources::lorawan::{self, FrameCounter, LorawanError, Opened};
 use crate::sources::lorawan_keys::SessionKeys;
@@ -57,6 +58,8 @@ pub struct Pipeline<'a> {
     pub lorawan: &'a SessionKeys,
     /// Stored history of a series, for the spike and stuck tests when memory has none.
     pub history: &'a (dyn SeriesLookup + Sync),
+    /// Readings of the official stations near a citizen sensor, for the neighbour test.
+    pub nearby: &'a (dyn NearbyLookup + Sync),
     pub metrics: &'a Metrics,
 }
 
@@ -108,32 +111,40 @@ impl Pipeline<'_> {
                 None => return Ok(None),
             }
         } else {
-            crate::sources::parse(format, m.payload)?
+            crate::sources::parse_message(format, m.topic, m.payload)?
         };
         let device = self
             .devices
             .find(uplink.dev_eui, uplink.ns_device_id.as_deref())
             .ok_or_else(|| Rejection::UnknownDevice { dev_eui: uplink.dev_eui, ns_device_id: uplink.ns_device_id.clone() })?;
         *device_name = Some(device.id.to_string());
-        let profile = self
-            .profiles
-            .get(&device.profile)
-            .ok_or_else(|| Rejection::ProfileMissing { device: device.id.clone(), profile: device.profile.clone() })?;
-        let decoded = profile
-            .decode_uplink(uplink.f_port, &uplink.payload, uplink.decoded.as_deref())
-            .map_err(|error| Rejection::Decode { profile: device.profile.clone(), error })?;
-        if !decoded.warnings.is_empty() {
-            debug!(device = %device.id, warnings = ?decoded.warnings, "decoded with warnings");
-        }
+        // A format that names its quantities itself (sensor.community) needs no profile.
+        let (mut values, profile) = match crate::sources::mapped_values(format, m.payload).transpose()? {
+            Some(values) => (values, None),
+            None => {
+                let profile = self
+                    .profiles
+                    .get(&device.profile)
+                    .ok_or_else(|| Rejection::ProfileMissing { device: device.id.clone(), profile: device.profile.clone() })?;
+                let decoded = profile
+                    .decode_uplink(uplink.f_port, &uplink.payload, uplink.decoded.as_deref())
+                    .map_err(|error| Rejection::Decode { profile: device.profile.clone(), error })?;
+                if !decoded.warnings.is_empty() {
+                    debug!(device = %device.id, warnings = ?decoded.warnings, "decoded with warnings");
+                }
+                // Non-finite values are kept, to be stored flagged bad by the range test.
+                let values =
+                    decoded.into_values().map_err(|why| Rejection::NoReadings { profile: device.profile.clone(), why })?;
+                (values, Some(profile))
+            }
+        };
         // An implausible measurement time gives way to the reception time (flagged below).
         let when = quality::reading_time(uplink.time, m.received_at, self.devices.quality());
         let time = when.time;
-        // Non-finite values are kept, to be stored flagged bad by the range test.
-        let mut values = decoded.into_values().map_err(|why| Rejection::NoReadings { profile: device.profile.clone(), why })?;
         crate::aggregates::derived::add_derived(&mut values);
         let limits = quality::Limits {
             settings: self.devices.quality(),
-            profile: Some(profile.quality()),
+            profile: profile.map(|p| p.quality()),
             device_ranges: Some(&device.ranges),
             device_battery_low_v: device.battery_low_v,
         };
@@ -142,6 +153,11 @@ impl Pipeline<'_> {
             let mut verdict =
                 qc.assess(self.history, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery.as_deref());
             when.flag(&mut verdict);
+            if device.source == Source::Citizen {
+                let stations = self.devices.official_stations();
+                let (here, citizens) = ((device.lat, device.lon), self.devices.citizens());
+                quality::neighbours::check(self.nearby, stations, here, v.quantity, v.value, time, citizens, &mut verdict);
+            }
             if verdict.flag != QualityFlag::Good {
                 Metrics::inc(&self.metrics.readings_flagged, 1);
             }

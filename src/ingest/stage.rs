@@ -187,7 +187,7 @@ impl Ingest {
                     spool.encode(&batch.readings[first..], &device, &mut batch.outbox);
                 }
                 batch.seen.push((device.id.clone(), m.received_at));
-                if device.visibility == crate::devices::Visibility::Open {
+                if pipeline.devices.counts_in_district(&device) {
                     batch.districts.insert(device.id.clone(), device.district.clone());
                 }
             }
@@ -206,7 +206,14 @@ impl Ingest {
 
     /// The pipeline over one snapshot of the registry.
     fn pipeline<'a>(&'a self, devices: &'a DeviceRegistry, profiles: &'a ProfileSet) -> Pipeline<'a> {
-        Pipeline { devices, profiles, lorawan: &self.lorawan, history: &*self.store, metrics: &self.metrics }
+        Pipeline {
+            devices,
+            profiles,
+            lorawan: &self.lorawan,
+            history: &*self.store,
+            nearby: &*self.store,
+            metrics: &self.metrics,
+        }
     }
 }
 

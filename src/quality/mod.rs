@@ -19,6 +19,7 @@
 //! The thresholds are the `[quality]` section of the configuration ([`QualitySettings`], with
 //! the per-profile [`ProfileQuality`]); they live in `config` and are re-exported here.
 
+pub mod neighbours;
 mod series;
 mod time;
 mod verdict;

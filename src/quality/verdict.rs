@@ -17,10 +17,12 @@ pub enum Test {
     Future,
     Age,
     Battery,
+    /// A citizen sensor's reading far from its nearest official neighbours ([`super::neighbours`]).
+    Neighbours,
 }
 
 impl Test {
-    pub const ALL: [Test; 6] = [Test::Range, Test::Spike, Test::Stuck, Test::Future, Test::Age, Test::Battery];
+    pub const ALL: [Test; 7] = [Test::Range, Test::Spike, Test::Stuck, Test::Future, Test::Age, Test::Battery, Test::Neighbours];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -30,6 +32,7 @@ impl Test {
             Test::Future => "future",
             Test::Age => "age",
             Test::Battery => "battery",
+            Test::Neighbours => "neighbours",
         }
     }
 

@@ -5,10 +5,13 @@
 //! which input it came from.
 
 pub mod chirpstack;
+pub mod json;
 pub mod listener;
 pub mod lorawan;
 pub mod lorawan_keys;
 pub mod mqtt;
+pub mod reply;
+pub mod sensor_community;
 pub mod ttn;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -51,6 +54,9 @@ pub enum Ack {
     /// A message from a publisher of the embedded listener ([`listener`]): its connection
     /// sends the PUBACK (QoS 1) or PUBREC (QoS 2).
     Listener(listener::AckHandle),
+    /// A message pushed over HTTP (the citizens' push): its request waits for this answer
+    /// and responds 2xx only once it has come.
+    Reply(reply::ReplyHandle),
 }
 
 /// Why an acknowledgement could not be handed over now.
@@ -90,6 +96,7 @@ impl Acknowledger {
                 }
             }
             Ack::Listener(handle) => handle.send(),
+            Ack::Reply(handle) => handle.send(),
         }
     }
 }
@@ -159,6 +166,8 @@ pub enum FormatError {
     Field { field: &'static str, why: String },
     #[error("the uplink carries no application payload ({field} is missing or empty)")]
     NoPayload { field: &'static str },
+    #[error("this format names its device by the topic (sources::parse_message)")]
+    NeedsTopic,
     #[error("raw LoRaWAN frames are opened with session keys and frame counters (sources::lorawan::process), not parsed alone")]
     NeedsSession,
 }
@@ -169,7 +178,41 @@ pub fn parse(format: MessageFormat, payload: &[u8]) -> Result<Uplink, FormatErro
         MessageFormat::TtnV3 => ttn::parse(payload),
         MessageFormat::ChirpstackV4 => chirpstack::parse(payload),
         MessageFormat::Lorawan => Err(FormatError::NeedsSession),
+        MessageFormat::Json | MessageFormat::SensorCommunity => Err(FormatError::NeedsTopic),
     }
+}
+
+/// Parse a message in the given format, with the topic it came on: the `json` and
+/// `sensor-community` formats name their device by the topic ([`json::device_of_topic`]).
+pub fn parse_message(format: MessageFormat, topic: &str, payload: &[u8]) -> Result<Uplink, FormatError> {
+    match format {
+        MessageFormat::Json | MessageFormat::SensorCommunity => {
+            let device = json::device_of_topic(topic)
+                .ok_or(FormatError::Field { field: "topic", why: "no topic level names the device".into() })?;
+            if format == MessageFormat::Json {
+                return json::parse(device, payload);
+            }
+            // Checked here so that a bad body fails before the device is looked up; the
+            // values are read again by [`mapped_values`].
+            sensor_community::parse(payload)?;
+            Ok(Uplink {
+                dev_eui: None,
+                ns_device_id: Some(device.to_owned()),
+                f_port: None,
+                f_cnt: None,
+                payload: Vec::new(),
+                time: None,
+                decoded: None,
+            })
+        }
+        other => parse(other, payload),
+    }
+}
+
+/// The values of a format that names its quantities itself (`sensor-community`, through its
+/// table of value types), so no profile decodes it; `None` for every other format.
+pub fn mapped_values(format: MessageFormat, payload: &[u8]) -> Option<Result<Vec<crate::model::DecodedValue>, FormatError>> {
+    (format == MessageFormat::SensorCommunity).then(|| sensor_community::parse(payload).map(|p| p.values))
 }
 
 pub(crate) fn decode_base64(field: &'static str, text: &str) -> Result<Vec<u8>, FormatError> {

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use super::batch::WriteBatch;
 use super::dead_letter::{DeadLetter, ReplayOutcome};
 use crate::aggregates::{Interval, Scope, Window};
+use crate::citizens::CitizenSensor;
 use crate::model::{DeviceId, Quantity, Reading};
+use crate::quality::neighbours::NearbyLookup;
 use crate::quality::SeriesLookup;
 use crate::sources::lorawan::FrameCounter;
 
@@ -95,10 +97,37 @@ pub trait Outbox: Send + Sync {
     fn outbox_drop_oldest(&self, n: u64) -> Result<u64, StoreError>;
 }
 
-/// A whole store: what the gateway's stages hold.
-pub trait Store: CommitStore + ReadStore + Outbox + SeriesLookup {}
+/// What removing a citizen sensor removed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Removed {
+    pub readings: u64,
+}
 
-impl<T: CommitStore + ReadStore + Outbox + SeriesLookup> Store for T {}
+/// Registered citizen sensors: kept, listed, approved and removed with everything stored of
+/// them. Blocking calls.
+pub trait CitizenStore: Send + Sync {
+    /// Every registered citizen sensor, approved or not, ordered by id.
+    fn citizen_sensors(&self) -> Result<Vec<CitizenSensor>, StoreError>;
+    /// One citizen sensor by id.
+    fn citizen_sensor(&self, id: &DeviceId) -> Result<Option<CitizenSensor>, StoreError>;
+    /// Add or replace a citizen sensor's registration.
+    fn put_citizen_sensor(&self, sensor: &CitizenSensor) -> Result<(), StoreError>;
+    /// Remove a citizen sensor and everything stored of it (readings, device windows, last
+    /// seen, its district entry) in one transaction; `None` if there is no such sensor.
+    /// District windows it counted towards (only with `citizens.in_district_aggregates`)
+    /// keep its share until `messnetz rollups rebuild`.
+    fn remove_citizen_sensor(&self, id: &DeviceId) -> Result<Option<Removed>, StoreError>;
+}
+
+/// What the HTTP API holds: the reads, and the citizen sensors' registrations.
+pub trait ApiStore: ReadStore + CitizenStore {}
+
+impl<T: ReadStore + CitizenStore> ApiStore for T {}
+
+/// A whole store: what the gateway's stages hold.
+pub trait Store: CommitStore + ReadStore + Outbox + CitizenStore + SeriesLookup + NearbyLookup {}
+
+impl<T: CommitStore + ReadStore + Outbox + CitizenStore + SeriesLookup + NearbyLookup> Store for T {}
 
 /// Why the store failed. The cause is logged; API clients see a generic error.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,6 @@ pub mod dead_letter;
 pub mod embedded;
 
 pub use batch::WriteBatch;
-pub use boundary::{CommitStore, Extent, Outbox, ReadStore, Store, StoreError, StoreHealth};
+pub use boundary::{ApiStore, CitizenStore, CommitStore, Extent, Outbox, ReadStore, Removed, Store, StoreError, StoreHealth};
 pub use dead_letter::{DeadLetter, ReplayOutcome};
 pub use embedded::EmbeddedStore;

@@ -15,6 +15,7 @@
 
 mod attempts;
 pub mod auth;
+mod citizens;
 mod dead_letters;
 mod devices;
 pub mod devices_file;
@@ -83,6 +84,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/admin/dead-letters/{id}", get(dead_letters::show))
         .route("/v1/admin/dead-letters/{id}/replay", post(dead_letters::replay_one))
         .route("/v1/admin/reload", post(reload))
+        .route("/v1/admin/citizens", get(citizens::list))
+        .route("/v1/admin/citizens/{id}/approve", post(citizens::approve))
+        .route("/v1/admin/citizens/{id}", axum::routing::delete(citizens::remove))
         // Authenticates, and audits every attempt before acting and again with its outcome;
         // the handler finds the [`Operator`] in the request's extensions.
         .route_layer(axum::middleware::from_fn_with_state(state, attempts::audited))

@@ -3,10 +3,11 @@
 //! - [`store`]: [`EmbeddedStore`]: open, reopen after I/O errors, the batch commit, reads,
 //!   and the trait implementations; the only file that knows the others.
 //! - `tables`: every table definition.
-//! - `dead_letters`, `frame_counters`, `outbox`: one table group each, as functions over a
+//! - `citizens`, `dead_letters`, `frame_counters`, `outbox`: one table group each, as functions over a
 //!   transaction.
 //! - [`rollups`]: district and device windows, their journal, flush task and queries.
 
+mod citizens;
 mod dead_letters;
 mod frame_counters;
 mod outbox;

@@ -18,13 +18,15 @@ use super::rollups::{self, FlushSummary, RebuildSummary};
 use super::tables::{
     DEAD_LETTERS, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS, LAST_SEEN, OUTBOX, READINGS, ROLLUPS, WINDOW_JOURNAL,
 };
-use super::{dead_letters, frame_counters, outbox};
+use super::{citizens, dead_letters, frame_counters, outbox};
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
+use crate::citizens::CitizenSensor;
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
+use crate::quality::neighbours::NearbyLookup;
 use crate::quality::SeriesLookup;
 use crate::sources::lorawan::FrameCounter;
 use crate::store::batch::WriteBatch;
-use crate::store::boundary::{engine, CommitStore, Outbox, ReadStore, StoreError, StoreHealth};
+use crate::store::boundary::{engine, CitizenStore, CommitStore, Outbox, ReadStore, Removed, StoreError, StoreHealth};
 use crate::store::dead_letter::{DeadLetter, ReplayOutcome};
 
 /// Journal rows one flush transaction handles at most, so a long backlog (after a restart
@@ -645,6 +647,53 @@ impl SeriesLookup for EmbeddedStore {
         within: chrono::Duration,
     ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
         EmbeddedStore::neighbours(self, device, q, time, within).map_err(|e| e.to_string())
+    }
+}
+
+impl CitizenStore for EmbeddedStore {
+    fn citizen_sensors(&self) -> Result<Vec<CitizenSensor>, StoreError> {
+        self.with_db(citizens::all)
+    }
+
+    fn citizen_sensor(&self, id: &DeviceId) -> Result<Option<CitizenSensor>, StoreError> {
+        self.with_db(|db| citizens::get(db, id))
+    }
+
+    fn put_citizen_sensor(&self, sensor: &CitizenSensor) -> Result<(), StoreError> {
+        self.with_write(|db| {
+            let tx = db.begin_write().map_err(engine)?;
+            citizens::put(&tx, sensor)?;
+            tx.commit().map_err(engine)?;
+            Ok(((), true))
+        })
+    }
+
+    fn remove_citizen_sensor(&self, id: &DeviceId) -> Result<Option<Removed>, StoreError> {
+        self.with_write(|db| {
+            let tx = db.begin_write().map_err(engine)?;
+            let Some(removed) = citizens::remove(&tx, id)? else {
+                tx.abort().map_err(engine)?;
+                return Ok((None, false));
+            };
+            tx.commit().map_err(engine)?;
+            Ok((Some(removed), true))
+        })
+    }
+}
+
+/// The store as the neighbour test's view of the official stations.
+impl NearbyLookup for EmbeddedStore {
+    fn value_near(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: chrono::Duration) -> Option<f64> {
+        let exact = ReadStore::readings(self, device, quantity, time, time + chrono::Duration::milliseconds(1), 1).ok()?;
+        if let Some(r) = exact.into_iter().find(|r| r.flag != QualityFlag::Bad) {
+            return Some(r.value);
+        }
+        let (before, after) = self.neighbours(device, quantity, time, within).ok()?;
+        match (before, after) {
+            (Some((tb, vb)), Some((ta, va))) => Some(if time - tb <= ta - time { vb } else { va }),
+            (Some((_, v)), None) | (None, Some((_, v))) => Some(v),
+            (None, None) => None,
+        }
     }
 }
 

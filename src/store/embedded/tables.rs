@@ -25,3 +25,6 @@ pub(super) const WINDOW_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::
 pub(super) const FRAME_COUNTERS: TableDefinition<u32, &[u8]> = TableDefinition::new("lorawan_frame_counters");
 /// sequence number → one reading as an InfluxDB line-protocol line (no newline).
 pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("influx_outbox");
+
+/// Citizen sensor id → its registration as JSON ([`crate::citizens::CitizenSensor`]).
+pub const CITIZEN_SENSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("citizen_sensors");
