@@ -1,0 +1,685 @@
+//! The SensorThings data model mapped onto messnetz: which entities exist, their ids, their
+//! JSON, and how they relate. Only open devices take part; an internal device, its
+//! datastreams and its readings do not exist here, whichever way they are reached.
+//!
+//! | SensorThings      | messnetz                              | `@iot.id`                               |
+//! |-------------------|---------------------------------------|-----------------------------------------|
+//! | Thing             | an open device                        | device id (`demo-lht65`)                |
+//! | Location          | its coordinates (GeoJSON Point)       | device id                               |
+//! | FeatureOfInterest | the same place, observed              | device id                               |
+//! | Sensor            | the sensor profile                    | profile id (`dragino-lht65`)            |
+//! | ObservedProperty  | a quantity (CF standard name)         | quantity name (`air_temperature`)       |
+//! | Datastream        | device × quantity                     | `demo-lht65:air_temperature`            |
+//! | Observation       | one reading                           | `demo-lht65:air_temperature:<ms>`       |
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use super::eval::{json_path, Properties, Val};
+use super::links::Links;
+use crate::api::error::ApiError;
+use crate::api::{rfc3339, round};
+use crate::devices::{Device, DeviceRegistry, Visibility};
+use crate::model::{licence_uri, DeviceId, Quantity, Reading};
+use crate::profiles::ProfileSet;
+use crate::store::EmbeddedStore;
+
+/// The entity types, by their SensorThings names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Thing,
+    Location,
+    HistoricalLocation,
+    Sensor,
+    ObservedProperty,
+    Datastream,
+    Observation,
+    FeatureOfInterest,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::Thing,
+        Kind::Location,
+        Kind::HistoricalLocation,
+        Kind::Datastream,
+        Kind::Sensor,
+        Kind::Observation,
+        Kind::ObservedProperty,
+        Kind::FeatureOfInterest,
+    ];
+
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Thing => "Things",
+            Kind::Location => "Locations",
+            Kind::HistoricalLocation => "HistoricalLocations",
+            Kind::Sensor => "Sensors",
+            Kind::ObservedProperty => "ObservedProperties",
+            Kind::Datastream => "Datastreams",
+            Kind::Observation => "Observations",
+            Kind::FeatureOfInterest => "FeaturesOfInterest",
+        }
+    }
+
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::Thing => "Thing",
+            Kind::Location => "Location",
+            Kind::HistoricalLocation => "HistoricalLocation",
+            Kind::Sensor => "Sensor",
+            Kind::ObservedProperty => "ObservedProperty",
+            Kind::Datastream => "Datastream",
+            Kind::Observation => "Observation",
+            Kind::FeatureOfInterest => "FeatureOfInterest",
+        }
+    }
+
+    pub fn by_plural(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.plural() == name)
+    }
+
+    /// Navigation properties: (name, target, whether it is a collection).
+    pub fn navigation(self) -> &'static [(&'static str, Kind, bool)] {
+        match self {
+            Kind::Thing => &[
+                ("Locations", Kind::Location, true),
+                ("HistoricalLocations", Kind::HistoricalLocation, true),
+                ("Datastreams", Kind::Datastream, true),
+            ],
+            Kind::Location => &[("Things", Kind::Thing, true), ("HistoricalLocations", Kind::HistoricalLocation, true)],
+            Kind::HistoricalLocation => &[("Thing", Kind::Thing, false), ("Locations", Kind::Location, true)],
+            Kind::Sensor | Kind::ObservedProperty => &[("Datastreams", Kind::Datastream, true)],
+            Kind::Datastream => &[
+                ("Thing", Kind::Thing, false),
+                ("Sensor", Kind::Sensor, false),
+                ("ObservedProperty", Kind::ObservedProperty, false),
+                ("Observations", Kind::Observation, true),
+            ],
+            Kind::Observation => {
+                &[("Datastream", Kind::Datastream, false), ("FeatureOfInterest", Kind::FeatureOfInterest, false)]
+            }
+            Kind::FeatureOfInterest => &[("Observations", Kind::Observation, true)],
+        }
+    }
+
+    /// Plain properties (`$select` accepts these and the navigation properties).
+    pub fn properties(self) -> &'static [&'static str] {
+        match self {
+            Kind::Thing => &["id", "selfLink", "name", "description", "properties"],
+            Kind::Location => &["id", "selfLink", "name", "description", "encodingType", "location", "properties"],
+            Kind::HistoricalLocation => &["id", "selfLink", "time"],
+            Kind::Sensor => &["id", "selfLink", "name", "description", "encodingType", "metadata", "properties"],
+            Kind::ObservedProperty => &["id", "selfLink", "name", "definition", "description", "properties"],
+            Kind::Datastream => &[
+                "id",
+                "selfLink",
+                "name",
+                "description",
+                "unitOfMeasurement",
+                "observationType",
+                "observedArea",
+                "phenomenonTime",
+                "resultTime",
+                "properties",
+            ],
+            Kind::Observation => {
+                &["id", "selfLink", "phenomenonTime", "resultTime", "result", "resultQuality", "validTime", "parameters"]
+            }
+            Kind::FeatureOfInterest => &["id", "selfLink", "name", "description", "encodingType", "feature", "properties"],
+        }
+    }
+}
+
+/// One series of readings: an open device's quantity (a Datastream).
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub device: Arc<Device>,
+    pub quantity: Quantity,
+}
+
+impl Series {
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.device.id, self.quantity.name())
+    }
+}
+
+/// What a navigation from one entity leads to.
+pub enum Related {
+    One(Kind, Value),
+    Many(Kind, Vec<Value>),
+    Observations(Vec<Series>),
+}
+
+/// Quantities whose name is not in the CF standard-name table (see `model::QUANTITIES`).
+const NOT_CF: &[&str] = &[
+    "illuminance",
+    "volume_mixing_ratio_of_tvoc_in_air",
+    "lightning_strike_count",
+    "heat_index",
+    "sound_pressure_level",
+    "probe_temperature",
+    "battery_voltage",
+    "battery_level",
+];
+
+/// The definition URI of a quantity: the CF standard name in the NERC vocabulary server, or
+/// a messnetz URN for the few quantities CF does not name.
+pub fn definition(q: Quantity) -> String {
+    if NOT_CF.contains(&q.name()) {
+        format!("urn:messnetz:quantity:{}", q.name())
+    } else {
+        format!("http://vocab.nerc.ac.uk/standard_name/{}/", q.name())
+    }
+}
+
+/// The name of a UCUM unit code, for `unitOfMeasurement.name`.
+fn unit_name(code: &str) -> &'static str {
+    match code {
+        "Cel" => "degree Celsius",
+        "%" => "percent",
+        "hPa" => "hectopascal",
+        "m/s" => "metre per second",
+        "deg" => "degree (angle)",
+        "mm" => "millimetre",
+        "mm/h" => "millimetre per hour",
+        "W/m2" => "watt per square metre",
+        "lx" => "lux",
+        "1" => "one (dimensionless)",
+        "ug/m3" => "microgram per cubic metre",
+        "ppm" => "parts per million",
+        "ppb" => "parts per billion",
+        "dB" => "decibel",
+        "V" => "volt",
+        _ => "unit",
+    }
+}
+
+/// Request-wide limits: every reading read and every entity written counts against them.
+pub struct Budget {
+    /// Readings the request may still read from the store.
+    pub scan_left: Cell<usize>,
+    /// Entities the response may still hold (expanded ones included).
+    pub entities_left: Cell<usize>,
+}
+
+/// The open devices, profiles and store as one request sees them (one registry snapshot).
+pub struct Catalog {
+    pub links: Links,
+    pub store: Arc<EmbeddedStore>,
+    pub budget: Budget,
+    pub now: DateTime<Utc>,
+    /// Open devices, by id.
+    devices: Vec<Arc<Device>>,
+    profiles: Arc<ProfileSet>,
+    /// Quantities of each device with (first, last) reading time, looked up once per request.
+    streams: RefCell<HashMap<DeviceId, Arc<Vec<(Quantity, Option<(DateTime<Utc>, DateTime<Utc>)>)>>>>,
+    /// Datastream JSON by id, built once per request (observations' filters read it).
+    datastream_json: RefCell<HashMap<String, Value>>,
+}
+
+impl Catalog {
+    pub fn new(
+        devices: &DeviceRegistry,
+        profiles: Arc<ProfileSet>,
+        store: Arc<EmbeddedStore>,
+        links: Links,
+        budget: Budget,
+    ) -> Self {
+        let mut open: Vec<Arc<Device>> = devices.iter().filter(|d| d.visibility == Visibility::Open).cloned().collect();
+        open.sort_by(|a, b| a.id.cmp(&b.id));
+        Self {
+            links,
+            store,
+            budget,
+            now: Utc::now(),
+            devices: open,
+            profiles,
+            streams: RefCell::default(),
+            datastream_json: RefCell::default(),
+        }
+    }
+
+    fn device(&self, id: &str) -> Option<&Arc<Device>> {
+        self.devices.binary_search_by(|d| d.id.as_str().cmp(id)).ok().map(|i| &self.devices[i])
+    }
+
+    /// Count entities against the response limit.
+    pub fn spend_entities(&self, n: usize) -> Result<(), ApiError> {
+        let left = self.budget.entities_left.get();
+        if n > left {
+            return Err(ApiError::BadRequest(format!(
+                "the response would hold more than {} entities (expanded ones included); lower $top or the $top inside $expand",
+                super::MAX_ENTITIES
+            )));
+        }
+        self.budget.entities_left.set(left - n);
+        Ok(())
+    }
+
+    /// A device's quantities: those its profile produces and those it has readings of, each with
+    /// the times of its first and last reading.
+    #[allow(clippy::type_complexity)]
+    fn streams(&self, d: &Device) -> Result<Arc<Vec<(Quantity, Option<(DateTime<Utc>, DateTime<Utc>)>)>>, ApiError> {
+        if let Some(s) = self.streams.borrow().get(&d.id) {
+            return Ok(s.clone());
+        }
+        let latest = self.store.latest(&d.id)?;
+        let mut quantities: Vec<Quantity> = self.profiles.get(&d.profile).map(|p| p.quantities()).unwrap_or_default();
+        quantities.extend(latest.iter().map(|r| r.quantity));
+        quantities.sort();
+        quantities.dedup();
+        let mut out = Vec::with_capacity(quantities.len());
+        for q in quantities {
+            let extent = match latest.iter().find(|r| r.quantity == q) {
+                Some(last) => {
+                    let first = self.store.readings(&d.id, q, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC, 1)?;
+                    Some((first.first().map(|r| r.time).unwrap_or(last.time), last.time))
+                }
+                None => None,
+            };
+            out.push((q, extent));
+        }
+        let out = Arc::new(out);
+        self.streams.borrow_mut().insert(d.id.clone(), out.clone());
+        Ok(out)
+    }
+
+    fn series_of(&self, d: &Arc<Device>) -> Result<Vec<Series>, ApiError> {
+        Ok(self.streams(d)?.iter().map(|(q, _)| Series { device: d.clone(), quantity: *q }).collect())
+    }
+
+    /// Every open datastream as a series, by device then quantity.
+    pub fn all_series(&self) -> Result<Vec<Series>, ApiError> {
+        let mut out = Vec::new();
+        for d in &self.devices {
+            out.extend(self.series_of(d)?);
+        }
+        Ok(out)
+    }
+
+    /// The series of a datastream id, when the device is open and has that quantity.
+    pub fn series(&self, id: &str) -> Result<Option<Series>, ApiError> {
+        let Some((device, quantity)) = id.split_once(':') else { return Ok(None) };
+        let (Some(d), Some(q)) = (self.device(device), Quantity::by_name(quantity)) else { return Ok(None) };
+        Ok(self.streams(d)?.iter().any(|(x, _)| *x == q).then(|| Series { device: d.clone(), quantity: q }))
+    }
+
+    /// Every entity of a kind (not Observations: those are read page by page).
+    pub fn list(&self, kind: Kind) -> Result<Vec<Value>, ApiError> {
+        Ok(match kind {
+            Kind::Thing => self.devices.iter().map(|d| self.thing(d)).collect(),
+            Kind::Location => self.devices.iter().map(|d| self.location(d)).collect(),
+            Kind::FeatureOfInterest => self.devices.iter().map(|d| self.feature(d)).collect(),
+            Kind::HistoricalLocation | Kind::Observation => Vec::new(),
+            Kind::Sensor => {
+                let mut ids: Vec<&str> = self.devices.iter().map(|d| d.profile.as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids.into_iter().filter_map(|p| self.sensor(p)).collect()
+            }
+            Kind::ObservedProperty => {
+                let mut qs = Vec::new();
+                for d in &self.devices {
+                    qs.extend(self.streams(d)?.iter().map(|(q, _)| *q));
+                }
+                qs.sort();
+                qs.dedup();
+                let mut out: Vec<Value> = qs.into_iter().map(|q| self.observed_property(q)).collect();
+                out.sort_by(|a, b| a["@iot.id"].as_str().cmp(&b["@iot.id"].as_str()));
+                out
+            }
+            Kind::Datastream => {
+                let mut out = Vec::new();
+                for s in self.all_series()? {
+                    out.push(self.datastream(&s)?);
+                }
+                out
+            }
+        })
+    }
+
+    /// One entity by id; `None` when there is no such open entity.
+    pub fn get(&self, kind: Kind, id: &str) -> Result<Option<Value>, ApiError> {
+        Ok(match kind {
+            Kind::Thing => self.device(id).map(|d| self.thing(d)),
+            Kind::Location => self.device(id).map(|d| self.location(d)),
+            Kind::FeatureOfInterest => self.device(id).map(|d| self.feature(d)),
+            Kind::HistoricalLocation => None,
+            Kind::Sensor => {
+                if self.devices.iter().any(|d| d.profile == id) {
+                    self.sensor(id)
+                } else {
+                    None
+                }
+            }
+            Kind::ObservedProperty => match Quantity::by_name(id) {
+                Some(q) if self.list(Kind::ObservedProperty)?.iter().any(|o| o["@iot.id"] == id) => {
+                    Some(self.observed_property(q))
+                }
+                _ => None,
+            },
+            Kind::Datastream => match self.series(id)? {
+                Some(s) => Some(self.datastream(&s)?),
+                None => None,
+            },
+            Kind::Observation => match self.observation_by_id(id)? {
+                Some((s, r)) => Some(self.observation(&s, &r)),
+                None => None,
+            },
+        })
+    }
+
+    /// An observation by its id (`device:quantity:milliseconds`).
+    pub fn observation_by_id(&self, id: &str) -> Result<Option<(Series, Reading)>, ApiError> {
+        let Some((ds, ms)) = id.rsplit_once(':') else { return Ok(None) };
+        let Some(series) = self.series(ds)? else { return Ok(None) };
+        let Some(t) = ms.parse::<i64>().ok().and_then(DateTime::from_timestamp_millis) else { return Ok(None) };
+        let found = self.store.readings(&series.device.id, series.quantity, t, t + chrono::Duration::milliseconds(1), 1)?;
+        Ok(found.into_iter().next().map(|r| (series, r)))
+    }
+
+    /// Where a navigation property of an entity leads; `None` when the entity type has no such
+    /// navigation property.
+    pub fn related(&self, kind: Kind, entity: &Value, nav: &str) -> Result<Option<Related>, ApiError> {
+        let id = entity["@iot.id"].as_str().unwrap_or_default();
+        let device = |id: &str| self.device(id).cloned();
+        Ok(Some(match (kind, nav) {
+            (Kind::Thing, "Locations") => {
+                Related::Many(Kind::Location, device(id).map(|d| self.location(&d)).into_iter().collect())
+            }
+            (Kind::Location, "Things") => Related::Many(Kind::Thing, device(id).map(|d| self.thing(&d)).into_iter().collect()),
+            (Kind::Thing | Kind::Location, "HistoricalLocations") => Related::Many(Kind::HistoricalLocation, Vec::new()),
+            (Kind::Thing, "Datastreams") => {
+                let mut out = Vec::new();
+                if let Some(d) = device(id) {
+                    for s in self.series_of(&d)? {
+                        out.push(self.datastream(&s)?);
+                    }
+                }
+                Related::Many(Kind::Datastream, out)
+            }
+            (Kind::Sensor, "Datastreams") => {
+                let mut out = Vec::new();
+                for s in self.all_series()?.iter().filter(|s| s.device.profile == id) {
+                    out.push(self.datastream(s)?);
+                }
+                Related::Many(Kind::Datastream, out)
+            }
+            (Kind::ObservedProperty, "Datastreams") => {
+                let mut out = Vec::new();
+                for s in self.all_series()?.iter().filter(|s| s.quantity.name() == id) {
+                    out.push(self.datastream(s)?);
+                }
+                Related::Many(Kind::Datastream, out)
+            }
+            (Kind::Datastream, "Observations") => Related::Observations(self.series(id)?.into_iter().collect()),
+            (Kind::FeatureOfInterest, "Observations") => match device(id) {
+                Some(d) => Related::Observations(self.series_of(&d)?),
+                None => Related::Observations(Vec::new()),
+            },
+            (Kind::Datastream, "Thing" | "Sensor" | "ObservedProperty") => {
+                let Some(s) = self.series(id)? else { return Ok(None) };
+                match nav {
+                    "Thing" => Related::One(Kind::Thing, self.thing(&s.device)),
+                    "Sensor" => match self.sensor(&s.device.profile) {
+                        Some(v) => Related::One(Kind::Sensor, v),
+                        None => return Ok(None),
+                    },
+                    _ => Related::One(Kind::ObservedProperty, self.observed_property(s.quantity)),
+                }
+            }
+            (Kind::Observation, "Datastream" | "FeatureOfInterest") => {
+                let Some((ds, _)) = id.rsplit_once(':') else { return Ok(None) };
+                let Some(s) = self.series(ds)? else { return Ok(None) };
+                if nav == "Datastream" {
+                    Related::One(Kind::Datastream, self.datastream(&s)?)
+                } else {
+                    Related::One(Kind::FeatureOfInterest, self.feature(&s.device))
+                }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    fn nav_links(&self, kind: Kind, path: &str, out: &mut Map<String, Value>) {
+        for (name, _, _) in kind.navigation() {
+            out.insert(format!("{name}@iot.navigationLink"), json!(format!("{path}/{name}")));
+        }
+    }
+
+    fn entity(&self, kind: Kind, id: &str, fields: Value) -> Value {
+        let path = self.links.entity(kind, id);
+        let mut out = Map::new();
+        out.insert("@iot.id".into(), json!(id));
+        out.insert("@iot.selfLink".into(), json!(path));
+        if let Value::Object(fields) = fields {
+            out.extend(fields);
+        }
+        self.nav_links(kind, &path, &mut out);
+        Value::Object(out)
+    }
+
+    fn point(d: &Device) -> Value {
+        json!({ "type": "Point", "coordinates": [d.lon, d.lat] })
+    }
+
+    fn thing(&self, d: &Device) -> Value {
+        let mut properties = json!({
+            "district": d.district,
+            "owner": d.owner,
+            "licence": d.licence,
+            "licenceUri": licence_uri(&d.licence),
+            "profile": d.profile,
+        });
+        if let Some(h) = d.height_m {
+            properties["heightAboveGround_m"] = json!(h);
+        }
+        if let Some(i) = d.installed {
+            properties["installed"] = json!(i.to_string());
+        }
+        properties["districtAggregates"] = json!(self.links.v1(&format!("/v1/aggregates?district={}", encode(&d.district))));
+        self.entity(
+            Kind::Thing,
+            d.id.as_str(),
+            json!({
+                "name": d.name,
+                "description": format!("Climate sensor {} ({}) in {}, operated by {}", d.id, d.profile, d.district, d.owner),
+                "properties": properties,
+            }),
+        )
+    }
+
+    fn location(&self, d: &Device) -> Value {
+        self.entity(
+            Kind::Location,
+            d.id.as_str(),
+            json!({
+                "name": d.name,
+                "description": format!("Where sensor {} stands", d.id),
+                "encodingType": "application/geo+json",
+                "location": Self::point(d),
+            }),
+        )
+    }
+
+    fn feature(&self, d: &Device) -> Value {
+        self.entity(
+            Kind::FeatureOfInterest,
+            d.id.as_str(),
+            json!({
+                "name": d.name,
+                "description": format!("The air at sensor {}", d.id),
+                "encodingType": "application/geo+json",
+                "feature": Self::point(d),
+            }),
+        )
+    }
+
+    fn sensor(&self, profile: &str) -> Option<Value> {
+        let p = self.profiles.get(profile)?;
+        Some(self.entity(
+            Kind::Sensor,
+            profile,
+            json!({
+                "name": format!("{} {}", p.vendor(), p.model()),
+                "description": format!("Sensor profile {profile}: {} {}", p.vendor(), p.model()),
+                "encodingType": "text/html",
+                "metadata": p.reference(),
+            }),
+        ))
+    }
+
+    fn observed_property(&self, q: Quantity) -> Value {
+        let cf = !NOT_CF.contains(&q.name());
+        self.entity(
+            Kind::ObservedProperty,
+            q.name(),
+            json!({
+                "name": q.name(),
+                "definition": definition(q),
+                "description": if cf { format!("CF standard name {}", q.name()) } else { format!("{} (messnetz quantity, not a CF standard name)", q.name()) },
+                "properties": { "unit": q.unit() },
+            }),
+        )
+    }
+
+    /// A datastream's JSON (built once per request).
+    pub fn datastream(&self, s: &Series) -> Result<Value, ApiError> {
+        let id = s.id();
+        if let Some(v) = self.datastream_json.borrow().get(&id) {
+            return Ok(v.clone());
+        }
+        let extent = self.streams(&s.device)?.iter().find(|(q, _)| *q == s.quantity).and_then(|(_, e)| *e);
+        let time = extent.map(|(a, b)| format!("{}/{}", rfc3339(a), rfc3339(b)));
+        let (d, q) = (&s.device, s.quantity);
+        let v = self.entity(
+            Kind::Datastream,
+            &id,
+            json!({
+                "name": format!("{} at {}", q.name(), d.name),
+                "description": format!("{} measured by sensor {}, in {}", q.name(), d.id, q.unit()),
+                "unitOfMeasurement": {
+                    "name": unit_name(q.unit()),
+                    "symbol": q.unit(),
+                    "definition": format!("http://unitsofmeasure.org/ucum.html#{}", encode(q.unit())),
+                },
+                "observationType": "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement",
+                "observedArea": Self::point(d),
+                "phenomenonTime": time,
+                "resultTime": time,
+                "properties": {
+                    "licence": d.licence,
+                    "licenceUri": licence_uri(&d.licence),
+                    "district": d.district,
+                    "aggregates": self.links.v1(&format!("/v1/aggregates?device={}&quantity={}", d.id, q.name())),
+                    "districtAggregates": self.links.v1(&format!("/v1/aggregates?district={}&quantity={}", encode(&d.district), q.name())),
+                },
+            }),
+        );
+        self.datastream_json.borrow_mut().insert(id, v.clone());
+        Ok(v)
+    }
+
+    pub fn observation(&self, s: &Series, r: &Reading) -> Value {
+        let time = rfc3339(r.time);
+        let mut quality = json!({ "flag": r.flag.as_str() });
+        if !r.reason.is_empty() {
+            quality["reason"] = json!(r.reason);
+        }
+        let result = if r.value.is_finite() { json!(round(r.value)) } else { Value::Null };
+        self.entity(
+            Kind::Observation,
+            &observation_id(s, r),
+            json!({ "phenomenonTime": time, "resultTime": time, "result": result, "resultQuality": quality }),
+        )
+    }
+}
+
+pub fn observation_id(s: &Series, r: &Reading) -> String {
+    format!("{}:{}:{}", s.device.id, s.quantity.name(), r.time.timestamp_millis())
+}
+
+/// Percent-encode a query value or id for a link (RFC 3986 unreserved characters pass).
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A JSON entity as filters see it: its properties, and through its singular navigation
+/// properties (`Datastream/Thing/name`) the related entities'.
+pub struct EntityProps<'a> {
+    pub kind: Kind,
+    pub json: &'a Value,
+    pub catalog: &'a Catalog,
+}
+
+impl Properties for EntityProps<'_> {
+    fn get(&self, path: &[String]) -> Val {
+        if path.len() > 1 {
+            if let Some((_, target, false)) = self.kind.navigation().iter().find(|(n, _, _)| *n == path[0]) {
+                return match self.catalog.related(self.kind, self.json, &path[0]) {
+                    Ok(Some(Related::One(_, v))) => {
+                        EntityProps { kind: *target, json: &v, catalog: self.catalog }.get(&path[1..])
+                    }
+                    _ => Val::Null,
+                };
+            }
+        }
+        json_path(self.json, path)
+    }
+}
+
+/// A reading as filters see it, without building its JSON: readings are filtered by the
+/// thousand.
+pub struct ReadingProps<'a> {
+    pub series: &'a Series,
+    pub reading: &'a Reading,
+    pub catalog: &'a Catalog,
+}
+
+impl Properties for ReadingProps<'_> {
+    fn get(&self, path: &[String]) -> Val {
+        let r = self.reading;
+        match (path[0].as_str(), path.len()) {
+            ("result", 1) => {
+                if r.value.is_finite() {
+                    Val::Number(round(r.value))
+                } else {
+                    Val::Null
+                }
+            }
+            ("phenomenonTime" | "resultTime", 1) => Val::Time(r.time),
+            ("id" | "@iot.id", 1) => Val::Text(observation_id(self.series, r)),
+            ("resultQuality", 1) => Val::Other,
+            ("resultQuality", 2) if path[1] == "flag" => Val::Text(r.flag.as_str().into()),
+            ("resultQuality", 2) if path[1] == "reason" => {
+                if r.reason.is_empty() {
+                    Val::Null
+                } else {
+                    Val::Text(r.reason.clone())
+                }
+            }
+            ("Datastream", n) if n > 1 => match self.catalog.datastream(self.series) {
+                Ok(v) => EntityProps { kind: Kind::Datastream, json: &v, catalog: self.catalog }.get(&path[1..]),
+                Err(_) => Val::Null,
+            },
+            ("FeatureOfInterest", n) if n > 1 => {
+                let v = self.catalog.feature(&self.series.device);
+                EntityProps { kind: Kind::FeatureOfInterest, json: &v, catalog: self.catalog }.get(&path[1..])
+            }
+            _ => Val::Null,
+        }
+    }
+}
