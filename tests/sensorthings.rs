@@ -115,6 +115,11 @@ impl Answer {
 
 impl Fixture {
     fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// The fixture, with more readings written by `extra` after the common ones.
+    fn with(extra: impl FnOnce(&EmbeddedStore)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let (devices, profiles) = own_devices_and_profiles(tmp.path());
         let config = format!(
@@ -129,6 +134,7 @@ impl Fixture {
         let (profile_set, device_registry) = messnetz::registry::load(&settings).unwrap();
         let store = Arc::new(EmbeddedStore::open(&settings.store.path).unwrap());
         seed(&store);
+        extra(&store);
         let registry = Arc::new(Registry::new(profile_set, device_registry));
         let metrics = Arc::new(Metrics::default());
         let keys = Arc::new(messnetz::sources::lorawan_keys::SessionKeys::load(None, std::iter::empty()).unwrap());
@@ -499,6 +505,45 @@ async fn the_internal_device_is_invisible_everywhere() {
     let (all, _) = f.all("Observations?$top=1000").await;
     assert_eq!(all.len(), N + 10 + 1, "every open reading once, and none of the internal device");
     assert!(all.iter().all(|o| !o["@iot.id"].as_str().unwrap().contains("depot")));
+}
+
+#[tokio::test]
+async fn a_filter_that_matches_nothing_reads_at_most_the_scan_limit_per_request() {
+    // 150,000 readings of the park sensor: more than one request may read (100,000).
+    let f = Fixture::with(|store| {
+        let mut batch = WriteBatch::default();
+        for i in 0..150_000 {
+            batch.readings.push(Reading {
+                device: DeviceId::parse("demo-lht65-park").unwrap(),
+                quantity: Quantity::by_name("relative_humidity").unwrap(),
+                value: 50.0,
+                time: start() + Duration::seconds(i),
+                flag: QualityFlag::Good,
+                reason: String::new(),
+            });
+        }
+        store.write(&batch).unwrap();
+    });
+    let url = "Datastreams('demo-lht65-park:relative_humidity')/Observations?$filter=result gt 1000&$count=true";
+    let first = f.ok(url).await;
+    assert_eq!(first["value"], serde_json::json!([]), "nothing matches");
+    assert!(first.get("@iot.count").is_none(), "counting would pass the scan limit, so there is no count: {first}");
+    let next = first["@iot.nextLink"].as_str().expect("the scan stopped at the limit and says where to go on");
+    let token = format!("$skiptoken=demo-lht65-park%3Arelative_humidity%3A{}", (start() + Duration::seconds(99_999)).timestamp_millis());
+    assert!(next.contains(&token), "the next page starts after the 100,000th reading: {next}");
+    let second = f.ok(next).await;
+    assert_eq!(second["value"], serde_json::json!([]));
+    assert!(second.get("@iot.nextLink").is_none(), "the rest (50,000) fits in one request: {second}");
+    // A time condition narrows what is read: the last 10,000 readings only, so the count is there.
+    let since = (start() + Duration::seconds(140_000)).to_rfc3339();
+    let narrow = f
+        .ok(&format!(
+            "Datastreams('demo-lht65-park:relative_humidity')/Observations?$count=true&$filter={}",
+            urlencode(&format!("result gt 1000 and phenomenonTime ge {since}"))
+        ))
+        .await;
+    assert_eq!(narrow["@iot.count"], 0, "{narrow}");
+    assert!(narrow.get("@iot.nextLink").is_none(), "{narrow}");
 }
 
 /// A query value, percent-encoded.
