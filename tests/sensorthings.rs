@@ -529,7 +529,8 @@ async fn a_filter_that_matches_nothing_reads_at_most_the_scan_limit_per_request(
     assert_eq!(first["value"], serde_json::json!([]), "nothing matches");
     assert!(first.get("@iot.count").is_none(), "counting would pass the scan limit, so there is no count: {first}");
     let next = first["@iot.nextLink"].as_str().expect("the scan stopped at the limit and says where to go on");
-    let token = format!("$skiptoken=demo-lht65-park%3Arelative_humidity%3A{}", (start() + Duration::seconds(99_999)).timestamp_millis());
+    let token =
+        format!("$skiptoken=demo-lht65-park%3Arelative_humidity%3A{}", (start() + Duration::seconds(99_999)).timestamp_millis());
     assert!(next.contains(&token), "the next page starts after the 100,000th reading: {next}");
     let second = f.ok(next).await;
     assert_eq!(second["value"], serde_json::json!([]));
@@ -544,6 +545,112 @@ async fn a_filter_that_matches_nothing_reads_at_most_the_scan_limit_per_request(
         .await;
     assert_eq!(narrow["@iot.count"], 0, "{narrow}");
     assert!(narrow.get("@iot.nextLink").is_none(), "{narrow}");
+}
+
+// ---- A real SensorThings client against the real binary ----
+
+/// The Python of a venv with `frost-sta-client` (scripts/test installs it and sets this).
+const CLIENT_PYTHON: &str = "FROST_STA_PYTHON";
+
+/// Reads Things, the demo device's Datastreams and all 10,000 of its air temperatures as a
+/// FROST user would, with `frost-sta-client` following `@iot.nextLink` itself.
+const CLIENT_SCRIPT: &str = r#"
+import json, sys
+import frost_sta_client as fsc
+
+service = fsc.SensorThingsService(sys.argv[1])
+things = list(service.things().query().list())
+thing = service.things().find('demo-lht65')
+location = list(thing.get_locations().query().list())[0]
+streams = list(thing.get_datastreams().query().list())
+air = service.datastreams().find('demo-lht65:air_temperature')
+observations = list(air.get_observations().query().top(1000).list())
+hot = list(air.get_observations().query().filter('result gt 25').top(1000).list())
+newest = air.get_observations().query().orderby('phenomenonTime', 'desc').top(3).list()
+print(json.dumps({
+    "things": sorted(t.id for t in things),
+    "location": list(location.location['coordinates']),
+    "streams": sorted(d.id for d in streams),
+    "unit": air.unit_of_measurement.symbol,
+    "observations": [[o.id, o.phenomenon_time, o.result] for o in observations],
+    "hot": [o.result for o in hot],
+    "newest": [o.phenomenon_time for o in newest.entities],
+}))
+"#;
+
+#[tokio::test]
+async fn the_frost_client_reads_things_datastreams_and_pages_through_10000_observations() {
+    let Some(python) = std::env::var_os(CLIENT_PYTHON) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{CLIENT_PYTHON} is not set: scripts/test installs frost-sta-client and sets it"
+        );
+        eprintln!("skipped: {CLIENT_PYTHON} is not set (scripts/test sets it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    seed(&EmbeddedStore::open(&dir.path().join("data")).unwrap());
+    let broker = common::Mosquitto::start();
+    let topics = common::Topics::new("sensorthings-client");
+    let gw = common::Gateway::start(broker.port, dir.path(), &topics).await;
+    let script = dir.path().join("client.py");
+    std::fs::write(&script, CLIENT_SCRIPT).unwrap();
+    let root = gw.url("/sta/v1.1");
+    // Output goes to files: a pipe nobody reads while the client runs would fill and stall it.
+    let (stdout, stderr) = (dir.path().join("client.out"), dir.path().join("client.err"));
+    let (out_file, err_file) = (std::fs::File::create(&stdout).unwrap(), std::fs::File::create(&stderr).unwrap());
+    let status = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(python)
+            .arg(&script)
+            .arg(&root)
+            .stdout(out_file)
+            .stderr(err_file)
+            .spawn()
+            .expect("start the client's python");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    let (out, err) = (std::fs::read_to_string(&stdout).unwrap(), std::fs::read_to_string(&stderr).unwrap());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the client failed or took over 120 s ({status:?}): {err}\ngateway log: {}",
+        gw.log_text()
+    );
+    let seen: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("client output is not JSON ({e}): {out}"));
+    assert_eq!(seen["things"], serde_json::json!(["demo-lht65", "demo-lht65-park"]));
+    assert_eq!(seen["location"], serde_json::json!([11.57549, 48.13743]));
+    let streams: Vec<&str> = seen["streams"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(streams.contains(&AIR) && streams.contains(&"demo-lht65:relative_humidity"), "{streams:?}");
+    assert_eq!(seen["unit"], "Cel");
+    let observations = seen["observations"].as_array().unwrap();
+    assert_eq!(observations.len(), N, "the client paged through every observation");
+    for (i, o) in observations.iter().enumerate() {
+        let time = start() + Duration::minutes(i as i64);
+        assert_eq!(o[0], format!("{AIR}:{}", time.timestamp_millis()));
+        assert_eq!(o[1].as_str().unwrap().parse::<DateTime<Utc>>().unwrap(), time);
+        if i != 5000 {
+            assert_eq!(o[2].as_f64().unwrap(), temperature(i), "observation {i}");
+        }
+    }
+    let hot: Vec<f64> = seen["hot"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(hot.len(), (0..N).filter(|&i| i != 5000 && temperature(i) > 25.0).count());
+    assert!(hot.iter().all(|v| *v > 25.0));
+    let newest: Vec<DateTime<Utc>> =
+        seen["newest"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().parse().unwrap()).collect();
+    let last = start() + Duration::minutes(N as i64 - 1);
+    assert_eq!(newest, [last, last - Duration::minutes(1), last - Duration::minutes(2)]);
 }
 
 /// A query value, percent-encoded.

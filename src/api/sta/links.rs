@@ -71,7 +71,8 @@ impl Links {
         if options.is_empty() {
             return path.to_owned();
         }
-        let query: Vec<String> = options.iter().map(|(k, v)| format!("{}={}", encode(k).replace("%24", "$"), encode(v))).collect();
+        let query: Vec<String> =
+            options.iter().map(|(k, v)| format!("{}={}", encode(k).replace("%24", "$"), encode(v))).collect();
         format!("{path}?{}", query.join("&"))
     }
 }
