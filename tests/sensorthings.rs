@@ -438,8 +438,11 @@ async fn an_invalid_filter_is_400_naming_the_position_and_what_was_expected() {
     }
     let a = f.get("Things/Datastreams").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
-    let a = f.get("Observations?$orderby=phenomenonTime desc").await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST, "newest first is per datastream: {}", a.text());
+    for order in ["phenomenonTime desc", "phenomenonTime asc", "result"] {
+        let a = f.get(&format!("Observations?$orderby={order}")).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "time order is per datastream: {}", a.text());
+        assert!(a.error().starts_with("$orderby:"), "{}", a.error());
+    }
     // Too many entities in one response.
     let a =
         f.get(&format!("Datastreams('{AIR}')/Observations?$top=1000&$expand=Datastream($expand=Observations($top=1000))")).await;

@@ -199,6 +199,9 @@ fn unit_name(code: &str) -> &'static str {
     }
 }
 
+/// A device's quantities, each with the time of its last reading.
+type Streams = Arc<Vec<(Quantity, Option<DateTime<Utc>>)>>;
+
 /// Request-wide limits: every reading read and every entity written counts against them.
 pub struct Budget {
     /// Readings the request may still read from the store.
@@ -216,8 +219,8 @@ pub struct Catalog {
     /// Open devices, by id.
     devices: Vec<Arc<Device>>,
     profiles: Arc<ProfileSet>,
-    /// Quantities of each device with (first, last) reading time, looked up once per request.
-    streams: RefCell<HashMap<DeviceId, Arc<Vec<(Quantity, Option<(DateTime<Utc>, DateTime<Utc>)>)>>>>,
+    /// Quantities of each device with the time of its last reading, looked up once per request.
+    streams: RefCell<HashMap<DeviceId, Streams>>,
     /// Datastream JSON by id, built once per request (observations' filters read it).
     datastream_json: RefCell<HashMap<String, Value>>,
 }
@@ -262,9 +265,8 @@ impl Catalog {
     }
 
     /// A device's quantities: those its profile produces and those it has readings of, each with
-    /// the times of its first and last reading.
-    #[allow(clippy::type_complexity)]
-    fn streams(&self, d: &Device) -> Result<Arc<Vec<(Quantity, Option<(DateTime<Utc>, DateTime<Utc>)>)>>, ApiError> {
+    /// the time of its last reading (one lookup per known quantity, whatever the data).
+    fn streams(&self, d: &Device) -> Result<Streams, ApiError> {
         if let Some(s) = self.streams.borrow().get(&d.id) {
             return Ok(s.clone());
         }
@@ -273,17 +275,7 @@ impl Catalog {
         quantities.extend(latest.iter().map(|r| r.quantity));
         quantities.sort();
         quantities.dedup();
-        let mut out = Vec::with_capacity(quantities.len());
-        for q in quantities {
-            let extent = match latest.iter().find(|r| r.quantity == q) {
-                Some(last) => {
-                    let first = self.store.readings(&d.id, q, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC, 1)?;
-                    Some((first.first().map(|r| r.time).unwrap_or(last.time), last.time))
-                }
-                None => None,
-            };
-            out.push((q, extent));
-        }
+        let out: Vec<_> = quantities.into_iter().map(|q| (q, latest.iter().find(|r| r.quantity == q).map(|r| r.time))).collect();
         let out = Arc::new(out);
         self.streams.borrow_mut().insert(d.id.clone(), out.clone());
         Ok(out)
@@ -367,10 +359,7 @@ impl Catalog {
                 Some(s) => Some(self.datastream(&s)?),
                 None => None,
             },
-            Kind::Observation => match self.observation_by_id(id)? {
-                Some((s, r)) => Some(self.observation(&s, &r)),
-                None => None,
-            },
+            Kind::Observation => self.observation_by_id(id)?.map(|(s, r)| self.observation(&s, &r)),
         })
     }
 
@@ -554,8 +543,16 @@ impl Catalog {
         if let Some(v) = self.datastream_json.borrow().get(&id) {
             return Ok(v.clone());
         }
-        let extent = self.streams(&s.device)?.iter().find(|(q, _)| *q == s.quantity).and_then(|(_, e)| *e);
-        let time = extent.map(|(a, b)| format!("{}/{}", rfc3339(a), rfc3339(b)));
+        let last = self.streams(&s.device)?.iter().find(|(q, _)| *q == s.quantity).and_then(|(_, t)| *t);
+        let time = match last {
+            Some(last) => {
+                let first =
+                    self.store.readings(&s.device.id, s.quantity, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC, 1)?;
+                let first = first.first().map_or(last, |r| r.time);
+                Some(format!("{}/{}", rfc3339(first), rfc3339(last)))
+            }
+            None => None,
+        };
         let (d, q) = (&s.device, s.quantity);
         let v = self.entity(
             Kind::Datastream,

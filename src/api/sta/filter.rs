@@ -219,7 +219,7 @@ fn lex(text: &str) -> Result<Vec<(usize, Tok)>, FilterError> {
                         .map(|t| t.with_timezone(&Utc))
                         .or_else(|_| {
                             chrono::NaiveDate::parse_from_str(&word, "%Y-%m-%d")
-                                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+                                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
                         })
                         .map_err(|_| {
                             err(start, "a time such as 2026-11-25T09:00:00Z or a date such as 2026-11-25", format!("'{word}'"))
@@ -573,10 +573,31 @@ mod tests {
         assert!(parse_filter(&minus).unwrap_err().expected.contains("nested"));
     }
 
+    /// Every prefix and every one-character deletion of valid filters (what a truncated or
+    /// mangled URL gives) parses or fails with a position inside the text, never panics.
+    #[test]
+    fn mangled_filters_fail_with_a_position_inside_the_text() {
+        let seeds = [
+            "phenomenonTime ge 2026-11-25T09:00:00.5+01:00 and (result gt -25.5e1 or not (name eq 'it''s'))",
+            "substring(name, 2, 3) eq concat('ä', 'ß') and year(now()) ge 2026 and Datastream/@iot.id ne null",
+        ];
+        for seed in seeds {
+            let chars: Vec<char> = seed.chars().collect();
+            let mut variants: Vec<String> = (0..=chars.len()).map(|n| chars[..n].iter().collect()).collect();
+            variants.extend((0..chars.len()).map(|i| chars[..i].iter().chain(&chars[i + 1..]).collect()));
+            for text in variants {
+                if let Err(e) = parse_filter(&text) {
+                    assert!(e.position >= 1 && e.position <= text.chars().count() + 1, "{text:?}: {e}");
+                }
+                let _ = parse_order_item(&text);
+            }
+        }
+    }
+
     #[test]
     fn order_items_take_a_direction() {
-        assert_eq!(parse_order_item("phenomenonTime desc").unwrap().1, true);
-        assert_eq!(parse_order_item("name").unwrap().1, false);
+        assert!(parse_order_item("phenomenonTime desc").unwrap().1);
+        assert!(!parse_order_item("name").unwrap().1);
         assert!(parse_order_item("name sideways").is_err());
         assert!(parse_order_item("name desc x").is_err());
     }

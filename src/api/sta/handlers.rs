@@ -17,6 +17,9 @@ use super::options::Options;
 use super::path::Segment;
 use crate::api::error::ApiError;
 
+/// A page of a collection: its entities, the next link and the count (when asked for).
+type PageParts = (Vec<Value>, Option<String>, Option<usize>);
+
 /// What a request resolves to.
 pub enum Answer {
     Json(Value),
@@ -152,26 +155,23 @@ fn entity(cat: &Catalog, kind: Kind, id: &str) -> Result<Value, ApiError> {
 
 /// A page of an in-memory collection (every entity type but Observations): filtered, sorted,
 /// counted, paged, expanded, selected.
-fn collection(
-    cat: &Catalog,
-    kind: Kind,
-    items: Vec<Value>,
-    o: &Options,
-    url: &str,
-) -> Result<(Vec<Value>, Option<String>, Option<usize>), ApiError> {
+fn collection(cat: &Catalog, kind: Kind, items: Vec<Value>, o: &Options, url: &str) -> Result<PageParts, ApiError> {
     let mut items: Vec<Value> = match &o.filter {
         Some(f) => items.into_iter().filter(|v| matches(f, &EntityProps { kind, json: v, catalog: cat }, cat.now)).collect(),
         None => items,
     };
     if !o.orderby.is_empty() {
-        let keys: Vec<Vec<_>> = items
-            .iter()
-            .map(|v| o.orderby.iter().map(|(e, _)| eval(e, &EntityProps { kind, json: v, catalog: cat }, cat.now)).collect())
+        let mut keyed: Vec<(Vec<_>, Value)> = items
+            .into_iter()
+            .map(|v| {
+                let keys =
+                    o.orderby.iter().map(|(e, _)| eval(e, &EntityProps { kind, json: &v, catalog: cat }, cat.now)).collect();
+                (keys, v)
+            })
             .collect();
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by(|&a, &b| {
+        keyed.sort_by(|(a, _), (b, _)| {
             for (i, (_, descending)) in o.orderby.iter().enumerate() {
-                let c = sort_order(&keys[a][i], &keys[b][i]);
+                let c = sort_order(&a[i], &b[i]);
                 let c = if *descending { c.reverse() } else { c };
                 if c != Ordering::Equal {
                     return c;
@@ -179,8 +179,7 @@ fn collection(
             }
             Ordering::Equal
         });
-        let mut slots: Vec<Option<Value>> = items.into_iter().map(Some).collect();
-        items = order.into_iter().map(|i| slots[i].take().expect("each index once")).collect();
+        items = keyed.into_iter().map(|(_, v)| v).collect();
     }
     let count = o.count.then_some(items.len());
     let top = o.page_size();
@@ -201,25 +200,23 @@ fn collection(
 }
 
 /// A page of observations, read from the store within the scan budget.
-fn observation_page(
-    cat: &Catalog,
-    series: &[Series],
-    o: &Options,
-    url: &str,
-) -> Result<(Vec<Value>, Option<String>, Option<usize>), ApiError> {
+fn observation_page(cat: &Catalog, series: &[Series], o: &Options, url: &str) -> Result<PageParts, ApiError> {
+    // Observations are read in store order: by datastream, then by time. Ordering by time is
+    // that order within one datastream (read from either end); across several it would need
+    // a merge of whole series, which is refused rather than done without bound.
     let descending = match o.orderby.as_slice() {
         [] => false,
-        [(Expr::Path(p), descending)] if p.len() == 1 && matches!(p[0].as_str(), "phenomenonTime" | "resultTime" | "id") => {
-            if *descending && series.len() > 1 {
+        [(Expr::Path(p), descending)] if p.len() == 1 && matches!(p[0].as_str(), "phenomenonTime" | "resultTime") => {
+            if series.len() > 1 {
                 return Err(ApiError::BadRequest(
-                    "$orderby: newest first is answered per datastream; ask Datastreams('<id>')/Observations".into(),
+                    "$orderby: observations are ordered by time within one datastream; ask Datastreams('<id>')/Observations (without $orderby they come by datastream, then time)".into(),
                 ));
             }
             *descending
         }
         _ => {
             return Err(ApiError::BadRequest(
-                "$orderby: observations are ordered by phenomenonTime (or resultTime, id), asc or desc; other orders would need a scan of the whole series".into(),
+                "$orderby: observations are ordered by phenomenonTime or resultTime, asc or desc; other orders would need a scan of the whole series".into(),
             ))
         }
     };
@@ -273,13 +270,14 @@ fn shape(cat: &Catalog, kind: Kind, mut v: Value, o: &Options) -> Result<Value, 
                 (Value::Array(items), next, count)
             }
         };
-        let obj = v.as_object_mut().expect("entities are objects");
-        obj.insert(e.nav.clone(), value);
-        if let Some(n) = next {
-            obj.insert(format!("{}@iot.nextLink", e.nav), json!(n));
-        }
-        if let Some(c) = count {
-            obj.insert(format!("{}@iot.count", e.nav), json!(c));
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert(e.nav.clone(), value);
+            if let Some(n) = next {
+                obj.insert(format!("{}@iot.nextLink", e.nav), json!(n));
+            }
+            if let Some(c) = count {
+                obj.insert(format!("{}@iot.count", e.nav), json!(c));
+            }
         }
     }
     if let Some(select) = &o.select {

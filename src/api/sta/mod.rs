@@ -13,7 +13,7 @@
 //! [`MAX_ENTITIES`] entities, expanded ones included (more is a 400).
 
 mod entities;
-mod eval;
+pub mod eval;
 pub mod filter;
 mod handlers;
 mod links;

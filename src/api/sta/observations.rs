@@ -135,7 +135,8 @@ pub fn page(catalog: &Catalog, series: &[Series], req: &Request) -> Result<Page,
             if !full {
                 break;
             }
-            let t = time(last.expect("a full chunk has a last reading"));
+            let Some(last) = last else { break };
+            let t = time(last);
             if req.descending {
                 to = t;
             } else {
