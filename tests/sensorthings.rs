@@ -239,6 +239,12 @@ async fn things_are_the_open_devices_with_their_location_and_links() {
     assert_eq!(f.ok("FeaturesOfInterest('demo-lht65')").await["feature"]["coordinates"][1], 48.13743);
     assert_eq!(f.ok("Things('demo-lht65')/HistoricalLocations").await["value"], serde_json::json!([]));
 
+    // Links only ($ref), and a path through several navigation properties.
+    let refs = f.ok("Things('demo-lht65')/Datastreams/$ref?$top=1").await;
+    assert_eq!(refs["value"], serde_json::json!([{"@iot.selfLink": format!("{ROOT}/Datastreams('{AIR}')")}]), "{refs}");
+    let via = f.ok(&format!("Things('demo-lht65')/Datastreams('{AIR}')/Thing/Locations")).await;
+    assert_eq!(ids(&via), ["demo-lht65"]);
+
     // A property, and its raw value.
     assert_eq!(f.ok("Things('demo-lht65')/name").await, serde_json::json!({"name": "Rathausplatz, Dragino LHT65"}));
     let raw = f.get("Things('demo-lht65')/name/$value").await;

@@ -40,6 +40,15 @@ fn not_found(what: String) -> ApiError {
 
 /// Answer `GET /sta/v1.1/<segments>?<options>`.
 pub fn answer(cat: &Catalog, segments: &[Segment], options: &Options) -> Result<Answer, ApiError> {
+    // `…/$ref`: the entities' self links only.
+    let refs_only;
+    let (segments, options) = match segments.split_last() {
+        Some((last, rest)) if last.name == "$ref" && last.id.is_none() && !rest.is_empty() => {
+            refs_only = Options { select: Some(vec!["selfLink".into()]), expand: Vec::new(), ..options.clone() };
+            (rest, &refs_only)
+        }
+        _ => (segments, options),
+    };
     let target = resolve(cat, segments)?;
     let url = self_url(&cat.links, segments);
     Ok(Answer::Json(match target {
