@@ -374,6 +374,11 @@ async fn orderby_phenomenon_time_desc_pages_from_the_newest() {
     let want: Vec<String> =
         newest_hot.iter().map(|i| format!("{AIR}:{}", (start() + Duration::minutes(*i as i64)).timestamp_millis())).collect();
     assert_eq!(got, want);
+    // On all observations, a filter that pins one datastream reads only it, and orders it.
+    let pinned = f.ok(&format!("Observations?$filter=Datastream/@iot.id eq '{AIR}'&$orderby=phenomenonTime desc&$top=2")).await;
+    let want: Vec<String> =
+        [N - 1, N - 2].iter().map(|i| format!("{AIR}:{}", (start() + Duration::minutes(*i as i64)).timestamp_millis())).collect();
+    assert_eq!(ids(&pinned), want);
     // Entity sets in memory sort by any property.
     assert_eq!(ids(&f.ok("Things?$orderby=name desc").await), ["demo-lht65-park", "demo-lht65"]);
 }

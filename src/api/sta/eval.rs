@@ -272,6 +272,31 @@ pub fn time_bounds(expr: &Expr) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>
     (from, to)
 }
 
+/// The datastreams a filter's top-level `and` terms pin observations to
+/// (`Datastream/@iot.id eq '…'`, or `Datastream/id`), so only those series are read; `None`
+/// when the filter does not pin them.
+pub fn pinned_datastream(expr: &Expr) -> Option<String> {
+    let mut terms = vec![expr];
+    while let Some(e) = terms.pop() {
+        let Expr::Binary(op, l, r) = e else { continue };
+        match op {
+            Op::And => {
+                terms.push(l);
+                terms.push(r);
+            }
+            Op::Eq => {
+                let is_id = |x: &Expr| matches!(x, Expr::Path(p) if p.len() == 2 && p[0] == "Datastream" && (p[1] == "@iot.id" || p[1] == "id"));
+                match (l.as_ref(), r.as_ref()) {
+                    (x, Expr::Text(id)) | (Expr::Text(id), x) if is_id(x) => return Some(id.clone()),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::filter::parse_filter;
@@ -314,6 +339,16 @@ mod tests {
         assert!(!holds("name gt 3", obs.clone()), "a type mismatch is false, not an error");
         assert!(!holds("result div 0 gt 1", obs.clone()));
         assert!(holds("round(result) eq 26 and floor(result) eq 25 and ceiling(result) eq 26", obs));
+    }
+
+    #[test]
+    fn a_datastream_is_pinned_by_a_top_level_id_term_only() {
+        let pinned = |f: &str| pinned_datastream(&parse_filter(f).unwrap());
+        assert_eq!(pinned("result gt 3 and Datastream/@iot.id eq 'a:b'").as_deref(), Some("a:b"));
+        assert_eq!(pinned("'a:b' eq Datastream/id").as_deref(), Some("a:b"));
+        assert_eq!(pinned("result gt 3 or Datastream/@iot.id eq 'a:b'"), None);
+        assert_eq!(pinned("not (Datastream/@iot.id eq 'a:b')"), None);
+        assert_eq!(pinned("Datastream/@iot.id ne 'a:b'"), None);
     }
 
     #[test]

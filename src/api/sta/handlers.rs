@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use serde_json::{json, Map, Value};
 
 use super::entities::{Catalog, EntityProps, Kind, Related, Series};
-use super::eval::{eval, matches, sort_order};
+use super::eval::{eval, matches, pinned_datastream, sort_order};
 use super::filter::Expr;
 use super::links::Links;
 use super::observations::{self, parse_token, Request};
@@ -210,6 +210,15 @@ fn collection(cat: &Catalog, kind: Kind, items: Vec<Value>, o: &Options, url: &s
 
 /// A page of observations, read from the store within the scan budget.
 fn observation_page(cat: &Catalog, series: &[Series], o: &Options, url: &str) -> Result<PageParts, ApiError> {
+    // A filter pinned to one datastream reads only that series (the filter still applies).
+    let pinned: Vec<Series>;
+    let series = match o.filter.as_ref().and_then(pinned_datastream) {
+        Some(id) if series.len() > 1 => {
+            pinned = series.iter().filter(|s| s.id() == id).cloned().collect();
+            &pinned[..]
+        }
+        _ => series,
+    };
     // Observations are read in store order: by datastream, then by time. Ordering by time is
     // that order within one datastream (read from either end); across several it would need
     // a merge of whole series, which is refused rather than done without bound.
