@@ -19,121 +19,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use super::eval::{json_path, Properties, Val};
+pub use super::kinds::Kind;
 use super::links::Links;
+use super::vocabulary::{definition, unit_name, NOT_CF};
 use crate::api::error::ApiError;
 use crate::api::{rfc3339, round};
 use crate::devices::{Device, DeviceRegistry, Visibility};
 use crate::model::{licence_uri, DeviceId, Quantity, Reading};
 use crate::profiles::ProfileSet;
 use crate::store::EmbeddedStore;
-
-/// The entity types, by their SensorThings names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Thing,
-    Location,
-    HistoricalLocation,
-    Sensor,
-    ObservedProperty,
-    Datastream,
-    Observation,
-    FeatureOfInterest,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 8] = [
-        Kind::Thing,
-        Kind::Location,
-        Kind::HistoricalLocation,
-        Kind::Datastream,
-        Kind::Sensor,
-        Kind::Observation,
-        Kind::ObservedProperty,
-        Kind::FeatureOfInterest,
-    ];
-
-    pub fn plural(self) -> &'static str {
-        match self {
-            Kind::Thing => "Things",
-            Kind::Location => "Locations",
-            Kind::HistoricalLocation => "HistoricalLocations",
-            Kind::Sensor => "Sensors",
-            Kind::ObservedProperty => "ObservedProperties",
-            Kind::Datastream => "Datastreams",
-            Kind::Observation => "Observations",
-            Kind::FeatureOfInterest => "FeaturesOfInterest",
-        }
-    }
-
-    pub fn singular(self) -> &'static str {
-        match self {
-            Kind::Thing => "Thing",
-            Kind::Location => "Location",
-            Kind::HistoricalLocation => "HistoricalLocation",
-            Kind::Sensor => "Sensor",
-            Kind::ObservedProperty => "ObservedProperty",
-            Kind::Datastream => "Datastream",
-            Kind::Observation => "Observation",
-            Kind::FeatureOfInterest => "FeatureOfInterest",
-        }
-    }
-
-    pub fn by_plural(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.plural() == name)
-    }
-
-    /// Navigation properties: (name, target, whether it is a collection).
-    pub fn navigation(self) -> &'static [(&'static str, Kind, bool)] {
-        match self {
-            Kind::Thing => &[
-                ("Locations", Kind::Location, true),
-                ("HistoricalLocations", Kind::HistoricalLocation, true),
-                ("Datastreams", Kind::Datastream, true),
-            ],
-            Kind::Location => &[("Things", Kind::Thing, true), ("HistoricalLocations", Kind::HistoricalLocation, true)],
-            Kind::HistoricalLocation => &[("Thing", Kind::Thing, false), ("Locations", Kind::Location, true)],
-            Kind::Sensor | Kind::ObservedProperty => &[("Datastreams", Kind::Datastream, true)],
-            Kind::Datastream => &[
-                ("Thing", Kind::Thing, false),
-                ("Sensor", Kind::Sensor, false),
-                ("ObservedProperty", Kind::ObservedProperty, false),
-                ("Observations", Kind::Observation, true),
-            ],
-            Kind::Observation => {
-                &[("Datastream", Kind::Datastream, false), ("FeatureOfInterest", Kind::FeatureOfInterest, false)]
-            }
-            Kind::FeatureOfInterest => &[("Observations", Kind::Observation, true)],
-        }
-    }
-
-    /// Plain properties (`$select` accepts these and the navigation properties).
-    pub fn properties(self) -> &'static [&'static str] {
-        match self {
-            Kind::Thing => &["id", "selfLink", "name", "description", "properties"],
-            Kind::Location => &["id", "selfLink", "name", "description", "encodingType", "location", "properties"],
-            Kind::HistoricalLocation => &["id", "selfLink", "time"],
-            Kind::Sensor => &["id", "selfLink", "name", "description", "encodingType", "metadata", "properties"],
-            Kind::ObservedProperty => &["id", "selfLink", "name", "definition", "description", "properties"],
-            Kind::Datastream => &[
-                "id",
-                "selfLink",
-                "name",
-                "description",
-                "unitOfMeasurement",
-                "observationType",
-                "observedArea",
-                "phenomenonTime",
-                "resultTime",
-                "properties",
-            ],
-            Kind::Observation => {
-                &["id", "selfLink", "phenomenonTime", "resultTime", "result", "resultQuality", "validTime", "parameters"]
-            }
-            Kind::FeatureOfInterest => &["id", "selfLink", "name", "description", "encodingType", "feature", "properties"],
-        }
-    }
-}
 
 /// One series of readings: an open device's quantity (a Datastream).
 #[derive(Debug, Clone)]
@@ -153,50 +47,6 @@ pub enum Related {
     One(Kind, Value),
     Many(Kind, Vec<Value>),
     Observations(Vec<Series>),
-}
-
-/// Quantities whose name is not in the CF standard-name table (see `model::QUANTITIES`).
-const NOT_CF: &[&str] = &[
-    "illuminance",
-    "volume_mixing_ratio_of_tvoc_in_air",
-    "lightning_strike_count",
-    "heat_index",
-    "sound_pressure_level",
-    "probe_temperature",
-    "battery_voltage",
-    "battery_level",
-];
-
-/// The definition URI of a quantity: the CF standard name in the NERC vocabulary server, or
-/// a messnetz URN for the few quantities CF does not name.
-pub fn definition(q: Quantity) -> String {
-    if NOT_CF.contains(&q.name()) {
-        format!("urn:messnetz:quantity:{}", q.name())
-    } else {
-        format!("http://vocab.nerc.ac.uk/standard_name/{}/", q.name())
-    }
-}
-
-/// The name of a UCUM unit code, for `unitOfMeasurement.name`.
-fn unit_name(code: &str) -> &'static str {
-    match code {
-        "Cel" => "degree Celsius",
-        "%" => "percent",
-        "hPa" => "hectopascal",
-        "m/s" => "metre per second",
-        "deg" => "degree (angle)",
-        "mm" => "millimetre",
-        "mm/h" => "millimetre per hour",
-        "W/m2" => "watt per square metre",
-        "lx" => "lux",
-        "1" => "one (dimensionless)",
-        "ug/m3" => "microgram per cubic metre",
-        "ppm" => "parts per million",
-        "ppb" => "parts per billion",
-        "dB" => "decibel",
-        "V" => "volt",
-        _ => "unit",
-    }
 }
 
 /// A device's quantities, each with the time of its last reading.
@@ -496,7 +346,7 @@ impl Catalog {
         )
     }
 
-    fn feature(&self, d: &Device) -> Value {
+    pub fn feature(&self, d: &Device) -> Value {
         self.entity(
             Kind::FeatureOfInterest,
             d.id.as_str(),
@@ -612,71 +462,4 @@ pub fn encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// A JSON entity as filters see it: its properties, and through its singular navigation
-/// properties (`Datastream/Thing/name`) the related entities'.
-pub struct EntityProps<'a> {
-    pub kind: Kind,
-    pub json: &'a Value,
-    pub catalog: &'a Catalog,
-}
-
-impl Properties for EntityProps<'_> {
-    fn get(&self, path: &[String]) -> Val {
-        if path.len() > 1 {
-            if let Some((_, target, false)) = self.kind.navigation().iter().find(|(n, _, _)| *n == path[0]) {
-                return match self.catalog.related(self.kind, self.json, &path[0]) {
-                    Ok(Some(Related::One(_, v))) => {
-                        EntityProps { kind: *target, json: &v, catalog: self.catalog }.get(&path[1..])
-                    }
-                    _ => Val::Null,
-                };
-            }
-        }
-        json_path(self.json, path)
-    }
-}
-
-/// A reading as filters see it, without building its JSON: readings are filtered by the
-/// thousand.
-pub struct ReadingProps<'a> {
-    pub series: &'a Series,
-    pub reading: &'a Reading,
-    pub catalog: &'a Catalog,
-}
-
-impl Properties for ReadingProps<'_> {
-    fn get(&self, path: &[String]) -> Val {
-        let r = self.reading;
-        match (path[0].as_str(), path.len()) {
-            ("result", 1) => {
-                if r.value.is_finite() {
-                    Val::Number(round(r.value))
-                } else {
-                    Val::Null
-                }
-            }
-            ("phenomenonTime" | "resultTime", 1) => Val::Time(r.time),
-            ("id" | "@iot.id", 1) => Val::Text(observation_id(self.series, r)),
-            ("resultQuality", 1) => Val::Other,
-            ("resultQuality", 2) if path[1] == "flag" => Val::Text(r.flag.as_str().into()),
-            ("resultQuality", 2) if path[1] == "reason" => {
-                if r.reason.is_empty() {
-                    Val::Null
-                } else {
-                    Val::Text(r.reason.clone())
-                }
-            }
-            ("Datastream", n) if n > 1 => match self.catalog.datastream(self.series) {
-                Ok(v) => EntityProps { kind: Kind::Datastream, json: &v, catalog: self.catalog }.get(&path[1..]),
-                Err(_) => Val::Null,
-            },
-            ("FeatureOfInterest", n) if n > 1 => {
-                let v = self.catalog.feature(&self.series.device);
-                EntityProps { kind: Kind::FeatureOfInterest, json: &v, catalog: self.catalog }.get(&path[1..])
-            }
-            _ => Val::Null,
-        }
-    }
 }

@@ -8,13 +8,14 @@ use std::cmp::Ordering;
 
 use serde_json::{json, Map, Value};
 
-use super::entities::{Catalog, EntityProps, Kind, Related, Series};
+use super::entities::{Catalog, Kind, Related, Series};
 use super::eval::{eval, matches, pinned_datastream, sort_order};
 use super::filter::Expr;
 use super::links::Links;
 use super::observations::{self, parse_token, Request};
 use super::options::Options;
 use super::path::Segment;
+use super::props::EntityProps;
 use crate::api::error::ApiError;
 
 /// A page of a collection: its entities, the next link and the count (when asked for).

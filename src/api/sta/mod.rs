@@ -3,8 +3,10 @@
 //! `entities` for the mapping and `docs/sensorthings.md` for the reference).
 //!
 //! One concern per file: `path` (resource paths), `options` (query options), `filter`
-//! (`$filter` parser), `eval` (its evaluation), `entities` (mapping), `observations` (bounded
-//! store reads), `links` (self, navigation and next links), `handlers` (putting it together).
+//! (`$filter` parser), `eval` (its evaluation), `props` (entities as filters see them),
+//! `kinds` (entity types), `entities` (the mapping), `vocabulary` (definition URIs, unit
+//! names), `observations` (bounded store reads), `links` (self, navigation and next links),
+//! `handlers` (putting it together).
 //!
 //! Limits, so that no request reads or writes without bound: a page holds at most
 //! [`options::MAX_TOP`] entities (default [`options::DEFAULT_TOP`]); one request reads at
@@ -16,10 +18,13 @@ mod entities;
 pub mod eval;
 pub mod filter;
 mod handlers;
+mod kinds;
 mod links;
 mod observations;
 mod options;
 mod path;
+mod props;
+mod vocabulary;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};

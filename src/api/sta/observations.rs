@@ -11,9 +11,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::entities::{Catalog, ReadingProps, Series};
+use super::entities::{Catalog, Series};
 use super::eval::{matches, time_bounds};
 use super::filter::Expr;
+use super::props::ReadingProps;
 use crate::api::error::ApiError;
 use crate::model::Reading;
 
