@@ -311,6 +311,14 @@ async fn paging_through_ten_thousand_observations_returns_each_once_in_order() {
     assert_eq!((big.len(), pages), (N, 10));
     assert_eq!(big[0].as_object().unwrap().len(), 1, "only the id is selected: {}", big[0]);
 
+    // $top=0 asks for the count only, and has no next page (it would be the same one).
+    for path in [format!("Datastreams('{AIR}')/Observations?$top=0&$count=true"), "Things?$top=0&$count=true".to_owned()] {
+        let only = f.ok(&path).await;
+        assert_eq!(only["value"], serde_json::json!([]), "{path}");
+        assert!(only.get("@iot.nextLink").is_none(), "{path}: {only}");
+        assert!(only["@iot.count"].as_u64().unwrap() > 0, "{path}: {only}");
+    }
+
     // $count, $skip.
     let counted = f.ok(&format!("Datastreams('{AIR}')/Observations?$count=true&$top=2&$skip=9999")).await;
     assert_eq!(counted["@iot.count"], N);

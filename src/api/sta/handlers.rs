@@ -195,7 +195,8 @@ fn collection(cat: &Catalog, kind: Kind, items: Vec<Value>, o: &Options, url: &s
     let top = o.page_size();
     let total = items.len();
     let page: Vec<Value> = items.into_iter().skip(o.skip).take(top).collect();
-    let next = (o.skip.saturating_add(top) < total).then(|| {
+    // `$top=0` asks for the count only: a next link would lead to the same empty page.
+    let next = (top > 0 && o.skip.saturating_add(top) < total).then(|| {
         let mut q = o.carried.clone();
         q.push(("$top".into(), top.to_string()));
         q.push(("$skip".into(), (o.skip + top).to_string()));
@@ -243,7 +244,7 @@ fn observation_page(cat: &Catalog, series: &[Series], o: &Options, url: &str) ->
     let top = o.page_size();
     let req = Request { filter: o.filter.as_ref(), skip: o.skip, top, descending, resume };
     let page = observations::page(cat, series, &req)?;
-    let next = page.next.map(|(resume, skip)| {
+    let next = page.next.filter(|_| top > 0).map(|(resume, skip)| {
         let mut q = o.carried.clone();
         q.push(("$top".into(), top.to_string()));
         if skip > 0 {

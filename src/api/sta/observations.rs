@@ -122,11 +122,8 @@ pub fn page(catalog: &Catalog, series: &[Series], req: &Request) -> Result<Page,
                             out.pop();
                             let resume = match out.last() {
                                 Some((i, r)) => Resume { series: *i, after_ms: Some(r.time.timestamp_millis()) },
-                                // `$top=0`: the next page starts at this reading.
-                                None => Resume {
-                                    series: index,
-                                    after_ms: Some(t.timestamp_millis() + if req.descending { 1 } else { -1 }),
-                                },
+                                // `$top=0` keeps nothing (and gets no next link).
+                                None => Resume { series: index, after_ms: Some(t.timestamp_millis()) },
                             };
                             return Ok(Page { readings: out, next: Some((resume, 0)) });
                         }
