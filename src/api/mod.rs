@@ -15,6 +15,7 @@ mod health;
 pub mod page;
 mod readings;
 pub mod serve;
+pub mod sta;
 
 use std::sync::Arc;
 
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/latest", get(geo::latest))
         .route("/v1/catalog", get(catalog::catalog))
         .route("/openapi.json", get(openapi))
+        .merge(sta::router())
         .layer(axum::middleware::from_fn(cache::etag));
     Router::new()
         .merge(admin::router(state.clone()))

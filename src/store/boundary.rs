@@ -55,6 +55,16 @@ pub trait ReadStore: Send + Sync {
         to: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Reading>, StoreError>;
+    /// The same range as [`ReadStore::readings`], newest first, at most `limit` (a
+    /// newest-first page reads only what it returns).
+    fn readings_newest_first(
+        &self,
+        device: &DeviceId,
+        quantity: Quantity,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError>;
     /// When `device` was last heard from (reception time).
     fn last_seen(&self, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// One dead letter by id.

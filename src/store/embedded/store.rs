@@ -504,6 +504,31 @@ impl ReadStore for EmbeddedStore {
         })
     }
 
+    /// Readings of one series with `from <= time < to`, newest first, at most `limit`: the
+    /// same range as [`ReadStore::readings`], read from its end (a newest-first page reads only
+    /// what it returns).
+    fn readings_newest_first(
+        &self,
+        device: &DeviceId,
+        quantity: Quantity,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(READINGS).map_err(engine)?;
+            let (d, q) = (device.as_str(), quantity.name());
+            let range = table.range((d, q, from.timestamp_millis())..(d, q, to.timestamp_millis())).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in range.rev().take(limit) {
+                let (k, v) = entry.map_err(engine)?;
+                out.push(to_reading(device, quantity, k.value().2, v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
     /// When the device was last heard from.
     fn last_seen(&self, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with_db(|db| {
