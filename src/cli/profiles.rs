@@ -1,6 +1,7 @@
 //! `messnetz profiles ...`: list the loaded profiles, check their examples, and import
 //! profiles from The Things Network's device repository.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -62,7 +63,8 @@ fn import_ttn(path: &std::path::Path, dir: &std::path::Path, overrides: Option<&
     };
     let report = ttn::import(&ttn::ImportOptions { source: path, profiles_dir: dir, overrides: &overrides })
         .map_err(|e| Failure::new(1, e))?;
-    print!("{report}");
+    // A closed pipe (`| head`) ends the output, not the process with a panic.
+    let _ = write!(std::io::stdout().lock(), "{report}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -310,6 +310,22 @@ mod tests {
         assert_eq!(call(src, &[5], Some(1)).unwrap(), r#"{"data":{"s":"5","v":"21.5"}}"#);
     }
 
+    #[test]
+    fn normalize_recv_time_and_console_as_repository_codecs_use_them() {
+        let src = "console.log('loaded'); function decodeUplink(input) { console.warn('x'); return { data: { t: input.bytes[0], ok: input.recvTime instanceof Date && input.recvTime.getTime() > 0 } }; }\n\
+                   function normalizeUplink(input) { input.data.t = -1; return { data: [{ air: { temperature: input.data.t } }], warnings: ['n'] }; }";
+        let normalized = run(src, Some(Input { bytes: &[7], f_port: Some(1), normalize: true }), L).unwrap();
+        // normalizeUplink gets a copy: what it changes is not in the decoded data.
+        assert_eq!(normalized, r#"{"data":{"ok":true,"t":7},"normalized":{"data":[{"air":{"temperature":-1}}],"warnings":["n"]}}"#);
+        assert_eq!(call(src, &[7], Some(1)).unwrap(), r#"{"data":{"ok":true,"t":7}}"#);
+        let no_normalize = "function decodeUplink(input) { return { data: {} }; }";
+        let e = run(no_normalize, Some(Input { bytes: &[], f_port: None, normalize: true }), L).unwrap_err();
+        assert!(e.contains("no normalizeUplink"), "{e}");
+        // Errors from decodeUplink are returned as they are, without calling normalizeUplink.
+        let failing = "function decodeUplink() { return { errors: ['bad'] }; } function normalizeUplink() { throw 'never'; }";
+        assert_eq!(run(failing, Some(Input { bytes: &[], f_port: None, normalize: true }), L).unwrap(), r#"{"errors":["bad"]}"#);
+    }
+
     /// Prints what a call costs (run with `--nocapture`, in release for real numbers; with
     /// `MESSNETZ_CODEC_WORKER` naming a messnetz binary, also through a worker process).
     #[test]

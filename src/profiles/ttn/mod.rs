@@ -122,43 +122,81 @@ fn import_model(id: &str, model: &Model, options: &ImportOptions<'_>, staging: &
     let normalize = has_normalize && overrides.and_then(|o| o.normalize).unwrap_or(true);
     entry.normalized = normalize;
 
-    // Run every example; keep the passing ones with the output their keys are read from.
-    let mut passing: Vec<(&VendorExample, Option<Value>)> = Vec::new();
+    // Run every example: its decodeUplink result against the vendor's `output`, and with
+    // normalize its normalizeUplink result against `normalizedOutput` where the example has one.
+    struct Run<'a> {
+        example: &'a VendorExample,
+        decoded: Option<Value>,
+        normalized: Option<Value>,
+        normalize_difference: Option<String>,
+    }
+    let mut passing: Vec<Run<'_>> = Vec::new();
     for (i, ex) in codec.examples.iter().enumerate() {
+        let ex = match ex {
+            Ok(ex) => ex,
+            Err(e) => {
+                entry.examples.push(ExampleResult {
+                    index: i,
+                    description: None,
+                    difference: Some(format!("cannot read the example in {}: {e}", codec.codec_file)),
+                    normalize_difference: None,
+                });
+                continue;
+            }
+        };
         let actual = js::run_codec(&codec.script, ex.f_port, &ex.bytes, normalize);
-        let mut difference = compare::compare_output(&ex.output, actual.as_ref().map_err(String::as_str));
+        let difference = compare::compare_output(&ex.output, actual.as_ref().map_err(String::as_str));
         let expects_error = ex.output.get("errors").and_then(Value::as_array).is_some_and(|e| !e.is_empty());
-        let mut mapped_output = None;
+        let mut run = Run { example: ex, decoded: None, normalized: None, normalize_difference: None };
         if difference.is_none() && !expects_error {
-            let result = actual.as_ref().ok();
+            run.decoded = ex.output.get("data").cloned();
             if normalize {
-                let got = result.and_then(|r| r.get("normalized"));
+                let got = actual.as_ref().ok().and_then(|r| r.get("normalized"));
                 match (&ex.normalized, got) {
                     (Some(want), Some(got)) => {
-                        difference = compare::compare_output(want, Ok(got)).map(|d| format!("normalizeUplink: {d}"));
-                        mapped_output = want.get("data").cloned();
+                        run.normalize_difference = compare::compare_output(&as_list(want), Ok(&as_list(got)));
+                        run.normalized = want.get("data").cloned();
                     }
                     (None, Some(got)) => {
                         let errors = got.get("errors").and_then(Value::as_array).filter(|e| !e.is_empty());
-                        difference = errors.map(|e| format!("normalizeUplink: errors {}", Value::Array(e.clone())));
-                        mapped_output = got.get("data").cloned();
+                        run.normalize_difference = errors.map(|e| format!("it returned errors {}", Value::Array(e.clone())));
+                        run.normalized = got.get("data").cloned();
                     }
-                    (_, None) => difference = Some("normalizeUplink returned nothing".to_owned()),
+                    (_, None) => run.normalize_difference = Some("it returned nothing".to_owned()),
                 }
-                mapped_output = mapped_output.map(first_measurement);
-            } else {
-                mapped_output = ex.output.get("data").cloned();
+                run.normalized = run.normalized.map(first_measurement);
             }
         }
-        entry.examples.push(ExampleResult { index: i, description: ex.description.clone(), difference: difference.clone() });
+        entry.examples.push(ExampleResult {
+            index: i,
+            description: ex.description.clone(),
+            difference: difference.clone(),
+            normalize_difference: run.normalize_difference.clone(),
+        });
         if difference.is_none() {
-            passing.push((ex, mapped_output));
+            passing.push(run);
         }
     }
     if passing.is_empty() {
         entry.outcome = Outcome::NotImported("no example decodes to the vendor's output".to_owned());
         return entry;
     }
+    // A normalizeUplink that disagrees with the vendor in every example cannot be trusted:
+    // the decoded keys are mapped instead, and the report says so.
+    let mut normalize = normalize;
+    if normalize && passing.iter().all(|r| r.normalize_difference.is_some()) {
+        normalize = false;
+        entry.normalized = false;
+        entry.notes.push(
+            "normalizeUplink's output differs from the vendor's normalizedOutput in every example: decodeUplink's keys are mapped instead"
+                .to_owned(),
+        );
+    }
+    let passing: Vec<(&VendorExample, Option<Value>)> = passing
+        .into_iter()
+        .filter(|r| !normalize || r.normalize_difference.is_none())
+        .map(|r| (r.example, if normalize { r.normalized } else { r.decoded }))
+        .collect();
 
     let keys = mapping::numeric_keys(passing.iter().filter_map(|(_, out)| out.as_ref()));
     let (fields, unmapped) = mapping::map_keys(&keys, normalize, overrides);
@@ -178,6 +216,16 @@ fn import_model(id: &str, model: &Model, options: &ImportOptions<'_>, staging: &
         Err(e) => Outcome::Failed(e),
     };
     entry
+}
+
+/// A normalized result whose `data` is one measurement, as a list of one: the repository's
+/// schema is a list, and codecs return either.
+fn as_list(result: &Value) -> Value {
+    let mut result = result.clone();
+    if let Some(data) = result.get_mut("data").filter(|d| d.is_object()) {
+        *data = Value::Array(vec![data.take()]);
+    }
+    result
 }
 
 /// The normalized payload is one measurement or a list of them; the profile maps the first.

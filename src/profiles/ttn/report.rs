@@ -55,6 +55,9 @@ pub struct ExampleResult {
     pub description: Option<String>,
     /// `None`: the codec's result is the vendor's.
     pub difference: Option<String>,
+    /// Where `normalizeUplink` was run: how its result differs from the vendor's
+    /// `normalizedOutput` (`None`: it agrees, or there was nothing to compare).
+    pub normalize_difference: Option<String>,
 }
 
 impl ModelReport {
@@ -130,9 +133,13 @@ impl fmt::Display for Report {
                 let from = if m.normalized { "decodeUplink + normalizeUplink" } else { "decodeUplink" };
                 writeln!(f, "  examples: {ok} of {} pass ({from})", m.examples.len())?;
             }
-            for e in m.examples.iter().filter(|e| e.difference.is_some()) {
+            for e in &m.examples {
                 let label = e.description.as_deref().map(|d| format!(" {d:?}")).unwrap_or_default();
-                writeln!(f, "    FAIL example {}{label}: {}", e.index, e.difference.as_deref().unwrap_or_default())?;
+                if let Some(d) = &e.difference {
+                    writeln!(f, "    FAIL example {}{label}: {d}", e.index)?;
+                } else if let Some(d) = &e.normalize_difference {
+                    writeln!(f, "    FAIL example {}{label}, normalizeUplink: {d}", e.index)?;
+                }
             }
             for field in &m.fields {
                 writeln!(f, "  mapped   {} -> {} (values in {}; {})", field.pointer, field.quantity, field.unit, field.rule)?;

@@ -54,7 +54,9 @@ pub struct Codec {
     /// The script's file name in the vendor folder.
     pub script_name: String,
     pub script: String,
-    pub examples: Vec<VendorExample>,
+    /// The examples in file order; one that cannot be read is its reason (it fails, the
+    /// others still count).
+    pub examples: Vec<Result<VendorExample, String>>,
 }
 
 /// One of the codec's `uplinkDecoder.examples`.
@@ -165,8 +167,8 @@ pub fn model(vendor: &Vendor, device_id: &str) -> Result<Model, String> {
     let script_path = safe_join(&vendor.dir, &script_name).map_err(|e| format!("{codec_file}: {e}"))?;
     let script = read_bounded(&script_path, MAX_SCRIPT_SIZE as u64).map_err(|e| format!("{}: {e}", rel(&script_name)))?;
     let mut examples = Vec::new();
-    for (i, ex) in decoder.get("examples").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        examples.push(example(ex).map_err(|e| format!("{codec_file}: uplinkDecoder.examples[{i}]: {e}"))?);
+    for ex in decoder.get("examples").and_then(Value::as_array).into_iter().flatten() {
+        examples.push(example(ex));
     }
     Ok(Model {
         vendor_id: vendor.id.clone(),
