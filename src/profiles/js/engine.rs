@@ -269,7 +269,8 @@ mod tests {
     fn interruptible_hostile_scripts_fail_their_call() {
         let t = Limits { timeout: Duration::from_millis(20), ..L };
         let started = Instant::now();
-        let e = run("function decodeUplink(input) { for (;;) {} }", Some(Input { bytes: &[], f_port: None, normalize: false }), t);
+        let e =
+            run("function decodeUplink(input) { for (;;) {} }", Some(Input { bytes: &[], f_port: None, normalize: false }), t);
         assert_eq!(e.unwrap_err(), "the script ran past its time limit");
         assert!(started.elapsed() < Duration::from_secs(2));
         // Not here: a script that exhausts its heap can crash the engine (a segmentation fault
@@ -316,7 +317,10 @@ mod tests {
                    function normalizeUplink(input) { input.data.t = -1; return { data: [{ air: { temperature: input.data.t } }], warnings: ['n'] }; }";
         let normalized = run(src, Some(Input { bytes: &[7], f_port: Some(1), normalize: true }), L).unwrap();
         // normalizeUplink gets a copy: what it changes is not in the decoded data.
-        assert_eq!(normalized, r#"{"data":{"ok":true,"t":7},"normalized":{"data":[{"air":{"temperature":-1}}],"warnings":["n"]}}"#);
+        assert_eq!(
+            normalized,
+            r#"{"data":{"ok":true,"t":7},"normalized":{"data":[{"air":{"temperature":-1}}],"warnings":["n"]}}"#
+        );
         assert_eq!(call(src, &[7], Some(1)).unwrap(), r#"{"data":{"ok":true,"t":7}}"#);
         let no_normalize = "function decodeUplink(input) { return { data: {} }; }";
         let e = run(no_normalize, Some(Input { bytes: &[], f_port: None, normalize: true }), L).unwrap_err();
@@ -350,7 +354,13 @@ mod tests {
         let key = super::super::protocol::script_key(src);
         super::super::pool::run(&key, src, Some(Input { bytes: &[0xCB], f_port: Some(2), normalize: false }), L).unwrap();
         let pooled = per_call(&|| {
-            super::super::pool::run(&key, src, Some(Input { bytes: &[0xCB, 0xF6, 0x0B, 0x0D], f_port: Some(2), normalize: false }), L).unwrap();
+            super::super::pool::run(
+                &key,
+                src,
+                Some(Input { bytes: &[0xCB, 0xF6, 0x0B, 0x0D], f_port: Some(2), normalize: false }),
+                L,
+            )
+            .unwrap();
         });
         // Uplinks spaced apart, as a sensor network sends them: the worker has the next
         // engine ready (in process, there is no worker to prepare it).
@@ -358,7 +368,13 @@ mod tests {
         for _ in 0..n {
             std::thread::sleep(Duration::from_millis(2));
             let started = Instant::now();
-            super::super::pool::run(&key, src, Some(Input { bytes: &[0xCB, 0xF6, 0x0B, 0x0D], f_port: Some(2), normalize: false }), L).unwrap();
+            super::super::pool::run(
+                &key,
+                src,
+                Some(Input { bytes: &[0xCB, 0xF6, 0x0B, 0x0D], f_port: Some(2), normalize: false }),
+                L,
+            )
+            .unwrap();
             spaced += started.elapsed();
         }
         eprintln!(

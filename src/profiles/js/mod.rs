@@ -87,12 +87,12 @@ impl JsLayout {
             match checked_data(normalized, "normalizeUplink: ", &mut out)? {
                 serde_json::Value::Array(measurements) => {
                     if measurements.len() > 1 {
-                        out.warnings.push(format!(
-                            "normalizeUplink returned {} measurements; the first is used",
-                            measurements.len()
-                        ));
+                        out.warnings
+                            .push(format!("normalizeUplink returned {} measurements; the first is used", measurements.len()));
                     }
-                    measurements.first().ok_or_else(|| DecodeError::Codec("normalizeUplink returned no measurement".to_owned()))?
+                    measurements
+                        .first()
+                        .ok_or_else(|| DecodeError::Codec("normalizeUplink returned no measurement".to_owned()))?
                 }
                 object => object,
             }
@@ -168,7 +168,11 @@ impl JsLayout {
 
 /// The `data` of a codec's result (`{data, warnings, errors}`), after its `errors` (which fail
 /// the uplink, their texts after `prefix`) and with its warnings added to `out`.
-fn checked_data<'a>(result: &'a serde_json::Value, prefix: &str, out: &mut Decoded) -> Result<&'a serde_json::Value, DecodeError> {
+fn checked_data<'a>(
+    result: &'a serde_json::Value,
+    prefix: &str,
+    out: &mut Decoded,
+) -> Result<&'a serde_json::Value, DecodeError> {
     if let Some(errors) = result.get("errors").and_then(|e| e.as_array()).filter(|e| !e.is_empty()) {
         let list: Vec<String> = errors.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect();
         return Err(DecodeError::Codec(clip(format!("{prefix}{}", list.join("; ")))));
@@ -176,7 +180,10 @@ fn checked_data<'a>(result: &'a serde_json::Value, prefix: &str, out: &mut Decod
     if let Some(warnings) = result.get("warnings").and_then(|w| w.as_array()) {
         let room = MAX_WARNINGS.saturating_sub(out.warnings.len());
         out.warnings.extend(
-            warnings.iter().take(room).map(|w| clip(format!("{prefix}{}", w.as_str().map_or_else(|| w.to_string(), str::to_owned)))),
+            warnings
+                .iter()
+                .take(room)
+                .map(|w| clip(format!("{prefix}{}", w.as_str().map_or_else(|| w.to_string(), str::to_owned)))),
         );
     }
     result

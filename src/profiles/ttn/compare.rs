@@ -16,7 +16,9 @@ pub fn compare_output(expected: &Value, actual: Result<&Value, &str>) -> Option<
     match actual {
         Err(message) => match want_errors.first().and_then(Value::as_str) {
             Some(first) if message.contains(first) => None,
-            _ if !want_errors.is_empty() => Some(format!("expected errors {}, the script failed: {message}", short(&Value::Array(want_errors)))),
+            _ if !want_errors.is_empty() => {
+                Some(format!("expected errors {}, the script failed: {message}", short(&Value::Array(want_errors))))
+            }
             _ => Some(format!("the script failed: {message}")),
         },
         Ok(actual) => {
@@ -31,7 +33,11 @@ pub fn compare_output(expected: &Value, actual: Result<&Value, &str>) -> Option<
                 }
                 return first_difference("/errors", &Value::Array(want_errors), &Value::Array(got_errors));
             }
-            if let Some(d) = first_difference("/data", expected.get("data").unwrap_or(&Value::Null), actual.get("data").unwrap_or(&Value::Null)) {
+            if let Some(d) = first_difference(
+                "/data",
+                expected.get("data").unwrap_or(&Value::Null),
+                actual.get("data").unwrap_or(&Value::Null),
+            ) {
                 return Some(d);
             }
             let want_warnings = list(expected, "warnings");
@@ -99,7 +105,10 @@ mod tests {
     #[test]
     fn results_agree_or_name_their_first_difference() {
         let want = json!({"data": {"t": 21.5, "mode": "CO2", "n": null, "list": [1, 2]}});
-        assert_eq!(compare_output(&want, Ok(&json!({"data": {"t": 21.500000000001, "mode": "CO2", "list": [1, 2]}, "warnings": []}))), None);
+        assert_eq!(
+            compare_output(&want, Ok(&json!({"data": {"t": 21.500000000001, "mode": "CO2", "list": [1, 2]}, "warnings": []}))),
+            None
+        );
         assert_eq!(
             compare_output(&want, Ok(&json!({"data": {"t": 21.4, "mode": "CO2", "list": [1, 2]}}))).unwrap(),
             "/data/t: expected 21.5, got 21.4"

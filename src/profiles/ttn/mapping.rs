@@ -47,8 +47,12 @@ pub struct Pattern {
     /// What the rule matches, as documented.
     pub describe: &'static str,
     /// The quantity, or `Err(why)` for keys recognised as something that is not a reading.
-    pub decide: fn(&Words) -> Option<Result<(&'static str, Unit), String>>,
+    pub decide: fn(&Words) -> Decision,
 }
+
+/// A rule's verdict on a key: `None` does not apply; `Some(Ok((quantity, unit)))`;
+/// `Some(Err(why))` for a key recognised as something that is not a reading.
+pub type Decision = Option<Result<(&'static str, Unit), String>>;
 
 /// The words of a key's path: `/env/TempC_SHT` → `env`, `temp`, `c`, `sht`.
 pub struct Words {
@@ -132,8 +136,29 @@ fn unit_word(w: &str) -> Option<Unit> {
 
 /// Words that make a key a statistic, a setting or a state rather than a reading.
 const NOT_A_READING: &[&str] = &[
-    "min", "max", "minimum", "maximum", "delta", "alarm", "alert", "threshold", "limit", "setpoint", "offset", "target",
-    "diff", "change", "calibration", "interval", "period", "config", "enable", "enabled", "status", "flag", "mode",
+    "min",
+    "max",
+    "minimum",
+    "maximum",
+    "delta",
+    "alarm",
+    "alert",
+    "threshold",
+    "limit",
+    "setpoint",
+    "offset",
+    "target",
+    "diff",
+    "change",
+    "calibration",
+    "interval",
+    "period",
+    "config",
+    "enable",
+    "enabled",
+    "status",
+    "flag",
+    "mode",
 ];
 
 /// The unit the key names if it is of `dimension_of`'s kind, else `default`; a unit word
@@ -146,7 +171,7 @@ fn unit_or(w: &Words, default: Unit) -> Result<Unit, String> {
     }
 }
 
-fn found(quantity: &'static str, unit: Result<Unit, String>) -> Option<Result<(&'static str, Unit), String>> {
+fn found(quantity: &'static str, unit: Result<Unit, String>) -> Decision {
     Some(unit.map(|u| (quantity, u)))
 }
 
@@ -256,7 +281,7 @@ pub const PATTERNS: &[Pattern] = &[
     },
     Pattern {
         describe: "uvi, uvindex, uv + index → ultraviolet_index",
-        decide: |w| (w.has(&["uvi", "uvindex"]) || (w.has(&["uv"]) && w.has(&["index"]))).then(|| Ok(("ultraviolet_index", Unit::One))),
+        decide: |w| (w.has(&["uvi", "uvindex"]) || (w.has(&["uv"]) && w.has(&["index"]))).then_some(Ok(("ultraviolet_index", Unit::One))),
     },
     Pattern {
         describe: "solar, radiation, irradiance, irradiation → surface_downwelling_shortwave_flux_in_air (W/m²)",
@@ -327,7 +352,7 @@ pub const PATTERNS: &[Pattern] = &[
             if w.has(&["distance", "dist", "km"]) {
                 return Some(Err("a lightning distance, which has no quantity".to_owned()));
             }
-            w.has(&["count", "strikes", "number"]).then(|| Ok(("lightning_strike_count", Unit::One)))
+            w.has(&["count", "strikes", "number"]).then_some(Ok(("lightning_strike_count", Unit::One)))
         },
     },
 ];
@@ -468,8 +493,17 @@ pub fn map_keys(
             Some(KeyOverride::Ignore(_)) => continue,
             Some(KeyOverride::Field(FieldOverride { quantity, unit, scale })) => {
                 let unit = unit.unwrap_or_else(|| Unit::parse(quantity.unit()).unwrap_or(Unit::One));
-                match Unit::parse(quantity.unit()).map_err(|e| e.to_string()).and_then(|to| Conversion::between(unit, to).map_err(|e| e.to_string())) {
-                    Ok(_) => Ok(Mapped { pointer: pointer.clone(), quantity: *quantity, unit, scale: *scale, rule: "override".to_owned() }),
+                match Unit::parse(quantity.unit())
+                    .map_err(|e| e.to_string())
+                    .and_then(|to| Conversion::between(unit, to).map_err(|e| e.to_string()))
+                {
+                    Ok(_) => Ok(Mapped {
+                        pointer: pointer.clone(),
+                        quantity: *quantity,
+                        unit,
+                        scale: *scale,
+                        rule: "override".to_owned(),
+                    }),
                     Err(e) => Err(format!("the override does not fit: {e}")),
                 }
             }
@@ -568,17 +602,24 @@ mod tests {
         assert_eq!(decide("/battery_level"), ok("battery_level", "%"));
         assert_eq!(decide("/TVOC_ppb"), ok("volume_mixing_ratio_of_tvoc_in_air", "ppb"));
         assert_eq!(decide("/rain_mm"), ok("precipitation_amount", "mm"));
-        for unmapped in ["/battery", "/tvoc", "/max_temp", "/temp_alarm", "/cpu_temperature", "/rain", "/rssi", "/pm25_count", "/temp_mV"] {
+        for unmapped in
+            ["/battery", "/tvoc", "/max_temp", "/temp_alarm", "/cpu_temperature", "/rain", "/rssi", "/pm25_count", "/temp_mV"]
+        {
             assert!(decide(unmapped).is_err(), "{unmapped}: {:?}", decide(unmapped));
         }
     }
 
     #[test]
     fn normalized_keys_map_by_the_table() {
-        let keys = numeric_keys([&json!({"air": {"temperature": 21.5, "location": "indoor", "pressure": 1013}, "soil": {"ec": 1.2}, "battery": 3.1})]);
+        let keys = numeric_keys([
+            &json!({"air": {"temperature": 21.5, "location": "indoor", "pressure": 1013}, "soil": {"ec": 1.2}, "battery": 3.1}),
+        ]);
         let (fields, unmapped) = map_keys(&keys, true, None);
         let got: Vec<(&str, &str)> = fields.iter().map(|f| (f.pointer.as_str(), f.quantity.name())).collect();
-        assert_eq!(got, [("/air/pressure", "air_pressure"), ("/air/temperature", "air_temperature"), ("/battery", "battery_voltage")]);
+        assert_eq!(
+            got,
+            [("/air/pressure", "air_pressure"), ("/air/temperature", "air_temperature"), ("/battery", "battery_voltage")]
+        );
         assert_eq!(unmapped.len(), 1);
         assert_eq!(unmapped[0].pointer, "/soil/ec");
     }

@@ -54,7 +54,8 @@ pub enum ImportError {
 /// Imports every device model under `options.source`.
 pub fn import(options: &ImportOptions<'_>) -> Result<Report, ImportError> {
     let vendors = repository::vendors(options.source).map_err(ImportError::Source)?;
-    let staging = write::Staging::new(options.profiles_dir).map_err(|source| ImportError::Io { path: options.profiles_dir.to_owned(), source })?;
+    let staging = write::Staging::new(options.profiles_dir)
+        .map_err(|source| ImportError::Io { path: options.profiles_dir.to_owned(), source })?;
     let mut report = Report::default();
     for vendor in &vendors {
         let ids = match repository::device_ids(vendor) {
@@ -68,7 +69,11 @@ pub fn import(options: &ImportOptions<'_>) -> Result<Report, ImportError> {
             let id = profile_id(&vendor.id, &device_id);
             let source = format!("vendor/{}/{device_id}.yaml", vendor.id);
             let entry = if report.models.iter().any(|m| m.id == id) {
-                ModelReport::new(&id, &source, Outcome::Failed(format!("the profile id {id} is already taken by another model of this import")))
+                ModelReport::new(
+                    &id,
+                    &source,
+                    Outcome::Failed(format!("the profile id {id} is already taken by another model of this import")),
+                )
             } else {
                 match repository::model(vendor, &device_id) {
                     Ok(model) => import_model(&id, &model, options, &staging),
@@ -85,11 +90,7 @@ pub fn import(options: &ImportOptions<'_>) -> Result<Report, ImportError> {
 /// already starts with the vendor's is not prefixed again.
 pub fn profile_id(vendor: &str, device: &str) -> String {
     let clean = |s: &str| {
-        s.to_ascii_lowercase()
-            .split(|c: char| !c.is_ascii_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .collect::<Vec<_>>()
-            .join("-")
+        s.to_ascii_lowercase().split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join("-")
     };
     let (vendor, device) = (clean(vendor), clean(device));
     if device.starts_with(&format!("{vendor}-")) {
@@ -110,7 +111,8 @@ fn import_model(id: &str, model: &Model, options: &ImportOptions<'_>, staging: &
     }
     let codec = &model.codec;
     if codec.examples.is_empty() {
-        entry.outcome = Outcome::NotImported("the codec has no examples: nothing to check it against or find its keys in".to_owned());
+        entry.outcome =
+            Outcome::NotImported("the codec has no examples: nothing to check it against or find its keys in".to_owned());
         return entry;
     }
     if let Err(e) = js::check_codec(&codec.script) {
@@ -239,7 +241,12 @@ fn first_measurement(data: Value) -> Value {
 /// A passing vendor example as a profile example: its readings are the vendor's values at the
 /// mapped keys, in canonical units; an example that expects errors expects the first of them.
 fn profile_example(ex: &VendorExample, output: Option<&Value>, fields: &[Mapped]) -> write::Example {
-    let error = ex.output.get("errors").and_then(Value::as_array).and_then(|e| e.first()).map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned));
+    let error = ex
+        .output
+        .get("errors")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+        .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned));
     let readings = match (&error, output) {
         (None, Some(out)) => fields
             .iter()

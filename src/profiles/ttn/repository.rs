@@ -110,19 +110,15 @@ fn file_name(p: &Path) -> String {
 fn vendor_names(index: &Path) -> Vec<(String, String)> {
     let Ok(doc) = yaml::read_file(index) else { return Vec::new() };
     let Some(list) = doc.get("vendors").and_then(Value::as_array) else { return Vec::new() };
-    list.iter()
-        .filter_map(|v| Some((v.get("id")?.as_str()?.to_owned(), v.get("name")?.as_str()?.trim().to_owned())))
-        .collect()
+    list.iter().filter_map(|v| Some((v.get("id")?.as_str()?.to_owned(), v.get("name")?.as_str()?.trim().to_owned()))).collect()
 }
 
 /// The device ids of a vendor's `index.yaml`, each once, in file order.
 pub fn device_ids(vendor: &Vendor) -> Result<Vec<String>, String> {
     let index = vendor.dir.join("index.yaml");
     let doc = yaml::read_file(&index).map_err(|e| format!("{}: {e}", index.display()))?;
-    let list = doc
-        .get("endDevices")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("{}: no `endDevices` list", index.display()))?;
+    let list =
+        doc.get("endDevices").and_then(Value::as_array).ok_or_else(|| format!("{}: no `endDevices` list", index.display()))?;
     let mut ids: Vec<String> = Vec::new();
     for item in list {
         match item.as_str() {
@@ -156,8 +152,8 @@ pub fn model(vendor: &Vendor, device_id: &str) -> Result<Model, String> {
     }
     let codec_id = codecs.remove(0);
     let codec_file = rel(&format!("{codec_id}.yaml"));
-    let codec_doc = yaml::read_file(&safe_join(&vendor.dir, &format!("{codec_id}.yaml"))?)
-        .map_err(|e| format!("{codec_file}: {e}"))?;
+    let codec_doc =
+        yaml::read_file(&safe_join(&vendor.dir, &format!("{codec_id}.yaml"))?).map_err(|e| format!("{codec_file}: {e}"))?;
     let decoder = codec_doc.get("uplinkDecoder").ok_or_else(|| format!("{codec_file}: no `uplinkDecoder`"))?;
     let script_name = decoder
         .get("fileName")
@@ -192,7 +188,9 @@ fn example(ex: &Value) -> Result<VendorExample, String> {
         .collect::<Result<Vec<u8>, String>>()?;
     let f_port = match input.get("fPort") {
         None | Some(Value::Null) => None,
-        Some(p) => Some(p.as_u64().and_then(|p| u8::try_from(p).ok()).ok_or_else(|| format!("`input.fPort` is {p}, not a port"))?),
+        Some(p) => {
+            Some(p.as_u64().and_then(|p| u8::try_from(p).ok()).ok_or_else(|| format!("`input.fPort` is {p}, not a port"))?)
+        }
     };
     let output = ex.get("output").filter(|o| o.is_object()).ok_or("no `output` mapping")?.clone();
     Ok(VendorExample {

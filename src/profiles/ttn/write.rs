@@ -57,7 +57,8 @@ impl Files {
         }
         for f in fields {
             let _ = writeln!(body, "\n# {}", f.rule);
-            let _ = writeln!(body, "[[layouts.fields]]\nquantity = {}\npointer = {}", quote(f.quantity.name()), quote(&f.pointer));
+            let _ =
+                writeln!(body, "[[layouts.fields]]\nquantity = {}\npointer = {}", quote(f.quantity.name()), quote(&f.pointer));
             let _ = writeln!(body, "unit = {}", quote(f.unit.code()));
             if let Some(scale) = f.scale {
                 let _ = writeln!(body, "scale = {}", number(scale));
@@ -78,8 +79,11 @@ impl Files {
                     let _ = writeln!(body, "error = {}", quote(e));
                 }
                 None => {
-                    let list: Vec<String> =
-                        ex.readings.iter().map(|(q, v)| format!("  {{ quantity = {}, value = {} }},\n", quote(q.name()), number(*v))).collect();
+                    let list: Vec<String> = ex
+                        .readings
+                        .iter()
+                        .map(|(q, v)| format!("  {{ quantity = {}, value = {} }},\n", quote(q.name()), number(*v)))
+                        .collect();
                     let _ = writeln!(body, "readings = [\n{}]", list.concat());
                 }
             }
@@ -90,10 +94,7 @@ impl Files {
              # A re-run of the import replaces this file and {id}.js; once either is edited, the import\n\
              # leaves both alone (delete them to import afresh, or keep them generated and map keys\n\
              # with `--overrides`; docs/profiles.md, \"Importing vendor codecs\").\n",
-            model.device_file,
-            codec.codec_file,
-            model.vendor_id,
-            codec.script_name,
+            model.device_file, codec.codec_file, model.vendor_id, codec.script_name,
         );
         let hash = content_hash(&body, &codec.script);
         Files { id: id.to_owned(), toml: format!("{header}{MARK}{hash}\n\n{body}"), script: codec.script.clone() }

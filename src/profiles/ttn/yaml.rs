@@ -115,7 +115,8 @@ impl MarkedEventReceiver for Builder {
                 if !self.take(1) {
                     return;
                 }
-                let empty = if matches!(event, Event::SequenceStart(..)) { Value::Array(Vec::new()) } else { Value::Object(Map::new()) };
+                let empty =
+                    if matches!(event, Event::SequenceStart(..)) { Value::Array(Vec::new()) } else { Value::Object(Map::new()) };
                 self.stack.push((empty, anchor, None));
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -199,7 +200,10 @@ mod tests {
         let v = parse(text).unwrap();
         let ex = &v["uplinkDecoder"]["examples"][0];
         assert_eq!(ex["input"]["bytes"], json!([13, 7, 255, -1]));
-        assert_eq!(ex["output"]["data"], json!({"Bat_V": 3.335, "mode": "CO2", "on": true, "none": null, "e": 1000.0, "v": "1.0"}));
+        assert_eq!(
+            ex["output"]["data"],
+            json!({"Bat_V": 3.335, "mode": "CO2", "on": true, "none": null, "e": 1000.0, "v": "1.0"})
+        );
         assert_eq!(parse("").unwrap(), Value::Null);
         assert_eq!(parse("a: &x [1, 2]\nb: *x\n").unwrap(), json!({"a": [1, 2], "b": [1, 2]}));
         assert_eq!(parse("12: x\n.5: .inf\n").unwrap(), json!({"12": "x", "0.5": ".inf"}));
