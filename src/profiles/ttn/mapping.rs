@@ -142,7 +142,9 @@ const NOT_A_READING: &[&str] = &[
     "maximum",
     "delta",
     "alarm",
+    "alarms",
     "alert",
+    "alerts",
     "threshold",
     "limit",
     "setpoint",
@@ -150,6 +152,11 @@ const NOT_A_READING: &[&str] = &[
     "target",
     "diff",
     "change",
+    "changed",
+    "changes",
+    "event",
+    "trigger",
+    "triggered",
     "calibration",
     "interval",
     "period",
@@ -157,7 +164,9 @@ const NOT_A_READING: &[&str] = &[
     "enable",
     "enabled",
     "status",
+    "state",
     "flag",
+    "flags",
     "mode",
 ];
 
@@ -486,10 +495,11 @@ pub fn map_keys(
     normalized: bool,
     overrides: Option<&ProfileOverrides>,
 ) -> (Vec<Mapped>, Vec<Unmapped>) {
-    let mut fields: Vec<Mapped> = Vec::new();
+    let mut candidates: Vec<(Mapped, bool)> = Vec::new();
     let mut unmapped = Vec::new();
     for (pointer, values) in keys {
-        let chosen = match overrides.and_then(|o| o.keys.get(pointer)) {
+        let overridden = overrides.and_then(|o| o.keys.get(pointer));
+        let chosen = match overridden {
             Some(KeyOverride::Ignore(_)) => continue,
             Some(KeyOverride::Field(FieldOverride { quantity, unit, scale })) => {
                 let unit = unit.unwrap_or_else(|| Unit::parse(quantity.unit()).unwrap_or(Unit::One));
@@ -515,16 +525,32 @@ pub fn map_keys(
             }),
         };
         match chosen {
-            Ok(m) => match fields.iter().find(|f| f.quantity == m.quantity) {
-                Some(first) => unmapped.push(Unmapped {
-                    pointer: pointer.clone(),
-                    reason: format!("also {} like {}: give an override to choose", m.quantity, first.pointer),
-                }),
-                None => fields.push(m),
-            },
+            Ok(m) => candidates.push((m, overridden.is_some())),
             Err(reason) => unmapped.push(Unmapped { pointer: pointer.clone(), reason }),
         }
     }
+    // Each quantity once: an override first, else the key of fewest words (`temperature`
+    // before `temperature_sht_2`), else the first in pointer order; the others are listed.
+    let rank = |(m, overridden): &(Mapped, bool)| (!*overridden, Words::of(&m.pointer).words.len());
+    let mut fields: Vec<Mapped> = Vec::new();
+    for (i, candidate) in candidates.iter().enumerate() {
+        let m = &candidate.0;
+        let best = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.0.quantity == m.quantity)
+            .min_by_key(|(j, c)| (rank(c), *j))
+            .map(|(j, _)| j);
+        if best == Some(i) {
+            fields.push(m.clone());
+        } else if let Some(j) = best {
+            unmapped.push(Unmapped {
+                pointer: m.pointer.clone(),
+                reason: format!("also {} like {}: give an override to choose", m.quantity, candidates[j].0.pointer),
+            });
+        }
+    }
+    unmapped.sort_by(|a, b| a.pointer.cmp(&b.pointer));
     (fields, unmapped)
 }
 
@@ -627,15 +653,19 @@ mod tests {
     #[test]
     fn implausible_values_duplicates_and_overrides() {
         // 101325 read as hPa is not an air pressure: the key really is in Pa.
-        let keys = numeric_keys([&json!({"pressure": 101325, "temperature": "21.5", "temp2": 20, "battery": 3.3})]);
+        let keys = numeric_keys([
+            &json!({"pressure": 101325, "temperature": "21.5", "air_temp_2": 20, "battery": 3.3, "tempChanged": 1}),
+        ]);
         let (fields, unmapped) = map_keys(&keys, false, None);
-        assert_eq!(fields.iter().map(|f| f.pointer.as_str()).collect::<Vec<_>>(), ["/temp2"]);
+        // Of two temperatures the plainer name wins; a change flag is no temperature.
+        assert_eq!(fields.iter().map(|f| f.pointer.as_str()).collect::<Vec<_>>(), ["/temperature"]);
         let reasons: Vec<String> = unmapped.iter().map(|u| format!("{} {}", u.pointer, u.reason)).collect();
-        assert!(reasons[0].starts_with("/battery a battery value without a unit"), "{reasons:?}");
-        assert!(reasons[1].contains("outside the plausible range"), "{reasons:?}");
-        assert!(reasons[2].starts_with("/temperature also air_temperature like /temp2"), "{reasons:?}");
+        assert!(reasons[0].starts_with("/air_temp_2 also air_temperature like /temperature"), "{reasons:?}");
+        assert!(reasons[1].starts_with("/battery a battery value without a unit"), "{reasons:?}");
+        assert!(reasons[2].contains("outside the plausible range"), "{reasons:?}");
+        assert!(reasons[3].starts_with("/tempChanged a statistic, setting or state"), "{reasons:?}");
         let overrides: Overrides = toml::from_str(
-            "[profiles.acme-t1.keys]\n\"/pressure\" = { quantity = \"air_pressure\", unit = \"Pa\" }\n\"/temp2\" = \"ignore\"\n\"/battery\" = { quantity = \"battery_voltage\" }\n",
+            "[profiles.acme-t1.keys]\n\"/pressure\" = { quantity = \"air_pressure\", unit = \"Pa\" }\n\"/air_temp_2\" = \"ignore\"\n\"/tempChanged\" = \"ignore\"\n\"/battery\" = { quantity = \"battery_voltage\" }\n",
         )
         .unwrap();
         let (fields, unmapped) = map_keys(&keys, false, overrides.profiles.get("acme-t1"));
