@@ -277,6 +277,52 @@ error = "codec: too short"
     }
 
     #[test]
+    fn a_normalizing_codec_maps_the_normalized_payload() {
+        let text = r#"
+id = "acme-n1"
+vendor = "Acme"
+model = "N1"
+reference = "Acme N1 codec"
+
+[[layouts]]
+kind = "javascript"
+normalize = true
+script = '''
+function decodeUplink(input) {
+  if (input.bytes[0] === 0) return { errors: ["empty"] };
+  return { data: { t: input.bytes[0] / 2 }, warnings: ["from decode"] };
+}
+function normalizeUplink(input) {
+  if (input.data.t > 100) return { errors: ["too hot"] };
+  var m = { air: { temperature: input.data.t } };
+  return { data: input.data.t > 50 ? [m, { air: { temperature: 0 } }] : m };
+}
+'''
+
+[[layouts.fields]]
+quantity = "air_temperature"
+pointer = "/air/temperature"
+
+[[examples]]
+fport = 1
+payload_hex = "2B"
+readings = [{ quantity = "air_temperature", value = 21.5 }]
+warnings = ["from decode"]
+"#;
+        let p = Profile::from_toml(Path::new("acme-n1.toml"), text).unwrap();
+        assert_eq!(p.check_examples(), vec![]);
+        let d = p.decode_bytes(Some(1), &[0x7A]).unwrap();
+        assert_eq!(d.values[0].value, 61.0);
+        assert!(d.warnings.iter().any(|w| w == "normalizeUplink returned 2 measurements; the first is used"), "{:?}", d.warnings);
+        assert_eq!(p.decode_bytes(Some(1), &[0xFA]).unwrap_err(), DecodeError::Codec("normalizeUplink: too hot".to_owned()));
+        assert_eq!(p.decode_bytes(Some(1), &[0]).unwrap_err(), DecodeError::Codec("empty".to_owned()));
+        // Without `normalize`, the same pointer looks into decodeUplink's data and finds nothing.
+        let p = Profile::from_toml(Path::new("acme-n1.toml"), &text.replace("normalize = true\n", "")).unwrap();
+        let mismatches = p.check_examples();
+        assert!(mismatches[0].message.contains("not decoded"), "{mismatches:?}");
+    }
+
+    #[test]
     fn a_runaway_codec_fails_its_uplink_and_recovers() {
         let text = CODEC
             .replace("if (input.bytes.length < 2)", "if (input.bytes[0] === 255) { for (;;) {} }\n  if (input.bytes.length < 2)");
