@@ -219,6 +219,9 @@ fn re_runs_update_their_own_profiles_and_leave_edited_or_hand_written_ones_alone
     let door = block(&fifth, "acme-door1");
     assert!(door.starts_with("acme-door1 (vendor/acme/door1.yaml): written"), "{fifth}");
     assert!(door.contains("mapped   /openings -> lightning_strike_count (values in 1; override)"), "{door}");
+    std::fs::write(&overrides, "[profiles.acme-nothere.keys]\n\"/x\" = \"ignore\"\n").unwrap();
+    let sixth = import(&repo, &profiles, &["--overrides", overrides.to_str().unwrap()]);
+    assert!(sixth.contains("problem: the overrides name acme-nothere, which this import did not find"), "{sixth}");
     let bad = dir.path().join("bad-overrides.toml");
     std::fs::write(&bad, "[profiles.acme-door1.keys]\n\"/openings\" = { quantity = \"no_such_thing\" }\n").unwrap();
     let out = messnetz(
@@ -244,7 +247,7 @@ fn hostile_vendor_files_are_reported_and_the_import_goes_on() {
     copy_tree(&fixture(), &repo);
     let rogue = repo.join("vendor/rogue");
     std::fs::create_dir_all(&rogue).unwrap();
-    let models = ["badyaml", "bomb", "huge", "thrower", "looper", "syntax", "escape", "missing", "hog", "badbytes"];
+    let models = ["badyaml", "bomb", "huge", "thrower", "looper", "syntax", "escape", "missing", "hog", "badbytes", "bigjs"];
     std::fs::write(rogue.join("index.yaml"), format!("endDevices:\n{}", models.map(|m| format!("  - {m}\n")).concat())).unwrap();
     let device = |id: &str| {
         format!("name: {id}\nfirmwareVersions:\n  - version: '1'\n    profiles:\n      EU863-870:\n        codec: {id}-codec\n")
@@ -291,12 +294,18 @@ fn hostile_vendor_files_are_reported_and_the_import_goes_on() {
     .unwrap();
     std::fs::write(rogue.join("badbytes-codec.yaml"), codec("badbytes", &example.replace("[1, 2]", "[1, 300]"))).unwrap();
 
+    std::fs::write(
+        rogue.join("bigjs.js"),
+        format!("// {}\nfunction decodeUplink() {{ return {{ data: {{}} }}; }}", "x".repeat(300_000)),
+    )
+    .unwrap();
+
     let profiles = dir.path().join("profiles");
     let started = std::time::Instant::now();
     let report = import(&repo, &profiles, &[]);
     assert!(started.elapsed() < Duration::from_secs(60), "hostile codecs took {:?}", started.elapsed());
     // The fixture's own models are imported as ever.
-    assert!(report.starts_with("models found: 15; imported: 3 (written 3,"), "{report}");
+    assert!(report.starts_with("models found: 16; imported: 3 (written 3,"), "{report}");
     let expect = [
         ("rogue-badyaml", "failed: vendor/rogue/badyaml.yaml: not valid YAML"),
         ("rogue-bomb", "failed: vendor/rogue/bomb-codec.yaml: the document holds more than 200000 values"),
@@ -308,6 +317,7 @@ fn hostile_vendor_files_are_reported_and_the_import_goes_on() {
         ("rogue-missing", "failed: vendor/rogue/missing.yaml: cannot read"),
         ("rogue-hog", "the script failed:"),
         ("rogue-badbytes", "`input.bytes` holds 300, not a byte"),
+        ("rogue-bigjs", "failed: vendor/rogue/bigjs.js: "),
     ];
     for (id, text) in expect {
         let b = block(&report, id);

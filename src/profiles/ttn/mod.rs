@@ -83,6 +83,11 @@ pub fn import(options: &ImportOptions<'_>) -> Result<Report, ImportError> {
             report.models.push(entry);
         }
     }
+    for id in options.overrides.profiles.keys() {
+        if report.model(id).is_none() {
+            report.problems.push(format!("the overrides name {id}, which this import did not find"));
+        }
+    }
     Ok(report)
 }
 
