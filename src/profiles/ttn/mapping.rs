@@ -54,9 +54,11 @@ pub struct Pattern {
 /// `Some(Err(why))` for a key recognised as something that is not a reading.
 pub type Decision = Option<Result<(&'static str, Unit), String>>;
 
-/// The words of a key's path: `/env/TempC_SHT` → `env`, `temp`, `c`, `sht`.
+/// The words of a key's path: `/env/TempC_SHT` → `env`, `temp`, `c`, `sht`; and the unit
+/// the codec states beside the value, if it does (`{value: 95.96, unit: "kPa"}`).
 pub struct Words {
     pub words: Vec<String>,
+    pub unit_beside: Option<Unit>,
 }
 
 impl Words {
@@ -85,7 +87,7 @@ impl Words {
                 }
             }
         }
-        Words { words }
+        Words { words, unit_beside: None }
     }
 
     /// Whether a word is one of `any`, also with trailing digits (`temperature1`, `hum2`).
@@ -98,11 +100,40 @@ impl Words {
         self.words.join("_")
     }
 
-    /// The unit the key names, if any.
+    /// The unit the key names, else the one stated beside its value, if any.
     fn unit(&self) -> Option<Unit> {
         // The last unit word wins: `temp_c` and `TempC_SHT` alike.
-        self.words.iter().rev().find_map(|w| unit_word(w))
+        self.words.iter().rev().find_map(|w| unit_word(w)).or(self.unit_beside)
     }
+}
+
+/// A unit as codecs print it beside a value (`"°C"`, `"kPa"`, `"m⋅s⁻¹"`); `None` for any
+/// other text.
+pub fn unit_text(text: &str) -> Option<Unit> {
+    Some(match text.trim() {
+        "°C" | "℃" | "degC" | "Cel" | "C" => Unit::Celsius,
+        "°F" | "℉" | "degF" | "F" => Unit::Fahrenheit,
+        "K" => Unit::Kelvin,
+        "%" | "%RH" | "% RH" | "%rH" => Unit::Percent,
+        "ppm" => Unit::PartsPerMillion,
+        "ppb" => Unit::PartsPerBillion,
+        "hPa" | "mbar" | "mBar" => Unit::HectoPascal,
+        "Pa" => Unit::Pascal,
+        "kPa" => Unit::KiloPascal,
+        "V" => Unit::Volt,
+        "mV" => Unit::Millivolt,
+        "mm" => Unit::Millimetre,
+        "mm/h" | "mm⋅h⁻¹" | "mm h-1" => Unit::MillimetrePerHour,
+        "m/s" | "m⋅s⁻¹" | "m·s⁻¹" | "m s-1" | "m s⁻¹" => Unit::MetrePerSecond,
+        "km/h" | "kph" => Unit::KilometrePerHour,
+        "°" | "deg" | "degrees" => Unit::Degree,
+        "W/m2" | "W/m²" | "W⋅m⁻²" | "W·m⁻²" | "W m-2" => Unit::WattPerSquareMetre,
+        "lx" | "lux" | "Lux" => Unit::Lux,
+        "µg/m³" | "μg/m³" | "ug/m3" | "µg/m3" | "μg/m3" | "µg⋅m⁻³" => Unit::MicrogramPerCubicMetre,
+        "mg/m³" | "mg/m3" => Unit::MilligramPerCubicMetre,
+        "dB" | "dBA" | "dB(A)" => Unit::Decibel,
+        _ => return None,
+    })
 }
 
 fn unit_word(w: &str) -> Option<Unit> {
@@ -176,7 +207,9 @@ fn unit_or(w: &Words, default: Unit) -> Result<Unit, String> {
     match w.unit() {
         None => Ok(default),
         Some(u) if u.dimension() == default.dimension() => Ok(u),
-        Some(u) => Err(format!("the key names the unit {u}, which does not measure what {default} does")),
+        Some(u) => {
+            Err(format!("the key (or the unit beside its value) names the unit {u}, which does not measure what {default} does"))
+        }
     }
 }
 
@@ -300,13 +333,19 @@ pub const PATTERNS: &[Pattern] = &[
         },
     },
     Pattern {
-        describe: "wind + gust → wind_speed_of_gust; wind + dir, direction, heading → wind_from_direction (°); wind + speed, spd, velocity, or wind alone → wind_speed (m/s unless the key says km/h or kn)",
+        describe: "wind + gust → wind_speed_of_gust; wind + dir, direction, heading → wind_from_direction (°); wind + north / east → northward_wind / eastward_wind; wind + speed, spd, velocity, or wind alone → wind_speed (m/s unless the key says km/h or kn)",
         decide: |w| {
             if !w.has(&["wind", "windspeed", "winddirection", "gust"]) {
                 return None;
             }
             if w.has(&["dir", "direction", "heading", "winddirection"]) {
                 return found("wind_from_direction", unit_or(w, Unit::Degree));
+            }
+            if w.has(&["north", "northward"]) {
+                return found("northward_wind", unit_or(w, Unit::MetrePerSecond));
+            }
+            if w.has(&["east", "eastward"]) {
+                return found("eastward_wind", unit_or(w, Unit::MetrePerSecond));
             }
             if w.has(&["gust"]) {
                 return found("wind_speed_of_gust", unit_or(w, Unit::MetrePerSecond));
@@ -439,24 +478,36 @@ pub enum IgnoreWord {
     Ignore,
 }
 
-/// The numeric leaves of example outputs: pointer → the values seen (numeric strings, as
-/// `toFixed` makes them, count as numbers). Keys holding only text or booleans are states,
-/// not readings, and are not listed.
-pub fn numeric_keys<'a>(outputs: impl IntoIterator<Item = &'a Value>) -> BTreeMap<String, Vec<f64>> {
-    let mut keys = BTreeMap::new();
+/// The numeric keys of example outputs.
+#[derive(Debug, Default)]
+pub struct Keys {
+    /// Pointer → the values seen (numeric strings, as `toFixed` makes them, count as numbers).
+    pub values: BTreeMap<String, Vec<f64>>,
+    /// Pointer → the unit the codec states beside the value: a `unit` text next to a `value`
+    /// key (`{displayName, value, unit}`), when it is one [`unit_text`] knows.
+    pub units: BTreeMap<String, Unit>,
+}
+
+/// The numeric leaves of example outputs. Keys holding only text or booleans are states, not
+/// readings, and are not listed.
+pub fn numeric_keys<'a>(outputs: impl IntoIterator<Item = &'a Value>) -> Keys {
+    let mut keys = Keys::default();
     for v in outputs {
         collect(v, &mut String::new(), &mut keys, 0);
     }
     keys
 }
 
-fn collect(v: &Value, path: &mut String, keys: &mut BTreeMap<String, Vec<f64>>, depth: usize) {
+fn collect(v: &Value, path: &mut String, keys: &mut Keys, depth: usize) {
     if depth > 16 {
         return;
     }
     let len = path.len();
     match v {
         Value::Object(map) => {
+            if let (Some(unit), true) = (map.get("unit").and_then(Value::as_str).and_then(unit_text), map.contains_key("value")) {
+                keys.units.insert(format!("{path}/value"), unit);
+            }
             for (k, item) in map {
                 path.push('/');
                 path.push_str(&k.replace('~', "~0").replace('/', "~1"));
@@ -473,7 +524,7 @@ fn collect(v: &Value, path: &mut String, keys: &mut BTreeMap<String, Vec<f64>>, 
         }
         _ => {
             if let Some(x) = number(v) {
-                keys.entry(path.clone()).or_default().push(x);
+                keys.values.entry(path.clone()).or_default().push(x);
             }
         }
     }
@@ -490,14 +541,10 @@ pub fn number(v: &Value) -> Option<f64> {
 
 /// Maps the keys found in the examples (`keys`, from [`numeric_keys`]); `normalized` says which
 /// table applies. Returns the fields (each quantity once) and the keys left unmapped.
-pub fn map_keys(
-    keys: &BTreeMap<String, Vec<f64>>,
-    normalized: bool,
-    overrides: Option<&ProfileOverrides>,
-) -> (Vec<Mapped>, Vec<Unmapped>) {
+pub fn map_keys(keys: &Keys, normalized: bool, overrides: Option<&ProfileOverrides>) -> (Vec<Mapped>, Vec<Unmapped>) {
     let mut candidates: Vec<(Mapped, bool)> = Vec::new();
     let mut unmapped = Vec::new();
-    for (pointer, values) in keys {
+    for (pointer, values) in &keys.values {
         let overridden = overrides.and_then(|o| o.keys.get(pointer));
         let chosen = match overridden {
             Some(KeyOverride::Ignore(_)) => continue,
@@ -517,7 +564,7 @@ pub fn map_keys(
                     Err(e) => Err(format!("the override does not fit: {e}")),
                 }
             }
-            None => table_choice(pointer, normalized).and_then(|(q, unit, rule)| {
+            None => table_choice(pointer, keys.units.get(pointer).copied(), normalized).and_then(|(q, unit, rule)| {
                 let quantity = Quantity::by_name(q).ok_or_else(|| format!("unknown quantity {q}"))?;
                 let m = Mapped { pointer: pointer.clone(), quantity, unit, scale: None, rule };
                 plausible(&m, values)?;
@@ -555,7 +602,7 @@ pub fn map_keys(
 }
 
 /// What the tables say of one key: `(quantity, unit, rule)`, or why it is not mapped.
-fn table_choice(pointer: &str, normalized: bool) -> Result<(&'static str, Unit, String), String> {
+fn table_choice(pointer: &str, unit_beside: Option<Unit>, normalized: bool) -> Result<(&'static str, Unit, String), String> {
     if normalized {
         let dotted = pointer.trim_start_matches('/').replace('/', ".");
         return NORMALIZED
@@ -564,7 +611,7 @@ fn table_choice(pointer: &str, normalized: bool) -> Result<(&'static str, Unit, 
             .map(|(key, q, u)| (*q, Unit::parse(u).unwrap_or(Unit::One), format!("normalized {key}")))
             .ok_or_else(|| "no climate quantity for this key of the normalized payload".to_owned());
     }
-    let words = Words::of(pointer);
+    let words = Words { unit_beside, ..Words::of(pointer) };
     for (i, p) in PATTERNS.iter().enumerate() {
         if let Some(decision) = (p.decide)(&words) {
             return decision.map(|(q, u)| (q, u, format!("pattern {}", i + 1)));
@@ -599,7 +646,7 @@ mod tests {
     use serde_json::json;
 
     fn decide(key: &str) -> Result<(String, String), String> {
-        table_choice(key, false).map(|(q, u, _)| (q.to_owned(), u.code().to_owned()))
+        table_choice(key, None, false).map(|(q, u, _)| (q.to_owned(), u.code().to_owned()))
     }
 
     fn ok(q: &str, u: &str) -> Result<(String, String), String> {
@@ -633,6 +680,33 @@ mod tests {
         {
             assert!(decide(unmapped).is_err(), "{unmapped}: {:?}", decide(unmapped));
         }
+    }
+
+    #[test]
+    fn a_unit_stated_beside_the_value_is_used() {
+        let out = json!({
+            "atmospheric_pressure": {"displayName": "Atmospheric pressure", "unit": "kPa", "value": 95.96},
+            "precipitation": {"unit": "mm", "value": 0},
+            "north_wind_speed": {"unit": "m⋅s⁻¹", "value": 0.08},
+            "air_temperature": {"unit": "furlongs", "value": 21.5},
+            "humidity": {"unit": "°C", "value": 30.0}
+        });
+        let keys = numeric_keys([&out]);
+        let (fields, unmapped) = map_keys(&keys, false, None);
+        let got: Vec<(&str, &str, &str)> =
+            fields.iter().map(|f| (f.pointer.as_str(), f.quantity.name(), f.unit.code())).collect();
+        assert_eq!(
+            got,
+            [
+                ("/air_temperature/value", "air_temperature", "Cel"),
+                ("/atmospheric_pressure/value", "air_pressure", "kPa"),
+                ("/north_wind_speed/value", "northward_wind", "m/s"),
+                ("/precipitation/value", "precipitation_amount", "mm"),
+            ]
+        );
+        assert!((fields[1].canonical(95.96) - 959.6).abs() < 1e-9);
+        assert_eq!(unmapped.len(), 1, "{unmapped:?}");
+        assert!(unmapped[0].reason.contains("names the unit Cel"), "{unmapped:?}");
     }
 
     #[test]
