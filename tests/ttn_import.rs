@@ -300,6 +300,21 @@ fn hostile_vendor_files_are_reported_and_the_import_goes_on() {
     )
     .unwrap();
 
+    // A vendor whose normalizedOutput no longer matches its normalizeUplink (and which also
+    // has an example that expects an error): the decoded keys are mapped instead.
+    let soil = repo.join("vendor/acme/soil3-codec.yaml");
+    let stale = std::fs::read_to_string(&soil).unwrap().replace("              depth: 20\n", "              depth: 30\n")
+        + "    - description: Unknown FPort\n      input:\n        fPort: 9\n        bytes: [1]\n      output:\n        errors: [unknown FPort]\n";
+    std::fs::write(&soil, stale).unwrap();
+    std::fs::write(
+        repo.join("vendor/acme/soil3.js"),
+        std::fs::read_to_string(repo.join("vendor/acme/soil3.js")).unwrap().replace(
+            "function decodeUplink(input) {\n",
+            "function decodeUplink(input) {\n  if (input.fPort === 9) return { errors: [\"unknown FPort\"] };\n",
+        ),
+    )
+    .unwrap();
+
     let profiles = dir.path().join("profiles");
     let started = std::time::Instant::now();
     let report = import(&repo, &profiles, &[]);
@@ -325,6 +340,18 @@ fn hostile_vendor_files_are_reported_and_the_import_goes_on() {
         assert!(!b.contains(": written"), "{b}");
     }
     assert!(block(&report, "rogue-thrower").contains("not imported: no example decodes to the vendor's output"), "{report}");
+    let soil = block(&report, "acme-soil3");
+    assert!(soil.starts_with("acme-soil3 (vendor/acme/soil3.yaml): written"), "{soil}");
+    assert!(
+        soil.contains("FAIL example 0 \"Damp and warm\", normalizeUplink: /data/0/soil/depth: expected 30, got 20"),
+        "{soil}"
+    );
+    assert!(soil.contains("examples: 2 of 2 pass (decodeUplink)"), "{soil}");
+    assert!(soil.contains("mapped   /soil_temp -> soil_temperature"), "{soil}");
+    assert!(
+        soil.contains("note: normalizeUplink's output differs from the vendor's normalizedOutput in every example"),
+        "{soil}"
+    );
     assert_eq!(files(&profiles).len(), 6, "only the fixture's three profiles: {:?}", files(&profiles));
 }
 

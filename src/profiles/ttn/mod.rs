@@ -191,7 +191,8 @@ fn import_model(id: &str, model: &Model, options: &ImportOptions<'_>, staging: &
     // A normalizeUplink that disagrees with the vendor in every example cannot be trusted:
     // the decoded keys are mapped instead, and the report says so.
     let mut normalize = normalize;
-    if normalize && passing.iter().all(|r| r.normalize_difference.is_some()) {
+    let mut with_data = passing.iter().filter(|r| r.decoded.is_some()).peekable();
+    if normalize && with_data.peek().is_some() && with_data.all(|r| r.normalize_difference.is_some()) {
         normalize = false;
         entry.normalized = false;
         entry.notes.push(
