@@ -153,6 +153,36 @@ fn main() {
         "| bench-js (LHT65-style codec) | javascript | {js_ns:.0} | {allocs:.2} | {growth} B (over {} decodes) |",
         million / 10
     );
+    imported_codecs(batches, per_batch / 10, million / 10);
     println!();
     println!("slowest declarative profile: {worst:.0} ns/uplink (target < 1000); JavaScript codec: {js_ns:.0} ns/uplink (target < 2000000: a fresh engine per call, in a worker process)");
+}
+
+/// Profiles written by `messnetz profiles import-ttn` from the test fixture in the device
+/// repository's layout: the vendor script run as it is, `acme-th1` through decodeUplink and
+/// normalizeUplink, `acme-wx2` (ES2015 classes and DataView) through decodeUplink alone.
+fn imported_codecs(batches: usize, per_batch: usize, n: usize) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ttn-repo");
+    let dir = std::env::temp_dir().join(format!("messnetz-bench-import-{}", std::process::id()));
+    let overrides = messnetz::profiles::ttn::mapping::Overrides::default();
+    let options = messnetz::profiles::ttn::ImportOptions { source: &source, profiles_dir: &dir, overrides: &overrides };
+    let imported = messnetz::profiles::ttn::import(&options).map(|_| ProfileSet::load_dir(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+    let set = match imported {
+        Ok(Ok(set)) => set,
+        other => {
+            eprintln!("the fixture's profiles do not import: {other:?}");
+            std::process::exit(1);
+        }
+    };
+    for (id, how) in [("acme-th1", "imported, decodeUplink + normalizeUplink"), ("acme-wx2", "imported, ES2015 decodeUplink")] {
+        let Some(p) = set.get(id) else {
+            eprintln!("{id} was not imported");
+            std::process::exit(1);
+        };
+        let uplinks: Vec<(Option<u8>, &[u8])> = p.example_uplinks().collect();
+        let ns = median_ns(p, &uplinks, batches, per_batch);
+        let (allocs, growth) = allocations(p, &uplinks, n);
+        println!("| {id} ({how}) | javascript | {ns:.0} | {allocs:.2} | {growth} B (over {n} decodes) |");
+    }
 }

@@ -1,5 +1,8 @@
-//! `messnetz profiles ...`: list the loaded profiles and check their examples.
+//! `messnetz profiles ...`: list the loaded profiles, check their examples, and import
+//! profiles from The Things Network's device repository.
 
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -14,9 +17,27 @@ pub enum ProfilesCommand {
     List,
     /// Check every profile's examples (or one profile's).
     Test { id: Option<String> },
+    /// Write a profile per device model of The Things Network's device repository (a checkout
+    /// of TheThingsNetwork/lorawan-devices, or one vendor/<vendor> folder of it) into the
+    /// profiles directory, running the vendor's codec, and print a report. Profiles written or
+    /// edited by hand are left alone.
+    ImportTtn {
+        /// The checkout, or one vendor folder.
+        path: PathBuf,
+        /// Write here instead of `profiles.dir`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A TOML file of per-profile mapping choices (docs/profiles.md, "Importing vendor codecs").
+        #[arg(long)]
+        overrides: Option<PathBuf>,
+    },
 }
 
 pub fn run(settings: &Settings, command: ProfilesCommand) -> Outcome {
+    if let ProfilesCommand::ImportTtn { path, dir, overrides } = command {
+        // The profiles already there need not load: the import may be what mends them.
+        return import_ttn(&path, dir.as_deref().unwrap_or(&settings.profiles.dir), overrides.as_deref());
+    }
     let set = load(settings)?;
     match command {
         ProfilesCommand::List => {
@@ -26,7 +47,25 @@ pub fn run(settings: &Settings, command: ProfilesCommand) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         ProfilesCommand::Test { id } => test(&set, id.as_deref()),
+        ProfilesCommand::ImportTtn { .. } => unreachable!("handled above"),
     }
+}
+
+/// Imports, prints the report; exit 1 only when the import could not run at all.
+fn import_ttn(path: &std::path::Path, dir: &std::path::Path, overrides: Option<&std::path::Path>) -> Outcome {
+    use crate::profiles::ttn;
+    let overrides: ttn::mapping::Overrides = match overrides {
+        None => ttn::mapping::Overrides::default(),
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| Failure::new(1, format!("{}: {e}", file.display())))?;
+            toml::from_str(&text).map_err(|e| Failure::new(1, format!("{}: {}", file.display(), e.to_string().trim())))?
+        }
+    };
+    let report = ttn::import(&ttn::ImportOptions { source: path, profiles_dir: dir, overrides: &overrides })
+        .map_err(|e| Failure::new(1, e))?;
+    // A closed pipe (`| head`) ends the output, not the process with a panic.
+    let _ = write!(std::io::stdout().lock(), "{report}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The profiles of `profiles.dir`; exit 1 with every problem if any does not load.

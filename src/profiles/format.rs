@@ -94,6 +94,12 @@ pub struct LayoutSpec {
     pub timeout_ms: Option<u64>,
     /// `javascript` only. Memory limit of the script's heap in kibibytes; default 8192.
     pub memory_limit_kib: Option<usize>,
+    /// `javascript` only. `true`: after `decodeUplink`, call the script's
+    /// `normalizeUplink({data})` and find the fields' `pointer`s in its `data` (the device
+    /// repository's normalized payload: `/air/temperature`, `/wind/speed`, ...) instead of in
+    /// the decoded `data`. When the normalized data is a list of measurements, the first is
+    /// used (and a warning says how many there were). Default `false`.
+    pub normalize: Option<bool>,
     /// The values this layout produces, in output order. For `fixed`: read with `byte`/`type`.
     /// For `json` and `javascript`: found with `pointer` in the document (for `javascript`, in
     /// the codec's `data`). For `lpp`: mapped by `channel`.

@@ -5,7 +5,8 @@
 //! - [`decode`]: compiling layouts and decoding payloads with them (`fixed`, `json`, and what
 //!   every kind shares); [`tlv`], [`flags`], [`lpp`] and [`js`] are the other layout kinds;
 //! - [`formula`]: arithmetic on raw values;
-//! - [`units`]: UCUM units and their conversion to a quantity's canonical unit.
+//! - [`units`]: UCUM units and their conversion to a quantity's canonical unit;
+//! - [`ttn`]: profiles made from The Things Network's device repository (its vendors' codecs).
 //!
 //! A profile is refused at load time, never at decode time, for anything that can be known
 //! without a payload: an unknown quantity or unit, a unit of the wrong dimension, a field that
@@ -18,6 +19,7 @@ pub mod formula;
 pub mod js;
 pub mod lpp;
 pub mod tlv;
+pub mod ttn;
 pub mod units;
 
 use std::collections::BTreeMap;

@@ -253,7 +253,7 @@ pub(crate) fn compile_layouts(specs: &[Spanned<LayoutSpec>], dir: &Path, issues:
 fn check_kind_keys(spec: &LayoutSpec, kind: LayoutKind, path: &str, span: Option<Range<usize>>, issues: &mut Issues) {
     use LayoutKind as K;
     let binary = kind != K::Json;
-    let keys: [(&str, bool, bool); 12] = [
+    let keys: [(&str, bool, bool); 13] = [
         ("fports", spec.fports.is_some(), binary),
         ("match", spec.select.is_some(), binary),
         ("min_length", spec.min_length.is_some(), binary),
@@ -265,6 +265,7 @@ fn check_kind_keys(spec: &LayoutSpec, kind: LayoutKind, path: &str, span: Option
         ("groups", !spec.groups.is_empty(), kind == K::Flags),
         ("script", spec.script.is_some() || spec.script_file.is_some(), kind == K::Javascript),
         ("timeout_ms", spec.timeout_ms.is_some() || spec.memory_limit_kib.is_some(), kind == K::Javascript),
+        ("normalize", spec.normalize.is_some(), kind == K::Javascript),
         ("fields", !spec.fields.is_empty(), matches!(kind, K::Fixed | K::Json | K::Lpp | K::Javascript)),
     ];
     for (key, present, allowed) in keys {

@@ -22,19 +22,51 @@ pub(crate) const MAX_RESULT_VALUES: usize = 10_000;
 /// How many bytes of strings and keys the result may hold.
 pub(crate) const MAX_RESULT_BYTES: usize = 1 << 20;
 
-/// Calls whatever entry point the script defines and returns its result.
+/// Evaluated before the script: what repository codecs may call that QuickJS lacks. `console`
+/// (codecs log while they decode) is accepted and ignored: a worker has no log to write to.
+const PRELUDE: &str = r#"
+if (typeof console === "undefined") {
+  globalThis.console = (function () {
+    var quiet = function () {};
+    return { log: quiet, info: quiet, warn: quiet, error: quiet, debug: quiet, trace: quiet };
+  })();
+}
+"#;
+
+/// Calls whatever entry point the script defines and returns its result; with `normalize`,
+/// also the script's `normalizeUplink` on a copy of the decoded data, as `normalized`.
 const ADAPTER: &str = r#"
-(function (bytes, fPort) {
+(function (bytes, fPort, normalize) {
+  var input = { bytes: bytes, fPort: fPort, recvTime: new Date(), variables: {} };
+  var result;
   if (typeof decodeUplink === "function") {
-    return decodeUplink({ bytes: bytes, fPort: fPort, variables: {} });
+    result = decodeUplink(input);
   } else if (typeof Decoder === "function") {
-    return { data: Decoder(bytes, fPort) };
+    result = { data: Decoder(bytes, fPort) };
   } else if (typeof Decode === "function") {
-    return { data: Decode(fPort, bytes, {}) };
+    result = { data: Decode(fPort, bytes, {}) };
+  } else {
+    throw new Error("the script defines none of decodeUplink(input), Decoder(bytes, port), Decode(fPort, bytes)");
   }
-  throw new Error("the script defines none of decodeUplink(input), Decoder(bytes, port), Decode(fPort, bytes)");
+  if (!normalize) return result;
+  if (typeof normalizeUplink !== "function") throw new Error("the script defines no normalizeUplink(input)");
+  if (result === null || typeof result !== "object" || (result.errors && result.errors.length) || result.data === undefined) {
+    return result;
+  }
+  var copy = result.data;
+  try { copy = JSON.parse(JSON.stringify(result.data)); } catch (e) {}
+  return { data: result.data, warnings: result.warnings, errors: result.errors, normalized: normalizeUplink({ data: copy }) };
 })
 "#;
+
+/// What one call decodes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Input<'a> {
+    pub bytes: &'a [u8],
+    pub f_port: Option<u8>,
+    /// Also run `normalizeUplink` (the device repository's normalized payload).
+    pub normalize: bool,
+}
 
 /// The limits of one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +77,7 @@ pub(crate) struct Limits {
 
 /// Evaluates `source` and, with `input` (payload, fPort), calls its entry point. `Ok` is the
 /// result as JSON text (`null` for a load without input).
-pub(crate) fn run(source: &str, input: Option<(&[u8], Option<u8>)>, limits: Limits) -> Result<String, String> {
+pub(crate) fn run(source: &str, input: Option<Input<'_>>, limits: Limits) -> Result<String, String> {
     let prepared = Prepared::new(source, limits)?;
     match input {
         Some(input) => prepared.call(input, limits.timeout),
@@ -78,6 +110,7 @@ impl Prepared {
         let context = Context::full(&runtime).map_err(|e| format!("cannot create a JavaScript context: {e}"))?;
         context.with(|ctx| {
             // Sloppy mode: repository codecs assign undeclared variables (`for (i = 0; ...)`).
+            ctx.eval::<(), _>(PRELUDE).map_err(|e| describe(&ctx, e))?;
             let mut options = EvalOptions::default();
             options.strict = false;
             ctx.eval_with_options::<(), _>(source, options).map_err(|e| describe(&ctx, e))
@@ -91,15 +124,15 @@ impl Prepared {
     }
 
     /// Calls the script's entry point within `timeout` from now; the engine is used up.
-    pub(crate) fn call(self, (bytes, f_port): (&[u8], Option<u8>), timeout: Duration) -> Result<String, String> {
+    pub(crate) fn call(self, input: Input<'_>, timeout: Duration) -> Result<String, String> {
         self.deadline.store(nanos(self.epoch.elapsed() + timeout), Ordering::Relaxed);
         self.context.with(|ctx| {
             let adapter: Function = ctx.eval(ADAPTER).map_err(|e| describe(&ctx, e))?;
-            let port: Value = match f_port {
+            let port: Value = match input.f_port {
                 Some(p) => Value::new_int(ctx.clone(), i32::from(p)),
                 None => Value::new_undefined(ctx.clone()),
             };
-            let value: Value = adapter.call((bytes.to_vec(), port)).map_err(|e| describe(&ctx, e))?;
+            let value: Value = adapter.call((input.bytes.to_vec(), port, input.normalize)).map_err(|e| describe(&ctx, e))?;
             let mut budget = Budget { values: 0, bytes: 0 };
             let json = to_json(&ctx, &value, 0, &mut budget)?.unwrap_or(serde_json::Value::Null);
             Ok(json.to_string())
@@ -219,7 +252,7 @@ mod tests {
     const L: Limits = Limits { timeout: Duration::from_millis(100), memory_bytes: 8 << 20 };
 
     fn call(src: &str, bytes: &[u8], port: Option<u8>) -> Result<String, String> {
-        run(src, Some((bytes, port)), L)
+        run(src, Some(Input { bytes, f_port: port, normalize: false }), L)
     }
 
     #[test]
@@ -236,7 +269,8 @@ mod tests {
     fn interruptible_hostile_scripts_fail_their_call() {
         let t = Limits { timeout: Duration::from_millis(20), ..L };
         let started = Instant::now();
-        let e = run("function decodeUplink(input) { for (;;) {} }", Some((&[], None)), t);
+        let e =
+            run("function decodeUplink(input) { for (;;) {} }", Some(Input { bytes: &[], f_port: None, normalize: false }), t);
         assert_eq!(e.unwrap_err(), "the script ran past its time limit");
         assert!(started.elapsed() < Duration::from_secs(2));
         // Not here: a script that exhausts its heap can crash the engine (a segmentation fault
@@ -277,6 +311,25 @@ mod tests {
         assert_eq!(call(src, &[5], Some(1)).unwrap(), r#"{"data":{"s":"5","v":"21.5"}}"#);
     }
 
+    #[test]
+    fn normalize_recv_time_and_console_as_repository_codecs_use_them() {
+        let src = "console.log('loaded'); function decodeUplink(input) { console.warn('x'); return { data: { t: input.bytes[0], ok: input.recvTime instanceof Date && input.recvTime.getTime() > 0 } }; }\n\
+                   function normalizeUplink(input) { input.data.t = -1; return { data: [{ air: { temperature: input.data.t } }], warnings: ['n'] }; }";
+        let normalized = run(src, Some(Input { bytes: &[7], f_port: Some(1), normalize: true }), L).unwrap();
+        // normalizeUplink gets a copy: what it changes is not in the decoded data.
+        assert_eq!(
+            normalized,
+            r#"{"data":{"ok":true,"t":7},"normalized":{"data":[{"air":{"temperature":-1}}],"warnings":["n"]}}"#
+        );
+        assert_eq!(call(src, &[7], Some(1)).unwrap(), r#"{"data":{"ok":true,"t":7}}"#);
+        let no_normalize = "function decodeUplink(input) { return { data: {} }; }";
+        let e = run(no_normalize, Some(Input { bytes: &[], f_port: None, normalize: true }), L).unwrap_err();
+        assert!(e.contains("no normalizeUplink"), "{e}");
+        // Errors from decodeUplink are returned as they are, without calling normalizeUplink.
+        let failing = "function decodeUplink() { return { errors: ['bad'] }; } function normalizeUplink() { throw 'never'; }";
+        assert_eq!(run(failing, Some(Input { bytes: &[], f_port: None, normalize: true }), L).unwrap(), r#"{"errors":["bad"]}"#);
+    }
+
     /// Prints what a call costs (run with `--nocapture`, in release for real numbers; with
     /// `MESSNETZ_CODEC_WORKER` naming a messnetz binary, also through a worker process).
     #[test]
@@ -299,9 +352,15 @@ mod tests {
             call(src, &[0xCB, 0xF6, 0x0B, 0x0D], Some(2)).unwrap();
         });
         let key = super::super::protocol::script_key(src);
-        super::super::pool::run(&key, src, Some((&[0xCB], Some(2))), L).unwrap();
+        super::super::pool::run(&key, src, Some(Input { bytes: &[0xCB], f_port: Some(2), normalize: false }), L).unwrap();
         let pooled = per_call(&|| {
-            super::super::pool::run(&key, src, Some((&[0xCB, 0xF6, 0x0B, 0x0D], Some(2))), L).unwrap();
+            super::super::pool::run(
+                &key,
+                src,
+                Some(Input { bytes: &[0xCB, 0xF6, 0x0B, 0x0D], f_port: Some(2), normalize: false }),
+                L,
+            )
+            .unwrap();
         });
         // Uplinks spaced apart, as a sensor network sends them: the worker has the next
         // engine ready (in process, there is no worker to prepare it).
@@ -309,7 +368,13 @@ mod tests {
         for _ in 0..n {
             std::thread::sleep(Duration::from_millis(2));
             let started = Instant::now();
-            super::super::pool::run(&key, src, Some((&[0xCB, 0xF6, 0x0B, 0x0D], Some(2))), L).unwrap();
+            super::super::pool::run(
+                &key,
+                src,
+                Some(Input { bytes: &[0xCB, 0xF6, 0x0B, 0x0D], f_port: Some(2), normalize: false }),
+                L,
+            )
+            .unwrap();
             spaced += started.elapsed();
         }
         eprintln!(

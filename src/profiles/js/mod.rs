@@ -33,7 +33,7 @@ use std::time::Duration;
 use super::decode::json::{compile_pointer_fields, map_json, JsonField};
 use super::decode::types::{DecodeError, Decoded, Issues};
 use super::format::LayoutSpec;
-use engine::Limits;
+use engine::{Input, Limits};
 pub use pool::{set_worker_program, WORKER_ENV};
 use protocol::ScriptKey;
 
@@ -63,6 +63,8 @@ pub(crate) struct JsLayout {
     source: String,
     key: ScriptKey,
     limits: Limits,
+    /// Map the output of `normalizeUplink` instead of `decodeUplink`'s `data`.
+    normalize: bool,
 }
 
 impl JsLayout {
@@ -72,22 +74,30 @@ impl JsLayout {
     }
 
     pub fn decode(&self, f_port: Option<u8>, bytes: &[u8]) -> Result<Decoded, DecodeError> {
-        let text =
-            pool::run(&self.key, &self.source, Some((bytes, f_port)), self.limits).map_err(|e| DecodeError::Codec(clip(e)))?;
+        let input = Input { bytes, f_port, normalize: self.normalize };
+        let text = pool::run(&self.key, &self.source, Some(input), self.limits).map_err(|e| DecodeError::Codec(clip(e)))?;
         let result: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| DecodeError::Codec(format!("the script's result is not JSON: {e}")))?;
         let mut out = Decoded::default();
-        if let Some(errors) = result.get("errors").and_then(|e| e.as_array()).filter(|e| !e.is_empty()) {
-            let list: Vec<String> = errors.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect();
-            return Err(DecodeError::Codec(clip(list.join("; "))));
-        }
-        if let Some(warnings) = result.get("warnings").and_then(|w| w.as_array()) {
-            out.warnings.extend(
-                warnings.iter().take(MAX_WARNINGS).map(|w| clip(w.as_str().map_or_else(|| w.to_string(), str::to_owned))),
-            );
-        }
-        let Some(data) = result.get("data").filter(|d| d.is_object() || d.is_array()) else {
-            return Err(DecodeError::Codec("the script returned no `data` object".to_owned()));
+        let data = checked_data(&result, "", &mut out)?;
+        let data = if self.normalize {
+            let Some(normalized) = result.get("normalized") else {
+                return Err(DecodeError::Codec("normalizeUplink returned nothing".to_owned()));
+            };
+            match checked_data(normalized, "normalizeUplink: ", &mut out)? {
+                serde_json::Value::Array(measurements) => {
+                    if measurements.len() > 1 {
+                        out.warnings
+                            .push(format!("normalizeUplink returned {} measurements; the first is used", measurements.len()));
+                    }
+                    measurements
+                        .first()
+                        .ok_or_else(|| DecodeError::Codec("normalizeUplink returned no measurement".to_owned()))?
+                }
+                object => object,
+            }
+        } else {
+            data
         };
         out.values.reserve(self.fields.len());
         map_json(&self.fields, data, true, &mut out)?;
@@ -152,8 +162,63 @@ impl JsLayout {
             issues.push(span, format!("{path}.script"), m);
             return None;
         }
-        Some(JsLayout { fields, source, key, limits })
+        Some(JsLayout { fields, source, key, limits, normalize: spec.normalize.unwrap_or(false) })
     }
+}
+
+/// The `data` of a codec's result (`{data, warnings, errors}`), after its `errors` (which fail
+/// the uplink, their texts after `prefix`) and with its warnings added to `out`.
+fn checked_data<'a>(
+    result: &'a serde_json::Value,
+    prefix: &str,
+    out: &mut Decoded,
+) -> Result<&'a serde_json::Value, DecodeError> {
+    if let Some(errors) = result.get("errors").and_then(|e| e.as_array()).filter(|e| !e.is_empty()) {
+        let list: Vec<String> = errors.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect();
+        return Err(DecodeError::Codec(clip(format!("{prefix}{}", list.join("; ")))));
+    }
+    if let Some(warnings) = result.get("warnings").and_then(|w| w.as_array()) {
+        let room = MAX_WARNINGS.saturating_sub(out.warnings.len());
+        out.warnings.extend(
+            warnings
+                .iter()
+                .take(room)
+                .map(|w| clip(format!("{prefix}{}", w.as_str().map_or_else(|| w.to_string(), str::to_owned)))),
+        );
+    }
+    result
+        .get("data")
+        .filter(|d| d.is_object() || d.is_array())
+        .ok_or_else(|| DecodeError::Codec(format!("{prefix}the script returned no `data` object")))
+}
+
+/// One call of a codec script as it is, for tools that compare its whole result with the
+/// vendor's (the device-repository import): the result of `decodeUplink` as JSON, with
+/// `normalized` holding that of `normalizeUplink` when `normalize` is set. Runs in a codec
+/// worker with the default limits; `Err` is what the script threw or which limit it broke.
+pub fn run_codec(source: &str, f_port: Option<u8>, bytes: &[u8], normalize: bool) -> Result<serde_json::Value, String> {
+    if source.len() > MAX_SCRIPT_BYTES {
+        return Err(format!("the script has {} bytes; at most {MAX_SCRIPT_BYTES}", source.len()));
+    }
+    let limits = default_limits();
+    let key = protocol::script_key(source);
+    let text = pool::run(&key, source, Some(Input { bytes, f_port, normalize }), limits).map_err(clip)?;
+    serde_json::from_str(&text).map_err(|e| format!("the script's result is not JSON: {e}"))
+}
+
+/// Evaluates a codec script without calling it: `Err` for a syntax error or a throw at load.
+pub fn check_codec(source: &str) -> Result<(), String> {
+    if source.len() > MAX_SCRIPT_BYTES {
+        return Err(format!("the script has {} bytes; at most {MAX_SCRIPT_BYTES}", source.len()));
+    }
+    pool::run(&protocol::script_key(source), source, None, default_limits()).map(drop).map_err(clip)
+}
+
+/// The largest script a profile may run, in bytes.
+pub const MAX_SCRIPT_SIZE: usize = MAX_SCRIPT_BYTES;
+
+fn default_limits() -> Limits {
+    Limits { timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS), memory_bytes: DEFAULT_MEMORY_KIB * 1024 }
 }
 
 #[cfg(test)]
@@ -209,6 +274,52 @@ error = "codec: too short"
         assert_eq!(d.values.len(), 1);
         assert_eq!(d.warnings, ["relative_humidity: no value at JSON pointer /env/humidity"]);
         assert!(matches!(p.decode_bytes(Some(2), &[0]), Err(DecodeError::NoLayoutForPort { .. })));
+    }
+
+    #[test]
+    fn a_normalizing_codec_maps_the_normalized_payload() {
+        let text = r#"
+id = "acme-n1"
+vendor = "Acme"
+model = "N1"
+reference = "Acme N1 codec"
+
+[[layouts]]
+kind = "javascript"
+normalize = true
+script = '''
+function decodeUplink(input) {
+  if (input.bytes[0] === 0) return { errors: ["empty"] };
+  return { data: { t: input.bytes[0] / 2 }, warnings: ["from decode"] };
+}
+function normalizeUplink(input) {
+  if (input.data.t > 100) return { errors: ["too hot"] };
+  var m = { air: { temperature: input.data.t } };
+  return { data: input.data.t > 50 ? [m, { air: { temperature: 0 } }] : m };
+}
+'''
+
+[[layouts.fields]]
+quantity = "air_temperature"
+pointer = "/air/temperature"
+
+[[examples]]
+fport = 1
+payload_hex = "2B"
+readings = [{ quantity = "air_temperature", value = 21.5 }]
+warnings = ["from decode"]
+"#;
+        let p = Profile::from_toml(Path::new("acme-n1.toml"), text).unwrap();
+        assert_eq!(p.check_examples(), vec![]);
+        let d = p.decode_bytes(Some(1), &[0x7A]).unwrap();
+        assert_eq!(d.values[0].value, 61.0);
+        assert!(d.warnings.iter().any(|w| w == "normalizeUplink returned 2 measurements; the first is used"), "{:?}", d.warnings);
+        assert_eq!(p.decode_bytes(Some(1), &[0xFA]).unwrap_err(), DecodeError::Codec("normalizeUplink: too hot".to_owned()));
+        assert_eq!(p.decode_bytes(Some(1), &[0]).unwrap_err(), DecodeError::Codec("empty".to_owned()));
+        // Without `normalize`, the same pointer looks into decodeUplink's data and finds nothing.
+        let p = Profile::from_toml(Path::new("acme-n1.toml"), &text.replace("normalize = true\n", "")).unwrap();
+        let mismatches = p.check_examples();
+        assert!(mismatches[0].message.contains("not decoded"), "{mismatches:?}");
     }
 
     #[test]

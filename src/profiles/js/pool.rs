@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::engine::Limits;
+use super::engine::{Input, Limits};
 use super::protocol::{read_frame, write_frame, Request, Response, ScriptKey, HELLO};
 use super::worker::PARENT_ENV;
 
@@ -65,7 +65,7 @@ fn program() -> &'static Option<PathBuf> {
 
 /// Runs one call: evaluates the script (`key` is [`super::protocol::script_key`] of `source`)
 /// and, given `input`, calls its entry point. `Ok` is the result as JSON text.
-pub(crate) fn run(key: &ScriptKey, source: &str, input: Option<(&[u8], Option<u8>)>, limits: Limits) -> Result<String, String> {
+pub(crate) fn run(key: &ScriptKey, source: &str, input: Option<Input<'_>>, limits: Limits) -> Result<String, String> {
     let Some(program) = program() else {
         return super::engine::run(source, input, limits);
     };
@@ -83,7 +83,8 @@ pub(crate) fn run(key: &ScriptKey, source: &str, input: Option<(&[u8], Option<u8
     let mut request = Request {
         key: *key,
         source: None,
-        input: input.map(|(b, p)| (b.to_vec(), p)),
+        input: input.map(|i| (i.bytes.to_vec(), i.f_port)),
+        normalize: input.is_some_and(|i| i.normalize),
         timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
         memory_bytes: limits.memory_bytes,
     };

@@ -27,6 +27,9 @@ pub(crate) struct Request {
     pub source: Option<String>,
     /// The payload and the fPort; `None` only evaluates the script (a load-time check).
     pub input: Option<(Vec<u8>, Option<u8>)>,
+    /// Also call `normalizeUplink` on the decoded data ([`super::engine::Input::normalize`]).
+    #[serde(default)]
+    pub normalize: bool,
     pub timeout_ms: u64,
     pub memory_bytes: usize,
 }

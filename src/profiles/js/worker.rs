@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter};
 use std::time::Duration;
 
-use super::engine::{self, Limits, Prepared};
+use super::engine::{self, Input, Limits, Prepared};
 use super::protocol::{read_frame, write_frame, Request, Response, ScriptKey, HELLO};
 
 /// Set in a worker's environment: a program started as a worker never starts workers itself.
@@ -62,7 +62,8 @@ pub fn serve() -> u8 {
                             Some((key, p)) if key == request.key && p.memory_bytes() == limits.memory_bytes => Ok(p),
                             _ => Prepared::new(source, limits),
                         };
-                        prepared.and_then(|p| p.call((bytes, *port), limits.timeout))
+                        let input = Input { bytes, f_port: *port, normalize: request.normalize };
+                        prepared.and_then(|p| p.call(input, limits.timeout))
                     }
                 };
                 match result {
