@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn accept_picks_the_syntax_by_weight_and_specificity() {
-        let syntax = |a: Option<&str>| negotiate(a).map(|(s, ct)| (s, ct));
+        let syntax = negotiate;
         assert_eq!(syntax(None), Some((Syntax::JsonLd, "application/ld+json")));
         assert_eq!(syntax(Some("*/*")), Some((Syntax::JsonLd, "application/ld+json")));
         assert_eq!(syntax(Some("text/turtle")), Some((Syntax::Turtle, "text/turtle; charset=utf-8")));

@@ -130,7 +130,7 @@ impl Default for OpenDataSettings {
             contributor_id: "musterstadt".into(),
             language: "DEU".into(),
             update_frequency: "UPDATE_CONT".into(),
-            issued: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("a valid date"),
+            issued: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
             catalog_page_size: 100,
             bbox_padding_m: 50.0,
             district_licence: "dl-by-de/2.0".into(),

@@ -137,6 +137,16 @@ pub struct PageUrls {
 }
 
 impl PageUrls {
+    /// Page `n` with its number in the URL, also for page 1: the name of the page itself
+    /// (the bare catalogue URL names the catalogue).
+    pub fn numbered(&self, n: usize) -> String {
+        match self.keep.is_empty() {
+            true => format!("{}?page={n}", self.catalog),
+            false => format!("{}?page={n}&{}", self.catalog, self.keep),
+        }
+    }
+
+    /// Where page `n` is linked: the first page at the catalogue URL.
     pub fn page(&self, n: usize) -> String {
         match (n, self.keep.is_empty()) {
             (1, true) => self.catalog.clone(),
@@ -207,7 +217,7 @@ pub fn catalog_page<E>(
         .iri(v::ENDPOINT_URL, base.clone())
         .iri(v::ENDPOINT_DESCRIPTION, format!("{base}/openapi.json"))
         .iri(v::LICENSE, district_licence);
-    let mut view = Node::named(paging.urls.page(paging.page), &[v::PAGED])
+    let mut view = Node::named(paging.urls.numbered(paging.page), &[v::PAGED])
         .typed(v::TOTAL, paging.total.to_string(), XSD_INTEGER)
         .typed(v::PER_PAGE, paging.per_page.to_string(), XSD_INTEGER)
         .iri(v::FIRST, paging.urls.page(1))
@@ -467,13 +477,15 @@ mod tests {
             "[[device]]\nid = \"d\"\nname = \"D\"\nprofile = \"p\"\nlat = {lat}\nlon = {lon}\ndistrict = \"Mitte\"\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n"
         );
         let registry = crate::devices::DeviceRegistry::parse(std::path::Path::new("d.toml"), &text, |_| true).unwrap();
-        registry.iter().next().unwrap().clone()
+        let first = registry.iter().next().unwrap().clone();
+        first
     }
 
     #[test]
     fn a_one_device_district_gets_an_area_not_a_point() {
+        // 50 m is 0.000449° of latitude, and 0.000673° of longitude at 48.1° N.
         let b = bbox(&[device(48.1, 11.5)], 50.0);
-        assert_eq!(b, "POLYGON((11.4993292 48.0995508, 11.5006708 48.0995508, 11.5006708 48.1004492, 11.4993292 48.1004492, 11.4993292 48.0995508))");
+        assert_eq!(b, "POLYGON((11.4993274 48.0995508, 11.5006726 48.0995508, 11.5006726 48.1004492, 11.4993274 48.1004492, 11.4993274 48.0995508))");
         // At the edge of the map the box is cut, never beyond ±180/±90.
         let b = bbox(&[device(90.0, 180.0)], 50.0);
         assert!(b.contains("180 90") && !b.contains("180.0"), "{b}");
@@ -486,5 +498,6 @@ mod tests {
         let u = PageUrls { catalog: "https://x/v1/catalog".into(), keep: "format=ttl&lang=en".into() };
         assert_eq!(u.page(1), "https://x/v1/catalog?format=ttl&lang=en");
         assert_eq!(u.page(2), "https://x/v1/catalog?page=2&format=ttl&lang=en");
+        assert_eq!(u.numbered(1), "https://x/v1/catalog?page=1&format=ttl&lang=en");
     }
 }

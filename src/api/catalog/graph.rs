@@ -182,7 +182,7 @@ mod tests {
         let text: Vec<String> = triples.iter().map(|t| t.to_string()).collect();
         assert_eq!(text.iter().filter(|t| t.contains("foaf/0.1/name")).count(), 1, "{text:#?}");
         assert!(text.iter().any(|t| t.starts_with("_:b0 ")) && text.iter().any(|t| t.starts_with("_:b1 ")), "{text:#?}");
-        assert_eq!(triples.len(), 7, "{text:#?}");
+        assert_eq!(triples.len(), 8, "{text:#?}");
     }
 
     #[test]
