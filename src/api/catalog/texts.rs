@@ -75,8 +75,11 @@ impl Texts {
     pub fn district_description(self, q: Quantity, district: &str, sensors: usize) -> String {
         match self.0 {
             TextLanguage::De => format!(
-                "Stündliche Anzahl, Mittel, Minimum, Maximum und letzter Wert der Messgröße {} ({}, Einheit {}) über die {sensors} offenen Sensoren des Stadtteils {district}; von der Qualitätskontrolle als fehlerhaft markierte Messwerte sind ausgenommen. 10-Minuten- und Tageswerte: interval= in der URL ändern.",
-                self.quantity(q), q.name(), q.unit()
+                "Stündliche Anzahl, Mittel, Minimum, Maximum und letzter Wert der Messgröße {} ({}, Einheit {}) über {} des Stadtteils {district}; von der Qualitätskontrolle als fehlerhaft markierte Messwerte sind ausgenommen. 10-Minuten- und Tageswerte: interval= in der URL ändern.",
+                self.quantity(q),
+                q.name(),
+                q.unit(),
+                if sensors == 1 { "den einen offenen Sensor".to_owned() } else { format!("die {sensors} offenen Sensoren") }
             ),
             TextLanguage::En => format!(
                 "Hourly count, mean, minimum, maximum and last value of {} ({}, unit {}) over the {sensors} open sensor(s) of district {district}; readings flagged bad by quality control are excluded. 10-minute and daily windows: change interval= in the URL.",
@@ -157,5 +160,7 @@ mod tests {
         let q = Quantity::by_name("air_temperature").unwrap();
         assert_eq!(de.district_title(q, "Altstadt"), "Lufttemperatur im Stadtteil Altstadt, stündlich");
         assert_eq!(Texts(TextLanguage::En).device_title(q, "Rathaus"), "Air temperature at Rathaus");
+        assert!(de.district_description(q, "Altstadt", 1).contains("über den einen offenen Sensor des Stadtteils Altstadt"));
+        assert!(de.district_description(q, "Altstadt", 3).contains("über die 3 offenen Sensoren des Stadtteils Altstadt"));
     }
 }
