@@ -43,6 +43,9 @@ fn main() {
         })
         .unwrap_or_default();
     println!("machine: {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    // Other builds on a shared 2-core machine show in the latencies; the load says how much.
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ");
+    println!("load average at start: {}", load());
 
     let dir = tempfile::tempdir().unwrap();
     let devices_file = dir.path().join("devices.toml");
@@ -158,6 +161,7 @@ fn main() {
             }
         }
     });
+    println!("\nload average at the end: {}", load());
     let _ = gateway.kill();
     let _ = gateway.wait();
 }

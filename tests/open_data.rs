@@ -116,7 +116,11 @@ async fn the_demo_catalogue_has_no_shacl_violations_in_any_syntax_or_language() 
             assert_eq!(headers["content-type"], content_type, "{url} ({accept})");
             assert!(headers["vary"].contains("accept"), "{headers:?}");
             assert!(headers["link"].contains("rel=\"license\""), "{headers:?}");
-            assert_no_violations(&format!("demo catalogue {url} ({accept})"), &body, file, format);
+            // Each syntax validated in both languages, once asked by Accept, once by ?format=
+            // (validation is the slow part).
+            if query.is_empty() == lang.is_empty() {
+                assert_no_violations(&format!("demo catalogue {url} ({accept})"), &body, file, format);
+            }
         }
     }
 
