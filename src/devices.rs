@@ -176,6 +176,9 @@ impl DeviceRegistry {
             if !(-90.0..=90.0).contains(&device.lat) || !(-180.0..=180.0).contains(&device.lon) {
                 invalid(format!("lat/lon: ({}, {}) is not a position on Earth", device.lat, device.lon));
             }
+            if let Some(why) = crate::model::licence_problem(&device.licence) {
+                invalid(format!("licence: {why}"));
+            }
             if registry.by_id.contains_key(&device.id) {
                 invalid("id: used by an earlier device".into());
             }

@@ -270,15 +270,31 @@ impl fmt::Debug for Escaped<'_> {
     }
 }
 
-/// The DCAT-AP.de URI of a licence code used in device files and settings.
+/// The licence codes a device file or `open_data.district_licence` may name: open licences
+/// of the DCAT-AP.de licence vocabulary (http://dcat-ap.de/def/licenses/CODE).
+pub const LICENCE_CODES: [&str; 5] = ["dl-by-de/2.0", "dl-zero-de/2.0", "cc-by/4.0", "cc-by-sa/4.0", "cc-zero"];
+
+/// The DCAT-AP.de URI of a licence code used in device files and settings; `None` for a code
+/// outside the vocabulary, which `check` and loading refuse.
 pub fn licence_uri(code: &str) -> Option<&'static str> {
     match code {
         "dl-by-de/2.0" => Some("http://dcat-ap.de/def/licenses/dl-by-de/2.0"),
         "dl-zero-de/2.0" => Some("http://dcat-ap.de/def/licenses/dl-zero-de/2.0"),
         "cc-by/4.0" => Some("http://dcat-ap.de/def/licenses/cc-by/4.0"),
+        "cc-by-sa/4.0" => Some("http://dcat-ap.de/def/licenses/cc-by-sa/4.0"),
         "cc-zero" => Some("http://dcat-ap.de/def/licenses/cc-zero"),
         _ => None,
     }
+}
+
+/// Why a licence code is refused, naming the codes that are accepted.
+pub fn licence_problem(code: &str) -> Option<String> {
+    licence_uri(code).is_none().then(|| {
+        format!(
+            "{code:?} is not in the DCAT-AP.de licence vocabulary (http://dcat-ap.de/def/licenses/); expected one of {}",
+            LICENCE_CODES.join(", ")
+        )
+    })
 }
 
 #[cfg(test)]

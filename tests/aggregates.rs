@@ -234,7 +234,7 @@ async fn aggregates_match_an_independent_calculation_and_hide_internal_devices()
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     assert_eq!(
         reader.headers().unwrap().iter().collect::<Vec<_>>(),
-        ["start", "count", "excluded", "mean", "min", "max", "last"]
+        ["start", "count", "excluded", "mean", "min", "max", "last", "unit"]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     let want = expected(&plan, &["mitte-1", "mitte-2"], 60);

@@ -53,6 +53,50 @@ fn check_fails_on_a_device_with_an_unknown_profile() {
 }
 
 #[test]
+fn check_refuses_a_licence_outside_the_dcat_ap_de_vocabulary() {
+    let dir = tempfile::tempdir().unwrap();
+    let devices = dir.path().join("devices.toml");
+    let demo = std::fs::read_to_string(format!("{MANIFEST_DIR}/demo/devices.toml")).unwrap();
+    // A non-commercial licence is not open data, and not in the vocabulary; it would have been
+    // published as a bare, unknown IRI.
+    std::fs::write(&devices, demo.replacen("licence = \"dl-zero-de/2.0\"", "licence = \"cc-by-nc/4.0\"", 1)).unwrap();
+    let out = messnetz(&["check"], Some(&format!("[devices]\nfile = \"{}\"\n", devices.display())));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("device[1] (demo-lht65-park): licence: \"cc-by-nc/4.0\" is not in the DCAT-AP.de licence vocabulary"),
+        "{err}"
+    );
+    assert!(err.contains("dl-by-de/2.0, dl-zero-de/2.0, cc-by/4.0, cc-by-sa/4.0, cc-zero"), "{err}");
+    // The district licence too, as a configuration error with its key.
+    let out = messnetz(&["check"], Some("[open_data]\ndistrict_licence = \"odbl-1.0\"\n"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("open_data.district_licence") && err.contains("DCAT-AP.de licence vocabulary"), "{err}");
+}
+
+#[test]
+fn check_names_each_bad_open_data_setting() {
+    let out = messnetz(
+        &["check"],
+        Some("[open_data]\nmunicipality_key = \"0916\"\ncontributor_id = \"a b\"\nlanguage = \"de\"\nupdate_frequency = \"often\"\ncontact_email = \"mailto:x@example.org\"\ncatalog_page_size = 0\ncors_origins = [\"https://a.example.org/path\"]\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    for key in [
+        "open_data.municipality_key",
+        "open_data.contributor_id",
+        "open_data.language",
+        "open_data.update_frequency",
+        "open_data.contact_email",
+        "open_data.catalog_page_size",
+        "open_data.cors_origins[0]",
+    ] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+}
+
+#[test]
 fn config_default_prints_a_file_that_loads() {
     let out = messnetz(&["config", "default"], None);
     assert!(out.status.success());

@@ -390,7 +390,11 @@ async fn every_documented_route_answers_with_a_documented_status() {
             let mut query = Vec::new();
             for p in operation["parameters"].as_array().into_iter().flatten() {
                 let name = p["name"].as_str().unwrap();
-                let value = examples.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+                // The catalogue's format is a syntax, not json/csv.
+                let value = match (path.as_str(), name) {
+                    ("/v1/catalog", "format") => Some("ttl"),
+                    _ => examples.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
+                };
                 match (p["in"].as_str(), value) {
                     (Some("path"), Some(v)) => uri = uri.replace(&format!("{{{name}}}"), v),
                     (Some("query"), Some(v)) => query.push(format!("{name}={v}")),
@@ -686,12 +690,12 @@ async fn aggregates_of_a_device_and_a_district_as_json_and_csv() {
     assert_eq!(csv.status, StatusCode::OK);
     assert_eq!(csv.header(header::CONTENT_TYPE), Some("text/csv; charset=utf-8"));
     assert!(csv.all(header::LINK).contains("rel=\"license\""));
-    assert_eq!(csv.text(), "start,count,excluded,mean,min,max,last\n2026-11-25T09:00:00Z,5,1,16.66,0.3,21.5,0.3\n");
+    assert_eq!(csv.text(), "start,count,excluded,mean,min,max,last,unit\n2026-11-25T09:00:00Z,5,1,16.66,0.3,21.5,0.3,Cel\n");
     // A window of only excluded readings has empty cells, not NaN or infinity.
     let only_bad = f
         .get("/v1/aggregates?device=demo-lht65&quantity=air_temperature&interval=10m&from=2026-11-25T09:50:00Z&to=2026-11-25T10:00:00Z&format=csv")
         .await;
-    assert_eq!(only_bad.text(), "start,count,excluded,mean,min,max,last\n2026-11-25T09:50:00Z,0,1,,,,\n");
+    assert_eq!(only_bad.text(), "start,count,excluded,mean,min,max,last,unit\n2026-11-25T09:50:00Z,0,1,,,,,Cel\n");
 }
 
 #[tokio::test]
@@ -783,7 +787,8 @@ async fn the_catalogue_describes_open_datasets_with_licences_and_coverage() {
     );
     let distributions = device["dcat:distribution"].as_array().unwrap();
     assert_eq!(distributions.len(), 3);
-    assert_eq!(distributions[1]["dcat:mediaType"], "text/csv");
+    // DCAT-AP.de 3.0: the media type is an IANA IRI, not a literal.
+    assert_eq!(distributions[1]["dcat:mediaType"]["@id"], "https://www.iana.org/assignments/media-types/text/csv");
     assert_eq!(
         distributions[1]["dcat:accessURL"]["@id"],
         format!("{BASE}/v1/readings?device=demo-lht65&quantity=air_temperature&format=csv")

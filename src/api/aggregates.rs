@@ -9,7 +9,7 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use super::{error::ApiError, licence_link, licence_uri, open_device, parse_time, rfc3339, round, AppState};
+use super::{download_as, error::ApiError, licence_link, licence_uri, open_device, parse_time, rfc3339, round, AppState};
 use crate::aggregates::{Interval, Scope};
 use crate::devices::Visibility;
 use crate::model::Quantity;
@@ -110,12 +110,13 @@ pub async fn aggregates(State(state): State<AppState>, Query(pairs): Query<Vec<(
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     let opt = |v: f64, count: u64| if count > 0 { Some(round(v)) } else { None };
     let mut response = if q.csv {
-        let mut body = String::from("start,count,excluded,mean,min,max,last\n");
+        // The unit on every row, as in the readings CSV: a row read alone still says what it is.
+        let mut body = String::from("start,count,excluded,mean,min,max,last,unit\n");
         let cell = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
         for (start, w) in &windows {
             let _ = writeln!(
                 body,
-                "{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{}",
                 rfc3339(*start),
                 w.count,
                 w.excluded,
@@ -123,9 +124,19 @@ pub async fn aggregates(State(state): State<AppState>, Query(pairs): Query<Vec<(
                 cell(opt(w.min, w.count)),
                 cell(opt(w.max, w.count)),
                 cell(opt(w.last, w.count)),
+                q.quantity.unit(),
             );
         }
-        ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+        let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response();
+        let who = match &q.scope {
+            Scope::Device(id) => id.clone(),
+            Scope::District(z) => z.clone(),
+        };
+        download_as(
+            &mut response,
+            &format!("{who}_{}_{}_{}.csv", q.quantity.name(), q.interval.as_str(), from.format("%Y%m%dT%H%M%SZ")),
+        );
+        response
     } else {
         let points: Vec<_> = windows
             .iter()

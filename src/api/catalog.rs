@@ -1,224 +1,249 @@
-//! `/v1/catalog`: a DCAT-AP (DCAT-AP.de) catalogue in JSON-LD of the open datasets, for open-data portals to harvest.
+//! `/v1/catalog`: the DCAT-AP.de 3.0 catalogue of the open datasets, for open-data portals to
+//! harvest, in JSON-LD, Turtle or RDF/XML (by `Accept` or `?format=`), German or English
+//! (`?lang=`), in pages of `open_data.catalog_page_size` datasets (hydra:PagedCollection; the
+//! first page is the catalogue URL itself, so a harvester's configured URL never changes).
 //!
-//! One dataset per district and quantity (hourly aggregates of the district's open devices)
-//! and one per open device and quantity (its readings and aggregates). Each carries the
-//! mandatory DCAT-AP.de properties: title, description, publisher; each distribution an
-//! access URL and a licence URI, plus the attribution text where the licence requires one.
+//! The content is described in `catalog/dcat.rs`, held as a tree (`catalog/graph.rs`) and
+//! written by `catalog/syntax.rs`; docs/open-data.md is the reference.
+
+mod dcat;
+mod graph;
+mod syntax;
+mod texts;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use axum::extract::State;
-use axum::Json;
-use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
 
-use super::{error::ApiError, licence_uri, rfc3339, AppState};
-use crate::aggregates::{Interval, Scope};
+use super::{error::ApiError, licence_link, AppState};
+use crate::config::TextLanguage;
 use crate::devices::{Device, Visibility};
 use crate::model::Quantity;
+pub use syntax::Syntax;
 
-const ENVIRONMENT_THEME: &str = "http://publications.europa.eu/resource/authority/data-theme/ENVI";
+/// What a catalogue request asks for.
+#[derive(Debug, PartialEq)]
+struct CatalogQuery {
+    page: usize,
+    /// `?format=`, when given (it wins over `Accept`).
+    format: Option<Syntax>,
+    lang: Option<TextLanguage>,
+}
 
-/// Percent-encode a query value (district names have spaces and umlauts).
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+fn parse_query(pairs: &[(String, String)]) -> Result<CatalogQuery, ApiError> {
+    let bad = |m: String| ApiError::BadRequest(m);
+    let mut q = CatalogQuery { page: 1, format: None, lang: None };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "page" => {
+                q.page = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|p| *p >= 1)
+                    .ok_or_else(|| bad(format!("page: expected a whole number from 1, got {v:?}")))?
+            }
+            "format" => {
+                q.format = Some(match v.as_str() {
+                    "jsonld" => Syntax::JsonLd,
+                    "ttl" => Syntax::Turtle,
+                    "rdfxml" => Syntax::RdfXml,
+                    _ => return Err(bad(format!("format: expected jsonld, ttl or rdfxml, got {v:?}"))),
+                })
+            }
+            "lang" => {
+                q.lang = Some(match v.as_str() {
+                    "de" => TextLanguage::De,
+                    "en" => TextLanguage::En,
+                    _ => return Err(bad(format!("lang: expected de or en, got {v:?}"))),
+                })
+            }
+            _ => return Err(bad(format!("{k}: unknown parameter; expected page, format, lang"))),
         }
     }
-    out
+    Ok(q)
 }
 
-/// The span a temporal coverage may claim: from the earliest plausible measurement time to
-/// the end of the day after `now` (readings may be a few minutes ahead of the clock).
-fn plausible_span(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    (crate::quality::earliest_plausible(), day_start(now) + chrono::Duration::days(2))
+/// The syntax and `Content-Type` an `Accept` header asks for; `None` when it accepts none of
+/// them (a 406). No header, `*/*` or `application/*` get JSON-LD; `text/*` gets Turtle.
+fn negotiate(accept: Option<&str>) -> Option<(Syntax, &'static str)> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Some((Syntax::JsonLd, Syntax::JsonLd.media_type()));
+    };
+    // What the server offers, in its order of preference for equal weights.
+    const OFFERS: [(&str, Syntax, &str); 5] = [
+        ("application/ld+json", Syntax::JsonLd, "application/ld+json"),
+        ("application/json", Syntax::JsonLd, "application/json"),
+        ("text/turtle", Syntax::Turtle, "text/turtle; charset=utf-8"),
+        ("application/x-turtle", Syntax::Turtle, "text/turtle; charset=utf-8"),
+        ("application/rdf+xml", Syntax::RdfXml, "application/rdf+xml"),
+    ];
+    let ranges: Vec<(String, f32)> = accept
+        .split(',')
+        .filter_map(|part| {
+            let mut fields = part.split(';');
+            let range = fields.next()?.trim().to_ascii_lowercase();
+            let mut q = 1.0f32;
+            for f in fields {
+                if let Some(v) = f.trim().strip_prefix("q=").or_else(|| f.trim().strip_prefix("Q=")) {
+                    q = v.trim().parse().unwrap_or(0.0);
+                }
+            }
+            (!range.is_empty()).then_some((range, q))
+        })
+        .collect();
+    let mut best: Option<(f32, (Syntax, &'static str))> = None;
+    for (offer, syntax, content_type) in OFFERS {
+        let (kind, _) = offer.split_once('/').unwrap_or((offer, ""));
+        // The most specific range that names this offer decides its weight.
+        let weight = ranges
+            .iter()
+            .filter_map(|(r, q)| {
+                let specificity = if r == offer {
+                    3
+                } else if r.split_once('/').is_some_and(|(k, s)| k == kind && s == "*") {
+                    2
+                } else if r == "*/*" {
+                    1
+                } else {
+                    return None;
+                };
+                Some((specificity, *q))
+            })
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, q)| q);
+        // A wildcard picks the server's first choice of that kind, not an alias.
+        if let Some(w) = weight.filter(|w| *w > 0.0) {
+            if best.is_none_or(|(b, _)| w > b) {
+                best = Some((w, (syntax, content_type)));
+            }
+        }
+    }
+    best.map(|(_, chosen)| chosen)
 }
 
-fn day_start(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(Interval::Day.window_start(t.timestamp_millis())).unwrap_or(t)
-}
-
-/// Whole UTC days covering `[first, last]`, cut to `[floor, ceiling]`; `None` when nothing is left.
-fn clamp_days(
-    first: DateTime<Utc>,
-    last: DateTime<Utc>,
-    floor: DateTime<Utc>,
-    ceiling: DateTime<Utc>,
-) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let start = day_start(first).max(floor);
-    let end = day_start(last).checked_add_signed(chrono::Duration::days(1)).unwrap_or(ceiling).min(ceiling);
-    (start < end).then_some((start, end))
-}
-
-pub async fn catalog(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let devices = state.registry.devices();
+/// Each open device's quantities: its profile's and those derived from them.
+fn measured(state: &AppState, open: &[Arc<Device>]) -> BTreeMap<String, BTreeSet<Quantity>> {
     let profiles = state.registry.profiles();
-    let open: Vec<std::sync::Arc<Device>> = devices.iter().filter(|d| d.visibility == Visibility::Open).cloned().collect();
-    // What each open device measures: its profile's quantities and what is derived from them.
-    let mut measured: BTreeMap<String, BTreeSet<Quantity>> = BTreeMap::new();
-    for d in &open {
+    let mut out = BTreeMap::new();
+    for d in open {
         let mut qs: BTreeSet<Quantity> =
             profiles.get(&d.profile).map(|p| p.quantities().into_iter().collect()).unwrap_or_default();
         let has = |n: &str| Quantity::by_name(n).is_some_and(|q| qs.contains(&q));
         if has("air_temperature") && has("relative_humidity") {
             qs.extend(["dew_point_temperature", "heat_index"].iter().filter_map(|n| Quantity::by_name(n)));
         }
-        measured.insert(d.id.to_string(), qs);
+        out.insert(d.id.to_string(), qs);
     }
-    let store = state.store.clone();
+    out
+}
+
+pub async fn catalog(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let q = parse_query(&pairs)?;
+    let (syntax, content_type) = match q.format {
+        Some(s) => (s, s.media_type()),
+        None => negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())).ok_or_else(|| {
+            ApiError::NotAcceptable(
+                "the catalogue is served as application/ld+json (or application/json), text/turtle or application/rdf+xml; or choose with ?format=jsonld|ttl|rdfxml".into(),
+            )
+        })?,
+    };
     let od = state.open_data.clone();
-    let body = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
-        let base = &od.base_url;
-        let publisher = json!({ "@id": od.publisher_uri, "@type": "foaf:Agent", "foaf:name": od.publisher_name });
-        // Whole UTC days, from the first day with data to the end of the last, within real
-        // years: ingest stores no reading before 2000-01-01 or beyond `max_future_min`, but
-        // a store written by an older version may hold such times (year 0001 or 9999).
-        let (floor, ceiling) = plausible_span(Utc::now());
-        let extent = |scope: &Scope, q: Quantity| -> Result<Option<crate::store::Extent>, ApiError> {
-            Ok(store.extent(scope, q)?.and_then(|(first, last)| clamp_days(first, last, floor, ceiling)))
-        };
-        let distribution = |url: String, format: &str, media: &str, licence: &str| {
-            let mut d = json!({
-                "@type": "dcat:Distribution",
-                "dcat:accessURL": { "@id": url },
-                "dct:format": { "@id": format!("http://publications.europa.eu/resource/authority/file-type/{format}") },
-                "dcat:mediaType": media,
-                "dct:license": { "@id": licence_uri(licence).unwrap_or(licence) },
-            });
-            if licence.contains("by") && !licence.contains("zero") {
-                d["dcatde:licenseAttributionByText"] = json!(od.attribution);
-            }
-            d
-        };
-        let dataset = |id: String, title: String, description: String, keywords: Vec<String>, spatial: Value, temporal: Option<(DateTime<Utc>, DateTime<Utc>)>, distributions: Vec<Value>| {
-            let mut d = json!({
-                "@id": id,
-                "@type": "dcat:Dataset",
-                "dct:title": title,
-                "dct:description": description,
-                "dct:publisher": publisher,
-                "dcat:theme": { "@id": ENVIRONMENT_THEME },
-                "dcat:keyword": keywords,
-                "dct:spatial": spatial,
-                "dcat:distribution": distributions,
-            });
-            if let Some((start, end)) = temporal {
-                d["dct:temporal"] = json!({ "@type": "dct:PeriodOfTime", "dcat:startDate": rfc3339(start), "dcat:endDate": rfc3339(end) });
-            }
-            d
-        };
-        let bbox = |devices: &[&std::sync::Arc<Device>]| {
-            let (mut w, mut s, mut e, mut n) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
-            for d in devices {
-                w = w.min(d.lon);
-                e = e.max(d.lon);
-                s = s.min(d.lat);
-                n = n.max(d.lat);
-            }
-            json!({ "@type": "dct:Location", "dcat:bbox": format!("POLYGON(({w} {s}, {e} {s}, {e} {n}, {w} {n}, {w} {s}))") })
-        };
-        let mut datasets = Vec::new();
-        // Districts.
-        let mut districts: BTreeMap<&str, Vec<&std::sync::Arc<Device>>> = BTreeMap::new();
-        for d in &open {
-            districts.entry(d.district.as_str()).or_default().push(d);
-        }
-        for (district, members) in &districts {
-            let qs: BTreeSet<Quantity> = members.iter().flat_map(|d| measured[d.id.as_str()].iter().copied()).collect();
-            for q in qs {
-                let scope = Scope::District((*district).to_owned());
-                let url = format!("{base}/v1/aggregates?district={}&quantity={}&interval=1h", enc(district), q.name());
-                let lic = &od.district_licence;
-                datasets.push(dataset(
-                    format!("{base}/v1/catalog#district/{}/{}", enc(district), q.name()),
-                    format!("{} in {district}, hourly", q.name().replace('_', " ")),
-                    format!(
-                        "Hourly count, mean, minimum, maximum and last value of {} ({}) over the {} open sensor(s) of district {district}; readings flagged bad by quality control are excluded. 10-minute and daily windows: change interval= in the URL.",
-                        q.name(), q.unit(), members.len()
-                    ),
-                    vec![q.name().to_owned(), district.to_string(), "Stadtklima".into()],
-                    bbox(members),
-                    extent(&scope, q)?,
-                    vec![
-                        distribution(url.clone(), "JSON", "application/json", lic),
-                        distribution(format!("{url}&format=csv"), "CSV", "text/csv", lic),
-                    ],
-                ));
-            }
-        }
-        // Devices.
-        for d in &open {
-            for q in &measured[d.id.as_str()] {
-                let scope = Scope::Device(d.id.to_string());
-                let readings = format!("{base}/v1/readings?device={}&quantity={}", d.id, q.name());
-                let hourly = format!("{base}/v1/aggregates?device={}&quantity={}&interval=1h", d.id, q.name());
-                datasets.push(dataset(
-                    format!("{base}/v1/catalog#device/{}/{}", d.id, q.name()),
-                    format!("{} at {}", q.name().replace('_', " "), d.name),
-                    format!("Readings of {} ({}) from sensor {} ({}), district {}, with a quality flag each; and their hourly aggregates.", q.name(), q.unit(), d.id, d.name, d.district),
-                    vec![q.name().to_owned(), d.district.clone(), "Stadtklima".into()],
-                    json!({ "@type": "dct:Location", "locn:geometry": { "@type": "gsp:wktLiteral", "@value": format!("POINT({} {})", d.lon, d.lat) } }),
-                    extent(&scope, *q)?,
-                    vec![
-                        distribution(readings.clone(), "JSON", "application/json", &d.licence),
-                        distribution(format!("{readings}&format=csv"), "CSV", "text/csv", &d.licence),
-                        distribution(hourly, "JSON", "application/json", &d.licence),
-                    ],
-                ));
-            }
-        }
-        Ok(json!({
-            "@context": {
-                "dcat": "http://www.w3.org/ns/dcat#",
-                "dct": "http://purl.org/dc/terms/",
-                "foaf": "http://xmlns.com/foaf/0.1/",
-                "dcatde": "http://dcat-ap.de/def/dcatde/",
-                "locn": "http://www.w3.org/ns/locn#",
-                "gsp": "http://www.opengis.net/ont/geosparql#"
-            },
-            "@id": format!("{base}/v1/catalog"),
-            "@type": "dcat:Catalog",
-            "dct:title": od.catalog_title,
-            "dct:description": od.catalog_description,
-            "dct:publisher": publisher,
-            "dcat:service": [{
-                "@id": format!("{base}/openapi.json#service"),
-                "@type": "dcat:DataService",
-                "dct:title": format!("{} API", od.catalog_title),
-                "dct:publisher": publisher,
-                "dcat:endpointURL": { "@id": base },
-                "dcat:endpointDescription": { "@id": format!("{base}/openapi.json") },
-                "dct:license": { "@id": licence_uri(&od.district_licence).unwrap_or_default() },
-            }],
-            "dcat:dataset": datasets,
-        }))
+    let texts = texts::Texts(q.lang.unwrap_or(od.text_language));
+    let open: Vec<Arc<Device>> = state.registry.devices().iter().filter(|d| d.visibility == Visibility::Open).cloned().collect();
+    let entries = dcat::entries(&open, &measured(&state, &open));
+    let per_page = od.catalog_page_size;
+    let last_page = entries.len().div_ceil(per_page).max(1);
+    if q.page > last_page {
+        return Err(ApiError::NotFound(format!("page: the catalogue has {last_page} page(s) of {per_page} datasets")));
+    }
+    let mut keep = Vec::new();
+    if let Some(f) = q.format {
+        keep.push(format!("format={}", f.param()));
+    }
+    if let Some(l) = q.lang {
+        keep.push(format!("lang={}", l.tag()));
+    }
+    let paging = dcat::PageUrlsAndCounts {
+        page: q.page,
+        last_page,
+        total: entries.len(),
+        per_page,
+        urls: dcat::PageUrls { catalog: format!("{}/v1/catalog", od.base_url), keep: keep.join("&") },
+    };
+    let next = (q.page < last_page).then(|| paging.urls.page(q.page + 1));
+    let store = state.store.clone();
+    let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+        let start = (q.page - 1) * per_page;
+        let page = &entries[start..(start + per_page).min(entries.len())];
+        let tree = dcat::catalog_page(&od, texts, page, &paging, Utc::now(), |scope, quantity| {
+            Ok::<_, ApiError>(store.extent(scope, quantity)?)
+        })?;
+        syntax::write(&tree, syntax, &dcat::COERCED).map_err(|e| ApiError::Internal(e.to_string()))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(body))
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    // The same URL answers in three syntaxes: caches must key on Accept.
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("accept"));
+    licence_link(&mut response, &state.open_data.district_licence);
+    if let Some(next) = next {
+        if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            response.headers_mut().append(header::LINK, v);
+        }
+    }
+    Ok(response)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    fn q(pairs: &[(&str, &str)]) -> Result<CatalogQuery, ApiError> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        parse_query(&pairs)
     }
 
     #[test]
-    fn coverage_stays_within_real_years() {
-        let (floor, ceiling) = plausible_span(at("2026-11-30T06:00:00Z"));
-        assert_eq!((floor, ceiling), (at("2000-01-01T00:00:00Z"), at("2026-12-02T00:00:00Z")));
-        let got = clamp_days(at("2026-11-01T10:00:00Z"), at("2026-11-30T05:00:00Z"), floor, ceiling);
-        assert_eq!(got, Some((at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z"))));
-        let got = clamp_days(at("0001-01-01T00:00:00Z"), at("9999-12-31T23:59:59Z"), floor, ceiling);
-        assert_eq!(got, Some((floor, ceiling)));
-        assert_eq!(clamp_days(at("9999-12-31T00:00:00Z"), at("9999-12-31T00:00:00Z"), floor, ceiling), None);
-        assert_eq!(clamp_days(at("0001-01-01T00:00:00Z"), at("0001-01-02T00:00:00Z"), floor, ceiling), None);
+    fn each_bad_parameter_is_named() {
+        assert_eq!(q(&[]).unwrap(), CatalogQuery { page: 1, format: None, lang: None });
+        for (k, v) in [("page", "0"), ("page", "x"), ("format", "csv"), ("format", "json"), ("lang", "fr"), ("colour", "red")] {
+            let message = q(&[(k, v)]).unwrap_err().to_string();
+            assert!(message.starts_with(&format!("{k}:")), "{k}={v}: {message}");
+        }
+        assert_eq!(
+            q(&[("format", "ttl"), ("lang", "en"), ("page", "3")]).unwrap(),
+            CatalogQuery { page: 3, format: Some(Syntax::Turtle), lang: Some(TextLanguage::En) }
+        );
+    }
+
+    #[test]
+    fn accept_picks_the_syntax_by_weight_and_specificity() {
+        let syntax = negotiate;
+        assert_eq!(syntax(None), Some((Syntax::JsonLd, "application/ld+json")));
+        assert_eq!(syntax(Some("*/*")), Some((Syntax::JsonLd, "application/ld+json")));
+        assert_eq!(syntax(Some("text/turtle")), Some((Syntax::Turtle, "text/turtle; charset=utf-8")));
+        assert_eq!(syntax(Some("application/rdf+xml")), Some((Syntax::RdfXml, "application/rdf+xml")));
+        assert_eq!(syntax(Some("application/json")), Some((Syntax::JsonLd, "application/json")));
+        assert_eq!(syntax(Some("text/*")), Some((Syntax::Turtle, "text/turtle; charset=utf-8")));
+        assert_eq!(
+            syntax(Some("application/ld+json;q=0.5, text/turtle;q=0.9, */*;q=0.1")),
+            Some((Syntax::Turtle, "text/turtle; charset=utf-8"))
+        );
+        assert_eq!(syntax(Some("application/rdf+xml, application/ld+json;q=0")), Some((Syntax::RdfXml, "application/rdf+xml")));
+        // A browser's header: its */* gets the default.
+        assert_eq!(
+            syntax(Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")),
+            Some((Syntax::JsonLd, "application/ld+json"))
+        );
+        assert_eq!(syntax(Some("text/html")), None);
+        assert_eq!(syntax(Some("image/png, */*;q=0")), None);
     }
 }

@@ -1,11 +1,12 @@
 //! `/v1/devices` (the open catalogue) and `/v1/devices/{id}/latest` (newest value per quantity).
 
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{error::ApiError, open_device, rfc3339, round, AppState};
+use super::{error::ApiError, licence_link, open_device, rfc3339, round, AppState};
 
 #[derive(Serialize)]
 struct CatalogueEntry<'a> {
@@ -26,9 +27,11 @@ struct CatalogueEntry<'a> {
     stale: bool,
 }
 
-/// Every open device with its metadata and when it was last heard from.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Every open device with its metadata and when it was last heard from; a licence `Link`
+/// for each licence among them.
+pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let devices = state.registry.devices();
+    let licences = super::open_licences(&devices);
     let store = state.store.clone();
     let body = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let mut entries = Vec::new();
@@ -57,11 +60,15 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(body))
+    let mut response = Json(body).into_response();
+    for l in &licences {
+        licence_link(&mut response, l);
+    }
+    Ok(response)
 }
 
 /// The newest reading of each quantity of one open device.
-pub async fn latest(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn latest(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let device = open_device(&state, &id)?;
     let store = state.store.clone();
     let id = device.id.clone();
@@ -84,5 +91,7 @@ pub async fn latest(State(state): State<AppState>, Path(id): Path<String>) -> Re
     if device.source == crate::devices::Source::Citizen {
         body["source"] = json!(device.source.as_str());
     }
-    Ok(Json(body))
+    let mut response = Json(body).into_response();
+    licence_link(&mut response, &device.licence);
+    Ok(response)
 }

@@ -13,6 +13,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The `Accept` header names no representation the route has; the message lists them.
+    #[error("{0}")]
+    NotAcceptable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -28,6 +31,7 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::NotAcceptable(m) => (StatusCode::NOT_ACCEPTABLE, m),
             ApiError::Internal(cause) => {
                 tracing::error!(cause = %crate::model::Escaped(&cause), "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error; the cause is in the gateway's log".to_owned())

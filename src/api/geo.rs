@@ -1,14 +1,17 @@
 //! `/v1/latest`: a GeoJSON FeatureCollection of the open devices with their latest values, for maps.
 
 use axum::extract::State;
-use axum::Json;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use super::{error::ApiError, licence_uri, rfc3339, round, AppState};
+use super::{error::ApiError, licence_link, licence_uri, rfc3339, round, AppState};
 use crate::devices::Visibility;
 
-pub async fn latest(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Served as `application/geo+json` (RFC 7946), with a licence `Link` per licence on the map.
+pub async fn latest(State(state): State<AppState>) -> Result<Response, ApiError> {
     let devices = state.registry.devices();
+    let licences = super::open_licences(&devices);
     let store = state.store.clone();
     let features = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
         let mut features = Vec::new();
@@ -45,5 +48,11 @@ pub async fn latest(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(json!({ "type": "FeatureCollection", "features": features })))
+    let body = serde_json::to_vec(&json!({ "type": "FeatureCollection", "features": features }))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut response = ([(header::CONTENT_TYPE, "application/geo+json")], body).into_response();
+    for l in &licences {
+        licence_link(&mut response, l);
+    }
+    Ok(response)
 }

@@ -1,7 +1,8 @@
 //! The HTTP API (axum): `router(state)` with the open read-only routes, health and metrics.
 //!
 //! Open routes show only devices marked open; an internal device answers exactly like an
-//! unknown one. Open responses carry their licence, an ETag and Cache-Control.
+//! unknown one. Open responses carry their licence, an ETag and Cache-Control, answer CORS
+//! and are compressed by `Accept-Encoding` (`web.rs`); the operator API gets none of that.
 
 pub mod admin;
 mod aggregates;
@@ -16,6 +17,7 @@ pub mod page;
 mod readings;
 pub mod serve;
 pub mod sta;
+mod web;
 
 use std::sync::Arc;
 
@@ -67,15 +69,21 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/catalog", get(catalog::catalog))
         .route("/openapi.json", get(openapi))
         .merge(sta::router())
-        .layer(axum::middleware::from_fn(cache::etag));
-    Router::new()
-        .merge(admin::router(state.clone()))
-        .merge(citizens::router())
-        .merge(page::router())
+        // Inside the ETag: each encoding of a body is its own representation with its own tag.
+        .layer(web::compression())
+        .layer(axum::middleware::from_fn(cache::etag))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), web::licence));
+    let ops = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .merge(open)
+        .layer(web::compression());
+    let public = Router::new().merge(open).merge(ops).layer(web::cors(&state.open_data.cors_origins));
+    Router::new()
+        .merge(admin::router(state.clone()))
+        .merge(citizens::router())
+        .merge(page::router().layer(web::compression()))
+        .merge(public)
         .with_state(state)
 }
 
@@ -84,10 +92,25 @@ async fn openapi() -> Response {
 }
 
 /// `Link: <licence>; rel="license"` (RFC 8288), so even a CSV download says its licence.
+/// Called once per licence when an answer mixes devices of several.
 fn licence_link(response: &mut Response, licence: &str) {
     let target = licence_uri(licence).unwrap_or(licence);
     if let Ok(v) = HeaderValue::from_str(&format!("<{target}>; rel=\"license\"")) {
         response.headers_mut().append(header::LINK, v);
+    }
+}
+
+/// The distinct licences of the open devices, in a fixed order.
+fn open_licences(devices: &crate::devices::DeviceRegistry) -> std::collections::BTreeSet<String> {
+    devices.iter().filter(|d| d.visibility == Visibility::Open).map(|d| d.licence.clone()).collect()
+}
+
+/// `Content-Disposition: attachment` with a file name, so a CSV link saves as a named file.
+fn download_as(response: &mut Response, file_name: &str) {
+    let safe: String =
+        file_name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
 }
 

@@ -9,7 +9,7 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use super::{error::ApiError, licence_link, open_device, parse_time, rfc3339, round, AppState};
+use super::{download_as, error::ApiError, licence_link, open_device, parse_time, rfc3339, round, AppState};
 use crate::model::Quantity;
 
 /// Range used when `from` is not given: this long before `to`.
@@ -134,7 +134,9 @@ pub async fn series(State(state): State<AppState>, Query(pairs): Query<Vec<(Stri
                 let value = if r.value.is_finite() { round(r.value).to_string() } else { String::new() };
                 let _ = writeln!(body, "{},{value},{},{}", rfc3339(r.time), q.quantity.unit(), r.flag.as_str());
             }
-            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+            let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response();
+            download_as(&mut response, &format!("{}_{}_{}.csv", device.id, q.quantity.name(), q.from.format("%Y%m%dT%H%M%SZ")));
+            response
         }
     };
     licence_link(&mut response, &device.licence);

@@ -4,6 +4,7 @@
 //! each with its key path, instead of stopping at the first.
 
 mod citizens;
+mod open_data;
 mod page;
 mod quality;
 pub mod redact;
@@ -180,8 +181,11 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if s.ingest.max_batch == 0 {
         err("ingest.max_batch", "expected at least 1");
     }
-    if crate::model::licence_uri(&s.open_data.district_licence).is_none() {
-        err("open_data.district_licence", "expected dl-by-de/2.0, dl-zero-de/2.0 or cc-by/4.0");
+    if let Some(why) = crate::model::licence_problem(&s.open_data.district_licence) {
+        err("open_data.district_licence", &why);
+    }
+    for (path, why) in open_data::problems(&s.open_data) {
+        err(&path, &why);
     }
     if s.open_data.base_url.ends_with('/') || !s.open_data.base_url.starts_with("http") {
         err("open_data.base_url", "expected an http(s) URL without a trailing slash");

@@ -32,24 +32,85 @@ pub struct Settings {
     pub page: super::PageSettings,
 }
 
-/// How the open data is described to portals (the DCAT-AP catalogue) and licensed.
+/// How the open data is described to portals (the DCAT-AP.de catalogue at `/v1/catalog`) and licensed.
+///
+/// The texts come in German (the default, for GovData and the Länder portals) and English;
+/// `text_language` picks the default and `?lang=de|en` a request's own.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OpenDataSettings {
     /// Public base URL of the API, used in the catalogue's links (no trailing slash).
     pub base_url: String,
-    /// Title of the catalogue.
+    /// Title of the catalogue, in German.
     pub catalog_title: String,
-    /// Description of the catalogue.
+    /// Description of the catalogue, in German.
     pub catalog_description: String,
+    /// Title of the catalogue, in English (served for `?lang=en` or `text_language = "en"`).
+    pub catalog_title_en: String,
+    /// Description of the catalogue, in English.
+    pub catalog_description_en: String,
+    /// Language of the catalogue's titles and descriptions when a request names none.
+    pub text_language: TextLanguage,
     /// Name of the publishing body (the city or department).
     pub publisher_name: String,
     /// URI identifying the publisher.
     pub publisher_uri: String,
-    /// Licence of district aggregates, which mix devices: `dl-by-de/2.0`, `dl-zero-de/2.0` or `cc-by/4.0`.
+    /// Name of the contact point for questions about the data (`dcat:contactPoint`, a vCard).
+    pub contact_name: String,
+    /// E-mail address of the contact point, without `mailto:`. At least one of
+    /// `contact_email`, `contact_url` and `contact_phone` is required.
+    pub contact_email: Option<String>,
+    /// Web page of the contact point (http or https URL).
+    pub contact_url: Option<String>,
+    /// Telephone number of the contact point, international form such as `+49 89 1234-0`.
+    pub contact_phone: Option<String>,
+    /// Amtlicher Gemeindeschlüssel (8 digits) of the municipality the data covers: every
+    /// dataset gets `dcatde:politicalGeocodingURI` …/politicalGeocoding/municipalityKey/KEY and
+    /// the level `municipality`.
+    pub municipality_key: String,
+    /// The publisher's id in the DCAT-AP.de contributor list (`dcatde:contributorID`,
+    /// http://dcat-ap.de/def/contributors/ID), as assigned by GovData.
+    pub contributor_id: String,
+    /// Language of the data and its metadata: an EU language authority code (`DEU`, `ENG` ...).
+    pub language: String,
+    /// How often the datasets are updated: an EU frequency authority code, e.g. `UPDATE_CONT`
+    /// (continuously updated), `HOURLY`, `DAILY`.
+    pub update_frequency: String,
+    /// When the catalogue was first published (`dct:issued`, an `xsd:date`); also the issue
+    /// date of a dataset whose devices have no `installed` date.
+    pub issued: chrono::NaiveDate,
+    /// Datasets per catalogue page; the first page stays at `/v1/catalog`, the others are
+    /// linked from it (hydra:PagedCollection) and follow with `?page=N`.
+    pub catalog_page_size: usize,
+    /// Margin around a district's bounding box, in metres, so that a district with a single
+    /// device (or devices in a row) still gets an area, not a point.
+    pub bbox_padding_m: f64,
+    /// Licence of district aggregates, which mix devices: a code of the DCAT-AP.de licence
+    /// vocabulary, `dl-by-de/2.0`, `dl-zero-de/2.0`, `cc-by/4.0`, `cc-by-sa/4.0` or `cc-zero`.
     pub district_licence: String,
     /// Attribution text for licences that require one (BY licences).
     pub attribution: String,
+    /// Origins whose web pages may read the open routes (CORS): `["*"]` for any (open data),
+    /// or a list such as `["https://karte.example.org"]`. Never applied to `/v1/admin/`.
+    pub cors_origins: Vec<String>,
+}
+
+/// A language the catalogue's texts are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextLanguage {
+    De,
+    En,
+}
+
+impl TextLanguage {
+    /// The BCP 47 tag of literals in this language.
+    pub fn tag(self) -> &'static str {
+        match self {
+            TextLanguage::De => "de",
+            TextLanguage::En => "en",
+        }
+    }
 }
 
 impl Default for OpenDataSettings {
@@ -58,11 +119,27 @@ impl Default for OpenDataSettings {
             base_url: "http://127.0.0.1:8080".into(),
             catalog_title: "Stadtklima-Messnetz".into(),
             catalog_description:
+                "Lufttemperatur, Luftfeuchte und weitere Klimamesswerte des städtischen Sensornetzes als offene Daten.".into(),
+            catalog_title_en: "Urban climate sensor network".into(),
+            catalog_description_en:
                 "Air temperature, humidity and other climate measurements of the city's sensor network, as open data.".into(),
+            text_language: TextLanguage::De,
             publisher_name: "Stadt Musterstadt, Umweltamt".into(),
             publisher_uri: "https://example.org/stadt/umweltamt".into(),
+            contact_name: "Stadt Musterstadt, Umweltamt, Stadtklima".into(),
+            contact_email: Some("stadtklima@example.org".into()),
+            contact_url: None,
+            contact_phone: None,
+            municipality_key: "09162000".into(),
+            contributor_id: "musterstadt".into(),
+            language: "DEU".into(),
+            update_frequency: "UPDATE_CONT".into(),
+            issued: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
+            catalog_page_size: 100,
+            bbox_padding_m: 50.0,
             district_licence: "dl-by-de/2.0".into(),
             attribution: "Stadt Musterstadt, Stadtklima-Messnetz".into(),
+            cors_origins: vec!["*".into()],
         }
     }
 }

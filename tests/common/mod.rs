@@ -922,3 +922,36 @@ pub async fn publish_counting(
     }
     acked
 }
+
+// ---- Open data (tests/open_data.rs, benches/catalog.rs) ----
+
+impl Gateway {
+    /// The gateway with its embedded listener, a devices file of the test's own and `sections`
+    /// (whole TOML sections such as `[open_data]`) added to its config; returns the gateway
+    /// and the listener's port.
+    pub async fn start_embedded_devices(dir: &Path, topics: &Topics, devices: &Path, sections: &str) -> (Self, u16) {
+        let port = free_port();
+        let broker = format!("enabled = true\nlisten = \"127.0.0.1:{port}\"\n\n{sections}\n");
+        (Self::start_config(dir, topics, &broker, port, "", devices, &bundled_profiles()).await, port)
+    }
+}
+
+/// Writes a devices file of `devices` open Dragino LHT65s (`city-0000` ...) in `districts`
+/// districts: district 0 ("Einzelhof") holds exactly one device, the others share the rest.
+/// Names carry quotes, `&`, `<` and umlauts, to be escaped in every syntax; licences vary.
+pub fn city_devices(path: &Path, devices: usize, districts: usize) {
+    assert!(districts >= 2 && devices > districts);
+    let licences = ["dl-by-de/2.0", "dl-zero-de/2.0", "cc-by/4.0"];
+    let mut text = String::new();
+    for i in 0..devices {
+        let district = if i == 0 { "Einzelhof".to_owned() } else { format!("Bezirk Süd-{:02}", 1 + (i - 1) % (districts - 1)) };
+        let (lat, lon) = (48.06 + (i % 40) as f64 * 0.004, 11.45 + (i / 40) as f64 * 0.008);
+        text.push_str(&format!(
+            "[[device]]\nid = \"city-{i:04}\"\nname = \"Messstelle \\\"{i}\\\" & <Süd>\"\nprofile = \"dragino-lht65\"\ndev_eui = \"A84041{:010X}\"\nlat = {lat:.5}\nlon = {lon:.5}\nheight_m = 3.0\ndistrict = \"{district}\"\nowner = \"Umweltamt\"\nlicence = \"{}\"\nvisibility = \"open\"\ninstalled = \"2026-0{}-01\"\n\n",
+            0x0010_0000 + i,
+            licences[i % licences.len()],
+            1 + i % 9,
+        ));
+    }
+    std::fs::write(path, text).expect("write devices");
+}
