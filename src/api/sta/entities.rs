@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 pub use super::kinds::Kind;
-use super::links::Links;
+use super::links::{encode, Links};
 use super::vocabulary::{definition, unit_name, NOT_CF};
 use crate::api::error::ApiError;
 use crate::api::{rfc3339, round};
@@ -449,17 +449,4 @@ impl Catalog {
 
 pub fn observation_id(s: &Series, r: &Reading) -> String {
     format!("{}:{}:{}", s.device.id, s.quantity.name(), r.time.timestamp_millis())
-}
-
-/// Percent-encode a query value or id for a link (RFC 3986 unreserved characters pass).
-pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

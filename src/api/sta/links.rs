@@ -8,7 +8,20 @@
 
 use axum::http::HeaderMap;
 
-use super::entities::{encode, Kind};
+use super::kinds::Kind;
+
+/// Percent-encode a query value or id for a link (RFC 3986 unreserved characters pass).
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 
 /// An id in a path: encoded, but `:` (which datastream and observation ids hold) and `'` pass.
 fn encode_id(id: &str) -> String {

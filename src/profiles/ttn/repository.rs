@@ -161,7 +161,8 @@ pub fn model(vendor: &Vendor, device_id: &str) -> Result<Model, String> {
         .ok_or_else(|| format!("{codec_file}: `uplinkDecoder` has no `fileName`"))?
         .to_owned();
     let script_path = safe_join(&vendor.dir, &script_name).map_err(|e| format!("{codec_file}: {e}"))?;
-    let script = read_bounded(&script_path, MAX_SCRIPT_SIZE as u64).map_err(|e| format!("{}: {e}", rel(&script_name)))?;
+    let script =
+        super::yaml::read_bounded(&script_path, MAX_SCRIPT_SIZE as u64).map_err(|e| format!("{}: {e}", rel(&script_name)))?;
     let mut examples = Vec::new();
     for ex in decoder.get("examples").and_then(Value::as_array).into_iter().flatten() {
         examples.push(example(ex));
@@ -214,16 +215,4 @@ fn safe_join(dir: &Path, name: &str) -> Result<PathBuf, String> {
     } else {
         Err(format!("{name:?} is not a file name inside the vendor folder"))
     }
-}
-
-/// Reads a text file of at most `limit` bytes; a larger one is an error, not read.
-pub fn read_bounded(path: &Path, limit: u64) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut text = String::new();
-    let read = file.take(limit + 1).read_to_string(&mut text).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if read as u64 > limit {
-        return Err(format!("{} is larger than {limit} bytes", path.display()));
-    }
-    Ok(text)
 }

@@ -21,9 +21,21 @@ const MAX_VALUES: usize = 200_000;
 /// Deepest nesting of lists and mappings.
 const MAX_DEPTH: usize = 64;
 
+/// Reads a text file of at most `limit` bytes; a larger one is an error, not read.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut text = String::new();
+    let read = file.take(limit + 1).read_to_string(&mut text).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if read as u64 > limit {
+        return Err(format!("{} is larger than {limit} bytes", path.display()));
+    }
+    Ok(text)
+}
+
 /// Reads a YAML file of at most [`MAX_YAML_BYTES`] (its first document).
 pub fn read_file(path: &Path) -> Result<Value, String> {
-    let text = super::repository::read_bounded(path, MAX_YAML_BYTES)?;
+    let text = read_bounded(path, MAX_YAML_BYTES)?;
     parse(&text)
 }
 
