@@ -57,6 +57,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let tracker = TaskTracker::new();
     let input = Arc::new(InputStatus::default());
     let (tx, rx) = mpsc::channel(settings.ingest.queue_capacity);
+    metrics.watch_queue(&tx);
     let ingest = Ingest {
         store: store.clone(),
         registry: registry.clone(),

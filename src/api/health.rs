@@ -121,6 +121,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     .await
     .ok()
     .flatten();
+    let input = state.input.get();
+    let name = "messnetz_mqtt_connected";
+    text.push_str(&format!(
+        "# HELP {name} 1 while the input takes messages: connected to the broker with every subscription confirmed (or the embedded listener bound), else 0.\n# TYPE {name} gauge\n{name} {}\n",
+        u8::from(input.ready)
+    ));
     let health = state.store.health();
     let name = "messnetz_store_writable";
     text.push_str(&format!(

@@ -36,8 +36,25 @@ pub struct Cli {
     /// TOML configuration file (defaults apply without one; MESSNETZ__SECTION__KEY overrides).
     #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
+    /// Log filter of the gateway: a level (`error`, `warn`, `info`, `debug`, `trace`) or
+    /// directives such as `info,messnetz::sources=debug`. Overrides RUST_LOG; default `info`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format of the gateway on stderr: `text` (default), or `json`, one object per line
+    /// for journald or a log shipper.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// How the gateway writes its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colours on a terminal).
+    Text,
+    /// One JSON object per line: time, level, target, message and fields.
+    Json,
 }
 
 #[derive(Subcommand)]

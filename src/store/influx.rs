@@ -354,7 +354,7 @@ impl InfluxWriter {
         let batch = WriteBatch { dead_letters: vec![letter], ..Default::default() };
         match tokio::task::spawn_blocking(move || store.write(&batch)).await {
             Ok(Ok(_)) => {
-                Metrics::inc(&self.metrics.dead_letters, 1);
+                self.metrics.dead_lettered(["InfluxDB rejected the point"]);
                 true
             }
             Ok(Err(e)) => {
