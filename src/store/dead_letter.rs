@@ -182,6 +182,31 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Delete these dead letters in one transaction; the ids of those that were there. Their
+    /// ids are never given again (see [`allocate_ids`]).
+    pub fn delete_dead_letters(&self, ids: &[u64]) -> Result<Vec<u64>, StoreError> {
+        self.with_write(|db| {
+            let tx = db.begin_write().map_err(engine)?;
+            let mut deleted = Vec::new();
+            {
+                let mut table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+                for &id in ids {
+                    if table.remove(id).map_err(engine)?.is_some() {
+                        deleted.push(id);
+                    }
+                }
+            }
+            if deleted.is_empty() {
+                tx.abort().map_err(engine)?;
+                return Ok((deleted, false));
+            }
+            tx.commit().map_err(engine)?;
+            Ok((deleted, true))
+        })
+    }
+}
+
 /// The first of `n` new dead letter ids: above every id given before, even one whose letter
 /// a replay has removed since (an id names one message for good: in the audit log, and for
 /// a repeated replay request), and above the newest stored (stores from before the sequence).
@@ -279,6 +304,23 @@ mod tests {
         assert_eq!(kept.received_at, letter("", None).received_at);
         // No new letter was added.
         assert_eq!(store.dead_letters(0, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn deleted_letters_are_gone_and_their_ids_stay_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let ids = store
+            .write(&WriteBatch {
+                dead_letters: vec![letter("a", None), letter("b", None), letter("c", None)],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(store.delete_dead_letters(&[ids[0], ids[2], 99]).unwrap(), vec![ids[0], ids[2]]);
+        assert_eq!(store.delete_dead_letters(&[ids[0]]).unwrap(), Vec::<u64>::new(), "a second delete finds nothing");
+        assert_eq!(store.dead_letters(0, 10).unwrap().iter().map(|l| l.id).collect::<Vec<_>>(), vec![ids[1]]);
+        let next = store.write(&WriteBatch { dead_letters: vec![letter("d", None)], ..Default::default() }).unwrap();
+        assert_eq!(next, vec![4]);
     }
 
     #[test]

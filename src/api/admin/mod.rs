@@ -5,7 +5,7 @@
 //! - [`devices`]: list, create, update, open/internal — the devices file stays the source of
 //!   truth: a change is checked whole, written atomically, then swapped in;
 //! - [`profiles`]: list, test, upload (checked, examples run, then written);
-//! - [`dead_letters`]: list, show, replay through the ingest path.
+//! - [`dead_letters`]: list, show, replay through the ingest path, delete and purge.
 //!
 //! A missing or wrong token is a 401; a device (or dead letter) of another department
 //! answers exactly like an unknown one, 404, so ids don't leak across departments. Every
@@ -80,7 +80,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/admin/profiles/{id}/test", post(profiles::test))
         .route("/v1/admin/dead-letters", get(dead_letters::list))
         .route("/v1/admin/dead-letters/replay", post(dead_letters::replay_many))
-        .route("/v1/admin/dead-letters/{id}", get(dead_letters::show))
+        .route("/v1/admin/dead-letters/purge", post(dead_letters::purge))
+        .route("/v1/admin/dead-letters/{id}", get(dead_letters::show).delete(dead_letters::delete_one))
         .route("/v1/admin/dead-letters/{id}/replay", post(dead_letters::replay_one))
         .route("/v1/admin/reload", post(reload))
         // Authenticates, and audits every attempt before acting and again with its outcome;
