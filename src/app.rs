@@ -96,6 +96,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         (None, None) => unreachable!("either the listener or a broker connection is set up above"),
     }
 
+    // Retention: old readings, rollups and dead letters deleted in small chunks beside ingest.
+    tracker.spawn(crate::retention::run(
+        store.clone(),
+        registry.clone(),
+        settings.retention.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
     if settings.reload.interval_s > 0 {
         let interval = Duration::from_secs(settings.reload.interval_s);
         tracker.spawn(registry::watch(registry.clone(), settings.clone(), interval, cancel.clone()));

@@ -19,6 +19,8 @@
 //! - [`aggregates`] defines the rollup windows and the derived quantities (dew point, heat
 //!   index). The store keeps district windows in the readings' own transaction and journals
 //!   device windows there; [`rollup_flush`] stores the journaled ones every few seconds.
+//! - [`retention`] deletes readings, rollups and dead letters past their configured age, in
+//!   small chunks beside ingest.
 //! - [`api`] serves the stored data over HTTP; [`metrics`] counts what happened.
 //! - [`registry`] holds the devices and profiles in use and reloads them when their files change.
 //! - [`replay`] finds dead letters and runs them through the ingest path again: one service
@@ -33,8 +35,8 @@
 //! [`model`] (and [`audit`]); [`config`] and [`aggregates`]; [`sources`], [`devices`],
 //! [`profiles`] and [`quality`], which use only model and config types (the store implements
 //! quality's [`quality::SeriesLookup`], and [`metrics`] holds the counters of quality and the
-//! inputs); [`metrics`] and [`registry`]; [`store`]; [`ingest`], [`replay`] and
-//! [`rollup_flush`]; [`api`]; [`app`]; [`cli`].
+//! inputs); [`metrics`] and [`registry`]; [`store`]; [`ingest`], [`replay`],
+//! [`rollup_flush`] and [`retention`]; [`api`]; [`app`]; [`cli`].
 #![forbid(unsafe_code)]
 // A panic in the gateway is a bug: errors are values outside tests.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -54,6 +56,7 @@ pub mod profiles;
 pub mod quality;
 pub mod registry;
 pub mod replay;
+pub mod retention;
 pub mod rollup_flush;
 pub mod sources;
 pub mod store;

@@ -45,8 +45,8 @@ pub struct RetentionSettings {
     pub readings: ReadingsRetention,
     /// Days dead letters are kept (by reception time); 0 = for ever.
     pub dead_letters_days: u32,
-    /// Days the hourly, daily and monthly rollups (district and device windows) are kept, by
-    /// window start; 0 = for ever. At least as long as any readings retention.
+    /// Days the 10-minute, hourly and daily rollups (district and device windows) are kept,
+    /// counted from the window's end; 0 = for ever. At least as long as any readings retention.
     pub rollups_days: u32,
 }
 

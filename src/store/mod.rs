@@ -1,5 +1,6 @@
 //! Durable storage: what a batch of messages produced (readings, dead letters, last-seen times), written atomically.
 
+pub mod backup;
 mod dead_letter;
 mod device_windows;
 mod embedded;
@@ -7,6 +8,7 @@ mod frame_counters;
 pub mod influx;
 mod line_protocol;
 pub mod outbox;
+pub mod retention;
 mod rollups;
 mod series_lookup;
 mod tables;
