@@ -8,12 +8,14 @@
 //! - [`decode`]: decode one payload with a profile;
 //! - [`rollups`]: rebuild rollups from the stored readings;
 //! - [`dead_letters`]: list, show and replay dead letters (the [`crate::replay`] service);
-//! - [`admin`]: operator token hashes.
+//! - [`admin`]: operator token hashes;
+//! - [`backup`]: back the store up (also while the gateway runs) and restore it.
 //!
 //! Exit codes: 0 done, 1 a problem with the data or files (printed on stderr), 2 a usage
 //! problem (a bad argument, an unreadable configuration).
 
 pub mod admin;
+pub mod backup;
 pub mod check;
 pub mod config;
 pub mod dead_letters;
@@ -78,12 +80,26 @@ pub enum Command {
         #[command(subcommand)]
         command: rollups::RollupsCommand,
     },
-    /// Dead letters: list, show and replay them (run while the gateway is stopped: the store is
-    /// single-process; while it runs, use the admin API).
+    /// Dead letters: list, show, replay, delete and purge them (run while the gateway is
+    /// stopped: the store is single-process; while it runs, use the admin API).
     DeadLetters {
         #[command(subcommand)]
         command: dead_letters::DeadLettersCommand,
     },
+    /// Write a consistent snapshot of the store to FILE. While the gateway runs, it takes the
+    /// snapshot through its admin API (token in MESSNETZ_ADMIN_TOKEN or --token-file).
+    Backup {
+        file: PathBuf,
+        /// Base URL of the running gateway's API (default: from api.listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// File whose first line is an all-departments admin token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Put a backup in place of the store (stop the gateway first); the replaced store file
+    /// is kept as messnetz.redb.before-restore.
+    Restore { file: PathBuf },
     /// Operator API helpers.
     Admin {
         #[command(subcommand)]
@@ -147,6 +163,10 @@ pub fn dispatch(config: Option<&Path>, command: Command) -> ExitCode {
         Command::Profiles { command } => load(config).and_then(|s| profiles::run(&s, command)),
         Command::Rollups { command } => load(config).and_then(|s| rollups::run(&s, command)),
         Command::DeadLetters { command } => load(config).and_then(|s| dead_letters::run(&s, command)),
+        Command::Backup { file, url, token_file } => {
+            load(config).and_then(|s| backup::backup(&s, &file, url.as_deref(), token_file.as_deref()))
+        }
+        Command::Restore { file } => load(config).and_then(|s| backup::restore(&s, &file)),
         Command::Decode { profile, fport, hex } => load(config).and_then(|s| decode::run(&s, &profile, fport, &hex)),
     };
     outcome.unwrap_or_else(Failure::report)
