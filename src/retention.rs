@@ -25,6 +25,9 @@ use crate::store::{EmbeddedStore, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
 
+/// One chunk of a walk over a table of series, from a cursor.
+type Step = Arc<dyn Fn(&EmbeddedStore, &SeriesCursor) -> Result<Chunk, StoreError> + Send + Sync>;
+
 /// Run passes until `cancel` fires; the first a few seconds after the start.
 pub async fn run(
     store: Arc<EmbeddedStore>,
@@ -36,7 +39,7 @@ pub async fn run(
     if settings.interval_s == 0 || !keeps_less_than_everything(&settings) {
         return;
     }
-    let mut wait = Duration::from_secs(5);
+    let mut wait = Duration::from_secs(settings.interval_s.min(5));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -128,7 +131,7 @@ pub async fn pass(
     let pause = Duration::from_millis(settings.chunk_pause_ms);
     let mut done = PassSummary::default();
 
-    let walk = |step: Arc<dyn Fn(&EmbeddedStore, &SeriesCursor) -> Result<Chunk, StoreError> + Send + Sync>| {
+    let walk = |step: Step| {
         let store = store.clone();
         async move {
             let mut cursor = SeriesCursor::default();
@@ -156,16 +159,16 @@ pub async fn pass(
         || settings.readings.quantities.values().any(|d| *d > 0)
     {
         let c = cutoffs.clone();
-        let step = Arc::new(move |s: &EmbeddedStore, cur: &SeriesCursor| s.expire_readings(cur, rows, &|d, q| c.of(d, q)));
+        let step: Step = Arc::new(move |s: &EmbeddedStore, cur: &SeriesCursor| s.expire_readings(cur, rows, &|d, q| c.of(d, q)));
         let Some(n) = walk(step).await? else { return Ok(None) };
         metrics.retention.readings_deleted.fetch_add(n, Relaxed);
         done.readings = n;
     }
     if settings.rollups_days > 0 {
         let cutoff = now_ms - i64::from(settings.rollups_days) * DAY_MS;
-        let step = Arc::new(move |s: &EmbeddedStore, cur: &SeriesCursor| s.expire_rollups(cur, rows, cutoff));
+        let step: Step = Arc::new(move |s: &EmbeddedStore, cur: &SeriesCursor| s.expire_rollups(cur, rows, cutoff));
         let Some(n) = walk(step).await? else { return Ok(None) };
-        let step = Arc::new(move |s: &EmbeddedStore, cur: &SeriesCursor| s.expire_device_windows(cur, rows, cutoff));
+        let step: Step = Arc::new(move |s: &EmbeddedStore, cur: &SeriesCursor| s.expire_device_windows(cur, rows, cutoff));
         let Some(m) = walk(step).await? else { return Ok(None) };
         done.rollups = n + m;
     }
