@@ -36,7 +36,7 @@ use crate::config::Settings;
 #[command(name = "messnetz", version, about = "Gateway for a city's weather and climate sensor network")]
 pub struct Cli {
     /// TOML configuration file (defaults apply without one; MESSNETZ__SECTION__KEY overrides).
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, env = "MESSNETZ_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log filter of the gateway: a level (`error`, `warn`, `info`, `debug`, `trace`) or
     /// directives such as `info,messnetz::sources=debug`. Overrides RUST_LOG; default `info`.
