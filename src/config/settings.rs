@@ -409,7 +409,7 @@ impl Default for ApiSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DevicesSettings {
-    /// TOML file listing the devices (see the README's device reference).
+    /// TOML file listing the devices (see docs/configuration.md, "Devices").
     pub file: PathBuf,
 }
 
@@ -583,7 +583,7 @@ impl InfluxSettings {
     }
 }
 
-/// The operator API under `/v1/admin/` (see the README's "Operator API").
+/// The operator API under `/v1/admin/` (see docs/api.md, "Operator API").
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {

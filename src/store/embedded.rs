@@ -1,6 +1,6 @@
 //! The embedded store (redb): readings keyed by device, quantity and time; dead letters; last-seen times.
 //!
-//! redb was chosen by measurement (see the README's design notes): fsync'd commits, a
+//! redb was chosen by measurement (see the design notes in docs/data-model.md): fsync'd commits, a
 //! pure-Rust build, and the fastest range queries of the engines tried. Keys are
 //! `(device, quantity, time)`, so a series is one contiguous range and writing the same
 //! reading twice overwrites it: redelivered messages are idempotent.
