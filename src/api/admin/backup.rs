@@ -5,6 +5,8 @@
 //! The snapshot is written to a temporary file in the store's directory, opened, unlinked,
 //! and then streamed from the open file, so nothing is left behind however the download ends.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
@@ -20,7 +22,9 @@ pub async fn snapshot(State(state): State<AppState>, Extension(op): Extension<Op
     }
     let dir = state.admin.settings.store.path.clone();
     let (file, snapshot) = blocking(move || {
-        let tmp = dir.join(format!(".backup-{}.redb", std::process::id()));
+        // A name of its own per request: two backups at once must not share a file.
+        static TAKEN: AtomicU64 = AtomicU64::new(0);
+        let tmp = dir.join(format!(".backup-{}-{}.redb", std::process::id(), TAKEN.fetch_add(1, Relaxed)));
         let taken = state.store.backup_to(&tmp).map_err(|e| AdminError::Internal(e.to_string()));
         let opened = taken.and_then(|snapshot| {
             let file = std::fs::File::open(&tmp).map_err(|e| AdminError::Internal(format!("{}: {e}", tmp.display())))?;
