@@ -225,6 +225,11 @@ impl Metrics {
         let _ = self.queue.set(QueueProbe { sender: queue.downgrade(), capacity: queue.max_capacity() });
     }
 
+    /// Whole seconds since the metrics (the gateway) started.
+    pub fn uptime_s(&self) -> u64 {
+        (chrono::Utc::now().timestamp_millis() as f64 / 1e3 - self.started.0).max(0.0) as u64
+    }
+
     /// Messages waiting in the ingest queue, and its capacity.
     fn queue_depth(&self) -> Option<(usize, usize)> {
         let probe = self.queue.get()?;

@@ -313,7 +313,14 @@ async fn the_health_metrics_follow_the_broker_connection_and_name_the_build() {
     })
     .await;
     assert_eq!(reqwest::get(gw.url("/readyz")).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reqwest::get(gw.url("/healthz")).await.unwrap().status(), StatusCode::OK, "the process lives");
+    let health = reqwest::get(gw.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "the process lives");
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(
+        (health["status"].as_str(), health["version"].as_str()),
+        (Some("ok"), Some(env!("CARGO_PKG_VERSION"))),
+        "{health}"
+    );
 }
 
 #[test]
