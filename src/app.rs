@@ -61,6 +61,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     // Citizens' pushes take the same queue as MQTT messages; their sensors join the registry.
     let citizens = Arc::new(crate::api::citizens::CitizenState::new(settings.citizens.clone(), Some(tx.clone())));
     crate::api::citizens::sync_registry(&*store, &registry, citizens.settings.clone()).context("store: citizen sensors")?;
+    metrics.watch_queue(&tx);
     let ingest = Ingest {
         store: store.clone(),
         registry: registry.clone(),
@@ -101,6 +102,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         (None, None) => unreachable!("either the listener or a broker connection is set up above"),
     }
 
+    // Retention: old readings, rollups and dead letters deleted in small chunks beside ingest.
+    tracker.spawn(crate::retention::run(
+        store.clone(),
+        registry.clone(),
+        settings.retention.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
     if settings.reload.interval_s > 0 {
         let interval = Duration::from_secs(settings.reload.interval_s);
         tracker.spawn(registry::watch(registry.clone(), settings.clone(), interval, cancel.clone()));

@@ -62,6 +62,7 @@ pub mod profiles;
 pub mod quality;
 pub mod registry;
 pub mod replay;
+pub mod retention;
 pub mod sinks;
 pub mod sources;
 pub mod status;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::config::{MessageFormat, SubscriptionSettings};
 use crate::devices::{Device, DeviceRegistry};
 use crate::ingest::Ingest;
-use crate::store::{DeadLetter, ReadStore, ReplayOutcome, StoreError};
+use crate::store::{ApiStore, DeadLetter, ReplayOutcome, StoreError};
 
 /// Which dead letters to list or replay. Empty = all.
 #[derive(Debug, Clone, Default)]
@@ -20,11 +20,13 @@ pub struct DeadLetterFilter {
     pub device: Option<String>,
     /// Only letters whose reason contains this text (any case).
     pub reason: Option<String>,
+    /// Only letters received before this time.
+    pub received_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl DeadLetterFilter {
     pub fn is_empty(&self) -> bool {
-        self.device.is_none() && self.reason.is_none()
+        self.device.is_none() && self.reason.is_none() && self.received_before.is_none()
     }
 
     /// Does the letter pass? `device` is the letter's device as [`DeadLetter::device_in`] finds it.
@@ -39,6 +41,9 @@ impl DeadLetterFilter {
             if !letter.reason.to_lowercase().contains(&text.to_lowercase()) {
                 return false;
             }
+        }
+        if self.received_before.is_some_and(|before| letter.received_at >= before) {
+            return false;
         }
         true
     }
@@ -121,25 +126,27 @@ pub enum ReadError {
     Scan(StoreError),
     #[error("cannot read dead letter {id}: {source}")]
     Letter { id: u64, source: StoreError },
+    #[error("cannot delete the dead letters: {0}")]
+    Delete(StoreError),
 }
 
 impl ReadError {
     /// The store's error underneath.
     pub fn into_store(self) -> StoreError {
         match self {
-            ReadError::Scan(e) | ReadError::Letter { source: e, .. } => e,
+            ReadError::Scan(e) | ReadError::Letter { source: e, .. } | ReadError::Delete(e) => e,
         }
     }
 }
 
 /// The dead letters of a store, seen through a device registry.
 pub struct DeadLetters<'a> {
-    store: &'a dyn ReadStore,
+    store: &'a dyn ApiStore,
     devices: &'a DeviceRegistry,
 }
 
 impl<'a> DeadLetters<'a> {
-    pub fn new(store: &'a dyn ReadStore, devices: &'a DeviceRegistry) -> Self {
+    pub fn new(store: &'a dyn ApiStore, devices: &'a DeviceRegistry) -> Self {
         Self { store, devices }
     }
 
@@ -198,6 +205,36 @@ impl<'a> DeadLetters<'a> {
                 Ok(Picked { letters: found.into_iter().map(|f| Ok(f.letter)).collect(), more })
             }
         }
+    }
+}
+
+/// What a delete came to.
+#[derive(Debug, Default)]
+pub struct Deleted {
+    /// The letters deleted, oldest first.
+    pub ids: Vec<u64>,
+    /// Ids asked for that were not there, or not the caller's.
+    pub gone: Vec<u64>,
+    /// More letters matched than the limit let in.
+    pub more: bool,
+}
+
+impl DeadLetters<'_> {
+    /// Delete the selected letters (at most `limit`) in one transaction.
+    pub fn delete(&self, selection: &Selection, limit: usize, visible: Visible) -> Result<Deleted, ReadError> {
+        let picked = self.pick(selection, limit, visible)?;
+        let mut gone = Vec::new();
+        let mut ids = Vec::new();
+        for letter in picked.letters {
+            match letter {
+                Ok(l) => ids.push(l.id),
+                Err(id) => gone.push(id),
+            }
+        }
+        let deleted = self.store.delete_dead_letters(&ids).map_err(ReadError::Delete)?;
+        // Deleted or replayed by someone else between picking and deleting.
+        gone.extend(ids.iter().filter(|id| !deleted.contains(id)));
+        Ok(Deleted { ids: deleted, gone, more: picked.more })
     }
 }
 
@@ -264,9 +301,9 @@ mod tests {
 
     #[test]
     fn filters_match_by_device_and_by_reason_in_any_case() {
-        let by_device = DeadLetterFilter { device: Some("a".into()), reason: None };
+        let by_device = DeadLetterFilter { device: Some("a".into()), reason: None, ..Default::default() };
         assert!(by_device.matches(&letter(Some("a"), "x"), None) && !by_device.matches(&letter(None, "x"), None));
-        let by_reason = DeadLetterFilter { device: None, reason: Some("UNKNOWN".into()) };
+        let by_reason = DeadLetterFilter { device: None, reason: Some("UNKNOWN".into()), ..Default::default() };
         assert!(by_reason.matches(&letter(None, "unknown device"), None) && !by_reason.matches(&letter(None, "profile"), None));
     }
 
@@ -313,7 +350,7 @@ mod tests {
         assert_eq!(found.iter().map(|f| f.letter.id).collect::<Vec<_>>(), vec![1, 4]);
         assert!(found.iter().all(|f| f.device.as_ref().is_some_and(|d| d.id.as_str() == "a")));
         assert_eq!(next, None);
-        let reason = DeadLetterFilter { device: None, reason: Some("NOT json".into()) };
+        let reason = DeadLetterFilter { device: None, reason: Some("NOT json".into()), ..Default::default() };
         let (found, next) = letters.list(&reason, 0, 1, 100, &|_| true).unwrap();
         assert_eq!((found.iter().map(|f| f.letter.id).collect::<Vec<_>>(), next), (vec![4], Some(4)));
     }
@@ -350,7 +387,7 @@ mod tests {
         assert!(!picked.more);
         let picked = letters.pick(&all, 2, &|_| true).unwrap();
         assert_eq!((ids(&picked), picked.more), (vec![Ok(1), Ok(2)], true));
-        let of_b = Selection::Matching(DeadLetterFilter { device: Some("b".into()), reason: None });
+        let of_b = Selection::Matching(DeadLetterFilter { device: Some("b".into()), reason: None, ..Default::default() });
         let picked = letters.pick(&of_b, 2, &|_| true).unwrap();
         assert_eq!((ids(&picked), picked.more), (vec![Ok(2), Ok(5)], false));
         assert!(letters.pick(&of_b, 10, &umweltamt).unwrap().letters.is_empty());

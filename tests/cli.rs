@@ -140,16 +140,23 @@ fn profiles_list_and_test() {
 
 #[test]
 fn the_deploy_configurations_load() {
-    // The files under deploy/ point at /etc/messnetz; the same files with the bundled
-    // devices and profiles must pass `check`.
-    for file in ["deploy/messnetz.toml", "deploy/compose/messnetz.toml"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_messnetz"))
+    // The files under deploy/ point at /var/lib/messnetz; the same files with the bundled
+    // devices and profiles must pass `check`. The compose file reads its InfluxDB token from
+    // a file InfluxDB writes at its first start: here, one of the test's own.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("influx-token");
+    std::fs::write(&token, "write-only-token\n").unwrap();
+    for file in ["deploy/messnetz.toml", "deploy/compose/messnetz.toml", "deploy/container/messnetz.toml"] {
+        let mut check = Command::new(env!("CARGO_BIN_EXE_messnetz"));
+        check
             .current_dir(MANIFEST_DIR)
             .env("MESSNETZ__DEVICES__FILE", "demo/devices.toml")
             .env("MESSNETZ__PROFILES__DIR", "sensor-profiles")
-            .args(["--config", file, "check"])
-            .output()
-            .expect("run messnetz");
+            .args(["--config", file, "check"]);
+        if file.contains("compose") {
+            check.env("MESSNETZ__INFLUXDB__TOKEN_FILE", &token);
+        }
+        let out = check.output().expect("run messnetz");
         assert!(out.status.success(), "{file}: {}", text(&out.stderr));
     }
     let dashboard: serde_json::Value = serde_json::from_str(

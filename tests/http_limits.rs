@@ -82,7 +82,7 @@ impl Drop for LimitedGateway {
     }
 }
 
-/// `GET /healthz` on a new connection, with a 2 s limit: `Some` if it answered "ok".
+/// `GET /healthz` on a new connection, with a 2 s limit: `Some` if it answered status "ok".
 async fn healthz(http: SocketAddr) -> Option<()> {
     let exchange = async {
         let mut s = TcpStream::connect(http).await.ok()?;
@@ -90,7 +90,7 @@ async fn healthz(http: SocketAddr) -> Option<()> {
         let mut answer = Vec::new();
         s.read_to_end(&mut answer).await.ok()?;
         let text = String::from_utf8_lossy(&answer);
-        (text.starts_with("HTTP/1.1 200") && text.ends_with("ok\n")).then_some(())
+        (text.starts_with("HTTP/1.1 200") && text.contains("{\"status\":\"ok\"")).then_some(())
     };
     tokio::time::timeout(Duration::from_secs(2), exchange).await.ok().flatten()
 }

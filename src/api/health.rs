@@ -11,9 +11,12 @@ use serde::Serialize;
 
 use super::AppState;
 
-/// Liveness: the process answers. Says nothing about whether messages are stored: see `/readyz`.
-pub async fn healthz() -> &'static str {
-    "ok\n"
+/// Liveness: the process answers, as `{"status": "ok", "version", "uptime_s"}`. Says nothing
+/// about whether messages are stored: see `/readyz`.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let uptime_s = state.metrics.uptime_s();
+    let body = serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "uptime_s": uptime_s });
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
 /// One readiness check: whether it passes and, when not, what fails and since when.
@@ -121,6 +124,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     .await
     .ok()
     .flatten();
+    let input = state.input.get();
+    let name = "messnetz_mqtt_connected";
+    text.push_str(&format!(
+        "# HELP {name} 1 while the input takes messages: connected to the broker with every subscription confirmed (or the embedded listener bound), else 0.\n# TYPE {name} gauge\n{name} {}\n",
+        u8::from(input.ready)
+    ));
     let health = state.store.health();
     let name = "messnetz_store_writable";
     text.push_str(&format!(

@@ -1,4 +1,4 @@
-//! `messnetz dead-letters ...`: list, show and replay dead letters while the gateway is
+//! `messnetz dead-letters ...`: list, show, replay, delete and purge dead letters while the gateway is
 //! stopped (the store is single-process; while it runs, the admin API does the same). The
 //! work is the [`crate::replay`] service's; here: the arguments, the output, the audit as `cli`.
 
@@ -30,6 +30,9 @@ pub enum DeadLettersCommand {
         /// Only those whose reason contains this text (any case).
         #[arg(long)]
         reason: Option<String>,
+        /// Only those received before this time (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+        #[arg(long, value_parser = rfc3339)]
+        received_before: Option<chrono::DateTime<chrono::Utc>>,
         /// Start after this id.
         #[arg(long, default_value_t = 0)]
         after: u64,
@@ -51,6 +54,31 @@ pub enum DeadLettersCommand {
         all: bool,
         ids: Vec<u64>,
     },
+    /// Delete dead letters for good (audited): the given ids.
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<u64>,
+    },
+    /// Delete every dead letter that matches --device / --reason / --received-before, or --all
+    /// (audited, one transaction).
+    Purge {
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only those received before this time (RFC 3339).
+        #[arg(long, value_parser = rfc3339)]
+        received_before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn rfc3339(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .map_err(|e| format!("expected an RFC 3339 time such as 2026-01-01T00:00:00Z: {e}"))
 }
 
 /// The command line sees every department's letters.
@@ -70,12 +98,20 @@ pub fn run(settings: &Settings, command: DeadLettersCommand) -> Outcome {
         .map_err(|e| Failure::new(1, format!("store: citizen sensors: {e}")))?;
     let devices = registry.devices();
     match command {
-        DeadLettersCommand::List { device, reason, after, limit } => {
-            list(&store, &devices, &DeadLetterFilter { device, reason }, after, limit)
+        DeadLettersCommand::List { device, reason, received_before, after, limit } => {
+            list(&store, &devices, &DeadLetterFilter { device, reason, received_before }, after, limit)
+        }
+        DeadLettersCommand::Delete { ids } => delete(settings, &store, &devices, &Selection::Ids(ids)),
+        DeadLettersCommand::Purge { device, reason, received_before, all } => {
+            let filter = DeadLetterFilter { device, reason, received_before };
+            if filter.is_empty() && !all {
+                return Err(Failure::new(2, "say which: --device, --reason, --received-before, or --all"));
+            }
+            delete(settings, &store, &devices, &Selection::Matching(filter))
         }
         DeadLettersCommand::Show { id } => show(&store, &devices, id),
         DeadLettersCommand::Replay { device, reason, all, ids } => {
-            let filter = DeadLetterFilter { device, reason };
+            let filter = DeadLetterFilter { device, reason, received_before: None };
             if ids.is_empty() && filter.is_empty() && !all {
                 return Err(Failure::new(2, "say which: dead letter ids, --device, --reason, or --all"));
             }
@@ -106,6 +142,27 @@ fn list(store: &EmbeddedStore, devices: &DeviceRegistry, filter: &DeadLetterFilt
         eprintln!("more: --after {next}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Delete the selected letters in one transaction, audited as `cli`; prints each deleted id
+/// (and `gone` for ids that were not there); exit 1 if any id asked for was not there.
+fn delete(settings: &Settings, store: &EmbeddedStore, devices: &DeviceRegistry, selection: &Selection) -> Outcome {
+    let audit = AuditLog::open(&settings.admin.audit_log_path(&settings.store))
+        .map_err(|e| Failure::new(1, format!("admin.audit_log: {e}")))?;
+    let deleted = DeadLetters::new(store, devices).delete(selection, usize::MAX, &everyone).map_err(|e| Failure::new(1, e))?;
+    for id in &deleted.ids {
+        println!("{id}\tdeleted");
+    }
+    for id in &deleted.gone {
+        println!("{id}\tgone\tno such dead letter");
+    }
+    let (action, target) = match selection {
+        Selection::Ids(ids) if ids.len() == 1 => ("dead_letter.delete", ids[0].to_string()),
+        _ => ("dead_letter.purge", String::new()),
+    };
+    audit.record_or_log(AuditEntry::new("cli", "local", action, &target).detail(serde_json::json!({ "deleted": deleted.ids })));
+    eprintln!("{} dead letter(s) deleted", deleted.ids.len());
+    Ok(if deleted.gone.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The letter as JSON, with its message as text when it is UTF-8.

@@ -8,12 +8,14 @@
 //! - [`decode`]: decode one payload with a profile;
 //! - [`rollups`]: rebuild rollups from the stored readings;
 //! - [`dead_letters`]: list, show and replay dead letters (the [`crate::replay`] service);
-//! - [`admin`]: operator token hashes.
+//! - [`admin`]: operator token hashes;
+//! - [`backup`]: back the store up (also while the gateway runs) and restore it.
 //!
 //! Exit codes: 0 done, 1 a problem with the data or files (printed on stderr), 2 a usage
 //! problem (a bad argument, an unreadable configuration).
 
 pub mod admin;
+pub mod backup;
 pub mod check;
 pub mod config;
 pub mod dead_letters;
@@ -34,10 +36,27 @@ use crate::config::Settings;
 #[command(name = "messnetz", version, about = "Gateway for a city's weather and climate sensor network")]
 pub struct Cli {
     /// TOML configuration file (defaults apply without one; MESSNETZ__SECTION__KEY overrides).
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, env = "MESSNETZ_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Log filter of the gateway: a level (`error`, `warn`, `info`, `debug`, `trace`) or
+    /// directives such as `info,messnetz::sources=debug`. Overrides RUST_LOG; default `info`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format of the gateway on stderr: `text` (default), or `json`, one object per line
+    /// for journald or a log shipper.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// How the gateway writes its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colours on a terminal).
+    Text,
+    /// One JSON object per line: time, level, target, message and fields.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -61,12 +80,26 @@ pub enum Command {
         #[command(subcommand)]
         command: rollups::RollupsCommand,
     },
-    /// Dead letters: list, show and replay them (run while the gateway is stopped: the store is
-    /// single-process; while it runs, use the admin API).
+    /// Dead letters: list, show, replay, delete and purge them (run while the gateway is
+    /// stopped: the store is single-process; while it runs, use the admin API).
     DeadLetters {
         #[command(subcommand)]
         command: dead_letters::DeadLettersCommand,
     },
+    /// Write a consistent snapshot of the store to FILE. While the gateway runs, it takes the
+    /// snapshot through its admin API (token in MESSNETZ_ADMIN_TOKEN or --token-file).
+    Backup {
+        file: PathBuf,
+        /// Base URL of the running gateway's API (default: from api.listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// File whose first line is an all-departments admin token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Put a backup in place of the store (stop the gateway first); the replaced store file
+    /// is kept as messnetz.redb.before-restore.
+    Restore { file: PathBuf },
     /// Operator API helpers.
     Admin {
         #[command(subcommand)]
@@ -130,6 +163,10 @@ pub fn dispatch(config: Option<&Path>, command: Command) -> ExitCode {
         Command::Profiles { command } => load(config).and_then(|s| profiles::run(&s, command)),
         Command::Rollups { command } => load(config).and_then(|s| rollups::run(&s, command)),
         Command::DeadLetters { command } => load(config).and_then(|s| dead_letters::run(&s, command)),
+        Command::Backup { file, url, token_file } => {
+            load(config).and_then(|s| backup::backup(&s, &file, url.as_deref(), token_file.as_deref()))
+        }
+        Command::Restore { file } => load(config).and_then(|s| backup::restore(&s, &file)),
         Command::Decode { profile, fport, hex } => load(config).and_then(|s| decode::run(&s, &profile, fport, &hex)),
     };
     outcome.unwrap_or_else(Failure::report)

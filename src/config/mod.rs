@@ -8,6 +8,7 @@ mod open_data;
 mod page;
 mod quality;
 pub mod redact;
+mod secrets;
 mod settings;
 pub mod topic;
 
@@ -58,6 +59,8 @@ pub fn load(file: Option<&Path>) -> Result<Settings, ConfigErrors> {
 
 /// Load settings from the optional file and the given environment (tests pass their own).
 pub fn load_with_env(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigErrors> {
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let credentials = env.iter().find(|(k, _)| k == "CREDENTIALS_DIRECTORY").map(|(_, v)| std::path::PathBuf::from(v));
     let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("MESSNETZ__")).collect();
     let mut builder = config::Config::builder();
     if let Some(file) = file {
@@ -77,7 +80,9 @@ pub fn load_with_env(file: Option<&Path>, env: impl IntoIterator<Item = (String,
             message: redact::redact_source_lines(&e.to_string()),
         }])
     })?;
-    from_config(built)
+    let mut settings = from_config(built)?;
+    secrets::read_files(&mut settings, credentials.as_deref()).map_err(ConfigErrors)?;
+    Ok(settings)
 }
 
 fn from_config(cfg: config::Config) -> Result<Settings, ConfigErrors> {
@@ -103,9 +108,10 @@ fn from_config(cfg: config::Config) -> Result<Settings, ConfigErrors> {
             "admin" => section(&name, value).map(|s| settings.admin = s),
             "citizens" => section(&name, value).map(|s| settings.citizens = s),
             "page" => section(&name, value).map(|s| settings.page = s),
+            "retention" => section(&name, value).map(|s| settings.retention = s),
             _ => Err(ConfigError {
                 path: name.clone(),
-                message: "unknown section; expected one of broker, mqtt, ingest, store, api, devices, profiles, reload, influxdb, open_data, lorawan, quality, admin, citizens, page".into(),
+                message: "unknown section; expected one of broker, mqtt, ingest, store, api, devices, profiles, reload, influxdb, open_data, lorawan, quality, admin, citizens, page, retention".into(),
             }),
         };
         if let Err(e) = result {
@@ -161,6 +167,12 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     }
     if s.mqtt.password.is_some() && s.mqtt.username.is_none() {
         err("mqtt.password", "a password needs mqtt.username too");
+    }
+    if s.mqtt.password.is_some() && s.mqtt.password_file.is_some() {
+        err("mqtt.password_file", "give the password or a file holding it, not both");
+    }
+    if s.influxdb.as_ref().is_some_and(|i| i.token.is_some() && i.token_file.is_some()) {
+        err("influxdb.token_file", "give the token or a file holding it, not both");
     }
     for (i, sub) in s.mqtt.subscriptions.iter().enumerate() {
         if let Err(why) = topic::validate_filter(&sub.topic) {
@@ -220,6 +232,9 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     }
     errors.extend(s.quality.problems().into_iter().map(|(key, message)| ConfigError { path: format!("quality.{key}"), message }));
     errors.extend(s.admin.problems().into_iter().map(|(key, message)| ConfigError { path: format!("admin.{key}"), message }));
+    errors.extend(
+        s.retention.problems().into_iter().map(|(key, message)| ConfigError { path: format!("retention.{key}"), message }),
+    );
     errors
 }
 

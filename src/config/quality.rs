@@ -23,12 +23,12 @@ pub struct QualitySettings {
     /// network server and replayed dead letters legitimately carry old times.
     pub max_age_h: u64,
     /// Physical range per quantity as `[min, max]` in the canonical unit, replacing the
-    /// built-in range (see the README's quantity table). Profiles and devices can narrow it
+    /// built-in range (see the quantity table in docs/profiles.md). Profiles and devices can narrow it
     /// further. Outside the range a reading is bad (test `range`).
     pub ranges: BTreeMap<Quantity, [f64; 2]>,
     /// Spike test: the largest plausible change per hour of a quantity, in its canonical unit.
     /// A reading that changes faster against its neighbour in time is suspect (test `spike`).
-    /// Keys given here are merged over the built-in table (README); 0 turns the test off for a
+    /// Keys given here are merged over the built-in table (docs/configuration.md); 0 turns the test off for a
     /// quantity; quantities in neither are not spike-tested.
     #[serde(deserialize_with = "merge_spike")]
     pub spike: BTreeMap<Quantity, f64>,

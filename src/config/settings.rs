@@ -30,6 +30,84 @@ pub struct Settings {
     pub citizens: super::CitizenSettings,
     /// The public page at `/`.
     pub page: super::PageSettings,
+    /// How long readings, dead letters and rollups are kept.
+    pub retention: RetentionSettings,
+}
+
+/// How long stored data is kept. A background task deletes what is older, a bounded chunk
+/// per transaction, so ingest's commits never wait long behind it. 0 days keeps for ever.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Seconds between retention passes; 0 turns retention off (everything is kept).
+    pub interval_s: u64,
+    /// Most rows one retention transaction deletes.
+    pub chunk_rows: usize,
+    /// Pause between two retention transactions, in milliseconds, leaving the store to ingest.
+    pub chunk_pause_ms: u64,
+    /// Readings, by device visibility and quantity.
+    pub readings: ReadingsRetention,
+    /// Days dead letters are kept (by reception time); 0 = for ever.
+    pub dead_letters_days: u32,
+    /// Days the 10-minute, hourly and daily rollups (district and device windows) are kept,
+    /// counted from the window's end; 0 = for ever. At least as long as any readings retention.
+    pub rollups_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            interval_s: 3600,
+            chunk_rows: 2000,
+            chunk_pause_ms: 20,
+            readings: ReadingsRetention::default(),
+            dead_letters_days: 0,
+            rollups_days: 0,
+        }
+    }
+}
+
+/// Days readings are kept, by measurement time: per device visibility, overridden per quantity.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadingsRetention {
+    /// Days readings of open devices are kept; 0 = for ever.
+    pub open_days: u32,
+    /// Days readings of internal devices (and of devices no longer in the registry) are kept; 0 = for ever.
+    pub internal_days: u32,
+    /// Days per quantity name (e.g. `battery_voltage = 90`), in place of the visibility's; 0 = for ever.
+    pub quantities: std::collections::BTreeMap<String, u32>,
+}
+
+impl RetentionSettings {
+    /// Checks serde can't express, as (key, message) pairs relative to `retention.`.
+    pub(crate) fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.chunk_rows == 0 {
+            out.push(("chunk_rows".to_owned(), "expected at least 1".to_owned()));
+        }
+        for name in self.readings.quantities.keys() {
+            if crate::model::Quantity::by_name(name).is_none() {
+                out.push((
+                    format!("readings.quantities.{name}"),
+                    "unknown quantity name (the quantities are listed in docs/data-model.md)".to_owned(),
+                ));
+            }
+        }
+        let longest = [self.readings.open_days, self.readings.internal_days]
+            .into_iter()
+            .chain(self.readings.quantities.values().copied())
+            .map(|d| if d == 0 { u32::MAX } else { d })
+            .max()
+            .unwrap_or(u32::MAX);
+        if self.rollups_days != 0 && self.rollups_days < longest {
+            out.push((
+                "rollups_days".to_owned(),
+                "expected 0 (for ever) or at least as many days as the longest readings retention: rollups are kept longer than readings".to_owned(),
+            ));
+        }
+        out
+    }
 }
 
 /// How the open data is described to portals (the DCAT-AP.de catalogue at `/v1/catalog`) and licensed.
@@ -214,6 +292,10 @@ pub struct MqttSettings {
     pub username: Option<String>,
     /// Password, if the broker wants one. Never logged.
     pub password: Option<Secret>,
+    /// File holding the password (its first line), in place of `password`: a container
+    /// secret, say. Under systemd, a credential named `mqtt_password` (`LoadCredential=`) is
+    /// read without this key.
+    pub password_file: Option<PathBuf>,
     /// TLS to the broker; absent means plain TCP.
     pub tls: Option<TlsSettings>,
     /// First delay before reconnecting after a lost connection, in milliseconds; doubles up to `reconnect_max_ms`.
@@ -239,6 +321,7 @@ impl Default for MqttSettings {
             keep_alive_s: 30,
             username: None,
             password: None,
+            password_file: None,
             tls: None,
             reconnect_min_ms: 200,
             reconnect_max_ms: 30_000,
@@ -419,7 +502,7 @@ impl Default for ApiSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DevicesSettings {
-    /// TOML file listing the devices (see the README's device reference).
+    /// TOML file listing the devices (see docs/configuration.md, "Devices").
     pub file: PathBuf,
 }
 
@@ -449,6 +532,10 @@ impl Default for ProfilesSettings {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(text: String) -> Self {
+        Self(text)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -476,6 +563,10 @@ pub struct InfluxSettings {
     /// API token with write access to the bucket. Never logged.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// File holding the token (its first line), in place of `token`. Under systemd, a
+    /// credential named `influxdb_token` (`LoadCredential=`) is read without this key.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// Most readings (lines) per write request.
     #[serde(default = "default_influx_batch_size")]
     pub batch_size: usize,
@@ -585,7 +676,7 @@ impl InfluxSettings {
     }
 }
 
-/// The operator API under `/v1/admin/` (see the README's "Operator API").
+/// The operator API under `/v1/admin/` (see docs/api.md, "Operator API").
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {

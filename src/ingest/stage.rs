@@ -91,6 +91,7 @@ impl Ingest {
                     return;
                 }
             }
+            self.metrics.observe_batch(messages.len());
             let stored;
             (batch, stored) = self.commit(batch, &cancel).await;
             if !stored {
@@ -149,7 +150,7 @@ impl Ingest {
                 Ok(_) => {
                     self.metrics.observe_store_latency(started.elapsed());
                     Metrics::inc(&self.metrics.readings_stored, batch.readings.len() as u64);
-                    Metrics::inc(&self.metrics.dead_letters, batch.dead_letters.len() as u64);
+                    self.metrics.dead_lettered(batch.dead_letters.iter().map(|l| l.reason.as_str()));
                     return (batch, true);
                 }
                 Err(e) => {

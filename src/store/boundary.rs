@@ -1,5 +1,7 @@
 //! The storage boundary's traits: what the ingest stage commits ([`CommitStore`]), what the API, quality and the catalogue read ([`ReadStore`]), the InfluxDB spool's table ([`Outbox`]), and the store's error.
 
+use std::path::{Path, PathBuf};
+
 use chrono::{DateTime, Utc};
 
 use super::batch::WriteBatch;
@@ -129,15 +131,53 @@ pub trait CitizenStore: Send + Sync {
     fn remove_citizen_sensor(&self, id: &DeviceId) -> Result<Option<Removed>, StoreError>;
 }
 
-/// What the HTTP API holds: the reads, and the citizen sensors' registrations.
-pub trait ApiStore: ReadStore + CitizenStore {}
+/// What a backup or restore found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Rows per table, in table order.
+    pub tables: Vec<(String, u64)>,
+    /// Size of the snapshot file in bytes.
+    pub bytes: u64,
+}
 
-impl<T: ReadStore + CitizenStore> ApiStore for T {}
+impl Snapshot {
+    pub fn rows(&self, table: &str) -> u64 {
+        self.tables.iter().find(|(t, _)| t == table).map(|(_, n)| *n).unwrap_or(0)
+    }
+}
+
+/// Why a backup or restore did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} is not a messnetz store: {1}")]
+    NotAStore(PathBuf, String),
+    #[error("the store in {0} is open in another process: stop the gateway first")]
+    InUse(PathBuf),
+}
+
+/// An operator's upkeep of a store. Blocking calls.
+pub trait AdminStore: Send + Sync {
+    /// Delete these dead letters in one transaction; the ids of those that were there. Their
+    /// ids are never given again.
+    fn delete_dead_letters(&self, ids: &[u64]) -> Result<Vec<u64>, StoreError>;
+    /// Write a consistent snapshot of the store to `dest` (replaced if it exists) while it
+    /// keeps taking writes.
+    fn backup_to(&self, dest: &Path) -> Result<Snapshot, BackupError>;
+}
+
+/// What the HTTP API holds: the reads, the citizen sensors' registrations and the operator's upkeep.
+pub trait ApiStore: ReadStore + CitizenStore + AdminStore {}
+
+impl<T: ReadStore + CitizenStore + AdminStore> ApiStore for T {}
 
 /// A whole store: what the gateway's stages hold.
-pub trait Store: CommitStore + ReadStore + Outbox + CitizenStore + SeriesLookup + NearbyLookup {}
+pub trait Store: CommitStore + ReadStore + Outbox + CitizenStore + AdminStore + SeriesLookup + NearbyLookup {}
 
-impl<T: CommitStore + ReadStore + Outbox + CitizenStore + SeriesLookup + NearbyLookup> Store for T {}
+impl<T: CommitStore + ReadStore + Outbox + CitizenStore + AdminStore + SeriesLookup + NearbyLookup> Store for T {}
 
 /// Why the store failed. The cause is logged; API clients see a generic error.
 #[derive(Debug, thiserror::Error)]

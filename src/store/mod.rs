@@ -12,6 +12,9 @@ pub mod dead_letter;
 pub mod embedded;
 
 pub use batch::WriteBatch;
-pub use boundary::{ApiStore, CitizenStore, CommitStore, Extent, Outbox, ReadStore, Removed, Store, StoreError, StoreHealth};
+pub use boundary::{
+    AdminStore, ApiStore, BackupError, CitizenStore, CommitStore, Extent, Outbox, ReadStore, Removed, Snapshot, Store,
+    StoreError, StoreHealth,
+};
 pub use dead_letter::{DeadLetter, ReplayOutcome};
 pub use embedded::EmbeddedStore;

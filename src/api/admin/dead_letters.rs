@@ -1,4 +1,4 @@
-//! `/v1/admin/dead-letters`: find, inspect and replay the messages that could not be read.
+//! `/v1/admin/dead-letters`: find, inspect, replay and delete the messages that could not be read.
 //!
 //! A dead letter belongs to the department of its device — the device it named, or the one
 //! its message names now (a device registered after the message came). Letters of no known
@@ -51,11 +51,18 @@ fn summary(letter: &DeadLetter, device: Option<&Device>) -> Value {
     })
 }
 
-fn filter_from(query: &HashMap<String, String>) -> DeadLetterFilter {
-    DeadLetterFilter {
+fn filter_from(query: &HashMap<String, String>) -> Result<DeadLetterFilter, AdminError> {
+    Ok(DeadLetterFilter {
         device: query.get("device").filter(|d| !d.is_empty()).cloned(),
         reason: query.get("reason").filter(|r| !r.is_empty()).cloned(),
-    }
+        received_before: query.get("received_before").map(|t| time(t)).transpose()?,
+    })
+}
+
+fn time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, AdminError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .map_err(|_| AdminError::BadRequest(format!("received_before: expected an RFC 3339 time, got {text:?}")))
 }
 
 fn number(query: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, AdminError> {
@@ -72,7 +79,7 @@ pub async fn list(
     Extension(op): Extension<Operator>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, AdminError> {
-    let filter = filter_from(&query);
+    let filter = filter_from(&query)?;
     let after = number(&query, "after", 0)?;
     let limit = (number(&query, "limit", 100)? as usize).clamp(1, MAX_LIMIT);
     blocking(move || {
@@ -161,8 +168,32 @@ struct ReplayRequest {
     ids: Vec<u64>,
     device: Option<String>,
     reason: Option<String>,
+    /// RFC 3339: only letters received before this time.
+    received_before: Option<String>,
     #[serde(default)]
     all: bool,
+}
+
+impl ReplayRequest {
+    /// Which letters the request names: ids, a filter, or all. Names none: 400.
+    fn parse(body: &[u8]) -> Result<Selection, AdminError> {
+        let request: ReplayRequest = serde_json::from_slice(body).map_err(|e| {
+            AdminError::BadRequest(format!(
+                "body: expected {{\"ids\": [...]}}, {{\"device\": ..., \"reason\": ..., \"received_before\": ...}} or {{\"all\": true}}: {e}"
+            ))
+        })?;
+        let filter = DeadLetterFilter {
+            device: request.device,
+            reason: request.reason,
+            received_before: request.received_before.as_deref().map(time).transpose()?,
+        };
+        if request.ids.is_empty() && filter.is_empty() && !request.all {
+            return Err(AdminError::BadRequest(
+                "body: say which letters: ids, device, reason, received_before, or all = true".into(),
+            ));
+        }
+        Ok(if request.ids.is_empty() { Selection::Matching(filter) } else { Selection::Ids(request.ids) })
+    }
 }
 
 /// `POST /v1/admin/dead-letters/replay` with `{"ids": [..]}`, `{"device": "ID", "reason":
@@ -173,16 +204,7 @@ pub async fn replay_many(
     Extension(op): Extension<Operator>,
     body: Bytes,
 ) -> Result<Json<Value>, AdminError> {
-    let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
-        AdminError::BadRequest(format!(
-            "body: expected {{\"ids\": [...]}}, {{\"device\": ..., \"reason\": ...}} or {{\"all\": true}}: {e}"
-        ))
-    })?;
-    let filter = DeadLetterFilter { device: request.device, reason: request.reason };
-    if request.ids.is_empty() && filter.is_empty() && !request.all {
-        return Err(AdminError::BadRequest("body: say which letters: ids, device, reason, or all = true".into()));
-    }
-    let selection = if request.ids.is_empty() { Selection::Matching(filter) } else { Selection::Ids(request.ids) };
+    let selection = ReplayRequest::parse(&body)?;
     blocking(move || {
         let devices = state.registry.devices();
         // `Err(id)`: a requested id that is not there, or not the operator's: both "gone".
@@ -199,6 +221,56 @@ pub async fn replay_many(
         }
         let stored = results.iter().filter(|r| r["outcome"] == "stored").count();
         Ok(Json(json!({ "replayed": results.len(), "stored": stored, "more": more, "results": results })))
+    })
+    .await
+}
+
+/// `DELETE /v1/admin/dead-letters/{id}`: delete one letter for good (audited as
+/// `dead_letter.delete`, with the letter's reason and topic). Not there, or not the
+/// operator's: 404.
+pub async fn delete_one(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    let id = letter_id(&id)?;
+    blocking(move || {
+        let devices = state.registry.devices();
+        let letters = DeadLetters::new(&*state.store, &devices);
+        let found = letters.get(id, &visible_to(&op))?.ok_or_else(not_found)?;
+        let summary = summary(&found.letter, found.device.as_deref());
+        let deleted =
+            letters.delete(&Selection::Ids(vec![id]), 1, &visible_to(&op)).map_err(|e| AdminError::from(e.into_store()))?;
+        if deleted.ids.is_empty() {
+            return Err(not_found()); // deleted or replayed meanwhile
+        }
+        state.admin.audit.record_or_log(AdminState::entry(&op, "dead_letter.delete", &id.to_string()).detail(summary));
+        Ok(Json(json!({ "id": id, "deleted": true })))
+    })
+    .await
+}
+
+/// `POST /v1/admin/dead-letters/purge` with `{"ids": [..]}`, a filter (`device`, `reason`,
+/// `received_before`, any of them) or `{"all": true}`: delete the matching letters of the
+/// operator's departments, at most 10,000 per request (`more` says whether others are left),
+/// in one transaction, audited as `dead_letter.purge` with the selection and the ids.
+pub async fn purge(
+    State(state): State<AppState>,
+    Extension(op): Extension<Operator>,
+    body: Bytes,
+) -> Result<Json<Value>, AdminError> {
+    let selection = ReplayRequest::parse(&body)?;
+    let asked: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    blocking(move || {
+        let devices = state.registry.devices();
+        let deleted = DeadLetters::new(&*state.store, &devices)
+            .delete(&selection, MAX_REPLAY, &visible_to(&op))
+            .map_err(|e| AdminError::from(e.into_store()))?;
+        let body = json!({ "deleted": deleted.ids.len(), "ids": deleted.ids, "gone": deleted.gone, "more": deleted.more });
+        state.admin.audit.record_or_log(
+            AdminState::entry(&op, "dead_letter.purge", "").detail(json!({ "selection": asked, "deleted": body["ids"] })),
+        );
+        Ok(Json(body))
     })
     .await
 }

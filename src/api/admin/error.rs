@@ -21,6 +21,9 @@ pub enum AdminError {
     /// Unknown, or belonging to another department: the same answer, so ids don't leak.
     #[error("{0}")]
     NotFound(String),
+    /// Allowed only to all-departments tokens (a backup holds every department's data).
+    #[error("{0}")]
+    Forbidden(String),
     /// The change conflicts with the current state (a taken id, a broken devices file).
     #[error("{0}")]
     Conflict(String),
@@ -58,6 +61,7 @@ impl IntoResponse for AdminError {
             AdminError::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, serde_json::json!({ "error": message })),
             AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, serde_json::json!({ "error": message })),
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, serde_json::json!({ "error": message })),
+            AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, serde_json::json!({ "error": message })),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, serde_json::json!({ "error": message })),
             AdminError::Invalid { ref problems, .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!({ "error": message, "problems": problems }))

@@ -1,6 +1,6 @@
 //! InfluxDB v2 writer: drains the spool (the outbox table) in order, in gzip'd line-protocol batches, with backoff on outages and dead letters for rejected points.
 //!
-//! Schema (documented for Grafana users in the README): one measurement per quantity
+//! Schema (documented for Grafana users in docs/data-model.md): one measurement per quantity
 //! (`air_temperature`, ...), tags `device`, `district`, `owner`, `profile`, `unit`, fields
 //! `value` (always a float) and `quality` (always an integer: 0 good, 1 suspect, 2 bad),
 //! timestamp = the time of measurement in milliseconds. Same series and time overwrite in
@@ -358,7 +358,7 @@ impl InfluxWriter {
         let batch = WriteBatch { dead_letters: vec![letter], ..Default::default() };
         match tokio::task::spawn_blocking(move || store.write(&batch)).await {
             Ok(Ok(_)) => {
-                Metrics::inc(&self.metrics.dead_letters, 1);
+                self.metrics.dead_lettered(["InfluxDB rejected the point"]);
                 true
             }
             Ok(Err(e)) => {

@@ -31,6 +31,7 @@ impl Spool {
     /// `len` is the number of lines already spooled (left from the previous run).
     pub fn new(settings: &InfluxSettings, metrics: Arc<Metrics>, len: u64) -> Self {
         metrics.influx.spool_readings.store(len, Relaxed);
+        metrics.influx.spool_age.resync(len);
         let hold = if settings.spool_full == SpoolFullPolicy::Backpressure { settings.spool_max_readings } else { 0 };
         metrics.influx.spool_hold_limit.store(hold, Relaxed);
         Self {
@@ -90,6 +91,7 @@ impl Spool {
     pub fn appended(&self, n: usize) {
         if n > 0 {
             self.metrics.influx.spool_readings.fetch_add(n as u64, Relaxed);
+            self.metrics.influx.spool_age.appended(n as u64);
             self.appended.notify_one();
         }
     }
@@ -97,12 +99,14 @@ impl Spool {
     /// The writer removed `n` lines (sent, dead-lettered or dropped).
     pub(crate) fn removed(&self, n: u64) {
         let _ = self.metrics.influx.spool_readings.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+        self.metrics.influx.spool_age.removed(n);
         self.room.notify_waiters();
     }
 
     /// Set the count from the table itself.
     pub(crate) fn resync(&self, len: u64) {
         self.metrics.influx.spool_readings.store(len, Relaxed);
+        self.metrics.influx.spool_age.resync(len);
         self.room.notify_waiters();
     }
 }

@@ -82,6 +82,18 @@ pub(super) fn replace(tx: &WriteTransaction, id: u64, letter: Option<&DeadLetter
     Ok(())
 }
 
+/// Delete these letters inside the caller's transaction; the ids of those that were there.
+pub(super) fn delete(tx: &WriteTransaction, ids: &[u64]) -> Result<Vec<u64>, StoreError> {
+    let mut table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+    let mut deleted = Vec::new();
+    for &id in ids {
+        if table.remove(id).map_err(engine)?.is_some() {
+            deleted.push(id);
+        }
+    }
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

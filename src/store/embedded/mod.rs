@@ -7,10 +7,12 @@
 //!   transaction.
 //! - [`rollups`]: district and device windows, their journal, flush task and queries.
 
+pub mod backup;
 mod citizens;
 mod dead_letters;
 mod frame_counters;
 mod outbox;
+pub mod retention;
 pub mod rollups;
 mod store;
 mod tables;

@@ -1,6 +1,6 @@
 //! The embedded store (redb): opening, reopening after I/O errors, the batch commit, and the storage boundary's traits on top of the table modules beside it.
 //!
-//! redb was chosen by measurement (see the README's design notes): fsync'd commits, a
+//! redb was chosen by measurement (see the design notes in docs/data-model.md): fsync'd commits, a
 //! pure-Rust build, and the fastest range queries of the engines tried. Keys are
 //! `(device, quantity, time)`, so a series is one contiguous range and writing the same
 //! reading twice overwrites it: redelivered messages are idempotent.
@@ -26,7 +26,9 @@ use crate::quality::neighbours::NearbyLookup;
 use crate::quality::SeriesLookup;
 use crate::sources::lorawan::FrameCounter;
 use crate::store::batch::WriteBatch;
-use crate::store::boundary::{engine, CitizenStore, CommitStore, Outbox, ReadStore, Removed, StoreError, StoreHealth};
+use crate::store::boundary::{
+    engine, AdminStore, BackupError, CitizenStore, CommitStore, Outbox, ReadStore, Removed, Snapshot, StoreError, StoreHealth,
+};
 use crate::store::dead_letter::{DeadLetter, ReplayOutcome};
 
 /// Journal rows one flush transaction handles at most, so a long backlog (after a restart
@@ -719,6 +721,25 @@ impl NearbyLookup for EmbeddedStore {
             (Some((_, v)), None) | (None, Some((_, v))) => Some(v),
             (None, None) => None,
         }
+    }
+}
+
+impl AdminStore for EmbeddedStore {
+    fn delete_dead_letters(&self, ids: &[u64]) -> Result<Vec<u64>, StoreError> {
+        self.with_write(|db| {
+            let tx = db.begin_write().map_err(engine)?;
+            let deleted = dead_letters::delete(&tx, ids)?;
+            if deleted.is_empty() {
+                tx.abort().map_err(engine)?;
+                return Ok((deleted, false));
+            }
+            tx.commit().map_err(engine)?;
+            Ok((deleted, true))
+        })
+    }
+
+    fn backup_to(&self, dest: &Path) -> Result<Snapshot, BackupError> {
+        self.snapshot_to(dest)
     }
 }
 
