@@ -8,9 +8,13 @@
 
 mod dead_letter;
 pub mod embedded;
+mod open;
+pub mod postgres;
 
 pub use dead_letter::{DeadLetter, ReplayOutcome};
 pub use embedded::EmbeddedStore;
+pub use open::{open, open_backend, Backend, OpenError};
+pub use postgres::PostgresStore;
 
 use std::collections::HashMap;
 
@@ -128,6 +132,11 @@ pub struct WriteBatch {
     /// LoRaWAN frame counters (by DevAddr) moved forward by the batch's raw frames; stored in the
     /// same transaction, so a counter never runs ahead of (or behind) the readings it admitted.
     pub frame_counters: HashMap<u32, FrameCounter>,
+    /// The stored state each of `frame_counters` was computed from (`None`: no counter was
+    /// stored yet), as the batch read it. A store shared by several gateways writes a counter
+    /// only if it is still in that state, and otherwise refuses the whole batch with
+    /// [`StoreError::FrameCounterMoved`]; a counter without an entry here is written as it is.
+    pub frame_counter_bases: HashMap<u32, Option<FrameCounter>>,
 }
 
 impl WriteBatch {
@@ -138,6 +147,7 @@ impl WriteBatch {
             && self.districts.is_empty()
             && self.outbox.is_empty()
             && self.frame_counters.is_empty()
+            && self.frame_counter_bases.is_empty()
     }
 
     pub fn clear(&mut self) {
@@ -147,6 +157,7 @@ impl WriteBatch {
         self.districts.clear();
         self.outbox.clear();
         self.frame_counters.clear();
+        self.frame_counter_bases.clear();
     }
 }
 
@@ -161,6 +172,14 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store waits to be reopened after an I/O error: {0}")]
     Closed(String),
+    /// A shared store (PostgreSQL) failed or could not be reached; the text never holds the password.
+    #[error("PostgreSQL: {0}")]
+    Database(String),
+    /// Another gateway stored a newer state of this DevAddr's frame counter after the batch
+    /// read it (two replicas got copies of one frame): nothing of the batch was written. Run
+    /// the batch's messages through the pipeline again: the copy is then seen as a duplicate.
+    #[error("the frame counter of DevAddr {dev_addr:08X} moved on in another gateway; the batch is decoded again")]
+    FrameCounterMoved { dev_addr: u32 },
 }
 
 impl StoreError {
