@@ -54,30 +54,63 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<(), StoreE
         reasons.push(r.reason.as_str());
         districts.push(district(r));
     }
-    // Returns the rows inserted (xmax = 0) and those whose value, flag or reason changed;
-    // a reading stored again as it was is not returned and changes nothing.
-    let stmt = tx
+    // New rows first; the rest were stored before (or by another gateway meanwhile).
+    let insert = tx
         .prepare_cached(
-            "INSERT INTO readings AS r (device, quantity, time, value, flag, reason, district)
+            "INSERT INTO readings (device, quantity, time, value, flag, reason, district)
              SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::int2[], $6::text[], $7::text[])
-             ON CONFLICT (device, quantity, time) DO UPDATE SET
-                 value = EXCLUDED.value, flag = EXCLUDED.flag, reason = EXCLUDED.reason, district = EXCLUDED.district
-             WHERE (r.value, r.flag, r.reason) IS DISTINCT FROM (EXCLUDED.value, EXCLUDED.flag, EXCLUDED.reason)
-             RETURNING device, quantity, time, (xmax = 0) AS inserted",
+             ON CONFLICT (device, quantity, time) DO NOTHING
+             RETURNING device, quantity, time",
         )
         .await
         .map_err(db)?;
-    let returned = tx.query(&stmt, &[&devices, &quantities, &times, &values, &flags, &reasons, &districts]).await.map_err(db)?;
+    let returned =
+        tx.query(&insert, &[&devices, &quantities, &times, &values, &flags, &reasons, &districts]).await.map_err(db)?;
     let mut inserted: HashMap<(String, String, i64), ()> = HashMap::with_capacity(returned.len());
-    let mut changed = BTreeMap::new();
     for row in &returned {
-        let (device, quantity, time, new): (String, String, DateTime<Utc>, bool) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        let t = time.timestamp_millis();
-        if new {
-            inserted.insert((device, quantity, t), ());
-        } else if let Some(r) = rows.get(&(device.as_str(), quantity.as_str(), t)) {
-            rollups::keys_of(r.device.as_str(), district(r), r.quantity, t, &mut changed);
+        let (device, quantity, time): (String, String, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
+        inserted.insert((device, quantity, time.timestamp_millis()), ());
+    }
+    let mut changed = BTreeMap::new();
+    if inserted.len() < rows.len() {
+        // Stored before: written again only where value, flag or reason differ (a reading
+        // stored again as it was changes nothing); their windows are recomputed.
+        let again: Vec<usize> = rows
+            .keys()
+            .enumerate()
+            .filter(|(_, (d, q, t))| !inserted.contains_key(&((*d).to_owned(), (*q).to_owned(), *t)))
+            .map(|(i, _)| i)
+            .collect();
+        let update = tx
+            .prepare_cached(
+                "UPDATE readings AS r SET value = u.value, flag = u.flag, reason = u.reason, district = u.district
+                 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::int2[], $6::text[], $7::text[])
+                      AS u(device, quantity, time, value, flag, reason, district)
+                 WHERE r.device = u.device AND r.quantity = u.quantity AND r.time = u.time
+                   AND (r.value, r.flag, r.reason) IS DISTINCT FROM (u.value, u.flag, u.reason)
+                 RETURNING r.device, r.quantity, r.time",
+            )
+            .await
+            .map_err(db)?;
+        let params = (
+            pick(&again, &devices),
+            pick(&again, &quantities),
+            pick(&again, &times),
+            pick(&again, &values),
+            pick(&again, &flags),
+            pick(&again, &reasons),
+            pick(&again, &districts),
+        );
+        let updated = tx
+            .query(&update, &[&params.0, &params.1, &params.2, &params.3, &params.4, &params.5, &params.6])
+            .await
+            .map_err(db)?;
+        for row in &updated {
+            let (device, quantity, time): (String, String, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
+            let t = time.timestamp_millis();
+            if let Some(r) = rows.get(&(device.as_str(), quantity.as_str(), t)) {
+                rollups::keys_of(r.device.as_str(), district(r), r.quantity, t, &mut changed);
+            }
         }
     }
     // New readings folded in the batch's order (each key once).
@@ -91,6 +124,11 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<(), StoreE
     }
     rollups::apply(tx, &delta).await?;
     rollups::recompute(tx, &changed).await
+}
+
+/// The elements of `v` at `indexes`.
+fn pick<T: Copy>(indexes: &[usize], v: &[T]) -> Vec<T> {
+    indexes.iter().map(|i| v[*i]).collect()
 }
 
 /// Last-seen times only move forward.
