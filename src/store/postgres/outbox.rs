@@ -40,7 +40,7 @@ impl Outbox for PostgresStore {
                 .prepare_cached("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1)")
                 .await
                 .map_err(db)?;
-            Ok(client.execute(&stmt, &[&n]).await.map_err(db)?)
+            client.execute(&stmt, &[&n]).await.map_err(db)
         })
     }
 }
