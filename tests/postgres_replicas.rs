@@ -126,6 +126,12 @@ fn spawn(config: &Path, log: &Path, db_url: &str) -> Child {
         .expect("start messnetz")
 }
 
+/// The end of a log, for a failure message.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text[text.len().saturating_sub(4000)..].to_owned()
+}
+
 /// Wait until both replicas acknowledged all they received and nothing new came for 3 s.
 async fn settle(replicas: &[&Replica], expect_total: f64) {
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -183,7 +189,7 @@ async fn two_replicas_behind_a_shared_subscription_store_every_uplink_once_and_a
     // Replica A is killed once it has acknowledged a share of the burst, and started again.
     let started = Instant::now();
     while a.metric("messnetz_messages_acked_total").await.unwrap_or(0.0) < (UPLINKS / 8) as f64 {
-        assert!(started.elapsed() < Duration::from_secs(120), "replica A acknowledged too little; log {}", a.log.display());
+        assert!(started.elapsed() < Duration::from_secs(120), "replica A acknowledged too little; log:\n{}", tail(&a.log));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     a.kill_and_respawn(&db);
@@ -273,9 +279,13 @@ async fn a_raw_frame_reaching_both_replicas_at_once_is_stored_once_and_replays_a
     let a = Replica::start(dir.path(), "frames-a", broker.port, &db, &subscriptions, &extra).await;
     let b = Replica::start(dir.path(), "frames-b", broker.port, &db, &subscriptions, &extra).await;
 
+    // A device's frames come minutes apart: each is sent once, a moment after the one before.
     const FRAMES: u32 = 40;
-    let messages: Vec<_> = (1..=FRAMES).map(|f| (topics.gateway_bridge("gw-rathaus"), frame(f, "gw-rathaus", f))).collect();
-    publish_all(broker.port, &format!("{}-pub", topics.prefix), messages).await;
+    for f in 1..=FRAMES {
+        let message = (topics.gateway_bridge("gw-rathaus"), frame(f, "gw-rathaus", f));
+        publish_all(broker.port, &format!("{}-pub-{f}", topics.prefix), vec![message]).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     settle(&[&a, &b], 2.0 * FRAMES as f64).await;
     let stored: u32 = cluster
         .psql("frames", "SELECT count(*) FROM readings WHERE device = 'demo-lht65' AND quantity = 'air_temperature'")

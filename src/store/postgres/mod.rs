@@ -107,10 +107,20 @@ impl PostgresStore {
     }
 
     /// Wait for `f` on this thread, within the store's runtime context and the time limit.
+    ///
+    /// Called on a worker of the gateway's (multi-threaded) runtime, the worker first hands
+    /// its other tasks to another thread (`block_in_place`): a worker's own scheduler defers
+    /// some wake-ups (tokio's cooperative budget) until the worker is back in its loop, which
+    /// a worker waiting here would never be. The budget is also switched off for `f`.
     fn block<T>(&self, f: impl Future<Output = T>) -> Result<T, String> {
-        let _entered = self.runtime().enter();
-        block_on(async { tokio::time::timeout(CALL_LIMIT, f).await })
-            .map_err(|_| format!("PostgreSQL did not answer within {} s", CALL_LIMIT.as_secs()))
+        let run = || {
+            let _entered = self.runtime().enter();
+            block_on(tokio::task::unconstrained(async { tokio::time::timeout(CALL_LIMIT, f).await }))
+        };
+        let on_worker =
+            tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let result = if on_worker { tokio::task::block_in_place(run) } else { run() };
+        result.map_err(|_| format!("PostgreSQL did not answer within {} s", CALL_LIMIT.as_secs()))
     }
 
     /// Run `f` with a connection from the pool.
