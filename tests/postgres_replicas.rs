@@ -318,3 +318,48 @@ async fn a_raw_frame_reaching_both_replicas_at_once_is_stored_once_and_replays_a
     let letters = cluster.psql("frames", "SELECT reason FROM dead_letters");
     assert!(letters.lines().count() == 2 && letters.contains("replayed frame"), "{letters}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgresql_is_down_nothing_is_acknowledged_and_ingest_resumes_by_itself() {
+    let mut cluster = pg::Cluster::start();
+    let db = cluster.database("outage");
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("pg-outage");
+    let subscriptions = format!("[[mqtt.subscriptions]]\ntopic = \"{}/v3/+/devices/+/up\"\nformat = \"ttn-v3\"\n", topics.prefix);
+    let gw = Replica::start(dir.path(), "outage", broker.port, &db, &subscriptions, "").await;
+    let burst = lht65_burst(&topics, 600);
+    let (first, second) = (burst[..300].to_vec(), burst[300..].to_vec());
+    publish_all(broker.port, &format!("{}-pub1", topics.prefix), first).await;
+    settle(&[&gw], 300.0).await;
+    let acked_before = gw.metric("messnetz_messages_acked_total").await.unwrap();
+
+    cluster.stop();
+    publish_all(broker.port, &format!("{}-pub2", topics.prefix), second).await;
+    let readyz = gw.url("/readyz");
+    let why = wait_for("/readyz to say the store fails", Duration::from_secs(30), || {
+        let readyz = readyz.clone();
+        async move {
+            let response = reqwest::get(&readyz).await.ok()?;
+            let status = response.status().as_u16();
+            let body = response.text().await.ok()?;
+            (status == 503).then_some(body)
+        }
+    })
+    .await;
+    assert!(why.contains("store commits fail") && why.contains("PostgreSQL"), "{why}");
+    assert!(!why.contains(pg::PASSWORD), "{why}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gw.metric("messnetz_messages_acked_total").await.unwrap(), acked_before, "nothing acknowledged while down");
+
+    cluster.resume();
+    settle(&[&gw], 600.0).await;
+    let stored: usize = cluster
+        .psql("outage", "SELECT count(*) FROM readings WHERE device = 'demo-lht65' AND quantity = 'air_temperature'")
+        .parse()
+        .unwrap();
+    assert_eq!(stored, 600, "nothing lost, nothing twice; log:\n{}", tail(&gw.log));
+    assert_eq!(cluster.psql("outage", "SELECT count(*) FROM dead_letters"), "0");
+    let ready = reqwest::get(gw.url("/readyz")).await.unwrap().status().as_u16();
+    assert_eq!(ready, 200, "ready again by itself");
+}

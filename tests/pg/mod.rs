@@ -69,8 +69,14 @@ impl Cluster {
             .output()
             .expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let port = free_port();
-        let log = dir.path().join("log");
+        let mut cluster = Self { port: free_port(), dir, pid: None };
+        cluster.resume();
+        cluster
+    }
+
+    /// Start the server (again) on its data directory and port; panics with the log if it fails.
+    pub fn resume(&mut self) {
+        let (port, data, log) = (self.port, self.dir.path().join("data"), self.dir.path().join("log"));
         let out = as_owner(&bin("pg_ctl"))
             .arg("-D")
             .arg(&data)
@@ -79,7 +85,7 @@ impl Cluster {
             .arg("-o")
             .arg(format!(
                 "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                dir.path().display()
+                self.dir.path().display()
             ))
             .args(["-w", "-t", "60", "start"])
             .stdout(Stdio::null())
@@ -91,10 +97,9 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+        self.pid = std::fs::read_to_string(data.join("postmaster.pid"))
             .ok()
             .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()));
-        Self { port, dir, pid }
     }
 
     /// The URL of database `db`, with the password.
