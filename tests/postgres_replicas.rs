@@ -363,3 +363,73 @@ async fn while_postgresql_is_down_nothing_is_acknowledged_and_ingest_resumes_by_
     let ready = reqwest::get(gw.url("/readyz")).await.unwrap().status().as_u16();
     assert_eq!(ready, 200, "ready again by itself");
 }
+
+/// Throughput into PostgreSQL, in one sitting on one machine: the embedded store, one
+/// PostgreSQL replica and two replicas behind a shared subscription, each with a fresh store
+/// and a durable PostgreSQL (fsync on). Not part of the suite (`--ignored`); run it with
+/// `cargo test --release --test postgres_replicas throughput -- --ignored --nocapture`
+/// (N = `MESSNETZ_BENCH_N`, default 20,000). Results in BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_embedded_vs_one_and_two_postgres_replicas() {
+    let n: usize = std::env::var("MESSNETZ_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let cluster = pg::Cluster::start_durable();
+    let broker = Mosquitto::start_private();
+    println!("N = {n} TTN uplinks (LHT65), 2 publisher connections waiting for every PUBACK; time until all are acknowledged by the gateway(s)");
+    for round in 0..2 {
+        // Embedded store (the gateway of tests/common).
+        let dir = tempfile::tempdir().unwrap();
+        let topics = Topics::new(&format!("bench-emb-{round}"));
+        let gw = Gateway::start(broker.port, dir.path(), &topics).await;
+        let messages = lht65_burst(&topics, n);
+        let started = Instant::now();
+        let published = publish_from(broker.port, &format!("{}-pub", topics.prefix), 2, messages, Duration::from_secs(600)).await;
+        let done =
+            gw.wait_metric("messnetz_messages_acked_total", n as f64, Duration::from_secs(600), Duration::from_secs(30)).await;
+        let secs = (done.expect("embedded: all acknowledged") - started).as_secs_f64();
+        assert_eq!(published.acked, n);
+        println!("round {round}: embedded store:           {:>8.0} msg/s ({secs:.2} s)", n as f64 / secs);
+        drop(gw);
+
+        for replicas in [1usize, 2] {
+            let db = cluster.database(&format!("bench_{round}_{replicas}"));
+            let dir = tempfile::tempdir().unwrap();
+            let topics = Topics::new(&format!("bench-pg{replicas}-{round}"));
+            let subscriptions = format!(
+                "[[mqtt.subscriptions]]\ntopic = \"$share/{p}/{p}/v3/+/devices/+/up\"\nformat = \"ttn-v3\"\n",
+                p = topics.prefix
+            );
+            let mut started_replicas = Vec::new();
+            for r in 0..replicas {
+                started_replicas
+                    .push(Replica::start(dir.path(), &format!("bench-{r}"), broker.port, &db, &subscriptions, "").await);
+            }
+            let messages = lht65_burst(&topics, n);
+            let started = Instant::now();
+            let published =
+                publish_from(broker.port, &format!("{}-pub", topics.prefix), 2, messages, Duration::from_secs(600)).await;
+            assert_eq!(published.acked, n);
+            loop {
+                let mut acked = 0.0;
+                for r in &started_replicas {
+                    acked += r.metric("messnetz_messages_acked_total").await.unwrap_or(0.0);
+                }
+                if acked >= n as f64 {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(600), "postgres x{replicas}: {acked} of {n} acknowledged");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let stored: usize = cluster
+                .psql(
+                    &format!("bench_{round}_{replicas}"),
+                    "SELECT count(*) FROM readings WHERE device = 'demo-lht65' AND quantity = 'air_temperature'",
+                )
+                .parse()
+                .unwrap();
+            assert_eq!(stored, n);
+            println!("round {round}: postgres, {replicas} replica(s):  {:>8.0} msg/s ({secs:.2} s)", n as f64 / secs);
+        }
+    }
+}

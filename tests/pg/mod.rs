@@ -45,11 +45,22 @@ pub struct Cluster {
     pub port: u16,
     dir: tempfile::TempDir,
     pid: Option<i32>,
+    durable: bool,
 }
 
 impl Cluster {
     /// initdb (password authentication over TCP) and start; panics with the log if it fails.
+    /// For tests: no fsync (see [`Self::start_durable`]).
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Like [`Self::start`] with PostgreSQL's durable defaults (fsync, synchronous commit), for measurements.
+    pub fn start_durable() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Self {
         let dir = tempfile::Builder::new().prefix("messnetz-pg").tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
@@ -69,7 +80,7 @@ impl Cluster {
             .output()
             .expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut cluster = Self { port: free_port(), dir, pid: None };
+        let mut cluster = Self { port: free_port(), dir, pid: None, durable };
         cluster.resume();
         cluster
     }
@@ -84,8 +95,9 @@ impl Cluster {
             .arg(&log)
             .arg("-o")
             .arg(format!(
-                "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                self.dir.path().display()
+                "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200 {}",
+                self.dir.path().display(),
+                if self.durable { "" } else { "-c fsync=off -c synchronous_commit=off -c full_page_writes=off" }
             ))
             .args(["-w", "-t", "60", "start"])
             .stdout(Stdio::null())
