@@ -22,6 +22,8 @@ use crate::registry::Registry;
 use crate::sources::{Ack, AckError, Acknowledger, Inbound};
 use crate::store::{DeadLetter, Store, StoreError, WriteBatch};
 
+use super::pipeline::{Message, Outcome, Pipeline};
+
 /// How a batch's commit ended.
 enum Committed {
     Stored,
@@ -30,8 +32,6 @@ enum Committed {
     /// Refused because a frame counter moved on in another gateway: decode the batch again.
     Decode,
 }
-
-use super::pipeline::{Message, Outcome, Pipeline};
 
 /// Everything the ingest stage needs, passed in by the app. Cloned for dead-letter replays,
 /// which take the same path (see [`Ingest::replay`]).
