@@ -388,7 +388,15 @@ async fn throughput_embedded_vs_one_and_two_postgres_replicas() {
             gw.wait_metric("messnetz_messages_acked_total", n as f64, Duration::from_secs(600), Duration::from_secs(30)).await;
         let secs = (done.expect("embedded: all acknowledged") - started).as_secs_f64();
         assert_eq!(published.acked, n);
-        println!("round {round}: embedded store:           {:>8.0} msg/s ({secs:.2} s)", n as f64 / secs);
+        let client = reqwest::Client::new();
+        let commits = gw.try_metric(&client, "messnetz_store_commit_seconds_count").await.unwrap_or(0.0);
+        let commit_s = gw.try_metric(&client, "messnetz_store_commit_seconds_sum").await.unwrap_or(0.0);
+        println!(
+            "round {round}: embedded store:           {:>8.0} msg/s ({secs:.2} s; {commits} commits, {:.1} messages and {:.1} ms each)",
+            n as f64 / secs,
+            n as f64 / commits.max(1.0),
+            1000.0 * commit_s / commits.max(1.0)
+        );
         drop(gw);
 
         for replicas in [1usize, 2] {
@@ -429,7 +437,17 @@ async fn throughput_embedded_vs_one_and_two_postgres_replicas() {
                 .parse()
                 .unwrap();
             assert_eq!(stored, n);
-            println!("round {round}: postgres, {replicas} replica(s):  {:>8.0} msg/s ({secs:.2} s)", n as f64 / secs);
+            let (mut commits, mut commit_s) = (0.0, 0.0);
+            for r in &started_replicas {
+                commits += r.metric("messnetz_store_commit_seconds_count").await.unwrap_or(0.0);
+                commit_s += r.metric("messnetz_store_commit_seconds_sum").await.unwrap_or(0.0);
+            }
+            println!(
+                "round {round}: postgres, {replicas} replica(s):  {:>8.0} msg/s ({secs:.2} s; {commits} commits, {:.1} messages and {:.1} ms each)",
+                n as f64 / secs,
+                n as f64 / commits.max(1.0),
+                1000.0 * commit_s / commits.max(1.0)
+            );
         }
     }
 }
