@@ -18,13 +18,17 @@ use crate::registry::{self, Registry};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::{listener, Acknowledger, Routes};
 use crate::status::InputStatus;
-use crate::store::EmbeddedStore;
+use crate::store::Backend;
 
 /// Run the gateway until `cancel` fires.
 pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
     let (profiles, devices) = registry::load(&settings).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
     info!(profiles = profiles.len(), devices = devices.len(), "registry loaded");
-    let store = Arc::new(EmbeddedStore::open(&settings.store.path).context("store.path")?);
+    // The embedded file, or PostgreSQL (connected and migrated; the error names store.url
+    // without its password).
+    let store_settings = settings.store.clone();
+    let backend = tokio::task::spawn_blocking(move || crate::store::open_backend(&store_settings)).await??;
+    let store = backend.store();
     // Raw LoRaWAN session keys: a bad or too-readable keys file stops the start.
     let lorawan_keys = crate::sources::lorawan_keys::SessionKeys::load(settings.lorawan.keys_file.as_deref(), std::env::vars())
         .map_err(|errors| anyhow::anyhow!(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
@@ -78,11 +82,17 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     tracker.spawn(ingest.run(rx, cancel.clone()));
     // Device windows: flushed from their journal until ingest has stopped, then drained.
     let flusher_stop = CancellationToken::new();
-    let flusher = tokio::spawn(crate::store::embedded::rollups::flush::run(
-        store.clone(),
-        Duration::from_millis(settings.store.window_flush_ms),
-        flusher_stop.clone(),
-    ));
+    let embedded_store = match &backend {
+        Backend::Embedded(e) => Some(e.clone()),
+        Backend::Postgres(_) => None,
+    };
+    let flusher = embedded_store.clone().map(|e| {
+        tokio::spawn(crate::store::embedded::rollups::flush::run(
+            e,
+            Duration::from_millis(settings.store.window_flush_ms),
+            flusher_stop.clone(),
+        ))
+    });
     match (source, embedded) {
         (Some(source), _) => {
             tracker.spawn(source.run(tx, metrics.input.clone(), input.clone(), cancel.clone()));
@@ -102,14 +112,17 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         (None, None) => unreachable!("either the listener or a broker connection is set up above"),
     }
 
-    // Retention: old readings, rollups and dead letters deleted in small chunks beside ingest.
-    tracker.spawn(crate::retention::run(
-        store.clone(),
-        registry.clone(),
-        settings.retention.clone(),
-        metrics.clone(),
-        cancel.clone(),
-    ));
+    // Retention of the embedded store: old readings, rollups and dead letters deleted in small
+    // chunks beside ingest (PostgreSQL drops whole partitions itself, store.retention_days).
+    if let Some(embedded) = embedded_store.clone() {
+        tracker.spawn(crate::retention::run(
+            embedded,
+            registry.clone(),
+            settings.retention.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        ));
+    }
     if settings.reload.interval_s > 0 {
         let interval = Duration::from_secs(settings.reload.interval_s);
         tracker.spawn(registry::watch(registry.clone(), settings.clone(), interval, cancel.clone()));
@@ -138,8 +151,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         warn!(after_s = deadline.as_secs(), "shutdown deadline passed; unacknowledged messages will be redelivered");
     }
     flusher_stop.cancel();
-    let _ = flusher.await;
-    crate::store::embedded::rollups::flush::drain(store).await;
+    if let (Some(flusher), Some(e)) = (flusher, embedded_store) {
+        let _ = flusher.await;
+        crate::store::embedded::rollups::flush::drain(e).await;
+    }
     // Ingest has committed its last batch: the writer sends what it can, the rest stays spooled.
     writer_stop.cancel();
     if let (Some(writer), Some(i)) = (writer, settings.influxdb.as_ref()) {

@@ -18,7 +18,7 @@ use crate::replay::DeadLetterFilter;
 use crate::replay::{describe, DeadLetters, Replayer, Selection};
 use crate::sinks::influx::Spool;
 use crate::sources::lorawan_keys::SessionKeys;
-use crate::store::{EmbeddedStore, Outbox, ReplayOutcome};
+use crate::store::{ReplayOutcome, Store};
 
 #[derive(Subcommand)]
 pub enum DeadLettersCommand {
@@ -88,10 +88,12 @@ fn everyone(_: Option<&crate::devices::Device>) -> bool {
 
 pub fn run(settings: &Settings, command: DeadLettersCommand) -> Outcome {
     let (profiles, devices) = crate::registry::load(settings).map_err(|errors| Failure::lines(1, errors))?;
-    let store = EmbeddedStore::open(&settings.store.path).map_err(|e| {
-        Failure::new(1, format!("store.path: {e} (is the gateway still running? stop it first, or use the admin API)"))
+    let store = crate::store::open(&settings.store).map_err(|e| match e {
+        crate::store::OpenError::Embedded(_) => {
+            Failure::new(1, format!("{e} (is the gateway still running? stop it first, or use the admin API)"))
+        }
+        crate::store::OpenError::Postgres { .. } => Failure::new(1, e.to_string()),
     })?;
-    let store = Arc::new(store);
     let registry = Arc::new(Registry::new(profiles, devices));
     // Citizens' sensors are in the store, not the devices file: their letters replay too.
     crate::api::citizens::sync_registry(&*store, &registry, Arc::new(settings.citizens.clone()))
@@ -99,17 +101,17 @@ pub fn run(settings: &Settings, command: DeadLettersCommand) -> Outcome {
     let devices = registry.devices();
     match command {
         DeadLettersCommand::List { device, reason, received_before, after, limit } => {
-            list(&store, &devices, &DeadLetterFilter { device, reason, received_before }, after, limit)
+            list(&*store, &devices, &DeadLetterFilter { device, reason, received_before }, after, limit)
         }
-        DeadLettersCommand::Delete { ids } => delete(settings, &store, &devices, &Selection::Ids(ids)),
+        DeadLettersCommand::Delete { ids } => delete(settings, &*store, &devices, &Selection::Ids(ids)),
         DeadLettersCommand::Purge { device, reason, received_before, all } => {
             let filter = DeadLetterFilter { device, reason, received_before };
             if filter.is_empty() && !all {
                 return Err(Failure::new(2, "say which: --device, --reason, --received-before, or --all"));
             }
-            delete(settings, &store, &devices, &Selection::Matching(filter))
+            delete(settings, &*store, &devices, &Selection::Matching(filter))
         }
-        DeadLettersCommand::Show { id } => show(&store, &devices, id),
+        DeadLettersCommand::Show { id } => show(&*store, &devices, id),
         DeadLettersCommand::Replay { device, reason, all, ids } => {
             let filter = DeadLetterFilter { device, reason, received_before: None };
             if ids.is_empty() && filter.is_empty() && !all {
@@ -122,7 +124,7 @@ pub fn run(settings: &Settings, command: DeadLettersCommand) -> Outcome {
 }
 
 /// A line per letter: id, reception time, device, format, reason; where to go on, on stderr.
-fn list(store: &EmbeddedStore, devices: &DeviceRegistry, filter: &DeadLetterFilter, after: u64, limit: usize) -> Outcome {
+fn list(store: &dyn Store, devices: &DeviceRegistry, filter: &DeadLetterFilter, after: u64, limit: usize) -> Outcome {
     let (found, next) = DeadLetters::new(store, devices)
         .list(filter, after, limit, usize::MAX, &everyone)
         .map_err(|e| Failure::new(1, format!("cannot read the dead letters: {e}")))?;
@@ -146,7 +148,7 @@ fn list(store: &EmbeddedStore, devices: &DeviceRegistry, filter: &DeadLetterFilt
 
 /// Delete the selected letters in one transaction, audited as `cli`; prints each deleted id
 /// (and `gone` for ids that were not there); exit 1 if any id asked for was not there.
-fn delete(settings: &Settings, store: &EmbeddedStore, devices: &DeviceRegistry, selection: &Selection) -> Outcome {
+fn delete(settings: &Settings, store: &dyn Store, devices: &DeviceRegistry, selection: &Selection) -> Outcome {
     let audit = AuditLog::open(&settings.admin.audit_log_path(&settings.store))
         .map_err(|e| Failure::new(1, format!("admin.audit_log: {e}")))?;
     let deleted = DeadLetters::new(store, devices).delete(selection, usize::MAX, &everyone).map_err(|e| Failure::new(1, e))?;
@@ -166,7 +168,7 @@ fn delete(settings: &Settings, store: &EmbeddedStore, devices: &DeviceRegistry, 
 }
 
 /// The letter as JSON, with its message as text when it is UTF-8.
-fn show(store: &EmbeddedStore, devices: &DeviceRegistry, id: u64) -> Outcome {
+fn show(store: &dyn Store, devices: &DeviceRegistry, id: u64) -> Outcome {
     let found = DeadLetters::new(store, devices)
         .get(id, &everyone)
         .map_err(|e| Failure::new(1, format!("cannot read the dead letters: {e}")))?
@@ -182,7 +184,7 @@ fn show(store: &EmbeddedStore, devices: &DeviceRegistry, id: u64) -> Outcome {
 /// (id, outcome, detail), each audited as `cli`; exit 1 if any was not stored.
 fn replay(
     settings: &Settings,
-    store: Arc<EmbeddedStore>,
+    store: Arc<dyn Store>,
     registry: Arc<Registry>,
     devices: &DeviceRegistry,
     selection: &Selection,
@@ -220,7 +222,7 @@ fn replay(
 /// The ingest path without a broker: the session keys for raw LoRaWAN frames, and the
 /// InfluxDB spool when `[influxdb]` is on (replayed readings are spooled like any others; the
 /// gateway sends them).
-fn offline_ingest(settings: &Settings, store: Arc<EmbeddedStore>, registry: Arc<Registry>) -> Result<Ingest, Failure> {
+fn offline_ingest(settings: &Settings, store: Arc<dyn Store>, registry: Arc<Registry>) -> Result<Ingest, Failure> {
     let lorawan =
         SessionKeys::load(settings.lorawan.keys_file.as_deref(), std::env::vars()).map_err(|errors| Failure::lines(1, errors))?;
     let metrics = Arc::new(Metrics::default());

@@ -44,6 +44,12 @@ fn rebuild(settings: &Settings, from: Option<&str>, to: Option<&str>) -> Outcome
     let from = time("from", from, DateTime::<Utc>::MIN_UTC)?;
     let to = time("to", to, DateTime::<Utc>::MAX_UTC)?;
     let (_, devices) = crate::registry::load(settings).map_err(|errors| Failure::lines(1, errors))?;
+    if settings.store.backend == crate::config::StoreBackend::Postgres {
+        return Err(Failure::new(
+            2,
+            "store.backend = \"postgres\": rollup windows are kept in the readings' own transaction there; nothing to rebuild",
+        ));
+    }
     let store = EmbeddedStore::open(&settings.store.path)
         .map_err(|e| Failure::new(1, format!("store.path: {e} (is the gateway still running? stop it first)")))?;
     let district_of = |id: &str| devices.get(id).filter(|d| d.visibility == Visibility::Open).map(|d| d.district.clone());

@@ -205,6 +205,14 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if !(10..=600_000).contains(&s.store.window_flush_ms) {
         err("store.window_flush_ms", "expected 10 to 600000 milliseconds");
     }
+    if s.store.backend == StoreBackend::Postgres
+        && !(s.store.url.starts_with("postgres://") || s.store.url.starts_with("postgresql://"))
+    {
+        err("store.url", "expected a postgres:// URL (backend = \"postgres\"); set it or MESSNETZ__STORE__URL");
+    }
+    if !(1..=1000).contains(&s.store.pool_size) {
+        err("store.pool_size", "expected 1 to 1000 connections");
+    }
     if s.api.max_points == 0 {
         err("api.max_points", "expected at least 1");
     }

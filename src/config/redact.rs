@@ -31,8 +31,39 @@ pub fn redact_source_lines(message: &str) -> String {
     message.lines().map(redact_snippet_line).collect::<Vec<_>>().join("\n")
 }
 
+/// Every URL in `text` with the password of its user part replaced:
+/// `postgres://messnetz:hunter2@db/messnetz` → `postgres://messnetz:<not shown>@db/messnetz`.
+/// For showing a connection URL (`store.url`) in errors, logs and configuration output.
+pub fn hide_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        // The authority ends at the first '/', '?', '#', quote or space; the user part at its last '@'.
+        let end =
+            after.find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`') || c.is_whitespace()).unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@').and_then(|a| authority[..a].find(':').map(|c| (c, a))) {
+            Some((colon, at)) => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("<not shown>");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `  3 | password = "x"` → `  3 | password = <not shown>`; other lines as they are.
 fn redact_snippet_line(line: &str) -> String {
+    hide_url_passwords(&redact_snippet_line_keys(line))
+}
+
+fn redact_snippet_line_keys(line: &str) -> String {
     let Some((gutter, source)) = line.split_once(" | ").or_else(|| line.split_once(" |").filter(|(_, s)| s.is_empty())) else {
         return line.to_owned();
     };
@@ -100,6 +131,22 @@ pub fn redact_values(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_passwords_are_hidden_and_the_rest_kept() {
+        assert_eq!(
+            hide_url_passwords(
+                "store.url: cannot connect to postgres://messnetz:s3cr:et@db.example:5432/messnetz?sslmode=require"
+            ),
+            "store.url: cannot connect to postgres://messnetz:<not shown>@db.example:5432/messnetz?sslmode=require"
+        );
+        assert_eq!(hide_url_passwords("postgres://u@h/db and http://h:80/x"), "postgres://u@h/db and http://h:80/x");
+        assert_eq!(hide_url_passwords("  3 | url = \"postgres://u:pw@h\""), "  3 | url = \"postgres://u:<not shown>@h\"");
+        assert_eq!(
+            redact_source_lines("  3 | url = \"postgres://u:pw@h/db\" x"),
+            "  3 | url = \"postgres://u:<not shown>@h/db\" x"
+        );
+    }
 
     #[test]
     fn secret_keys_are_recognised_and_files_are_not() {

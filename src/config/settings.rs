@@ -446,21 +446,72 @@ impl Default for IngestSettings {
     }
 }
 
-/// The embedded store.
+/// Where readings, rollups, dead letters and the InfluxDB spool are kept.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
-    /// Directory of the embedded store; created if missing.
+    /// `embedded` (a file in `path`, one gateway) or `postgres` (a PostgreSQL database at
+    /// `url`, shared by any number of gateway replicas).
+    pub backend: StoreBackend,
+    /// Directory of the embedded store; created if missing. (Also the default directory of
+    /// the audit log, whichever the backend.)
     pub path: PathBuf,
-    /// Milliseconds between flushes of journaled device windows into the stored windows.
-    /// Queries are current either way; a longer interval costs ingest less in a burst.
+    /// Milliseconds between flushes of journaled device windows into the stored windows
+    /// (embedded store). Queries are current either way; a longer interval costs ingest less
+    /// in a burst.
     pub window_flush_ms: u64,
+    /// PostgreSQL connection URL (`backend = "postgres"`), such as
+    /// `postgres://messnetz:PASSWORD@db.example:5432/messnetz`; better given as the variable
+    /// `MESSNETZ__STORE__URL` than written into a file. Its password is never printed.
+    pub url: String,
+    /// Most connections to PostgreSQL this gateway holds open at once.
+    pub pool_size: usize,
+    /// TLS to PostgreSQL: `disable`, `prefer` (TLS when the server offers it) or `require`.
+    /// With TLS the server's certificate is always verified, against `ca_file` or the system's roots.
+    pub sslmode: PgSslMode,
+    /// PEM file of the certificate authorities that sign the PostgreSQL server's certificate;
+    /// absent = the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Days of readings kept in PostgreSQL: older monthly partitions are dropped whole
+    /// (rollup windows stay). 0 keeps everything.
+    pub retention_days: u64,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { path: PathBuf::from("data"), window_flush_ms: 5000 }
+        Self {
+            backend: StoreBackend::Embedded,
+            path: PathBuf::from("data"),
+            window_flush_ms: 5000,
+            url: String::new(),
+            pool_size: 8,
+            sslmode: PgSslMode::Prefer,
+            ca_file: None,
+            retention_days: 0,
+        }
     }
+}
+
+/// Which store implementation keeps the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// redb, in one file under `store.path`.
+    Embedded,
+    /// A PostgreSQL database at `store.url`.
+    Postgres,
+}
+
+/// TLS to PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PgSslMode {
+    /// Plain TCP (a database on the same host or a private network).
+    Disable,
+    /// TLS when the server offers it, plain TCP otherwise.
+    Prefer,
+    /// TLS or no connection.
+    Require,
 }
 
 /// The HTTP API.

@@ -20,9 +20,18 @@ use crate::profiles::ProfileSet;
 use crate::quality;
 use crate::registry::Registry;
 use crate::sources::{Ack, AckError, Acknowledger, Inbound};
-use crate::store::{DeadLetter, Store, WriteBatch};
+use crate::store::{DeadLetter, Store, StoreError, WriteBatch};
 
 use super::pipeline::{Message, Outcome, Pipeline};
+
+/// How a batch's commit ended.
+enum Committed {
+    Stored,
+    /// Shutdown was requested while the store failed.
+    Stopped,
+    /// Refused because a frame counter moved on in another gateway: decode the batch again.
+    Decode,
+}
 
 /// Everything the ingest stage needs, passed in by the app. Cloned for dead-letter replays,
 /// which take the same path (see [`Ingest::replay`]).
@@ -78,27 +87,34 @@ impl Ingest {
                     self.collect(&pipeline, m, &mut qc, batch);
                 }
             };
-            // A JavaScript codec may run up to its time limit: keep it off the async workers.
-            if profiles.iter().any(|p| p.runs_script()) {
-                tokio::task::block_in_place(|| decode_all(&mut batch));
-            } else {
-                decode_all(&mut batch);
-            }
-            if let Some(spool) = &self.spool {
-                // A full spool (policy backpressure) holds the batch: nothing is acknowledged
-                // and the broker keeps the messages until InfluxDB catches up.
-                if !spool.wait_for_room(&cancel).await {
-                    return;
+            loop {
+                // A JavaScript codec may run up to its time limit: keep it off the async workers.
+                if profiles.iter().any(|p| p.runs_script()) {
+                    tokio::task::block_in_place(|| decode_all(&mut batch));
+                } else {
+                    decode_all(&mut batch);
+                }
+                if let Some(spool) = &self.spool {
+                    // A full spool (policy backpressure) holds the batch: nothing is acknowledged
+                    // and the broker keeps the messages until InfluxDB catches up.
+                    if !spool.wait_for_room(&cancel).await {
+                        return;
+                    }
+                }
+                let done;
+                (batch, done) = self.commit(batch, &cancel).await;
+                match done {
+                    Committed::Stored => break,
+                    // Shutting down with a failing store: leave the messages unacknowledged so
+                    // the broker delivers them again.
+                    Committed::Stopped => return,
+                    // Another gateway sharing the store took a copy of one of the batch's
+                    // LoRaWAN frames first: nothing was written; decoded again against the
+                    // stored counters, the copy is a duplicate.
+                    Committed::Decode => batch.clear(),
                 }
             }
             self.metrics.observe_batch(messages.len());
-            let stored;
-            (batch, stored) = self.commit(batch, &cancel).await;
-            if !stored {
-                // Shutting down with a failing store: leave the messages unacknowledged so
-                // the broker delivers them again.
-                return;
-            }
             if let Some(spool) = &self.spool {
                 spool.appended(batch.outbox.len());
             }
@@ -127,7 +143,7 @@ impl Ingest {
     }
 
     /// Write the batch, retrying with backoff until it is stored or shutdown is requested.
-    async fn commit(&self, batch: WriteBatch, cancel: &CancellationToken) -> (WriteBatch, bool) {
+    async fn commit(&self, batch: WriteBatch, cancel: &CancellationToken) -> (WriteBatch, Committed) {
         let mut batch = batch;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -142,7 +158,7 @@ impl Ingest {
                 Ok(pair) => pair,
                 Err(e) => {
                     error!(error = %e, "store task failed");
-                    return (WriteBatch::default(), false);
+                    return (WriteBatch::default(), Committed::Stopped);
                 }
             };
             batch = returned;
@@ -151,13 +167,17 @@ impl Ingest {
                     self.metrics.observe_store_latency(started.elapsed());
                     Metrics::inc(&self.metrics.readings_stored, batch.readings.len() as u64);
                     self.metrics.dead_lettered(batch.dead_letters.iter().map(|l| l.reason.as_str()));
-                    return (batch, true);
+                    return (batch, Committed::Stored);
+                }
+                Err(e @ StoreError::FrameCounterMoved { .. }) => {
+                    debug!(error = %e, "decoding the batch again");
+                    return (batch, Committed::Decode);
                 }
                 Err(e) => {
                     Metrics::inc(&self.metrics.store_errors, 1);
                     error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "store commit failed");
                     tokio::select! {
-                        _ = cancel.cancelled() => return (batch, false),
+                        _ = cancel.cancelled() => return (batch, Committed::Stopped),
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -173,10 +193,16 @@ impl Ingest {
             Message { topic: &m.topic, payload: &m.payload, size: m.size, format: m.format, received_at: m.received_at };
         let first = batch.readings.len();
         let counters = &batch.frame_counters;
+        let bases = &mut batch.frame_counter_bases;
         let store = &self.store;
         let counter_of = |dev_addr| match counters.get(&dev_addr) {
             Some(c) => Ok(Some(c.clone())),
-            None => store.frame_counter(dev_addr).map_err(|e| e.to_string()),
+            None => {
+                let stored = store.frame_counter(dev_addr).map_err(|e| e.to_string())?;
+                // What the new state is computed from: a shared store writes it only over this.
+                bases.insert(dev_addr, stored.clone());
+                Ok(stored)
+            }
         };
         let (outcome, counter) = pipeline.process(&message, qc, counter_of, &mut batch.readings);
         if let Some((dev_addr, counter)) = counter {

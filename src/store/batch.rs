@@ -24,6 +24,11 @@ pub struct WriteBatch {
     /// LoRaWAN frame counters (by DevAddr) moved forward by the batch's raw frames; stored in the
     /// same transaction, so a counter never runs ahead of (or behind) the readings it admitted.
     pub frame_counters: HashMap<u32, FrameCounter>,
+    /// The stored state each of `frame_counters` was computed from (`None`: no counter was
+    /// stored yet), as the batch read it. A store shared by several gateways writes a counter
+    /// only if it is still in that state, and otherwise refuses the whole batch with
+    /// [`super::StoreError::FrameCounterMoved`]; a counter without an entry here is written as it is.
+    pub frame_counter_bases: HashMap<u32, Option<FrameCounter>>,
 }
 
 impl WriteBatch {
@@ -34,6 +39,7 @@ impl WriteBatch {
             && self.districts.is_empty()
             && self.outbox.is_empty()
             && self.frame_counters.is_empty()
+            && self.frame_counter_bases.is_empty()
     }
 
     pub fn clear(&mut self) {
@@ -43,6 +49,7 @@ impl WriteBatch {
         self.districts.clear();
         self.outbox.clear();
         self.frame_counters.clear();
+        self.frame_counter_bases.clear();
     }
 }
 

@@ -157,6 +157,8 @@ pub enum BackupError {
     NotAStore(PathBuf, String),
     #[error("the store in {0} is open in another process: stop the gateway first")]
     InUse(PathBuf),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// An operator's upkeep of a store. Blocking calls.
@@ -175,9 +177,9 @@ pub trait ApiStore: ReadStore + CitizenStore + AdminStore {}
 impl<T: ReadStore + CitizenStore + AdminStore> ApiStore for T {}
 
 /// A whole store: what the gateway's stages hold.
-pub trait Store: CommitStore + ReadStore + Outbox + CitizenStore + AdminStore + SeriesLookup + NearbyLookup {}
+pub trait Store: CommitStore + ApiStore + Outbox + SeriesLookup + NearbyLookup {}
 
-impl<T: CommitStore + ReadStore + Outbox + CitizenStore + AdminStore + SeriesLookup + NearbyLookup> Store for T {}
+impl<T: CommitStore + ApiStore + Outbox + SeriesLookup + NearbyLookup> Store for T {}
 
 /// Why the store failed. The cause is logged; API clients see a generic error.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +192,14 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store waits to be reopened after an I/O error: {0}")]
     Closed(String),
+    /// A shared store (PostgreSQL) failed or could not be reached; the text never holds the password.
+    #[error("PostgreSQL: {0}")]
+    Database(String),
+    /// Another gateway stored a newer state of this DevAddr's frame counter after the batch
+    /// read it (two replicas got copies of one frame): nothing of the batch was written. Run
+    /// the batch's messages through the pipeline again: the copy is then seen as a duplicate.
+    #[error("the frame counter of DevAddr {dev_addr:08X} moved on in another gateway; the batch is decoded again")]
+    FrameCounterMoved { dev_addr: u32 },
 }
 
 impl StoreError {

@@ -10,6 +10,8 @@ pub mod batch;
 pub mod boundary;
 pub mod dead_letter;
 pub mod embedded;
+mod open;
+pub mod postgres;
 
 pub use batch::WriteBatch;
 pub use boundary::{
@@ -18,3 +20,5 @@ pub use boundary::{
 };
 pub use dead_letter::{DeadLetter, ReplayOutcome};
 pub use embedded::EmbeddedStore;
+pub use open::{open, open_backend, Backend, OpenError};
+pub use postgres::PostgresStore;

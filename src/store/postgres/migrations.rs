@@ -1,0 +1,141 @@
+//! The schema, as numbered migrations applied at start: each once, in order, under an advisory lock, so replicas that start at the same moment are safe.
+//!
+//! A migration and the row recording it commit in one transaction; the lock (a session-level
+//! advisory lock held by one connection) makes a second gateway wait until the first is done,
+//! then find nothing left to do. A database migrated by a newer messnetz (a version this one
+//! does not know) is refused rather than written with an old idea of the schema.
+
+use deadpool_postgres::Object;
+
+/// Advisory lock key of the migrations ("messnetz" in ASCII, less one byte).
+const LOCK: i64 = 0x6d65_7373_6e65_747a >> 8;
+
+/// (version, what it does, SQL). Append only: a released migration never changes.
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "readings partitioned by month, rollup windows, last-seen, dead letters, InfluxDB outbox, frame counters",
+        r#"
+CREATE TABLE readings (
+    device   text             NOT NULL,
+    quantity text             NOT NULL,
+    time     timestamptz      NOT NULL,
+    value    double precision NOT NULL,
+    flag     smallint         NOT NULL,
+    reason   text             NOT NULL DEFAULT '',
+    -- The district the reading counts towards (open devices only), as when it was stored.
+    district text,
+    PRIMARY KEY (device, quantity, time)
+) PARTITION BY RANGE (time);
+-- District windows recomputed after a corrected reading, and Grafana's district panels.
+CREATE INDEX readings_by_district ON readings (district, quantity, time) WHERE district IS NOT NULL;
+
+-- Device ('d:<device>') and district ('z:<district>') windows; interval 0 = 10 min, 1 = 1 h, 2 = 1 d.
+CREATE TABLE rollups (
+    scope     text             NOT NULL,
+    quantity  text             NOT NULL,
+    interval  smallint         NOT NULL,
+    start     timestamptz      NOT NULL,
+    count     bigint           NOT NULL,
+    excluded  bigint           NOT NULL,
+    sum       double precision NOT NULL,
+    min       double precision NOT NULL,
+    max       double precision NOT NULL,
+    last      double precision NOT NULL,
+    last_time bigint           NOT NULL,
+    PRIMARY KEY (scope, quantity, interval, start)
+);
+
+-- District windows for dashboards (Grafana's PostgreSQL data source).
+CREATE VIEW district_windows AS
+SELECT substr(scope, 3) AS district, quantity,
+       CASE interval WHEN 0 THEN '10m' WHEN 1 THEN '1h' ELSE '1d' END AS interval,
+       start AS time, count, excluded,
+       CASE WHEN count > 0 THEN sum / count END AS mean,
+       CASE WHEN count > 0 THEN min END AS min,
+       CASE WHEN count > 0 THEN max END AS max
+FROM rollups WHERE scope LIKE 'z:%';
+
+CREATE TABLE last_seen (
+    device text        PRIMARY KEY,
+    at     timestamptz NOT NULL
+);
+
+-- Ids are never reused, also after a replay removed the newest letter.
+CREATE SEQUENCE dead_letter_ids;
+CREATE TABLE dead_letters (
+    id          bigint      PRIMARY KEY,
+    received_at timestamptz NOT NULL,
+    topic       text        NOT NULL,
+    format      text        NOT NULL,
+    device      text,
+    reason      text        NOT NULL,
+    payload     bytea       NOT NULL
+);
+
+CREATE TABLE outbox (
+    id   bigserial PRIMARY KEY,
+    line bytea     NOT NULL
+);
+
+-- recent: 16 bytes per frame (FCnt, MIC, time in ms; little-endian), oldest first.
+CREATE TABLE frame_counters (
+    dev_addr bigint PRIMARY KEY,
+    last     bigint NOT NULL,
+    recent   bytea  NOT NULL
+);
+"#,
+    ),
+    (
+        2,
+        "registered citizen sensors",
+        r#"
+CREATE TABLE citizen_sensors (
+    id           text  PRIMARY KEY,
+    registration text NOT NULL
+);
+"#,
+    ),
+];
+
+/// Bring the schema up to date; returns the versions applied now (empty when it was).
+pub(super) async fn run(client: &mut Object) -> Result<Vec<i32>, String> {
+    let e = |e: tokio_postgres::Error| super::connect::describe(&e);
+    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK]).await.map_err(e)?;
+    let result = apply(client).await;
+    // Released whatever happened (the connection may be reused by the pool).
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK]).await.map_err(e);
+    let applied = result?;
+    unlocked?;
+    Ok(applied)
+}
+
+async fn apply(client: &mut Object) -> Result<Vec<i32>, String> {
+    let e = |e: tokio_postgres::Error| super::connect::describe(&e);
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS messnetz_migrations (
+                version    integer     PRIMARY KEY,
+                what       text        NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(e)?;
+    let newest: Option<i32> = client.query_one("SELECT max(version) FROM messnetz_migrations", &[]).await.map_err(e)?.get(0);
+    let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if let Some(newest) = newest.filter(|n| *n > known) {
+        return Err(format!(
+            "the database's schema is version {newest}, newer than this messnetz knows ({known}): upgrade messnetz"
+        ));
+    }
+    let mut applied = Vec::new();
+    for (version, what, sql) in MIGRATIONS.iter().filter(|m| Some(m.0) > newest) {
+        let tx = client.transaction().await.map_err(e)?;
+        tx.batch_execute(sql).await.map_err(|err| format!("migration {version} ({what}): {}", e(err)))?;
+        tx.execute("INSERT INTO messnetz_migrations (version, what) VALUES ($1, $2)", &[version, what]).await.map_err(e)?;
+        tx.commit().await.map_err(e)?;
+        tracing::info!(version, what, "PostgreSQL schema migrated");
+        applied.push(*version);
+    }
+    Ok(applied)
+}

@@ -1,0 +1,122 @@
+//! Reading the readings: a device's latest values, a series' range, last-seen times, and the neighbours quality control's spike test asks for.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+
+use super::db;
+use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
+use crate::store::StoreError;
+
+fn reading(device: &DeviceId, quantity: Quantity, row: &tokio_postgres::Row, first: usize) -> Reading {
+    Reading {
+        device: device.clone(),
+        quantity,
+        time: row.get(first),
+        value: row.get(first + 1),
+        flag: QualityFlag::from_byte(row.get::<_, i16>(first + 2) as u8),
+        reason: row.get(first + 3),
+    }
+}
+
+/// The newest reading of each quantity of a device, in the quantities' order: one index
+/// probe per quantity (newest partition first), whatever the length of the series.
+pub(super) async fn latest(client: &impl GenericClient, device: &DeviceId) -> Result<Vec<Reading>, StoreError> {
+    let names: Vec<&str> = Quantity::all().map(|q| q.name()).collect();
+    let stmt = client
+        .prepare_cached(
+            "SELECT q.name, r.time, r.value, r.flag, r.reason
+             FROM unnest($2::text[]) WITH ORDINALITY AS q(name, n)
+             CROSS JOIN LATERAL (SELECT time, value, flag, reason FROM readings
+                                 WHERE device = $1 AND quantity = q.name ORDER BY time DESC LIMIT 1) r
+             ORDER BY q.n",
+        )
+        .await
+        .map_err(db)?;
+    let rows = client.query(&stmt, &[&device.as_str(), &names]).await.map_err(db)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let name: &str = row.get(0);
+        if let Some(q) = Quantity::by_name(name) {
+            out.push(reading(device, q, row, 1));
+        }
+    }
+    Ok(out)
+}
+
+/// Readings of one series with `from <= time < to`, oldest first, at most `limit`.
+pub(super) async fn range(
+    client: &impl GenericClient,
+    device: &DeviceId,
+    quantity: Quantity,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<Reading>, StoreError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT time, value, flag, reason FROM readings
+             WHERE device = $1 AND quantity = $2 AND time >= $3 AND time < $4 ORDER BY time LIMIT $5",
+        )
+        .await
+        .map_err(db)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client.query(&stmt, &[&device.as_str(), &quantity.name(), &from, &to, &limit]).await.map_err(db)?;
+    Ok(rows.iter().map(|row| reading(device, quantity, row, 0)).collect())
+}
+
+/// The same range as [`range`], newest first, at most `limit`.
+pub(super) async fn range_newest_first(
+    client: &impl GenericClient,
+    device: &DeviceId,
+    quantity: Quantity,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<Reading>, StoreError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT time, value, flag, reason FROM readings
+             WHERE device = $1 AND quantity = $2 AND time >= $3 AND time < $4 ORDER BY time DESC LIMIT $5",
+        )
+        .await
+        .map_err(db)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client.query(&stmt, &[&device.as_str(), &quantity.name(), &from, &to, &limit]).await.map_err(db)?;
+    Ok(rows.iter().map(|row| reading(device, quantity, row, 0)).collect())
+}
+
+pub(super) async fn last_seen(client: &impl GenericClient, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let stmt = client.prepare_cached("SELECT at FROM last_seen WHERE device = $1").await.map_err(db)?;
+    Ok(client.query_opt(&stmt, &[&device.as_str()]).await.map_err(db)?.map(|row| row.get(0)))
+}
+
+/// The nearest readings not flagged bad strictly before and strictly after `time`, within `within`.
+#[allow(clippy::type_complexity)]
+pub(super) async fn neighbours(
+    client: &impl GenericClient,
+    device: &DeviceId,
+    quantity: Quantity,
+    time: DateTime<Utc>,
+    within: chrono::Duration,
+) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), StoreError> {
+    let bad = i16::from(QualityFlag::Bad.to_byte());
+    let before = client
+        .prepare_cached(
+            "SELECT time, value FROM readings WHERE device = $1 AND quantity = $2 AND time >= $3 AND time < $4
+             AND flag <> $5 ORDER BY time DESC LIMIT 1",
+        )
+        .await
+        .map_err(db)?;
+    let after = client
+        .prepare_cached(
+            "SELECT time, value FROM readings WHERE device = $1 AND quantity = $2 AND time > $3 AND time <= $4
+             AND flag <> $5 ORDER BY time LIMIT 1",
+        )
+        .await
+        .map_err(db)?;
+    let (d, q) = (device.as_str(), quantity.name());
+    let pair = |row: tokio_postgres::Row| (row.get(0), row.get(1));
+    let b = client.query_opt(&before, &[&d, &q, &(time - within), &time, &bad]).await.map_err(db)?.map(pair);
+    let a = client.query_opt(&after, &[&d, &q, &time, &(time + within), &bad]).await.map_err(db)?.map(pair);
+    Ok((b, a))
+}

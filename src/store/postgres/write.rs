@@ -1,0 +1,194 @@
+//! One batch into PostgreSQL in one transaction: frame counters, readings (idempotent on device, quantity and time) with their rollup windows, last-seen times, dead letters and the InfluxDB outbox.
+//!
+//! Each part is one statement over arrays (`unnest`), so a batch costs a handful of round
+//! trips however many messages it holds. Rows are sorted by key first: two gateways'
+//! batches touching the same rows lock them in the same order, never in a circle.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+
+use super::rollups::{self, Delta};
+use super::{db, frame_counters};
+use crate::model::Reading;
+use crate::store::{StoreError, WriteBatch};
+
+/// Write everything of the batch in `tx` (the caller commits); returns the dead letters' ids.
+pub(super) async fn write_in(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
+    frame_counters::write(tx, batch).await?;
+    readings(tx, batch).await?;
+    last_seen(tx, batch).await?;
+    let ids = dead_letters(tx, batch).await?;
+    outbox(tx, &batch.outbox).await?;
+    Ok(ids)
+}
+
+/// Store the readings; new ones go into their windows, changed ones have them recomputed.
+async fn readings(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<(), StoreError> {
+    if batch.readings.is_empty() {
+        return Ok(());
+    }
+    // The last of equal keys wins, as when they are written one after the other.
+    let mut rows: BTreeMap<(&str, &str, i64), &Reading> = BTreeMap::new();
+    for r in &batch.readings {
+        rows.insert((r.device.as_str(), r.quantity.name(), r.time.timestamp_millis()), r);
+    }
+    let district = |r: &Reading| batch.districts.get(&r.device).map(String::as_str);
+    let n = rows.len();
+    let (mut devices, mut quantities, mut times, mut values, mut flags, mut reasons, mut districts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for r in rows.values() {
+        devices.push(r.device.as_str());
+        quantities.push(r.quantity.name());
+        times.push(r.time);
+        values.push(r.value);
+        flags.push(i16::from(r.flag.to_byte()));
+        reasons.push(r.reason.as_str());
+        districts.push(district(r));
+    }
+    // New rows first; the rest were stored before (or by another gateway meanwhile).
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO readings (device, quantity, time, value, flag, reason, district)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::int2[], $6::text[], $7::text[])
+             ON CONFLICT (device, quantity, time) DO NOTHING
+             RETURNING device, quantity, time",
+        )
+        .await
+        .map_err(db)?;
+    let returned =
+        tx.query(&insert, &[&devices, &quantities, &times, &values, &flags, &reasons, &districts]).await.map_err(db)?;
+    let mut inserted: HashMap<(String, String, i64), ()> = HashMap::with_capacity(returned.len());
+    for row in &returned {
+        let (device, quantity, time): (String, String, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
+        inserted.insert((device, quantity, time.timestamp_millis()), ());
+    }
+    let mut changed = BTreeMap::new();
+    if inserted.len() < rows.len() {
+        // Stored before: written again only where value, flag or reason differ (a reading
+        // stored again as it was changes nothing); their windows are recomputed.
+        let again: Vec<usize> = rows
+            .keys()
+            .enumerate()
+            .filter(|(_, (d, q, t))| !inserted.contains_key(&((*d).to_owned(), (*q).to_owned(), *t)))
+            .map(|(i, _)| i)
+            .collect();
+        let update = tx
+            .prepare_cached(
+                "UPDATE readings AS r SET value = u.value, flag = u.flag, reason = u.reason, district = u.district
+                 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::int2[], $6::text[], $7::text[])
+                      AS u(device, quantity, time, value, flag, reason, district)
+                 WHERE r.device = u.device AND r.quantity = u.quantity AND r.time = u.time
+                   AND (r.value, r.flag, r.reason) IS DISTINCT FROM (u.value, u.flag, u.reason)
+                 RETURNING r.device, r.quantity, r.time",
+            )
+            .await
+            .map_err(db)?;
+        let params = (
+            pick(&again, &devices),
+            pick(&again, &quantities),
+            pick(&again, &times),
+            pick(&again, &values),
+            pick(&again, &flags),
+            pick(&again, &reasons),
+            pick(&again, &districts),
+        );
+        let updated = tx
+            .query(&update, &[&params.0, &params.1, &params.2, &params.3, &params.4, &params.5, &params.6])
+            .await
+            .map_err(db)?;
+        for row in &updated {
+            let (device, quantity, time): (String, String, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
+            let t = time.timestamp_millis();
+            if let Some(r) = rows.get(&(device.as_str(), quantity.as_str(), t)) {
+                rollups::keys_of(r.device.as_str(), district(r), r.quantity, t, &mut changed);
+            }
+        }
+    }
+    // New readings folded in the batch's order (each key once).
+    let mut delta = Delta::default();
+    for r in &batch.readings {
+        let key = (r.device.as_str().to_owned(), r.quantity.name().to_owned(), r.time.timestamp_millis());
+        if inserted.remove(&key).is_some() {
+            let last = rows[&(r.device.as_str(), r.quantity.name(), key.2)];
+            delta.add(last.device.as_str(), district(last), last.quantity, key.2, last.value, last.flag);
+        }
+    }
+    rollups::apply(tx, &delta).await?;
+    rollups::recompute(tx, &changed).await
+}
+
+/// The elements of `v` at `indexes`.
+fn pick<T: Copy>(indexes: &[usize], v: &[T]) -> Vec<T> {
+    indexes.iter().map(|i| v[*i]).collect()
+}
+
+/// Last-seen times only move forward.
+async fn last_seen(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<(), StoreError> {
+    if batch.seen.is_empty() {
+        return Ok(());
+    }
+    let mut newest: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    for (device, at) in &batch.seen {
+        let e = newest.entry(device.as_str()).or_insert(*at);
+        *e = (*e).max(*at);
+    }
+    let (devices, ats): (Vec<&str>, Vec<DateTime<Utc>>) = newest.into_iter().unzip();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO last_seen AS s (device, at) SELECT * FROM unnest($1::text[], $2::timestamptz[])
+             ON CONFLICT (device) DO UPDATE SET at = GREATEST(s.at, EXCLUDED.at)",
+        )
+        .await
+        .map_err(db)?;
+    tx.execute(&stmt, &[&devices, &ats]).await.map_err(db)?;
+    Ok(())
+}
+
+/// Dead letters under new ids from the sequence, in the batch's order.
+async fn dead_letters(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
+    let letters = &batch.dead_letters;
+    if letters.is_empty() {
+        return Ok(Vec::new());
+    }
+    let next =
+        tx.prepare_cached("SELECT nextval('dead_letter_ids') FROM generate_series(1, $1::int8) ORDER BY 1").await.map_err(db)?;
+    let ids: Vec<i64> = tx.query(&next, &[&(letters.len() as i64)]).await.map_err(db)?.iter().map(|r| r.get(0)).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO dead_letters (id, received_at, topic, format, device, reason, payload)
+             SELECT * FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])",
+        )
+        .await
+        .map_err(db)?;
+    let received: Vec<DateTime<Utc>> = letters.iter().map(|l| l.received_at).collect();
+    let topics: Vec<&str> = letters.iter().map(|l| l.topic.as_str()).collect();
+    let formats: Vec<&str> = letters.iter().map(|l| l.format.as_str()).collect();
+    let devices: Vec<Option<&str>> = letters.iter().map(|l| l.device.as_deref()).collect();
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    let payloads: Vec<&[u8]> = letters.iter().map(|l| l.payload.as_slice()).collect();
+    tx.execute(&stmt, &[&ids, &received, &topics, &formats, &devices, &reasons, &payloads]).await.map_err(db)?;
+    Ok(ids.into_iter().map(|i| i as u64).collect())
+}
+
+/// The InfluxDB lines, in order.
+async fn outbox(tx: &Transaction<'_>, lines: &[String]) -> Result<(), StoreError> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached("INSERT INTO outbox (line) SELECT line FROM unnest($1::bytea[]) WITH ORDINALITY AS l(line, n) ORDER BY n")
+        .await
+        .map_err(db)?;
+    let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+    tx.execute(&stmt, &[&lines]).await.map_err(db)?;
+    Ok(())
+}

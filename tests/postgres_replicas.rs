@@ -1,0 +1,453 @@
+//! Two gateway replicas storing into one PostgreSQL: behind one Mosquitto `$share` subscription every acknowledged uplink is stored exactly once (one replica is killed with SIGKILL midway and started again), every public and admin route answers byte for byte the same from either, and a raw LoRaWAN frame that reaches both at the same moment is stored once.
+
+mod common;
+mod pg;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::*;
+use messnetz::sources::lorawan::{bridge_json, build_frame};
+use messnetz::sources::lorawan_keys::{DeviceSession, SessionKey};
+
+/// One gateway replica: its own config, API port and client id; the store is the database.
+struct Replica {
+    child: Child,
+    http: SocketAddr,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Replica {
+    /// Start replica `name` with `subscriptions` (TOML `[[mqtt.subscriptions]]` tables) and `extra` sections.
+    async fn start(dir: &Path, name: &str, mqtt_port: u16, db_url: &str, subscriptions: &str, extra: &str) -> Self {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"[broker]
+enabled = false
+
+[mqtt]
+port = {mqtt_port}
+client_id = "{name}-{pid}"
+
+{subscriptions}
+
+[store]
+backend = "postgres"
+path = "{data}"
+pool_size = 4
+
+[api]
+listen = "{http}"
+
+[devices]
+file = "{MANIFEST_DIR}/demo/devices.toml"
+
+[profiles]
+dir = "{profiles}"
+{extra}
+"#,
+                pid = std::process::id(),
+                data = dir.join(format!("{name}-data")).display(),
+                profiles = bundled_profiles().display(),
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("{name}.log"));
+        // The URL (with its password) only in the environment, as the docs advise.
+        let child = spawn(&config, &log, db_url);
+        let replica = Self { child, http, config, log };
+        replica.wait_ready(db_url).await;
+        replica
+    }
+
+    async fn wait_ready(&self, _db_url: &str) {
+        let url = self.url("/readyz");
+        let what = format!("replica ready (log: {})", self.log.display());
+        wait_for(&what, Duration::from_secs(60), || {
+            let url = url.clone();
+            async move { reqwest::get(&url).await.ok()?.status().is_success().then_some(()) }
+        })
+        .await;
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// SIGKILL and start again on the same config (the same client id: the broker keeps its session).
+    fn kill_and_respawn(&mut self, db_url: &str) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.config, &self.log, db_url);
+    }
+
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(self.url("/metrics")).await.ok()?.text().await.ok()?;
+        metric(&text, name)
+    }
+
+    fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        false
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(config: &Path, log: &Path, db_url: &str) -> Child {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_messnetz"))
+        .arg("--config")
+        .arg(config)
+        .env("MESSNETZ__STORE__URL", db_url)
+        .env("RUST_LOG", "info")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("start messnetz")
+}
+
+/// The end of a log, for a failure message.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text[text.len().saturating_sub(4000)..].to_owned()
+}
+
+/// Wait until both replicas acknowledged all they received and nothing new came for 3 s.
+async fn settle(replicas: &[&Replica], expect_total: f64) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut last = (f64::NAN, Instant::now());
+    loop {
+        let mut received = 0.0;
+        let mut acked = 0.0;
+        let mut answered = true;
+        for r in replicas {
+            match (r.metric("messnetz_messages_received_total").await, r.metric("messnetz_messages_acked_total").await) {
+                (Some(a), Some(b)) => {
+                    received += a;
+                    acked += b;
+                }
+                _ => answered = false,
+            }
+        }
+        if answered {
+            if received != last.0 {
+                last = (received, Instant::now());
+            } else if acked >= received && received >= expect_total && last.1.elapsed() > Duration::from_secs(3) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the replicas did not settle in 240 s (received {received}, acked {acked})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const UPLINKS: usize = 4_000;
+const TOKEN: &str = "replica-admin-token";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_behind_a_shared_subscription_store_every_uplink_once_and_answer_alike() {
+    let cluster = pg::Cluster::start();
+    let db = cluster.database("replicas");
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("pg-replicas");
+    let subscriptions =
+        format!("[[mqtt.subscriptions]]\ntopic = \"$share/{p}/{p}/v3/+/devices/+/up\"\nformat = \"ttn-v3\"\n", p = topics.prefix);
+    let admin = admin_section(100, &[("ops", TOKEN, &["Umweltamt"])]);
+    let mut a = Replica::start(dir.path(), "replica-a", broker.port, &db, &subscriptions, &admin).await;
+    let b = Replica::start(dir.path(), "replica-b", broker.port, &db, &subscriptions, &admin).await;
+
+    // A burst of distinct readings and a few messages that can only be dead letters.
+    let mut messages = lht65_burst(&topics, UPLINKS);
+    for i in 0..5 {
+        messages.push((topics.ttn("demo-lht65"), format!("{{\"not\": \"an uplink {i}\"").into_bytes()));
+    }
+    let total = messages.len();
+    let port = broker.port;
+    let client = format!("{}-pub", topics.prefix);
+    let publisher = tokio::spawn(async move { publish_from(port, &client, 2, messages, Duration::from_secs(180)).await });
+    // Replica A is killed once it has acknowledged a share of the burst, and started again.
+    let started = Instant::now();
+    while a.metric("messnetz_messages_acked_total").await.unwrap_or(0.0) < (UPLINKS / 8) as f64 {
+        assert!(started.elapsed() < Duration::from_secs(120), "replica A acknowledged too little; log:\n{}", tail(&a.log));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.kill_and_respawn(&db);
+    let published = publisher.await.unwrap();
+    assert_eq!(published.acked, total, "the broker took every message: {:?}", published.error);
+    a.wait_ready(&db).await;
+    settle(&[&a, &b], 0.0).await;
+
+    let stored: usize = cluster
+        .psql("replicas", "SELECT count(*) FROM readings WHERE device = 'demo-lht65' AND quantity = 'air_temperature'")
+        .parse()
+        .unwrap();
+    assert_eq!(stored, UPLINKS, "every uplink stored exactly once (logs: {}, {})", a.log.display(), b.log.display());
+    let letters: usize = cluster.psql("replicas", "SELECT count(*) FROM dead_letters").parse().unwrap();
+    assert_eq!(letters, 5, "each bad message dead-lettered once");
+    let b_took = b.metric("messnetz_messages_acked_total").await.unwrap();
+    assert!(b_took > 0.0, "the shared subscription gave replica B a share");
+
+    // Every public and admin route: the same bytes from either replica.
+    let http = reqwest::Client::new();
+    let routes = [
+        "/v1/readings?device=demo-lht65&quantity=air_temperature&from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z&limit=10000",
+        "/v1/aggregates?device=demo-lht65&quantity=air_temperature&interval=10m&from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z",
+        "/v1/aggregates?district=Altstadt&quantity=air_temperature&interval=1h&from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z",
+        "/v1/aggregates?district=Altstadt&quantity=relative_humidity&interval=1d&from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z&format=csv",
+        "/v1/devices",
+        "/v1/devices/demo-lht65/latest",
+        "/v1/latest",
+        "/v1/catalog",
+        "/v1/admin/dead-letters",
+        "/v1/admin/devices",
+    ];
+    for route in routes {
+        let get = |r: &Replica| {
+            let request = http.get(r.url(route));
+            let request = if route.starts_with("/v1/admin") { request.bearer_auth(TOKEN) } else { request };
+            async move {
+                let response = request.send().await.unwrap();
+                (response.status().as_u16(), response.bytes().await.unwrap())
+            }
+        };
+        let (from_a, from_b) = (get(&a).await, get(&b).await);
+        assert_eq!(from_a.0, 200, "{route}: {}", String::from_utf8_lossy(&from_a.1));
+        assert!(
+            from_a == from_b,
+            "{route} differs:\n{}\n---\n{}",
+            String::from_utf8_lossy(&from_a.1),
+            String::from_utf8_lossy(&from_b.1)
+        );
+    }
+    let aggregates = http.get(a.url(routes[2])).send().await.unwrap().text().await.unwrap();
+    let counts: u64 = serde_json::from_str::<serde_json::Value>(&aggregates).unwrap()["points"]
+        .as_array()
+        .map(|p| p.iter().map(|w| w["count"].as_u64().unwrap_or(0)).sum())
+        .unwrap_or(0);
+    assert_eq!(counts as usize, UPLINKS, "district windows counted each reading once: {aggregates}");
+    assert!(a.terminate(), "clean exit; log {}", a.log.display());
+}
+
+const DEV_ADDR: u32 = 0x260B_1234;
+const NWK: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
+const APP: &str = "000102030405060708090A0B0C0D0E0F";
+
+fn frame(f_cnt: u32, gateway: &str, minute: u32) -> Vec<u8> {
+    let session = DeviceSession {
+        device: "demo-lht65".into(),
+        nwk_s_key: SessionKey::parse_hex(NWK).unwrap(),
+        app_s_key: SessionKey::parse_hex(APP).unwrap(),
+    };
+    let phy = build_frame(DEV_ADDR, f_cnt, 2, &hex(LHT65_PAYLOAD), false, &session);
+    bridge_json(&phy, gateway, &format!("2025-01-01T{:02}:{:02}:00Z", minute / 60, minute % 60))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_frame_reaching_both_replicas_at_once_is_stored_once_and_replays_are_refused() {
+    let cluster = pg::Cluster::start();
+    let db = cluster.database("frames");
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("pg-frames");
+    let keys = dir.path().join("keys.toml");
+    write_keys_file(&keys, 0o600, &[(DEV_ADDR, "demo-lht65", NWK, APP)]);
+    // Not shared: both replicas get every frame, at the same moment.
+    let subscriptions =
+        format!("[[mqtt.subscriptions]]\ntopic = \"{}/eu868/gateway/+/event/up\"\nformat = \"lorawan\"\n", topics.prefix);
+    let extra = format!("\n[lorawan]\nkeys_file = \"{}\"\n", keys.display());
+    let a = Replica::start(dir.path(), "frames-a", broker.port, &db, &subscriptions, &extra).await;
+    let b = Replica::start(dir.path(), "frames-b", broker.port, &db, &subscriptions, &extra).await;
+
+    // A device's frames come minutes apart: each is sent once, a moment after the one before.
+    const FRAMES: u32 = 40;
+    for f in 1..=FRAMES {
+        let message = (topics.gateway_bridge("gw-rathaus"), frame(f, "gw-rathaus", f));
+        publish_all(broker.port, &format!("{}-pub-{f}", topics.prefix), vec![message]).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    settle(&[&a, &b], 2.0 * FRAMES as f64).await;
+    let stored: u32 = cluster
+        .psql("frames", "SELECT count(*) FROM readings WHERE device = 'demo-lht65' AND quantity = 'air_temperature'")
+        .parse()
+        .unwrap();
+    assert_eq!(stored, FRAMES, "each frame stored once");
+    let mut duplicates = 0.0;
+    for r in [&a, &b] {
+        duplicates += r.metric("messnetz_lorawan_duplicates_total").await.unwrap();
+    }
+    // Each frame: one replica stored it, the other saw its copy as a duplicate (a batch
+    // refused because the other replica was first is decoded again and counts again).
+    assert!(duplicates >= FRAMES as f64, "{duplicates} duplicates counted for {FRAMES} frames");
+    assert_eq!(cluster.psql("frames", "SELECT count(*) FROM dead_letters"), "0");
+
+    // An old frame sent again an hour later: a replay for both, stored by neither.
+    publish_all(
+        broker.port,
+        &format!("{}-pub2", topics.prefix),
+        vec![(topics.gateway_bridge("gw-dom"), frame(5, "gw-dom", 120))],
+    )
+    .await;
+    settle(&[&a, &b], 2.0 * FRAMES as f64 + 2.0).await;
+    assert_eq!(cluster.psql("frames", "SELECT count(*) FROM readings WHERE quantity = 'air_temperature'"), FRAMES.to_string());
+    let mut replays = 0.0;
+    for r in [&a, &b] {
+        replays += r.metric("messnetz_lorawan_replays_total").await.unwrap();
+    }
+    assert_eq!(replays, 2.0);
+    let letters = cluster.psql("frames", "SELECT reason FROM dead_letters");
+    assert!(letters.lines().count() == 2 && letters.contains("replayed frame"), "{letters}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgresql_is_down_nothing_is_acknowledged_and_ingest_resumes_by_itself() {
+    let mut cluster = pg::Cluster::start();
+    let db = cluster.database("outage");
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("pg-outage");
+    let subscriptions = format!("[[mqtt.subscriptions]]\ntopic = \"{}/v3/+/devices/+/up\"\nformat = \"ttn-v3\"\n", topics.prefix);
+    let gw = Replica::start(dir.path(), "outage", broker.port, &db, &subscriptions, "").await;
+    let burst = lht65_burst(&topics, 600);
+    let (first, second) = (burst[..300].to_vec(), burst[300..].to_vec());
+    publish_all(broker.port, &format!("{}-pub1", topics.prefix), first).await;
+    settle(&[&gw], 300.0).await;
+    let acked_before = gw.metric("messnetz_messages_acked_total").await.unwrap();
+
+    cluster.stop();
+    publish_all(broker.port, &format!("{}-pub2", topics.prefix), second).await;
+    let readyz = gw.url("/readyz");
+    let why = wait_for("/readyz to say the store fails", Duration::from_secs(30), || {
+        let readyz = readyz.clone();
+        async move {
+            let response = reqwest::get(&readyz).await.ok()?;
+            let status = response.status().as_u16();
+            let body = response.text().await.ok()?;
+            (status == 503).then_some(body)
+        }
+    })
+    .await;
+    assert!(why.contains("store commits fail") && why.contains("PostgreSQL"), "{why}");
+    assert!(!why.contains(pg::PASSWORD), "{why}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gw.metric("messnetz_messages_acked_total").await.unwrap(), acked_before, "nothing acknowledged while down");
+
+    cluster.resume();
+    settle(&[&gw], 600.0).await;
+    let stored: usize = cluster
+        .psql("outage", "SELECT count(*) FROM readings WHERE device = 'demo-lht65' AND quantity = 'air_temperature'")
+        .parse()
+        .unwrap();
+    assert_eq!(stored, 600, "nothing lost, nothing twice; log:\n{}", tail(&gw.log));
+    assert_eq!(cluster.psql("outage", "SELECT count(*) FROM dead_letters"), "0");
+    let ready = reqwest::get(gw.url("/readyz")).await.unwrap().status().as_u16();
+    assert_eq!(ready, 200, "ready again by itself");
+}
+
+/// Throughput into PostgreSQL, in one sitting on one machine: the embedded store, one
+/// PostgreSQL replica and two replicas behind a shared subscription, each with a fresh store
+/// and a durable PostgreSQL (fsync on). Not part of the suite (`--ignored`); run it with
+/// `cargo test --release --test postgres_replicas throughput -- --ignored --nocapture`
+/// (N = `MESSNETZ_BENCH_N`, default 20,000). Results in BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_embedded_vs_one_and_two_postgres_replicas() {
+    let n: usize = std::env::var("MESSNETZ_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let cluster = pg::Cluster::start_durable();
+    let broker = Mosquitto::start_private();
+    println!("N = {n} TTN uplinks (LHT65), 2 publisher connections waiting for every PUBACK; time until all are acknowledged by the gateway(s)");
+    for round in 0..2 {
+        // Embedded store (the gateway of tests/common).
+        let dir = tempfile::tempdir().unwrap();
+        let topics = Topics::new(&format!("bench-emb-{round}"));
+        let gw = Gateway::start(broker.port, dir.path(), &topics).await;
+        let messages = lht65_burst(&topics, n);
+        let started = Instant::now();
+        let published = publish_from(broker.port, &format!("{}-pub", topics.prefix), 2, messages, Duration::from_secs(600)).await;
+        let done =
+            gw.wait_metric("messnetz_messages_acked_total", n as f64, Duration::from_secs(600), Duration::from_secs(30)).await;
+        let secs = (done.expect("embedded: all acknowledged") - started).as_secs_f64();
+        assert_eq!(published.acked, n);
+        let client = reqwest::Client::new();
+        let commits = gw.try_metric(&client, "messnetz_store_commit_seconds_count").await.unwrap_or(0.0);
+        let commit_s = gw.try_metric(&client, "messnetz_store_commit_seconds_sum").await.unwrap_or(0.0);
+        println!(
+            "round {round}: embedded store:           {:>8.0} msg/s ({secs:.2} s; {commits} commits, {:.1} messages and {:.1} ms each)",
+            n as f64 / secs,
+            n as f64 / commits.max(1.0),
+            1000.0 * commit_s / commits.max(1.0)
+        );
+        drop(gw);
+
+        for replicas in [1usize, 2] {
+            let db = cluster.database(&format!("bench_{round}_{replicas}"));
+            let dir = tempfile::tempdir().unwrap();
+            let topics = Topics::new(&format!("bench-pg{replicas}-{round}"));
+            let subscriptions = format!(
+                "[[mqtt.subscriptions]]\ntopic = \"$share/{p}/{p}/v3/+/devices/+/up\"\nformat = \"ttn-v3\"\n",
+                p = topics.prefix
+            );
+            let mut started_replicas = Vec::new();
+            for r in 0..replicas {
+                started_replicas
+                    .push(Replica::start(dir.path(), &format!("bench-{r}"), broker.port, &db, &subscriptions, "").await);
+            }
+            let messages = lht65_burst(&topics, n);
+            let started = Instant::now();
+            let published =
+                publish_from(broker.port, &format!("{}-pub", topics.prefix), 2, messages, Duration::from_secs(600)).await;
+            assert_eq!(published.acked, n);
+            loop {
+                let mut acked = 0.0;
+                for r in &started_replicas {
+                    acked += r.metric("messnetz_messages_acked_total").await.unwrap_or(0.0);
+                }
+                if acked >= n as f64 {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(600), "postgres x{replicas}: {acked} of {n} acknowledged");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let stored: usize = cluster
+                .psql(
+                    &format!("bench_{round}_{replicas}"),
+                    "SELECT count(*) FROM readings WHERE device = 'demo-lht65' AND quantity = 'air_temperature'",
+                )
+                .parse()
+                .unwrap();
+            assert_eq!(stored, n);
+            let (mut commits, mut commit_s) = (0.0, 0.0);
+            for r in &started_replicas {
+                commits += r.metric("messnetz_store_commit_seconds_count").await.unwrap_or(0.0);
+                commit_s += r.metric("messnetz_store_commit_seconds_sum").await.unwrap_or(0.0);
+            }
+            println!(
+                "round {round}: postgres, {replicas} replica(s):  {:>8.0} msg/s ({secs:.2} s; {commits} commits, {:.1} messages and {:.1} ms each)",
+                n as f64 / secs,
+                n as f64 / commits.max(1.0),
+                1000.0 * commit_s / commits.max(1.0)
+            );
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The PostgreSQL store against a real private PostgreSQL (tests/pg): the embedded store's behaviour (idempotent readings, dead letters and replays landing once, the same rollup numbers for the same data), frame counters shared by two gateways, migrations from gateways starting together, and start errors that name `store.url` without the password.
+
+mod pg;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use messnetz::aggregates::{Interval, Scope};
+use messnetz::config::{StoreBackend, StoreSettings};
+use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
+use messnetz::sources::lorawan::FrameCounter;
+use messnetz::store::{CommitStore, DeadLetter, EmbeddedStore, PostgresStore, ReadStore, ReplayOutcome, StoreError, WriteBatch};
+
+fn settings(url: &str) -> StoreSettings {
+    StoreSettings { backend: StoreBackend::Postgres, url: url.to_owned(), pool_size: 4, ..Default::default() }
+}
+
+fn ms(t: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(t).unwrap()
+}
+
+fn reading(device: &str, q: &str, t: i64, value: f64, flag: QualityFlag) -> Reading {
+    Reading {
+        device: DeviceId::parse(device).unwrap(),
+        quantity: Quantity::by_name(q).unwrap(),
+        value,
+        time: ms(t),
+        flag,
+        reason: String::new(),
+    }
+}
+
+fn letter(reason: &str) -> DeadLetter {
+    DeadLetter {
+        id: 0,
+        received_at: ms(5_000),
+        topic: "v3/app/devices/x/up".into(),
+        format: "ttn-v3".into(),
+        device: Some("x".into()),
+        reason: reason.into(),
+        payload: vec![0, 255, 10, b'{'],
+    }
+}
+
+#[test]
+fn readings_are_idempotent_ordered_and_last_seen_moves_forward() {
+    let cluster = pg::Cluster::start();
+    let store = PostgresStore::open(&settings(&cluster.database("idem"))).unwrap();
+    let mut batch = WriteBatch::default();
+    batch.readings.push(reading("a", "air_temperature", 2000, 2.0, QualityFlag::Good));
+    batch.readings.push(reading("a", "air_temperature", 1000, 1.0, QualityFlag::Good));
+    batch.readings.push(reading("a", "relative_humidity", 1500, 50.0, QualityFlag::Good));
+    batch.readings.push(reading("ab", "air_temperature", 1500, 9.0, QualityFlag::Good));
+    // Far apart in time: several monthly partitions, created on demand.
+    batch.readings.push(reading("ab", "air_temperature", 1_790_000_000_000, 9.5, QualityFlag::Good));
+    let a = DeviceId::parse("a").unwrap();
+    batch.seen.push((a.clone(), ms(2000)));
+    store.write(&batch).unwrap();
+    store.write(&batch).unwrap();
+    assert_eq!(store.count_readings().unwrap(), 5, "written twice, stored once");
+
+    let t = Quantity::by_name("air_temperature").unwrap();
+    let series = store.readings(&a, t, ms(0), ms(3000), 10).unwrap();
+    assert_eq!(series.iter().map(|r| r.value).collect::<Vec<_>>(), vec![1.0, 2.0]);
+    assert_eq!(store.readings(&a, t, ms(1000), ms(2000), 10).unwrap().len(), 1, "from <= time < to");
+    assert_eq!(store.readings(&a, t, ms(0), ms(3000), 1).unwrap().len(), 1, "limit");
+    let latest = store.latest(&a).unwrap();
+    assert_eq!(
+        latest.iter().map(|r| (r.quantity.name(), r.value)).collect::<Vec<_>>(),
+        vec![("air_temperature", 2.0), ("relative_humidity", 50.0)]
+    );
+    assert_eq!(store.latest(&DeviceId::parse("ab").unwrap()).unwrap()[0].value, 9.5);
+
+    store.write(&WriteBatch { seen: vec![(a.clone(), ms(1000))], ..Default::default() }).unwrap();
+    assert_eq!(store.last_seen(&a).unwrap(), Some(ms(2000)), "last seen never goes back");
+    assert!(store.health().writable);
+}
+
+#[test]
+fn dead_letters_get_increasing_ids_and_a_replay_lands_exactly_once() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database("letters");
+    let store = Arc::new(PostgresStore::open(&settings(&url)).unwrap());
+    let batch = WriteBatch { dead_letters: vec![letter("bad 1"), letter("bad 2")], ..Default::default() };
+    assert_eq!(store.write(&batch).unwrap(), vec![1, 2]);
+    let one = store.dead_letter(1).unwrap().unwrap();
+    assert_eq!((one.reason.as_str(), one.payload.as_slice()), ("bad 1", &[0, 255, 10, b'{'][..]));
+
+    // Letter 2 replayed by two gateways at once: stored once, the other finds it gone.
+    let other = Arc::new(PostgresStore::open(&settings(&url)).unwrap());
+    let produced = || {
+        let x = DeviceId::parse("x").unwrap();
+        WriteBatch {
+            readings: vec![reading("x", "air_temperature", 60_000, 3.5, QualityFlag::Good)],
+            seen: vec![(x.clone(), ms(5_000))],
+            districts: [(x, "Altstadt".to_owned())].into(),
+            ..Default::default()
+        }
+    };
+    let (s1, s2) = (store.clone(), other.clone());
+    let (b1, b2) = (produced(), produced());
+    let t1 = std::thread::spawn(move || s1.commit_replay(2, b1).unwrap());
+    let t2 = std::thread::spawn(move || s2.commit_replay(2, b2).unwrap());
+    let mut outcomes = [t1.join().unwrap().as_str(), t2.join().unwrap().as_str()];
+    outcomes.sort();
+    assert_eq!(outcomes, ["gone", "stored"]);
+    assert_eq!(store.dead_letter(2).unwrap(), None);
+    let district = Scope::District("Altstadt".into());
+    let t = Quantity::by_name("air_temperature").unwrap();
+    let days = store.rollups(&district, t, Interval::Day, ms(0), ms(86_400_000)).unwrap();
+    assert_eq!(days.iter().map(|(_, w)| w.count).sum::<u64>(), 1, "the replayed reading counted once");
+
+    // Failing again keeps the letter under its id with the new reason.
+    let again = WriteBatch { dead_letters: vec![letter("still bad")], ..Default::default() };
+    assert_eq!(store.commit_replay(1, again).unwrap(), ReplayOutcome::Failed { reason: "still bad".into() });
+    assert_eq!(store.dead_letter(1).unwrap().unwrap().reason, "still bad");
+    // Ids are never reused, also after the newest letter was replayed away.
+    assert_eq!(store.write(&WriteBatch { dead_letters: vec![letter("new")], ..Default::default() }).unwrap(), vec![3]);
+    let (page, next) = store.dead_letters_matching(0, 10, 100, &mut |l| l.reason != "new").unwrap();
+    assert_eq!(page.iter().map(|l| l.id).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(next, None);
+    let (page, next) = store.dead_letters_matching(0, 1, 100, &mut |_| true).unwrap();
+    assert_eq!((page.len(), next), (1, Some(1)), "a page of one says where to go on");
+}
+
+/// The same batches into both stores: every window and extent the same.
+#[test]
+fn rollups_have_the_same_numbers_as_the_embedded_store() {
+    let cluster = pg::Cluster::start();
+    let store = PostgresStore::open(&settings(&cluster.database("rollups"))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(dir.path()).unwrap();
+    let devices = ["r1", "r2", "r3"];
+    let mut batches = Vec::new();
+    for b in 0..12i64 {
+        let mut batch = WriteBatch::default();
+        for (i, d) in devices.iter().enumerate() {
+            let id = DeviceId::parse(d).unwrap();
+            if *d != "r3" {
+                batch.districts.insert(id.clone(), if i == 0 { "Altstadt".into() } else { "Hafen".into() });
+            }
+            for k in 0..7i64 {
+                // Values in quarters: exact sums, whatever the order they are added in.
+                let t = b * 3_100_000 + k * 420_000 + i as i64 * 1000;
+                let v = ((b * 7 + k * 3 + i as i64) % 41) as f64 * 0.25 - 2.0;
+                let flag = if k == 3 {
+                    QualityFlag::Bad
+                } else if k == 5 {
+                    QualityFlag::Suspect
+                } else {
+                    QualityFlag::Good
+                };
+                batch.readings.push(reading(d, "air_temperature", t, v, flag));
+            }
+            batch.seen.push((id, ms(b * 3_100_000)));
+        }
+        batches.push(batch);
+    }
+    // Redelivered batches, and one corrected reading (another value and flag) later on.
+    let mut correction = WriteBatch::default();
+    correction.readings.push(reading("r1", "air_temperature", 420_000, 17.25, QualityFlag::Good));
+    correction.readings.push(reading("r2", "air_temperature", 3_100_000 + 1000, 3.0, QualityFlag::Bad));
+    correction.districts.insert(DeviceId::parse("r1").unwrap(), "Altstadt".into());
+    correction.districts.insert(DeviceId::parse("r2").unwrap(), "Hafen".into());
+    let order: Vec<&WriteBatch> = batches.iter().chain(batches[3..6].iter()).chain(std::iter::once(&correction)).collect();
+    for batch in order {
+        store.write(batch).unwrap();
+        embedded.write(batch).unwrap();
+    }
+    embedded.flush_windows().unwrap();
+    let t = Quantity::by_name("air_temperature").unwrap();
+    let scopes = [
+        Scope::Device("r1".into()),
+        Scope::Device("r2".into()),
+        Scope::Device("r3".into()),
+        Scope::District("Altstadt".into()),
+        Scope::District("Hafen".into()),
+    ];
+    let mut compared = 0;
+    for scope in &scopes {
+        for interval in Interval::ALL {
+            let ours = store.rollups(scope, t, interval, ms(0), ms(86_400_000)).unwrap();
+            let theirs = embedded.rollups(scope, t, interval, ms(0), ms(86_400_000)).unwrap();
+            assert!(!ours.is_empty(), "{scope:?} {interval:?}");
+            let show = |w: &[(DateTime<Utc>, messnetz::aggregates::Window)]| {
+                // An empty window's `last` is NaN, which equals nothing: compared as absent.
+                w.iter()
+                    .map(|(s, w)| {
+                        (*s, w.count, w.excluded, w.sum, w.min, w.max, (!w.last.is_nan()).then_some(w.last), w.last_time)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(show(&ours), show(&theirs), "{scope:?} {interval:?}");
+            compared += ours.len();
+        }
+        assert_eq!(store.extent(scope, t).unwrap(), embedded.extent(scope, t).unwrap(), "{scope:?}");
+    }
+    assert!(compared > 100, "{compared} windows compared");
+    assert_eq!(store.extent(&Scope::District("Nowhere".into()), t).unwrap(), None);
+}
+
+#[test]
+fn a_frame_counter_moved_on_by_another_gateway_refuses_the_whole_batch() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database("counters");
+    let (a, b) = (PostgresStore::open(&settings(&url)).unwrap(), PostgresStore::open(&settings(&url)).unwrap());
+    const ADDR: u32 = 0x260B_1234;
+    // Both gateways read "no counter yet" and accept the same frame.
+    let (base_a, base_b) = (a.frame_counter(ADDR).unwrap(), b.frame_counter(ADDR).unwrap());
+    let mut next = FrameCounter::default();
+    next.accept(7, [1, 2, 3, 4], 1000);
+    let batch = |base: Option<FrameCounter>| {
+        let mut batch = WriteBatch::default();
+        batch.readings.push(reading("lora-1", "air_temperature", 60_000, 4.0, QualityFlag::Good));
+        batch.frame_counters.insert(ADDR, next.clone());
+        batch.frame_counter_bases.insert(ADDR, base);
+        batch
+    };
+    a.write(&batch(base_a)).unwrap();
+    match b.write(&batch(base_b)) {
+        Err(StoreError::FrameCounterMoved { dev_addr }) => assert_eq!(dev_addr, ADDR),
+        other => panic!("the second copy must be refused, got {other:?}"),
+    }
+    assert!(b.health().writable, "a refused copy is not a failing database");
+    assert_eq!(b.frame_counter(ADDR).unwrap(), Some(next.clone()));
+    // From the state it now reads, the next frame goes through; from a stale one it does not.
+    let mut after = next.clone();
+    after.accept(8, [5, 6, 7, 8], 2000);
+    let mut ok = WriteBatch::default();
+    ok.frame_counters.insert(ADDR, after.clone());
+    ok.frame_counter_bases.insert(ADDR, Some(next.clone()));
+    b.write(&ok).unwrap();
+    let mut stale = WriteBatch::default();
+    stale.frame_counters.insert(ADDR, after.clone());
+    stale.frame_counter_bases.insert(ADDR, Some(next));
+    stale.readings.push(reading("lora-1", "air_temperature", 120_000, 5.0, QualityFlag::Good));
+    assert!(matches!(a.write(&stale), Err(StoreError::FrameCounterMoved { .. })));
+    assert_eq!(a.count_readings().unwrap(), 1, "nothing of a refused batch is stored");
+    assert_eq!(a.frame_counter(ADDR).unwrap(), Some(after));
+}
+
+#[test]
+fn gateways_starting_together_migrate_once() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database("together");
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PostgresStore::open(&settings(&url)).map(|_| ()))
+        })
+        .collect();
+    for s in starts {
+        s.join().unwrap().expect("every gateway starts");
+    }
+    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "1");
+    // Started again: nothing to do, the data stays.
+    let store = PostgresStore::open(&settings(&url)).unwrap();
+    store
+        .write(&WriteBatch { readings: vec![reading("m", "air_temperature", 1, 1.0, QualityFlag::Good)], ..Default::default() })
+        .unwrap();
+    drop(store);
+    let store = PostgresStore::open(&settings(&url)).unwrap();
+    assert_eq!(store.count_readings().unwrap(), 1);
+    // Partitions from last month to two months ahead exist from the start.
+    let parts: i64 =
+        cluster.psql("together", "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass").parse().unwrap();
+    assert!(parts >= 4, "{parts} partitions");
+}
+
+#[test]
+fn start_errors_name_store_url_and_never_the_password() {
+    let mut cluster = pg::Cluster::start();
+    cluster.database("exists");
+    let wrong_password = cluster.url("exists").replace(pg::PASSWORD, "not-the-password");
+    let missing_db = cluster.url("no_such_db");
+    for (url, expect) in [(wrong_password, "password authentication failed"), (missing_db, "does not exist")] {
+        let error = messnetz::store::open(&settings(&url)).err().expect("refused").to_string();
+        assert!(error.starts_with("store.url ("), "{error}");
+        assert!(error.contains(expect), "{error}");
+        assert!(!error.contains(pg::PASSWORD) && !error.contains("not-the-password"), "{error}");
+    }
+    let url = cluster.url("exists");
+    cluster.stop();
+    let error = messnetz::store::open(&settings(&url)).err().expect("refused").to_string();
+    assert!(error.starts_with("store.url (") && error.contains("<not shown>"), "{error}");
+    assert!(!error.contains(pg::PASSWORD), "{error}");
+}
