@@ -285,3 +285,44 @@ fn start_errors_name_store_url_and_never_the_password() {
     assert!(error.starts_with("store.url (") && error.contains("<not shown>"), "{error}");
     assert!(!error.contains(pg::PASSWORD), "{error}");
 }
+
+#[test]
+fn citizen_sensors_are_kept_and_removed_with_their_data_and_dead_letters_are_deleted() {
+    use messnetz::citizens::CitizenSensor;
+    use messnetz::store::{AdminStore, BackupError, CitizenStore};
+    let cluster = pg::Cluster::start();
+    let store = PostgresStore::open(&settings(&cluster.database("citizens"))).unwrap();
+    let id = DeviceId::parse("c-0123456789ab").unwrap();
+    let sensor: CitizenSensor = serde_json::from_value(serde_json::json!({
+        "id": id.as_str(), "name": "Balkon Nord", "lat": 48.138, "lon": 11.576, "district": "Altstadt",
+        "token_hash": "00", "approved": false, "registered_at": "2026-11-30T10:00:00Z", "licence": "dl-by-de/2.0"
+    }))
+    .unwrap();
+    store.put_citizen_sensor(&sensor).unwrap();
+    let mut approved = sensor.clone();
+    approved.approved = true;
+    store.put_citizen_sensor(&approved).unwrap();
+    assert_eq!(store.citizen_sensors().unwrap().len(), 1, "a second put replaces the registration");
+    assert!(store.citizen_sensor(&id).unwrap().unwrap().approved);
+
+    let mut batch = WriteBatch::default();
+    batch.readings.push(reading(id.as_str(), "air_temperature", 1000, 4.0, QualityFlag::Good));
+    batch.readings.push(reading(id.as_str(), "air_temperature", 2000, 5.0, QualityFlag::Good));
+    batch.readings.push(reading("official", "air_temperature", 1000, 3.0, QualityFlag::Good));
+    batch.seen.push((id.clone(), ms(2000)));
+    batch.dead_letters = vec![letter("a"), letter("b"), letter("c")];
+    let ids = store.write(&batch).unwrap();
+
+    let removed = store.remove_citizen_sensor(&id).unwrap().unwrap();
+    assert_eq!(removed.readings, 2, "the sensor's readings go with it");
+    assert!(store.citizen_sensor(&id).unwrap().is_none());
+    assert!(store.remove_citizen_sensor(&id).unwrap().is_none(), "a second removal finds nothing");
+    assert!(store.last_seen(&id).unwrap().is_none());
+    assert_eq!(store.count_readings().unwrap(), 1, "other devices' readings stay");
+
+    assert_eq!(store.delete_dead_letters(&[ids[0], ids[2], 999_999]).unwrap(), vec![ids[0], ids[2]]);
+    assert!(store.delete_dead_letters(&[ids[0]]).unwrap().is_empty(), "a second delete finds nothing");
+    assert!(store.dead_letter(ids[1]).unwrap().is_some());
+    let refused = store.backup_to(std::path::Path::new("/nonexistent/backup.redb")).unwrap_err();
+    assert!(matches!(refused, BackupError::Unsupported(_)) && refused.to_string().contains("pg_dump"), "{refused}");
+}
