@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::{Failure, Outcome};
+use super::outcome::{Failure, Outcome};
 use crate::api::admin::auth;
 
 #[derive(Subcommand)]

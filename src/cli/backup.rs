@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{Failure, Outcome};
+use super::outcome::{Failure, Outcome};
 use crate::audit::{AuditEntry, AuditLog};
 use crate::config::Settings;
 use crate::store::embedded::backup;

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::{Failure, Outcome};
+use super::outcome::{Failure, Outcome};
 use crate::config::Settings;
 use crate::sources::lorawan_keys::SessionKeys;
 

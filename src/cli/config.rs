@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::Outcome;
+use super::outcome::Outcome;
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {

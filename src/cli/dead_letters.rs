@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 
-use super::{Failure, Outcome};
+use super::outcome::{Failure, Outcome};
 use crate::audit::{AuditEntry, AuditLog};
 use crate::config::Settings;
 use crate::devices::DeviceRegistry;

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use super::{profiles, Failure, Outcome};
+use super::outcome::{Failure, Outcome};
+use super::profiles;
 use crate::config::Settings;
 
 pub fn run(settings: &Settings, profile: &str, fport: Option<u8>, hex: &str) -> Outcome {

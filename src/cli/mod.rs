@@ -20,17 +20,19 @@ pub mod check;
 pub mod config;
 pub mod dead_letters;
 pub mod decode;
+mod outcome;
 pub mod profiles;
 pub mod rollups;
 pub mod run;
 
-use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
+
+pub use outcome::{Failure, Outcome};
 
 #[derive(Parser)]
 #[command(name = "messnetz", version, about = "Gateway for a city's weather and climate sensor network")]
@@ -121,36 +123,6 @@ pub enum Command {
     #[command(hide = true)]
     CodecWorker,
 }
-
-/// A command that could not do its work: what to print on stderr, and the exit code.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", text.trim_end())]
-pub struct Failure {
-    pub code: u8,
-    /// Printed as it is: each line ends with a newline.
-    pub text: String,
-}
-
-impl Failure {
-    /// One line.
-    pub fn new(code: u8, line: impl Display) -> Self {
-        Self { code, text: format!("{line}\n") }
-    }
-
-    /// A line per problem.
-    pub fn lines(code: u8, lines: impl IntoIterator<Item = impl Display>) -> Self {
-        Self { code, text: lines.into_iter().map(|l| format!("{l}\n")).collect() }
-    }
-
-    /// Print the text; the exit code.
-    pub fn report(self) -> ExitCode {
-        eprint!("{}", self.text);
-        ExitCode::from(self.code)
-    }
-}
-
-/// What a command returns: its exit code, or why it stopped.
-pub type Outcome = Result<ExitCode, Failure>;
 
 /// Run a command. The configuration is loaded only for the commands that need it.
 pub fn dispatch(config: Option<&Path>, command: Command) -> ExitCode {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::{Failure, Outcome};
+use super::outcome::{Failure, Outcome};
 use crate::config::Settings;
 use crate::profiles::ProfileSet;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 
-use super::{Failure, Outcome};
+use super::outcome::{Failure, Outcome};
 use crate::config::Settings;
 use crate::devices::Visibility;
 use crate::store::EmbeddedStore;
