@@ -252,7 +252,7 @@ fn gateways_starting_together_migrate_once() {
     for s in starts {
         s.join().unwrap().expect("every gateway starts");
     }
-    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "1");
+    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "2", "each migration applied once");
     // Started again: nothing to do, the data stays.
     let store = PostgresStore::open(&settings(&url)).unwrap();
     store
