@@ -24,7 +24,10 @@ use crate::store::EmbeddedStore;
 pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
     let (profiles, devices) = registry::load(&settings).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
     info!(profiles = profiles.len(), devices = devices.len(), "registry loaded");
-    let store = Arc::new(EmbeddedStore::open(&settings.store.path).context("store.path")?);
+    let store = Arc::new(
+        EmbeddedStore::open_with_cache(&settings.store.path, settings.store.cache_mb as usize * 1024 * 1024)
+            .context("store.path")?,
+    );
     // Raw LoRaWAN session keys: a bad or too-readable keys file stops the start.
     let lorawan_keys = crate::sources::lorawan_keys::SessionKeys::load(settings.lorawan.keys_file.as_deref(), std::env::vars())
         .map_err(|errors| anyhow::anyhow!(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;

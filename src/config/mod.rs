@@ -193,6 +193,9 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if !(10..=600_000).contains(&s.store.window_flush_ms) {
         err("store.window_flush_ms", "expected 10 to 600000 milliseconds");
     }
+    if !(1..=65_536).contains(&s.store.cache_mb) {
+        err("store.cache_mb", "expected 1 to 65536 megabytes");
+    }
     if s.api.max_points == 0 {
         err("api.max_points", "expected at least 1");
     }

@@ -372,11 +372,14 @@ pub struct StoreSettings {
     /// Milliseconds between flushes of journaled device windows into the stored windows.
     /// Queries are current either way; a longer interval costs ingest less in a burst.
     pub window_flush_ms: u64,
+    /// Megabytes of store pages kept in memory. The gateway's memory grows to about this
+    /// much during a long burst; more only saves reads of older data.
+    pub cache_mb: u64,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { path: PathBuf::from("data"), window_flush_ms: 5000 }
+        Self { path: PathBuf::from("data"), window_flush_ms: 5000, cache_mb: 64 }
     }
 }
 
