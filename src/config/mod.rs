@@ -270,6 +270,18 @@ mod tests {
     }
 
     #[test]
+    fn store_cache_size_is_bounded_and_read_from_file_and_env() {
+        assert_eq!(load_str("[store]\ncache_mb = 16\n", &[]).unwrap().store.cache_mb, 16);
+        for bad in ["0", "65537"] {
+            let errors = load_str(&format!("[store]\ncache_mb = {bad}\n"), &[]).unwrap_err().0;
+            let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+            assert_eq!(paths, vec!["store.cache_mb"], "{bad}: {errors:?}");
+        }
+        let s = load_with_env(None, vec![("MESSNETZ__STORE__CACHE_MB".into(), "128".into())]).unwrap();
+        assert_eq!(s.store.cache_mb, 128);
+    }
+
+    #[test]
     fn unknown_key_names_its_path() {
         let errors = load_str("[store]\npaht = \"x\"\n", &[]).unwrap_err().0;
         assert_eq!(errors.len(), 1, "{errors:?}");
