@@ -213,6 +213,9 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if !(1..=1000).contains(&s.store.pool_size) {
         err("store.pool_size", "expected 1 to 1000 connections");
     }
+    if !(1..=65_536).contains(&s.store.cache_mb) {
+        err("store.cache_mb", "expected 1 to 65536 megabytes");
+    }
     if s.api.max_points == 0 {
         err("api.max_points", "expected at least 1");
     }
@@ -287,6 +290,18 @@ mod tests {
         assert!(paths.iter().any(|p| p.starts_with("mqtt")), "{errors:?}");
         assert!(paths.contains(&"api.listen"), "{errors:?}");
         assert!(paths.contains(&"extra"), "{errors:?}");
+    }
+
+    #[test]
+    fn store_cache_size_is_bounded_and_read_from_file_and_env() {
+        assert_eq!(load_str("[store]\ncache_mb = 16\n", &[]).unwrap().store.cache_mb, 16);
+        for bad in ["0", "65537"] {
+            let errors = load_str(&format!("[store]\ncache_mb = {bad}\n"), &[]).unwrap_err().0;
+            let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+            assert_eq!(paths, vec!["store.cache_mb"], "{bad}: {errors:?}");
+        }
+        let s = load_with_env(None, vec![("MESSNETZ__STORE__CACHE_MB".into(), "128".into())]).unwrap();
+        assert_eq!(s.store.cache_mb, 128);
     }
 
     #[test]

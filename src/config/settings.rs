@@ -475,6 +475,9 @@ pub struct StoreSettings {
     /// Days of readings kept in PostgreSQL: older monthly partitions are dropped whole
     /// (rollup windows stay). 0 keeps everything.
     pub retention_days: u64,
+    /// Megabytes of store pages kept in memory. The gateway's memory grows to about this
+    /// much during a long burst; more only saves reads of older data.
+    pub cache_mb: u64,
 }
 
 impl Default for StoreSettings {
@@ -488,6 +491,7 @@ impl Default for StoreSettings {
             sslmode: PgSslMode::Prefer,
             ca_file: None,
             retention_days: 0,
+            cache_mb: 64,
         }
     }
 }

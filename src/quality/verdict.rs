@@ -1,7 +1,6 @@
 //! A reading's verdict (the tests it failed and why) and the thresholds that hold for one device.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 use chrono::Duration;
 
@@ -72,9 +71,15 @@ impl Verdict {
 
     /// The stored reason: each failure as `test: why`, joined by `; `; empty when good.
     pub fn reason(&self) -> String {
+        // Pushed piece by piece: the formatting machinery costs more than the copying here.
         let mut out = String::new();
         for (i, (test, why)) in self.failures.iter().enumerate() {
-            let _ = write!(out, "{}{}: {why}", if i > 0 { "; " } else { "" }, test.as_str());
+            if i > 0 {
+                out.push_str("; ");
+            }
+            out.push_str(test.as_str());
+            out.push_str(": ");
+            out.push_str(why);
         }
         out
     }

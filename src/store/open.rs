@@ -37,7 +37,10 @@ pub enum OpenError {
 pub fn open_backend(settings: &StoreSettings) -> Result<Backend, OpenError> {
     match settings.backend {
         StoreBackend::Embedded => {
-            EmbeddedStore::open(&settings.path).map(|s| Backend::Embedded(Arc::new(s))).map_err(OpenError::Embedded)
+            let cache_bytes = usize::try_from(settings.cache_mb).unwrap_or(usize::MAX / (1 << 20)) << 20;
+            EmbeddedStore::open_with_cache(&settings.path, cache_bytes)
+                .map(|s| Backend::Embedded(Arc::new(s)))
+                .map_err(OpenError::Embedded)
         }
         StoreBackend::Postgres => PostgresStore::open(settings)
             .map(|s| Backend::Postgres(Arc::new(s)))

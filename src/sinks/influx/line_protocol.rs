@@ -29,17 +29,27 @@ fn tag(out: &mut String, key: &str, value: &str) {
     out.push(',');
     out.push_str(key);
     out.push('=');
-    for c in value.chars() {
-        match c {
-            ',' | '=' | ' ' => {
+    // Copy the runs between characters that need care in one go (all of them are ASCII, so a
+    // byte index is always a character boundary); most values have none.
+    let mut from = 0;
+    for (i, b) in value.bytes().enumerate() {
+        match b {
+            b',' | b'=' | b' ' => {
+                out.push_str(&value[from..i]);
                 out.push('\\');
-                out.push(c);
+                out.push(b as char);
+                from = i + 1;
             }
             // A newline would end the line; it has no place in a tag.
-            '\n' | '\r' => out.push(' '),
-            c => out.push(c),
+            b'\n' | b'\r' => {
+                out.push_str(&value[from..i]);
+                out.push(' ');
+                from = i + 1;
+            }
+            _ => {}
         }
     }
+    out.push_str(&value[from..]);
 }
 
 #[cfg(test)]
@@ -77,5 +87,15 @@ mod tests {
         write_line(&reading(-3.062, QualityFlag::Good), &device(""), &mut line);
         assert!(line.starts_with("air_temperature,device=d1,owner=Umweltamt,"), "{line}");
         assert!(line.contains(" value=-3.062,quality=0i "), "{line}");
+    }
+
+    #[test]
+    fn tag_values_are_escaped_around_multibyte_characters() {
+        let mut line = String::new();
+        write_line(&reading(1.0, QualityFlag::Good), &device("Süd=Ost, Straße\\nÄ\\r"), &mut line);
+        assert!(line.contains(",district=Süd\\=Ost\\,\\ Straße Ä ,owner="), "{line}");
+        let mut line = String::new();
+        write_line(&reading(1.0, QualityFlag::Good), &device(" "), &mut line);
+        assert!(line.contains(",district=\\ ,owner="), "{line}");
     }
 }

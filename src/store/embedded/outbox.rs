@@ -44,10 +44,16 @@ pub(super) fn peek(db: &Database, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, S
 
 /// Remove sent (or dead-lettered) lines inside the caller's transaction.
 pub(super) fn remove(tx: &WriteTransaction, keys: &[u64]) -> Result<(), StoreError> {
+    let (Some(&lo), Some(&hi)) = (keys.iter().min(), keys.iter().max()) else { return Ok(()) };
     let mut table = tx.open_table(OUTBOX).map_err(engine)?;
-    for k in keys {
-        table.remove(*k).map_err(engine)?;
-    }
+    // One pass of a cursor over the range instead of one tree descent and leaf rewrite per
+    // key: the keys a writer sent are a run from the front of the spool, so the range holds
+    // only those (a key not in the list is kept, a listed one missing is no error).
+    let mut sorted = keys.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let contiguous = (hi - lo).checked_add(1) == Some(sorted.len() as u64);
+    table.retain_in(lo..=hi, |k, _| !contiguous && sorted.binary_search(&k).is_err()).map_err(engine)?;
     Ok(())
 }
 
@@ -86,5 +92,28 @@ mod tests {
         let left = store.outbox_peek(10).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].1, b"e");
+    }
+
+    #[test]
+    fn remove_takes_exactly_the_listed_keys_in_any_order_with_repeats_and_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let lines: Vec<String> = (0..10).map(|i| format!("l{i}")).collect();
+        store.write(&WriteBatch { outbox: lines, ..Default::default() }).unwrap();
+        let keys: Vec<u64> = store.outbox_peek(10).unwrap().iter().map(|(k, _)| *k).collect();
+        // Not a run: the key between them stays; a repeat and a missing key are no error.
+        store.outbox_remove(&[keys[4], keys[2], keys[2], 9_999]).unwrap();
+        let left =
+            |store: &EmbeddedStore| -> Vec<Vec<u8>> { store.outbox_peek(20).unwrap().into_iter().map(|(_, l)| l).collect() };
+        let expect: Vec<Vec<u8>> = [0, 1, 3, 5, 6, 7, 8, 9].iter().map(|i| format!("l{i}").into_bytes()).collect();
+        assert_eq!(left(&store), expect);
+        // A run with a repeat that makes the list as long as a wider run: only the listed go.
+        store.outbox_remove(&[keys[5], keys[5], keys[6]]).unwrap();
+        let expect: Vec<Vec<u8>> = [0, 1, 3, 7, 8, 9].iter().map(|i| format!("l{i}").into_bytes()).collect();
+        assert_eq!(left(&store), expect);
+        store.outbox_remove(&[keys[0], keys[1], keys[3]]).unwrap();
+        store.outbox_remove(&[]).unwrap();
+        let expect: Vec<Vec<u8>> = [7, 8, 9].iter().map(|i| format!("l{i}").into_bytes()).collect();
+        assert_eq!(left(&store), expect);
     }
 }

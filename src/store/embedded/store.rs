@@ -41,11 +41,17 @@ const FLUSH_BATCHES: usize = 64;
 /// own retry pace bounds them.)
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
+/// Page cache of a store opened without a size (tools, tests): redb's own default is 1 GiB,
+/// which a long burst fills, so the process would grow to that whatever the store's size.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The embedded store. Cheap to share: wrap it in an `Arc`; its calls block, so call them
 /// from `spawn_blocking` in async code.
 pub struct EmbeddedStore {
     /// The database file.
     path: PathBuf,
+    /// redb's page cache in bytes (also used when the file is opened again).
+    cache_bytes: usize,
     /// The open database; `None` while a reopen after an I/O error has not succeeded yet.
     /// Every use goes through [`Self::with_db`], which holds the read lock for as long as the
     /// transaction lives, so the reopen (write lock) never closes the file under a transaction.
@@ -79,10 +85,15 @@ struct Failure {
 }
 
 impl EmbeddedStore {
-    /// Open (or create) the store in `dir`.
+    /// Open (or create) the store in `dir` with a page cache of [`DEFAULT_CACHE_BYTES`].
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Open (or create) the store in `dir`; redb may cache up to `cache_bytes` of its pages.
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })?;
-        let db = Database::create(dir.join("messnetz.redb")).map_err(engine)?;
+        let db = create(&dir.join("messnetz.redb"), cache_bytes)?;
         // Create the tables up front so readers never meet a missing table.
         let tx = db.begin_write().map_err(engine)?;
         let has_device_windows = tx.list_tables().map_err(engine)?.any(|t| t.name() == DEVICE_WINDOWS.name());
@@ -110,6 +121,7 @@ impl EmbeddedStore {
         let pending = Pending::load(&db)?;
         Ok(Self {
             path: dir.join("messnetz.redb"),
+            cache_bytes,
             db: RwLock::new(Some(db)),
             poisoned: AtomicBool::new(false),
             reopen: Mutex::new((None, String::new())),
@@ -191,7 +203,7 @@ impl EmbeddedStore {
         }
         // No transaction is live (they all hold the read lock), so this closes the file now.
         drop(slot.take());
-        let opened = Database::create(&self.path).map_err(engine).and_then(|db| {
+        let opened = create(&self.path, self.cache_bytes).and_then(|db| {
             self.pending.reload(&db)?;
             Ok(db)
         });
@@ -430,6 +442,11 @@ impl EmbeddedStore {
             tx.open_table(READINGS).map_err(engine)?.len().map_err(engine)
         })
     }
+}
+
+/// Open (or create) the database file with a page cache of `cache_bytes`.
+fn create(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    redb::Builder::new().set_cache_size(cache_bytes).create(path).map_err(engine)
 }
 
 fn millis(t: i64) -> Result<DateTime<Utc>, StoreError> {
