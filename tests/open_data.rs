@@ -24,13 +24,15 @@ fn python() -> String {
 }
 
 /// GovData's shapes and `check.py`: `MESSNETZ_TEST_SHACL_DIR`, or `shared/` beside the
-/// repository (a checkout) or beside its parent (a worktree).
+/// repository (a checkout) or beside its parent (a worktree), or `/work/shared`.
 fn shapes_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("MESSNETZ_TEST_SHACL_DIR") {
         return PathBuf::from(dir);
     }
-    for up in ["..", "../.."] {
-        let dir = PathBuf::from(format!("{MANIFEST_DIR}/{up}/shared/dcat-ap-de-shacl"));
+    // A checkout beside `shared/`, a worktree one level deeper, or a clone elsewhere on a
+    // machine that has the shared tools at /work/shared.
+    let candidates = ["..", "../.."].map(|up| PathBuf::from(format!("{MANIFEST_DIR}/{up}/shared/dcat-ap-de-shacl")));
+    for dir in candidates.into_iter().chain([PathBuf::from("/work/shared/dcat-ap-de-shacl")]) {
         if dir.join("check.py").is_file() {
             return dir;
         }
