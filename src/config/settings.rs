@@ -491,7 +491,7 @@ impl Default for StoreSettings {
             sslmode: PgSslMode::Prefer,
             ca_file: None,
             retention_days: 0,
-            cache_mb: 64,
+            cache_mb: 1024,
         }
     }
 }

@@ -41,9 +41,10 @@ const FLUSH_BATCHES: usize = 64;
 /// own retry pace bounds them.)
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
-/// Page cache of a store opened without a size (tools, tests): redb's own default is 1 GiB,
-/// which a long burst fills, so the process would grow to that whatever the store's size.
-pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Page cache of a store opened without a size (tools, tests, benchmarks): redb's own
+/// default, 1 GiB. A smaller cache bounds the process's memory but costs throughput once the
+/// store outgrows it (BENCHMARKS.md, "Page cache"): `store.cache_mb` chooses.
+pub const DEFAULT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
 
 /// The embedded store. Cheap to share: wrap it in an `Arc`; its calls block, so call them
 /// from `spawn_blocking` in async code.
