@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{EmbeddedStore, PostgresStore, Store};
+use super::boundary::{Store, StoreError};
+use super::embedded::EmbeddedStore;
+use super::postgres::PostgresStore;
 use crate::config::{StoreBackend, StoreSettings};
 
 /// An open store of either backend; the gateway's stages take it as [`Store`], and the
@@ -27,7 +29,7 @@ impl Backend {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("store.path: {0}")]
-    Embedded(super::StoreError),
+    Embedded(StoreError),
     #[error("store.url ({url}): {why}")]
     Postgres { url: String, why: String },
 }

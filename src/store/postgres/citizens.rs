@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 use super::db;
 use crate::citizens::CitizenSensor;
 use crate::model::DeviceId;
-use crate::store::{Removed, StoreError};
+use crate::store::boundary::{Removed, StoreError};
 
 fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(format!("citizen sensor record: {e}"))

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
 use super::{db, write, PostgresStore};
-use crate::store::{DeadLetter, ReplayOutcome, StoreError, WriteBatch};
+use crate::store::batch::WriteBatch;
+use crate::store::boundary::StoreError;
+use crate::store::dead_letter::{DeadLetter, ReplayOutcome};
 
 const COLUMNS: &str = "id, received_at, topic, format, device, reason, payload";
 

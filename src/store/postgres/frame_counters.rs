@@ -13,7 +13,8 @@ use deadpool_postgres::{GenericClient, Transaction};
 
 use super::db;
 use crate::sources::lorawan::{FrameCounter, RecentFrame};
-use crate::store::{StoreError, WriteBatch};
+use crate::store::batch::WriteBatch;
+use crate::store::boundary::StoreError;
 
 /// The recent frames, 16 bytes each: FCnt, MIC, time in ms (little-endian), oldest first.
 fn encode_recent(counter: &FrameCounter) -> Vec<u8> {

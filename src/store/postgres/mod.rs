@@ -39,10 +39,11 @@ use crate::model::{DeviceId, Quantity, Reading};
 use crate::quality::neighbours::NearbyLookup;
 use crate::quality::SeriesLookup;
 use crate::sources::lorawan::FrameCounter;
-use crate::store::{
-    AdminStore, BackupError, CitizenStore, CommitStore, DeadLetter, ReadStore, Removed, ReplayOutcome, Snapshot, StoreError,
-    StoreHealth, WriteBatch,
+use crate::store::batch::WriteBatch;
+use crate::store::boundary::{
+    AdminStore, BackupError, CitizenStore, CommitStore, ReadStore, Removed, Snapshot, StoreError, StoreHealth,
 };
+use crate::store::dead_letter::{DeadLetter, ReplayOutcome};
 
 /// Longest one store call may take, waiting for a connection included.
 const CALL_LIMIT: Duration = Duration::from_secs(30);
@@ -303,7 +304,7 @@ impl ReadStore for PostgresStore {
         self.with_client(|client| async move { rollups::query(&client, scope, quantity, interval, from, to).await })
     }
 
-    fn extent(&self, scope: &Scope, quantity: Quantity) -> Result<Option<super::Extent>, StoreError> {
+    fn extent(&self, scope: &Scope, quantity: Quantity) -> Result<Option<crate::store::boundary::Extent>, StoreError> {
         self.with_client(|client| async move { rollups::extent(&client, scope, quantity).await })
     }
 

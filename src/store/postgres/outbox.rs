@@ -5,7 +5,7 @@
 //! point per series and time, so a line sent twice is stored once.
 
 use super::{db, PostgresStore};
-use crate::store::{Outbox, StoreError};
+use crate::store::boundary::{Outbox, StoreError};
 
 impl Outbox for PostgresStore {
     fn outbox_len(&self) -> Result<u64, StoreError> {

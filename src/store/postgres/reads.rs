@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 
 use super::db;
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
-use crate::store::StoreError;
+use crate::store::boundary::StoreError;
 
 fn reading(device: &DeviceId, quantity: Quantity, row: &tokio_postgres::Row, first: usize) -> Reading {
     Reading {

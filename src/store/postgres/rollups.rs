@@ -21,7 +21,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use super::db;
 use crate::aggregates::{Interval, Scope, Window};
 use crate::model::{QualityFlag, Quantity};
-use crate::store::StoreError;
+use crate::store::boundary::StoreError;
 
 /// A window row's key: scope key (`d:…` / `z:…`), quantity, interval code, start (ms).
 pub(super) type Key = (String, &'static str, i16, i64);

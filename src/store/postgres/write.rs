@@ -12,7 +12,8 @@ use deadpool_postgres::Transaction;
 use super::rollups::{self, Delta};
 use super::{db, frame_counters};
 use crate::model::Reading;
-use crate::store::{StoreError, WriteBatch};
+use crate::store::batch::WriteBatch;
+use crate::store::boundary::StoreError;
 
 /// Write everything of the batch in `tx` (the caller commits); returns the dead letters' ids.
 pub(super) async fn write_in(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
