@@ -213,3 +213,21 @@ impl StoreError {
 pub(crate) fn engine<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Engine(e.into())
 }
+
+/// Every store is the neighbour test's view of the official stations: the reading of a
+/// series at `time` if one is stored there, else the nearer of its stored neighbours within
+/// `within` (readings flagged bad never count).
+impl<T: ReadStore + SeriesLookup> NearbyLookup for T {
+    fn value_near(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: chrono::Duration) -> Option<f64> {
+        let exact = ReadStore::readings(self, device, quantity, time, time + chrono::Duration::milliseconds(1), 1).ok()?;
+        if let Some(r) = exact.into_iter().find(|r| r.flag != crate::model::QualityFlag::Bad) {
+            return Some(r.value);
+        }
+        let (before, after) = SeriesLookup::neighbours(self, device, quantity, time, within).ok()?;
+        match (before, after) {
+            (Some((tb, vb)), Some((ta, va))) => Some(if time - tb <= ta - time { vb } else { va }),
+            (Some((_, v)), None) | (None, Some((_, v))) => Some(v),
+            (None, None) => None,
+        }
+    }
+}

@@ -22,7 +22,6 @@ use super::{citizens, dead_letters, frame_counters, outbox};
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::citizens::CitizenSensor;
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
-use crate::quality::neighbours::NearbyLookup;
 use crate::quality::SeriesLookup;
 use crate::sources::lorawan::FrameCounter;
 use crate::store::batch::WriteBatch;
@@ -723,22 +722,6 @@ impl CitizenStore for EmbeddedStore {
             tx.commit().map_err(engine)?;
             Ok((Some(removed), true))
         })
-    }
-}
-
-/// The store as the neighbour test's view of the official stations.
-impl NearbyLookup for EmbeddedStore {
-    fn value_near(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: chrono::Duration) -> Option<f64> {
-        let exact = ReadStore::readings(self, device, quantity, time, time + chrono::Duration::milliseconds(1), 1).ok()?;
-        if let Some(r) = exact.into_iter().find(|r| r.flag != QualityFlag::Bad) {
-            return Some(r.value);
-        }
-        let (before, after) = self.neighbours(device, quantity, time, within).ok()?;
-        match (before, after) {
-            (Some((tb, vb)), Some((ta, va))) => Some(if time - tb <= ta - time { vb } else { va }),
-            (Some((_, v)), None) | (None, Some((_, v))) => Some(v),
-            (None, None) => None,
-        }
     }
 }
 

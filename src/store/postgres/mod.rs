@@ -36,7 +36,6 @@ use crate::aggregates::{Interval, Scope, Window};
 use crate::citizens::CitizenSensor;
 use crate::config::StoreSettings;
 use crate::model::{DeviceId, Quantity, Reading};
-use crate::quality::neighbours::NearbyLookup;
 use crate::quality::SeriesLookup;
 use crate::sources::lorawan::FrameCounter;
 use crate::store::batch::WriteBatch;
@@ -370,21 +369,5 @@ impl AdminStore for PostgresStore {
         Err(BackupError::Unsupported(
             "with store.backend = \"postgres\" the data is in PostgreSQL: back it up with pg_dump (docs/postgres.md)".into(),
         ))
-    }
-}
-
-/// The store as the neighbour test's view of the official stations.
-impl NearbyLookup for PostgresStore {
-    fn value_near(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: chrono::Duration) -> Option<f64> {
-        let exact = ReadStore::readings(self, device, quantity, time, time + chrono::Duration::milliseconds(1), 1).ok()?;
-        if let Some(r) = exact.into_iter().find(|r| r.flag != crate::model::QualityFlag::Bad) {
-            return Some(r.value);
-        }
-        let (before, after) = SeriesLookup::neighbours(self, device, quantity, time, within).ok()?;
-        match (before, after) {
-            (Some((tb, vb)), Some((ta, va))) => Some(if time - tb <= ta - time { vb } else { va }),
-            (Some((_, v)), None) | (None, Some((_, v))) => Some(v),
-            (None, None) => None,
-        }
     }
 }
