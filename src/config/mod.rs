@@ -210,6 +210,14 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     {
         err("store.url", "expected a postgres:// URL (backend = \"postgres\"); set it or MESSNETZ__STORE__URL");
     }
+    if let Some(role) = &s.store.dashboard_role {
+        if !is_plain_role_name(role) {
+            err(
+                "store.dashboard_role",
+                "expected a role name of lower-case letters, digits and _ (at most 63, not starting with a digit)",
+            );
+        }
+    }
     if !(1..=1000).contains(&s.store.pool_size) {
         err("store.pool_size", "expected 1 to 1000 connections");
     }
@@ -247,6 +255,15 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
         s.retention.problems().into_iter().map(|(key, message)| ConfigError { path: format!("retention.{key}"), message }),
     );
     errors
+}
+
+/// A PostgreSQL role name that needs no quoting: lower-case letters, digits and `_`, at most
+/// 63 bytes, not starting with a digit (the store still quotes it).
+fn is_plain_role_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
 }
 
 #[cfg(test)]
@@ -407,5 +424,15 @@ mod tests {
             "{errors:?}"
         );
         assert!(!errors.iter().any(|e| e.message.contains("hunter2")));
+    }
+
+    #[test]
+    fn a_dashboard_role_must_be_a_plain_name() {
+        let ok = load_str("[store]\ndashboard_role = \"grafana_reader\"\n", &[]).unwrap();
+        assert_eq!(ok.store.dashboard_role.as_deref(), Some("grafana_reader"));
+        for bad in ["Grafana", "1reader", "x\\\"; DROP TABLE readings; --", ""] {
+            let errors = load_str(&format!("[store]\ndashboard_role = \"{bad}\"\n"), &[]).unwrap_err().0;
+            assert_eq!(errors[0].path, "store.dashboard_role", "{bad}: {errors:?}");
+        }
     }
 }

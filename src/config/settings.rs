@@ -475,6 +475,11 @@ pub struct StoreSettings {
     /// Days of readings kept in PostgreSQL: older monthly partitions are dropped whole
     /// (rollup windows stay). 0 keeps everything.
     pub retention_days: u64,
+    /// A PostgreSQL role (created by the database's administrator) given read access to what
+    /// dashboards show: `readings`, `rollups`, `district_windows` and `last_seen`, granted at
+    /// every start. Never dead letters (raw payloads), citizens' registrations, frame
+    /// counters or the spool. Absent: no grants.
+    pub dashboard_role: Option<String>,
     /// Megabytes of store pages kept in memory. The gateway's memory grows to about this
     /// much during a long burst; more only saves reads of older data.
     pub cache_mb: u64,
@@ -491,6 +496,7 @@ impl Default for StoreSettings {
             sslmode: PgSslMode::Prefer,
             ca_file: None,
             retention_days: 0,
+            dashboard_role: None,
             cache_mb: 1024,
         }
     }

@@ -8,14 +8,16 @@
 //! threads. Every call has a time limit, so a database that stops answering fails calls
 //! instead of hanging them.
 //!
-//! Files: [`connect`] (URL, TLS, pool), [`migrations`] (the schema), [`partitions`] (monthly
-//! partitions and retention), [`write`] (a batch in one transaction), [`rollups`] (window
-//! upkeep and queries), [`reads`], [`dead_letters`], [`frame_counters`], [`outbox`].
+//! Files: [`connect`] (URL, TLS, pool), [`migrations`] (the schema), [`grants`] (a dashboard
+//! role's read access), [`partitions`] (monthly partitions and retention), [`write`] (a batch
+//! in one transaction), [`rollups`] (window upkeep and queries), [`reads`], [`dead_letters`],
+//! [`frame_counters`], [`outbox`].
 
 mod citizens;
 mod connect;
 mod dead_letters;
 mod frame_counters;
+mod grants;
 mod migrations;
 mod outbox;
 mod partitions;
@@ -83,6 +85,9 @@ impl PostgresStore {
         store.block(async {
             let mut client = store.pool.get().await.map_err(|e| connect::pool_error(&e))?;
             migrations::run(&mut client).await?;
+            if let Some(role) = &settings.dashboard_role {
+                grants::grant(&client, role).await?;
+            }
             store.partitions.maintain(&mut client, retention_days).await.map_err(|e| connect::describe(&e))?;
             Ok::<_, String>(())
         })??;
