@@ -126,6 +126,16 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     if settings.reload.interval_s > 0 {
         let interval = Duration::from_secs(settings.reload.interval_s);
         tracker.spawn(registry::watch(registry.clone(), settings.clone(), interval, cancel.clone()));
+        // Other replicas change the citizen sensors of a shared store.
+        if matches!(backend, Backend::Postgres(_)) {
+            tracker.spawn(crate::api::citizens::follow(
+                store.clone(),
+                registry.clone(),
+                citizens.clone(),
+                interval,
+                cancel.clone(),
+            ));
+        }
     }
     let state = AppState {
         input,

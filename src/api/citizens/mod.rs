@@ -15,12 +15,16 @@ mod push;
 mod sensors;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::{delete, post};
 use axum::Router;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use super::AppState;
+use crate::citizens::CitizenSensor;
 use crate::config::CitizenSettings;
 use crate::registry::Registry;
 use crate::sources::Inbound;
@@ -59,6 +63,42 @@ pub fn sync_registry(store: &dyn ApiStore, registry: &Registry, settings: Arc<Ci
     let devices = store.citizen_sensors()?.iter().map(|s| s.device()).collect();
     registry.set_citizens(devices, settings);
     Ok(())
+}
+
+/// Keep the registry's citizen sensors in step with a store other gateways change too
+/// (PostgreSQL replicas): every `every`, read the stored sensors and swap them in when they
+/// differ from the last set seen. A sensor registered, approved or deleted through another
+/// replica is known here within `every`.
+pub async fn follow(
+    store: Arc<dyn ApiStore>,
+    registry: Arc<Registry>,
+    citizens: Arc<CitizenState>,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut last: Option<Vec<CitizenSensor>> = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let (store, registry, citizens, seen) = (store.clone(), registry.clone(), citizens.clone(), last.take());
+        let looked = tokio::task::spawn_blocking(move || {
+            // Under the lock of local changes, so an older read never replaces a newer swap.
+            let _changing = citizens.changes.lock().unwrap_or_else(|e| e.into_inner());
+            let sensors = store.citizen_sensors()?;
+            if seen.as_ref() != Some(&sensors) {
+                registry.set_citizens(sensors.iter().map(|s| s.device()).collect(), citizens.settings.clone());
+            }
+            Ok::<_, StoreError>(sensors)
+        })
+        .await;
+        match looked {
+            Ok(Ok(sensors)) => last = Some(sensors),
+            Ok(Err(e)) => warn!(error = %e, "citizen sensors not read; trying again"),
+            Err(e) => warn!(error = %e, "citizen sensors task failed; trying again"),
+        }
+    }
 }
 
 /// Run blocking work (store reads and writes) off the async workers.

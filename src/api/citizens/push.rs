@@ -42,7 +42,18 @@ pub async fn push(State(state): State<AppState>, request: Request) -> Result<Jso
     // Who it is first: an unknown client's body is not read.
     let store = state.store.clone();
     let headers = parts.headers.clone();
-    let sensor = blocking(move || auth::sensor(&*store, &headers)).await?;
+    let registry = state.registry.clone();
+    let changes = citizens.clone();
+    let sensor = blocking(move || {
+        let sensor = auth::sensor(&*store, &headers)?;
+        // Registered through another replica sharing the store, moments ago: known here now.
+        if registry.devices().get(sensor.id.as_str()).is_none() {
+            let _changing = changes.changes.lock().unwrap_or_else(|e| e.into_inner());
+            super::sync_registry(&*store, &registry, changes.settings.clone())?;
+        }
+        Ok(sensor)
+    })
+    .await?;
     let limit = citizens.settings.max_body_bytes;
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
