@@ -195,10 +195,11 @@ async fn dead_letters(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<Vec<u6
     digests
         .iter()
         .map(|d| {
-            by_digest
-                .get(d.as_slice())
-                .map(|id| *id as u64)
-                .ok_or_else(|| StoreError::Corrupt("a dead letter was neither stored nor found by its digest".into()))
+            by_digest.get(d.as_slice()).map(|id| *id as u64).ok_or_else(|| {
+                // Its kept twin was deleted between the two statements: the batch is
+                // written again (the stage retries) and stores it then.
+                StoreError::Database("a dead letter's kept twin was deleted meanwhile".into())
+            })
         })
         .collect()
 }
