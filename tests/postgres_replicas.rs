@@ -1,13 +1,13 @@
 //! Two gateway replicas storing into one PostgreSQL: behind one Mosquitto `$share` subscription every acknowledged uplink is stored exactly once (one replica is killed with SIGKILL midway and started again), every public and admin route answers byte for byte the same from either, and a raw LoRaWAN frame that reaches both at the same moment is stored once.
 
 mod common;
-mod pg;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::pg;
 use common::*;
 use messnetz::sources::lorawan::{bridge_json, build_frame};
 use messnetz::sources::lorawan_keys::{DeviceSession, SessionKey};
