@@ -166,8 +166,10 @@ async fn internal_devices_are_invisible_and_bad_queries_say_why() {
         ));
     }
     publish_all(broker.port, &format!("{}-pub", topics.prefix), messages).await;
+    // Decoded, and committed (acknowledged only after the commit): then the API serves them.
     wait_for("6 messages stored", Duration::from_secs(20), || async {
-        (gw.metric("messnetz_messages_decoded_total").await == 6.0).then_some(())
+        (gw.metric("messnetz_messages_decoded_total").await == 6.0 && gw.metric("messnetz_messages_acked_total").await == 6.0)
+            .then_some(())
     })
     .await;
 

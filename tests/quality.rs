@@ -253,8 +253,10 @@ async fn flags_reach_the_readings_api_and_the_metrics_and_silent_devices_are_sta
         up(5, lht65(2300, 20.6, 50.0), at(1)),
     ];
     publish_all(broker.port, &format!("{}-pub", topics.prefix), messages).await;
-    wait_for("5 messages decoded", StdDuration::from_secs(20), || async {
-        (gw.metric("messnetz_messages_decoded_total").await == 5.0).then_some(())
+    // Decoded, and committed (acknowledged only after the commit): then the API serves them.
+    wait_for("5 messages decoded and stored", StdDuration::from_secs(20), || async {
+        (gw.metric("messnetz_messages_decoded_total").await == 5.0 && gw.metric("messnetz_messages_acked_total").await == 5.0)
+            .then_some(())
     })
     .await;
 
