@@ -295,7 +295,8 @@ mod tests {
             format: "ttn-v3".into(),
             device: device.map(str::to_owned),
             reason: reason.into(),
-            payload: b"{}".to_vec(),
+            // Each letter its own message (one message is one letter in a store).
+            payload: format!("{{\"device\": {device:?}, \"reason\": {reason:?}}}").into_bytes(),
         }
     }
 

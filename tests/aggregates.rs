@@ -1,5 +1,6 @@
 //! Open aggregates end to end: a known series published through Mosquitto, every window checked against an independent calculation.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -154,6 +155,7 @@ async fn check_all(gw: &Gateway, plan: &[Planned]) {
     }
 }
 
+both_backends! {
 #[tokio::test]
 async fn aggregates_match_an_independent_calculation_and_hide_internal_devices() {
     let broker = Mosquitto::start();
@@ -293,7 +295,15 @@ async fn aggregates_match_an_independent_calculation_and_hide_internal_devices()
         .args(["rollups", "rebuild"])
         .output()
         .unwrap();
-    assert!(rebuild.status.success(), "{}", String::from_utf8_lossy(&rebuild.stderr));
+    let stderr = String::from_utf8_lossy(&rebuild.stderr);
+    if backend() == Backend::Postgres {
+        // PostgreSQL keeps the windows in each batch's own transaction: the command refuses
+        // and says why.
+        assert!(!rebuild.status.success() && stderr.contains("nothing to rebuild"), "{stderr}");
+    } else {
+        assert!(rebuild.status.success(), "{stderr}");
+    }
     gw.restart().await;
     check_all(&gw, &plan).await;
+}
 }

@@ -1,5 +1,6 @@
 //! Raw LoRaWAN frames: MIC, frame counters, replays, duplicates from several gateways and decryption, in process and end to end.
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -15,7 +16,7 @@ use messnetz::model::{DeviceId, Quantity};
 use messnetz::sources::lorawan::{bridge_json, build_frame};
 use messnetz::sources::lorawan_keys::{DeviceSession, SessionKey, SessionKeys};
 use messnetz::sources::{Ack, Acknowledger, Inbound};
-use messnetz::store::{CommitStore, EmbeddedStore, ReadStore};
+use messnetz::store::Store;
 use tokio_util::sync::CancellationToken;
 
 const DEV_ADDR: u32 = 0x260B_1234;
@@ -39,8 +40,8 @@ fn frame_event(phy: Vec<u8>, gateway: &str, minute: u32) -> Vec<u8> {
     bridge_json(&phy, gateway, &format!("2025-01-01T{:02}:{:02}:00Z", minute / 60, minute % 60))
 }
 
-/// Run one ingest stage over `messages` (all taken as one batch) against the store in `data`.
-async fn ingest_once(data: &Path, messages: Vec<Vec<u8>>) -> Arc<Metrics> {
+/// Run one ingest stage over `messages` (all taken as one batch) against `store`.
+async fn ingest_once(store: &TestStore, messages: Vec<Vec<u8>>) -> Arc<Metrics> {
     let mut settings = Settings::default();
     settings.devices.file = format!("{MANIFEST_DIR}/demo/devices.toml").into();
     settings.profiles.dir = format!("{MANIFEST_DIR}/sensor-profiles").into();
@@ -49,7 +50,7 @@ async fn ingest_once(data: &Path, messages: Vec<Vec<u8>>) -> Arc<Metrics> {
     keys.insert(DEV_ADDR, session(NWK, APP));
     let metrics = Arc::new(Metrics::default());
     let ingest = Ingest {
-        store: Arc::new(EmbeddedStore::open(data).unwrap()),
+        store: store.open(),
         registry: Arc::new(messnetz::registry::Registry::new(profiles, devices)),
         metrics: metrics.clone(),
         // QoS 0 messages need no acknowledgement.
@@ -75,7 +76,7 @@ async fn ingest_once(data: &Path, messages: Vec<Vec<u8>>) -> Arc<Metrics> {
     metrics
 }
 
-fn temperatures(store: &EmbeddedStore) -> Vec<(String, f64)> {
+fn temperatures(store: &dyn Store) -> Vec<(String, f64)> {
     let from = chrono::DateTime::from_timestamp(0, 0).unwrap();
     let to = chrono::DateTime::from_timestamp(4_102_444_800, 0).unwrap();
     let device = DeviceId::parse("demo-lht65").unwrap();
@@ -88,9 +89,10 @@ fn count(m: &Metrics, c: &std::sync::atomic::AtomicU64) -> u64 {
     c.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+both_backends! {
 #[tokio::test]
 async fn every_kind_of_frame_in_one_batch_gets_its_own_fate() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestStore::new();
     let good = session(NWK, APP);
     let lht = hex(LHT65_PAYLOAD);
     let mut flipped = build_frame(DEV_ADDR, 1, 2, &lht, false, &good);
@@ -119,7 +121,7 @@ async fn every_kind_of_frame_in_one_batch_gets_its_own_fate() {
         // A confirmed uplink is data too.
         frame_event(build_frame(DEV_ADDR, 65_539, 2, &lht, true, &good), "gw-dom", 11),
     ];
-    let m = ingest_once(dir.path(), messages).await;
+    let m = ingest_once(&dir, messages).await;
     assert_eq!(count(&m, &m.messages_decoded), 4);
     assert_eq!(count(&m, &m.lorawan_duplicates), 3);
     assert_eq!(count(&m, &m.lorawan_ignored), 1);
@@ -127,8 +129,8 @@ async fn every_kind_of_frame_in_one_batch_gets_its_own_fate() {
     assert_eq!(count(&m, &m.lorawan_replays), 1);
     assert_eq!(count(&m, &m.dead_letters), 6);
 
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    let times: Vec<String> = temperatures(&store)
+    let store = dir.open();
+    let times: Vec<String> = temperatures(&*store)
         .into_iter()
         .map(|(t, v)| {
             assert_eq!(v, 28.29);
@@ -139,9 +141,7 @@ async fn every_kind_of_frame_in_one_batch_gets_its_own_fate() {
         times,
         ["2025-01-01T00:01:00+00:00", "2025-01-01T00:09:00+00:00", "2025-01-01T00:10:00+00:00", "2025-01-01T00:11:00+00:00"]
     );
-    let reasons: Vec<String> = store
-        .dead_letters(0, 100)
-        .unwrap()
+    let reasons: Vec<String> = dead_letters_in(&*store, 100)
         .into_iter()
         .map(|d| {
             assert_eq!(d.format, "lorawan");
@@ -167,16 +167,18 @@ async fn every_kind_of_frame_in_one_batch_gets_its_own_fate() {
     // After a restart the counters are still there: an older genuine frame is a replay, a
     // copy of the last one a duplicate, and the next frame goes through.
     let m = ingest_once(
-        dir.path(),
+        &dir,
         vec![uplink(65_537, "gw-rathaus", 12), uplink(65_538, "gw-bahnhof", 10), uplink(65_540, "gw-rathaus", 13)],
     )
     .await;
     assert_eq!((count(&m, &m.lorawan_replays), count(&m, &m.lorawan_duplicates), count(&m, &m.messages_decoded)), (1, 1, 1));
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    assert_eq!(temperatures(&store).len(), 5);
+    let store = dir.open();
+    assert_eq!(temperatures(&*store).len(), 5);
     assert_eq!(store.frame_counter(DEV_ADDR).unwrap().unwrap().last, 65_540);
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn frames_from_three_gateways_over_mqtt_make_one_reading_and_keys_stay_secret() {
     let broker = Mosquitto::start();
@@ -228,9 +230,10 @@ async fn frames_from_three_gateways_over_mqtt_make_one_reading_and_keys_stay_sec
     for text in [metrics, gw.log_text()] {
         assert!(!text.contains(NWK) && !text.contains(APP) && !text.to_lowercase().contains(&NWK.to_lowercase()));
     }
-    let store = EmbeddedStore::open(&gw.data).unwrap();
-    assert_eq!(temperatures(&store).len(), 2);
-    assert!(store.dead_letters(0, 10).unwrap()[0].reason.contains("replayed frame"));
+    let store = gw.open_store();
+    assert_eq!(temperatures(&*store).len(), 2);
+    assert!(dead_letters_in(&*store, 10)[0].reason.contains("replayed frame"));
+}
 }
 
 /// The fuzz corpus of hostile frames: each is refused or ignored with an error, never a panic.

@@ -1,5 +1,6 @@
 //! End to end over real sockets: uplinks published to a real Mosquitto come out of the gateway's HTTP API.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -51,6 +52,7 @@ fn value_of(latest: &Value, quantity: &str) -> (f64, String, String) {
     (r["value"].as_f64().unwrap(), r["unit"].as_str().unwrap().into(), r["time"].as_str().unwrap().into())
 }
 
+both_backends! {
 #[tokio::test]
 async fn ttn_and_chirpstack_uplinks_reach_the_api_with_the_vendor_values() {
     let broker = Mosquitto::start();
@@ -99,7 +101,9 @@ async fn ttn_and_chirpstack_uplinks_reach_the_api_with_the_vendor_values() {
     assert_eq!(metric(&metrics, "messnetz_messages_acked_total"), Some(2.0), "{metrics}");
     assert!(metric(&metrics, "messnetz_store_commit_seconds_count").unwrap() >= 1.0);
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn malformed_messages_become_dead_letters_and_the_next_good_one_goes_through() {
     let broker = Mosquitto::start();
@@ -129,8 +133,8 @@ async fn malformed_messages_become_dead_letters_and_the_next_good_one_goes_throu
 
     // The dead letters keep the raw bytes, the topic and the reason.
     assert!(gw.terminate().success(), "clean exit on SIGTERM");
-    let store = messnetz::store::EmbeddedStore::open(&gw.data).unwrap();
-    let letters = store.dead_letters(0, 10).unwrap();
+    let store = gw.open_store();
+    let letters = dead_letters_in(&*store, 10);
     assert_eq!(letters.len(), 3, "{letters:?}");
     for (letter, (topic, payload)) in letters.iter().zip(&bad) {
         assert_eq!(&letter.topic, topic);
@@ -142,7 +146,9 @@ async fn malformed_messages_become_dead_letters_and_the_next_good_one_goes_throu
     assert!(letters[2].reason.contains("dragino-lht65"), "{}", letters[2].reason);
     assert_eq!(letters[2].device.as_deref(), Some("demo-lht65"));
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn internal_devices_are_invisible_and_bad_queries_say_why() {
     let broker = Mosquitto::start();
@@ -160,8 +166,10 @@ async fn internal_devices_are_invisible_and_bad_queries_say_why() {
         ));
     }
     publish_all(broker.port, &format!("{}-pub", topics.prefix), messages).await;
+    // Decoded, and committed (acknowledged only after the commit): then the API serves them.
     wait_for("6 messages stored", Duration::from_secs(20), || async {
-        (gw.metric("messnetz_messages_decoded_total").await == 6.0).then_some(())
+        (gw.metric("messnetz_messages_decoded_total").await == 6.0 && gw.metric("messnetz_messages_acked_total").await == 6.0)
+            .then_some(())
     })
     .await;
 
@@ -216,7 +224,9 @@ async fn internal_devices_are_invisible_and_bad_queries_say_why() {
         assert!(body["error"].as_str().unwrap().starts_with(&format!("{param}:")), "{query}: {body}");
     }
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn the_gateway_reconnects_and_resubscribes_after_the_broker_restarts() {
     // Its own broker: this test kills it. Without persistence the restarted broker has
@@ -258,7 +268,9 @@ async fn the_gateway_reconnects_and_resubscribes_after_the_broker_restarts() {
     .await;
     assert_eq!(value_of(&latest, "air_temperature").0, 28.29);
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn tls_and_a_password_are_configuration_not_code() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,7 +328,9 @@ async fn tls_and_a_password_are_configuration_not_code() {
     assert_eq!(value_of(&latest, "relative_humidity").0, 88.6);
     assert!(!gw.log_text().contains("s3cret-pass"), "the password reached the log");
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn a_changed_devices_file_is_reloaded_and_a_broken_one_is_refused() {
     let broker = Mosquitto::start();
@@ -367,7 +381,9 @@ async fn a_changed_devices_file_is_reloaded_and_a_broken_one_is_refused() {
     .await;
     assert_eq!(gw.metric("messnetz_dead_letters_total").await, 1.0);
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn a_gateway_killed_with_sigkill_loses_nothing_it_acknowledged() {
     const N: u32 = 20_000;
@@ -411,4 +427,5 @@ async fn a_gateway_killed_with_sigkill_loses_nothing_it_acknowledged() {
         let expected = (base + chrono::Duration::seconds(60 * i as i64)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         assert_eq!(r["time"].as_str().unwrap(), expected);
     }
+}
 }

@@ -1,13 +1,13 @@
 //! Two gateway replicas storing into one PostgreSQL: behind one Mosquitto `$share` subscription every acknowledged uplink is stored exactly once (one replica is killed with SIGKILL midway and started again), every public and admin route answers byte for byte the same from either, and a raw LoRaWAN frame that reaches both at the same moment is stored once.
 
 mod common;
-mod pg;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::pg;
 use common::*;
 use messnetz::sources::lorawan::{bridge_json, build_frame};
 use messnetz::sources::lorawan_keys::{DeviceSession, SessionKey};
@@ -67,13 +67,21 @@ dir = "{profiles}"
     }
 
     async fn wait_ready(&self, _db_url: &str) {
-        let url = self.url("/readyz");
-        let what = format!("replica ready (log: {})", self.log.display());
-        wait_for(&what, Duration::from_secs(60), || {
-            let url = url.clone();
-            async move { reqwest::get(&url).await.ok()?.status().is_success().then_some(()) }
-        })
-        .await;
+        self.wait_ready_within(Duration::from_secs(60)).await;
+    }
+
+    /// Wait for `/readyz` to answer 200; on timeout, fail with its last answer and the log's end.
+    async fn wait_ready_within(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match reqwest::get(self.url("/readyz")).await {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            assert!(Instant::now() < deadline, "replica not ready in {timeout:?}: {last}\nlog:\n{}", tail(&self.log));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -134,7 +142,7 @@ fn tail(log: &Path) -> String {
 
 /// Wait until both replicas acknowledged all they received and nothing new came for 3 s.
 async fn settle(replicas: &[&Replica], expect_total: f64) {
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + Duration::from_secs(420);
     let mut last = (f64::NAN, Instant::now());
     loop {
         let mut received = 0.0;
@@ -156,16 +164,28 @@ async fn settle(replicas: &[&Replica], expect_total: f64) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "the replicas did not settle in 240 s (received {received}, acked {acked})");
+        if Instant::now() >= deadline {
+            let mut why = String::new();
+            for r in replicas {
+                let connects = r.metric("messnetz_mqtt_connects_total").await;
+                why.push_str(&format!("\n--- {} ({connects:?} connections to the broker):\n{}", r.log.display(), tail(&r.log)));
+            }
+            panic!("the replicas did not settle in 420 s (received {received}, acked {acked}){why}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-const UPLINKS: usize = 4_000;
+/// Uplinks of the shared-subscription test: the 100,000 unless
+/// `MESSNETZ_TEST_REPLICA_UPLINKS` says otherwise (docs/postgres.md, "What the tests prove").
+fn uplinks() -> usize {
+    std::env::var("MESSNETZ_TEST_REPLICA_UPLINKS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
+}
 const TOKEN: &str = "replica-admin-token";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_behind_a_shared_subscription_store_every_uplink_once_and_answer_alike() {
+    let (uplinks, run) = (uplinks(), Instant::now());
     let cluster = pg::Cluster::start();
     let db = cluster.database("replicas");
     let broker = Mosquitto::start();
@@ -178,37 +198,39 @@ async fn two_replicas_behind_a_shared_subscription_store_every_uplink_once_and_a
     let b = Replica::start(dir.path(), "replica-b", broker.port, &db, &subscriptions, &admin).await;
 
     // A burst of distinct readings and a few messages that can only be dead letters.
-    let mut messages = lht65_burst(&topics, UPLINKS);
+    let mut messages = lht65_burst(&topics, uplinks);
     for i in 0..5 {
         messages.push((topics.ttn("demo-lht65"), format!("{{\"not\": \"an uplink {i}\"").into_bytes()));
     }
     let total = messages.len();
     let port = broker.port;
     let client = format!("{}-pub", topics.prefix);
-    let publisher = tokio::spawn(async move { publish_from(port, &client, 2, messages, Duration::from_secs(180)).await });
-    // Replica A is killed once it has acknowledged a share of the burst, and started again.
+    let publisher = tokio::spawn(async move { publish_from(port, &client, 2, messages, Duration::from_secs(420)).await });
+    // Replica A is killed midway (it takes about half of the burst and has acknowledged half
+    // of that), and started again.
     let started = Instant::now();
-    while a.metric("messnetz_messages_acked_total").await.unwrap_or(0.0) < (UPLINKS / 8) as f64 {
-        assert!(started.elapsed() < Duration::from_secs(120), "replica A acknowledged too little; log:\n{}", tail(&a.log));
+    while a.metric("messnetz_messages_acked_total").await.unwrap_or(0.0) < (uplinks / 4) as f64 {
+        assert!(started.elapsed() < Duration::from_secs(300), "replica A acknowledged too little; log:\n{}", tail(&a.log));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     a.kill_and_respawn(&db);
     let published = publisher.await.unwrap();
     assert_eq!(published.acked, total, "the broker took every message: {:?}", published.error);
-    a.wait_ready(&db).await;
+    // Its session kept what the broker gave it while it was down: it subscribes again once it
+    // has caught up with that.
+    a.wait_ready_within(Duration::from_secs(300)).await;
     settle(&[&a, &b], 0.0).await;
 
     let stored: usize = cluster
         .psql("replicas", "SELECT count(*) FROM readings WHERE device = 'demo-lht65' AND quantity = 'air_temperature'")
         .parse()
         .unwrap();
-    assert_eq!(stored, UPLINKS, "every uplink stored exactly once (logs: {}, {})", a.log.display(), b.log.display());
-    // Each bad message is a dead letter, and nothing else is. A bad message whose batch was
-    // committed just before the kill but not yet acknowledged comes back from the broker and
-    // becomes a second letter of the same message: delivery is at least once, and dead letters
-    // (unlike readings) are not keyed by their content.
-    let distinct: usize = cluster.psql("replicas", "SELECT count(DISTINCT payload) FROM dead_letters").parse().unwrap();
-    assert_eq!(distinct, 5, "each bad message dead-lettered");
+    assert_eq!(stored, uplinks, "every uplink stored exactly once (logs: {}, {})", a.log.display(), b.log.display());
+    // Each bad message is one dead letter, and nothing else is: one whose batch was committed
+    // just before the kill but not yet acknowledged comes back from the broker and finds its
+    // letter (one message, one letter).
+    let letters = cluster.psql("replicas", "SELECT count(*), count(DISTINCT payload) FROM dead_letters");
+    assert_eq!(letters, "5|5", "each bad message dead-lettered once");
     let others: usize = cluster
         .psql(
             "replicas",
@@ -223,10 +245,11 @@ async fn two_replicas_behind_a_shared_subscription_store_every_uplink_once_and_a
     // Every public and admin route: the same bytes from either replica.
     let http = reqwest::Client::new();
     let routes = [
-        "/v1/readings?device=demo-lht65&quantity=air_temperature&from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z&limit=10000",
-        "/v1/aggregates?device=demo-lht65&quantity=air_temperature&interval=10m&from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z",
-        "/v1/aggregates?district=Altstadt&quantity=air_temperature&interval=1h&from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z",
-        "/v1/aggregates?district=Altstadt&quantity=relative_humidity&interval=1d&from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z&format=csv",
+        "/v1/readings?device=demo-lht65&quantity=air_temperature&from=2025-01-01T00:00:00Z&to=2025-01-03T00:00:00Z&limit=10000",
+        "/v1/aggregates?device=demo-lht65&quantity=air_temperature&interval=10m&from=2025-01-01T00:00:00Z&to=2025-01-03T00:00:00Z",
+        // Up to 172,800 uplinks (one a second): every one falls in these two days.
+        "/v1/aggregates?district=Altstadt&quantity=air_temperature&interval=1h&from=2025-01-01T00:00:00Z&to=2025-01-03T00:00:00Z",
+        "/v1/aggregates?district=Altstadt&quantity=relative_humidity&interval=1d&from=2025-01-01T00:00:00Z&to=2025-01-03T00:00:00Z&format=csv",
         "/v1/devices",
         "/v1/devices/demo-lht65/latest",
         "/v1/latest",
@@ -257,8 +280,9 @@ async fn two_replicas_behind_a_shared_subscription_store_every_uplink_once_and_a
         .as_array()
         .map(|p| p.iter().map(|w| w["count"].as_u64().unwrap_or(0)).sum())
         .unwrap_or(0);
-    assert_eq!(counts as usize, UPLINKS, "district windows counted each reading once: {aggregates}");
+    assert_eq!(counts as usize, uplinks, "district windows counted each reading once: {aggregates}");
     assert!(a.terminate(), "clean exit; log {}", a.log.display());
+    eprintln!("{uplinks} uplinks through two replicas, one killed: {:.1} s", run.elapsed().as_secs_f64());
 }
 
 const DEV_ADDR: u32 = 0x260B_1234;
@@ -327,29 +351,18 @@ async fn a_raw_frame_reaching_both_replicas_at_once_is_stored_once_and_replays_a
         replays += r.metric("messnetz_lorawan_replays_total").await.unwrap();
     }
     assert_eq!(replays, 2.0);
+    // Both replicas refused the same message: one message, one letter.
     let letters = cluster.psql("frames", "SELECT reason FROM dead_letters");
-    assert!(letters.lines().count() == 2 && letters.contains("replayed frame"), "{letters}");
+    assert!(letters.lines().count() == 1 && letters.contains("replayed frame"), "{letters}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_postgresql_is_down_nothing_is_acknowledged_and_ingest_resumes_by_itself() {
-    let mut cluster = pg::Cluster::start();
-    let db = cluster.database("outage");
-    let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::new("pg-outage");
-    let subscriptions = format!("[[mqtt.subscriptions]]\ntopic = \"{}/v3/+/devices/+/up\"\nformat = \"ttn-v3\"\n", topics.prefix);
-    let gw = Replica::start(dir.path(), "outage", broker.port, &db, &subscriptions, "").await;
-    let burst = lht65_burst(&topics, 600);
-    let (first, second) = (burst[..300].to_vec(), burst[300..].to_vec());
-    publish_all(broker.port, &format!("{}-pub1", topics.prefix), first).await;
-    settle(&[&gw], 300.0).await;
-    let acked_before = gw.metric("messnetz_messages_acked_total").await.unwrap();
+/// How long PostgreSQL is down in the outage test (the 30 s).
+const OUTAGE: Duration = Duration::from_secs(30);
 
-    cluster.stop();
-    publish_all(broker.port, &format!("{}-pub2", topics.prefix), second).await;
-    let readyz = gw.url("/readyz");
-    let why = wait_for("/readyz to say the store fails", Duration::from_secs(30), || {
+/// `/readyz` of `r` once it answers 503; the body says why.
+async fn not_ready(r: &Replica) -> String {
+    let readyz = r.url("/readyz");
+    wait_for("/readyz to say the store fails", Duration::from_secs(30), || {
         let readyz = readyz.clone();
         async move {
             let response = reqwest::get(&readyz).await.ok()?;
@@ -358,22 +371,88 @@ async fn while_postgresql_is_down_nothing_is_acknowledged_and_ingest_resumes_by_
             (status == 503).then_some(body)
         }
     })
-    .await;
-    assert!(why.contains("store commits fail") && why.contains("PostgreSQL"), "{why}");
-    assert!(!why.contains(pg::PASSWORD), "{why}");
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgresql_is_down_for_30_s_nothing_is_acknowledged_and_ingest_resumes_by_itself() {
+    let mut cluster = pg::Cluster::start();
+    let db = cluster.database("outage");
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("pg-outage");
+    let subscriptions =
+        format!("[[mqtt.subscriptions]]\ntopic = \"$share/{p}/{p}/v3/+/devices/+/up\"\nformat = \"ttn-v3\"\n", p = topics.prefix);
+    let a = Replica::start(dir.path(), "outage-a", broker.port, &db, &subscriptions, "").await;
+    let b = Replica::start(dir.path(), "outage-b", broker.port, &db, &subscriptions, "").await;
+    const TOTAL: usize = 3_000;
+    let mut burst = lht65_burst(&topics, TOTAL);
+    let rest = burst.split_off(1_000);
+    publish_all(broker.port, &format!("{}-pub1", topics.prefix), burst).await;
+    settle(&[&a, &b], 1_000.0).await;
+
+    // The rest comes steadily, 50 a second, before, during and after the outage.
+    let (port, prefix) = (broker.port, topics.prefix.clone());
+    let publisher = tokio::spawn(async move {
+        for (i, chunk) in rest.chunks(50).enumerate() {
+            publish_all(port, &format!("{prefix}-pub2-{i}"), chunk.to_vec()).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(gw.metric("messnetz_messages_acked_total").await.unwrap(), acked_before, "nothing acknowledged while down");
+    cluster.stop();
+    let down = Instant::now();
+    for r in [&a, &b] {
+        let why = not_ready(r).await;
+        assert!(why.contains("store commits fail") && why.contains("PostgreSQL"), "{why}");
+        assert!(!why.contains(pg::PASSWORD), "{why}");
+    }
+    // A commit under way when the server went is refused too; from now on nothing moves.
+    let acked_a = a.metric("messnetz_messages_acked_total").await.unwrap();
+    let acked_b = b.metric("messnetz_messages_acked_total").await.unwrap();
+    let received =
+        a.metric("messnetz_messages_received_total").await.unwrap() + b.metric("messnetz_messages_received_total").await.unwrap();
+    while down.elapsed() < OUTAGE {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            a.metric("messnetz_messages_acked_total").await,
+            Some(acked_a),
+            "replica A acknowledged while PostgreSQL was down"
+        );
+        assert_eq!(
+            b.metric("messnetz_messages_acked_total").await,
+            Some(acked_b),
+            "replica B acknowledged while PostgreSQL was down"
+        );
+    }
+    for r in [&a, &b] {
+        assert_eq!(reqwest::get(r.url("/readyz")).await.unwrap().status().as_u16(), 503, "still not ready after {OUTAGE:?}");
+    }
+    let received_down =
+        a.metric("messnetz_messages_received_total").await.unwrap() + b.metric("messnetz_messages_received_total").await.unwrap();
+    assert!(received_down > received, "uplinks kept arriving while PostgreSQL was down ({received} -> {received_down})");
 
     cluster.resume();
-    settle(&[&gw], 600.0).await;
+    tokio::time::timeout(Duration::from_secs(300), publisher).await.expect("publisher done in 300 s").unwrap();
+    settle(&[&a, &b], TOTAL as f64).await;
     let stored: usize = cluster
         .psql("outage", "SELECT count(*) FROM readings WHERE device = 'demo-lht65' AND quantity = 'air_temperature'")
         .parse()
         .unwrap();
-    assert_eq!(stored, 600, "nothing lost, nothing twice; log:\n{}", tail(&gw.log));
+    assert_eq!(stored, TOTAL, "nothing lost, nothing twice; logs:\n{}\n---\n{}", tail(&a.log), tail(&b.log));
+    let counted: usize = cluster
+        .psql(
+            "outage",
+            "SELECT sum(count) FROM rollups WHERE scope = 'z:Altstadt' AND quantity = 'air_temperature' AND interval = 2",
+        )
+        .parse()
+        .unwrap();
+    assert_eq!(counted, TOTAL, "each reading counted once in its district's day");
     assert_eq!(cluster.psql("outage", "SELECT count(*) FROM dead_letters"), "0");
-    let ready = reqwest::get(gw.url("/readyz")).await.unwrap().status().as_u16();
-    assert_eq!(ready, 200, "ready again by itself");
+    for r in [&a, &b] {
+        let ready = reqwest::get(r.url("/readyz")).await.unwrap().status().as_u16();
+        assert_eq!(ready, 200, "ready again by itself");
+    }
 }
 
 /// Throughput into PostgreSQL, in one sitting on one machine: the embedded store, one

@@ -9,7 +9,9 @@ use messnetz::aggregates::{Interval, Scope};
 use messnetz::config::{StoreBackend, StoreSettings};
 use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
 use messnetz::sources::lorawan::FrameCounter;
-use messnetz::store::{CommitStore, DeadLetter, EmbeddedStore, PostgresStore, ReadStore, ReplayOutcome, StoreError, WriteBatch};
+use messnetz::store::{
+    AdminStore, CommitStore, DeadLetter, EmbeddedStore, PostgresStore, ReadStore, ReplayOutcome, StoreError, WriteBatch,
+};
 
 fn settings(url: &str) -> StoreSettings {
     StoreSettings { backend: StoreBackend::Postgres, url: url.to_owned(), pool_size: 4, ..Default::default() }
@@ -38,7 +40,8 @@ fn letter(reason: &str) -> DeadLetter {
         format: "ttn-v3".into(),
         device: Some("x".into()),
         reason: reason.into(),
-        payload: vec![0, 255, 10, b'{'],
+        // Letters of different reasons are different messages (one message is one letter).
+        payload: [&[0, 255, 10, b'{'][..], reason.as_bytes()].concat(),
     }
 }
 
@@ -84,7 +87,7 @@ fn dead_letters_get_increasing_ids_and_a_replay_lands_exactly_once() {
     let batch = WriteBatch { dead_letters: vec![letter("bad 1"), letter("bad 2")], ..Default::default() };
     assert_eq!(store.write(&batch).unwrap(), vec![1, 2]);
     let one = store.dead_letter(1).unwrap().unwrap();
-    assert_eq!((one.reason.as_str(), one.payload.as_slice()), ("bad 1", &[0, 255, 10, b'{'][..]));
+    assert_eq!((one.reason.as_str(), one.payload.as_slice()), ("bad 1", &b"\x00\xff\n{bad 1"[..]));
 
     // Letter 2 replayed by two gateways at once: stored once, the other finds it gone.
     let other = Arc::new(PostgresStore::open(&settings(&url)).unwrap());
@@ -252,7 +255,7 @@ fn gateways_starting_together_migrate_once() {
     for s in starts {
         s.join().unwrap().expect("every gateway starts");
     }
-    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "2", "each migration applied once");
+    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "3", "each migration applied once");
     // Started again: nothing to do, the data stays.
     let store = PostgresStore::open(&settings(&url)).unwrap();
     store
@@ -325,4 +328,139 @@ fn citizen_sensors_are_kept_and_removed_with_their_data_and_dead_letters_are_del
     assert!(store.dead_letter(ids[1]).unwrap().is_some());
     let refused = store.backup_to(std::path::Path::new("/nonexistent/backup.redb")).unwrap_err();
     assert!(matches!(refused, BackupError::Unsupported(_)) && refused.to_string().contains("pg_dump"), "{refused}");
+}
+
+/// The same message again a minute later: the broker delivering it once more after a
+/// replica died between the commit and the acknowledgement.
+fn delivered_again(l: &DeadLetter) -> DeadLetter {
+    DeadLetter { received_at: l.received_at + chrono::Duration::minutes(1), ..l.clone() }
+}
+
+fn letters(store: &impl ReadStore) -> Vec<DeadLetter> {
+    store.dead_letters_matching(0, 1000, 1000, &mut |_| true).unwrap().0
+}
+
+/// One message is one letter while the letter is kept; replayed or deleted, the message is
+/// a new letter when it comes again.
+fn one_letter_per_message(store: &(impl CommitStore + ReadStore + AdminStore)) {
+    let (a, b) = (letter("not JSON"), letter("unknown device"));
+    let write = |l: Vec<DeadLetter>| store.write(&WriteBatch { dead_letters: l, ..Default::default() }).unwrap();
+    assert_eq!(write(vec![a.clone(), b.clone()]), vec![1, 2]);
+    // Delivered again after the crash, next to a new message, and twice in one batch.
+    let c = letter("new");
+    let ids = write(vec![delivered_again(&b), c.clone(), delivered_again(&a), delivered_again(&c)]);
+    assert_eq!(ids[0], 2);
+    assert_eq!(ids[2], 1);
+    assert!(ids[1] > 2 && ids[3] == ids[1], "{ids:?}");
+    assert_eq!(letters(store).len(), 3);
+    assert_eq!(store.dead_letter(1).unwrap().unwrap(), DeadLetter { id: 1, ..a.clone() }, "the first reception is kept");
+    // Another topic, format or payload is another message; another reason is not.
+    let others = vec![
+        DeadLetter { topic: format!("{}/x", a.topic), ..a.clone() },
+        DeadLetter { format: "chirpstack-v4".into(), ..a.clone() },
+        DeadLetter { payload: [a.payload.as_slice(), b" "].concat(), ..a.clone() },
+        DeadLetter { reason: "a changed configuration".into(), ..a.clone() },
+    ];
+    let c_id = letters(store).last().unwrap().id;
+    let ids = write(others);
+    assert_eq!(ids[3], 1);
+    let mut fresh = ids[..3].to_vec();
+    fresh.sort();
+    fresh.dedup();
+    assert!(fresh.len() == 3 && fresh.iter().all(|id| *id > c_id), "{ids:?}");
+    assert_eq!(letters(store).len(), 6);
+    // A replay that fails again keeps the letter, which a redelivery still finds.
+    let failed = WriteBatch { dead_letters: vec![letter("still bad")], ..Default::default() };
+    assert!(matches!(store.commit_replay(1, failed).unwrap(), ReplayOutcome::Failed { .. }));
+    assert_eq!(write(vec![delivered_again(&a)]), vec![1]);
+    // Replayed: the message is readings now; when it comes again it is a new letter.
+    let x = DeviceId::parse("x").unwrap();
+    let produced = WriteBatch {
+        readings: vec![reading("x", "air_temperature", 60_000, 3.5, QualityFlag::Good)],
+        seen: vec![(x.clone(), ms(5_000))],
+        districts: [(x, "Altstadt".to_owned())].into(),
+        ..Default::default()
+    };
+    assert!(matches!(store.commit_replay(1, produced).unwrap(), ReplayOutcome::Stored { .. }));
+    let replayed_again = write(vec![delivered_again(&a)])[0];
+    assert!(replayed_again > 1);
+    // Deleted by an operator: the same.
+    assert_eq!(store.delete_dead_letters(&[2]).unwrap(), vec![2]);
+    let deleted_again = write(vec![delivered_again(&b)])[0];
+    assert!(deleted_again > replayed_again);
+    assert_eq!(write(vec![delivered_again(&b), delivered_again(&a)]), vec![deleted_again, replayed_again]);
+    assert_eq!(letters(store).len(), 6);
+}
+
+#[test]
+fn a_message_delivered_again_is_one_letter_in_both_stores_until_it_is_replayed_or_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    one_letter_per_message(&EmbeddedStore::open(dir.path()).unwrap());
+    let cluster = pg::Cluster::start();
+    let url = cluster.database("again");
+    one_letter_per_message(&PostgresStore::open(&settings(&url)).unwrap());
+    // PostgreSQL computes the same digest as the gateway (migration 3 fills it in for older letters).
+    let same = cluster.psql(
+        "again",
+        "SELECT count(*) FILTER (WHERE digest = sha256(int8send(octet_length(format)::int8) || convert_to(format, 'UTF8')
+                || int8send(octet_length(topic)::int8) || convert_to(topic, 'UTF8') || payload)), count(*) FROM dead_letters",
+    );
+    assert_eq!(same, "6|6");
+}
+
+#[test]
+fn two_replicas_taking_the_same_bad_message_at_once_keep_one_letter() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database("racing");
+    let stores: Vec<Arc<PostgresStore>> = (0..2).map(|_| Arc::new(PostgresStore::open(&settings(&url)).unwrap())).collect();
+    // Not shared subscriptions: both replicas get every message; their batches hold the same
+    // letters in different orders.
+    let messages: Vec<DeadLetter> = (0..50).map(|i| letter(&format!("bad {i}"))).collect();
+    for round in 0..5 {
+        let threads: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(n, store)| {
+                let store = store.clone();
+                let mut batch: Vec<DeadLetter> = messages.iter().map(delivered_again).collect();
+                if n == 1 {
+                    batch.reverse();
+                }
+                std::thread::spawn(move || store.write(&WriteBatch { dead_letters: batch, ..Default::default() }).unwrap())
+            })
+            .collect();
+        let mut ids: Vec<Vec<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        ids[1].reverse();
+        assert_eq!(ids[0], ids[1], "round {round}: both replicas name the same letters");
+        assert_eq!(cluster.psql("racing", "SELECT count(*) FROM dead_letters"), "50", "round {round}");
+    }
+}
+
+#[test]
+fn letters_stored_twice_before_migration_3_are_indexed_oldest_first() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database("older");
+    drop(PostgresStore::open(&settings(&url)).unwrap());
+    // The schema as version 2 left it, with one message stored twice and another once.
+    cluster.psql(
+        "older",
+        "DROP INDEX dead_letters_digest; ALTER TABLE dead_letters DROP COLUMN digest;
+         DELETE FROM messnetz_migrations WHERE version = 3;
+         INSERT INTO dead_letters (id, received_at, topic, format, device, reason, payload) VALUES
+           (nextval('dead_letter_ids'), now(), 'v3/app/devices/x/up', 'ttn-v3', NULL, 'r', '\\x7b7d'),
+           (nextval('dead_letter_ids'), now(), 'v3/app/devices/x/up', 'ttn-v3', NULL, 'r', '\\x7b7d'),
+           (nextval('dead_letter_ids'), now(), 'v3/app/devices/y/up', 'ttn-v3', NULL, 'r', '\\x7b7d')",
+    );
+    let store = PostgresStore::open(&settings(&url)).unwrap();
+    assert_eq!(cluster.psql("older", "SELECT max(version) FROM messnetz_migrations"), "3");
+    let x = DeadLetter { payload: b"{}".to_vec(), device: None, ..letter("r") };
+    let y = DeadLetter { topic: "v3/app/devices/y/up".into(), ..x.clone() };
+    let ids = store.write(&WriteBatch { dead_letters: vec![y, x.clone()], ..Default::default() }).unwrap();
+    assert_eq!(ids, vec![3, 1]);
+    assert_eq!(letters(&store).len(), 3, "letters stored twice before stay until replayed or deleted");
+    // Deleting the indexed one frees the message; the younger twin keeps no digest.
+    assert_eq!(store.delete_dead_letters(&[1]).unwrap(), vec![1]);
+    let ids = store.write(&WriteBatch { dead_letters: vec![delivered_again(&x)], ..Default::default() }).unwrap();
+    assert!(ids[0] > 3, "{ids:?}");
+    assert_eq!(letters(&store).len(), 3);
 }

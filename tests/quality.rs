@@ -1,15 +1,17 @@
 //! Quality control: each test with a series built to trip it and one built not to, through the
-//! library against a real embedded store, and end to end through the gateway's API and metrics.
+//! library against a real store (embedded and PostgreSQL), and end to end through the gateway's API and metrics.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
 use messnetz::quality::{battery_low, Limits, ProfileQuality, QualityControl, QualitySettings, Test, Verdict};
-use messnetz::store::{CommitStore, EmbeddedStore, WriteBatch};
+use messnetz::store::{Store, WriteBatch};
 
 fn q(name: &str) -> Quantity {
     Quantity::by_name(name).unwrap()
@@ -22,8 +24,8 @@ fn t0() -> DateTime<Utc> {
 /// One device's series checked as ingest checks them, each reading stored after its verdict
 /// (as ingest commits it), received one minute after it was measured.
 struct Bench {
-    _dir: tempfile::TempDir,
-    store: EmbeddedStore,
+    _store: TestStore,
+    store: Arc<dyn Store>,
     qc: QualityControl,
     settings: QualitySettings,
     device: DeviceId,
@@ -31,17 +33,17 @@ struct Bench {
 
 impl Bench {
     fn new(settings: QualitySettings) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let test_store = TestStore::new();
+        let store = test_store.open();
         let qc = QualityControl::new(settings.max_series);
-        Self { _dir: dir, store, qc, settings, device: DeviceId::parse("qc-test").unwrap() }
+        Self { _store: test_store, store, qc, settings, device: DeviceId::parse("qc-test").unwrap() }
     }
 
     /// Check and store one reading measured `minute` minutes after the start.
     fn feed_at(&mut self, quantity: &str, minute: i64, value: f64, received: DateTime<Utc>) -> Verdict {
         let limits = Limits::new(&self.settings);
         let time = t0() + Duration::minutes(minute);
-        let v = self.qc.assess(&self.store, &limits, &self.device, q(quantity), value, time, received, None);
+        let v = self.qc.assess(&*self.store, &limits, &self.device, q(quantity), value, time, received, None);
         let reading =
             Reading { device: self.device.clone(), quantity: q(quantity), value, time, flag: v.flag, reason: v.reason() };
         self.store.write(&WriteBatch { readings: vec![reading], ..Default::default() }).unwrap();
@@ -62,7 +64,7 @@ fn clean(n: usize) -> Vec<Vec<Test>> {
     vec![Vec::new(); n]
 }
 
-#[test]
+both_backends! {
 fn range_flags_impossible_values_bad_and_overrides_narrow_it() {
     let mut b = Bench::new(QualitySettings::default());
     let v = b.feed("air_temperature", 0, 85.0);
@@ -80,7 +82,7 @@ fn range_flags_impossible_values_bad_and_overrides_narrow_it() {
     let device: BTreeMap<Quantity, [f64; 2]> = [(t, [-30.0, 50.0])].into();
     let verdict = |limits: &Limits| {
         let mut qc = QualityControl::new(10);
-        qc.assess(&b.store, limits, &DeviceId::parse("other").unwrap(), t, 55.0, time, time, None).flag
+        qc.assess(&*b.store, limits, &DeviceId::parse("other").unwrap(), t, 55.0, time, time, None).flag
     };
     let mut limits = Limits::new(&settings);
     assert_eq!(verdict(&limits), QualityFlag::Good);
@@ -89,8 +91,9 @@ fn range_flags_impossible_values_bad_and_overrides_narrow_it() {
     limits.device_ranges = Some(&device);
     assert_eq!(verdict(&limits), QualityFlag::Bad);
 }
+}
 
-#[test]
+both_backends! {
 fn spike_flags_a_jump_against_the_previous_reading_but_not_a_steady_change() {
     let mut b = Bench::new(QualitySettings::default());
     // 10 °C/h allowed: a jump of 14 °C in 10 minutes trips it; the reading after the outlier
@@ -110,8 +113,9 @@ fn spike_flags_a_jump_against_the_previous_reading_but_not_a_steady_change() {
     // Quantities without a limit are not spike-tested.
     assert_eq!(b.series("wind_speed", &[(0, 0.0), (1, 30.0), (2, 0.0)]), clean(3));
 }
+}
 
-#[test]
+both_backends! {
 fn stuck_flags_a_value_unchanged_for_a_day_but_not_a_varying_or_exempt_one() {
     let mut b = Bench::new(QualitySettings::default());
     let flat: Vec<(i64, f64)> = (0..30).map(|h| (h * 60, 12.3)).collect();
@@ -128,8 +132,9 @@ fn stuck_flags_a_value_unchanged_for_a_day_but_not_a_varying_or_exempt_one() {
     let dry: Vec<(i64, f64)> = (0..30).map(|h| (h * 60, 0.0)).collect();
     assert_eq!(b.series("precipitation_amount", &dry), clean(30), "no rain for a day is weather, not a fault");
 }
+}
 
-#[test]
+both_backends! {
 fn time_sanity_flags_future_times_and_optionally_old_ones() {
     let mut b = Bench::new(QualitySettings::default());
     let now = t0();
@@ -143,8 +148,9 @@ fn time_sanity_flags_future_times_and_optionally_old_ones() {
     assert_eq!((v.flag, v.failures[0].0), (QualityFlag::Suspect, Test::Age), "{v:?}");
     assert_eq!(b.feed_at("air_temperature", -24 * 60, 20.5, now).flag, QualityFlag::Good);
 }
+}
 
-#[test]
+both_backends! {
 fn a_low_battery_makes_the_uplinks_other_readings_suspect() {
     let settings = QualitySettings::default();
     let limits = Limits::new(&settings);
@@ -158,17 +164,18 @@ fn a_low_battery_makes_the_uplinks_other_readings_suspect() {
     let own = Limits { device_battery_low_v: Some(3.3), ..limits };
     assert!(battery_low([(v, 3.0)], &own).is_some());
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let test_store = TestStore::new();
+    let store = test_store.open();
     let mut qc = QualityControl::new(10);
     let d = DeviceId::parse("qc-battery").unwrap();
-    let temp = qc.assess(&store, &limits, &d, t, 20.0, t0(), t0(), Some(why.as_str()));
+    let temp = qc.assess(&*store, &limits, &d, t, 20.0, t0(), t0(), Some(why.as_str()));
     assert_eq!((temp.flag, temp.failures[0].0), (QualityFlag::Suspect, Test::Battery));
-    let volts = qc.assess(&store, &limits, &d, v, 2.3, t0(), t0(), Some(why.as_str()));
+    let volts = qc.assess(&*store, &limits, &d, v, 2.3, t0(), t0(), Some(why.as_str()));
     assert_eq!(volts.flag, QualityFlag::Good, "the battery reading itself is a correct measurement");
 }
+}
 
-#[test]
+both_backends! {
 fn late_readings_are_judged_by_their_stored_neighbours_not_by_newer_ones() {
     let mut b = Bench::new(QualitySettings::default());
     assert_eq!(b.series("air_temperature", &[(0, 20.0), (10, 20.5), (20, 21.0), (120, 30.0)]), clean(4));
@@ -186,8 +193,9 @@ fn late_readings_are_judged_by_their_stored_neighbours_not_by_newer_ones() {
     b.series("air_temperature", &[(0, 20.0), (20, 28.0)]);
     assert_eq!(b.series("air_temperature", &[(10, 27.5)]), clean(1));
 }
+}
 
-#[test]
+both_backends! {
 fn history_is_seeded_from_the_store_after_a_restart() {
     let mut b = Bench::new(QualitySettings::default());
     b.series("air_temperature", &[(0, 20.0), (10, 20.3)]);
@@ -197,19 +205,21 @@ fn history_is_seeded_from_the_store_after_a_restart() {
     b.qc = QualityControl::new(b.settings.max_series);
     assert_eq!(b.series("air_temperature", &[(30, 20.6)]), clean(1), "a stored spike is no reference");
 }
+}
 
-#[test]
+both_backends! {
 fn the_history_is_bounded() {
     let settings = QualitySettings { max_series: 10, ..Default::default() };
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let test_store = TestStore::new();
+    let store = test_store.open();
     let mut qc = QualityControl::new(settings.max_series);
     let limits = Limits::new(&settings);
     for i in 0..100 {
         let d = DeviceId::parse(&format!("d{i}")).unwrap();
-        qc.assess(&store, &limits, &d, q("air_temperature"), 20.0, t0(), t0(), None);
+        qc.assess(&*store, &limits, &d, q("air_temperature"), 20.0, t0(), t0(), None);
         assert!(qc.series_held() <= 10, "{} series held", qc.series_held());
     }
+}
 }
 
 // ---- End to end: flags in the readings API, counters and staleness in the metrics ----
@@ -222,6 +232,7 @@ fn lht65(battery_mv: u16, temp: f64, hum: f64) -> String {
     format!("{battery_mv:04X}{t:04X}{h:04X}017FFF7FFF")
 }
 
+both_backends! {
 #[tokio::test]
 async fn flags_reach_the_readings_api_and_the_metrics_and_silent_devices_are_stale() {
     let broker = Mosquitto::start();
@@ -242,8 +253,10 @@ async fn flags_reach_the_readings_api_and_the_metrics_and_silent_devices_are_sta
         up(5, lht65(2300, 20.6, 50.0), at(1)),
     ];
     publish_all(broker.port, &format!("{}-pub", topics.prefix), messages).await;
-    wait_for("5 messages decoded", StdDuration::from_secs(20), || async {
-        (gw.metric("messnetz_messages_decoded_total").await == 5.0).then_some(())
+    // Decoded, and committed (acknowledged only after the commit): then the API serves them.
+    wait_for("5 messages decoded and stored", StdDuration::from_secs(20), || async {
+        (gw.metric("messnetz_messages_decoded_total").await == 5.0 && gw.metric("messnetz_messages_acked_total").await == 5.0)
+            .then_some(())
     })
     .await;
 
@@ -275,6 +288,7 @@ async fn flags_reach_the_readings_api_and_the_metrics_and_silent_devices_are_sta
         .map(|d| (d["id"].as_str().unwrap(), d["stale"].as_bool().unwrap()))
         .collect();
     assert_eq!(stale, vec![("demo-lht65", false), ("demo-lht65-park", true)], "{catalogue}");
+}
 }
 
 #[test]

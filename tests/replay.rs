@@ -2,6 +2,7 @@
 //! gateway runs, and through the CLI while it is stopped — and a message that fails again
 //! stays a dead letter with the new reason.
 
+#[macro_use]
 mod common;
 
 use std::process::Command;
@@ -46,6 +47,7 @@ async fn wait_dead_letters(gw: &Gateway, n: f64) {
     .await;
 }
 
+both_backends! {
 #[tokio::test]
 async fn a_replayed_dead_letter_lands_once_through_the_admin_api() {
     use reqwest::Method;
@@ -141,9 +143,10 @@ async fn a_replayed_dead_letter_lands_once_through_the_admin_api() {
 
     // Every quantity of the uplink is stored once.
     assert!(gw.terminate().success());
-    let stored = stored_per_quantity(&gw.data, "late-lht65");
+    let stored = gw.stored_per_quantity("late-lht65");
     assert_eq!(stored.iter().map(|(_, n)| n).sum::<usize>() as u64, readings, "{stored:?}");
     assert_eq!(stored_mismatch(&stored, 1), None);
+}
 }
 
 fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
@@ -155,6 +158,7 @@ fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+both_backends! {
 #[tokio::test]
 async fn the_cli_replays_dead_letters_once_while_the_gateway_is_stopped() {
     let broker = Mosquitto::start();
@@ -193,7 +197,8 @@ async fn the_cli_replays_dead_letters_once_while_the_gateway_is_stopped() {
     let (code, out, _) = cli(&gw.config, &["dead-letters", "list"]);
     assert_eq!((code, out.as_str()), (0, ""));
 
-    assert_eq!(stored_mismatch(&stored_per_quantity(&gw.data, "late-lht65"), 1), None);
+    assert_eq!(stored_mismatch(&gw.stored_per_quantity("late-lht65"), 1), None);
     let audit = std::fs::read_to_string(gw.data.join("audit.log")).unwrap();
     assert!(audit.contains("\"who\":\"cli\"") && audit.contains("dead_letter.replay"), "{audit}");
+}
 }

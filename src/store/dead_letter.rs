@@ -6,6 +6,13 @@
 //! a replay lands exactly once, even if it is repeated, run twice at the same time, or cut
 //! short by a crash. A message that fails again stays a dead letter, under its id, with the
 //! new reason.
+//!
+//! One message is one letter: a message that arrives again while its letter is kept (the
+//! broker delivers it once more because the gateway died after the commit and before the
+//! acknowledgement, or a second replica subscribed to the same topic) is not stored twice.
+//! "Again" means the same format, topic and bytes ([`DeadLetter::digest`]); the reception time
+//! and the reason do not count. Once its letter was replayed or deleted, a message that
+//! arrives again is a new letter.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,6 +37,25 @@ pub struct DeadLetter {
     /// The message exactly as received.
     #[serde(with = "base64_bytes")]
     pub payload: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// What makes two letters the same message: SHA-256 over the format, the topic and the
+    /// payload, each of the first two preceded by its length in bytes (8 bytes, big-endian),
+    /// so no two different triples run together into the same input. PostgreSQL computes the
+    /// same digest for letters stored before it was kept (migration 3).
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [self.format.as_bytes(), self.topic.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.update(&self.payload);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&h.finalize());
+        out
+    }
 }
 
 mod base64_bytes {

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
+/// The private PostgreSQL clusters of the tests (also `mod pg` of the PostgreSQL-only tests).
+#[path = "../pg/mod.rs"]
+pub mod pg;
+
 pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The sensor profiles bundled with the repository.
@@ -131,6 +135,9 @@ pub struct Gateway {
     pub data: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The database, when the test runs on PostgreSQL ([`backend`]); dropped after the
+    /// gateway is stopped.
+    pub pg: Option<PgDatabase>,
 }
 
 /// Where a test's gateway listens for its messages, so tests sharing a broker don't see each other's.
@@ -140,7 +147,9 @@ pub struct Topics {
 
 impl Topics {
     pub fn new(test: &str) -> Self {
-        Self { prefix: format!("test-{test}-{}", std::process::id()) }
+        // A test run on both stores at once has two sets of topics (and client ids).
+        let backend = if backend() == Backend::Postgres { "-pg" } else { "" };
+        Self { prefix: format!("test-{test}{backend}-{}", std::process::id()) }
     }
 
     pub fn ttn(&self, device_id: &str) -> String {
@@ -183,6 +192,11 @@ impl Gateway {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let data = dir.join("data");
         let config = dir.join("messnetz.toml");
+        let pg = (backend() == Backend::Postgres).then(PgDatabase::new);
+        let store_backend = match &pg {
+            Some(db) => format!("backend = \"postgres\"\nurl = \"{}\"\npool_size = 4\n", db.url),
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
@@ -204,7 +218,7 @@ format = "chirpstack-v4"
 
 [store]
 path = "{data}"
-
+{store_backend}
 [api]
 listen = "{http}"
 
@@ -224,12 +238,12 @@ interval_s = 1
             ),
         )
         .expect("write config");
-        Self::spawn(http, data, config, dir.join("gateway.log")).await
+        Self::spawn(http, data, config, dir.join("gateway.log"), pg).await
     }
 
-    async fn spawn(http: SocketAddr, data: PathBuf, config: PathBuf, log: PathBuf) -> Self {
+    async fn spawn(http: SocketAddr, data: PathBuf, config: PathBuf, log: PathBuf, pg: Option<PgDatabase>) -> Self {
         let child = Self::spawn_child(&config, &log);
-        let gw = Self { child, http, data, config, log };
+        let gw = Self { child, http, data, config, log, pg };
         gw.wait_ready().await;
         gw
     }
@@ -627,6 +641,171 @@ impl Gateway {
         let kib: f64 =
             status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
         Some(kib / 1024.0)
+    }
+}
+
+impl Gateway {
+    /// The gateway's store, opened by the test: the embedded one only while the gateway is
+    /// stopped (one process at a time), the PostgreSQL database at any time.
+    pub fn open_store(&self) -> std::sync::Arc<dyn messnetz::store::Store> {
+        match &self.pg {
+            Some(db) => db.open(),
+            None => std::sync::Arc::new(
+                messnetz::store::EmbeddedStore::open(&self.data).expect("open the store (is the gateway stopped?)"),
+            ),
+        }
+    }
+
+    /// Readings stored per quantity for `device`, from whichever store the gateway has (the
+    /// embedded one only while the gateway is stopped).
+    pub fn stored_per_quantity(&self, device: &str) -> Vec<(&'static str, usize)> {
+        per_quantity(&*self.open_store(), device)
+    }
+}
+
+/// The first `limit` dead letters in `store`, oldest first (either backend).
+pub fn dead_letters_in(store: &dyn messnetz::store::Store, limit: usize) -> Vec<messnetz::store::DeadLetter> {
+    store.dead_letters_matching(0, limit, usize::MAX, &mut |_| true).expect("read the dead letters").0
+}
+
+/// Readings stored per quantity for `device` in `store`.
+pub fn per_quantity(store: &dyn messnetz::store::Store, device: &str) -> Vec<(&'static str, usize)> {
+    use messnetz::model::{DeviceId, Quantity};
+    let device = DeviceId::parse(device).expect("device id");
+    let from = chrono::DateTime::from_timestamp(0, 0).expect("epoch");
+    let to = chrono::DateTime::from_timestamp(4_102_444_800, 0).expect("2100"); // 2100-01-01
+    Quantity::all()
+        .map(|q| (q.name(), store.readings(&device, q, from, to, usize::MAX).expect("read series").len()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+// ---- Both stores: the end-to-end tests run once on each backend (`both_backends!`) ----
+
+/// The store a test's gateways and in-process stages keep their data in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The backend of the running async test, set by [`both_backends!`].
+    pub static BACKEND: Backend;
+}
+
+thread_local! {
+    /// The backend of the running plain test, set by [`both_backends!`].
+    pub static SYNC_BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Embedded) };
+}
+
+/// The running test's backend: embedded unless [`both_backends!`] says otherwise.
+pub fn backend() -> Backend {
+    BACKEND.try_with(|b| *b).unwrap_or_else(|_| SYNC_BACKEND.with(|b| b.get()))
+}
+
+/// Write a test once, run it on both stores: `name::embedded` and `name::postgres` (in a
+/// database of its own, in the cluster the test binary's running tests share). The body does
+/// not name the backend: [`Gateway`]s and [`TestStore`]s it starts take [`backend`]. An async
+/// test's attributes (`#[tokio::test]` ...) go before `async fn`; a plain test has none.
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($(#[$attr:meta])+ async fn $name:ident() $body:block) => {
+        async fn $name() $body
+        mod $name {
+            $(#[$attr])+
+            async fn embedded() {
+                crate::common::BACKEND.scope(crate::common::Backend::Embedded, super::$name()).await
+            }
+            $(#[$attr])+
+            async fn postgres() {
+                crate::common::BACKEND.scope(crate::common::Backend::Postgres, super::$name()).await
+            }
+        }
+    };
+    (fn $name:ident() $body:block) => {
+        fn $name() $body
+        mod $name {
+            #[test]
+            fn embedded() {
+                crate::common::SYNC_BACKEND.with(|b| b.set(crate::common::Backend::Embedded));
+                super::$name()
+            }
+            #[test]
+            fn postgres() {
+                crate::common::SYNC_BACKEND.with(|b| b.set(crate::common::Backend::Postgres));
+                super::$name()
+            }
+        }
+    };
+}
+
+/// One PostgreSQL cluster for the tests of this binary that run at the same time: started
+/// by the first that needs it, stopped when the last lets go (a test run later starts another).
+pub fn shared_cluster() -> std::sync::Arc<pg::Cluster> {
+    use std::sync::{Arc, Mutex, Weak};
+    static SHARED: Mutex<Weak<pg::Cluster>> = Mutex::new(Weak::new());
+    let mut held = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(cluster) = held.upgrade() {
+        return cluster;
+    }
+    let cluster = Arc::new(pg::Cluster::start());
+    *held = Arc::downgrade(&cluster);
+    cluster
+}
+
+/// A database of its own in the [`shared_cluster`].
+pub struct PgDatabase {
+    pub cluster: std::sync::Arc<pg::Cluster>,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let cluster = shared_cluster();
+        let name = format!("test_{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let url = cluster.database(&name);
+        Self { cluster, name, url }
+    }
+
+    /// The PostgreSQL store on this database (its schema migrated).
+    pub fn open(&self) -> std::sync::Arc<dyn messnetz::store::Store> {
+        let settings = messnetz::config::StoreSettings {
+            backend: messnetz::config::StoreBackend::Postgres,
+            url: self.url.clone(),
+            pool_size: 4,
+            ..Default::default()
+        };
+        std::sync::Arc::new(messnetz::store::PostgresStore::open(&settings).expect("open the PostgreSQL store"))
+    }
+
+    /// Run SQL in this database with psql (unaligned, tuples only).
+    pub fn psql(&self, sql: &str) -> String {
+        self.cluster.psql(&self.name, sql)
+    }
+}
+
+/// A store for an in-process test, of the running test's [`backend`]: the embedded one in a
+/// directory of its own, or a database of its own.
+pub struct TestStore {
+    pub dir: tempfile::TempDir,
+    pub pg: Option<PgDatabase>,
+}
+
+impl TestStore {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self { dir, pg: (backend() == Backend::Postgres).then(PgDatabase::new) }
+    }
+
+    /// Open it (again, as after a restart); the embedded store opens once at a time.
+    pub fn open(&self) -> std::sync::Arc<dyn messnetz::store::Store> {
+        match &self.pg {
+            Some(db) => db.open(),
+            None => std::sync::Arc::new(messnetz::store::EmbeddedStore::open(self.dir.path()).expect("open the store")),
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use super::tables::{
-    CITIZEN_SENSORS, DEAD_LETTERS, DEAD_LETTER_SEQ, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS, LAST_SEEN, OUTBOX, READINGS,
-    ROLLUPS, WINDOW_JOURNAL,
+    CITIZEN_SENSORS, DEAD_LETTERS, DEAD_LETTER_DIGESTS, DEAD_LETTER_SEQ, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS,
+    LAST_SEEN, OUTBOX, READINGS, ROLLUPS, WINDOW_JOURNAL,
 };
 use super::EmbeddedStore;
 use crate::store::boundary::{engine, BackupError, Snapshot, StoreError};
@@ -69,6 +69,7 @@ fn copy_all(from: &redb::ReadTransaction, to: &Database) -> Result<Vec<(String, 
         LAST_SEEN.name(),
         DEAD_LETTERS.name(),
         DEAD_LETTER_SEQ.name(),
+        DEAD_LETTER_DIGESTS.name(),
         DEVICE_WINDOWS.name(),
         ROLLUPS.name(),
         DEVICE_DISTRICT.name(),
@@ -87,6 +88,7 @@ fn copy_all(from: &redb::ReadTransaction, to: &Database) -> Result<Vec<(String, 
         (LAST_SEEN.name().to_owned(), copy(from, to, LAST_SEEN)?),
         (DEAD_LETTERS.name().to_owned(), copy(from, to, DEAD_LETTERS)?),
         (DEAD_LETTER_SEQ.name().to_owned(), copy(from, to, DEAD_LETTER_SEQ)?),
+        (DEAD_LETTER_DIGESTS.name().to_owned(), copy(from, to, DEAD_LETTER_DIGESTS)?),
         (DEVICE_WINDOWS.name().to_owned(), copy(from, to, DEVICE_WINDOWS)?),
         (ROLLUPS.name().to_owned(), copy(from, to, ROLLUPS)?),
         (DEVICE_DISTRICT.name().to_owned(), copy(from, to, DEVICE_DISTRICT)?),

@@ -1,8 +1,8 @@
-//! The embedded store's dead letters: keeping and paging them, and replacing or removing one for a replay inside the caller's transaction.
+//! The embedded store's dead letters: keeping them (once per message), paging them, and replacing or removing one for a replay inside the caller's transaction.
 
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
-use super::tables::{DEAD_LETTERS, DEAD_LETTER_SEQ};
+use super::tables::{DEAD_LETTERS, DEAD_LETTER_DIGESTS, DEAD_LETTER_SEQ};
 use crate::store::boundary::{engine, StoreError};
 use crate::store::dead_letter::DeadLetter;
 
@@ -15,6 +15,74 @@ pub(super) fn allocate_ids(tx: &WriteTransaction, newest_stored: Option<u64>, n:
     let first = given.max(newest_stored.unwrap_or(0)) + 1;
     seq.insert("last", first + n as u64 - 1).map_err(engine)?;
     Ok(first)
+}
+
+/// Keep the batch's letters inside the caller's transaction; returns each one's id, in order.
+/// A letter whose message is kept already (the same format, topic and bytes: delivered
+/// again) gets the kept letter's id and is not stored a second time.
+pub(super) fn append(tx: &WriteTransaction, letters: &[DeadLetter]) -> Result<Vec<u64>, StoreError> {
+    if letters.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+    let mut digests = tx.open_table(DEAD_LETTER_DIGESTS).map_err(engine)?;
+    let newest = table.last().map_err(engine)?.map(|(k, _)| k.value());
+    let mut ids = Vec::with_capacity(letters.len());
+    for letter in letters {
+        let digest = letter.digest();
+        if let Some(id) = kept(&table, &digests, &digest, letter)? {
+            ids.push(id);
+            continue;
+        }
+        // Replays remove letters, the newest too: ids come from a sequence, never reused.
+        let id = allocate_ids(tx, newest, 1)?;
+        let stored = DeadLetter { id, ..letter.clone() };
+        let json = serde_json::to_vec(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        table.insert(id, json.as_slice()).map_err(engine)?;
+        digests.insert(digest.as_slice(), id).map_err(engine)?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// The id of the kept letter of `letter`'s message, if there is one.
+fn kept(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    digests: &impl ReadableTable<&'static [u8], u64>,
+    digest: &[u8; 32],
+    letter: &DeadLetter,
+) -> Result<Option<u64>, StoreError> {
+    let Some(id) = digests.get(digest.as_slice()).map_err(engine)?.map(|v| v.value()) else { return Ok(None) };
+    Ok(find(table, id)?
+        .filter(|k| k.format == letter.format && k.topic == letter.topic && k.payload == letter.payload)
+        .map(|_| id))
+}
+
+/// Forget the digest of `letter` (id `id`), unless it names another letter.
+fn unindex(digests: &mut Table<&'static [u8], u64>, id: u64, letter: &DeadLetter) -> Result<(), StoreError> {
+    let digest = letter.digest();
+    let points_here = digests.get(digest.as_slice()).map_err(engine)?.is_some_and(|v| v.value() == id);
+    if points_here {
+        digests.remove(digest.as_slice()).map_err(engine)?;
+    }
+    Ok(())
+}
+
+/// Index every kept letter by its digest (a store from before the index: its first start of
+/// this version); the oldest letter of a message wins. Returns how many were indexed.
+pub(super) fn index_all(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+    let mut digests = tx.open_table(DEAD_LETTER_DIGESTS).map_err(engine)?;
+    let mut n = 0;
+    for entry in table.iter().map_err(engine)? {
+        let (k, v) = entry.map_err(engine)?;
+        let digest = decode(v.value())?.digest();
+        if digests.get(digest.as_slice()).map_err(engine)?.is_none() {
+            digests.insert(digest.as_slice(), k.value()).map_err(engine)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 fn decode(bytes: &[u8]) -> Result<DeadLetter, StoreError> {
@@ -68,16 +136,29 @@ pub(super) fn scan(
 }
 
 /// Put `letter` in place of letter `id`, or remove it (`None`), inside the caller's transaction.
+/// The digest index follows: a removed letter's message may become a letter again.
 pub(super) fn replace(tx: &WriteTransaction, id: u64, letter: Option<&DeadLetter>) -> Result<(), StoreError> {
     let mut table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-    match letter {
+    let mut digests = tx.open_table(DEAD_LETTER_DIGESTS).map_err(engine)?;
+    let old = match letter {
         Some(letter) => {
             let json = serde_json::to_vec(letter).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            table.insert(id, json.as_slice()).map_err(engine)?;
+            let old = table.insert(id, json.as_slice()).map_err(engine)?.map(|v| decode(v.value())).transpose()?;
+            let digest = letter.digest();
+            if old.as_ref().map(DeadLetter::digest) != Some(digest) {
+                if let Some(old) = &old {
+                    unindex(&mut digests, id, old)?;
+                }
+                if digests.get(digest.as_slice()).map_err(engine)?.is_none() {
+                    digests.insert(digest.as_slice(), id).map_err(engine)?;
+                }
+            }
+            return Ok(());
         }
-        None => {
-            table.remove(id).map_err(engine)?;
-        }
+        None => table.remove(id).map_err(engine)?.map(|v| decode(v.value())).transpose()?,
+    };
+    if let Some(old) = old {
+        unindex(&mut digests, id, &old)?;
     }
     Ok(())
 }
@@ -85,9 +166,12 @@ pub(super) fn replace(tx: &WriteTransaction, id: u64, letter: Option<&DeadLetter
 /// Delete these letters inside the caller's transaction; the ids of those that were there.
 pub(super) fn delete(tx: &WriteTransaction, ids: &[u64]) -> Result<Vec<u64>, StoreError> {
     let mut table = tx.open_table(DEAD_LETTERS).map_err(engine)?;
+    let mut digests = tx.open_table(DEAD_LETTER_DIGESTS).map_err(engine)?;
     let mut deleted = Vec::new();
     for &id in ids {
-        if table.remove(id).map_err(engine)?.is_some() {
+        let removed = table.remove(id).map_err(engine)?.map(|v| decode(v.value())).transpose()?;
+        if let Some(old) = removed {
+            unindex(&mut digests, id, &old)?;
             deleted.push(id);
         }
     }
@@ -98,10 +182,13 @@ pub(super) fn delete(tx: &WriteTransaction, ids: &[u64]) -> Result<Vec<u64>, Sto
 mod tests {
     use super::*;
     use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
-    use crate::store::{CommitStore, EmbeddedStore, ReadStore, ReplayOutcome, WriteBatch};
+    use crate::store::{AdminStore, CommitStore, EmbeddedStore, ReadStore, ReplayOutcome, WriteBatch};
     use chrono::DateTime;
 
+    /// A letter of a message of its own (each call a different payload).
     fn letter(reason: &str, device: Option<&str>) -> DeadLetter {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         DeadLetter {
             id: 0,
             received_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
@@ -109,8 +196,108 @@ mod tests {
             format: "ttn-v3".into(),
             device: device.map(str::to_owned),
             reason: reason.into(),
-            payload: b"{}".to_vec(),
+            payload: format!("{{\"n\": {n}}}").into_bytes(),
         }
+    }
+
+    /// The same message arriving again a minute later (the broker delivers it once more).
+    fn again(l: &DeadLetter) -> DeadLetter {
+        DeadLetter { received_at: l.received_at + chrono::Duration::minutes(1), ..l.clone() }
+    }
+
+    fn count(store: &EmbeddedStore) -> usize {
+        store.dead_letters(0, 1000).unwrap().len()
+    }
+
+    #[test]
+    fn a_message_delivered_again_is_one_letter_under_its_first_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let (a, b) = (letter("not JSON", None), letter("not JSON", None));
+        let ids = store.write(&WriteBatch { dead_letters: vec![a.clone(), b.clone()], ..Default::default() }).unwrap();
+        assert_eq!(ids, vec![1, 2]);
+        // Again after a crash, in a batch with a new message; and twice in one batch.
+        let ids = store
+            .write(&WriteBatch { dead_letters: vec![again(&b), letter("new", None), again(&a)], ..Default::default() })
+            .unwrap();
+        assert_eq!(ids, vec![2, 3, 1]);
+        let c = letter("twice", None);
+        let ids = store.write(&WriteBatch { dead_letters: vec![c.clone(), again(&c)], ..Default::default() }).unwrap();
+        assert_eq!(ids, vec![4, 4]);
+        assert_eq!(count(&store), 4);
+        // The kept letter is the first one, as received then.
+        assert_eq!(store.dead_letter(1).unwrap().unwrap(), DeadLetter { id: 1, ..a.clone() });
+        // Reopened: still known.
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.write(&WriteBatch { dead_letters: vec![again(&a)], ..Default::default() }).unwrap(), vec![1]);
+        assert_eq!(count(&store), 4);
+    }
+
+    #[test]
+    fn another_topic_format_or_payload_is_another_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let a = letter("bad", None);
+        let variants = vec![
+            a.clone(),
+            DeadLetter { topic: format!("{}x", a.topic), ..a.clone() },
+            DeadLetter { format: "chirpstack-v4".into(), ..a.clone() },
+            DeadLetter { payload: [a.payload.as_slice(), b" "].concat(), ..a.clone() },
+            // Lengths are part of the digest: the same bytes split differently between topic
+            // and format are another message.
+            DeadLetter { format: "ttn-v3v".into(), topic: "3/app/devices/x/up".into(), ..a.clone() },
+        ];
+        let ids = store.write(&WriteBatch { dead_letters: variants, ..Default::default() }).unwrap();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+        // The same message under another reason (a changed configuration) is still the same.
+        let ids =
+            store.write(&WriteBatch { dead_letters: vec![DeadLetter { reason: "other".into(), ..a }], ..Default::default() });
+        assert_eq!(ids.unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn a_message_whose_letter_was_replayed_or_deleted_is_a_new_letter_and_one_that_failed_again_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let a = letter("unknown device", None);
+        let first = store.write(&WriteBatch { dead_letters: vec![a.clone()], ..Default::default() }).unwrap()[0];
+        // A replay that fails again keeps the letter: a redelivery still finds it.
+        let failed = WriteBatch { dead_letters: vec![letter("still unknown", None)], ..Default::default() };
+        assert!(matches!(store.commit_replay(first, failed).unwrap(), ReplayOutcome::Failed { .. }));
+        assert_eq!(store.write(&WriteBatch { dead_letters: vec![again(&a)], ..Default::default() }).unwrap(), vec![first]);
+        // Replayed: the message is readings now; arriving again it is a new letter.
+        assert!(matches!(store.commit_replay(first, produced("a", 1)).unwrap(), ReplayOutcome::Stored { .. }));
+        let second = store.write(&WriteBatch { dead_letters: vec![again(&a)], ..Default::default() }).unwrap()[0];
+        assert!(second > first);
+        assert_eq!(count(&store), 1);
+        // Deleted by an operator: the same.
+        assert_eq!(store.delete_dead_letters(&[second]).unwrap(), vec![second]);
+        let third = store.write(&WriteBatch { dead_letters: vec![again(&a)], ..Default::default() }).unwrap()[0];
+        assert!(third > second);
+        assert_eq!(store.write(&WriteBatch { dead_letters: vec![again(&a)], ..Default::default() }).unwrap(), vec![third]);
+        assert_eq!(count(&store), 1);
+    }
+
+    #[test]
+    fn a_store_from_before_the_digest_index_indexes_its_letters_at_the_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (letter("a", None), letter("b", None));
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            // Stored twice by an older version, which kept no index.
+            store.write(&WriteBatch { dead_letters: vec![a.clone(), b.clone()], ..Default::default() }).unwrap();
+        }
+        {
+            let db = redb::Database::open(dir.path().join("messnetz.redb")).unwrap();
+            let tx = db.begin_write().unwrap();
+            assert!(tx.delete_table(DEAD_LETTER_DIGESTS).unwrap());
+            tx.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let ids = store.write(&WriteBatch { dead_letters: vec![again(&b), again(&a)], ..Default::default() }).unwrap();
+        assert_eq!(ids, vec![2, 1]);
+        assert_eq!(count(&store), 2);
     }
 
     fn produced(device: &str, n: usize) -> WriteBatch {

@@ -285,7 +285,8 @@ mod tests {
             format: "ttn-v3".into(),
             device: None,
             reason: "r".into(),
-            payload: vec![],
+            // Ten different messages (one message is one letter).
+            payload: secs.to_be_bytes().to_vec(),
         };
         let letters = (0..10).map(|i| letter(1_700_000_000 + i * 100)).collect();
         store.write(&WriteBatch { dead_letters: letters, ..Default::default() }).unwrap();

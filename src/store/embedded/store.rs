@@ -16,7 +16,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use super::rollups::journal::{Pending, Touched};
 use super::rollups::{self, FlushSummary, RebuildSummary};
 use super::tables::{
-    DEAD_LETTERS, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS, LAST_SEEN, OUTBOX, READINGS, ROLLUPS, WINDOW_JOURNAL,
+    DEAD_LETTERS, DEAD_LETTER_DIGESTS, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS, LAST_SEEN, OUTBOX, READINGS, ROLLUPS,
+    WINDOW_JOURNAL,
 };
 use super::{citizens, dead_letters, frame_counters, outbox};
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
@@ -97,9 +98,11 @@ impl EmbeddedStore {
         // Create the tables up front so readers never meet a missing table.
         let tx = db.begin_write().map_err(engine)?;
         let has_device_windows = tx.list_tables().map_err(engine)?.any(|t| t.name() == DEVICE_WINDOWS.name());
+        let has_letter_digests = tx.list_tables().map_err(engine)?.any(|t| t.name() == DEAD_LETTER_DIGESTS.name());
         tx.open_table(READINGS).map_err(engine)?;
         tx.open_table(LAST_SEEN).map_err(engine)?;
         tx.open_table(DEAD_LETTERS).map_err(engine)?;
+        tx.open_table(DEAD_LETTER_DIGESTS).map_err(engine)?;
         tx.open_table(OUTBOX).map_err(engine)?;
         tx.open_table(ROLLUPS).map_err(engine)?;
         tx.open_table(DEVICE_DISTRICT).map_err(engine)?;
@@ -116,6 +119,10 @@ impl EmbeddedStore {
                     "device rollup windows built from the stored readings (first start of this version)"
                 );
             }
+        }
+        // A store from before letters were kept once per message: index the ones it keeps.
+        if !has_letter_digests {
+            dead_letters::index_all(&tx)?;
         }
         tx.commit().map_err(engine)?;
         let pending = Pending::load(&db)?;
@@ -292,19 +299,8 @@ impl EmbeddedStore {
                     seen.insert(device.as_str(), t).map_err(engine)?;
                 }
             }
-            let mut dead = tx.open_table(DEAD_LETTERS).map_err(engine)?;
-            let newest = dead.last().map_err(engine)?.map(|(k, _)| k.value());
-            // Replays remove letters, the newest too: ids come from a sequence, never reused.
-            let first =
-                if batch.dead_letters.is_empty() { 0 } else { dead_letters::allocate_ids(tx, newest, batch.dead_letters.len())? };
-            for (id, letter) in (first..).zip(&batch.dead_letters) {
-                let mut letter = letter.clone();
-                letter.id = id;
-                let json = serde_json::to_vec(&letter).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                dead.insert(id, json.as_slice()).map_err(engine)?;
-                ids.push(id);
-            }
         }
+        ids.extend(dead_letters::append(tx, &batch.dead_letters)?);
         // The InfluxDB spool rides in the same commit: stored here == spooled for InfluxDB.
         if !batch.outbox.is_empty() {
             outbox::append(tx, &batch.outbox)?;
@@ -804,11 +800,14 @@ mod tests {
         };
         {
             let store = EmbeddedStore::open(dir.path()).unwrap();
-            let batch = WriteBatch { dead_letters: vec![letter.clone(), letter.clone()], ..Default::default() };
+            // Three different messages (one message is one letter: see dead_letters.rs).
+            let second = DeadLetter { payload: vec![0, 255, 10, 2], ..letter.clone() };
+            let batch = WriteBatch { dead_letters: vec![letter.clone(), second], ..Default::default() };
             assert_eq!(store.write(&batch).unwrap(), vec![1, 2]);
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let batch = WriteBatch { dead_letters: vec![letter.clone()], ..Default::default() };
+        let third = DeadLetter { payload: vec![0, 255, 10, 3], ..letter.clone() };
+        let batch = WriteBatch { dead_letters: vec![third], ..Default::default() };
         assert_eq!(store.write(&batch).unwrap(), vec![3]);
         let all = store.dead_letters(0, 10).unwrap();
         assert_eq!(all.iter().map(|d| d.id).collect::<Vec<_>>(), vec![1, 2, 3]);

@@ -11,6 +11,12 @@ pub(super) const READINGS: TableDefinition<(&str, &str, i64), (f64, u8, &str)> =
 pub(super) const LAST_SEEN: TableDefinition<&str, i64> = TableDefinition::new("last_seen");
 /// sequence number → dead letter as JSON.
 pub(super) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// SHA-256 of a kept letter's format, topic and payload ([`DeadLetter::digest`]) → its id: a
+/// message delivered again finds its letter instead of becoming a second one. An entry whose
+/// letter is gone or different (a store an older version wrote to) counts as absent.
+///
+/// [`DeadLetter::digest`]: crate::store::dead_letter::DeadLetter::digest
+pub(super) const DEAD_LETTER_DIGESTS: TableDefinition<&[u8], u64> = TableDefinition::new("dead_letter_digests");
 /// `"last"` → the highest dead letter id ever given.
 pub(super) const DEAD_LETTER_SEQ: TableDefinition<&str, u64> = TableDefinition::new("dead_letter_seq");
 /// (device, quantity name, day start ms) → a day row (`device_windows::encode_day`).

@@ -96,6 +96,24 @@ CREATE TABLE citizen_sensors (
 );
 "#,
     ),
+    (
+        3,
+        "dead letters kept once per message",
+        r#"
+-- SHA-256 over the format, the topic (each after its length, 8 bytes big-endian) and the
+-- payload: DeadLetter::digest. A message delivered again while its letter is kept finds it
+-- here instead of becoming a second letter; a replayed or deleted letter frees its digest.
+ALTER TABLE dead_letters ADD COLUMN digest bytea;
+UPDATE dead_letters SET digest = sha256(
+    int8send(octet_length(format)::int8) || convert_to(format, 'UTF8')
+    || int8send(octet_length(topic)::int8) || convert_to(topic, 'UTF8') || payload);
+-- Letters stored twice before this version: the oldest keeps the digest, the others stay
+-- (without one) until they are replayed or deleted.
+UPDATE dead_letters AS d SET digest = NULL
+WHERE EXISTS (SELECT 1 FROM dead_letters AS e WHERE e.digest = d.digest AND e.id < d.id);
+CREATE UNIQUE INDEX dead_letters_digest ON dead_letters (digest);
+"#,
+    ),
 ];
 
 /// Bring the schema up to date; returns the versions applied now (empty when it was).

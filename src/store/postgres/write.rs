@@ -154,7 +154,9 @@ async fn last_seen(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<(), Store
     Ok(())
 }
 
-/// Dead letters under new ids from the sequence, in the batch's order.
+/// Dead letters under new ids from the sequence, in the batch's order; returns each one's id.
+/// A letter whose message is kept already (the same digest: delivered again, or taken by
+/// another replica meanwhile) is not stored twice and gets the kept letter's id.
 async fn dead_letters(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
     let letters = &batch.dead_letters;
     if letters.is_empty() {
@@ -163,21 +165,43 @@ async fn dead_letters(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<Vec<u6
     let next =
         tx.prepare_cached("SELECT nextval('dead_letter_ids') FROM generate_series(1, $1::int8) ORDER BY 1").await.map_err(db)?;
     let ids: Vec<i64> = tx.query(&next, &[&(letters.len() as i64)]).await.map_err(db)?.iter().map(|r| r.get(0)).collect();
+    let digests: Vec<[u8; 32]> = letters.iter().map(|l| l.digest()).collect();
+    // Inserted in digest order, so that two gateways inserting the same messages wait for
+    // each other's index entries in one order, never in a circle; the first of equal
+    // digests in the batch is the one stored.
+    let mut order: Vec<usize> = (0..letters.len()).collect();
+    order.sort_by(|a, b| digests[*a].cmp(&digests[*b]).then(a.cmp(b)));
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO dead_letters (id, received_at, topic, format, device, reason, payload)
-             SELECT * FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])",
+            "INSERT INTO dead_letters (id, received_at, topic, format, device, reason, payload, digest)
+             SELECT * FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[])
+             ON CONFLICT (digest) DO NOTHING",
         )
         .await
         .map_err(db)?;
-    let received: Vec<DateTime<Utc>> = letters.iter().map(|l| l.received_at).collect();
-    let topics: Vec<&str> = letters.iter().map(|l| l.topic.as_str()).collect();
-    let formats: Vec<&str> = letters.iter().map(|l| l.format.as_str()).collect();
-    let devices: Vec<Option<&str>> = letters.iter().map(|l| l.device.as_deref()).collect();
-    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
-    let payloads: Vec<&[u8]> = letters.iter().map(|l| l.payload.as_slice()).collect();
-    tx.execute(&stmt, &[&ids, &received, &topics, &formats, &devices, &reasons, &payloads]).await.map_err(db)?;
-    Ok(ids.into_iter().map(|i| i as u64).collect())
+    let ids_o: Vec<i64> = order.iter().map(|&i| ids[i]).collect();
+    let received: Vec<DateTime<Utc>> = order.iter().map(|&i| letters[i].received_at).collect();
+    let topics: Vec<&str> = order.iter().map(|&i| letters[i].topic.as_str()).collect();
+    let formats: Vec<&str> = order.iter().map(|&i| letters[i].format.as_str()).collect();
+    let devices: Vec<Option<&str>> = order.iter().map(|&i| letters[i].device.as_deref()).collect();
+    let reasons: Vec<&str> = order.iter().map(|&i| letters[i].reason.as_str()).collect();
+    let payloads: Vec<&[u8]> = order.iter().map(|&i| letters[i].payload.as_slice()).collect();
+    let digests_o: Vec<&[u8]> = order.iter().map(|&i| digests[i].as_slice()).collect();
+    tx.execute(&stmt, &[&ids_o, &received, &topics, &formats, &devices, &reasons, &payloads, &digests_o]).await.map_err(db)?;
+    // Each letter's id: its own, or that of the letter kept before under its digest.
+    let kept = tx.prepare_cached("SELECT digest, id FROM dead_letters WHERE digest = ANY($1)").await.map_err(db)?;
+    let rows = tx.query(&kept, &[&digests_o]).await.map_err(db)?;
+    let by_digest: HashMap<Vec<u8>, i64> = rows.iter().map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1))).collect();
+    digests
+        .iter()
+        .map(|d| {
+            by_digest.get(d.as_slice()).map(|id| *id as u64).ok_or_else(|| {
+                // Its kept twin was deleted between the two statements: the batch is
+                // written again (the stage retries) and stores it then.
+                StoreError::Database("a dead letter's kept twin was deleted meanwhile".into())
+            })
+        })
+        .collect()
 }
 
 /// The InfluxDB lines, in order.
