@@ -5,7 +5,6 @@
 //! (`mosquitto`, `postgres`) loopback ports, through the same `MESSNETZ__…` variables.
 
 mod common;
-mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -381,10 +381,15 @@ async fn while_postgresql_is_down_for_30_s_nothing_is_acknowledged_and_ingest_re
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::new("pg-outage");
-    let subscriptions =
-        format!("[[mqtt.subscriptions]]\ntopic = \"$share/{p}/{p}/v3/+/devices/+/up\"\nformat = \"ttn-v3\"\n", p = topics.prefix);
-    let a = Replica::start(dir.path(), "outage-a", broker.port, &db, &subscriptions, "").await;
-    let b = Replica::start(dir.path(), "outage-b", broker.port, &db, &subscriptions, "").await;
+    // A short keep-alive and a small queue: the queue is full long before the outage ends, and
+    // the connection must stay up meanwhile (pings answered, nothing sent again).
+    let subscriptions = format!(
+        "keep_alive_s = 5\n\n[[mqtt.subscriptions]]\ntopic = \"$share/{p}/{p}/v3/+/devices/+/up\"\nformat = \"ttn-v3\"\n",
+        p = topics.prefix
+    );
+    let small_queue = "\n[ingest]\nqueue_capacity = 16\n";
+    let a = Replica::start(dir.path(), "outage-a", broker.port, &db, &subscriptions, small_queue).await;
+    let b = Replica::start(dir.path(), "outage-b", broker.port, &db, &subscriptions, small_queue).await;
     const TOTAL: usize = 3_000;
     let mut burst = lht65_burst(&topics, TOTAL);
     let rest = burst.split_off(1_000);
@@ -449,6 +454,10 @@ async fn while_postgresql_is_down_for_30_s_nothing_is_acknowledged_and_ingest_re
         .unwrap();
     assert_eq!(counted, TOTAL, "each reading counted once in its district's day");
     assert_eq!(cluster.psql("outage", "SELECT count(*) FROM dead_letters"), "0");
+    for (name, r) in [("A", &a), ("B", &b)] {
+        let connects = r.metric("messnetz_mqtt_connects_total").await;
+        assert_eq!(connects, Some(1.0), "replica {name}'s MQTT connection stayed up through the outage; log:\n{}", tail(&r.log));
+    }
     for r in [&a, &b] {
         let ready = reqwest::get(r.url("/readyz")).await.unwrap().status().as_u16();
         assert_eq!(ready, 200, "ready again by itself");

@@ -5,6 +5,7 @@
 //! out to us than its in-flight window (Mosquitto: `max_inflight_messages`, 20 by default;
 //! MQTT 5: Receive Maximum), which is what bounds the ingest batches.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,11 @@ const MQTT_MAX_PACKET_BYTES: usize = 268_435_455 + 5;
 /// A connection that lasted this long was a good one: the next reconnect starts at the
 /// shortest delay again.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
+/// Most messages held beside a full ingest queue while the connection is read on (see
+/// `run`); more than a broker's usual in-flight window (Mosquitto's default is 20, MQTT 5's
+/// Receive Maximum at most 65,535 and usually far less).
+const MAX_WAITING: usize = 1024;
 
 /// The delay before the next reconnect: doubles with every failure up to the maximum, and
 /// starts over only after a connection has lasted [`STABLE_CONNECTION`]. A broker that drops
@@ -122,8 +128,9 @@ impl MqttSource {
         self.client.clone()
     }
 
-    /// Read messages until `cancel` fires. A full `out` queue pauses reading, so the broker
-    /// holds what the store can't take yet.
+    /// Read messages until `cancel` fires. While `out` is full, messages wait here in order
+    /// (up to [`MAX_WAITING`]) and the connection stays alive; the broker holds the rest, as
+    /// nothing is acknowledged before it is stored.
     pub async fn run(
         mut self,
         out: mpsc::Sender<Inbound>,
@@ -134,10 +141,24 @@ impl MqttSource {
         let mut backoff = Backoff::new(self.reconnect_min, self.reconnect_max);
         // Subscriptions confirmed on the current connection.
         let mut confirmed = 0;
+        // Messages read while the queue was full, oldest first. The connection is read on
+        // meanwhile: keep-alive pings and our acknowledgements must go on, or the broker (or
+        // the client) ends a connection that is only waiting for a slow store, and everything
+        // unacknowledged comes again on the next. Unacknowledged QoS 1 messages are bounded by
+        // the broker's in-flight window; beyond MAX_WAITING reading pauses after all.
+        let mut waiting: VecDeque<Inbound> = VecDeque::new();
         loop {
             let event = tokio::select! {
+                biased;
                 _ = cancel.cancelled() => break,
-                event = self.eventloop.poll() => event,
+                permit = out.reserve(), if !waiting.is_empty() => {
+                    let Ok(permit) = permit else { break };
+                    if let Some(inbound) = waiting.pop_front() {
+                        permit.send(inbound);
+                    }
+                    continue;
+                }
+                event = self.eventloop.poll(), if waiting.len() < MAX_WAITING => event,
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -172,9 +193,14 @@ impl MqttSource {
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     InputMetrics::inc(&metrics.messages_received, 1);
                     let inbound = self.inbound(publish);
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        sent = out.send(inbound) => if sent.is_err() { break },
+                    if !waiting.is_empty() {
+                        waiting.push_back(inbound);
+                    } else {
+                        match out.try_send(inbound) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(inbound)) => waiting.push_back(inbound),
+                            Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        }
                     }
                 }
                 Ok(_) => {}
