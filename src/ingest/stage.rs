@@ -208,6 +208,12 @@ impl Ingest {
         if let Some((dev_addr, counter)) = counter {
             batch.frame_counters.insert(dev_addr, counter);
         }
+        if let Ack::Reply(reply) = &m.ack {
+            reply.decoded(match &outcome {
+                Outcome::Rejected { rejection, .. } => Err(rejection.to_string()),
+                _ => Ok(()),
+            });
+        }
         match outcome {
             Outcome::Readings { device } => {
                 if let Some(spool) = &self.spool {

@@ -6,7 +6,7 @@
 //! `citizens/<sensor id>/sensor-community`; the answer waits for its commit:
 //!
 //! - 200: stored; 400: not JSON of this shape (kept as a dead letter); 422: a value type
-//!   without a mapping (kept as a dead letter, naming it); 401: no or a wrong token;
+//!   without a mapping, or anything else ingest refused (kept as a dead letter, naming why); 401: no or a wrong token;
 //!   413: body over `citizens.max_body_bytes` (not stored); 503: not committed in time.
 
 use std::time::Duration;
@@ -82,17 +82,19 @@ pub async fn push(State(state): State<AppState>, request: Request) -> Result<Jso
         .send_timeout(inbound, ENQUEUE_WAIT)
         .await
         .map_err(|_| CitizenError::Unavailable("the gateway is busy or stopping; send again later".into()))?;
-    match tokio::time::timeout(COMMIT_WAIT, committed).await {
-        Ok(Ok(())) => {}
+    let outcome = match tokio::time::timeout(COMMIT_WAIT, committed).await {
+        Ok(Ok(outcome)) => outcome,
         _ => return Err(CitizenError::Unavailable("not stored in time; send again later".into())),
-    }
-    match verdict {
-        Ok(push) => Ok(Json(json!({
+    };
+    match (verdict, outcome) {
+        // Readable, but ingest kept it as a dead letter (the answer says why): not stored.
+        (Ok(_), Err(why)) => Err(CitizenError::Unprocessable(why)),
+        (Ok(push), Ok(())) => Ok(Json(json!({
             "sensor": sensor.id,
             "stored": push.values.len(),
             "public": sensor.approved,
         }))),
-        Err(e @ FormatError::Json { .. }) => Err(CitizenError::BadRequest { message: e.to_string(), dead_letter: true }),
-        Err(e) => Err(CitizenError::Unprocessable(e.to_string())),
+        (Err(e @ FormatError::Json { .. }), _) => Err(CitizenError::BadRequest { message: e.to_string(), dead_letter: true }),
+        (Err(e), _) => Err(CitizenError::Unprocessable(e.to_string())),
     }
 }
