@@ -551,3 +551,74 @@ async fn throughput_embedded_vs_one_and_two_postgres_replicas() {
         }
     }
 }
+
+/// A sensor.community push as its firmware sends it: 21.5 °C and 41.5 % from a BME280.
+fn firmware_push(client: &reqwest::Client, url: String, token: &str) -> reqwest::RequestBuilder {
+    let body = serde_json::json!({
+        "esp8266id": "13463610",
+        "software_version": "NRZ-2020-133",
+        "sensordatavalues": [
+            {"value_type": "BME280_temperature", "value": "21.50"},
+            {"value_type": "BME280_humidity", "value": "41.50"}
+        ]
+    });
+    client.post(url).bearer_auth(token).header("X-Sensor", "esp8266-13463610").json(&body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citizen_sensor_registered_and_approved_through_one_replica_is_known_to_the_other() {
+    const ROOT: &str = "replica-citizens-admin-token-0123456789";
+    let cluster = pg::Cluster::start();
+    let db = cluster.database("citizens");
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("pg-citizens");
+    let subscriptions = format!("[[mqtt.subscriptions]]\ntopic = \"{}/v3/+/devices/+/up\"\nformat = \"ttn-v3\"\n", topics.prefix);
+    let extra = format!("\n[citizens]\nenabled = true\n{}", admin_section(100, &[("it", ROOT, &["*"])]));
+    let a = Replica::start(dir.path(), "citizens-a", broker.port, &db, &subscriptions, &extra).await;
+    let b = Replica::start(dir.path(), "citizens-b", broker.port, &db, &subscriptions, &extra).await;
+    let client = reqwest::Client::new();
+
+    // Registered through A; its first push goes to B at once.
+    let registered: serde_json::Value = client
+        .post(a.url("/v1/citizens/sensors"))
+        .json(&serde_json::json!({"name": "Balkon Nord", "lat": 48.1372, "lon": 11.5756, "district": "Altstadt"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, token) = (registered["id"].as_str().unwrap().to_owned(), registered["token"].as_str().unwrap().to_owned());
+    let answer = firmware_push(&client, b.url("/v1/citizens/push"), &token).send().await.unwrap();
+    let status = answer.status().as_u16();
+    let text = answer.text().await.unwrap();
+    assert_eq!(status, 200, "B took the push of a sensor registered through A: {text}\nlog:\n{}", tail(&b.log));
+    let stored = cluster.psql(
+        "citizens",
+        &format!("SELECT string_agg(quantity || '=' || value, ',' ORDER BY quantity) FROM readings WHERE device = '{id}' AND quantity IN ('air_temperature', 'relative_humidity')"),
+    );
+    assert_eq!(stored, "air_temperature=21.5,relative_humidity=41.5", "both values stored");
+    assert_eq!(cluster.psql("citizens", "SELECT count(*) FROM dead_letters"), "0");
+
+    // Not public before approval, on either replica; approved through A, public on B too.
+    for r in [&a, &b] {
+        let devices = reqwest::get(r.url("/v1/devices")).await.unwrap().text().await.unwrap();
+        assert!(!devices.contains(&id), "unapproved sensor listed: {devices}");
+    }
+    let approved = client.post(a.url(&format!("/v1/admin/citizens/{id}/approve"))).bearer_auth(ROOT).send().await.unwrap();
+    assert_eq!(approved.status().as_u16(), 200);
+    for r in [&a, &b] {
+        let url = r.url("/v1/devices");
+        wait_for("the approved sensor listed by both replicas", Duration::from_secs(15), || {
+            let (url, id) = (url.clone(), id.clone());
+            async move { reqwest::get(&url).await.ok()?.text().await.ok()?.contains(&id).then_some(()) }
+        })
+        .await;
+    }
+    let (from_a, from_b) = (
+        reqwest::get(a.url("/v1/devices")).await.unwrap().text().await.unwrap(),
+        reqwest::get(b.url("/v1/devices")).await.unwrap().text().await.unwrap(),
+    );
+    assert_eq!(from_a, from_b, "/v1/devices alike on both replicas");
+}
