@@ -454,11 +454,21 @@ async fn throughput_embedded_vs_one_and_two_postgres_replicas() {
                 commits += r.metric("messnetz_store_commit_seconds_count").await.unwrap_or(0.0);
                 commit_s += r.metric("messnetz_store_commit_seconds_sum").await.unwrap_or(0.0);
             }
+            // Transactions the server committed for this database (a statement outside a
+            // transaction block is one): the round trips besides the batches' commits. The
+            // replicas stop first, so their backends report their counts.
+            drop(started_replicas);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let xacts: f64 = cluster
+                .psql("postgres", &format!("SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench_{round}_{replicas}'"))
+                .parse()
+                .unwrap_or(f64::NAN);
             println!(
-                "round {round}: postgres, {replicas} replica(s):  {:>8.0} msg/s ({secs:.2} s; {commits} commits, {:.1} messages and {:.1} ms each)",
+                "round {round}: postgres, {replicas} replica(s):  {:>8.0} msg/s ({secs:.2} s; {commits} commits, {:.1} messages and {:.1} ms each; {xacts} server transactions, {:.2} per message)",
                 n as f64 / secs,
                 n as f64 / commits.max(1.0),
-                1000.0 * commit_s / commits.max(1.0)
+                1000.0 * commit_s / commits.max(1.0),
+                xacts / n as f64
             );
         }
     }
