@@ -4,6 +4,7 @@
 //! do). Everything runs against a private cluster with PostgreSQL's durable defaults (fsync
 //! on, synchronous commit). Sizes: MESSNETZ_BENCH_DEVICES (1000), MESSNETZ_BENCH_DAYS (365),
 //! MESSNETZ_BENCH_RUNS (3), MESSNETZ_BENCH_WRK_S (10 seconds per load run),
+//! MESSNETZ_BENCH_WRK_C (8 connections),
 //! MESSNETZ_BENCH_UPLINKS (100,000 uplinks of 6 readings for the upkeep share).
 //!
 //! The year is loaded the fast way: the first device through the store's own batch write
@@ -154,7 +155,7 @@ fn load_sql() -> String {
 
 fn wrk(url: &str, seconds: usize) -> (String, String, String) {
     let out = Command::new("wrk")
-        .args(["-t", "1", "-c", "8", "-d", &format!("{seconds}s"), "--latency", url])
+        .args(["-t", "1", "-c", &env("MESSNETZ_BENCH_WRK_C", 8).to_string(), "-d", &format!("{seconds}s"), "--latency", url])
         .output()
         .expect("wrk is needed: apt-get install -y wrk");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
