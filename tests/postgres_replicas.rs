@@ -477,6 +477,38 @@ async fn throughput_embedded_vs_one_and_two_postgres_replicas() {
     let broker = Mosquitto::start_private();
     println!("N = {n} TTN uplinks (LHT65), 2 publisher connections waiting for every PUBACK; time until all are acknowledged by the gateway(s)");
     for round in 0..2 {
+        // The ceiling: the broker's own QoS 1 delivery of the same burst to a bare subscriber.
+        let topics = Topics::new(&format!("bench-broker-{round}"));
+        let mut options = rumqttc::MqttOptions::new(format!("{}-sub", topics.prefix), "127.0.0.1", broker.port);
+        options.set_keep_alive(Duration::from_secs(30)).set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut events) = rumqttc::AsyncClient::new(options, 1000);
+        client.subscribe(format!("{}/v3/+/devices/+/up", topics.prefix), rumqttc::QoS::AtLeastOnce).await.unwrap();
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.poll()).await.expect("a SUBACK within 10 s");
+            if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) = event.expect("the subscriber connects") {
+                break;
+            }
+        }
+        let delivered = tokio::spawn(async move {
+            let _client = client;
+            let mut got = 0;
+            while got < n {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)) =
+                    events.poll().await.expect("the subscriber stays connected")
+                {
+                    got += 1;
+                }
+            }
+            Instant::now()
+        });
+        let messages = lht65_burst(&topics, n);
+        let started = Instant::now();
+        let published = publish_from(broker.port, &format!("{}-pub", topics.prefix), 2, messages, Duration::from_secs(600)).await;
+        assert_eq!(published.acked, n);
+        let done = tokio::time::timeout(Duration::from_secs(600), delivered).await.expect("all delivered").unwrap();
+        let secs = (done - started).as_secs_f64();
+        println!("round {round}: broker to a bare subscriber: {:>8.0} msg/s ({secs:.2} s)", n as f64 / secs);
+
         // Embedded store (the gateway of tests/common).
         let dir = tempfile::tempdir().unwrap();
         let topics = Topics::new(&format!("bench-emb-{round}"));
@@ -542,11 +574,21 @@ async fn throughput_embedded_vs_one_and_two_postgres_replicas() {
                 commits += r.metric("messnetz_store_commit_seconds_count").await.unwrap_or(0.0);
                 commit_s += r.metric("messnetz_store_commit_seconds_sum").await.unwrap_or(0.0);
             }
+            // Transactions the server committed for this database (a statement outside a
+            // transaction block is one): the round trips besides the batches' commits. The
+            // replicas stop first, so their backends report their counts.
+            drop(started_replicas);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let xacts: f64 = cluster
+                .psql("postgres", &format!("SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench_{round}_{replicas}'"))
+                .parse()
+                .unwrap_or(f64::NAN);
             println!(
-                "round {round}: postgres, {replicas} replica(s):  {:>8.0} msg/s ({secs:.2} s; {commits} commits, {:.1} messages and {:.1} ms each)",
+                "round {round}: postgres, {replicas} replica(s):  {:>8.0} msg/s ({secs:.2} s; {commits} commits, {:.1} messages and {:.1} ms each; {xacts} server transactions, {:.2} per message)",
                 n as f64 / secs,
                 n as f64 / commits.max(1.0),
-                1000.0 * commit_s / commits.max(1.0)
+                1000.0 * commit_s / commits.max(1.0),
+                xacts / n as f64
             );
         }
     }

@@ -10,8 +10,9 @@
 //!
 //! Files: [`connect`] (URL, TLS, pool), [`migrations`] (the schema), [`grants`] (a dashboard
 //! role's read access), [`partitions`] (monthly partitions and retention), [`write`] (a batch
-//! in one transaction), [`rollups`] (window upkeep and queries), [`reads`], [`dead_letters`],
-//! [`frame_counters`], [`outbox`].
+//! in one transaction), [`rollups`] (window upkeep and queries), [`reads`], [`neighbours`]
+//! (late readings' neighbours, a stretch at a time), [`dead_letters`], [`frame_counters`],
+//! [`outbox`].
 
 mod citizens;
 mod connect;
@@ -19,6 +20,7 @@ mod dead_letters;
 mod frame_counters;
 mod grants;
 mod migrations;
+mod neighbours;
 mod outbox;
 mod partitions;
 mod reads;
@@ -27,6 +29,7 @@ mod write;
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake};
 use std::time::Duration;
@@ -60,6 +63,10 @@ pub struct PostgresStore {
     partitions: Arc<partitions::Partitions>,
     /// The first of a run of failed writes, and the latest error (see [`StoreHealth`]).
     health: Mutex<Option<(DateTime<Utc>, String)>>,
+    /// Stretches of series read for late readings' neighbours since the last commit.
+    spans: neighbours::Spans,
+    /// Whether writes keep the rollup windows (always, but for measuring their cost).
+    rollups: AtomicBool,
 }
 
 fn db(e: tokio_postgres::Error) -> StoreError {
@@ -80,7 +87,14 @@ impl PostgresStore {
             let _entered = runtime.enter();
             connect::pool(settings)?
         };
-        let store = Self { runtime: Some(runtime), pool, partitions: Default::default(), health: Mutex::new(None) };
+        let store = Self {
+            runtime: Some(runtime),
+            pool,
+            partitions: Default::default(),
+            health: Mutex::new(None),
+            spans: Default::default(),
+            rollups: AtomicBool::new(true),
+        };
         let retention_days = settings.retention_days;
         store.block(async {
             let mut client = store.pool.get().await.map_err(|e| connect::pool_error(&e))?;
@@ -170,6 +184,12 @@ impl PostgresStore {
         result
     }
 
+    /// Switch the upkeep of rollup windows off (or on again), to measure what it costs
+    /// ingest; windows are then wrong for what is written meanwhile. Benchmarks only.
+    pub fn set_rollups_enabled(&self, on: bool) {
+        self.rollups.store(on, Ordering::Relaxed);
+    }
+
     /// Readings stored (all devices): for tests and tools.
     pub fn count_readings(&self) -> Result<u64, StoreError> {
         self.with_client(|client| async move {
@@ -184,6 +204,16 @@ impl Drop for PostgresStore {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+/// Forgets the neighbour spans when dropped: at the end of a call that may have committed
+/// readings (whether it says so or not: a lost answer to a commit may hide one).
+struct ForgetSpans<'a>(&'a neighbours::Spans);
+
+impl Drop for ForgetSpans<'_> {
+    fn drop(&mut self) {
+        self.0.forget();
     }
 }
 
@@ -210,10 +240,11 @@ impl CommitStore for PostgresStore {
     /// Write the batch in one transaction: when this returns `Ok`, PostgreSQL has committed it.
     fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
         let months: BTreeSet<partitions::Month> = batch.readings.iter().map(|r| partitions::month_of(r.time)).collect();
+        let _forget = ForgetSpans(&self.spans);
         self.with_write(|mut client| async move {
             self.partitions.ensure(&mut client, &months).await.map_err(db)?;
             let tx = client.transaction().await.map_err(db)?;
-            let written = write::write_in(&tx, batch).await;
+            let written = write::write_in_with(&tx, batch, self.rollups.load(Ordering::Relaxed)).await;
             let ids = match written {
                 Ok(ids) => ids,
                 Err(e) => {
@@ -234,6 +265,7 @@ impl CommitStore for PostgresStore {
         if !months.is_empty() {
             self.with_client(|mut client| async move { self.partitions.ensure(&mut client, &months).await.map_err(db) })?;
         }
+        let _forget = ForgetSpans(&self.spans);
         self.replay_in_one(id, batch)
     }
 
@@ -330,8 +362,16 @@ impl SeriesLookup for PostgresStore {
         time: DateTime<Utc>,
         within: chrono::Duration,
     ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
-        self.with_client(|client| async move { reads::neighbours(&client, device, q, time, within).await })
-            .map_err(|e| e.to_string())
+        if let Some(pair) = self.spans.answer(device, q, time, within) {
+            return Ok(pair);
+        }
+        let generation = self.spans.generation();
+        let span = self
+            .with_client(|client| async move { neighbours::fetch(&client, device, q, time, within).await })
+            .map_err(|e| e.to_string())?;
+        let pair = span.answer(time, within).ok_or_else(|| format!("the stretch read around {time} does not cover it"))?;
+        self.spans.keep(generation, device, q, span);
+        Ok(pair)
     }
 }
 
@@ -349,6 +389,7 @@ impl CitizenStore for PostgresStore {
     }
 
     fn remove_citizen_sensor(&self, id: &DeviceId) -> Result<Option<Removed>, StoreError> {
+        let _forget = ForgetSpans(&self.spans);
         self.with_write(|mut client| async move {
             let tx = client.transaction().await.map_err(db)?;
             let removed = citizens::remove(&tx, id).await?;

@@ -1,4 +1,4 @@
-//! Reading the readings: a device's latest values, a series' range, last-seen times, and the neighbours quality control's spike test asks for.
+//! Reading the readings: a device's latest values, a series' range and last-seen times (the spike test's neighbours are in [`super::neighbours`]).
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -88,35 +88,4 @@ pub(super) async fn range_newest_first(
 pub(super) async fn last_seen(client: &impl GenericClient, device: &DeviceId) -> Result<Option<DateTime<Utc>>, StoreError> {
     let stmt = client.prepare_cached("SELECT at FROM last_seen WHERE device = $1").await.map_err(db)?;
     Ok(client.query_opt(&stmt, &[&device.as_str()]).await.map_err(db)?.map(|row| row.get(0)))
-}
-
-/// The nearest readings not flagged bad strictly before and strictly after `time`, within `within`.
-#[allow(clippy::type_complexity)]
-pub(super) async fn neighbours(
-    client: &impl GenericClient,
-    device: &DeviceId,
-    quantity: Quantity,
-    time: DateTime<Utc>,
-    within: chrono::Duration,
-) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), StoreError> {
-    let bad = i16::from(QualityFlag::Bad.to_byte());
-    let before = client
-        .prepare_cached(
-            "SELECT time, value FROM readings WHERE device = $1 AND quantity = $2 AND time >= $3 AND time < $4
-             AND flag <> $5 ORDER BY time DESC LIMIT 1",
-        )
-        .await
-        .map_err(db)?;
-    let after = client
-        .prepare_cached(
-            "SELECT time, value FROM readings WHERE device = $1 AND quantity = $2 AND time > $3 AND time <= $4
-             AND flag <> $5 ORDER BY time LIMIT 1",
-        )
-        .await
-        .map_err(db)?;
-    let (d, q) = (device.as_str(), quantity.name());
-    let pair = |row: tokio_postgres::Row| (row.get(0), row.get(1));
-    let b = client.query_opt(&before, &[&d, &q, &(time - within), &time, &bad]).await.map_err(db)?.map(pair);
-    let a = client.query_opt(&after, &[&d, &q, &time, &(time + within), &bad]).await.map_err(db)?.map(pair);
-    Ok((b, a))
 }

@@ -17,8 +17,14 @@ use crate::store::boundary::StoreError;
 
 /// Write everything of the batch in `tx` (the caller commits); returns the dead letters' ids.
 pub(super) async fn write_in(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
+    write_in_with(tx, batch, true).await
+}
+
+/// [`write_in`], with the rollup windows kept or (`rollups` false, for measuring their
+/// cost) left alone.
+pub(super) async fn write_in_with(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Result<Vec<u64>, StoreError> {
     frame_counters::write(tx, batch).await?;
-    readings(tx, batch).await?;
+    readings(tx, batch, rollups).await?;
     last_seen(tx, batch).await?;
     let ids = dead_letters(tx, batch).await?;
     outbox(tx, &batch.outbox).await?;
@@ -26,7 +32,7 @@ pub(super) async fn write_in(tx: &Transaction<'_>, batch: &WriteBatch) -> Result
 }
 
 /// Store the readings; new ones go into their windows, changed ones have them recomputed.
-async fn readings(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<(), StoreError> {
+async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Result<(), StoreError> {
     if batch.readings.is_empty() {
         return Ok(());
     }
@@ -113,6 +119,9 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<(), StoreE
                 rollups::keys_of(r.device.as_str(), district(r), r.quantity, t, &mut changed);
             }
         }
+    }
+    if !rollups {
+        return Ok(());
     }
     // New readings folded in the batch's order (each key once).
     let mut delta = Delta::default();

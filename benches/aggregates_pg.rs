@@ -1,0 +1,348 @@
+//! Benchmark: rollup upkeep's share of ingest into PostgreSQL, and `/v1/aggregates` latency with a year of a city's readings in PostgreSQL.
+//!
+//! `cargo bench --bench aggregates_pg` (needs `wrk` and Debian's `postgresql`, as the tests
+//! do). Everything runs against a private cluster with PostgreSQL's durable defaults (fsync
+//! on, synchronous commit). Sizes: MESSNETZ_BENCH_DEVICES (1000), MESSNETZ_BENCH_DAYS (365),
+//! MESSNETZ_BENCH_RUNS (3), MESSNETZ_BENCH_WRK_S (10 seconds per load run),
+//! MESSNETZ_BENCH_WRK_C (8 connections),
+//! MESSNETZ_BENCH_UPLINKS (100,000 uplinks of 6 readings for the upkeep share).
+//!
+//! The year is loaded the fast way: the first device through the store's own batch write
+//! (which creates the monthly partitions and its windows as ingest does), every other device
+//! by SQL inside PostgreSQL (readings from `generate_series`, their device and district
+//! windows folded by `GROUP BY` and merged into the stored ones as the store merges a
+//! batch). The bench checks that SQL, run for the first device, gives the windows the store
+//! wrote for it.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/pg/mod.rs"]
+mod pg;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use messnetz::config::{StoreBackend, StoreSettings};
+use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
+use messnetz::store::{CommitStore, PostgresStore, WriteBatch};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+const START_MS: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+const TEN_MIN_MS: i64 = 600_000;
+
+fn district(d: usize) -> String {
+    format!("Bezirk-{:02}", d % 10)
+}
+
+fn device_id(d: usize) -> DeviceId {
+    DeviceId::parse(&format!("dev-{d:04}")).unwrap()
+}
+
+/// A smooth daily temperature curve with a little per-device offset (the same as
+/// `benches/aggregates.rs`, and as [`GENERATED`] computes it).
+fn temperature(d: usize, t_ms: i64) -> f64 {
+    let hours = (t_ms / 3_600_000) as f64;
+    10.0 + 8.0 * (hours / 24.0 * std::f64::consts::TAU).sin() + (d % 7) as f64 * 0.3
+}
+
+fn reading(device: &DeviceId, quantity: Quantity, t_ms: i64, value: f64) -> Reading {
+    Reading {
+        device: device.clone(),
+        quantity,
+        value,
+        time: DateTime::<Utc>::from_timestamp_millis(t_ms).unwrap(),
+        flag: QualityFlag::Good,
+        reason: String::new(),
+    }
+}
+
+fn open(url: String) -> PostgresStore {
+    let settings = StoreSettings { backend: StoreBackend::Postgres, url, pool_size: 4, ..Default::default() };
+    PostgresStore::open(&settings).unwrap()
+}
+
+/// Ingest-shaped batches, as `benches/aggregates.rs` writes them: uplinks time-major from
+/// all devices, six readings each, `per_batch` uplinks per commit. Returns readings/s.
+fn upkeep_run(store: &PostgresStore, devices: usize, uplinks: usize, per_batch: usize) -> f64 {
+    let quantities: Vec<Quantity> =
+        ["air_temperature", "relative_humidity", "probe_temperature", "battery_voltage", "dew_point_temperature", "heat_index"]
+            .iter()
+            .map(|n| Quantity::by_name(n).unwrap())
+            .collect();
+    let ids: Vec<DeviceId> = (0..devices).map(device_id).collect();
+    let started = Instant::now();
+    let mut written = 0usize;
+    let mut i = 0;
+    while i < uplinks {
+        let mut batch = WriteBatch::default();
+        for u in i..(i + per_batch).min(uplinks) {
+            let d = u % devices;
+            let t = START_MS + (u / devices) as i64 * TEN_MIN_MS;
+            for (k, q) in quantities.iter().enumerate() {
+                batch.readings.push(reading(&ids[d], *q, t, temperature(d, t) + k as f64));
+            }
+            batch.districts.insert(ids[d].clone(), district(d));
+        }
+        written += batch.readings.len();
+        store.write(&batch).unwrap();
+        i += per_batch;
+    }
+    written as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Readings of devices `$1..=$2`, `$3` ten-minute steps from 2025-01-01 each, as
+/// [`temperature`] gives them (the same floating-point steps). Columns: device, district,
+/// t (ms), value.
+const GENERATED: &str = "SELECT format('dev-%s', lpad(d::text, 4, '0')) AS device,
+        format('Bezirk-%s', lpad((d % 10)::text, 2, '0')) AS district,
+        t, 10.0::float8 + 8.0::float8 * sin((t / 3600000)::float8 / 24.0::float8 * (2.0::float8 * pi()))
+           + (d % 7)::float8 * 0.3::float8 AS value
+    FROM generate_series($1::int8, $2::int8) AS d,
+         LATERAL (SELECT 1735689600000::int8 + i * 600000 AS t FROM generate_series(0::int8, $3::int8 - 1) AS i) AS s";
+
+/// The windows of the readings in `g` (columns as [`GENERATED`]'s) for `scopes` (`device`,
+/// `district` or both), every interval, as [`messnetz::aggregates::Window::add`] folds them
+/// (the last value is the one with the latest time, the larger on a tie). Columns as the
+/// rollups table's.
+fn windows_of_g(scopes: &[&str]) -> String {
+    let mut parts = Vec::new();
+    for (code, len) in [(0, 600_000i64), (1, 3_600_000), (2, 86_400_000)] {
+        for key in scopes {
+            let prefix = if *key == "device" { "d:" } else { "z:" };
+            parts.push(format!(
+                "SELECT '{prefix}' || {key} AS scope, 'air_temperature'::text AS quantity, {code}::int2 AS interval,
+                        to_timestamp((t / {len} * {len} / 1000)::float8) AS start, count(*)::int8 AS count,
+                        0::int8 AS excluded, sum(value) AS sum, min(value) AS min, max(value) AS max,
+                        (max(ARRAY[t::float8, value]))[2] AS last, max(t) AS last_time
+                 FROM g GROUP BY {key}, t / {len}"
+            ));
+        }
+    }
+    parts.join(" UNION ALL ")
+}
+
+/// Load devices `$1..=$2` into readings and windows. Their device windows are new; their
+/// district windows are merged into the stored ones as the store merges a batch's
+/// (`src/store/postgres/rollups.rs`).
+fn load_sql() -> String {
+    format!(
+        "WITH g AS MATERIALIZED ({GENERATED}),
+         stored AS (INSERT INTO readings (device, quantity, time, value, flag, reason, district)
+                    SELECT device, 'air_temperature', to_timestamp((t / 1000)::float8), value, 0, '', district FROM g),
+         device_windows AS (INSERT INTO rollups SELECT * FROM ({}) AS w)
+         INSERT INTO rollups AS r (scope, quantity, interval, start, count, excluded, sum, min, max, last, last_time)
+         SELECT * FROM ({}) AS w
+         ON CONFLICT (scope, quantity, interval, start) DO UPDATE SET
+             count = r.count + EXCLUDED.count,
+             excluded = r.excluded + EXCLUDED.excluded,
+             sum = r.sum + EXCLUDED.sum,
+             min = LEAST(r.min, EXCLUDED.min),
+             max = GREATEST(r.max, EXCLUDED.max),
+             last = CASE WHEN EXCLUDED.count > 0 AND (EXCLUDED.last_time > r.last_time
+                         OR (EXCLUDED.last_time = r.last_time AND EXCLUDED.last > r.last))
+                    THEN EXCLUDED.last ELSE r.last END,
+             last_time = CASE WHEN EXCLUDED.count > 0 AND (EXCLUDED.last_time > r.last_time
+                         OR (EXCLUDED.last_time = r.last_time AND EXCLUDED.last > r.last))
+                    THEN EXCLUDED.last_time ELSE r.last_time END",
+        windows_of_g(&["device"]),
+        windows_of_g(&["district"])
+    )
+}
+
+fn wrk(url: &str, seconds: usize) -> (String, String, String) {
+    let out = Command::new("wrk")
+        .args(["-t", "1", "-c", &env("MESSNETZ_BENCH_WRK_C", 8).to_string(), "-d", &format!("{seconds}s"), "--latency", url])
+        .output()
+        .expect("wrk is needed: apt-get install -y wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let find = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_owned())
+            .unwrap_or_else(|| format!("? ({text})"))
+    };
+    (find("50%"), find("99%"), find("Requests/sec:"))
+}
+
+/// `sql` with `$1`, `$2`, `$3` replaced (psql takes no parameters with `-c`).
+fn bind(sql: &str, from: usize, to: usize, steps: usize) -> String {
+    sql.replace("$1", &from.to_string()).replace("$2", &to.to_string()).replace("$3", &steps.to_string())
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let devices = env("MESSNETZ_BENCH_DEVICES", 1000).max(2);
+    let days = env("MESSNETZ_BENCH_DAYS", 365);
+    let runs = env("MESSNETZ_BENCH_RUNS", 3);
+    let wrk_s = env("MESSNETZ_BENCH_WRK_S", 10);
+    let uplinks = env("MESSNETZ_BENCH_UPLINKS", 100_000);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    println!("machine: {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    let cluster = pg::Cluster::start_durable();
+    println!("PostgreSQL: {}", cluster.psql("postgres", "SHOW server_version"));
+
+    // 1. Rollup upkeep: the store's write throughput with and without window upkeep.
+    println!("\n## rollup upkeep: {uplinks} uplinks x 6 readings from {devices} devices, 2,000 uplinks per commit\n");
+    println!("| run | readings/s without rollups | with rollups | cost |");
+    println!("| --- | --- | --- | --- |");
+    let mut costs = Vec::new();
+    for run in 1..=runs {
+        let plain = open(cluster.database(&format!("upkeep_plain_{run}")));
+        plain.set_rollups_enabled(false);
+        let without = upkeep_run(&plain, devices, uplinks, 2000);
+        drop(plain);
+        let with_store = open(cluster.database(&format!("upkeep_with_{run}")));
+        let with = upkeep_run(&with_store, devices, uplinks, 2000);
+        drop(with_store);
+        let cost = 1.0 - with / without;
+        costs.push(cost);
+        println!("| {run} | {without:.0} | {with:.0} | {:.1} % |", cost * 100.0);
+    }
+    costs.sort_by(f64::total_cmp);
+    println!("\nmedian cost of rollup upkeep: {:.1} % of the store's ingest throughput", costs[costs.len() / 2] * 100.0);
+
+    // 2. A year of 10-minute air temperature: device 0 through the store, the rest by SQL.
+    let url = cluster.database("year");
+    let per_device = days * 144;
+    let q = Quantity::by_name("air_temperature").unwrap();
+    let started = Instant::now();
+    {
+        let store = open(url.clone());
+        let id = device_id(0);
+        let mut batch = WriteBatch::default();
+        batch.districts.insert(id.clone(), district(0));
+        for i in 0..per_device {
+            let t = START_MS + i as i64 * TEN_MIN_MS;
+            batch.readings.push(reading(&id, q, t, temperature(0, t)));
+        }
+        store.write(&batch).unwrap();
+    }
+    let store_s = started.elapsed().as_secs_f64();
+    println!(
+        "\n## /v1/aggregates with {devices} devices x {days} days of 10-minute air temperature ({} readings)\n",
+        devices * per_device
+    );
+    println!("device 0 through the store's batch write: {per_device} readings in {store_s:.1} s");
+    // The SQL path, run for device 0 without storing: the same windows as the store wrote?
+    let check = format!(
+        "WITH g AS MATERIALIZED ({}), w AS ({}) SELECT count(*) FILTER (WHERE s.scope IS NOT NULL AND s.count = w.count AND s.excluded = w.excluded
+                 AND abs(s.sum - w.sum) <= 1e-9 * greatest(1.0, abs(w.sum)) AND s.min = w.min AND s.max = w.max
+                 AND s.last = w.last AND s.last_time = w.last_time), count(*)
+         FROM w LEFT JOIN rollups s USING (scope, quantity, interval, start)",
+        bind(GENERATED, 0, 0, per_device),
+        windows_of_g(&["device", "district"])
+    );
+    let same = cluster.psql("year", &check);
+    println!("the SQL load path run for device 0 gives the store's windows: {same} (equal|all)");
+    let (equal, all) = same.split_once('|').unwrap_or(("0", "1"));
+    assert_eq!(equal, all, "the SQL load path must give the windows the store writes");
+    // Fewer checkpoints during the bulk load, as a site would set it for one.
+    cluster.psql("postgres", "ALTER SYSTEM SET max_wal_size = '8GB'");
+    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    let load = load_sql();
+    let sql_started = Instant::now();
+    let chunk = 100;
+    let mut d = 1;
+    while d < devices {
+        let last = (d + chunk - 1).min(devices - 1);
+        cluster.psql("year", &bind(&load, d, last, per_device));
+        d = last + 1;
+    }
+    let sql_s = sql_started.elapsed().as_secs_f64();
+    // What a loaded database settles into before it is queried: statistics, visibility map,
+    // and the load's dirty pages written out (a checkpoint would otherwise compete with the
+    // queries for the disk).
+    cluster.psql("year", "VACUUM ANALYZE");
+    cluster.psql("year", "CHECKPOINT");
+    let all_s = started.elapsed().as_secs_f64();
+    let stored = cluster.psql("year", "SELECT count(*) FROM readings");
+    let windows = cluster.psql("year", "SELECT count(*) FROM rollups");
+    let size = cluster.psql("year", "SELECT pg_size_pretty(pg_database_size('year'))");
+    println!(
+        "devices 1.. by SQL (max_wal_size 8GB) in {sql_s:.0} s ({:.0} readings/s with windows); {all_s:.0} s in all with VACUUM ANALYZE and a checkpoint; {stored} readings, {windows} windows, database {size}",
+        ((devices - 1) * per_device) as f64 / sql_s
+    );
+
+    // 3. A gateway on that database, loaded with wrk.
+    let dir = tempfile::tempdir().unwrap();
+    let mut devices_toml = String::new();
+    for d in 0..devices {
+        devices_toml.push_str(&format!(
+            "[[device]]\nid = \"dev-{d:04}\"\nname = \"Sensor {d}\"\nprofile = \"dragino-lht65\"\nlat = 48.1\nlon = 11.5\ndistrict = \"{}\"\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n\n",
+            district(d)
+        ));
+    }
+    std::fs::write(dir.path().join("devices.toml"), devices_toml).unwrap();
+    let (mqtt, http) = (common::free_port(), common::free_port());
+    std::fs::write(
+        dir.path().join("messnetz.toml"),
+        format!(
+            "[broker]\nlisten = \"127.0.0.1:{mqtt}\"\n[mqtt]\nport = {mqtt}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{http}\"\n[devices]\nfile = \"{}\"\n[profiles]\ndir = \"{}/sensor-profiles\"\n",
+            dir.path().join("data").display(),
+            dir.path().join("devices.toml").display(),
+            common::MANIFEST_DIR
+        ),
+    )
+    .unwrap();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_messnetz"))
+        .arg("--config")
+        .arg(dir.path().join("messnetz.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let last = devices - 1;
+    // The week of 2 June when a year is loaded (as `benches/aggregates.rs` asks), else the
+    // middle week of what is.
+    let monday = if days >= 160 { 152 } else { days.saturating_sub(7) / 2 };
+    let day = |n: usize| {
+        (DateTime::<Utc>::from_timestamp_millis(START_MS).unwrap() + chrono::Duration::days(n as i64))
+            .format("%Y-%m-%dT00:00:00Z")
+            .to_string()
+    };
+    let week = format!(
+        "http://127.0.0.1:{http}/v1/aggregates?device=dev-{:04}&quantity=air_temperature&interval=1h&from={}&to={}",
+        42.min(last),
+        day(monday),
+        day(monday + 7)
+    );
+    let year = format!("http://127.0.0.1:{http}/v1/aggregates?district=Bezirk-03&quantity=air_temperature&interval=1d&from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z");
+    for (name, url) in [("device-week at 1h", &week), ("district-year at 1d", &year)] {
+        let body: serde_json::Value = serde_json::from_str(
+            &Command::new("curl")
+                .args(["-s", url])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        println!("{name} answers {} windows", body["points"].as_array().map(|p| p.len()).unwrap_or(0));
+    }
+    println!("\n| run | device-week 1h p50 | p99 | req/s | district-year 1d p50 | p99 | req/s | load average before |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for run in 1..=runs {
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load = load.split_whitespace().next().unwrap_or("?").to_owned();
+        let (w50, w99, wrps) = wrk(&week, wrk_s);
+        let (y50, y99, yrps) = wrk(&year, wrk_s);
+        println!("| {run} | {w50} | {w99} | {wrps} | {y50} | {y99} | {yrps} | {load} |");
+    }
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}
