@@ -811,16 +811,8 @@ impl TestStore {
 
 /// Readings stored per quantity for `device`, read from a stopped gateway's store directory.
 pub fn stored_per_quantity(data: &Path, device: &str) -> Vec<(&'static str, usize)> {
-    use messnetz::model::{DeviceId, Quantity};
-    use messnetz::store::ReadStore;
     let store = messnetz::store::EmbeddedStore::open(data).expect("open the store (is the gateway stopped?)");
-    let device = DeviceId::parse(device).expect("device id");
-    let from = chrono::DateTime::from_timestamp(0, 0).expect("epoch");
-    let to = chrono::DateTime::from_timestamp(4_102_444_800, 0).expect("2100"); // 2100-01-01
-    Quantity::all()
-        .map(|q| (q.name(), store.readings(&device, q, from, to, usize::MAX).expect("read series").len()))
-        .filter(|(_, n)| *n > 0)
-        .collect()
+    per_quantity(&store, device)
 }
 
 // ---- InfluxDB v2 write target: VictoriaMetrics (tests/influx.rs, benches/influx.rs) ----
