@@ -59,9 +59,15 @@ impl Spool {
     /// Add one line per reading of `device` to `out` (the batch's outbox lines). Line protocol
     /// has no NaN or infinity: such readings (stored flagged bad) stay in the embedded store.
     pub fn encode(&self, readings: &[Reading], device: &Device, out: &mut Vec<String>) {
+        let mut tags = String::with_capacity(96);
+        super::line_protocol::device_tags(device.id.as_str(), device, &mut tags);
         for r in readings.iter().filter(|r| r.value.is_finite()) {
-            let mut line = String::with_capacity(160);
-            super::line_protocol::write_line(r, device, &mut line);
+            let mut line = String::with_capacity(tags.len() + 64);
+            if r.device == device.id {
+                super::line_protocol::write_line_tagged(r, &tags, &mut line);
+            } else {
+                super::line_protocol::write_line(r, device, &mut line);
+            }
             out.push(line);
         }
     }
