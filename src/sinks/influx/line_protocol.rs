@@ -10,7 +10,9 @@ use crate::model::Reading;
 pub fn write_line(r: &Reading, device: &Device, out: &mut String) {
     let mut tags = String::with_capacity(96);
     device_tags(r.device.as_str(), device, &mut tags);
-    write_line_tagged(r, &tags, out);
+    let mut time = String::with_capacity(20);
+    push_int(&mut time, r.time.timestamp_millis());
+    write_line_tagged(r, &tags, &time, out);
 }
 
 /// The tags a device gives each of its lines, up to the unit (`,device=…,district=…,owner=…,profile=…`),
@@ -23,8 +25,9 @@ pub fn device_tags(id: &str, device: &Device, out: &mut String) {
     tag(out, "profile", &device.profile);
 }
 
-/// Append one reading as a line to `out`, with the device's tags as [`device_tags`] wrote them.
-pub fn write_line_tagged(r: &Reading, device_tags: &str, out: &mut String) {
+/// Append one reading as a line to `out`, with the device's tags as [`device_tags`] wrote them
+/// and its time in milliseconds as [`push_int`] wrote it (an uplink's readings share both).
+pub fn write_line_tagged(r: &Reading, device_tags: &str, time_ms: &str, out: &mut String) {
     // Quantity names are CF-style identifiers: nothing to escape in a measurement name.
     out.push_str(r.quantity.name());
     out.push_str(device_tags);
@@ -36,11 +39,11 @@ pub fn write_line_tagged(r: &Reading, device_tags: &str, out: &mut String) {
     out.push_str(",quality=");
     push_int(out, i64::from(r.flag.to_byte()));
     out.push_str("i ");
-    push_int(out, r.time.timestamp_millis());
+    out.push_str(time_ms);
 }
 
 /// An integer in decimal, without going through the formatting machinery.
-fn push_int(out: &mut String, n: i64) {
+pub fn push_int(out: &mut String, n: i64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut rest = n.unsigned_abs();

@@ -102,17 +102,25 @@ pub(super) fn remove(tx: &WriteTransaction, keys: &[u64]) -> Result<(), StoreErr
     // Rows that keep some of their lines: the row's key and what stays of it, as runs of
     // consecutive numbers, each keyed by its last line.
     let mut touched: Vec<(u64, Runs)> = Vec::new();
+    let listed = |seq: u64| if contiguous { lo <= seq && seq <= hi } else { sorted.binary_search(&seq).is_ok() };
+    let mut previous = None;
     for entry in table.range(lo..).map_err(engine)? {
         let (k, v) = entry.map_err(engine)?;
         let (key, row) = (k.value(), v.value());
-        let first = key + 1 - count(row);
+        // Every row after the first one visited starts above that one's key, so above `lo`:
+        // only the first and the last row need their lines counted.
+        let first = match previous {
+            Some(p) if key <= hi => p + 1,
+            _ => key + 1 - count(row),
+        };
+        previous = Some(key);
         if contiguous && lo <= first && key <= hi {
             // The common case: the writer sent a run from the front of the spool.
             whole.push(key);
         } else if sorted.get(sorted.partition_point(|&s| s < first)).is_some_and(|&s| s <= key) {
             let mut runs: Runs = Vec::new();
             for (seq, line) in lines_of(key, row) {
-                if sorted.binary_search(&seq).is_ok() {
+                if listed(seq) {
                     continue;
                 }
                 match runs.last_mut() {
@@ -301,5 +309,22 @@ mod tests {
         store.outbox_remove(&[7, 8]).unwrap();
         assert_eq!(store.outbox_drop_oldest(2).unwrap(), 2);
         assert_eq!(peeked(&store, 10), vec![(11, "new11".into())]);
+    }
+
+    #[test]
+    fn a_run_across_rows_and_gaps_removes_exactly_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(&batch(&["l1", "l2", "l3", "l4", "l5", "l6"])).unwrap();
+        store.outbox_remove(&[3]).unwrap();
+        store.write(&batch(&["l7", "l8", "l9"])).unwrap();
+        store.write(&batch(&["l10"])).unwrap();
+        // Rows now: 1-2, 4-6, 7-9, 10. A run from 2 to 8 (3 is gone already) cuts the first
+        // and the third row and takes the second whole.
+        store.outbox_remove(&(2..=8).collect::<Vec<u64>>()).unwrap();
+        assert_eq!(peeked(&store, 10), vec![(1, "l1".into()), (9, "l9".into()), (10, "l10".into())]);
+        assert_eq!(store.outbox_len().unwrap(), 3);
+        store.outbox_remove(&[1, 9, 10]).unwrap();
+        assert_eq!(store.outbox_len().unwrap(), 0);
     }
 }
