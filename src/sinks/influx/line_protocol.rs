@@ -8,17 +8,58 @@ use crate::model::Reading;
 
 /// Append one reading as a line-protocol line (no newline) to `out`.
 pub fn write_line(r: &Reading, device: &Device, out: &mut String) {
-    // Quantity names are CF-style identifiers: nothing to escape in a measurement name.
-    out.push_str(r.quantity.name());
+    let mut tags = String::with_capacity(96);
+    device_tags(r.device.as_str(), device, &mut tags);
+    let mut time = String::with_capacity(20);
+    push_int(&mut time, r.time.timestamp_millis());
+    write_line_tagged(r, &tags, &time, out);
+}
+
+/// The tags a device gives each of its lines, up to the unit (`,device=…,district=…,owner=…,profile=…`),
+/// escaped: the same for every reading of an uplink, so they are written once.
+pub fn device_tags(id: &str, device: &Device, out: &mut String) {
     // Tag keys in sorted order, as InfluxDB recommends.
-    tag(out, "device", r.device.as_str());
+    tag(out, "device", id);
     tag(out, "district", &device.district);
     tag(out, "owner", &device.owner);
     tag(out, "profile", &device.profile);
+}
+
+/// Append one reading as a line to `out`, with the device's tags as [`device_tags`] wrote them
+/// and its time in milliseconds as [`push_int`] wrote it (an uplink's readings share both).
+pub fn write_line_tagged(r: &Reading, device_tags: &str, time_ms: &str, out: &mut String) {
+    // Quantity names are CF-style identifiers: nothing to escape in a measurement name.
+    out.push_str(r.quantity.name());
+    out.push_str(device_tags);
     tag(out, "unit", r.quantity.unit());
     // `value` without an `i` suffix is always a float, even when it prints as "28": one type
     // per field, whatever the decoder produced.
-    let _ = write!(out, " value={},quality={}i {}", r.value, r.flag.to_byte(), r.time.timestamp_millis());
+    out.push_str(" value=");
+    let _ = write!(out, "{}", r.value);
+    out.push_str(",quality=");
+    push_int(out, i64::from(r.flag.to_byte()));
+    out.push_str("i ");
+    out.push_str(time_ms);
+}
+
+/// An integer in decimal, without going through the formatting machinery.
+pub fn push_int(out: &mut String, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 fn tag(out: &mut String, key: &str, value: &str) {
@@ -87,6 +128,15 @@ mod tests {
         write_line(&reading(-3.062, QualityFlag::Good), &device(""), &mut line);
         assert!(line.starts_with("air_temperature,device=d1,owner=Umweltamt,"), "{line}");
         assert!(line.contains(" value=-3.062,quality=0i "), "{line}");
+    }
+
+    #[test]
+    fn integers_print_as_decimal_including_zero_negative_and_extremes() {
+        for n in [0, 7, -7, 10, 1_735_689_600_250, -62_135_596_800_000, i64::MAX, i64::MIN] {
+            let mut s = String::new();
+            push_int(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 
     #[test]

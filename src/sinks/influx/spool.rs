@@ -59,9 +59,21 @@ impl Spool {
     /// Add one line per reading of `device` to `out` (the batch's outbox lines). Line protocol
     /// has no NaN or infinity: such readings (stored flagged bad) stay in the embedded store.
     pub fn encode(&self, readings: &[Reading], device: &Device, out: &mut Vec<String>) {
+        let mut tags = String::with_capacity(96);
+        super::line_protocol::device_tags(device.id.as_str(), device, &mut tags);
+        let (mut time, mut time_of) = (String::with_capacity(20), None);
         for r in readings.iter().filter(|r| r.value.is_finite()) {
-            let mut line = String::with_capacity(160);
-            super::line_protocol::write_line(r, device, &mut line);
+            let mut line = String::with_capacity(tags.len() + 64);
+            if r.device == device.id {
+                if time_of != Some(r.time) {
+                    time.clear();
+                    super::line_protocol::push_int(&mut time, r.time.timestamp_millis());
+                    time_of = Some(r.time);
+                }
+                super::line_protocol::write_line_tagged(r, &tags, &time, &mut line);
+            } else {
+                super::line_protocol::write_line(r, device, &mut line);
+            }
             out.push(line);
         }
     }

@@ -4,56 +4,149 @@
 //! copy, "stored in the embedded store" and "spooled for InfluxDB" are one event: the ingest
 //! stage's acknowledge-after-commit already means "acknowledged only when in InfluxDB or in
 //! the spool", and a crash can never leave a reading stored but forgotten by InfluxDB.
-//! Keys are increasing sequence numbers, so the writer replays the spool in arrival order.
+//!
+//! Every line has a sequence number, increasing in arrival order, so the writer replays the
+//! spool in order. A row holds a run of lines with consecutive numbers, joined by `\n` (line
+//! protocol has no newline inside a line), keyed by the number of its *last* line: a commit
+//! writes its batch's lines as one row instead of one row per reading, and the writer removes
+//! a sent batch with a few row deletions. A store from before holds one line per row, which is
+//! a run of one under the same key, so both read alike.
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::tables::OUTBOX;
 use crate::store::boundary::{engine, StoreError};
 
-/// Append lines to the outbox inside the caller's transaction (the one storing the readings).
+/// Append lines to the outbox inside the caller's transaction (the one storing the readings),
+/// as one row.
 pub(super) fn append(tx: &WriteTransaction, lines: &[String]) -> Result<(), StoreError> {
-    let mut table = tx.open_table(OUTBOX).map_err(engine)?;
-    // Only the InfluxDB writer removes rows, and only rows it has read, so the next key is
-    // always above every row still present: order is preserved even after the table empties.
-    let first = table.last().map_err(engine)?.map(|(k, _)| k.value() + 1).unwrap_or(1);
-    for (key, line) in (first..).zip(lines) {
-        table.insert(key, line.as_bytes()).map_err(engine)?;
+    if lines.is_empty() {
+        return Ok(());
     }
+    let mut table = tx.open_table(OUTBOX).map_err(engine)?;
+    // Only the InfluxDB writer removes lines, and only lines it has read, so the next number is
+    // always above every line still present: order is preserved even after the table empties.
+    let first = table.last().map_err(engine)?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+    let mut row = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        if !row.is_empty() {
+            row.push(b'\n');
+        }
+        row.extend_from_slice(line.as_bytes());
+    }
+    table.insert(first + lines.len() as u64 - 1, row.as_slice()).map_err(engine)?;
     Ok(())
+}
+
+/// How many lines a row holds.
+fn count(row: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', row).count() as u64 + 1
+}
+
+/// The lines of a row with their sequence numbers, given the row's key (its last line's).
+fn lines_of(key: u64, row: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut from = 0;
+    let ends = memchr::memchr_iter(b'\n', row).chain(std::iter::once(row.len()));
+    let lines = ends.map(move |end| {
+        let line = &row[from..end];
+        from = end + 1;
+        line
+    });
+    (key + 1 - count(row)..).zip(lines)
 }
 
 /// Lines waiting in the spool.
 pub(super) fn len(db: &Database) -> Result<u64, StoreError> {
     let tx = db.begin_read().map_err(engine)?;
-    tx.open_table(OUTBOX).map_err(engine)?.len().map_err(engine)
+    let table = tx.open_table(OUTBOX).map_err(engine)?;
+    let mut n = 0;
+    for entry in table.iter().map_err(engine)? {
+        let (_, v) = entry.map_err(engine)?;
+        n += count(v.value());
+    }
+    Ok(n)
 }
 
-/// The oldest `limit` spooled lines with their keys, oldest first.
+/// The oldest `limit` spooled lines with their sequence numbers, oldest first.
 pub(super) fn peek(db: &Database, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
     // `EmbeddedStore::open` creates the table, so it is never missing here.
     let tx = db.begin_read().map_err(engine)?;
     let table = tx.open_table(OUTBOX).map_err(engine)?;
     let mut out = Vec::with_capacity(limit.min(65_536));
-    for entry in table.range(0u64..).map_err(engine)?.take(limit) {
+    for entry in table.iter().map_err(engine)? {
+        if out.len() >= limit {
+            break;
+        }
         let (k, v) = entry.map_err(engine)?;
-        out.push((k.value(), v.value().to_vec()));
+        let room = limit - out.len();
+        out.extend(lines_of(k.value(), v.value()).take(room).map(|(seq, line)| (seq, line.to_vec())));
     }
     Ok(out)
 }
 
-/// Remove sent (or dead-lettered) lines inside the caller's transaction.
+/// Runs of lines with consecutive numbers, each with its last line's number.
+type Runs = Vec<(u64, Vec<u8>)>;
+
+/// Remove sent (or dead-lettered) lines inside the caller's transaction. A number not in the
+/// spool is no error; lines of a row that are not listed stay, as rows of their own runs.
 pub(super) fn remove(tx: &WriteTransaction, keys: &[u64]) -> Result<(), StoreError> {
-    let (Some(&lo), Some(&hi)) = (keys.iter().min(), keys.iter().max()) else { return Ok(()) };
-    let mut table = tx.open_table(OUTBOX).map_err(engine)?;
-    // One pass of a cursor over the range instead of one tree descent and leaf rewrite per
-    // key: the keys a writer sent are a run from the front of the spool, so the range holds
-    // only those (a key not in the list is kept, a listed one missing is no error).
     let mut sorted = keys.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
+    let (Some(&lo), Some(&hi)) = (sorted.first(), sorted.last()) else { return Ok(()) };
+    let mut table = tx.open_table(OUTBOX).map_err(engine)?;
+    // The rows that may hold a listed line: from the first whose last line is at or above `lo`
+    // to the first whose last line is at or above `hi`.
     let contiguous = (hi - lo).checked_add(1) == Some(sorted.len() as u64);
-    table.retain_in(lo..=hi, |k, _| !contiguous && sorted.binary_search(&k).is_err()).map_err(engine)?;
+    let mut whole = Vec::new();
+    // Rows that keep some of their lines: the row's key and what stays of it, as runs of
+    // consecutive numbers, each keyed by its last line.
+    let mut touched: Vec<(u64, Runs)> = Vec::new();
+    let listed = |seq: u64| if contiguous { lo <= seq && seq <= hi } else { sorted.binary_search(&seq).is_ok() };
+    let mut previous = None;
+    for entry in table.range(lo..).map_err(engine)? {
+        let (k, v) = entry.map_err(engine)?;
+        let (key, row) = (k.value(), v.value());
+        // Every row after the first one visited starts above that one's key, so above `lo`:
+        // only the first and the last row need their lines counted.
+        let first = match previous {
+            Some(p) if key <= hi => p + 1,
+            _ => key + 1 - count(row),
+        };
+        previous = Some(key);
+        if contiguous && lo <= first && key <= hi {
+            // The common case: the writer sent a run from the front of the spool.
+            whole.push(key);
+        } else if sorted.get(sorted.partition_point(|&s| s < first)).is_some_and(|&s| s <= key) {
+            let mut runs: Runs = Vec::new();
+            for (seq, line) in lines_of(key, row) {
+                if listed(seq) {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some((last, run)) if *last + 1 == seq => {
+                        run.push(b'\n');
+                        run.extend_from_slice(line);
+                        *last = seq;
+                    }
+                    _ => runs.push((seq, line.to_vec())),
+                }
+            }
+            touched.push((key, runs));
+        }
+        if key >= hi {
+            break;
+        }
+    }
+    for key in whole {
+        table.remove(key).map_err(engine)?;
+    }
+    for (key, runs) in touched {
+        table.remove(key).map_err(engine)?;
+        for (last, run) in runs {
+            table.insert(last, run.as_slice()).map_err(engine)?;
+        }
+    }
     Ok(())
 }
 
@@ -61,14 +154,31 @@ pub(super) fn remove(tx: &WriteTransaction, keys: &[u64]) -> Result<(), StoreErr
 pub(super) fn drop_oldest(tx: &WriteTransaction, n: u64) -> Result<u64, StoreError> {
     let mut table = tx.open_table(OUTBOX).map_err(engine)?;
     let mut dropped = 0;
-    while dropped < n && table.pop_first().map_err(engine)?.is_some() {
-        dropped += 1;
+    while dropped < n {
+        let Some((k, v)) = table.first().map_err(engine)? else { break };
+        let (key, row) = (k.value(), v.value().to_vec());
+        drop((k, v));
+        let lines = count(&row);
+        if dropped + lines <= n {
+            table.remove(key).map_err(engine)?;
+            dropped += lines;
+        } else {
+            // Keep the row's newest lines under the same key (its last line's number).
+            let skip = (n - dropped) as usize;
+            let cut = memchr::memchr_iter(b'\n', &row).nth(skip - 1).map_or(row.len(), |i| i + 1);
+            table.insert(key, &row[cut..]).map_err(engine)?;
+            dropped = n;
+        }
     }
     Ok(dropped)
 }
 
 #[cfg(test)]
 mod tests {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+
+    use super::super::tables::OUTBOX;
+    use crate::store::boundary::engine;
     use crate::store::{CommitStore, EmbeddedStore, Outbox, WriteBatch};
 
     #[test]
@@ -115,5 +225,106 @@ mod tests {
         store.outbox_remove(&[]).unwrap();
         let expect: Vec<Vec<u8>> = [7, 8, 9].iter().map(|i| format!("l{i}").into_bytes()).collect();
         assert_eq!(left(&store), expect);
+    }
+
+    /// Lines as the writer sees them.
+    fn peeked(store: &EmbeddedStore, limit: usize) -> Vec<(u64, String)> {
+        store.outbox_peek(limit).unwrap().into_iter().map(|(k, l)| (k, String::from_utf8(l).unwrap())).collect()
+    }
+
+    fn batch(lines: &[&str]) -> WriteBatch {
+        WriteBatch { outbox: lines.iter().map(|l| l.to_string()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_commit_is_one_row_and_a_limit_may_cut_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(&batch(&["a", "b", "c"])).unwrap();
+        store.write(&batch(&["d", "e"])).unwrap();
+        let rows = store.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(OUTBOX).map_err(engine)?;
+            table.len().map_err(engine)
+        });
+        assert_eq!(rows.unwrap(), 2, "one row per commit");
+        assert_eq!(store.outbox_len().unwrap(), 5);
+        let head = peeked(&store, 4);
+        assert_eq!(head, vec![(1, "a".into()), (2, "b".into()), (3, "c".into()), (4, "d".into())]);
+        // The writer sent the first four: the second row keeps its last line under its number.
+        store.outbox_remove(&head.iter().map(|(k, _)| *k).collect::<Vec<_>>()).unwrap();
+        assert_eq!(peeked(&store, 10), vec![(5, "e".into())]);
+        assert_eq!(store.outbox_len().unwrap(), 1);
+        store.write(&batch(&["f"])).unwrap();
+        assert_eq!(peeked(&store, 10), vec![(5, "e".into()), (6, "f".into())]);
+    }
+
+    #[test]
+    fn removing_inside_a_row_keeps_the_rest_in_order_and_numbers_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(&batch(&["l1", "l2", "l3", "l4", "l5", "l6"])).unwrap();
+        // One rejected line in the middle of a row, dead-lettered and removed on its own.
+        store.outbox_remove(&[3]).unwrap();
+        store.outbox_remove(&[5, 6]).unwrap();
+        assert_eq!(peeked(&store, 10), vec![(1, "l1".into()), (2, "l2".into()), (4, "l4".into())]);
+        assert_eq!(store.outbox_len().unwrap(), 3);
+        // The newest line is gone: a new line still gets a number above every one given.
+        store.write(&batch(&["l7"])).unwrap();
+        let all = peeked(&store, 10);
+        assert_eq!(all.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(), vec!["l1", "l2", "l4", "l7"]);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "{all:?}");
+        assert_eq!(store.outbox_drop_oldest(2).unwrap(), 2);
+        assert_eq!(peeked(&store, 10).iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(), vec!["l4", "l7"]);
+        assert_eq!(store.outbox_drop_oldest(10).unwrap(), 2);
+        assert_eq!(store.outbox_len().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_spool_of_one_line_per_row_from_an_older_version_is_read_and_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        // What the previous layout wrote: a row per line, keyed by its own sequence number.
+        store
+            .with_db(|db| {
+                let tx = db.begin_write().map_err(engine)?;
+                {
+                    let mut table = tx.open_table(OUTBOX).map_err(engine)?;
+                    for (k, line) in [(7u64, "old7"), (8, "old8"), (9, "old9")] {
+                        table.insert(k, line.as_bytes()).map_err(engine)?;
+                    }
+                }
+                tx.commit().map_err(engine)?;
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.outbox_len().unwrap(), 3);
+        store.write(&batch(&["new10", "new11"])).unwrap();
+        assert_eq!(
+            peeked(&store, 10),
+            vec![(7, "old7".into()), (8, "old8".into()), (9, "old9".into()), (10, "new10".into()), (11, "new11".into())]
+        );
+        store.outbox_remove(&[7, 8]).unwrap();
+        assert_eq!(store.outbox_drop_oldest(2).unwrap(), 2);
+        assert_eq!(peeked(&store, 10), vec![(11, "new11".into())]);
+    }
+
+    #[test]
+    fn a_run_across_rows_and_gaps_removes_exactly_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(&batch(&["l1", "l2", "l3", "l4", "l5", "l6"])).unwrap();
+        store.outbox_remove(&[3]).unwrap();
+        store.write(&batch(&["l7", "l8", "l9"])).unwrap();
+        store.write(&batch(&["l10"])).unwrap();
+        // Rows now: 1-2, 4-6, 7-9, 10. A run from 2 to 8 (3 is gone already) cuts the first
+        // and the third row and takes the second whole.
+        store.outbox_remove(&(2..=8).collect::<Vec<u64>>()).unwrap();
+        assert_eq!(peeked(&store, 10), vec![(1, "l1".into()), (9, "l9".into()), (10, "l10".into())]);
+        assert_eq!(store.outbox_len().unwrap(), 3);
+        store.outbox_remove(&[1, 9, 10]).unwrap();
+        assert_eq!(store.outbox_len().unwrap(), 0);
     }
 }

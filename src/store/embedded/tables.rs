@@ -29,7 +29,8 @@ pub(super) const DEVICE_DISTRICT: TableDefinition<&str, &str> = TableDefinition:
 pub(super) const WINDOW_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("window_journal");
 /// DevAddr (as the 32-bit number its hex spelling reads) → an encoded `FrameCounter`.
 pub(super) const FRAME_COUNTERS: TableDefinition<u32, &[u8]> = TableDefinition::new("lorawan_frame_counters");
-/// sequence number → one reading as an InfluxDB line-protocol line (no newline).
+/// sequence number of the row's last line → a run of InfluxDB line-protocol lines with
+/// consecutive numbers, joined by `\n` (one commit's lines; one line per row in older stores).
 pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("influx_outbox");
 
 /// Citizen sensor id → its registration as JSON ([`crate::citizens::CitizenSensor`]).
