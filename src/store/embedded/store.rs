@@ -284,8 +284,8 @@ impl EmbeddedStore {
         }
         rollups::districts::apply(tx, &delta)?;
         rollups::journal::append(tx, &self.pending, &mut touched)?;
-        for (device, quantity, t) in changed {
-            rollups::districts::recompute(tx, device, quantity, t)?;
+        if !changed.is_empty() {
+            rollups::districts::recompute(tx, changed)?;
         }
         {
             let mut seen = tx.open_table(LAST_SEEN).map_err(engine)?;
@@ -784,6 +784,58 @@ mod tests {
         let latest = ReadStore::latest(&store, &a).unwrap();
         assert_eq!(latest.len(), 2);
         assert_eq!(latest[0].value, 2.0);
+    }
+
+    #[test]
+    fn corrections_in_one_batch_leave_district_windows_as_computed_from_the_readings() {
+        use std::collections::BTreeMap;
+
+        use crate::aggregates::{Interval, Scope, Window};
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let in_district = |readings: Vec<Reading>| {
+            let mut batch = WriteBatch::default();
+            for r in &readings {
+                batch.districts.insert(r.device.clone(), "Altstadt".into());
+            }
+            batch.readings = readings;
+            batch
+        };
+        // Two devices, 50 readings each, one minute apart; then every other one corrected in
+        // one batch (a burst of replacements in the same windows), one flagged bad.
+        let first: Vec<Reading> =
+            (0..100).map(|i| reading(["a", "b"][i % 2], "air_temperature", (i as i64 / 2) * 60_000, 10.0 + i as f64)).collect();
+        store.write(&in_district(first.clone())).unwrap();
+        let mut corrected: Vec<Reading> =
+            first.iter().step_by(2).map(|r| Reading { value: r.value + 0.5, ..r.clone() }).collect();
+        corrected[3].flag = QualityFlag::Bad;
+        store.write(&in_district(corrected.clone())).unwrap();
+        let mut now: BTreeMap<(String, i64), Reading> = BTreeMap::new();
+        for r in first.into_iter().chain(corrected) {
+            now.insert((r.device.as_str().to_owned(), r.time.timestamp_millis()), r);
+        }
+        let t = Quantity::by_name("air_temperature").unwrap();
+        for interval in Interval::ALL {
+            let mut expected: BTreeMap<i64, Window> = BTreeMap::new();
+            for r in now.values() {
+                let ms = r.time.timestamp_millis();
+                expected.entry(interval.window_start(ms)).or_insert(Window::EMPTY).add(r.value, ms, r.flag);
+            }
+            let stored = store
+                .rollups(&Scope::District("Altstadt".into()), t, interval, millis(0).unwrap(), millis(86_400_000).unwrap())
+                .unwrap();
+            let stored: BTreeMap<i64, Window> = stored.into_iter().map(|(start, w)| (start.timestamp_millis(), w)).collect();
+            assert_eq!(stored.len(), expected.len(), "{interval:?}");
+            for (start, w) in &expected {
+                let s = &stored[start];
+                assert_eq!(
+                    (s.count, s.excluded, s.min, s.max, s.last, s.last_time),
+                    (w.count, w.excluded, w.min, w.max, w.last, w.last_time),
+                    "{interval:?} {start}"
+                );
+                assert!((s.sum - w.sum).abs() < 1e-9, "{interval:?} {start}: {} vs {}", s.sum, w.sum);
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! batch by batch was measured to cost 69 % of store throughput (every commit rewrote a
 //! window page per series and interval), against a 10 % budget.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
@@ -31,32 +33,41 @@ pub(in crate::store::embedded) fn apply(tx: &WriteTransaction, delta: &RollupDel
     Ok(())
 }
 
-/// A stored reading was replaced by a different value: recompute its district's windows that
-/// hold it from the readings of the district's devices.
-pub(in crate::store::embedded) fn recompute(
+/// Stored readings were replaced by different values: recompute the district windows that
+/// hold them from the readings of each district's devices, each window once per batch
+/// however many of its readings changed. (Once per changed reading made a burst of
+/// corrections in one district-day quadratic: every one rescanned the whole day.)
+pub(in crate::store::embedded) fn recompute<'a>(
     tx: &WriteTransaction,
-    device: &str,
-    quantity: Quantity,
-    t_ms: i64,
+    changed: impl IntoIterator<Item = (&'a str, Quantity, i64)>,
 ) -> Result<(), StoreError> {
     let readings = tx.open_table(READINGS).map_err(engine)?;
     let mut rollups = tx.open_table(ROLLUPS).map_err(engine)?;
     let districts = tx.open_table(DEVICE_DISTRICT).map_err(engine)?;
-    let Some(district) = districts.get(device).map_err(engine)?.map(|d| d.value().to_owned()) else {
-        return Ok(());
-    };
-    let mut members = Vec::new();
-    for entry in districts.iter().map_err(engine)? {
-        let (dev, dist) = entry.map_err(engine)?;
-        if dist.value() == district {
-            members.push(dev.value().to_owned());
+    // The windows to recompute: district, quantity, interval, start.
+    let mut windows: BTreeSet<(String, Quantity, Interval, i64)> = BTreeSet::new();
+    for (device, quantity, t_ms) in changed {
+        let Some(district) = districts.get(device).map_err(engine)?.map(|d| d.value().to_owned()) else {
+            continue;
+        };
+        for interval in Interval::ALL {
+            windows.insert((district.clone(), quantity, interval, interval.window_start(t_ms)));
         }
     }
-    let scope = Scope::District(district).key();
-    for interval in Interval::ALL {
-        let start = interval.window_start(t_ms);
+    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (district, quantity, interval, start) in windows {
+        if !members.contains_key(&district) {
+            let mut of_district = Vec::new();
+            for entry in districts.iter().map_err(engine)? {
+                let (dev, dist) = entry.map_err(engine)?;
+                if dist.value() == district {
+                    of_district.push(dev.value().to_owned());
+                }
+            }
+            members.insert(district.clone(), of_district);
+        }
         let mut w = Window::EMPTY;
-        for member in &members {
+        for member in members.get(&district).into_iter().flatten() {
             let m = member.as_str();
             for entry in
                 readings.range((m, quantity.name(), start)..(m, quantity.name(), start + interval.millis())).map_err(engine)?
@@ -66,6 +77,7 @@ pub(in crate::store::embedded) fn recompute(
                 w.add(value, k.value().2, QualityFlag::from_byte(flag));
             }
         }
+        let scope = Scope::District(district).key();
         rollups.insert((scope.as_str(), quantity.name(), interval.code(), start), w.as_tuple()).map_err(engine)?;
     }
     Ok(())
