@@ -16,8 +16,6 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "../tests/pg/mod.rs"]
-mod pg;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -189,7 +187,7 @@ fn main() {
         })
         .unwrap_or_default();
     println!("machine: {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    let cluster = pg::Cluster::start_durable();
+    let cluster = common::pg::Cluster::start_durable();
     println!("PostgreSQL: {}", cluster.psql("postgres", "SHOW server_version"));
 
     // 1. Rollup upkeep: the store's write throughput with and without window upkeep.
