@@ -86,6 +86,31 @@ struct Failure {
 }
 
 impl EmbeddedStore {
+    /// Readings of one series with `from <= time < to`, at most `limit`, oldest or newest first.
+    fn series(
+        &self,
+        device: &DeviceId,
+        quantity: Quantity,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<Reading>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(READINGS).map_err(engine)?;
+            let (d, q) = (device.as_str(), quantity.name());
+            let range = table.range((d, q, from.timestamp_millis())..(d, q, to.timestamp_millis())).map_err(engine)?;
+            let entries: Box<dyn Iterator<Item = _>> = if newest_first { Box::new(range.rev()) } else { Box::new(range) };
+            let mut out = Vec::new();
+            for entry in entries.take(limit) {
+                let (k, v) = entry.map_err(engine)?;
+                out.push(to_reading(device, quantity, k.value().2, v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
     /// Open (or create) the store in `dir` with a page cache of [`DEFAULT_CACHE_BYTES`].
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
@@ -505,18 +530,7 @@ impl ReadStore for EmbeddedStore {
         to: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Reading>, StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let table = tx.open_table(READINGS).map_err(engine)?;
-            let (d, q) = (device.as_str(), quantity.name());
-            let range = table.range((d, q, from.timestamp_millis())..(d, q, to.timestamp_millis())).map_err(engine)?;
-            let mut out = Vec::new();
-            for entry in range.take(limit) {
-                let (k, v) = entry.map_err(engine)?;
-                out.push(to_reading(device, quantity, k.value().2, v.value())?);
-            }
-            Ok(out)
-        })
+        self.series(device, quantity, from, to, limit, false)
     }
 
     /// Readings of one series with `from <= time < to`, newest first, at most `limit`: the
@@ -530,18 +544,7 @@ impl ReadStore for EmbeddedStore {
         to: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Reading>, StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let table = tx.open_table(READINGS).map_err(engine)?;
-            let (d, q) = (device.as_str(), quantity.name());
-            let range = table.range((d, q, from.timestamp_millis())..(d, q, to.timestamp_millis())).map_err(engine)?;
-            let mut out = Vec::new();
-            for entry in range.rev().take(limit) {
-                let (k, v) = entry.map_err(engine)?;
-                out.push(to_reading(device, quantity, k.value().2, v.value())?);
-            }
-            Ok(out)
-        })
+        self.series(device, quantity, from, to, limit, true)
     }
 
     /// When the device was last heard from.
