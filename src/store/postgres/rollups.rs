@@ -89,28 +89,64 @@ pub(super) fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
 /// Version of the pending rows' encoding (their first byte).
 const ENCODING: u8 = 1;
 
-/// Bytes of one encoded window after its quantity's name: interval (1), start (8), count,
-/// excluded, sum, min, max, last, last time (8 each).
-const ENTRY: usize = 1 + 8 * 8;
+/// Entry forms (the high bits of an entry's first byte; the low ones are the interval code).
+const FULL: u8 = 0;
+/// One reading in the statistics: sum, min, max and last are its value.
+const ONE: u8 = 1 << 6;
+/// No reading in the statistics (only excluded ones): the other fields are [`Window::EMPTY`]'s.
+const NONE: u8 = 2 << 6;
 
-/// One scope's windows of a delta as a `rollup_pending` blob: the version byte, then per
-/// window the quantity's name (length byte first), interval code, start (ms) and the
-/// [`Window`] fields, little-endian. A blob of its own rather than rows: one row per scope
-/// and batch keeps the batch's insert one small statement whatever the number of windows,
-/// and the answers that merge pending rows read a few rows, not one per window.
+/// One scope's windows of a delta as a `rollup_pending` blob, sorted by quantity: the
+/// version byte, then per quantity its name (length byte first) and number of windows
+/// (u16), then per window a byte of form and interval code, the start (ms, i64), count and
+/// excluded (u32), and as the form says: nothing, the one value and its time, or sum, min,
+/// max, last (f64) and last time (i64); little-endian. Why a blob of its own and not rows:
+/// one row per scope and batch keeps the batch's insert one small statement whatever the
+/// number of windows, and an answer merges a few rows, not one per window. Why this compact:
+/// each blob is written to the WAL in the batch's commit, and a batch of a city's devices
+/// makes one per device; most of a batch's device windows hold one or two readings, and the
+/// short forms keep a blob under PostgreSQL's out-of-line (TOAST) threshold.
 pub(super) fn encode<'a>(windows: impl Iterator<Item = (&'a &'static str, &'a i16, &'a i64, &'a Window)>) -> Vec<u8> {
+    let mut by_quantity: BTreeMap<&str, Vec<(i16, i64, &Window)>> = BTreeMap::new();
+    for (q, i, s, w) in windows {
+        by_quantity.entry(q).or_default().push((*i, *s, w));
+    }
     let mut out = vec![ENCODING];
-    for (quantity, interval, start, w) in windows {
+    for (quantity, entries) in by_quantity {
         out.push(quantity.len() as u8);
         out.extend_from_slice(quantity.as_bytes());
-        out.push(*interval as u8);
-        out.extend_from_slice(&start.to_le_bytes());
-        out.extend_from_slice(&w.count.to_le_bytes());
-        out.extend_from_slice(&w.excluded.to_le_bytes());
-        for f in [w.sum, w.min, w.max, w.last] {
-            out.extend_from_slice(&f.to_le_bytes());
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        for (interval, start, w) in entries {
+            let bits = |f: f64| f.to_bits();
+            let e = Window::EMPTY;
+            let form = if w.count == 0
+                && (bits(w.sum), bits(w.min), bits(w.max), w.last_time) == (bits(e.sum), bits(e.min), bits(e.max), e.last_time)
+                && w.last.is_nan()
+            {
+                NONE
+            } else if w.count == 1 && bits(w.sum) == bits(w.min) && bits(w.min) == bits(w.max) && bits(w.max) == bits(w.last) {
+                ONE
+            } else {
+                FULL
+            };
+            out.push(form | interval as u8);
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&(w.count as u32).to_le_bytes());
+            out.extend_from_slice(&(w.excluded as u32).to_le_bytes());
+            match form {
+                NONE => {}
+                ONE => {
+                    out.extend_from_slice(&w.last.to_le_bytes());
+                    out.extend_from_slice(&w.last_time.to_le_bytes());
+                }
+                _ => {
+                    for f in [w.sum, w.min, w.max, w.last] {
+                        out.extend_from_slice(&f.to_le_bytes());
+                    }
+                    out.extend_from_slice(&w.last_time.to_le_bytes());
+                }
+            }
         }
-        out.extend_from_slice(&w.last_time.to_le_bytes());
     }
     out
 }
@@ -118,33 +154,58 @@ pub(super) fn encode<'a>(windows: impl Iterator<Item = (&'a &'static str, &'a i1
 /// The windows of a `rollup_pending` blob: (quantity, interval code, start ms, window).
 pub(super) fn decode(blob: &[u8]) -> Result<Vec<(&'static str, i16, i64, Window)>, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("pending rollup windows: {what}"));
-    let Some((&version, mut rest)) = blob.split_first() else {
+    let Some((&version, rest)) = blob.split_first() else {
         return Err(corrupt("empty"));
     };
     if version != ENCODING {
         return Err(corrupt(&format!("encoding {version}, this messnetz knows {ENCODING}")));
     }
-    let mut out = Vec::new();
-    while let Some((&len, tail)) = rest.split_first() {
-        let len = usize::from(len);
-        if tail.len() < len + ENTRY {
+    let mut rest = rest;
+    let mut take = |n: usize| -> Result<&[u8], StoreError> {
+        if rest.len() < n {
             return Err(corrupt("cut short"));
         }
-        let name = std::str::from_utf8(&tail[..len]).map_err(|_| corrupt("quantity is not UTF-8"))?;
-        let quantity = Quantity::by_name(name).ok_or_else(|| corrupt(&format!("unknown quantity {name:?}")))?.name();
-        let e = &tail[len..len + ENTRY];
-        let word = |i: usize| <[u8; 8]>::try_from(&e[1 + 8 * i..9 + 8 * i]).unwrap_or_else(|_| unreachable!("8 bytes"));
-        let w = Window {
-            count: u64::from_le_bytes(word(1)),
-            excluded: u64::from_le_bytes(word(2)),
-            sum: f64::from_le_bytes(word(3)),
-            min: f64::from_le_bytes(word(4)),
-            max: f64::from_le_bytes(word(5)),
-            last: f64::from_le_bytes(word(6)),
-            last_time: i64::from_le_bytes(word(7)),
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let word = |b: &[u8]| <[u8; 8]>::try_from(b).unwrap_or_else(|_| unreachable!("8 bytes"));
+    let half = |b: &[u8]| <[u8; 4]>::try_from(b).unwrap_or_else(|_| unreachable!("4 bytes"));
+    let mut out = Vec::new();
+    loop {
+        let len = match take(1) {
+            Ok(b) => usize::from(b[0]),
+            Err(_) => break,
         };
-        out.push((quantity, i16::from(e[0]), i64::from_le_bytes(word(0)), w));
-        rest = &tail[len + ENTRY..];
+        let name = std::str::from_utf8(take(len)?).map_err(|_| corrupt("quantity is not UTF-8"))?;
+        let quantity = Quantity::by_name(name).ok_or_else(|| corrupt(&format!("unknown quantity {name:?}")))?.name();
+        let n = take(2)?;
+        for _ in 0..u16::from_le_bytes([n[0], n[1]]) {
+            let head = take(17)?;
+            let (form, interval) = (head[0] & 0xc0, i16::from(head[0] & 0x3f));
+            let mut w = Window {
+                count: u64::from(u32::from_le_bytes(half(&head[9..13]))),
+                excluded: u64::from(u32::from_le_bytes(half(&head[13..17]))),
+                ..Window::EMPTY
+            };
+            match form {
+                NONE => {}
+                ONE => {
+                    let b = take(16)?;
+                    let v = f64::from_le_bytes(word(&b[..8]));
+                    (w.sum, w.min, w.max, w.last) = (v, v, v, v);
+                    w.last_time = i64::from_le_bytes(word(&b[8..]));
+                }
+                FULL => {
+                    let b = take(40)?;
+                    let f = |i: usize| f64::from_le_bytes(word(&b[8 * i..8 * i + 8]));
+                    (w.sum, w.min, w.max, w.last) = (f(0), f(1), f(2), f(3));
+                    w.last_time = i64::from_le_bytes(word(&b[32..]));
+                }
+                _ => return Err(corrupt("unknown entry form")),
+            }
+            out.push((quantity, interval, i64::from_le_bytes(word(&head[1..9])), w));
+        }
     }
     Ok(out)
 }
@@ -530,7 +591,25 @@ mod tests {
         assert!(matches!(decode(&[]), Err(StoreError::Corrupt(_))));
         let mut unknown = vec![ENCODING, 3];
         unknown.extend_from_slice(b"foo");
-        unknown.extend_from_slice(&[0; ENTRY]);
+        unknown.extend_from_slice(&[1, 0]);
+        unknown.extend_from_slice(&[0; 17]);
         assert!(matches!(decode(&unknown), Err(StoreError::Corrupt(_))));
+        // Every form: one reading, only excluded ones, several, and -0.0 (its sum is +0.0).
+        let mut forms = Delta::default();
+        forms.add("f", None, q, 1_000, 2.5, QualityFlag::Good);
+        forms.add("f", None, q, 700_000, 1.0, QualityFlag::Bad);
+        forms.add("f", None, q, 1_300_000, 4.0, QualityFlag::Good);
+        forms.add("f", None, q, 1_400_000, 5.0, QualityFlag::Suspect);
+        forms.add("f", None, q, 2_000_000, -0.0, QualityFlag::Good);
+        let all: Vec<_> = forms.windows.iter().map(|((_, q, i, s), w)| (q, i, s, w)).collect();
+        let back = decode(&encode(all.iter().copied())).unwrap();
+        assert_eq!(back.len(), all.len());
+        for ((q, i, s, w), (bq, bi, bs, bw)) in all.iter().zip(&back) {
+            assert_eq!((**q, **i, **s), (*bq, *bi, *bs));
+            let t = |w: &Window| {
+                (w.count, w.excluded, w.sum.to_bits(), w.min.to_bits(), w.max.to_bits(), w.last.to_bits(), w.last_time)
+            };
+            assert_eq!(t(w), t(bw), "{i} {s}");
+        }
     }
 }
