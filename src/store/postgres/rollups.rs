@@ -22,8 +22,9 @@
 //! Only new readings are journalled; a reading stored again with another value or flag (a
 //! corrected replay) makes its windows be recomputed from the readings ([`recompute`]).
 //! That must not count a reading twice, once by the recompute and once more when its
-//! pending delta is folded afterwards. The scope's advisory lock (`hashtext(scope)`)
-//! orders the two: a batch holds it shared from before it inserts its pending rows until it
+//! pending delta is folded afterwards. The scope's advisory lock (one of [`LOCK_BUCKETS`],
+//! by `hashtext(scope)`: scopes sharing one only wait for each other more) orders the two:
+//! a batch holds it shared from before it inserts its pending rows until it
 //! commits; a recompute takes it exclusively, then folds the scope's pending rows itself
 //! (`FOR UPDATE`, waiting for a fold that holds some), then reads the readings. Take a
 //! batch B whose reading the recompute R's read sees: B committed before that read. B held
@@ -34,7 +35,7 @@
 //! commits after R, its pending row too, and is folded on top of R's windows: counted once.
 //! A batch that recomputes inserts its own pending rows before its recompute, which folds
 //! them with the others (its new readings are visible to its own reads). Locks: a batch
-//! takes all its scopes' locks in one statement in hash order (exclusive where it
+//! takes all its scopes' locks in one statement in bucket order (exclusive where it
 //! recomputes, shared elsewhere), and folds all of a recompute's scopes' pending rows
 //! before it locks any window row, so the waits never form a circle.
 
@@ -225,9 +226,18 @@ impl Delta {
     }
 }
 
+/// First key of the scopes' advisory locks ("roll" in ASCII); the second is the bucket.
+pub(super) const LOCK_CLASS: i32 = 0x726f_6c6c;
+
+/// Scopes share this many advisory locks (the low bits of `hashtext(scope)`): a batch of a
+/// city's devices then holds at most this many, far below PostgreSQL's shared lock table
+/// (`max_locks_per_transaction`, 64 per connection by default), whatever its number of
+/// devices. A shared bucket only makes a recompute wait for, and hold up, more batches.
+pub(super) const LOCK_BUCKETS: i32 = 64;
+
 /// Take the scopes' advisory locks for the rest of the transaction: exclusive for
 /// `exclusive` (recomputed), shared for the others (pending rows written); one statement,
-/// in hash order (see the module's doc).
+/// in bucket order (see the module's doc).
 pub(super) async fn lock(
     tx: &Transaction<'_>,
     shared: &BTreeSet<String>,
@@ -240,14 +250,14 @@ pub(super) async fn lock(
     let modes: Vec<bool> = shared.iter().map(|_| false).chain(exclusive.iter().map(|_| true)).collect();
     let stmt = tx
         .prepare_cached(
-            "SELECT count(CASE WHEN x THEN (SELECT 1 FROM pg_advisory_xact_lock(h))
-                               ELSE (SELECT 1 FROM pg_advisory_xact_lock_shared(h)) END)
-             FROM (SELECT hashtext(s) AS h, bool_or(x) AS x FROM unnest($1::text[], $2::bool[]) AS u(s, x)
+            "SELECT count(CASE WHEN x THEN (SELECT 1 FROM pg_advisory_xact_lock($3, h))
+                               ELSE (SELECT 1 FROM pg_advisory_xact_lock_shared($3, h)) END)
+             FROM (SELECT hashtext(s) & $4 AS h, bool_or(x) AS x FROM unnest($1::text[], $2::bool[]) AS u(s, x)
                    GROUP BY 1 ORDER BY 1) AS l",
         )
         .await
         .map_err(db)?;
-    tx.query_one(&stmt, &[&scopes, &modes]).await.map_err(db)?;
+    tx.query_one(&stmt, &[&scopes, &modes, &LOCK_CLASS, &(LOCK_BUCKETS - 1)]).await.map_err(db)?;
     Ok(())
 }
 
