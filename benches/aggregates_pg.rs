@@ -16,8 +16,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "../tests/pg/mod.rs"]
-mod pg;
+
+use common::pg;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

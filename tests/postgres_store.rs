@@ -568,8 +568,7 @@ fn a_correction_between_write_and_fold_counts_once() {
     let batches = quarter_batches(&["k1", "k2"], 6, 0);
     // The correction: k1's reading of the third batch stored again with another value and
     // flag, and k2's flagged bad, while their windows are still pending.
-    let mut correction = WriteBatch::default();
-    correction.districts = batches[2].districts.clone();
+    let mut correction = WriteBatch { districts: batches[2].districts.clone(), ..Default::default() };
     correction.readings.push(reading("k1", "air_temperature", 2 * 1_900_000 + 300_000, 41.5, QualityFlag::Good));
     correction.readings.push(reading("k2", "air_temperature", 2 * 1_900_000 + 1000, -2.5, QualityFlag::Bad));
     // And a new reading in the same batch, in a window the correction recomputes.
