@@ -1,4 +1,4 @@
-//! The PostgreSQL store against a real private PostgreSQL (tests/pg): the embedded store's behaviour (idempotent readings, dead letters and replays landing once, the same rollup numbers for the same data), frame counters shared by two gateways, migrations from gateways starting together, and start errors that name `store.url` without the password.
+//! The PostgreSQL store against a real private PostgreSQL (tests/pg): the embedded store's behaviour (idempotent readings, dead letters and replays landing once, the same rollup numbers for the same data, current before the journalled windows are folded, corrections and replicas folding at once counted exactly), frame counters shared by two gateways, migrations from gateways starting together, and start errors that name `store.url` without the password.
 
 mod pg;
 
@@ -255,7 +255,7 @@ fn gateways_starting_together_migrate_once() {
     for s in starts {
         s.join().unwrap().expect("every gateway starts");
     }
-    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "3", "each migration applied once");
+    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "4", "each migration applied once");
     // Started again: nothing to do, the data stays.
     let store = PostgresStore::open(&settings(&url)).unwrap();
     store
@@ -444,15 +444,15 @@ fn letters_stored_twice_before_migration_3_are_indexed_oldest_first() {
     // The schema as version 2 left it, with one message stored twice and another once.
     cluster.psql(
         "older",
-        "DROP INDEX dead_letters_digest; ALTER TABLE dead_letters DROP COLUMN digest;
-         DELETE FROM messnetz_migrations WHERE version = 3;
+        "DROP TABLE rollup_pending; DROP INDEX dead_letters_digest; ALTER TABLE dead_letters DROP COLUMN digest;
+         DELETE FROM messnetz_migrations WHERE version >= 3;
          INSERT INTO dead_letters (id, received_at, topic, format, device, reason, payload) VALUES
            (nextval('dead_letter_ids'), now(), 'v3/app/devices/x/up', 'ttn-v3', NULL, 'r', '\\x7b7d'),
            (nextval('dead_letter_ids'), now(), 'v3/app/devices/x/up', 'ttn-v3', NULL, 'r', '\\x7b7d'),
            (nextval('dead_letter_ids'), now(), 'v3/app/devices/y/up', 'ttn-v3', NULL, 'r', '\\x7b7d')",
     );
     let store = PostgresStore::open(&settings(&url)).unwrap();
-    assert_eq!(cluster.psql("older", "SELECT max(version) FROM messnetz_migrations"), "3");
+    assert_eq!(cluster.psql("older", "SELECT max(version) FROM messnetz_migrations"), "4");
     let x = DeadLetter { payload: b"{}".to_vec(), device: None, ..letter("r") };
     let y = DeadLetter { topic: "v3/app/devices/y/up".into(), ..x.clone() };
     let ids = store.write(&WriteBatch { dead_letters: vec![y, x.clone()], ..Default::default() }).unwrap();
@@ -463,4 +463,228 @@ fn letters_stored_twice_before_migration_3_are_indexed_oldest_first() {
     let ids = store.write(&WriteBatch { dead_letters: vec![delivered_again(&x)], ..Default::default() }).unwrap();
     assert!(ids[0] > 3, "{ids:?}");
     assert_eq!(letters(&store).len(), 3);
+}
+
+/// A store whose own fold does not run during a test (folded by `fold_windows` only).
+fn settings_without_fold(url: &str) -> StoreSettings {
+    StoreSettings { window_flush_ms: 600_000, ..settings(url) }
+}
+
+/// Windows as compared: an empty window's `last` (NaN) as absent.
+type Shown = (DateTime<Utc>, u64, u64, f64, f64, f64, Option<f64>, i64);
+
+fn show(w: &[(DateTime<Utc>, messnetz::aggregates::Window)]) -> Vec<Shown> {
+    w.iter()
+        .map(|(s, w)| (*s, w.count, w.excluded, w.sum, w.min, w.max, (!w.last.is_nan()).then_some(w.last), w.last_time))
+        .collect()
+}
+
+/// Every window of `scopes` (air temperature, the first day) of both stores is the same.
+fn same_windows(store: &PostgresStore, embedded: &EmbeddedStore, scopes: &[Scope], when: &str) -> usize {
+    let t = Quantity::by_name("air_temperature").unwrap();
+    let mut compared = 0;
+    for scope in scopes {
+        for interval in Interval::ALL {
+            let ours = store.rollups(scope, t, interval, ms(0), ms(86_400_000)).unwrap();
+            let theirs = embedded.rollups(scope, t, interval, ms(0), ms(86_400_000)).unwrap();
+            assert!(!ours.is_empty(), "{when}: {scope:?} {interval:?}");
+            assert_eq!(show(&ours), show(&theirs), "{when}: {scope:?} {interval:?}");
+            compared += ours.len();
+        }
+        assert_eq!(store.extent(scope, t).unwrap(), embedded.extent(scope, t).unwrap(), "{when}: {scope:?}");
+    }
+    compared
+}
+
+/// The readings and districts of `batch` (all these tests' batches hold).
+fn copy(batch: &WriteBatch) -> WriteBatch {
+    WriteBatch { readings: batch.readings.clone(), districts: batch.districts.clone(), ..Default::default() }
+}
+
+/// Batches of `devices` (district by index: even Altstadt, odd Hafen), values in quarters.
+fn quarter_batches(devices: &[&str], n: i64, seed: i64) -> Vec<WriteBatch> {
+    (0..n)
+        .map(|b| {
+            let mut batch = WriteBatch::default();
+            for (i, d) in devices.iter().enumerate() {
+                let id = DeviceId::parse(d).unwrap();
+                batch.districts.insert(id, if i % 2 == 0 { "Altstadt".into() } else { "Hafen".into() });
+                for k in 0..5i64 {
+                    let t = b * 1_900_000 + k * 300_000 + i as i64 * 1000 + seed;
+                    let v = ((b * 5 + k * 3 + i as i64 + seed) % 37) as f64 * 0.25 - 3.0;
+                    let flag = if (b + k) % 7 == 3 { QualityFlag::Bad } else { QualityFlag::Good };
+                    batch.readings.push(reading(d, "air_temperature", t, v, flag));
+                }
+            }
+            batch
+        })
+        .collect()
+}
+
+#[test]
+fn windows_are_current_right_after_a_write_and_the_same_after_the_fold() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database("current");
+    let store = PostgresStore::open(&settings_without_fold(&url)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(dir.path()).unwrap();
+    for batch in &quarter_batches(&["c1", "c2", "c3"], 10, 0) {
+        store.write(batch).unwrap();
+        embedded.write(batch).unwrap();
+    }
+    embedded.flush_windows().unwrap();
+    let scopes = [
+        Scope::Device("c1".into()),
+        Scope::Device("c2".into()),
+        Scope::Device("c3".into()),
+        Scope::District("Altstadt".into()),
+        Scope::District("Hafen".into()),
+    ];
+    // Ten batches, each one pending row per device and district it touched.
+    assert_eq!(store.count_pending_windows().unwrap(), 50, "journalled, not folded yet");
+    let compared = same_windows(&store, &embedded, &scopes, "before the fold");
+    assert!(compared > 50, "{compared} windows compared");
+    assert_eq!(store.fold_windows().unwrap(), 50);
+    assert_eq!(store.count_pending_windows().unwrap(), 0);
+    assert_eq!(same_windows(&store, &embedded, &scopes, "after the fold"), compared);
+    // A store opened later folds what another left pending, and the numbers stay.
+    for batch in &quarter_batches(&["c1", "c2"], 3, 7) {
+        store.write(batch).unwrap();
+        embedded.write(batch).unwrap();
+    }
+    embedded.flush_windows().unwrap();
+    assert_eq!(store.count_pending_windows().unwrap(), 12);
+    let other = PostgresStore::open(&settings_without_fold(&url)).unwrap();
+    assert_eq!(other.count_pending_windows().unwrap(), 0, "folded at start");
+    same_windows(&other, &embedded, &scopes, "folded at another's start");
+}
+
+#[test]
+fn a_correction_between_write_and_fold_counts_once() {
+    let cluster = pg::Cluster::start();
+    let store = PostgresStore::open(&settings_without_fold(&cluster.database("correction"))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(dir.path()).unwrap();
+    let batches = quarter_batches(&["k1", "k2"], 6, 0);
+    // The correction: k1's reading of the third batch stored again with another value and
+    // flag, and k2's flagged bad, while their windows are still pending.
+    let mut correction = WriteBatch { districts: batches[2].districts.clone(), ..Default::default() };
+    correction.readings.push(reading("k1", "air_temperature", 2 * 1_900_000 + 300_000, 41.5, QualityFlag::Good));
+    correction.readings.push(reading("k2", "air_temperature", 2 * 1_900_000 + 1000, -2.5, QualityFlag::Bad));
+    // And a new reading in the same batch, in a window the correction recomputes.
+    correction.readings.push(reading("k1", "air_temperature", 2 * 1_900_000 + 301_000, 1.75, QualityFlag::Good));
+    for batch in batches[..4].iter().chain(std::iter::once(&correction)).chain(&batches[4..]) {
+        store.write(batch).unwrap();
+        embedded.write(batch).unwrap();
+    }
+    embedded.flush_windows().unwrap();
+    assert!(store.count_pending_windows().unwrap() > 0, "the batches after the correction are pending");
+    let scopes = [
+        Scope::Device("k1".into()),
+        Scope::Device("k2".into()),
+        Scope::District("Altstadt".into()),
+        Scope::District("Hafen".into()),
+    ];
+    same_windows(&store, &embedded, &scopes, "before the fold");
+    store.fold_windows().unwrap();
+    same_windows(&store, &embedded, &scopes, "after the fold");
+    // The corrected hour of k1 counts its readings once: 5 of the batch, 1 new.
+    let t = Quantity::by_name("air_temperature").unwrap();
+    let hour = store.rollups(&Scope::Device("k1".into()), t, Interval::Hour, ms(3_600_000), ms(7_200_000)).unwrap();
+    let from_readings = store.readings(&DeviceId::parse("k1").unwrap(), t, ms(3_600_000), ms(7_200_000), 1000).unwrap();
+    assert_eq!(hour.len(), 1);
+    assert_eq!(hour[0].1.count + hour[0].1.excluded, from_readings.len() as u64);
+}
+
+/// The windows the readings now stored make, computed here (values in quarters: exact).
+fn windows_from_readings(store: &PostgresStore, devices: &[&str], interval: Interval) -> Vec<Shown> {
+    let t = Quantity::by_name("air_temperature").unwrap();
+    let mut readings = Vec::new();
+    for d in devices {
+        readings.extend(store.readings(&DeviceId::parse(d).unwrap(), t, ms(0), ms(86_400_000), 100_000).unwrap());
+    }
+    readings.sort_by_key(|r| r.time);
+    let mut windows: std::collections::BTreeMap<i64, messnetz::aggregates::Window> = Default::default();
+    for r in &readings {
+        let ms_ = r.time.timestamp_millis();
+        windows.entry(interval.window_start(ms_)).or_insert(messnetz::aggregates::Window::EMPTY).add(r.value, ms_, r.flag);
+    }
+    show(&windows.into_iter().map(|(s, w)| (ms(s), w)).collect::<Vec<_>>())
+}
+
+#[test]
+fn two_replicas_writing_correcting_and_folding_at_once_give_the_exact_windows() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database("replicas");
+    // Both fold every 10 ms on their own, besides the explicit folds below.
+    let fast = StoreSettings { window_flush_ms: 10, ..settings(&url) };
+    let a = Arc::new(PostgresStore::open(&fast).unwrap());
+    let b = Arc::new(PostgresStore::open(&fast).unwrap());
+    // Both replicas' devices are in both districts: every batch touches both district windows.
+    let (devices_a, devices_b) = (["p1", "p2"], ["p3", "p4"]);
+    let batches = || (quarter_batches(&devices_a, 30, 0), quarter_batches(&devices_b, 30, 500));
+    let ((batches_a, others_b), (others_a, batches_b)) = (batches(), batches());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = |store: Arc<PostgresStore>, own: Vec<WriteBatch>, others: Vec<WriteBatch>| {
+        std::thread::spawn(move || {
+            for (i, batch) in own.iter().enumerate() {
+                store.write(batch).unwrap();
+                if i >= 2 && i % 3 == 0 {
+                    // A correction of an earlier batch's readings (another value, the flag
+                    // flipped), and the other replica's batch delivered again (which changes
+                    // its readings back if that replica corrected them meanwhile).
+                    let mut fix = copy(&own[i - 2]);
+                    for r in &mut fix.readings {
+                        r.value += 0.5;
+                        r.flag = if r.flag == QualityFlag::Bad { QualityFlag::Good } else { QualityFlag::Bad };
+                    }
+                    store.write(&fix).unwrap();
+                    store.write(&others[i - 1]).unwrap();
+                }
+            }
+        })
+    };
+    let folder = {
+        let (a, b, done) = (a.clone(), b.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut folded = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                folded += a.fold_windows().unwrap() + b.fold_windows().unwrap();
+            }
+            folded
+        })
+    };
+    let wa = writer(a.clone(), batches_a, others_b);
+    let wb = writer(b.clone(), batches_b, others_a);
+    wa.join().unwrap();
+    wb.join().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    folder.join().unwrap();
+    let all = ["p1", "p2", "p3", "p4"];
+    let check = |when: &str| {
+        let t = Quantity::by_name("air_temperature").unwrap();
+        let mut compared = 0;
+        for (scope, devices) in [
+            (Scope::Device("p1".into()), &all[0..1]),
+            (Scope::Device("p4".into()), &all[3..4]),
+            (Scope::District("Altstadt".into()), &["p1", "p3"][..]),
+            (Scope::District("Hafen".into()), &["p2", "p4"][..]),
+        ] {
+            for interval in Interval::ALL {
+                let expected = windows_from_readings(&a, devices, interval);
+                for store in [&a, &b] {
+                    let got = store.rollups(&scope, t, interval, ms(0), ms(86_400_000)).unwrap();
+                    assert_eq!(show(&got), expected, "{when}: {scope:?} {interval:?}");
+                }
+                compared += expected.len();
+            }
+        }
+        compared
+    };
+    assert_eq!(a.count_readings().unwrap(), 60 * 2 * 5);
+    let compared = check("as answered");
+    assert!(compared > 100, "{compared} windows compared");
+    a.fold_windows().unwrap();
+    assert_eq!(a.count_pending_windows().unwrap(), 0);
+    assert_eq!(check("all folded"), compared);
 }

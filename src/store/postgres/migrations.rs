@@ -114,6 +114,21 @@ WHERE EXISTS (SELECT 1 FROM dead_letters AS e WHERE e.digest = d.digest AND e.id
 CREATE UNIQUE INDEX dead_letters_digest ON dead_letters (digest);
 "#,
     ),
+    (
+        4,
+        "rollup windows journalled per batch and folded in by the replicas",
+        r#"
+-- One row per scope ('d:<device>' / 'z:<district>') a batch touched: its new readings'
+-- windows, folded, in the encoding of rollups.rs (leading version byte). Folded into
+-- `rollups` every store.window_flush_ms and deleted; answers merge them meanwhile.
+CREATE TABLE rollup_pending (
+    id      bigserial PRIMARY KEY,
+    scope   text      NOT NULL,
+    windows bytea     NOT NULL
+);
+CREATE INDEX rollup_pending_by_scope ON rollup_pending (scope);
+"#,
+    ),
 ];
 
 /// Bring the schema up to date; returns the versions applied now (empty when it was).

@@ -10,7 +10,7 @@
 //!
 //! Files: [`connect`] (URL, TLS, pool), [`migrations`] (the schema), [`grants`] (a dashboard
 //! role's read access), [`partitions`] (monthly partitions and retention), [`write`] (a batch
-//! in one transaction), [`rollups`] (window upkeep and queries), [`reads`], [`neighbours`]
+//! in one transaction), [`rollups`] (windows journalled, folded and queried), [`reads`], [`neighbours`]
 //! (late readings' neighbours, a stretch at a time), [`dead_letters`], [`frame_counters`],
 //! [`outbox`].
 
@@ -52,6 +52,9 @@ use crate::store::dead_letter::{DeadLetter, ReplayOutcome};
 /// Longest one store call may take, waiting for a connection included.
 const CALL_LIMIT: Duration = Duration::from_secs(30);
 
+/// Longest the fold of pending windows may delay dropping the store.
+const FOLD_AT_DROP: Duration = Duration::from_secs(3);
+
 /// How often partitions are created ahead and old ones dropped.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
 
@@ -65,8 +68,9 @@ pub struct PostgresStore {
     health: Mutex<Option<(DateTime<Utc>, String)>>,
     /// Stretches of series read for late readings' neighbours since the last commit.
     spans: neighbours::Spans,
-    /// Whether writes keep the rollup windows (always, but for measuring their cost).
-    rollups: AtomicBool,
+    /// Whether writes journal the rollup windows and the fold runs (always, but for
+    /// measuring their cost).
+    rollups: Arc<AtomicBool>,
 }
 
 fn db(e: tokio_postgres::Error) -> StoreError {
@@ -93,7 +97,7 @@ impl PostgresStore {
             partitions: Default::default(),
             health: Mutex::new(None),
             spans: Default::default(),
-            rollups: AtomicBool::new(true),
+            rollups: Arc::new(AtomicBool::new(true)),
         };
         let retention_days = settings.retention_days;
         store.block(async {
@@ -103,8 +107,32 @@ impl PostgresStore {
                 grants::grant(&client, role).await?;
             }
             store.partitions.maintain(&mut client, retention_days).await.map_err(|e| connect::describe(&e))?;
+            // Windows another gateway left pending (it stopped before its next fold).
+            if let Err(e) = rollups::fold(&mut client).await {
+                tracing::warn!(error = %e, "folding pending rollup windows at start failed; the next fold tries again");
+            }
             Ok::<_, String>(())
         })??;
+        let (pool, enabled) = (store.pool.clone(), store.rollups.clone());
+        let every = Duration::from_millis(settings.window_flush_ms.max(1));
+        store.runtime().spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if !enabled.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let folded = match pool.get().await {
+                    Ok(mut client) => rollups::fold(&mut client).await,
+                    Err(e) => Err(StoreError::Database(connect::pool_error(&e))),
+                };
+                if let Err(e) = folded {
+                    tracing::warn!(error = %e, "folding pending rollup windows failed; answers still merge them, the next fold tries again");
+                }
+            }
+        });
         let (pool, partitions) = (store.pool.clone(), store.partitions.clone());
         store.runtime().spawn(async move {
             let mut tick = tokio::time::interval(MAINTAIN_EVERY);
@@ -185,9 +213,24 @@ impl PostgresStore {
     }
 
     /// Switch the upkeep of rollup windows off (or on again), to measure what it costs
-    /// ingest; windows are then wrong for what is written meanwhile. Benchmarks only.
+    /// ingest: off, writes journal no windows and this store's fold does not run; windows
+    /// are then wrong for what is written meanwhile. Benchmarks only.
     pub fn set_rollups_enabled(&self, on: bool) {
         self.rollups.store(on, Ordering::Relaxed);
+    }
+
+    /// Fold the pending rollup windows into the stored ones now (what the store does every
+    /// `store.window_flush_ms`); returns how many pending rows were folded. For tests and
+    /// tools: answers merge pending windows, so they never need it.
+    pub fn fold_windows(&self) -> Result<usize, StoreError> {
+        self.with_client(|mut client| async move { rollups::fold(&mut client).await })
+    }
+
+    /// Pending rollup rows not folded yet (all gateways'): for tests and tools.
+    pub fn count_pending_windows(&self) -> Result<u64, StoreError> {
+        self.with_client(|client| async move {
+            Ok(client.query_one("SELECT count(*) FROM rollup_pending", &[]).await.map_err(db)?.get::<_, i64>(0) as u64)
+        })
     }
 
     /// Readings stored (all devices): for tests and tools.
@@ -200,6 +243,18 @@ impl PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
+        // This gateway's windows folded before it goes (best effort: another gateway's fold,
+        // or this one's next start, folds what is left).
+        if self.rollups.load(Ordering::Relaxed) {
+            let pool = self.pool.clone();
+            let _ = self.block(async move {
+                let fold = async {
+                    let mut client = pool.get().await.ok()?;
+                    rollups::fold(&mut client).await.ok()
+                };
+                tokio::time::timeout(FOLD_AT_DROP, fold).await
+            });
+        }
         // Dropping a runtime waits for its threads, which an async context forbids.
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
@@ -344,7 +399,7 @@ impl ReadStore for PostgresStore {
         self.with_client(|client| async move { rollups::extent(&client, scope, quantity).await })
     }
 
-    /// Windows are stored in the readings' transaction: none wait.
+    /// Windows journalled but not folded yet are merged into every answer: none wait.
     fn pending_windows(&self) -> usize {
         0
     }

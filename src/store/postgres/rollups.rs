@@ -1,22 +1,48 @@
-//! Device and district rollup windows, kept in the `rollups` table by the transaction that stores the readings.
+//! Device and district rollup windows: journalled per batch in `rollup_pending` by the transaction that stores the readings, folded into the `rollups` table by the replicas, merged into every answer meanwhile.
 //!
 //! Why stored, not computed from the readings at query time: a district's year of day
 //! windows covers every reading of its devices in that year (tens of millions at a
 //! 10-minute cadence for a city), far beyond what one API answer may take; a stored window
-//! is one index row. The upkeep is folded per batch first (many readings of one window make
-//! one row update), then merged into the stored rows by `INSERT … ON CONFLICT DO UPDATE`,
-//! whose merge reads the row as committed by then: batches of several gateways that touch
-//! the same window add up, whatever their order. Only new readings are added; a reading
-//! stored again with another value or flag (a corrected replay) makes its windows be
-//! recomputed from the readings, with the window row locked first so that a concurrent
-//! batch's addition lands after the recompute, not inside it. The merge follows
-//! [`Window::merge`]; the windows of a batch are folded with [`Window::add`] in the batch's
-//! order, as the embedded store folds its district windows.
+//! is one index row.
+//!
+//! Why journalled, not merged into `rollups` by the batch: every batch of a city's
+//! gateways touches the same district windows, so merging them in the batch's transaction
+//! makes the batches wait for each other's row locks and doubles the commit's work. A batch
+//! instead folds its new readings' windows per scope ([`Window::add`], in the batch's
+//! order) and inserts one `rollup_pending` row per scope it touched (one statement). Every
+//! `store.window_flush_ms` a replica folds the oldest pending rows ([`fold`]): it locks them
+//! with `FOR UPDATE SKIP LOCKED` (two replicas fold different rows), merges them per window
+//! in id order ([`Window::merge`]), adds them to the stored rows with
+//! `INSERT … ON CONFLICT DO UPDATE` (keys sorted, so two folds lock rows in one order) and
+//! deletes them, in one transaction. Answers ([`query`], [`extent`]) read the stored rows
+//! and the scope's pending rows in one statement (one snapshot: a fold committed is seen
+//! whole or not at all) and merge the pending ones on top, so they are current the moment
+//! a batch committed.
+//!
+//! Only new readings are journalled; a reading stored again with another value or flag (a
+//! corrected replay) makes its windows be recomputed from the readings ([`recompute`]).
+//! That must not count a reading twice, once by the recompute and once more when its
+//! pending delta is folded afterwards. The scope's advisory lock (one of [`LOCK_BUCKETS`],
+//! by `hashtext(scope)`: scopes sharing one only wait for each other more) orders the two:
+//! a batch holds it shared from before it inserts its pending rows until it
+//! commits; a recompute takes it exclusively, then folds the scope's pending rows itself
+//! (`FOR UPDATE`, waiting for a fold that holds some), then reads the readings. Take a
+//! batch B whose reading the recompute R's read sees: B committed before that read. B held
+//! the shared lock until its commit, and R holds the exclusive one from before its fold, so
+//! B committed before R had the lock, hence before R's fold: its pending row is folded (and
+//! deleted) by R, or by a fold that committed before R's fold went on; either way it is in
+//! the stored windows R then overwrites, and gone. A batch whose reading R does not see
+//! commits after R, its pending row too, and is folded on top of R's windows: counted once.
+//! A batch that recomputes inserts its own pending rows before its recompute, which folds
+//! them with the others (its new readings are visible to its own reads). Locks: a batch
+//! takes all its scopes' locks in one statement in bucket order (exclusive where it
+//! recomputes, shared elsewhere), and folds all of a recompute's scopes' pending rows
+//! before it locks any window row, so the waits never form a circle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeZone, Utc};
-use deadpool_postgres::{GenericClient, Transaction};
+use deadpool_postgres::{GenericClient, Object, Transaction};
 
 use super::db;
 use crate::aggregates::{Interval, Scope, Window};
@@ -59,6 +85,259 @@ pub(super) fn keys_of(device: &str, district: Option<&str>, quantity: Quantity, 
 
 pub(super) fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
     Utc.timestamp_millis_opt(ms).single().ok_or_else(|| StoreError::Corrupt(format!("time {ms} ms is out of range")))
+}
+
+/// Version of the pending rows' encoding (their first byte).
+const ENCODING: u8 = 1;
+
+/// Entry forms (the high bits of an entry's first byte; the low ones are the interval code).
+const FULL: u8 = 0;
+/// One reading in the statistics: sum, min, max and last are its value.
+const ONE: u8 = 1 << 6;
+/// No reading in the statistics (only excluded ones): the other fields are [`Window::EMPTY`]'s.
+const NONE: u8 = 2 << 6;
+
+/// One scope's windows of a delta as a `rollup_pending` blob, sorted by quantity: the
+/// version byte, then per quantity its name (length byte first) and number of windows
+/// (u16), then per window a byte of form and interval code, the start (ms, i64), count and
+/// excluded (u32), and as the form says: nothing, the one value and its time, or sum, min,
+/// max, last (f64) and last time (i64); little-endian. Why a blob of its own and not rows:
+/// one row per scope and batch keeps the batch's insert one small statement whatever the
+/// number of windows, and an answer merges a few rows, not one per window. Why this compact:
+/// each blob is written to the WAL in the batch's commit, and a batch of a city's devices
+/// makes one per device; most of a batch's device windows hold one or two readings, and the
+/// short forms keep a blob under PostgreSQL's out-of-line (TOAST) threshold.
+pub(super) fn encode<'a>(windows: impl Iterator<Item = (&'a &'static str, &'a i16, &'a i64, &'a Window)>) -> Vec<u8> {
+    let mut by_quantity: BTreeMap<&str, Vec<(i16, i64, &Window)>> = BTreeMap::new();
+    for (q, i, s, w) in windows {
+        by_quantity.entry(q).or_default().push((*i, *s, w));
+    }
+    let mut out = vec![ENCODING];
+    for (quantity, entries) in by_quantity {
+        out.push(quantity.len() as u8);
+        out.extend_from_slice(quantity.as_bytes());
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        for (interval, start, w) in entries {
+            let bits = |f: f64| f.to_bits();
+            let e = Window::EMPTY;
+            let form = if w.count == 0
+                && (bits(w.sum), bits(w.min), bits(w.max), w.last_time) == (bits(e.sum), bits(e.min), bits(e.max), e.last_time)
+                && w.last.is_nan()
+            {
+                NONE
+            } else if w.count == 1 && bits(w.sum) == bits(w.min) && bits(w.min) == bits(w.max) && bits(w.max) == bits(w.last) {
+                ONE
+            } else {
+                FULL
+            };
+            out.push(form | interval as u8);
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&(w.count as u32).to_le_bytes());
+            out.extend_from_slice(&(w.excluded as u32).to_le_bytes());
+            match form {
+                NONE => {}
+                ONE => {
+                    out.extend_from_slice(&w.last.to_le_bytes());
+                    out.extend_from_slice(&w.last_time.to_le_bytes());
+                }
+                _ => {
+                    for f in [w.sum, w.min, w.max, w.last] {
+                        out.extend_from_slice(&f.to_le_bytes());
+                    }
+                    out.extend_from_slice(&w.last_time.to_le_bytes());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The windows of a `rollup_pending` blob: (quantity, interval code, start ms, window).
+pub(super) fn decode(blob: &[u8]) -> Result<Vec<(&'static str, i16, i64, Window)>, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("pending rollup windows: {what}"));
+    let Some((&version, rest)) = blob.split_first() else {
+        return Err(corrupt("empty"));
+    };
+    if version != ENCODING {
+        return Err(corrupt(&format!("encoding {version}, this messnetz knows {ENCODING}")));
+    }
+    let mut rest = rest;
+    let mut take = |n: usize| -> Result<&[u8], StoreError> {
+        if rest.len() < n {
+            return Err(corrupt("cut short"));
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let word = |b: &[u8]| <[u8; 8]>::try_from(b).unwrap_or_else(|_| unreachable!("8 bytes"));
+    let half = |b: &[u8]| <[u8; 4]>::try_from(b).unwrap_or_else(|_| unreachable!("4 bytes"));
+    let mut out = Vec::new();
+    loop {
+        let len = match take(1) {
+            Ok(b) => usize::from(b[0]),
+            Err(_) => break,
+        };
+        let name = std::str::from_utf8(take(len)?).map_err(|_| corrupt("quantity is not UTF-8"))?;
+        let quantity = Quantity::by_name(name).ok_or_else(|| corrupt(&format!("unknown quantity {name:?}")))?.name();
+        let n = take(2)?;
+        for _ in 0..u16::from_le_bytes([n[0], n[1]]) {
+            let head = take(17)?;
+            let (form, interval) = (head[0] & 0xc0, i16::from(head[0] & 0x3f));
+            let mut w = Window {
+                count: u64::from(u32::from_le_bytes(half(&head[9..13]))),
+                excluded: u64::from(u32::from_le_bytes(half(&head[13..17]))),
+                ..Window::EMPTY
+            };
+            match form {
+                NONE => {}
+                ONE => {
+                    let b = take(16)?;
+                    let v = f64::from_le_bytes(word(&b[..8]));
+                    (w.sum, w.min, w.max, w.last) = (v, v, v, v);
+                    w.last_time = i64::from_le_bytes(word(&b[8..]));
+                }
+                FULL => {
+                    let b = take(40)?;
+                    let f = |i: usize| f64::from_le_bytes(word(&b[8 * i..8 * i + 8]));
+                    (w.sum, w.min, w.max, w.last) = (f(0), f(1), f(2), f(3));
+                    w.last_time = i64::from_le_bytes(word(&b[32..]));
+                }
+                _ => return Err(corrupt("unknown entry form")),
+            }
+            out.push((quantity, interval, i64::from_le_bytes(word(&head[1..9])), w));
+        }
+    }
+    Ok(out)
+}
+
+impl Delta {
+    /// Merge one pending row's windows (rows taken in id order).
+    fn merge_blob(&mut self, scope: &str, blob: &[u8]) -> Result<(), StoreError> {
+        for (quantity, interval, start, w) in decode(blob)? {
+            self.windows.entry((scope.to_owned(), quantity, interval, start)).or_insert(Window::EMPTY).merge(&w);
+        }
+        Ok(())
+    }
+
+    /// The scopes the delta touches.
+    pub fn scopes(&self) -> BTreeSet<String> {
+        self.windows.keys().map(|k| k.0.clone()).collect()
+    }
+}
+
+/// First key of the scopes' advisory locks ("roll" in ASCII); the second is the bucket.
+pub(super) const LOCK_CLASS: i32 = 0x726f_6c6c;
+
+/// Scopes share this many advisory locks (the low bits of `hashtext(scope)`): a batch of a
+/// city's devices then holds at most this many, far below PostgreSQL's shared lock table
+/// (`max_locks_per_transaction`, 64 per connection by default), whatever its number of
+/// devices. A shared bucket only makes a recompute wait for, and hold up, more batches.
+pub(super) const LOCK_BUCKETS: i32 = 64;
+
+/// Take the scopes' advisory locks for the rest of the transaction: exclusive for
+/// `exclusive` (recomputed), shared for the others (pending rows written); one statement,
+/// in bucket order (see the module's doc).
+pub(super) async fn lock(
+    tx: &Transaction<'_>,
+    shared: &BTreeSet<String>,
+    exclusive: &BTreeSet<String>,
+) -> Result<(), StoreError> {
+    if shared.is_empty() && exclusive.is_empty() {
+        return Ok(());
+    }
+    let scopes: Vec<&str> = shared.iter().chain(exclusive).map(String::as_str).collect();
+    let modes: Vec<bool> = shared.iter().map(|_| false).chain(exclusive.iter().map(|_| true)).collect();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT count(CASE WHEN x THEN (SELECT 1 FROM pg_advisory_xact_lock($3, h))
+                               ELSE (SELECT 1 FROM pg_advisory_xact_lock_shared($3, h)) END)
+             FROM (SELECT hashtext(s) & $4 AS h, bool_or(x) AS x FROM unnest($1::text[], $2::bool[]) AS u(s, x)
+                   GROUP BY 1 ORDER BY 1) AS l",
+        )
+        .await
+        .map_err(db)?;
+    tx.query_one(&stmt, &[&scopes, &modes, &LOCK_CLASS, &(LOCK_BUCKETS - 1)]).await.map_err(db)?;
+    Ok(())
+}
+
+/// Journal the delta: one `rollup_pending` row per scope (one statement). The caller holds
+/// the scopes' locks ([`lock`]).
+pub(super) async fn pend(tx: &Transaction<'_>, delta: &Delta) -> Result<(), StoreError> {
+    if delta.windows.is_empty() {
+        return Ok(());
+    }
+    let mut scopes: Vec<&str> = Vec::new();
+    let mut blobs: Vec<Vec<u8>> = Vec::new();
+    let mut windows = delta.windows.iter().peekable();
+    while let Some(((scope, ..), _)) = windows.peek() {
+        let scope = scope.as_str();
+        let mut one = Vec::new();
+        while let Some(((_, q, i, s), w)) = windows.next_if(|((sc, ..), _)| sc == scope) {
+            one.push((q, i, s, w));
+        }
+        scopes.push(scope);
+        blobs.push(encode(one.into_iter()));
+    }
+    let stmt = tx
+        .prepare_cached("INSERT INTO rollup_pending (scope, windows) SELECT * FROM unnest($1::text[], $2::bytea[])")
+        .await
+        .map_err(db)?;
+    tx.execute(&stmt, &[&scopes, &blobs]).await.map_err(db)?;
+    Ok(())
+}
+
+/// Fold the pending rows `select` returns (id, scope, windows; in id order, locked) into
+/// the stored windows and delete them; returns how many there were.
+async fn fold_rows(tx: &Transaction<'_>, rows: &[tokio_postgres::Row]) -> Result<usize, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut delta = Delta::default();
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in rows {
+        ids.push(row.get::<_, i64>(0));
+        delta.merge_blob(row.get(1), row.get(2))?;
+    }
+    apply(tx, &delta).await?;
+    let delete = tx.prepare_cached("DELETE FROM rollup_pending WHERE id = ANY($1)").await.map_err(db)?;
+    tx.execute(&delete, &[&ids]).await.map_err(db)?;
+    Ok(rows.len())
+}
+
+/// Pending rows folded per transaction.
+const FOLD_ROWS: i64 = 2000;
+
+/// Fold every pending row no other replica is folding, `FOLD_ROWS` a transaction, oldest
+/// first; returns how many were folded.
+pub(super) async fn fold(client: &mut Object) -> Result<usize, StoreError> {
+    let mut folded = 0;
+    loop {
+        let tx = client.transaction().await.map_err(db)?;
+        let select = tx
+            .prepare_cached("SELECT id, scope, windows FROM rollup_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED")
+            .await
+            .map_err(db)?;
+        let rows = tx.query(&select, &[&FOLD_ROWS]).await.map_err(db)?;
+        let n = fold_rows(&tx, &rows).await?;
+        tx.commit().await.map_err(db)?;
+        folded += n;
+        if (n as i64) < FOLD_ROWS {
+            return Ok(folded);
+        }
+    }
+}
+
+/// Fold the pending rows of `scopes`, waiting for a fold that holds some; the caller holds
+/// the scopes' exclusive locks.
+async fn fold_scopes(tx: &Transaction<'_>, scopes: &BTreeSet<String>) -> Result<(), StoreError> {
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let select = tx
+        .prepare_cached("SELECT id, scope, windows FROM rollup_pending WHERE scope = ANY($1) ORDER BY id FOR UPDATE")
+        .await
+        .map_err(db)?;
+    let rows = tx.query(&select, &[&scopes]).await.map_err(db)?;
+    fold_rows(tx, &rows).await.map(|_| ())
 }
 
 /// Merge the delta into the stored windows (one statement).
@@ -117,8 +396,19 @@ pub(super) async fn apply(tx: &Transaction<'_>, delta: &Delta) -> Result<(), Sto
     Ok(())
 }
 
-/// Recompute windows from the stored readings, each with its row locked first.
+/// The scopes of `keys`.
+pub(super) fn scopes_of(keys: &BTreeMap<Key, ()>) -> BTreeSet<String> {
+    keys.keys().map(|k| k.0.clone()).collect()
+}
+
+/// Recompute windows from the stored readings, each with its row locked first: after the
+/// scopes' pending rows were folded. The caller holds the scopes' exclusive locks
+/// ([`lock`]) and has journalled its own new readings already.
 pub(super) async fn recompute(tx: &Transaction<'_>, keys: &BTreeMap<Key, ()>) -> Result<(), StoreError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    fold_scopes(tx, &scopes_of(keys)).await?;
     for (scope, quantity, interval, start) in keys.keys() {
         let Some(length) = Interval::ALL.iter().find(|i| i16::from(i.code()) == *interval).map(|i| i.millis()) else {
             continue;
@@ -181,7 +471,8 @@ pub(super) async fn recompute(tx: &Transaction<'_>, keys: &BTreeMap<Key, ()>) ->
     Ok(())
 }
 
-/// Stored windows of a scope with `from <= start < to`, oldest first.
+/// Windows of a scope with `from <= start < to`, oldest first: the stored ones with the
+/// scope's pending rows merged on top, read in one statement (one snapshot).
 pub(super) async fn query(
     client: &impl GenericClient,
     scope: &Scope,
@@ -192,28 +483,43 @@ pub(super) async fn query(
 ) -> Result<Vec<(DateTime<Utc>, Window)>, StoreError> {
     let stmt = client
         .prepare_cached(
-            "SELECT start, count, excluded, sum, min, max, last, last_time FROM rollups
-             WHERE scope = $1 AND quantity = $2 AND interval = $3 AND start >= $4 AND start < $5 ORDER BY start",
+            "SELECT 0::int8 AS id, start, count, excluded, sum, min, max, last, last_time, NULL::bytea AS windows
+             FROM rollups WHERE scope = $1 AND quantity = $2 AND interval = $3 AND start >= $4 AND start < $5
+             UNION ALL
+             SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, windows FROM rollup_pending WHERE scope = $1
+             ORDER BY id",
         )
         .await
         .map_err(db)?;
-    let rows =
-        client.query(&stmt, &[&scope.key(), &quantity.name(), &i16::from(interval.code()), &from, &to]).await.map_err(db)?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let w = Window {
-                count: row.get::<_, i64>(1) as u64,
-                excluded: row.get::<_, i64>(2) as u64,
-                sum: row.get(3),
-                min: row.get(4),
-                max: row.get(5),
-                last: row.get(6),
-                last_time: row.get(7),
-            };
-            (row.get(0), w)
-        })
-        .collect())
+    let code = i16::from(interval.code());
+    let rows = client.query(&stmt, &[&scope.key(), &quantity.name(), &code, &from, &to]).await.map_err(db)?;
+    let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
+    let mut windows: BTreeMap<i64, Window> = BTreeMap::new();
+    for row in &rows {
+        match row.get::<_, Option<&[u8]>>(9) {
+            None => {
+                let start: DateTime<Utc> = row.get(1);
+                let w = Window {
+                    count: row.get::<_, i64>(2) as u64,
+                    excluded: row.get::<_, i64>(3) as u64,
+                    sum: row.get(4),
+                    min: row.get(5),
+                    max: row.get(6),
+                    last: row.get(7),
+                    last_time: row.get(8),
+                };
+                windows.insert(start.timestamp_millis(), w);
+            }
+            Some(blob) => {
+                for (q, i, start, w) in decode(blob)? {
+                    if q == quantity.name() && i == code && (from_ms..to_ms).contains(&start) {
+                        windows.entry(start).or_insert(Window::EMPTY).merge(&w);
+                    }
+                }
+            }
+        }
+    }
+    windows.into_iter().map(|(start, w)| Ok((time(start)?, w))).collect()
 }
 
 /// First and last time of a series' data: a device's readings, a district's day windows.
@@ -231,13 +537,89 @@ pub(super) async fn extent(
             client.query_one(&stmt, &[&device.as_str(), &quantity.name()]).await.map_err(db)?
         }
         Scope::District(_) => {
+            // The stored day windows' range widened by the pending ones (one snapshot).
             let stmt = client
-                .prepare_cached("SELECT min(start), max(start) FROM rollups WHERE scope = $1 AND quantity = $2 AND interval = $3")
+                .prepare_cached(
+                    "SELECT min(start), max(start), NULL::bytea FROM rollups WHERE scope = $1 AND quantity = $2 AND interval = $3
+                     UNION ALL
+                     SELECT NULL, NULL, windows FROM rollup_pending WHERE scope = $1",
+                )
                 .await
                 .map_err(db)?;
-            client.query_one(&stmt, &[&scope.key(), &quantity.name(), &i16::from(Interval::Day.code())]).await.map_err(db)?
+            let code = i16::from(Interval::Day.code());
+            let rows = client.query(&stmt, &[&scope.key(), &quantity.name(), &code]).await.map_err(db)?;
+            let mut range: Option<(i64, i64)> = None;
+            let mut widen = |t: i64| range = Some(range.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
+            for row in &rows {
+                match row.get::<_, Option<&[u8]>>(2) {
+                    None => {
+                        let (first, last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (row.get(0), row.get(1));
+                        if let Some((a, b)) = first.zip(last) {
+                            widen(a.timestamp_millis());
+                            widen(b.timestamp_millis());
+                        }
+                    }
+                    Some(blob) => {
+                        for (q, i, start, _) in decode(blob)? {
+                            if q == quantity.name() && i == code {
+                                widen(start);
+                            }
+                        }
+                    }
+                }
+            }
+            return range.map(|(a, b)| Ok((time(a)?, time(b)?))).transpose();
         }
     };
     let (first, last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (row.get(0), row.get(1));
     Ok(first.zip(last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_windows_decode_as_encoded_and_other_encodings_are_refused() {
+        let mut delta = Delta::default();
+        let q = Quantity::by_name("air_temperature").unwrap();
+        delta.add("d1", Some("Altstadt"), q, 1_700_000_000_123, 3.25, QualityFlag::Good);
+        delta.add("d1", Some("Altstadt"), q, 1_700_000_100_000, -1.5, QualityFlag::Bad);
+        delta.add("d1", None, Quantity::by_name("relative_humidity").unwrap(), 5, 61.0, QualityFlag::Suspect);
+        let ours: Vec<_> = delta.windows.iter().filter(|(k, _)| k.0 == "d:d1").map(|((_, q, i, s), w)| (q, i, s, w)).collect();
+        let blob = encode(ours.iter().copied());
+        let back = decode(&blob).unwrap();
+        assert_eq!(back.len(), ours.len());
+        for ((q, i, s, w), (bq, bi, bs, bw)) in ours.iter().zip(&back) {
+            assert_eq!((**q, **i, **s), (*bq, *bi, *bs));
+            assert_eq!(format!("{w:?}"), format!("{bw:?}"), "NaN `last` of an empty window included");
+        }
+        let mut other = blob.clone();
+        other[0] = ENCODING + 1;
+        assert!(matches!(decode(&other), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode(&blob[..blob.len() - 1]), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode(&[]), Err(StoreError::Corrupt(_))));
+        let mut unknown = vec![ENCODING, 3];
+        unknown.extend_from_slice(b"foo");
+        unknown.extend_from_slice(&[1, 0]);
+        unknown.extend_from_slice(&[0; 17]);
+        assert!(matches!(decode(&unknown), Err(StoreError::Corrupt(_))));
+        // Every form: one reading, only excluded ones, several, and -0.0 (its sum is +0.0).
+        let mut forms = Delta::default();
+        forms.add("f", None, q, 1_000, 2.5, QualityFlag::Good);
+        forms.add("f", None, q, 700_000, 1.0, QualityFlag::Bad);
+        forms.add("f", None, q, 1_300_000, 4.0, QualityFlag::Good);
+        forms.add("f", None, q, 1_400_000, 5.0, QualityFlag::Suspect);
+        forms.add("f", None, q, 2_000_000, -0.0, QualityFlag::Good);
+        let all: Vec<_> = forms.windows.iter().map(|((_, q, i, s), w)| (q, i, s, w)).collect();
+        let back = decode(&encode(all.iter().copied())).unwrap();
+        assert_eq!(back.len(), all.len());
+        for ((q, i, s, w), (bq, bi, bs, bw)) in all.iter().zip(&back) {
+            assert_eq!((**q, **i, **s), (*bq, *bi, *bs));
+            let t = |w: &Window| {
+                (w.count, w.excluded, w.sum.to_bits(), w.min.to_bits(), w.max.to_bits(), w.last.to_bits(), w.last_time)
+            };
+            assert_eq!(t(w), t(bw), "{i} {s}");
+        }
+    }
 }

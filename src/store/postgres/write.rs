@@ -1,4 +1,4 @@
-//! One batch into PostgreSQL in one transaction: frame counters, readings (idempotent on device, quantity and time) with their rollup windows, last-seen times, dead letters and the InfluxDB outbox.
+//! One batch into PostgreSQL in one transaction: frame counters, readings (idempotent on device, quantity and time) with their rollup windows journalled, last-seen times, dead letters and the InfluxDB outbox.
 //!
 //! Each part is one statement over arrays (`unnest`), so a batch costs a handful of round
 //! trips however many messages it holds. Rows are sorted by key first: two gateways'
@@ -132,7 +132,10 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
             delta.add(last.device.as_str(), district(last), last.quantity, key.2, last.value, last.flag);
         }
     }
-    rollups::apply(tx, &delta).await?;
+    // Journalled under the scopes' locks, before a recompute (which folds them): see the
+    // rollups module's doc.
+    rollups::lock(tx, &delta.scopes(), &rollups::scopes_of(&changed)).await?;
+    rollups::pend(tx, &delta).await?;
     rollups::recompute(tx, &changed).await
 }
 
