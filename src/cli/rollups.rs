@@ -47,7 +47,7 @@ fn rebuild(settings: &Settings, from: Option<&str>, to: Option<&str>) -> Outcome
     if settings.store.backend == crate::config::StoreBackend::Postgres {
         return Err(Failure::new(
             2,
-            "store.backend = \"postgres\": rollup windows are kept in the readings' own transaction there; nothing to rebuild",
+            "store.backend = \"postgres\": rollup windows are journalled with the readings and folded by the gateways there; nothing to rebuild",
         ));
     }
     let store = EmbeddedStore::open(&settings.store.path)
