@@ -4,6 +4,8 @@
 //! MESSNETZ_BENCH_DEVICES (1000), MESSNETZ_BENCH_DAYS (365), MESSNETZ_BENCH_RUNS (3),
 //! MESSNETZ_BENCH_WRK_S (10 seconds per load run).
 
+#[path = "city/mod.rs"]
+mod city;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -11,41 +13,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
+use city::*;
+use messnetz::model::Quantity;
 use messnetz::store::{CommitStore, EmbeddedStore, ReadStore, WriteBatch};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-const START_MS: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
-const TEN_MIN_MS: i64 = 600_000;
-
-fn district(d: usize) -> String {
-    format!("Bezirk-{:02}", d % 10)
-}
-
-fn device_id(d: usize) -> DeviceId {
-    DeviceId::parse(&format!("dev-{d:04}")).unwrap()
-}
-
-/// A smooth daily temperature curve with a little per-device offset.
-fn temperature(d: usize, t_ms: i64) -> f64 {
-    let hours = (t_ms / 3_600_000) as f64;
-    10.0 + 8.0 * (hours / 24.0 * std::f64::consts::TAU).sin() + (d % 7) as f64 * 0.3
-}
-
-fn reading(device: &DeviceId, quantity: Quantity, t_ms: i64, value: f64) -> Reading {
-    Reading {
-        device: device.clone(),
-        quantity,
-        value,
-        time: DateTime::<Utc>::from_timestamp_millis(t_ms).unwrap(),
-        flag: QualityFlag::Good,
-        reason: String::new(),
-    }
-}
 
 /// The flush interval: the gateway's default unless MESSNETZ_BENCH_FLUSH_MS says otherwise.
 fn flush_ms() -> u64 {
@@ -82,27 +52,10 @@ fn upkeep_run(store: &EmbeddedStore, devices: usize, uplinks: usize, per_batch: 
 }
 
 fn write_uplinks(store: &EmbeddedStore, devices: usize, uplinks: usize, per_batch: usize) -> usize {
-    let quantities: Vec<Quantity> =
-        ["air_temperature", "relative_humidity", "probe_temperature", "battery_voltage", "dew_point_temperature", "heat_index"]
-            .iter()
-            .map(|n| Quantity::by_name(n).unwrap())
-            .collect();
-    let ids: Vec<DeviceId> = (0..devices).map(device_id).collect();
-    let mut written = 0usize;
-    let mut i = 0;
-    while i < uplinks {
-        let mut batch = WriteBatch::default();
-        for u in i..(i + per_batch).min(uplinks) {
-            let d = u % devices;
-            let t = START_MS + (u / devices) as i64 * TEN_MIN_MS;
-            for (k, q) in quantities.iter().enumerate() {
-                batch.readings.push(reading(&ids[d], *q, t, temperature(d, t) + k as f64));
-            }
-            batch.districts.insert(ids[d].clone(), district(d));
-        }
+    let mut written = 0;
+    for batch in uplink_batches(devices, uplinks, per_batch) {
         written += batch.readings.len();
         store.write(&batch).unwrap();
-        i += per_batch;
     }
     written
 }

@@ -14,6 +14,8 @@
 //! batch). The bench checks that SQL, run for the first device, gives the windows the store
 //! wrote for it.
 
+#[path = "city/mod.rs"]
+mod city;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -21,42 +23,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use city::*;
 use messnetz::config::{StoreBackend, StoreSettings};
-use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
+use messnetz::model::Quantity;
 use messnetz::store::{CommitStore, PostgresStore, WriteBatch};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-const START_MS: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
-const TEN_MIN_MS: i64 = 600_000;
-
-fn district(d: usize) -> String {
-    format!("Bezirk-{:02}", d % 10)
-}
-
-fn device_id(d: usize) -> DeviceId {
-    DeviceId::parse(&format!("dev-{d:04}")).unwrap()
-}
-
-/// A smooth daily temperature curve with a little per-device offset (the same as
-/// `benches/aggregates.rs`, and as [`GENERATED`] computes it).
-fn temperature(d: usize, t_ms: i64) -> f64 {
-    let hours = (t_ms / 3_600_000) as f64;
-    10.0 + 8.0 * (hours / 24.0 * std::f64::consts::TAU).sin() + (d % 7) as f64 * 0.3
-}
-
-fn reading(device: &DeviceId, quantity: Quantity, t_ms: i64, value: f64) -> Reading {
-    Reading {
-        device: device.clone(),
-        quantity,
-        value,
-        time: DateTime::<Utc>::from_timestamp_millis(t_ms).unwrap(),
-        flag: QualityFlag::Good,
-        reason: String::new(),
-    }
-}
 
 fn open(url: String) -> PostgresStore {
     let settings = StoreSettings { backend: StoreBackend::Postgres, url, pool_size: 4, ..Default::default() };
@@ -67,28 +37,11 @@ fn open(url: String) -> PostgresStore {
 /// all devices, six readings each, `per_batch` uplinks per commit. Returns readings/s.
 /// Readings per second to the last commit, and to the last pending window folded.
 fn upkeep_run(store: &PostgresStore, devices: usize, uplinks: usize, per_batch: usize) -> (f64, f64) {
-    let quantities: Vec<Quantity> =
-        ["air_temperature", "relative_humidity", "probe_temperature", "battery_voltage", "dew_point_temperature", "heat_index"]
-            .iter()
-            .map(|n| Quantity::by_name(n).unwrap())
-            .collect();
-    let ids: Vec<DeviceId> = (0..devices).map(device_id).collect();
     let started = Instant::now();
     let mut written = 0usize;
-    let mut i = 0;
-    while i < uplinks {
-        let mut batch = WriteBatch::default();
-        for u in i..(i + per_batch).min(uplinks) {
-            let d = u % devices;
-            let t = START_MS + (u / devices) as i64 * TEN_MIN_MS;
-            for (k, q) in quantities.iter().enumerate() {
-                batch.readings.push(reading(&ids[d], *q, t, temperature(d, t) + k as f64));
-            }
-            batch.districts.insert(ids[d].clone(), district(d));
-        }
+    for batch in uplink_batches(devices, uplinks, per_batch) {
         written += batch.readings.len();
         store.write(&batch).unwrap();
-        i += per_batch;
     }
     let to_commit = written as f64 / started.elapsed().as_secs_f64();
     // What is still journalled folded too (nothing when upkeep is off): the time until every

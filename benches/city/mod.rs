@@ -1,0 +1,63 @@
+//! The synthetic city of the aggregates benchmarks (`benches/aggregates.rs` on the embedded store, `benches/aggregates_pg.rs` on PostgreSQL): devices, districts, a daily temperature curve and ingest-shaped batches.
+#![allow(dead_code)]
+
+use chrono::{DateTime, Utc};
+use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
+use messnetz::store::WriteBatch;
+
+/// A size from the environment, or `default`.
+pub fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+pub const START_MS: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+pub const TEN_MIN_MS: i64 = 600_000;
+
+pub fn district(d: usize) -> String {
+    format!("Bezirk-{:02}", d % 10)
+}
+
+pub fn device_id(d: usize) -> DeviceId {
+    DeviceId::parse(&format!("dev-{d:04}")).unwrap()
+}
+
+/// A smooth daily temperature curve with a little per-device offset.
+pub fn temperature(d: usize, t_ms: i64) -> f64 {
+    let hours = (t_ms / 3_600_000) as f64;
+    10.0 + 8.0 * (hours / 24.0 * std::f64::consts::TAU).sin() + (d % 7) as f64 * 0.3
+}
+
+pub fn reading(device: &DeviceId, quantity: Quantity, t_ms: i64, value: f64) -> Reading {
+    Reading {
+        device: device.clone(),
+        quantity,
+        value,
+        time: DateTime::<Utc>::from_timestamp_millis(t_ms).unwrap(),
+        flag: QualityFlag::Good,
+        reason: String::new(),
+    }
+}
+
+/// Ingest-shaped batches: uplinks arrive time-major from all devices, ten minutes apart per
+/// device, each giving six readings (an LHT65 with its derived quantities), `per_batch`
+/// uplinks per batch.
+pub fn uplink_batches(devices: usize, uplinks: usize, per_batch: usize) -> impl Iterator<Item = WriteBatch> {
+    let quantities: Vec<Quantity> =
+        ["air_temperature", "relative_humidity", "probe_temperature", "battery_voltage", "dew_point_temperature", "heat_index"]
+            .iter()
+            .map(|n| Quantity::by_name(n).unwrap())
+            .collect();
+    let ids: Vec<DeviceId> = (0..devices).map(device_id).collect();
+    (0..uplinks).step_by(per_batch.max(1)).map(move |i| {
+        let mut batch = WriteBatch::default();
+        for u in i..(i + per_batch).min(uplinks) {
+            let d = u % devices;
+            let t = START_MS + (u / devices) as i64 * TEN_MIN_MS;
+            for (k, q) in quantities.iter().enumerate() {
+                batch.readings.push(reading(&ids[d], *q, t, temperature(d, t) + k as f64));
+            }
+            batch.districts.insert(ids[d].clone(), district(d));
+        }
+        batch
+    })
+}
