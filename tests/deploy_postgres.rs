@@ -244,8 +244,17 @@ async fn the_postgres_deployment_runs_as_its_files_say() {
 
     // Every query of the dashboard answers, as Grafana's login, over the uplinks' hour.
     let (variable, panels) = dashboard_queries();
-    let quantities = as_dashboard(&cluster, &variable).unwrap_or_else(|e| panic!("the variable's query: {e}"));
-    assert!(quantities.lines().any(|q| q == "air_temperature"), "{quantities}");
+    // The windows are folded in from their journal every store.window_flush_ms (5 s): the
+    // dashboard shows them that much later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let quantities = as_dashboard(&cluster, &variable).unwrap_or_else(|e| panic!("the variable's query: {e}"));
+        if quantities.lines().any(|q| q == "air_temperature") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no air_temperature windows folded in 30 s: {quantities}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(panels.len() >= 3, "{panels:?}");
     for (title, sql) in &panels {
         let sql = expand(sql, "air_temperature", "2025-01-01T00:00:00Z", "2025-01-01T01:00:00Z");

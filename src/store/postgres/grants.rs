@@ -22,8 +22,26 @@ pub(super) async fn grant(client: &Object, role: &str) -> Result<(), String> {
              (deploy/postgres/initdb/10-dashboard-role.sh) or remove the setting"
         ));
     }
-    // The name is checked at load (letters, digits, _) and quoted here as well.
+    // Granted already (every start after the first): nothing to change.
+    let granted: i64 = client
+        .query_one(
+            "SELECT count(*) FROM unnest($2::text[]) AS t(name) WHERE has_table_privilege($1, t.name, 'SELECT')",
+            &[&role, &DASHBOARD_TABLES.as_slice()],
+        )
+        .await
+        .map_err(|e| format!("store.dashboard_role: {}", connect::describe(&e)))?
+        .get(0);
+    if granted == DASHBOARD_TABLES.len() as i64 {
+        return Ok(());
+    }
+    // The name is checked at load (letters, digits, _) and quoted here as well. Under the
+    // migrations' lock: replicas granting at the same moment would otherwise update the same
+    // catalogue rows at once, and PostgreSQL refuses the second ("tuple concurrently updated").
     let quoted = format!("\"{}\"", role.replace('"', "\"\""));
-    let sql = format!("GRANT SELECT ON {} TO {quoted}", DASHBOARD_TABLES.join(", "));
+    let sql = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({}); GRANT SELECT ON {} TO {quoted}; COMMIT;",
+        super::migrations::LOCK,
+        DASHBOARD_TABLES.join(", ")
+    );
     client.batch_execute(&sql).await.map_err(|e| format!("store.dashboard_role: {}", connect::describe(&e)))
 }

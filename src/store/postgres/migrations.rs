@@ -8,7 +8,7 @@
 use deadpool_postgres::Object;
 
 /// Advisory lock key of the migrations ("messnetz" in ASCII, less one byte).
-const LOCK: i64 = 0x6d65_7373_6e65_747a >> 8;
+pub(super) const LOCK: i64 = 0x6d65_7373_6e65_747a >> 8;
 
 /// (version, what it does, SQL). Append only: a released migration never changes.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
