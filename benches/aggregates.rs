@@ -9,7 +9,7 @@ mod city;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
@@ -169,29 +169,8 @@ fn main() {
         ));
     }
     std::fs::write(dir.path().join("devices.toml"), devices_toml).unwrap();
-    let (mqtt, http) = (common::free_port(), common::free_port());
-    std::fs::write(
-        dir.path().join("messnetz.toml"),
-        format!(
-            "[broker]\nlisten = \"127.0.0.1:{mqtt}\"\n[mqtt]\nport = {mqtt}\n[store]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{http}\"\n[devices]\nfile = \"{}\"\n[profiles]\ndir = \"{}/sensor-profiles\"\n",
-            data.display(),
-            dir.path().join("devices.toml").display(),
-            common::MANIFEST_DIR
-        ),
-    )
-    .unwrap();
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_messnetz"))
-        .arg("--config")
-        .arg(dir.path().join("messnetz.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gateway = Served::start(dir.path(), &format!("path = \"{}\"", data.display()), &dir.path().join("devices.toml"));
+    let http = gateway.http;
     let week = format!("http://127.0.0.1:{http}/v1/aggregates?device=dev-0042&quantity=air_temperature&interval=1h&from=2025-06-02T00:00:00Z&to=2025-06-09T00:00:00Z");
     let year = format!("http://127.0.0.1:{http}/v1/aggregates?district=Bezirk-03&quantity=air_temperature&interval=1d&from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z");
     let check: serde_json::Value = serde_json::from_str(
@@ -210,6 +189,5 @@ fn main() {
         let (y50, y99, yrps) = wrk(&year, wrk_s);
         println!("| {run} | {w50} | {w99} | {wrps} | {y50} | {y99} | {yrps} |");
     }
-    let _ = gateway.kill();
-    let _ = gateway.wait();
+    drop(gateway);
 }

@@ -19,8 +19,8 @@ mod city;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use city::*;
@@ -249,29 +249,9 @@ fn main() {
         ));
     }
     std::fs::write(dir.path().join("devices.toml"), devices_toml).unwrap();
-    let (mqtt, http) = (common::free_port(), common::free_port());
-    std::fs::write(
-        dir.path().join("messnetz.toml"),
-        format!(
-            "[broker]\nlisten = \"127.0.0.1:{mqtt}\"\n[mqtt]\nport = {mqtt}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{http}\"\n[devices]\nfile = \"{}\"\n[profiles]\ndir = \"{}/sensor-profiles\"\n",
-            dir.path().join("data").display(),
-            dir.path().join("devices.toml").display(),
-            common::MANIFEST_DIR
-        ),
-    )
-    .unwrap();
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_messnetz"))
-        .arg("--config")
-        .arg(dir.path().join("messnetz.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let store = format!("backend = \"postgres\"\nurl = \"{url}\"\npath = \"{}\"", dir.path().join("data").display());
+    let gateway = Served::start(dir.path(), &store, &dir.path().join("devices.toml"));
+    let http = gateway.http;
     let last = devices - 1;
     // The week of 2 June when a year is loaded (as `benches/aggregates.rs` asks), else the
     // middle week of what is.
@@ -308,6 +288,5 @@ fn main() {
         let (y50, y99, yrps) = wrk(&year, wrk_s);
         println!("| {run} | {w50} | {w99} | {wrps} | {y50} | {y99} | {yrps} | {load} |");
     }
-    let _ = gateway.kill();
-    let _ = gateway.wait();
+    drop(gateway);
 }

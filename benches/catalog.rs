@@ -7,13 +7,15 @@
 //! answer is computed, serialised and compressed anew) and the time to the last body byte is
 //! measured.
 
+#[path = "city/mod.rs"]
+mod city;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::DateTime;
+use city::Served;
 use messnetz::devices::DeviceRegistry;
 use messnetz::model::{QualityFlag, Quantity, Reading};
 use messnetz::store::{CommitStore, EmbeddedStore, WriteBatch};
@@ -79,29 +81,8 @@ fn main() {
         store.flush_windows().unwrap();
     }
 
-    let (mqtt, http) = (common::free_port(), common::free_port());
-    std::fs::write(
-        dir.path().join("messnetz.toml"),
-        format!(
-            "[broker]\nlisten = \"127.0.0.1:{mqtt}\"\n[mqtt]\nport = {mqtt}\n[store]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{http}\"\n[devices]\nfile = \"{}\"\n[profiles]\ndir = \"{}/sensor-profiles\"\n",
-            data.display(),
-            devices_file.display(),
-            common::MANIFEST_DIR
-        ),
-    )
-    .unwrap();
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_messnetz"))
-        .arg("--config")
-        .arg(dir.path().join("messnetz.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gateway = Served::start(dir.path(), &format!("path = \"{}\"", data.display()), &devices_file);
+    let http = gateway.http;
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let client = reqwest::Client::new();
@@ -162,6 +143,5 @@ fn main() {
         }
     });
     println!("\nload average at the end: {}", load());
-    let _ = gateway.kill();
-    let _ = gateway.wait();
+    drop(gateway);
 }

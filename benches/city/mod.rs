@@ -61,3 +61,48 @@ pub fn uplink_batches(devices: usize, uplinks: usize, per_batch: usize) -> impl 
         batch
     })
 }
+
+/// The gateway binary serving a prepared store: `store` is the `[store]` section's lines,
+/// `devices` the devices file; its own embedded broker on a free port. Stopped when dropped.
+pub struct Served {
+    child: std::process::Child,
+    /// The HTTP API's port on 127.0.0.1.
+    pub http: u16,
+}
+
+impl Served {
+    pub fn start(dir: &std::path::Path, store: &str, devices: &std::path::Path) -> Self {
+        let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (mqtt, http) = (free_port(), free_port());
+        let config = dir.join("messnetz.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[broker]\nlisten = \"127.0.0.1:{mqtt}\"\n[mqtt]\nport = {mqtt}\n[store]\n{store}\n[api]\nlisten = \"127.0.0.1:{http}\"\n[devices]\nfile = \"{}\"\n[profiles]\ndir = \"{}/sensor-profiles\"\n",
+                devices.display(),
+                env!("CARGO_MANIFEST_DIR")
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_messnetz"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "gateway did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { child, http }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
