@@ -60,21 +60,6 @@ fn write_uplinks(store: &EmbeddedStore, devices: usize, uplinks: usize, per_batc
     written
 }
 
-fn wrk(url: &str, seconds: usize) -> (String, String, String) {
-    let out = Command::new("wrk")
-        .args(["-t", "1", "-c", "8", "-d", &format!("{seconds}s"), "--latency", url])
-        .output()
-        .expect("wrk is needed: apt-get install -y wrk");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let find = |prefix: &str| {
-        text.lines()
-            .find(|l| l.trim_start().starts_with(prefix))
-            .map(|l| l.split_whitespace().last().unwrap_or("").to_owned())
-            .unwrap_or_else(|| format!("? ({text})"))
-    };
-    (find("50%"), find("99%"), find("Requests/sec:"))
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -83,13 +68,7 @@ fn main() {
     let days = env("MESSNETZ_BENCH_DAYS", 365);
     let runs = env("MESSNETZ_BENCH_RUNS", 3);
     let wrk_s = env("MESSNETZ_BENCH_WRK_S", 10);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    println!("machine: {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    print_machine();
 
     // 1. Rollup upkeep: store throughput with and without rollups, same batches.
     let uplinks = env("MESSNETZ_BENCH_UPLINKS", 300_000);
@@ -185,8 +164,8 @@ fn main() {
     println!("\n| run | device-week 1h p50 | p99 | req/s | district-year 1d p50 | p99 | req/s |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for run in 1..=runs {
-        let (w50, w99, wrps) = wrk(&week, wrk_s);
-        let (y50, y99, yrps) = wrk(&year, wrk_s);
+        let (w50, w99, wrps) = wrk(&week, wrk_s, 8);
+        let (y50, y99, yrps) = wrk(&year, wrk_s, 8);
         println!("| {run} | {w50} | {w99} | {wrps} | {y50} | {y99} | {yrps} |");
     }
     drop(gateway);

@@ -109,21 +109,6 @@ fn load_sql() -> String {
     )
 }
 
-fn wrk(url: &str, seconds: usize) -> (String, String, String) {
-    let out = Command::new("wrk")
-        .args(["-t", "1", "-c", &env("MESSNETZ_BENCH_WRK_C", 8).to_string(), "-d", &format!("{seconds}s"), "--latency", url])
-        .output()
-        .expect("wrk is needed: apt-get install -y wrk");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let find = |prefix: &str| {
-        text.lines()
-            .find(|l| l.trim_start().starts_with(prefix))
-            .map(|l| l.split_whitespace().last().unwrap_or("").to_owned())
-            .unwrap_or_else(|| format!("? ({text})"))
-    };
-    (find("50%"), find("99%"), find("Requests/sec:"))
-}
-
 /// `sql` with `$1`, `$2`, `$3` replaced (psql takes no parameters with `-c`).
 fn bind(sql: &str, from: usize, to: usize, steps: usize) -> String {
     sql.replace("$1", &from.to_string()).replace("$2", &to.to_string()).replace("$3", &steps.to_string())
@@ -138,13 +123,8 @@ fn main() {
     let runs = env("MESSNETZ_BENCH_RUNS", 3);
     let wrk_s = env("MESSNETZ_BENCH_WRK_S", 10);
     let uplinks = env("MESSNETZ_BENCH_UPLINKS", 100_000);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    println!("machine: {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    let connections = env("MESSNETZ_BENCH_WRK_C", 8);
+    print_machine();
     let cluster = common::pg::Cluster::start_durable();
     println!("PostgreSQL: {}", cluster.psql("postgres", "SHOW server_version"));
 
@@ -284,8 +264,8 @@ fn main() {
     for run in 1..=runs {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let load = load.split_whitespace().next().unwrap_or("?").to_owned();
-        let (w50, w99, wrps) = wrk(&week, wrk_s);
-        let (y50, y99, yrps) = wrk(&year, wrk_s);
+        let (w50, w99, wrps) = wrk(&week, wrk_s, connections);
+        let (y50, y99, yrps) = wrk(&year, wrk_s, connections);
         println!("| {run} | {w50} | {w99} | {wrps} | {y50} | {y99} | {yrps} | {load} |");
     }
     drop(gateway);

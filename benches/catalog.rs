@@ -15,14 +15,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::DateTime;
-use city::Served;
+use city::{env, print_machine, Served};
 use messnetz::devices::DeviceRegistry;
 use messnetz::model::{QualityFlag, Quantity, Reading};
 use messnetz::store::{CommitStore, EmbeddedStore, WriteBatch};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 const START_MS: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z
 
@@ -38,13 +34,7 @@ fn main() {
     let districts = env("MESSNETZ_BENCH_DISTRICTS", 20);
     let requests = env("MESSNETZ_BENCH_REQUESTS", 500);
     let runs = env("MESSNETZ_BENCH_RUNS", 3);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    println!("machine: {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    print_machine();
     // Other builds on a shared 2-core machine show in the latencies; the load says how much.
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ");
     println!("load average at start: {}", load());

@@ -106,3 +106,31 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// Load `url` with wrk (one thread, `connections` connections, `seconds`): its p50, p99 and
+/// requests per second as wrk prints them.
+pub fn wrk(url: &str, seconds: usize, connections: usize) -> (String, String, String) {
+    let out = std::process::Command::new("wrk")
+        .args(["-t", "1", "-c", &connections.to_string(), "-d", &format!("{seconds}s"), "--latency", url])
+        .output()
+        .expect("wrk is needed: apt-get install -y wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let find = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_owned())
+            .unwrap_or_else(|| format!("? ({text})"))
+    };
+    (find("50%"), find("99%"), find("Requests/sec:"))
+}
+
+/// Print the machine's cores and CPU model, for the benchmark's record.
+pub fn print_machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    println!("machine: {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+}
