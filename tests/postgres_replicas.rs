@@ -579,6 +579,14 @@ async fn throughput_embedded_vs_one_and_two_postgres_replicas() {
             // replicas stop first, so their backends report their counts.
             drop(started_replicas);
             tokio::time::sleep(Duration::from_millis(1500)).await;
+            cluster.psql(&format!("bench_{round}_{replicas}"), "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+            let statements = cluster.psql(
+                &format!("bench_{round}_{replicas}"),
+                "SELECT format('%8s ms %7s calls %9s rows  %s', round(total_exec_time), calls, rows,
+                               left(regexp_replace(query, '\\s+', ' ', 'g'), 110))
+                 FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 ORDER BY total_exec_time DESC LIMIT 12",
+            );
             let xacts: f64 = cluster
                 .psql("postgres", &format!("SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench_{round}_{replicas}'"))
                 .parse()
@@ -590,6 +598,7 @@ async fn throughput_embedded_vs_one_and_two_postgres_replicas() {
                 1000.0 * commit_s / commits.max(1.0),
                 xacts / n as f64
             );
+            println!("  the server's time by statement (pg_stat_statements, top 12):\n{statements}");
         }
     }
 }

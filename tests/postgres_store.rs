@@ -255,7 +255,7 @@ fn gateways_starting_together_migrate_once() {
     for s in starts {
         s.join().unwrap().expect("every gateway starts");
     }
-    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "4", "each migration applied once");
+    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "5", "each migration applied once");
     // Started again: nothing to do, the data stays.
     let store = PostgresStore::open(&settings(&url)).unwrap();
     store
@@ -444,7 +444,9 @@ fn letters_stored_twice_before_migration_3_are_indexed_oldest_first() {
     // The schema as version 2 left it, with one message stored twice and another once.
     cluster.psql(
         "older",
-        "DROP TABLE rollup_pending; DROP INDEX dead_letters_digest; ALTER TABLE dead_letters DROP COLUMN digest;
+        "DROP TABLE district_devices;
+         CREATE INDEX readings_by_district ON readings (district, quantity, time) WHERE district IS NOT NULL;
+         DROP TABLE rollup_pending; DROP INDEX dead_letters_digest; ALTER TABLE dead_letters DROP COLUMN digest;
          DELETE FROM messnetz_migrations WHERE version >= 3;
          INSERT INTO dead_letters (id, received_at, topic, format, device, reason, payload) VALUES
            (nextval('dead_letter_ids'), now(), 'v3/app/devices/x/up', 'ttn-v3', NULL, 'r', '\\x7b7d'),
@@ -452,7 +454,7 @@ fn letters_stored_twice_before_migration_3_are_indexed_oldest_first() {
            (nextval('dead_letter_ids'), now(), 'v3/app/devices/y/up', 'ttn-v3', NULL, 'r', '\\x7b7d')",
     );
     let store = PostgresStore::open(&settings(&url)).unwrap();
-    assert_eq!(cluster.psql("older", "SELECT max(version) FROM messnetz_migrations"), "4");
+    assert_eq!(cluster.psql("older", "SELECT max(version) FROM messnetz_migrations"), "5");
     let x = DeadLetter { payload: b"{}".to_vec(), device: None, ..letter("r") };
     let y = DeadLetter { topic: "v3/app/devices/y/up".into(), ..x.clone() };
     let ids = store.write(&WriteBatch { dead_letters: vec![y, x.clone()], ..Default::default() }).unwrap();
@@ -463,6 +465,54 @@ fn letters_stored_twice_before_migration_3_are_indexed_oldest_first() {
     let ids = store.write(&WriteBatch { dead_letters: vec![delivered_again(&x)], ..Default::default() }).unwrap();
     assert!(ids[0] > 3, "{ids:?}");
     assert_eq!(letters(&store).len(), 3);
+}
+
+#[test]
+fn district_windows_stored_before_migration_5_are_recomputed_through_the_districts_devices() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database("districts");
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(dir.path()).unwrap();
+    let batches = quarter_batches(&["m1", "m2", "m3"], 4, 0);
+    {
+        let store = PostgresStore::open(&settings_without_fold(&url)).unwrap();
+        for batch in &batches[..3] {
+            store.write(batch).unwrap();
+            embedded.write(batch).unwrap();
+        }
+    }
+    // The schema as version 4 left it: readings indexed by district, no list of devices.
+    cluster.psql(
+        "districts",
+        "DROP TABLE district_devices;
+         CREATE INDEX readings_by_district ON readings (district, quantity, time) WHERE district IS NOT NULL;
+         DELETE FROM messnetz_migrations WHERE version >= 5;",
+    );
+    let store = PostgresStore::open(&settings_without_fold(&url)).unwrap();
+    assert_eq!(
+        cluster.psql(
+            "districts",
+            "SELECT string_agg(district || ':' || device, ' ' ORDER BY district, device) FROM district_devices"
+        ),
+        "Altstadt:m1 Altstadt:m3 Hafen:m2",
+        "filled from the readings"
+    );
+    assert_eq!(cluster.psql("districts", "SELECT count(*) FROM pg_indexes WHERE indexname = 'readings_by_district'"), "0");
+    // Corrections in both districts (the first hour's readings of m1 and m2 with new values),
+    // then a batch more: each district's windows recomputed from its devices' readings.
+    let mut correction = WriteBatch { districts: batches[0].districts.clone(), ..Default::default() };
+    correction.readings.push(reading("m1", "air_temperature", 300_000, 12.25, QualityFlag::Good));
+    correction.readings.push(reading("m2", "air_temperature", 1000, -7.5, QualityFlag::Good));
+    correction.readings.push(reading("m3", "air_temperature", 2000, 3.0, QualityFlag::Bad));
+    for batch in [&correction, &batches[3]] {
+        store.write(batch).unwrap();
+        embedded.write(batch).unwrap();
+    }
+    embedded.flush_windows().unwrap();
+    let scopes = [Scope::District("Altstadt".into()), Scope::District("Hafen".into()), Scope::Device("m2".into())];
+    same_windows(&store, &embedded, &scopes, "before the fold");
+    store.fold_windows().unwrap();
+    same_windows(&store, &embedded, &scopes, "after the fold");
 }
 
 /// A store whose own fold does not run during a test (folded by `fold_windows` only).

@@ -97,7 +97,12 @@ impl Cluster {
             .arg(format!(
                 "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200 {}",
                 self.dir.path().display(),
-                if self.durable { "" } else { "-c fsync=off -c synchronous_commit=off -c full_page_writes=off" }
+                // Measurements see where the server's time goes (pg_stat_statements).
+                if self.durable {
+                    "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+                } else {
+                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+                }
             ))
             .args(["-w", "-t", "60", "start"])
             .stdout(Stdio::null())

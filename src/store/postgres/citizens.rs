@@ -35,7 +35,7 @@ pub(super) async fn put(client: &impl GenericClient, sensor: &CitizenSensor) -> 
     Ok(())
 }
 
-/// Remove the registration, the sensor's readings, its own windows and last-seen time in
+/// Remove the registration, the sensor's readings, its own windows, last-seen time and district membership in
 /// the caller's transaction; `None` (nothing touched) if there is no such sensor.
 pub(super) async fn remove(client: &impl GenericClient, id: &DeviceId) -> Result<Option<Removed>, StoreError> {
     let d = id.as_str();
@@ -56,5 +56,6 @@ pub(super) async fn remove(client: &impl GenericClient, id: &DeviceId) -> Result
     client.execute("DELETE FROM rollup_pending WHERE scope = $1", &[&scope]).await.map_err(db)?;
     client.execute("DELETE FROM rollups WHERE scope = $1", &[&scope]).await.map_err(db)?;
     client.execute("DELETE FROM last_seen WHERE device = $1", &[&d]).await.map_err(db)?;
+    client.execute("DELETE FROM district_devices WHERE device = $1", &[&d]).await.map_err(db)?;
     Ok(Some(Removed { readings }))
 }

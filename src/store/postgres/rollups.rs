@@ -434,7 +434,9 @@ pub(super) async fn recompute(tx: &Transaction<'_>, keys: &BTreeMap<Key, ()>) ->
         let sql = if scope.starts_with("d:") {
             "SELECT value, flag, time FROM readings WHERE device = $1 AND quantity = $2 AND time >= $3 AND time < $4 ORDER BY time"
         } else {
-            "SELECT value, flag, time FROM readings WHERE district = $1 AND quantity = $2 AND time >= $3 AND time < $4 ORDER BY time"
+            "SELECT r.value, r.flag, r.time FROM district_devices AS d JOIN readings AS r ON r.device = d.device
+             WHERE d.district = $1 AND r.district = $1 AND r.quantity = $2 AND r.time >= $3 AND r.time < $4
+             ORDER BY r.time, r.device"
         };
         let read = tx.prepare_cached(sql).await.map_err(db)?;
         let mut w = Window::EMPTY;

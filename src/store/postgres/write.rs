@@ -1,13 +1,15 @@
-//! One batch into PostgreSQL in one transaction: frame counters, readings (idempotent on device, quantity and time) with their rollup windows journalled, last-seen times, dead letters and the InfluxDB outbox.
+//! One batch into PostgreSQL in one transaction: frame counters, readings (idempotent on device, quantity and time) with their rollup windows journalled, the districts' devices, last-seen times, dead letters and the InfluxDB outbox.
 //!
 //! Each part is one statement over arrays (`unnest`), so a batch costs a handful of round
 //! trips however many messages it holds. Rows are sorted by key first: two gateways'
 //! batches touching the same rows lock them in the same order, never in a circle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 
 use super::rollups::{self, Delta};
 use super::{db, frame_counters};
@@ -24,6 +26,8 @@ pub(super) async fn write_in(tx: &Transaction<'_>, batch: &WriteBatch) -> Result
 /// cost) left alone.
 pub(super) async fn write_in_with(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Result<Vec<u64>, StoreError> {
     frame_counters::write(tx, batch).await?;
+    // Before the readings: a corrected reading's district window is recomputed through them.
+    district_devices(tx, batch).await?;
     readings(tx, batch, rollups).await?;
     last_seen(tx, batch).await?;
     let ids = dead_letters(tx, batch).await?;
@@ -61,33 +65,55 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
         reasons.push(r.reason.as_str());
         districts.push(district(r));
     }
-    // New rows first; the rest were stored before (or by another gateway meanwhile).
-    let insert = tx
+    let params: [&(dyn ToSql + Sync); 7] = [&devices, &quantities, &times, &values, &flags, &reasons, &districts];
+    // Usually every row is new: a plain insert, under a savepoint, is the cheapest way in
+    // (PostgreSQL's speculative insertion for ON CONFLICT and a RETURNING set cost a third
+    // more). A key stored before (a message delivered again, or taken by another gateway
+    // meanwhile) makes it fail whole; then the rows go in one by one as they may.
+    tx.batch_execute("SAVEPOINT new_readings").await.map_err(db)?;
+    let plain = tx
         .prepare_cached(
             "INSERT INTO readings (device, quantity, time, value, flag, reason, district)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::int2[], $6::text[], $7::text[])
-             ON CONFLICT (device, quantity, time) DO NOTHING
-             RETURNING device, quantity, time",
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::int2[], $6::text[], $7::text[])",
         )
         .await
         .map_err(db)?;
-    let returned =
-        tx.query(&insert, &[&devices, &quantities, &times, &values, &flags, &reasons, &districts]).await.map_err(db)?;
-    let mut inserted: HashMap<(String, String, i64), ()> = HashMap::with_capacity(returned.len());
-    for row in &returned {
-        let (device, quantity, time): (String, String, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
-        inserted.insert((device, quantity, time.timestamp_millis()), ());
-    }
+    // The keys stored now; `None`: all of them.
+    let inserted: Option<HashSet<(&str, &str, i64)>> = match tx.execute(&plain, &params).await {
+        Ok(_) => {
+            tx.batch_execute("RELEASE SAVEPOINT new_readings").await.map_err(db)?;
+            None
+        }
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT new_readings").await.map_err(db)?;
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO readings (device, quantity, time, value, flag, reason, district)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::int2[], $6::text[], $7::text[])
+                     ON CONFLICT (device, quantity, time) DO NOTHING
+                     RETURNING device, quantity, time",
+                )
+                .await
+                .map_err(db)?;
+            let returned = tx.query(&insert, &params).await.map_err(db)?;
+            let sorted: Vec<(&str, &str, i64)> = rows.keys().copied().collect();
+            let mut keys = HashSet::with_capacity(returned.len());
+            for row in &returned {
+                let (device, quantity, time): (&str, &str, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
+                if let Ok(i) = sorted.binary_search_by(|k| k.cmp(&(device, quantity, time.timestamp_millis()))) {
+                    keys.insert(sorted[i]);
+                }
+            }
+            Some(keys)
+        }
+        Err(e) => return Err(db(e)),
+    };
+    let is_new = |key: &(&str, &str, i64)| inserted.as_ref().is_none_or(|keys| keys.contains(key));
     let mut changed = BTreeMap::new();
-    if inserted.len() < rows.len() {
+    if let Some(inserted) = inserted.as_ref().filter(|keys| keys.len() < rows.len()) {
         // Stored before: written again only where value, flag or reason differ (a reading
         // stored again as it was changes nothing); their windows are recomputed.
-        let again: Vec<usize> = rows
-            .keys()
-            .enumerate()
-            .filter(|(_, (d, q, t))| !inserted.contains_key(&((*d).to_owned(), (*q).to_owned(), *t)))
-            .map(|(i, _)| i)
-            .collect();
+        let again: Vec<usize> = rows.keys().enumerate().filter(|(_, key)| !inserted.contains(*key)).map(|(i, _)| i).collect();
         let update = tx
             .prepare_cached(
                 "UPDATE readings AS r SET value = u.value, flag = u.flag, reason = u.reason, district = u.district
@@ -125,10 +151,11 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
     }
     // New readings folded in the batch's order (each key once).
     let mut delta = Delta::default();
+    let mut folded: HashSet<(&str, &str, i64)> = HashSet::with_capacity(rows.len());
     for r in &batch.readings {
-        let key = (r.device.as_str().to_owned(), r.quantity.name().to_owned(), r.time.timestamp_millis());
-        if inserted.remove(&key).is_some() {
-            let last = rows[&(r.device.as_str(), r.quantity.name(), key.2)];
+        let key = (r.device.as_str(), r.quantity.name(), r.time.timestamp_millis());
+        if is_new(&key) && folded.insert(key) {
+            let last = rows[&key];
             delta.add(last.device.as_str(), district(last), last.quantity, key.2, last.value, last.flag);
         }
     }
@@ -142,6 +169,26 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
 /// The elements of `v` at `indexes`.
 fn pick<T: Copy>(indexes: &[usize], v: &[T]) -> Vec<T> {
     indexes.iter().map(|i| v[*i]).collect()
+}
+
+/// The devices counting towards each district, through which its windows are recomputed.
+async fn district_devices(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<(), StoreError> {
+    if batch.districts.is_empty() {
+        return Ok(());
+    }
+    // In key order (see the module's doc).
+    let pairs: BTreeMap<(&str, &str), ()> =
+        batch.districts.iter().map(|(device, district)| ((district.as_str(), device.as_str()), ())).collect();
+    let (districts, devices): (Vec<&str>, Vec<&str>) = pairs.into_keys().unzip();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO district_devices (district, device) SELECT * FROM unnest($1::text[], $2::text[])
+             ON CONFLICT DO NOTHING",
+        )
+        .await
+        .map_err(db)?;
+    tx.execute(&stmt, &[&districts, &devices]).await.map_err(db)?;
+    Ok(())
 }
 
 /// Last-seen times only move forward.
