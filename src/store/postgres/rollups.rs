@@ -39,7 +39,7 @@
 //! recomputes, shared elsewhere), and folds all of a recompute's scopes' pending rows
 //! before it locks any window row, so the waits never form a circle.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeZone, Utc};
 use deadpool_postgres::{GenericClient, Object, Transaction};
@@ -58,16 +58,56 @@ pub(super) struct Delta {
     pub windows: BTreeMap<Key, Window>,
 }
 
-impl Delta {
+/// Folds a batch's new readings into a [`Delta`], one at a time in the batch's order,
+/// without allocating per reading: windows are staged under a number per scope (a run of
+/// one device's readings looks its numbers up once) and sorted into the delta at the end.
+#[derive(Default)]
+pub(super) struct DeltaBuilder {
+    /// Scope keys by number.
+    names: Vec<String>,
+    numbers: HashMap<String, usize>,
+    /// The device and district of the last reading added, and their scopes' numbers.
+    last: Option<(String, Option<String>, usize, Option<usize>)>,
+    staged: HashMap<(usize, Quantity, i16, i64), Window>,
+}
+
+impl DeltaBuilder {
     /// Add one new reading to its device's windows and, for an open device, its district's.
     pub fn add(&mut self, device: &str, district: Option<&str>, quantity: Quantity, t_ms: i64, value: f64, flag: QualityFlag) {
-        let scopes = std::iter::once(Scope::Device(device.to_owned())).chain(district.map(|z| Scope::District(z.to_owned())));
-        for scope in scopes {
-            let key = scope.key();
-            for interval in Interval::ALL {
-                let k = (key.clone(), quantity.name(), i16::from(interval.code()), interval.window_start(t_ms));
-                self.windows.entry(k).or_insert(Window::EMPTY).add(value, t_ms, flag);
+        let (d, z) = match &self.last {
+            Some((ld, lz, d, z)) if ld == device && lz.as_deref() == district => (*d, *z),
+            _ => {
+                let d = self.number(Scope::Device(device.to_owned()).key());
+                let z = district.map(|z| self.number(Scope::District(z.to_owned()).key()));
+                self.last = Some((device.to_owned(), district.map(str::to_owned), d, z));
+                (d, z)
             }
+        };
+        for scope in std::iter::once(d).chain(z) {
+            for interval in Interval::ALL {
+                let k = (scope, quantity, i16::from(interval.code()), interval.window_start(t_ms));
+                self.staged.entry(k).or_insert(Window::EMPTY).add(value, t_ms, flag);
+            }
+        }
+    }
+
+    fn number(&mut self, key: String) -> usize {
+        if let Some(n) = self.numbers.get(&key) {
+            return *n;
+        }
+        self.names.push(key.clone());
+        self.numbers.insert(key, self.names.len() - 1);
+        self.names.len() - 1
+    }
+
+    pub fn finish(self) -> Delta {
+        let names = self.names;
+        Delta {
+            windows: self
+                .staged
+                .into_iter()
+                .map(|((scope, quantity, interval, start), w)| ((names[scope].clone(), quantity.name(), interval, start), w))
+                .collect(),
         }
     }
 }
@@ -582,12 +622,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_delta_holds_each_readings_windows_of_its_device_and_district_in_the_batchs_order() {
+        let (t, rh) = (Quantity::by_name("air_temperature").unwrap(), Quantity::by_name("relative_humidity").unwrap());
+        // Runs of one device, devices coming back, a device changing district, one without.
+        let readings = [
+            ("d1", Some("Altstadt"), t, 1_000, 1.5, QualityFlag::Good),
+            ("d1", Some("Altstadt"), rh, 1_000, 60.0, QualityFlag::Good),
+            ("d2", Some("Hafen"), t, 2_000, -4.0, QualityFlag::Suspect),
+            ("d1", Some("Altstadt"), t, 3_700_000, 2.5, QualityFlag::Bad),
+            ("d3", None, t, 5_000, 9.0, QualityFlag::Good),
+            ("d2", Some("Altstadt"), t, 601_000, 3.0, QualityFlag::Good),
+            ("d2", Some("Altstadt"), t, 602_000, 3.0, QualityFlag::Good),
+            ("d1", Some("Altstadt"), t, 1_000, 7.25, QualityFlag::Good),
+        ];
+        let mut built = DeltaBuilder::default();
+        let mut expected: BTreeMap<Key, Window> = BTreeMap::new();
+        for (device, district, q, ms, value, flag) in readings {
+            built.add(device, district, q, ms, value, flag);
+            let scopes = std::iter::once(format!("d:{device}")).chain(district.map(|z| format!("z:{z}")));
+            for scope in scopes {
+                for interval in Interval::ALL {
+                    let key = (scope.clone(), q.name(), i16::from(interval.code()), interval.window_start(ms));
+                    expected.entry(key).or_insert(Window::EMPTY).add(value, ms, flag);
+                }
+            }
+        }
+        let built = built.finish();
+        let show = |w: &BTreeMap<Key, Window>| format!("{w:?}");
+        assert_eq!(show(&built.windows), show(&expected));
+        assert_eq!(
+            built.scopes().into_iter().collect::<Vec<_>>(),
+            ["d:d1", "d:d2", "d:d3", "z:Altstadt", "z:Hafen"].map(String::from)
+        );
+    }
+
+    #[test]
     fn pending_windows_decode_as_encoded_and_other_encodings_are_refused() {
-        let mut delta = Delta::default();
+        let mut delta = DeltaBuilder::default();
         let q = Quantity::by_name("air_temperature").unwrap();
         delta.add("d1", Some("Altstadt"), q, 1_700_000_000_123, 3.25, QualityFlag::Good);
         delta.add("d1", Some("Altstadt"), q, 1_700_000_100_000, -1.5, QualityFlag::Bad);
         delta.add("d1", None, Quantity::by_name("relative_humidity").unwrap(), 5, 61.0, QualityFlag::Suspect);
+        let delta = delta.finish();
         let ours: Vec<_> = delta.windows.iter().filter(|(k, _)| k.0 == "d:d1").map(|((_, q, i, s), w)| (q, i, s, w)).collect();
         let blob = encode(ours.iter().copied());
         let back = decode(&blob).unwrap();
@@ -607,12 +683,13 @@ mod tests {
         unknown.extend_from_slice(&[0; 17]);
         assert!(matches!(decode(&unknown), Err(StoreError::Corrupt(_))));
         // Every form: one reading, only excluded ones, several, and -0.0 (its sum is +0.0).
-        let mut forms = Delta::default();
+        let mut forms = DeltaBuilder::default();
         forms.add("f", None, q, 1_000, 2.5, QualityFlag::Good);
         forms.add("f", None, q, 700_000, 1.0, QualityFlag::Bad);
         forms.add("f", None, q, 1_300_000, 4.0, QualityFlag::Good);
         forms.add("f", None, q, 1_400_000, 5.0, QualityFlag::Suspect);
         forms.add("f", None, q, 2_000_000, -0.0, QualityFlag::Good);
+        let forms = forms.finish();
         let all: Vec<_> = forms.windows.iter().map(|((_, q, i, s), w)| (q, i, s, w)).collect();
         let back = decode(&encode(all.iter().copied())).unwrap();
         assert_eq!(back.len(), all.len());

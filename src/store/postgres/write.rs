@@ -5,15 +5,17 @@
 //! batches touching the same rows lock them in the same order, never in a circle.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::task::Poll;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
-use super::rollups::{self, Delta};
+use super::rollups::{self, DeltaBuilder};
 use super::{db, frame_counters};
-use crate::model::Reading;
 use crate::store::batch::WriteBatch;
 use crate::store::boundary::StoreError;
 
@@ -37,15 +39,34 @@ pub(super) async fn write_in_with(tx: &Transaction<'_>, batch: &WriteBatch, roll
 
 /// Store the readings; new ones go into their windows, changed ones have them recomputed.
 async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Result<(), StoreError> {
-    if batch.readings.is_empty() {
+    let all = &batch.readings;
+    if all.is_empty() {
         return Ok(());
     }
-    // The last of equal keys wins, as when they are written one after the other.
-    let mut rows: BTreeMap<(&str, &str, i64), &Reading> = BTreeMap::new();
-    for r in &batch.readings {
-        rows.insert((r.device.as_str(), r.quantity.name(), r.time.timestamp_millis()), r);
+    let keys: Vec<(&str, &str, i64)> =
+        all.iter().map(|r| (r.device.as_str(), r.quantity.name(), r.time.timestamp_millis())).collect();
+    // Each reading's district, looked up once per run of one device's readings.
+    let mut districts_of: Vec<Option<&str>> = Vec::with_capacity(all.len());
+    let mut last: Option<(&str, Option<&str>)> = None;
+    for r in all {
+        let district = match last {
+            Some((device, district)) if device == r.device.as_str() => district,
+            _ => batch.districts.get(&r.device).map(String::as_str),
+        };
+        last = Some((r.device.as_str(), district));
+        districts_of.push(district);
     }
-    let district = |r: &Reading| batch.districts.get(&r.device).map(String::as_str);
+    // The rows in key order, each key once: (first, last) index of its readings in the
+    // batch. The last of equal keys wins, as when they are written one after the other.
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+    let mut rows: Vec<(usize, usize)> = Vec::with_capacity(all.len());
+    for i in order {
+        match rows.last_mut() {
+            Some((first, last)) if keys[*first] == keys[i] => *last = i,
+            _ => rows.push((i, i)),
+        }
+    }
     let n = rows.len();
     let (mut devices, mut quantities, mut times, mut values, mut flags, mut reasons, mut districts) = (
         Vec::with_capacity(n),
@@ -56,15 +77,27 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for r in rows.values() {
-        devices.push(r.device.as_str());
-        quantities.push(r.quantity.name());
+    for &(_, i) in &rows {
+        let r = &all[i];
+        devices.push(keys[i].0);
+        quantities.push(keys[i].1);
         times.push(r.time);
         values.push(r.value);
         flags.push(i16::from(r.flag.to_byte()));
         reasons.push(r.reason.as_str());
-        districts.push(district(r));
+        districts.push(districts_of[i]);
     }
+    // The windows of the rows `new` says were stored now, folded in the batch's order.
+    let delta_of = |new: &dyn Fn(usize) -> bool| {
+        let mut firsts: Vec<(usize, usize)> = rows.iter().enumerate().filter(|(u, _)| new(*u)).map(|(_, row)| *row).collect();
+        firsts.sort_unstable();
+        let mut delta = DeltaBuilder::default();
+        for (_, i) in firsts {
+            let r = &all[i];
+            delta.add(keys[i].0, districts_of[i], r.quantity, keys[i].2, r.value, r.flag);
+        }
+        delta.finish()
+    };
     let params: [&(dyn ToSql + Sync); 7] = [&devices, &quantities, &times, &values, &flags, &reasons, &districts];
     // Usually every row is new: a plain insert, under a savepoint, is the cheapest way in
     // (PostgreSQL's speculative insertion for ON CONFLICT and a RETURNING set cost a third
@@ -78,8 +111,16 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
         )
         .await
         .map_err(db)?;
-    // The keys stored now; `None`: all of them.
-    let inserted: Option<HashSet<(&str, &str, i64)>> = match tx.execute(&plain, &params).await {
+    // Sent first; the windows, as if every row is new, are folded while the server inserts.
+    let mut insert = std::pin::pin!(tx.execute(&plain, &params));
+    let early = std::future::poll_fn(|cx| Poll::Ready(insert.as_mut().poll(cx))).await;
+    let all_new = rollups.then(|| delta_of(&|_| true));
+    let result = match early {
+        Poll::Ready(result) => result,
+        Poll::Pending => insert.await,
+    };
+    // The rows stored now (by number in `rows`); `None`: all of them.
+    let inserted: Option<HashSet<usize>> = match result {
         Ok(_) => {
             tx.batch_execute("RELEASE SAVEPOINT new_readings").await.map_err(db)?;
             None
@@ -96,24 +137,15 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
                 .await
                 .map_err(db)?;
             let returned = tx.query(&insert, &params).await.map_err(db)?;
-            let sorted: Vec<(&str, &str, i64)> = rows.keys().copied().collect();
-            let mut keys = HashSet::with_capacity(returned.len());
-            for row in &returned {
-                let (device, quantity, time): (&str, &str, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
-                if let Ok(i) = sorted.binary_search_by(|k| k.cmp(&(device, quantity, time.timestamp_millis()))) {
-                    keys.insert(sorted[i]);
-                }
-            }
-            Some(keys)
+            Some(returned.iter().filter_map(|row| row_number(row, &rows, &keys)).collect())
         }
         Err(e) => return Err(db(e)),
     };
-    let is_new = |key: &(&str, &str, i64)| inserted.as_ref().is_none_or(|keys| keys.contains(key));
     let mut changed = BTreeMap::new();
-    if let Some(inserted) = inserted.as_ref().filter(|keys| keys.len() < rows.len()) {
+    if let Some(inserted) = inserted.as_ref().filter(|stored| stored.len() < n) {
         // Stored before: written again only where value, flag or reason differ (a reading
         // stored again as it was changes nothing); their windows are recomputed.
-        let again: Vec<usize> = rows.keys().enumerate().filter(|(_, key)| !inserted.contains(*key)).map(|(i, _)| i).collect();
+        let again: Vec<usize> = (0..n).filter(|u| !inserted.contains(u)).collect();
         let update = tx
             .prepare_cached(
                 "UPDATE readings AS r SET value = u.value, flag = u.flag, reason = u.reason, district = u.district
@@ -138,32 +170,31 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
             .query(&update, &[&params.0, &params.1, &params.2, &params.3, &params.4, &params.5, &params.6])
             .await
             .map_err(db)?;
-        for row in &updated {
-            let (device, quantity, time): (String, String, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
-            let t = time.timestamp_millis();
-            if let Some(r) = rows.get(&(device.as_str(), quantity.as_str(), t)) {
-                rollups::keys_of(r.device.as_str(), district(r), r.quantity, t, &mut changed);
-            }
+        for u in updated.iter().filter_map(|row| row_number(row, &rows, &keys)) {
+            let i = rows[u].1;
+            rollups::keys_of(keys[i].0, districts_of[i], all[i].quantity, keys[i].2, &mut changed);
         }
     }
     if !rollups {
         return Ok(());
     }
-    // New readings folded in the batch's order (each key once).
-    let mut delta = Delta::default();
-    let mut folded: HashSet<(&str, &str, i64)> = HashSet::with_capacity(rows.len());
-    for r in &batch.readings {
-        let key = (r.device.as_str(), r.quantity.name(), r.time.timestamp_millis());
-        if is_new(&key) && folded.insert(key) {
-            let last = rows[&key];
-            delta.add(last.device.as_str(), district(last), last.quantity, key.2, last.value, last.flag);
-        }
-    }
+    let delta = match (&inserted, all_new) {
+        (None, Some(delta)) => delta,
+        (Some(inserted), _) => delta_of(&|u| inserted.contains(&u)),
+        (None, None) => delta_of(&|_| true),
+    };
     // Journalled under the scopes' locks, before a recompute (which folds them): see the
     // rollups module's doc.
     rollups::lock(tx, &delta.scopes(), &rollups::scopes_of(&changed)).await?;
     rollups::pend(tx, &delta).await?;
     rollups::recompute(tx, &changed).await
+}
+
+/// The number in `rows` (key order) of a returned row's key (device, quantity, time).
+fn row_number(row: &Row, rows: &[(usize, usize)], keys: &[(&str, &str, i64)]) -> Option<usize> {
+    let (device, quantity, time): (&str, &str, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
+    let key = (device, quantity, time.timestamp_millis());
+    rows.binary_search_by(|(first, _)| keys[*first].cmp(&key)).ok()
 }
 
 /// The elements of `v` at `indexes`.
