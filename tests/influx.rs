@@ -71,6 +71,26 @@ async fn readings_arrive_with_tags_fields_and_measurement_times() {
 }
 
 #[tokio::test]
+async fn a_batch_that_is_not_full_goes_once_ingest_is_quiet_not_after_the_flush_interval() {
+    let broker = Mosquitto::start();
+    let vm = VictoriaMetrics::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("influx-linger");
+    // A minute's flush interval and a batch far from full: only the linger sends them.
+    let extra = "flush_interval_ms = 60000\nbatch_size = 5000\nlinger_ms = 50";
+    let gw = Gateway::start_with(broker.port, dir.path(), &topics, &influx_section(&vm.url(), extra)).await;
+    for round in 1..=2u32 {
+        let started = std::time::Instant::now();
+        let burst: Vec<_> = lht65_burst(&topics, 2 * round as usize).into_iter().skip(2 * (round as usize - 1)).collect();
+        publish_all(broker.port, &format!("{}-pub-{round}", topics.prefix), burst).await;
+        wait_drained(&gw, 2.0 * f64::from(round), Duration::from_secs(20)).await;
+        assert!(started.elapsed() < Duration::from_secs(20), "round {round}: sent after {:?}", started.elapsed());
+    }
+    let export = vm.export("air_temperature_value").await;
+    assert_eq!(timestamps(&export[0]).len(), 4, "{export:?}");
+}
+
+#[tokio::test]
 async fn server_outage_loses_nothing_and_duplicates_nothing() {
     const N: usize = 300;
     let broker = Mosquitto::start();

@@ -634,6 +634,10 @@ pub struct InfluxSettings {
     /// Longest a reading waits in the spool for a batch to fill before it is sent, in milliseconds.
     #[serde(default = "default_influx_flush_interval_ms")]
     pub flush_interval_ms: u64,
+    /// A batch that is not full is sent sooner, once no commit has added readings for this
+    /// many milliseconds (ingest went quiet: waiting longer only delays what waits).
+    #[serde(default = "default_influx_linger_ms")]
+    pub linger_ms: u64,
     /// Compress request bodies with gzip (line protocol shrinks about tenfold).
     #[serde(default = "yes")]
     pub gzip: bool,
@@ -690,6 +694,9 @@ fn default_influx_batch_size() -> usize {
 }
 fn default_influx_flush_interval_ms() -> u64 {
     1000
+}
+fn default_influx_linger_ms() -> u64 {
+    50
 }
 fn default_influx_request_timeout_ms() -> u64 {
     10_000

@@ -128,6 +128,7 @@ impl InfluxWriter {
     /// committed its last batch, so that batch gets its chance too.
     pub async fn run(self, stop: CancellationToken) {
         let flush = Duration::from_millis(self.settings.flush_interval_ms);
+        let linger = Duration::from_millis(self.settings.linger_ms);
         let min = Duration::from_millis(self.settings.retry_min_ms);
         let max = Duration::from_millis(self.settings.retry_max_ms);
         let batch = self.settings.batch_size as u64;
@@ -143,13 +144,15 @@ impl InfluxWriter {
                 }
                 continue;
             }
-            // Batch by size and by time: send once `batch_size` lines wait, or when the
-            // oldest waiting line has waited `flush_interval_ms`.
+            // Batch by size and by time: send once `batch_size` lines wait, when no commit
+            // added any for `linger_ms`, or when the oldest waiting line has waited
+            // `flush_interval_ms`.
             let window = Instant::now() + flush;
             while self.spool.len() < batch {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = self.spool.appended.notified() => {}
+                    _ = tokio::time::sleep(linger) => break,
                     _ = tokio::time::sleep_until(window) => break,
                 }
             }
