@@ -61,13 +61,14 @@ const GENERATED: &str = "SELECT format('dev-%s', lpad(d::text, 4, '0')) AS devic
          LATERAL (SELECT 1735689600000::int8 + i * 600000 AS t FROM generate_series(0::int8, $3::int8 - 1) AS i) AS s";
 
 /// The windows of the readings in `g` (columns as [`GENERATED`]'s) for `scopes` (`device`,
-/// `district` or both), every interval, as [`messnetz::aggregates::Window::add`] folds them
+/// `district` or both), every interval the store keeps, as [`messnetz::aggregates::Window::add`] folds them
 /// (the last value is the one with the latest time, the larger on a tie). Columns as the
 /// rollups table's.
 fn windows_of_g(scopes: &[&str]) -> String {
     let mut parts = Vec::new();
     for (code, len) in [(0, 600_000i64), (1, 3_600_000), (2, 86_400_000)] {
-        for key in scopes {
+        // A device's 10-minute windows are not stored (computed from its readings).
+        for key in scopes.iter().filter(|k| !(code == 0 && **k == "device")) {
             let prefix = if *key == "device" { "d:" } else { "z:" };
             parts.push(format!(
                 "SELECT '{prefix}' || {key} AS scope, 'air_temperature'::text AS quantity, {code}::int2 AS interval,
@@ -89,7 +90,8 @@ fn load_sql() -> String {
         "WITH g AS MATERIALIZED ({GENERATED}),
          stored AS (INSERT INTO readings (device, quantity, time, value, flag, reason, district)
                     SELECT device, 'air_temperature', to_timestamp((t / 1000)::float8), value, 0, '', district FROM g),
-         device_windows AS (INSERT INTO rollups SELECT * FROM ({}) AS w)
+         device_windows AS (INSERT INTO rollups SELECT * FROM ({}) AS w),
+         members AS (INSERT INTO district_devices SELECT DISTINCT district, device FROM g ON CONFLICT DO NOTHING)
          INSERT INTO rollups AS r (scope, quantity, interval, start, count, excluded, sum, min, max, last, last_time)
          SELECT * FROM ({}) AS w
          ON CONFLICT (scope, quantity, interval, start) DO UPDATE SET

@@ -255,7 +255,7 @@ fn gateways_starting_together_migrate_once() {
     for s in starts {
         s.join().unwrap().expect("every gateway starts");
     }
-    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "5", "each migration applied once");
+    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "6", "each migration applied once");
     // Started again: nothing to do, the data stays.
     let store = PostgresStore::open(&settings(&url)).unwrap();
     store
@@ -454,7 +454,7 @@ fn letters_stored_twice_before_migration_3_are_indexed_oldest_first() {
            (nextval('dead_letter_ids'), now(), 'v3/app/devices/y/up', 'ttn-v3', NULL, 'r', '\\x7b7d')",
     );
     let store = PostgresStore::open(&settings(&url)).unwrap();
-    assert_eq!(cluster.psql("older", "SELECT max(version) FROM messnetz_migrations"), "5");
+    assert_eq!(cluster.psql("older", "SELECT max(version) FROM messnetz_migrations"), "6");
     let x = DeadLetter { payload: b"{}".to_vec(), device: None, ..letter("r") };
     let y = DeadLetter { topic: "v3/app/devices/y/up".into(), ..x.clone() };
     let ids = store.write(&WriteBatch { dead_letters: vec![y, x.clone()], ..Default::default() }).unwrap();
@@ -513,6 +513,37 @@ fn district_windows_stored_before_migration_5_are_recomputed_through_the_distric
     same_windows(&store, &embedded, &scopes, "before the fold");
     store.fold_windows().unwrap();
     same_windows(&store, &embedded, &scopes, "after the fold");
+}
+
+#[test]
+fn a_devices_ten_minute_windows_come_from_its_readings_and_migration_6_drops_stored_ones() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database("tenmin");
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(dir.path()).unwrap();
+    let store = PostgresStore::open(&settings_without_fold(&url)).unwrap();
+    for batch in &quarter_batches(&["t1", "t2", "t3"], 4, 0) {
+        store.write(batch).unwrap();
+        embedded.write(batch).unwrap();
+    }
+    embedded.flush_windows().unwrap();
+    store.fold_windows().unwrap();
+    let count = |sql: &str| cluster.psql("tenmin", sql).parse::<u64>().unwrap();
+    assert_eq!(count("SELECT count(*) FROM rollups WHERE interval = 0 AND scope LIKE 'd:%'"), 0, "not stored");
+    assert!(count("SELECT count(*) FROM rollups WHERE interval = 0 AND scope LIKE 'z:%'") > 0, "a district's are");
+    assert!(count("SELECT count(*) FROM rollups WHERE interval = 1 AND scope LIKE 'd:%'") > 0, "a device's hours are");
+    // As version 5 left a database: a device's 10-minute windows stored (one made wrong here,
+    // so that an answer from it would show).
+    cluster.psql(
+        "tenmin",
+        "INSERT INTO rollups VALUES ('d:t1', 'air_temperature', 0, to_timestamp(0), 99, 0, 990.0, 1.0, 20.0, 1.0, 0);
+         DELETE FROM messnetz_migrations WHERE version >= 6;",
+    );
+    drop(store);
+    let store = PostgresStore::open(&settings_without_fold(&url)).unwrap();
+    assert_eq!(count("SELECT count(*) FROM rollups WHERE interval = 0 AND scope LIKE 'd:%'"), 0, "dropped by migration 6");
+    let scopes = [Scope::Device("t1".into()), Scope::Device("t2".into()), Scope::District("Altstadt".into())];
+    same_windows(&store, &embedded, &scopes, "10-minute windows of devices from their readings");
 }
 
 /// A store whose own fold does not run during a test (folded by `fold_windows` only).

@@ -146,6 +146,16 @@ INSERT INTO district_devices SELECT DISTINCT district, device FROM readings WHER
 DROP INDEX readings_by_district;
 "#,
     ),
+    (
+        6,
+        "a device's 10-minute windows computed from its readings, not stored",
+        r#"
+-- Such a window mostly holds one reading (sensors send every 5 to 20 minutes): stored, it
+-- wrote every reading twice. Answers fold them from the readings; hour and day windows,
+-- and every district window, stay stored.
+DELETE FROM rollups WHERE interval = 0 AND scope LIKE 'd:%';
+"#,
+    ),
 ];
 
 /// Bring the schema up to date; returns the versions applied now (empty when it was).

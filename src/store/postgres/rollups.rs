@@ -83,8 +83,8 @@ impl DeltaBuilder {
                 (d, z)
             }
         };
-        for scope in std::iter::once(d).chain(z) {
-            for interval in Interval::ALL {
+        for (scope, device) in std::iter::once((d, true)).chain(z.map(|z| (z, false))) {
+            for interval in Interval::ALL.into_iter().filter(|i| kept(device, *i)) {
                 let k = (scope, quantity, i16::from(interval.code()), interval.window_start(t_ms));
                 self.staged.entry(k).or_insert(Window::EMPTY).add(value, t_ms, flag);
             }
@@ -112,12 +112,23 @@ impl DeltaBuilder {
     }
 }
 
-/// The keys of every window that holds a reading of `device` (and `district`) at `t_ms`.
+/// Whether windows of this interval are kept for a device (`device`) or district scope. A
+/// device's 10-minute windows are not: a city's sensors send every 5 to 20 minutes, so such
+/// a window mostly holds one reading and storing it would write every reading twice (the
+/// fold's window rows outnumbered the readings). They are computed from the readings when
+/// asked for ([`query`]), at most `api.max_points` windows, as many readings as
+/// `/v1/readings` returns for a sensor sending every 10 minutes.
+pub(super) fn kept(device: bool, interval: Interval) -> bool {
+    !(device && interval == Interval::TenMinutes)
+}
+
+/// The keys of every kept window that holds a reading of `device` (and `district`) at `t_ms`.
 pub(super) fn keys_of(device: &str, district: Option<&str>, quantity: Quantity, t_ms: i64, out: &mut BTreeMap<Key, ()>) {
     let scopes = std::iter::once(Scope::Device(device.to_owned())).chain(district.map(|z| Scope::District(z.to_owned())));
     for scope in scopes {
         let key = scope.key();
-        for interval in Interval::ALL {
+        let device = matches!(scope, Scope::Device(_));
+        for interval in Interval::ALL.into_iter().filter(|i| kept(device, *i)) {
             out.insert((key.clone(), quantity.name(), i16::from(interval.code()), interval.window_start(t_ms)), ());
         }
     }
@@ -254,7 +265,12 @@ pub(super) fn decode(blob: &[u8]) -> Result<Vec<(&'static str, i16, i64, Window)
 impl Delta {
     /// Merge one pending row's windows (rows taken in id order).
     fn merge_blob(&mut self, scope: &str, blob: &[u8]) -> Result<(), StoreError> {
+        let ten_minutes = i16::from(Interval::TenMinutes.code());
         for (quantity, interval, start, w) in decode(blob)? {
+            // Pending rows journalled before migration 6 may hold a device's 10-minute windows.
+            if interval == ten_minutes && scope.starts_with("d:") {
+                continue;
+            }
             self.windows.entry((scope.to_owned(), quantity, interval, start)).or_insert(Window::EMPTY).merge(&w);
         }
         Ok(())
@@ -523,6 +539,11 @@ pub(super) async fn query(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<(DateTime<Utc>, Window)>, StoreError> {
+    if let Scope::Device(device) = scope {
+        if !kept(true, interval) {
+            return from_readings(client, device, quantity, interval, from, to).await;
+        }
+    }
     let stmt = client
         .prepare_cached(
             "SELECT 0::int8 AS id, start, count, excluded, sum, min, max, last, last_time, NULL::bytea AS windows
@@ -560,6 +581,30 @@ pub(super) async fn query(
                 }
             }
         }
+    }
+    windows.into_iter().map(|(start, w)| Ok((time(start)?, w))).collect()
+}
+
+/// A device's windows folded from its readings (in time order), for the intervals not kept.
+async fn from_readings(
+    client: &impl GenericClient,
+    device: &str,
+    quantity: Quantity,
+    interval: Interval,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, Window)>, StoreError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT time, value, flag FROM readings WHERE device = $1 AND quantity = $2 AND time >= $3 AND time < $4 ORDER BY time",
+        )
+        .await
+        .map_err(db)?;
+    let mut windows: BTreeMap<i64, Window> = BTreeMap::new();
+    for row in client.query(&stmt, &[&device, &quantity.name(), &from, &to]).await.map_err(db)? {
+        let t = row.get::<_, DateTime<Utc>>(0).timestamp_millis();
+        let flag = QualityFlag::from_byte(row.get::<_, i16>(2) as u8);
+        windows.entry(interval.window_start(t)).or_insert(Window::EMPTY).add(row.get(1), t, flag);
     }
     windows.into_iter().map(|(start, w)| Ok((time(start)?, w))).collect()
 }
@@ -647,6 +692,8 @@ mod tests {
                 }
             }
         }
+        // A device's 10-minute windows are not kept.
+        expected.retain(|(scope, _, interval, _), _| !(scope.starts_with("d:") && *interval == 0));
         let built = built.finish();
         let show = |w: &BTreeMap<Key, Window>| format!("{w:?}");
         assert_eq!(show(&built.windows), show(&expected));
@@ -654,6 +701,21 @@ mod tests {
             built.scopes().into_iter().collect::<Vec<_>>(),
             ["d:d1", "d:d2", "d:d3", "z:Altstadt", "z:Hafen"].map(String::from)
         );
+    }
+
+    #[test]
+    fn a_devices_ten_minute_windows_in_an_older_pending_row_are_not_folded() {
+        let q = Quantity::by_name("air_temperature").unwrap();
+        let mut w = Window::EMPTY;
+        w.add(2.5, 1_000, QualityFlag::Good);
+        let (name, start) = (q.name(), 0i64);
+        let windows = [(&name, &0i16, &start, &w), (&name, &1i16, &start, &w), (&name, &2i16, &start, &w)];
+        let blob = encode(windows.into_iter());
+        let mut delta = Delta::default();
+        delta.merge_blob("d:old", &blob).unwrap();
+        delta.merge_blob("z:Altstadt", &blob).unwrap();
+        let keys: Vec<(&str, i16)> = delta.windows.keys().map(|(s, _, i, _)| (s.as_str(), *i)).collect();
+        assert_eq!(keys, [("d:old", 1), ("d:old", 2), ("z:Altstadt", 0), ("z:Altstadt", 1), ("z:Altstadt", 2)]);
     }
 
     #[test]
@@ -682,15 +744,23 @@ mod tests {
         unknown.extend_from_slice(&[1, 0]);
         unknown.extend_from_slice(&[0; 17]);
         assert!(matches!(decode(&unknown), Err(StoreError::Corrupt(_))));
-        // Every form: one reading, only excluded ones, several, and -0.0 (its sum is +0.0).
+        // Every form: one reading, only excluded ones, several, and -0.0 (its sum is +0.0);
+        // through a district, whose 10-minute windows are kept.
         let mut forms = DeltaBuilder::default();
-        forms.add("f", None, q, 1_000, 2.5, QualityFlag::Good);
-        forms.add("f", None, q, 700_000, 1.0, QualityFlag::Bad);
-        forms.add("f", None, q, 1_300_000, 4.0, QualityFlag::Good);
-        forms.add("f", None, q, 1_400_000, 5.0, QualityFlag::Suspect);
-        forms.add("f", None, q, 2_000_000, -0.0, QualityFlag::Good);
+        forms.add("f", Some("Z"), q, 1_000, 2.5, QualityFlag::Good);
+        forms.add("f", Some("Z"), q, 700_000, 1.0, QualityFlag::Bad);
+        forms.add("f", Some("Z"), q, 1_300_000, 4.0, QualityFlag::Good);
+        forms.add("f", Some("Z"), q, 1_400_000, 5.0, QualityFlag::Suspect);
+        forms.add("f", Some("Z"), q, 2_000_000, -0.0, QualityFlag::Good);
         let forms = forms.finish();
-        let all: Vec<_> = forms.windows.iter().map(|((_, q, i, s), w)| (q, i, s, w)).collect();
+        let all: Vec<_> = forms.windows.iter().filter(|(k, _)| k.0 == "z:Z").map(|((_, q, i, s), w)| (q, i, s, w)).collect();
+        let form = |w: &Window| match (w.count, w.excluded) {
+            (0, _) => NONE,
+            (1, _) => ONE,
+            _ => FULL,
+        };
+        let seen: BTreeSet<u8> = all.iter().map(|(_, _, _, w)| form(w)).collect();
+        assert_eq!(seen, BTreeSet::from([FULL, ONE, NONE]), "every form is encoded here");
         let back = decode(&encode(all.iter().copied())).unwrap();
         assert_eq!(back.len(), all.len());
         for ((q, i, s, w), (bq, bi, bs, bw)) in all.iter().zip(&back) {
