@@ -157,6 +157,18 @@ fn main() {
         costs[costs.len() / 2] * 100.0,
         fold_costs[fold_costs.len() / 2] * 100.0
     );
+    // Where the server's time went in the first run with windows (pg_stat_statements).
+    cluster.psql("upkeep_with_1", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    println!(
+        "\nthe server's time by statement, run 1 with windows (pg_stat_statements, top 8):\n{}",
+        cluster.psql(
+            "upkeep_with_1",
+            "SELECT format('%8s ms %6s calls %9s rows  %s', round(total_exec_time), calls, rows,
+                           left(regexp_replace(query, '\\s+', ' ', 'g'), 100))
+             FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+             ORDER BY total_exec_time DESC LIMIT 8",
+        )
+    );
 
     // 2. A year of 10-minute air temperature: device 0 through the store, the rest by SQL.
     let url = cluster.database("year");

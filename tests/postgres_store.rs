@@ -255,7 +255,7 @@ fn gateways_starting_together_migrate_once() {
     for s in starts {
         s.join().unwrap().expect("every gateway starts");
     }
-    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "6", "each migration applied once");
+    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "7", "each migration applied once");
     // Started again: nothing to do, the data stays.
     let store = PostgresStore::open(&settings(&url)).unwrap();
     store
@@ -454,7 +454,7 @@ fn letters_stored_twice_before_migration_3_are_indexed_oldest_first() {
            (nextval('dead_letter_ids'), now(), 'v3/app/devices/y/up', 'ttn-v3', NULL, 'r', '\\x7b7d')",
     );
     let store = PostgresStore::open(&settings(&url)).unwrap();
-    assert_eq!(cluster.psql("older", "SELECT max(version) FROM messnetz_migrations"), "6");
+    assert_eq!(cluster.psql("older", "SELECT max(version) FROM messnetz_migrations"), "7");
     let x = DeadLetter { payload: b"{}".to_vec(), device: None, ..letter("r") };
     let y = DeadLetter { topic: "v3/app/devices/y/up".into(), ..x.clone() };
     let ids = store.write(&WriteBatch { dead_letters: vec![y, x.clone()], ..Default::default() }).unwrap();

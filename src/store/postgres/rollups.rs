@@ -262,20 +262,33 @@ pub(super) fn decode(blob: &[u8]) -> Result<Vec<(&'static str, i16, i64, Window)
     Ok(out)
 }
 
-impl Delta {
+/// Pending rows' windows merged per window, keyed by the rows' own scope text: a fold
+/// allocates once per window, not once per pending entry.
+#[derive(Default)]
+struct Merged<'a> {
+    windows: HashMap<(&'a str, &'static str, i16, i64), Window>,
+}
+
+impl<'a> Merged<'a> {
     /// Merge one pending row's windows (rows taken in id order).
-    fn merge_blob(&mut self, scope: &str, blob: &[u8]) -> Result<(), StoreError> {
+    fn merge_blob(&mut self, scope: &'a str, blob: &[u8]) -> Result<(), StoreError> {
         let ten_minutes = i16::from(Interval::TenMinutes.code());
         for (quantity, interval, start, w) in decode(blob)? {
             // Pending rows journalled before migration 6 may hold a device's 10-minute windows.
             if interval == ten_minutes && scope.starts_with("d:") {
                 continue;
             }
-            self.windows.entry((scope.to_owned(), quantity, interval, start)).or_insert(Window::EMPTY).merge(&w);
+            self.windows.entry((scope, quantity, interval, start)).or_insert(Window::EMPTY).merge(&w);
         }
         Ok(())
     }
 
+    fn into_delta(self) -> Delta {
+        Delta { windows: self.windows.into_iter().map(|((s, q, i, start), w)| ((s.to_owned(), q, i, start), w)).collect() }
+    }
+}
+
+impl Delta {
     /// The scopes the delta touches.
     pub fn scopes(&self) -> BTreeSet<String> {
         self.windows.keys().map(|k| k.0.clone()).collect()
@@ -349,20 +362,23 @@ async fn fold_rows(tx: &Transaction<'_>, rows: &[tokio_postgres::Row]) -> Result
     if rows.is_empty() {
         return Ok(0);
     }
-    let mut delta = Delta::default();
+    let mut merged = Merged::default();
     let mut ids = Vec::with_capacity(rows.len());
     for row in rows {
         ids.push(row.get::<_, i64>(0));
-        delta.merge_blob(row.get(1), row.get(2))?;
+        merged.merge_blob(row.get(1), row.get(2))?;
     }
-    apply(tx, &delta).await?;
+    apply(tx, &merged.into_delta()).await?;
     let delete = tx.prepare_cached("DELETE FROM rollup_pending WHERE id = ANY($1)").await.map_err(db)?;
     tx.execute(&delete, &[&ids]).await.map_err(db)?;
     Ok(rows.len())
 }
 
-/// Pending rows folded per transaction.
-const FOLD_ROWS: i64 = 2000;
+/// Pending rows folded per transaction. Large: a window's row is written once per fold
+/// that touches it, and consecutive batches touch the same hour and day windows (with 2,000
+/// rows a fold, 100,000 uplinks of 1,000 devices upserted 364,000 window rows for 121,000
+/// windows). A row is one scope of one batch, some hundred bytes.
+const FOLD_ROWS: i64 = 20_000;
 
 /// Fold every pending row no other replica is folding, `FOLD_ROWS` a transaction, oldest
 /// first; returns how many were folded.
@@ -711,9 +727,10 @@ mod tests {
         let (name, start) = (q.name(), 0i64);
         let windows = [(&name, &0i16, &start, &w), (&name, &1i16, &start, &w), (&name, &2i16, &start, &w)];
         let blob = encode(windows.into_iter());
-        let mut delta = Delta::default();
-        delta.merge_blob("d:old", &blob).unwrap();
-        delta.merge_blob("z:Altstadt", &blob).unwrap();
+        let mut merged = Merged::default();
+        merged.merge_blob("d:old", &blob).unwrap();
+        merged.merge_blob("z:Altstadt", &blob).unwrap();
+        let delta = merged.into_delta();
         let keys: Vec<(&str, i16)> = delta.windows.keys().map(|(s, _, i, _)| (s.as_str(), *i)).collect();
         assert_eq!(keys, [("d:old", 1), ("d:old", 2), ("z:Altstadt", 0), ("z:Altstadt", 1), ("z:Altstadt", 2)]);
     }
