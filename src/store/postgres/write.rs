@@ -102,7 +102,8 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
     // Usually every row is new: a plain insert, under a savepoint, is the cheapest way in
     // (PostgreSQL's speculative insertion for ON CONFLICT and a RETURNING set cost a third
     // more). A key stored before (a message delivered again, or taken by another gateway
-    // meanwhile) makes it fail whole; then the rows go in one by one as they may.
+    // meanwhile) makes it fail whole; then the batch goes in the idempotent way: the new
+    // rows inserted, the others updated where they differ.
     tx.batch_execute("SAVEPOINT new_readings").await.map_err(db)?;
     let plain = tx
         .prepare_cached(
