@@ -59,54 +59,42 @@ pub(super) struct Delta {
 }
 
 /// Folds a batch's new readings into a [`Delta`], one at a time in the batch's order,
-/// without allocating per reading: windows are staged under a number per scope (a run of
-/// one device's readings looks its numbers up once) and sorted into the delta at the end.
+/// without allocating per reading: windows are staged under the borrowed device or
+/// district name and get their scope keys once each, at the end.
 #[derive(Default)]
-pub(super) struct DeltaBuilder {
-    /// Scope keys by number.
-    names: Vec<String>,
-    numbers: HashMap<String, usize>,
-    /// The device and district of the last reading added, and their scopes' numbers.
-    last: Option<(String, Option<String>, usize, Option<usize>)>,
-    staged: HashMap<(usize, Quantity, i16, i64), Window>,
+pub(super) struct DeltaBuilder<'a> {
+    /// (name, whether it is a district, quantity, interval code, start): its window.
+    staged: HashMap<(&'a str, bool, Quantity, i16, i64), Window>,
 }
 
-impl DeltaBuilder {
+impl<'a> DeltaBuilder<'a> {
     /// Add one new reading to its device's windows and, for an open device, its district's.
-    pub fn add(&mut self, device: &str, district: Option<&str>, quantity: Quantity, t_ms: i64, value: f64, flag: QualityFlag) {
-        let (d, z) = match &self.last {
-            Some((ld, lz, d, z)) if ld == device && lz.as_deref() == district => (*d, *z),
-            _ => {
-                let d = self.number(Scope::Device(device.to_owned()).key());
-                let z = district.map(|z| self.number(Scope::District(z.to_owned()).key()));
-                self.last = Some((device.to_owned(), district.map(str::to_owned), d, z));
-                (d, z)
-            }
-        };
-        for (scope, device) in std::iter::once((d, true)).chain(z.map(|z| (z, false))) {
-            for interval in Interval::ALL.into_iter().filter(|i| kept(device, *i)) {
-                let k = (scope, quantity, i16::from(interval.code()), interval.window_start(t_ms));
+    pub fn add(
+        &mut self,
+        device: &'a str,
+        district: Option<&'a str>,
+        quantity: Quantity,
+        t_ms: i64,
+        value: f64,
+        flag: QualityFlag,
+    ) {
+        for (name, is_district) in std::iter::once((device, false)).chain(district.map(|z| (z, true))) {
+            for interval in Interval::ALL.into_iter().filter(|i| kept(!is_district, *i)) {
+                let k = (name, is_district, quantity, i16::from(interval.code()), interval.window_start(t_ms));
                 self.staged.entry(k).or_insert(Window::EMPTY).add(value, t_ms, flag);
             }
         }
     }
 
-    fn number(&mut self, key: String) -> usize {
-        if let Some(n) = self.numbers.get(&key) {
-            return *n;
-        }
-        self.names.push(key.clone());
-        self.numbers.insert(key, self.names.len() - 1);
-        self.names.len() - 1
-    }
-
     pub fn finish(self) -> Delta {
-        let names = self.names;
+        let key = |name: &str, is_district: bool| {
+            if is_district { Scope::District(name.to_owned()) } else { Scope::Device(name.to_owned()) }.key()
+        };
         Delta {
             windows: self
                 .staged
                 .into_iter()
-                .map(|((scope, quantity, interval, start), w)| ((names[scope].clone(), quantity.name(), interval, start), w))
+                .map(|((name, z, quantity, interval, start), w)| ((key(name, z), quantity.name(), interval, start), w))
                 .collect(),
         }
     }
