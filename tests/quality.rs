@@ -196,6 +196,56 @@ fn late_readings_are_judged_by_their_stored_neighbours_not_by_newer_ones() {
 }
 
 both_backends! {
+fn late_readings_between_two_commits_get_the_neighbours_asking_the_store_each_time_gives() {
+    let test_store = TestStore::new();
+    let store = test_store.open();
+    let (d, t) = (DeviceId::parse("qc-late-burst").unwrap(), q("air_temperature"));
+    let at = |s: i64| t0() + Duration::seconds(s);
+    // Every 7 minutes for about 40 hours, every fifth one bad; five hours without; then
+    // every minute for three hours (more than one read's worth ahead of a late reading).
+    let mut stored: Vec<(DateTime<Utc>, f64, QualityFlag)> = (0..340)
+        .map(|i| (at(i * 420), 10.0 + (i % 13) as f64, if i % 5 == 0 { QualityFlag::Bad } else { QualityFlag::Good }))
+        .collect();
+    stored.extend((0..180).map(|i| (at(340 * 420 + 5 * 3600 + i * 60), 30.0 + (i % 7) as f64, QualityFlag::Good)));
+    let reading = |(time, value, flag): (DateTime<Utc>, f64, QualityFlag)| Reading {
+        device: d.clone(),
+        quantity: t,
+        value,
+        time,
+        flag,
+        reason: if flag == QualityFlag::Bad { "range: test".into() } else { String::new() },
+    };
+    store.write(&WriteBatch { readings: stored.iter().copied().map(reading).collect(), ..Default::default() }).unwrap();
+    let within = Duration::hours(3);
+    let direct = |stored: &[(DateTime<Utc>, f64, QualityFlag)], time: DateTime<Utc>| {
+        let good: Vec<(DateTime<Utc>, f64)> =
+            stored.iter().filter(|r| r.2 != QualityFlag::Bad).map(|r| (r.0, r.1)).collect();
+        let before = good.iter().rev().find(|p| p.0 < time && p.0 >= time - within).copied();
+        let after = good.iter().find(|p| p.0 > time && p.0 <= time + within).copied();
+        (before, after)
+    };
+    // A burst of late readings in time order, as out-of-order input brings them, some at a
+    // stored reading's own time; no commit in between.
+    let mut asked = 0;
+    for s in (-4 * 3600..340 * 420 + 9 * 3600).step_by(199) {
+        let time = at(s - s % 420 * (s % 2));
+        assert_eq!(store.neighbours(&d, t, time, within).unwrap(), direct(&stored, time), "late reading at {time}");
+        asked += 1;
+    }
+    assert!(asked > 900);
+    // A reading committed between two questions is in the second answer.
+    let time = at(3 * 60);
+    assert_eq!(store.neighbours(&d, t, time, within).unwrap(), (None, Some((at(420), 11.0))));
+    let new = (at(5 * 60), 99.0, QualityFlag::Good);
+    store.write(&WriteBatch { readings: vec![reading(new)], ..Default::default() }).unwrap();
+    stored.push(new);
+    stored.sort_by_key(|r| r.0);
+    assert_eq!(store.neighbours(&d, t, time, within).unwrap(), (None, Some((at(300), 99.0))));
+    assert_eq!(store.neighbours(&d, t, at(7 * 60), within).unwrap(), direct(&stored, at(7 * 60)));
+}
+}
+
+both_backends! {
 fn history_is_seeded_from_the_store_after_a_restart() {
     let mut b = Bench::new(QualitySettings::default());
     b.series("air_temperature", &[(0, 20.0), (10, 20.3)]);

@@ -102,8 +102,8 @@ impl SeriesHistory {
         }
         let mut spiked = false;
         if let (Some(per_h), Some(reference), true) = (limits.spike_per_h(q), state.reference, in_range) {
-            if let Some(why) = jump(limits, q, per_h, reference, (time, value)) {
-                verdict.fail(Test::Spike, why);
+            if let Some(j) = jump(limits, per_h, reference, (time, value)) {
+                verdict.fail(Test::Spike, j.why(q, per_h));
                 spiked = true;
             }
         }
@@ -172,27 +172,34 @@ fn same(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
-/// Why `(time, value)` is a spike against `other`, if it is.
-fn jump(
-    limits: &Limits,
-    q: Quantity,
-    per_h: f64,
+/// How `(time, value)` moved against `other`, if faster than allowed: a spike.
+struct Jump {
+    change: f64,
     other: (DateTime<Utc>, f64),
-    (time, value): (DateTime<Utc>, f64),
-) -> Option<String> {
+    gap: Duration,
+}
+
+/// Whether `(time, value)` is a spike against `other`, and by how much.
+fn jump(limits: &Limits, per_h: f64, other: (DateTime<Utc>, f64), (time, value): (DateTime<Utc>, f64)) -> Option<Jump> {
     let gap = (time - other.0).abs();
     let window = gap.max(Duration::minutes(limits.settings.spike_min_window_min.min(1_000_000) as i64));
     let allowed = per_h * window.num_milliseconds() as f64 / 3_600_000.0;
     let change = (value - other.1).abs();
-    (change > allowed).then(|| {
+    (change > allowed).then_some(Jump { change, other, gap })
+}
+
+impl Jump {
+    /// The reason text (written only for a reading that is flagged).
+    fn why(&self, q: Quantity, per_h: f64) -> String {
         let unit = q.unit();
         format!(
-            "changed by {change:.3} {unit} against {} {unit} at {} ({} min apart); at most {per_h} {unit} per hour",
-            other.1,
-            other.0,
-            gap.num_minutes()
+            "changed by {:.3} {unit} against {} {unit} at {} ({} min apart); at most {per_h} {unit} per hour",
+            self.change,
+            self.other.1,
+            self.other.0,
+            self.gap.num_minutes()
         )
-    })
+    }
 }
 
 /// A late reading is a spike only if it jumps against every stored neighbour it has: a single
@@ -214,10 +221,10 @@ fn late_spike(
             return;
         }
     };
-    let jumps: Vec<Option<String>> =
-        [before, after].into_iter().flatten().map(|n| jump(limits, q, per_h, n, (time, value))).collect();
-    if !jumps.is_empty() && jumps.iter().all(Option::is_some) {
-        let why: Vec<String> = jumps.into_iter().flatten().collect();
+    let jumps = [before, after].map(|n| n.map(|n| jump(limits, per_h, n, (time, value))));
+    // Against every neighbour it has (and it has one), or it is no spike.
+    if jumps.iter().all(|j| !matches!(j, Some(None))) && jumps.iter().any(Option::is_some) {
+        let why: Vec<String> = jumps.iter().flatten().flatten().map(|j| j.why(q, per_h)).collect();
         verdict.fail(Test::Spike, why.join(", and "));
     }
 }

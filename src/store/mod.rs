@@ -12,6 +12,7 @@ pub mod dead_letter;
 pub mod embedded;
 mod open;
 pub mod postgres;
+mod spans;
 
 pub use batch::WriteBatch;
 pub use boundary::{

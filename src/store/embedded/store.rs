@@ -30,6 +30,7 @@ use crate::store::boundary::{
     engine, AdminStore, BackupError, CitizenStore, CommitStore, Outbox, ReadStore, Removed, Snapshot, StoreError, StoreHealth,
 };
 use crate::store::dead_letter::{DeadLetter, ReplayOutcome};
+use crate::store::spans::{self, Spans};
 
 /// Journal rows one flush transaction handles at most, so a long backlog (after a restart
 /// or an outage) is stored in steps and never holds up ingest's commits for long.
@@ -45,6 +46,11 @@ const REOPEN_EVERY: Duration = Duration::from_secs(1);
 /// default, 1 GiB. A smaller cache bounds the process's memory but costs throughput once the
 /// store outgrows it (BENCHMARKS.md, "Page cache"): `store.cache_mb` chooses.
 pub const DEFAULT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+
+/// Readings a late reading's neighbour lookup reads from its time on, when no kept stretch
+/// covers it: enough for the late readings that follow it in a batch, few enough that a
+/// lone late reading costs little more than reading its two neighbours.
+const NEIGHBOUR_PAGE: usize = 64;
 
 /// The embedded store. Cheap to share: wrap it in an `Arc`; its calls block, so call them
 /// from `spawn_blocking` in async code.
@@ -76,6 +82,8 @@ pub struct EmbeddedStore {
     /// Device → district pairs known to be stored, so a batch looks up only new ones.
     /// Filled after commits only, so it never holds a pair a failed transaction wrote.
     districts_stored: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Stretches of series read for late readings' neighbours since the last commit.
+    spans: Spans,
 }
 
 /// The first of a run of failed write transactions, and the latest error.
@@ -163,6 +171,7 @@ impl EmbeddedStore {
             pending,
             flushing: Default::default(),
             districts_stored: Default::default(),
+            spans: Default::default(),
         })
     }
 
@@ -197,6 +206,8 @@ impl EmbeddedStore {
     /// `f` returns whether it committed (a flush with nothing to do does not).
     pub(super) fn with_write<T>(&self, f: impl FnOnce(&Database) -> Result<(T, bool), StoreError>) -> Result<T, StoreError> {
         let result = self.with_db(f);
+        // Whatever the outcome: it may have committed readings before it failed.
+        self.spans.forget();
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Ok((_, true)) => {
@@ -347,8 +358,10 @@ impl EmbeddedStore {
     }
 
     /// The nearest readings not flagged bad strictly before and strictly after `time`, within
-    /// `within` on either side, as (time, value). Reads only as far as it must: a late reading's
-    /// quality check calls this, and a burst of late readings must not scan whole ranges.
+    /// `within` on either side, as (time, value): a late reading's quality check asks this.
+    /// Answered from the stretches of the series read since the last commit where one covers
+    /// `time` (a burst of late readings of one series reads the table once), read otherwise
+    /// ([`spans`](crate::store::spans)).
     #[allow(clippy::type_complexity)]
     pub fn neighbours(
         &self,
@@ -357,32 +370,45 @@ impl EmbeddedStore {
         time: DateTime<Utc>,
         within: chrono::Duration,
     ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), StoreError> {
-        self.with_db(|db| {
+        if let Some(pair) = self.spans.answer(device, quantity, time, within) {
+            return Ok(pair);
+        }
+        let generation = self.spans.generation();
+        let span = self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
             let table = tx.open_table(READINGS).map_err(engine)?;
             let (d, q) = (device.as_str(), quantity.name());
-            let (t, w) = (time.timestamp_millis(), within.num_milliseconds());
+            let (from, to) = spans::window(time, within);
+            let (from_ms, t, to_ms) = (from.timestamp_millis(), time.timestamp_millis(), to.timestamp_millis());
             let bad = QualityFlag::Bad.to_byte();
-            let mut before = None;
-            for entry in table.range((d, q, t.saturating_sub(w))..(d, q, t)).map_err(engine)?.rev() {
+            let mut points = Vec::new();
+            for entry in table.range((d, q, from_ms)..(d, q, t)).map_err(engine)?.rev() {
                 let (k, v) = entry.map_err(engine)?;
                 let (value, flag, _) = v.value();
                 if flag != bad {
-                    before = Some((millis(k.value().2)?, value));
+                    points.push((millis(k.value().2)?, value));
                     break;
                 }
             }
-            let mut after = None;
-            for entry in table.range((d, q, t.saturating_add(1))..=(d, q, t.saturating_add(w))).map_err(engine)? {
+            let mut ahead = 0;
+            for entry in table.range((d, q, t)..=(d, q, to_ms)).map_err(engine)? {
                 let (k, v) = entry.map_err(engine)?;
                 let (value, flag, _) = v.value();
                 if flag != bad {
-                    after = Some((millis(k.value().2)?, value));
-                    break;
+                    points.push((millis(k.value().2)?, value));
+                    ahead += 1;
+                    if ahead == NEIGHBOUR_PAGE {
+                        break;
+                    }
                 }
             }
-            Ok((before, after))
-        })
+            Ok(spans::Span::of(time, (from, to), NEIGHBOUR_PAGE, points))
+        })?;
+        let pair = span.answer(time, within).ok_or_else(|| {
+            StoreError::Corrupt(format!("the stretch of {device} {} read around {time} does not cover it", quantity.name()))
+        })?;
+        self.spans.keep(generation, device, quantity, span);
+        Ok(pair)
     }
 
     /// Dead letters with an id above `after`, oldest first, at most `limit`.
