@@ -138,13 +138,21 @@ fn main() {
     println!("| --- | --- | --- | --- | --- | --- |");
     let (mut costs, mut fold_costs) = (Vec::new(), Vec::new());
     for run in 1..=runs {
-        let plain = open(cluster.database(&format!("upkeep_plain_{run}")));
-        plain.set_rollups_enabled(false);
-        let (without, _) = upkeep_run(&plain, devices, uplinks, 2000);
-        drop(plain);
-        let with_store = open(cluster.database(&format!("upkeep_with_{run}")));
-        let (with, folded) = upkeep_run(&with_store, devices, uplinks, 2000);
-        drop(with_store);
+        // Each arm starts from a checkpoint (neither writes out the other's dirty pages), and
+        // they take turns going first.
+        let arm = |rollups: bool| {
+            let store = open(cluster.database(&format!("upkeep_{}_{run}", if rollups { "with" } else { "plain" })));
+            store.set_rollups_enabled(rollups);
+            cluster.psql("postgres", "CHECKPOINT");
+            upkeep_run(&store, devices, uplinks, 2000)
+        };
+        let ((without, _), (with, folded)) = if run % 2 == 1 {
+            let plain = arm(false);
+            (plain, arm(true))
+        } else {
+            let with = arm(true);
+            (arm(false), with)
+        };
         let (cost, fold_cost) = (1.0 - with / without, 1.0 - folded / without);
         costs.push(cost);
         fold_costs.push(fold_cost);
