@@ -39,10 +39,11 @@
 //! recomputes, shared elsewhere), and folds all of a recompute's scopes' pending rows
 //! before it locks any window row, so the waits never form a circle.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeZone, Utc};
 use deadpool_postgres::{GenericClient, Object, Transaction};
+use rustc_hash::FxHashMap;
 
 use super::db;
 use crate::aggregates::{Interval, Scope, Window};
@@ -64,10 +65,15 @@ pub(super) struct Delta {
 #[derive(Default)]
 pub(super) struct DeltaBuilder<'a> {
     /// (name, whether it is a district, quantity, interval code, start): its window.
-    staged: HashMap<(&'a str, bool, Quantity, i16, i64), Window>,
+    staged: FxHashMap<(&'a str, bool, Quantity, i16, i64), Window>,
 }
 
 impl<'a> DeltaBuilder<'a> {
+    /// Room for the windows of about `readings` readings of series sent every few minutes.
+    pub fn with_capacity(readings: usize) -> Self {
+        Self { staged: FxHashMap::with_capacity_and_hasher(readings, Default::default()) }
+    }
+
     /// Add one new reading to its device's windows and, for an open device, its district's.
     pub fn add(
         &mut self,
@@ -87,16 +93,25 @@ impl<'a> DeltaBuilder<'a> {
     }
 
     pub fn finish(self) -> Delta {
-        let key = |name: &str, is_district: bool| {
-            if is_district { Scope::District(name.to_owned()) } else { Scope::Device(name.to_owned()) }.key()
-        };
-        Delta {
-            windows: self
-                .staged
-                .into_iter()
-                .map(|((name, z, quantity, interval, start), w)| ((key(name, z), quantity.name(), interval, start), w))
-                .collect(),
+        let mut staged: Vec<_> = self.staged.into_iter().collect();
+        // In the order of the finished keys without making them first: a device's key
+        // ("d:…") sorts before a district's ("z:…"), then by name.
+        staged.sort_unstable_by(|(a, _), (b, _)| (a.1, a.0, a.2.name(), a.3, a.4).cmp(&(b.1, b.0, b.2.name(), b.3, b.4)));
+        let mut scope: Option<(&str, bool, String)> = None;
+        let mut windows = Vec::with_capacity(staged.len());
+        for ((name, is_district, quantity, interval, start), w) in staged {
+            let key = match &scope {
+                Some((n, z, key)) if *n == name && *z == is_district => key.clone(),
+                _ => {
+                    let key = if is_district { Scope::District(name.to_owned()) } else { Scope::Device(name.to_owned()) }.key();
+                    scope = Some((name, is_district, key.clone()));
+                    key
+                }
+            };
+            windows.push(((key, quantity.name(), interval, start), w));
         }
+        // Sorted already, so collecting (a stable sort, then a bulk build) takes one pass.
+        Delta { windows: windows.into_iter().collect() }
     }
 }
 
@@ -254,7 +269,7 @@ pub(super) fn decode(blob: &[u8]) -> Result<Vec<(&'static str, i16, i64, Window)
 /// allocates once per window, not once per pending entry.
 #[derive(Default)]
 struct Merged<'a> {
-    windows: HashMap<(&'a str, &'static str, i16, i64), Window>,
+    windows: FxHashMap<(&'a str, &'static str, i16, i64), Window>,
 }
 
 impl<'a> Merged<'a> {
@@ -279,7 +294,16 @@ impl<'a> Merged<'a> {
 impl Delta {
     /// The scopes the delta touches.
     pub fn scopes(&self) -> BTreeSet<String> {
-        self.windows.keys().map(|k| k.0.clone()).collect()
+        let mut scopes = BTreeSet::new();
+        let mut last: Option<&str> = None;
+        // A scope's windows are next to each other: one key each.
+        for (scope, ..) in self.windows.keys() {
+            if last != Some(scope.as_str()) {
+                scopes.insert(scope.clone());
+                last = Some(scope.as_str());
+            }
+        }
+        scopes
     }
 }
 
@@ -318,29 +342,42 @@ pub(super) async fn lock(
     Ok(())
 }
 
-/// Journal the delta: one `rollup_pending` row per scope (one statement). The caller holds
-/// the scopes' locks ([`lock`]).
-pub(super) async fn pend(tx: &Transaction<'_>, delta: &Delta) -> Result<(), StoreError> {
-    if delta.windows.is_empty() {
-        return Ok(());
-    }
-    let mut scopes: Vec<&str> = Vec::new();
-    let mut blobs: Vec<Vec<u8>> = Vec::new();
-    let mut windows = delta.windows.iter().peekable();
-    while let Some(((scope, ..), _)) = windows.peek() {
-        let scope = scope.as_str();
-        let mut one = Vec::new();
-        while let Some(((_, q, i, s), w)) = windows.next_if(|((sc, ..), _)| sc == scope) {
-            one.push((q, i, s, w));
+/// A delta's `rollup_pending` rows: each scope with its windows encoded.
+pub(super) struct Journal<'d> {
+    scopes: Vec<&'d str>,
+    blobs: Vec<Vec<u8>>,
+}
+
+impl<'d> Journal<'d> {
+    /// Encode the delta's windows scope by scope (before the batch needs them: the encoding
+    /// can run while the server inserts the readings).
+    pub fn of(delta: &'d Delta) -> Self {
+        let (mut scopes, mut blobs) = (Vec::new(), Vec::new());
+        let mut windows = delta.windows.iter().peekable();
+        while let Some(((scope, ..), _)) = windows.peek() {
+            let scope = scope.as_str();
+            let mut one = Vec::new();
+            while let Some(((_, q, i, s), w)) = windows.next_if(|((sc, ..), _)| sc == scope) {
+                one.push((q, i, s, w));
+            }
+            scopes.push(scope);
+            blobs.push(encode(one.into_iter()));
         }
-        scopes.push(scope);
-        blobs.push(encode(one.into_iter()));
+        Self { scopes, blobs }
+    }
+}
+
+/// Journal a delta: one `rollup_pending` row per scope (one statement). The caller holds
+/// the scopes' locks ([`lock`]).
+pub(super) async fn pend(tx: &Transaction<'_>, journal: &Journal<'_>) -> Result<(), StoreError> {
+    if journal.scopes.is_empty() {
+        return Ok(());
     }
     let stmt = tx
         .prepare_cached("INSERT INTO rollup_pending (scope, windows) SELECT * FROM unnest($1::text[], $2::bytea[])")
         .await
         .map_err(db)?;
-    tx.execute(&stmt, &[&scopes, &blobs]).await.map_err(db)?;
+    tx.execute(&stmt, &[&journal.scopes, &journal.blobs]).await.map_err(db)?;
     Ok(())
 }
 

@@ -91,7 +91,7 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
     let delta_of = |new: &dyn Fn(usize) -> bool| {
         let mut firsts: Vec<(usize, usize)> = rows.iter().enumerate().filter(|(u, _)| new(*u)).map(|(_, row)| *row).collect();
         firsts.sort_unstable();
-        let mut delta = DeltaBuilder::default();
+        let mut delta = DeltaBuilder::with_capacity(firsts.len());
         for (_, i) in firsts {
             let r = &all[i];
             delta.add(keys[i].0, districts_of[i], r.quantity, keys[i].2, r.value, r.flag);
@@ -112,10 +112,12 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
         )
         .await
         .map_err(db)?;
-    // Sent first; the windows, as if every row is new, are folded while the server inserts.
+    // Sent first; the windows, as if every row is new, are folded and encoded for the journal
+    // while the server inserts.
     let mut insert = std::pin::pin!(tx.execute(&plain, &params));
     let early = std::future::poll_fn(|cx| Poll::Ready(insert.as_mut().poll(cx))).await;
     let all_new = rollups.then(|| delta_of(&|_| true));
+    let all_new_journal = all_new.as_ref().map(rollups::Journal::of);
     let result = match early {
         Poll::Ready(result) => result,
         Poll::Pending => insert.await,
@@ -179,15 +181,18 @@ async fn readings(tx: &Transaction<'_>, batch: &WriteBatch, rollups: bool) -> Re
     if !rollups {
         return Ok(());
     }
-    let delta = match (&inserted, all_new) {
-        (None, Some(delta)) => delta,
-        (Some(inserted), _) => delta_of(&|u| inserted.contains(&u)),
-        (None, None) => delta_of(&|_| true),
+    let late;
+    let (delta, journal) = match (&inserted, &all_new, all_new_journal) {
+        (None, Some(delta), Some(journal)) => (delta, journal),
+        _ => {
+            late = delta_of(&|u| inserted.as_ref().is_none_or(|stored| stored.contains(&u)));
+            (&late, rollups::Journal::of(&late))
+        }
     };
     // Journalled under the scopes' locks, before a recompute (which folds them): see the
     // rollups module's doc.
     rollups::lock(tx, &delta.scopes(), &rollups::scopes_of(&changed)).await?;
-    rollups::pend(tx, &delta).await?;
+    rollups::pend(tx, &journal).await?;
     rollups::recompute(tx, &changed).await
 }
 
