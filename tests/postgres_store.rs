@@ -255,7 +255,7 @@ fn gateways_starting_together_migrate_once() {
     for s in starts {
         s.join().unwrap().expect("every gateway starts");
     }
-    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "7", "each migration applied once");
+    assert_eq!(cluster.psql("together", "SELECT count(*) FROM messnetz_migrations"), "8", "each migration applied once");
     // Started again: nothing to do, the data stays.
     let store = PostgresStore::open(&settings(&url)).unwrap();
     store
@@ -311,13 +311,22 @@ fn citizen_sensors_are_kept_and_removed_with_their_data_and_dead_letters_are_del
     let mut batch = WriteBatch::default();
     batch.readings.push(reading(id.as_str(), "air_temperature", 1000, 4.0, QualityFlag::Good));
     batch.readings.push(reading(id.as_str(), "air_temperature", 2000, 5.0, QualityFlag::Good));
-    batch.readings.push(reading("official", "air_temperature", 1000, 3.0, QualityFlag::Good));
+    // A device whose pending windows share the sensor's group row ("g:55").
+    batch.readings.push(reading("official-42", "air_temperature", 1000, 3.0, QualityFlag::Good));
     batch.seen.push((id.clone(), ms(2000)));
     batch.dead_letters = vec![letter("a"), letter("b"), letter("c")];
     let ids = store.write(&batch).unwrap();
 
+    let t = Quantity::by_name("air_temperature").unwrap();
+    let hours = |device: &str| store.rollups(&Scope::Device(device.into()), t, Interval::Hour, ms(0), ms(3_600_000)).unwrap();
+    assert_eq!(hours(id.as_str()).len(), 1);
     let removed = store.remove_citizen_sensor(&id).unwrap().unwrap();
     assert_eq!(removed.readings, 2, "the sensor's readings go with it");
+    assert!(hours(id.as_str()).is_empty(), "its windows too, pending or stored");
+    store.fold_windows().unwrap();
+    assert!(hours(id.as_str()).is_empty(), "and a fold does not bring them back");
+    assert_eq!(hours("official-42").len(), 1, "the other device's windows in the same row stay");
+    assert_eq!(hours("official-42")[0].1.count, 1);
     assert!(store.citizen_sensor(&id).unwrap().is_none());
     assert!(store.remove_citizen_sensor(&id).unwrap().is_none(), "a second removal finds nothing");
     assert!(store.last_seen(&id).unwrap().is_none());
@@ -454,7 +463,7 @@ fn letters_stored_twice_before_migration_3_are_indexed_oldest_first() {
            (nextval('dead_letter_ids'), now(), 'v3/app/devices/y/up', 'ttn-v3', NULL, 'r', '\\x7b7d')",
     );
     let store = PostgresStore::open(&settings(&url)).unwrap();
-    assert_eq!(cluster.psql("older", "SELECT max(version) FROM messnetz_migrations"), "7");
+    assert_eq!(cluster.psql("older", "SELECT max(version) FROM messnetz_migrations"), "8");
     let x = DeadLetter { payload: b"{}".to_vec(), device: None, ..letter("r") };
     let y = DeadLetter { topic: "v3/app/devices/y/up".into(), ..x.clone() };
     let ids = store.write(&WriteBatch { dead_letters: vec![y, x.clone()], ..Default::default() }).unwrap();
@@ -638,6 +647,42 @@ fn windows_are_current_right_after_a_write_and_the_same_after_the_fold() {
     let other = PostgresStore::open(&settings_without_fold(&url)).unwrap();
     assert_eq!(other.count_pending_windows().unwrap(), 0, "folded at start");
     same_windows(&other, &embedded, &scopes, "folded at another's start");
+}
+
+#[test]
+fn a_batch_of_many_devices_journals_their_windows_in_rows_per_group_read_and_folded_like_a_devices_own() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database("groups");
+    let store = PostgresStore::open(&settings_without_fold(&url)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(dir.path()).unwrap();
+    let names: Vec<String> = (0..300).map(|i| format!("m{i:03}")).collect();
+    let devices: Vec<&str> = names.iter().map(String::as_str).collect();
+    let batches = quarter_batches(&devices, 2, 0);
+    for batch in &batches {
+        store.write(batch).unwrap();
+        embedded.write(batch).unwrap();
+    }
+    embedded.flush_windows().unwrap();
+    // Per batch: one row per district, one per group of devices (64 groups), not one per device.
+    let rows = |sql: &str| cluster.psql("groups", sql).parse::<u64>().unwrap();
+    assert_eq!(rows("SELECT count(*) FROM rollup_pending WHERE scope LIKE 'z:%'"), 2 * 2);
+    assert_eq!(rows("SELECT count(*) FROM rollup_pending WHERE scope LIKE 'g:%'"), 2 * 64);
+    assert_eq!(rows("SELECT count(*) FROM rollup_pending WHERE scope LIKE 'd:%'"), 0);
+    // The group of a device is fixed (FNV-1a of its scope key, modulo 64): every replica and
+    // version must find a device's pending windows in the same row.
+    assert_eq!(rows("SELECT count(*) FROM rollup_pending WHERE position('d:m000'::bytea in windows) > 0"), 2);
+    assert_eq!(rows("SELECT count(*) FROM rollup_pending WHERE scope = 'g:22' AND position('d:m000'::bytea in windows) > 0"), 2);
+    let scopes: Vec<Scope> = ["m000", "m007", "m151", "m299"]
+        .iter()
+        .map(|d| Scope::Device((*d).into()))
+        .chain([Scope::District("Altstadt".into()), Scope::District("Hafen".into())])
+        .collect();
+    let compared = same_windows(&store, &embedded, &scopes, "before the fold");
+    assert!(compared > 20, "{compared} windows compared");
+    assert_eq!(store.fold_windows().unwrap(), 2 * (64 + 2));
+    assert_eq!(store.count_pending_windows().unwrap(), 0);
+    assert_eq!(same_windows(&store, &embedded, &scopes, "after the fold"), compared);
 }
 
 #[test]

@@ -45,7 +45,8 @@ pub(super) async fn remove(client: &impl GenericClient, id: &DeviceId) -> Result
     let readings = client.execute("DELETE FROM readings WHERE device = $1", &[&d]).await.map_err(db)?;
     let scope = crate::aggregates::Scope::Device(d.to_owned()).key();
     // Under the scope's lock: a batch that journalled the sensor's windows committed before
-    // (its pending row is deleted here) or commits after, as its readings do.
+    // (its pending windows, in rows shared with other devices, are folded here and deleted
+    // with the stored ones) or commits after, as its readings do.
     client
         .execute(
             "SELECT pg_advisory_xact_lock($2, hashtext($1) & $3)",
@@ -53,7 +54,7 @@ pub(super) async fn remove(client: &impl GenericClient, id: &DeviceId) -> Result
         )
         .await
         .map_err(db)?;
-    client.execute("DELETE FROM rollup_pending WHERE scope = $1", &[&scope]).await.map_err(db)?;
+    super::rollups::fold_scopes(client, &std::iter::once(scope.clone()).collect()).await?;
     client.execute("DELETE FROM rollups WHERE scope = $1", &[&scope]).await.map_err(db)?;
     client.execute("DELETE FROM last_seen WHERE device = $1", &[&d]).await.map_err(db)?;
     client.execute("DELETE FROM district_devices WHERE device = $1", &[&d]).await.map_err(db)?;

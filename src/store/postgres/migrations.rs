@@ -166,6 +166,17 @@ DELETE FROM rollups WHERE interval = 0 AND scope LIKE 'd:%';
 ALTER TABLE rollups SET (fillfactor = 80);
 "#,
     ),
+    (
+        8,
+        "pending windows of a batch's devices in rows per group, stored uncompressed",
+        r#"
+-- A batch journals its devices' windows in rows of 64 groups ('g:<n>'), each some kilobytes,
+-- beyond the size PostgreSQL keeps in the row: stored out of line as they are, not
+-- compressed first (the batch's commit would pay for compressing every row). Rows
+-- journalled before keep their scope and encoding and are read alike.
+ALTER TABLE rollup_pending ALTER COLUMN windows SET STORAGE EXTERNAL;
+"#,
+    ),
 ];
 
 /// Bring the schema up to date; returns the versions applied now (empty when it was).
