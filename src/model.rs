@@ -6,9 +6,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The registry's id of a device (for example `demo-lht65`); stable across network servers.
+/// Shared, not copied: every reading of an uplink and every series the quality tests keep
+/// holds its device's id, and a clone is a count, not an allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct DeviceId(String);
+pub struct DeviceId(std::sync::Arc<str>);
 
 impl DeviceId {
     /// Device ids go into URLs, store keys and Prometheus labels, so they are kept to a safe alphabet.
@@ -19,7 +21,7 @@ impl DeviceId {
         if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
             return Err(format!("device id {s:?} contains {c:?}; allowed are A-Z a-z 0-9 - _ ."));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s.into()))
     }
 
     pub fn as_str(&self) -> &str {
