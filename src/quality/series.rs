@@ -221,10 +221,11 @@ fn late_spike(
             return;
         }
     };
-    let jumps = [before, after].map(|n| n.map(|n| jump(limits, per_h, n, (time, value))));
+    let neighbours: Vec<_> = [before, after].into_iter().flatten().collect();
+    let jumps: Vec<Jump> = neighbours.iter().filter_map(|n| jump(limits, per_h, *n, (time, value))).collect();
     // Against every neighbour it has (and it has one), or it is no spike.
-    if jumps.iter().all(|j| !matches!(j, Some(None))) && jumps.iter().any(Option::is_some) {
-        let why: Vec<String> = jumps.iter().flatten().flatten().map(|j| j.why(q, per_h)).collect();
+    if !neighbours.is_empty() && jumps.len() == neighbours.len() {
+        let why: Vec<String> = jumps.iter().map(|j| j.why(q, per_h)).collect();
         verdict.fail(Test::Spike, why.join(", and "));
     }
 }

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::model::{DeviceId, Quantity};
+use crate::store::boundary::StoreError;
 
 /// How far past the asked window a miss reads (when fewer than a page are there).
 pub(crate) const AHEAD: Duration = Duration::days(1);
@@ -80,18 +81,41 @@ impl Spans {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The neighbours of `time` in the series: from a kept span if one knows them, else from
+    /// the span `read` reads around `time` (see [`window`]), which is then kept unless the
+    /// store committed meanwhile.
+    pub fn neighbours(
+        &self,
+        device: &DeviceId,
+        quantity: Quantity,
+        time: DateTime<Utc>,
+        within: Duration,
+        read: impl FnOnce() -> Result<Span, StoreError>,
+    ) -> Result<Pair, StoreError> {
+        if let Some(pair) = self.answer(device, quantity, time, within) {
+            return Ok(pair);
+        }
+        let generation = self.generation();
+        let span = read()?;
+        let pair = span.answer(time, within).ok_or_else(|| {
+            StoreError::Corrupt(format!("the stretch of {device} {} read around {time} does not cover it", quantity.name()))
+        })?;
+        self.keep(generation, device, quantity, span);
+        Ok(pair)
+    }
+
     /// The answer from a kept span, if one knows it.
-    pub fn answer(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<Pair> {
+    fn answer(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<Pair> {
         self.lock().spans.get(&(device.clone(), quantity)).and_then(|s| s.answer(time, within))
     }
 
     /// The generation to pass to [`Self::keep`] for a span read from now on.
-    pub fn generation(&self) -> u64 {
+    fn generation(&self) -> u64 {
         self.lock().generation
     }
 
     /// Keep a span read under `generation`, unless a commit came in between.
-    pub fn keep(&self, generation: u64, device: &DeviceId, quantity: Quantity, span: Span) {
+    fn keep(&self, generation: u64, device: &DeviceId, quantity: Quantity, span: Span) {
         let mut inner = self.lock();
         if inner.generation != generation {
             return;

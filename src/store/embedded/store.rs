@@ -370,45 +370,38 @@ impl EmbeddedStore {
         time: DateTime<Utc>,
         within: chrono::Duration,
     ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), StoreError> {
-        if let Some(pair) = self.spans.answer(device, quantity, time, within) {
-            return Ok(pair);
-        }
-        let generation = self.spans.generation();
-        let span = self.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let table = tx.open_table(READINGS).map_err(engine)?;
-            let (d, q) = (device.as_str(), quantity.name());
-            let (from, to) = spans::window(time, within);
-            let (from_ms, t, to_ms) = (from.timestamp_millis(), time.timestamp_millis(), to.timestamp_millis());
-            let bad = QualityFlag::Bad.to_byte();
-            let mut points = Vec::new();
-            for entry in table.range((d, q, from_ms)..(d, q, t)).map_err(engine)?.rev() {
-                let (k, v) = entry.map_err(engine)?;
-                let (value, flag, _) = v.value();
-                if flag != bad {
-                    points.push((millis(k.value().2)?, value));
-                    break;
-                }
-            }
-            let mut ahead = 0;
-            for entry in table.range((d, q, t)..=(d, q, to_ms)).map_err(engine)? {
-                let (k, v) = entry.map_err(engine)?;
-                let (value, flag, _) = v.value();
-                if flag != bad {
-                    points.push((millis(k.value().2)?, value));
-                    ahead += 1;
-                    if ahead == NEIGHBOUR_PAGE {
+        self.spans.neighbours(device, quantity, time, within, || {
+            self.with_db(|db| {
+                let tx = db.begin_read().map_err(engine)?;
+                let table = tx.open_table(READINGS).map_err(engine)?;
+                let (d, q) = (device.as_str(), quantity.name());
+                let (from, to) = spans::window(time, within);
+                let (from_ms, t, to_ms) = (from.timestamp_millis(), time.timestamp_millis(), to.timestamp_millis());
+                let bad = QualityFlag::Bad.to_byte();
+                let mut points = Vec::new();
+                for entry in table.range((d, q, from_ms)..(d, q, t)).map_err(engine)?.rev() {
+                    let (k, v) = entry.map_err(engine)?;
+                    let (value, flag, _) = v.value();
+                    if flag != bad {
+                        points.push((millis(k.value().2)?, value));
                         break;
                     }
                 }
-            }
-            Ok(spans::Span::of(time, (from, to), NEIGHBOUR_PAGE, points))
-        })?;
-        let pair = span.answer(time, within).ok_or_else(|| {
-            StoreError::Corrupt(format!("the stretch of {device} {} read around {time} does not cover it", quantity.name()))
-        })?;
-        self.spans.keep(generation, device, quantity, span);
-        Ok(pair)
+                let mut ahead = 0;
+                for entry in table.range((d, q, t)..=(d, q, to_ms)).map_err(engine)? {
+                    let (k, v) = entry.map_err(engine)?;
+                    let (value, flag, _) = v.value();
+                    if flag != bad {
+                        points.push((millis(k.value().2)?, value));
+                        ahead += 1;
+                        if ahead == NEIGHBOUR_PAGE {
+                            break;
+                        }
+                    }
+                }
+                Ok(spans::Span::of(time, (from, to), NEIGHBOUR_PAGE, points))
+            })
+        })
     }
 
     /// Dead letters with an id above `after`, oldest first, at most `limit`.

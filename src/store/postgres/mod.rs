@@ -417,16 +417,11 @@ impl SeriesLookup for PostgresStore {
         time: DateTime<Utc>,
         within: chrono::Duration,
     ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
-        if let Some(pair) = self.spans.answer(device, q, time, within) {
-            return Ok(pair);
-        }
-        let generation = self.spans.generation();
-        let span = self
-            .with_client(|client| async move { neighbours::fetch(&client, device, q, time, within).await })
-            .map_err(|e| e.to_string())?;
-        let pair = span.answer(time, within).ok_or_else(|| format!("the stretch read around {time} does not cover it"))?;
-        self.spans.keep(generation, device, q, span);
-        Ok(pair)
+        self.spans
+            .neighbours(device, q, time, within, || {
+                self.with_client(|client| async move { neighbours::fetch(&client, device, q, time, within).await })
+            })
+            .map_err(|e| e.to_string())
     }
 }
 

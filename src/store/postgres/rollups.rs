@@ -172,6 +172,13 @@ pub(super) fn group_of(scope: &str) -> Option<String> {
     Some(format!("g:{}", hash % DEVICE_GROUPS))
 }
 
+/// The first `n` bytes of `rest`, which moves past them; `None` if it holds fewer.
+fn split_off<'b>(rest: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
+    let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+    *rest = tail;
+    Some(head)
+}
+
 /// The (scope, [`ENCODING`] blob) parts of a pending row: the row itself for a scope's own
 /// row, each device's part of a group's row.
 pub(super) fn parts<'b>(row_scope: &'b str, blob: &'b [u8]) -> Result<Vec<(&'b str, &'b [u8])>, StoreError> {
@@ -182,14 +189,7 @@ pub(super) fn parts<'b>(row_scope: &'b str, blob: &'b [u8]) -> Result<Vec<(&'b s
     let mut rest = &blob[1..];
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let mut take = |n: usize| -> Result<&'b [u8], StoreError> {
-            if rest.len() < n {
-                return Err(corrupt("cut short"));
-            }
-            let (head, tail) = rest.split_at(n);
-            rest = tail;
-            Ok(head)
-        };
+        let mut take = |n: usize| split_off(&mut rest, n).ok_or_else(|| corrupt("cut short"));
         let len = take(2)?;
         let scope = std::str::from_utf8(take(usize::from(u16::from_le_bytes([len[0], len[1]])))?)
             .map_err(|_| corrupt("scope is not UTF-8"))?;
@@ -271,14 +271,7 @@ pub(super) fn decode(blob: &[u8]) -> Result<Vec<(&'static str, i16, i64, Window)
         return Err(corrupt(&format!("encoding {version}, this messnetz knows {ENCODING}")));
     }
     let mut rest = rest;
-    let mut take = |n: usize| -> Result<&[u8], StoreError> {
-        if rest.len() < n {
-            return Err(corrupt("cut short"));
-        }
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Ok(head)
-    };
+    let mut take = |n: usize| split_off(&mut rest, n).ok_or_else(|| corrupt("cut short"));
     let word = |b: &[u8]| <[u8; 8]>::try_from(b).unwrap_or_else(|_| unreachable!("8 bytes"));
     let half = |b: &[u8]| <[u8; 4]>::try_from(b).unwrap_or_else(|_| unreachable!("4 bytes"));
     let mut out = Vec::new();
