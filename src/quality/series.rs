@@ -221,11 +221,14 @@ fn late_spike(
             return;
         }
     };
-    let neighbours: Vec<_> = [before, after].into_iter().flatten().collect();
-    let jumps: Vec<Jump> = neighbours.iter().filter_map(|n| jump(limits, per_h, *n, (time, value))).collect();
-    // Against every neighbour it has (and it has one), or it is no spike.
-    if !neighbours.is_empty() && jumps.len() == neighbours.len() {
-        let why: Vec<String> = jumps.iter().map(|j| j.why(q, per_h)).collect();
-        verdict.fail(Test::Spike, why.join(", and "));
-    }
+    // Per side: no neighbour, a neighbour it stays close to, or a jump against it.
+    let side = |n: Option<(DateTime<Utc>, f64)>| n.map(|n| jump(limits, per_h, n, (time, value)));
+    // Against every neighbour it has (and it has one), or it is no spike. Nothing is allocated
+    // unless the reading is flagged: late readings are common in a burst.
+    let why = match (side(before), side(after)) {
+        (Some(Some(a)), Some(Some(b))) => format!("{}, and {}", a.why(q, per_h), b.why(q, per_h)),
+        (Some(Some(j)), None) | (None, Some(Some(j))) => j.why(q, per_h),
+        _ => return,
+    };
+    verdict.fail(Test::Spike, why);
 }
