@@ -103,7 +103,9 @@ pub trait Outbox: Send + Sync {
     fn outbox_len(&self) -> Result<u64, StoreError>;
     /// The oldest `limit` lines with their keys, oldest first.
     fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
-    /// Remove sent (or dead-lettered) lines, durably.
+    /// Remove sent (or dead-lettered) lines. The removal may be made durable only by the
+    /// store's next commit or its close: a crash before then sends those lines again, which
+    /// InfluxDB takes as an overwrite of the same points.
     fn outbox_remove(&self, keys: &[u64]) -> Result<(), StoreError>;
     /// Delete the `n` oldest lines; returns how many were deleted.
     fn outbox_drop_oldest(&self, n: u64) -> Result<u64, StoreError>;

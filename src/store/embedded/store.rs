@@ -677,7 +677,11 @@ impl Outbox for EmbeddedStore {
 
     fn outbox_remove(&self, keys: &[u64]) -> Result<(), StoreError> {
         self.with_write(|db| {
-            let tx = db.begin_write().map_err(engine)?;
+            let mut tx = db.begin_write().map_err(engine)?;
+            // Not synced to disk: ingest's next commit makes the removal durable with its own
+            // fsync. A removal lost to a crash before then only sends those lines again, and
+            // InfluxDB overwrites a point of the same series and time.
+            tx.set_durability(redb::Durability::None).map_err(engine)?;
             outbox::remove(&tx, keys)?;
             tx.commit().map_err(engine)?;
             Ok(((), true))
