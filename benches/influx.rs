@@ -227,10 +227,10 @@ async fn spool_drain(readings: usize) {
         while left > 0 {
             let mut batch = messnetz::store::WriteBatch::default();
             while batch.outbox.len() < 10_000.min(left) {
-                batch.outbox.extend(lht65_lines("bench-spool", i));
+                let room = 10_000.min(left) - batch.outbox.len();
+                batch.outbox.extend(lht65_lines("bench-spool", i).into_iter().take(room));
                 i += 1;
             }
-            batch.outbox.truncate(10_000.min(left));
             left -= batch.outbox.len();
             store.write(&batch).expect("fill the spool");
         }

@@ -1,5 +1,6 @@
 //! InfluxDB v2 end to end: uplinks published to a real Mosquitto reach a real server speaking the InfluxDB v2 write API (VictoriaMetrics), through outages and crashes.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -7,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use messnetz::store::{Lines, Store, WriteBatch};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -171,6 +173,25 @@ async fn gateway_killed_mid_run_ends_with_every_reading() {
         let distinct: BTreeSet<i64> = timestamps(s).into_iter().collect();
         assert_eq!(distinct.len(), N, "{}", s["metric"]["__name__"]);
     }
+}
+
+both_backends! {
+fn the_spool_gives_back_each_commits_lines_in_order_until_they_are_removed() {
+    let test_store = TestStore::new();
+    let store: Arc<dyn Store> = test_store.open();
+    let first: Lines = ["t v=1 1", "t v=2 2", "t v=3 3"].into_iter().collect();
+    store.write(&WriteBatch { outbox: first, ..Default::default() }).unwrap();
+    store.write(&WriteBatch { outbox: ["t v=4 4"].into_iter().collect(), ..Default::default() }).unwrap();
+    assert_eq!(store.outbox_len().unwrap(), 4);
+    let text = |limit| -> (Vec<u64>, Vec<String>) {
+        store.outbox_peek(limit).unwrap().into_iter().map(|(k, l)| (k, String::from_utf8(l).unwrap())).unzip()
+    };
+    let (keys, lines) = text(3);
+    assert_eq!(lines, ["t v=1 1", "t v=2 2", "t v=3 3"]);
+    store.outbox_remove(&keys[..2]).unwrap();
+    assert_eq!(text(10).1, ["t v=3 3", "t v=4 4"]);
+    assert_eq!(store.outbox_len().unwrap(), 2);
+}
 }
 
 /// Removing sent lines from the spool is not synced to disk on its own (the next ingest commit

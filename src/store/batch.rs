@@ -20,7 +20,7 @@ pub struct WriteBatch {
     /// district's rollups. Internal devices are absent, so they never shape public aggregates.
     pub districts: HashMap<DeviceId, String>,
     /// Line-protocol lines for InfluxDB, spooled in the same transaction (empty without `[influxdb]`).
-    pub outbox: Vec<String>,
+    pub outbox: Lines,
     /// LoRaWAN frame counters (by DevAddr) moved forward by the batch's raw frames; stored in the
     /// same transaction, so a counter never runs ahead of (or behind) the readings it admitted.
     pub frame_counters: HashMap<u32, FrameCounter>,
@@ -29,6 +29,70 @@ pub struct WriteBatch {
     /// only if it is still in that state, and otherwise refuses the whole batch with
     /// [`super::StoreError::FrameCounterMoved`]; a counter without an entry here is written as it is.
     pub frame_counter_bases: HashMap<u32, Option<FrameCounter>>,
+}
+
+/// Lines of text joined by `\n` in one buffer, each written straight into it. InfluxDB line
+/// protocol has no newline inside a line, so the spool stores a batch's lines as this one text,
+/// and a line costs no allocation of its own on the ingest path.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Lines {
+    text: String,
+    count: usize,
+}
+
+impl Lines {
+    /// Append one line, written by `write` into the buffer; it must not write a `\n`.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut String)) {
+        if self.count > 0 {
+            self.text.push('\n');
+        }
+        write(&mut self.text);
+        self.count += 1;
+    }
+
+    pub fn push(&mut self, line: &str) {
+        self.push_with(|text| text.push_str(line));
+    }
+
+    /// How many lines.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.count = 0;
+    }
+
+    /// The lines joined by `\n`, without a trailing one.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The lines, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.text.split('\n').take(self.count)
+    }
+}
+
+impl<S: AsRef<str>> Extend<S> for Lines {
+    fn extend<I: IntoIterator<Item = S>>(&mut self, lines: I) {
+        for line in lines {
+            self.push(line.as_ref());
+        }
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Lines {
+    fn from_iter<I: IntoIterator<Item = S>>(lines: I) -> Self {
+        let mut out = Lines::default();
+        out.extend(lines);
+        out
+    }
 }
 
 impl WriteBatch {
@@ -74,5 +138,25 @@ impl WriteBatch {
                 (ReplayOutcome::Stored { device, readings: self.readings.len() }, None)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lines;
+
+    #[test]
+    fn lines_are_joined_by_newlines_and_read_back_one_by_one() {
+        let mut lines = Lines::default();
+        assert!(lines.is_empty() && lines.iter().next().is_none());
+        lines.push("a b=1 5");
+        lines.push_with(|text| text.push_str("c d=2 6"));
+        lines.push("");
+        assert_eq!((lines.len(), lines.text()), (3, "a b=1 5\nc d=2 6\n"));
+        assert_eq!(lines.iter().collect::<Vec<_>>(), vec!["a b=1 5", "c d=2 6", ""]);
+        lines.clear();
+        assert_eq!((lines.len(), lines.text()), (0, ""));
+        let collected: Lines = ["x", "y"].into_iter().collect();
+        assert_eq!(collected.text(), "x\ny");
     }
 }

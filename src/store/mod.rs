@@ -14,7 +14,7 @@ mod open;
 pub mod postgres;
 mod spans;
 
-pub use batch::WriteBatch;
+pub use batch::{Lines, WriteBatch};
 pub use boundary::{
     AdminStore, ApiStore, BackupError, CitizenStore, CommitStore, Extent, Outbox, ReadStore, Removed, Snapshot, Store,
     StoreError, StoreHealth,

@@ -14,6 +14,7 @@ use crate::config::{InfluxSettings, SpoolFullPolicy};
 use crate::devices::Device;
 use crate::metrics::Metrics;
 use crate::model::Reading;
+use crate::store::Lines;
 
 /// The ingest stage's handle on the spool: encodes readings into outbox lines, holds
 /// batches back while the spool is full (policy `backpressure`), and wakes the writer.
@@ -58,23 +59,21 @@ impl Spool {
 
     /// Add one line per reading of `device` to `out` (the batch's outbox lines). Line protocol
     /// has no NaN or infinity: such readings (stored flagged bad) stay in the embedded store.
-    pub fn encode(&self, readings: &[Reading], device: &Device, out: &mut Vec<String>) {
+    pub fn encode(&self, readings: &[Reading], device: &Device, out: &mut Lines) {
         let mut tags = String::with_capacity(96);
         super::line_protocol::device_tags(device.id.as_str(), device, &mut tags);
         let (mut time, mut time_of) = (String::with_capacity(20), None);
         for r in readings.iter().filter(|r| r.value.is_finite()) {
-            let mut line = String::with_capacity(tags.len() + 64);
             if r.device == device.id {
                 if time_of != Some(r.time) {
                     time.clear();
                     super::line_protocol::push_int(&mut time, r.time.timestamp_millis());
                     time_of = Some(r.time);
                 }
-                super::line_protocol::write_line_tagged(r, &tags, &time, &mut line);
+                out.push_with(|line| super::line_protocol::write_line_tagged(r, &tags, &time, line));
             } else {
-                super::line_protocol::write_line(r, device, &mut line);
+                out.push_with(|line| super::line_protocol::write_line(r, device, line));
             }
-            out.push(line);
         }
     }
 

@@ -15,11 +15,12 @@
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::tables::OUTBOX;
+use crate::store::batch::Lines;
 use crate::store::boundary::{engine, StoreError};
 
 /// Append lines to the outbox inside the caller's transaction (the one storing the readings),
 /// as one row.
-pub(super) fn append(tx: &WriteTransaction, lines: &[String]) -> Result<(), StoreError> {
+pub(super) fn append(tx: &WriteTransaction, lines: &Lines) -> Result<(), StoreError> {
     if lines.is_empty() {
         return Ok(());
     }
@@ -27,14 +28,7 @@ pub(super) fn append(tx: &WriteTransaction, lines: &[String]) -> Result<(), Stor
     // Only the InfluxDB writer removes lines, and only lines it has read, so the next number is
     // always above every line still present: order is preserved even after the table empties.
     let first = table.last().map_err(engine)?.map(|(k, _)| k.value() + 1).unwrap_or(1);
-    let mut row = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-    for line in lines {
-        if !row.is_empty() {
-            row.push(b'\n');
-        }
-        row.extend_from_slice(line.as_bytes());
-    }
-    table.insert(first + lines.len() as u64 - 1, row.as_slice()).map_err(engine)?;
+    table.insert(first + lines.len() as u64 - 1, lines.text().as_bytes()).map_err(engine)?;
     Ok(())
 }
 
@@ -186,7 +180,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = EmbeddedStore::open(dir.path()).unwrap();
-            let batch = WriteBatch { outbox: vec!["a".into(), "b".into(), "c".into()], ..Default::default() };
+            let batch = WriteBatch { outbox: ["a", "b", "c"].into_iter().collect(), ..Default::default() };
             store.write(&batch).unwrap();
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -197,7 +191,7 @@ mod tests {
         let rest = store.outbox_peek(10).unwrap();
         assert_eq!(rest.len(), 1);
         store.outbox_remove(&[rest[0].0]).unwrap();
-        store.write(&WriteBatch { outbox: vec!["d".into(), "e".into()], ..Default::default() }).unwrap();
+        store.write(&WriteBatch { outbox: ["d", "e"].into_iter().collect(), ..Default::default() }).unwrap();
         assert_eq!(store.outbox_drop_oldest(1).unwrap(), 1);
         let left = store.outbox_peek(10).unwrap();
         assert_eq!(left.len(), 1);
@@ -209,7 +203,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let lines: Vec<String> = (0..10).map(|i| format!("l{i}")).collect();
-        store.write(&WriteBatch { outbox: lines, ..Default::default() }).unwrap();
+        store.write(&WriteBatch { outbox: lines.iter().collect(), ..Default::default() }).unwrap();
         let keys: Vec<u64> = store.outbox_peek(10).unwrap().iter().map(|(k, _)| *k).collect();
         // Not a run: the key between them stays; a repeat and a missing key are no error.
         store.outbox_remove(&[keys[4], keys[2], keys[2], 9_999]).unwrap();
@@ -233,7 +227,7 @@ mod tests {
     }
 
     fn batch(lines: &[&str]) -> WriteBatch {
-        WriteBatch { outbox: lines.iter().map(|l| l.to_string()).collect(), ..Default::default() }
+        WriteBatch { outbox: lines.iter().collect(), ..Default::default() }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio_postgres::Row;
 
 use super::rollups::{self, DeltaBuilder};
 use super::{db, frame_counters};
-use crate::store::batch::WriteBatch;
+use crate::store::batch::{Lines, WriteBatch};
 use crate::store::boundary::StoreError;
 
 /// Write everything of the batch in `tx` (the caller commits); returns the dead letters' ids.
@@ -301,7 +301,7 @@ async fn dead_letters(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<Vec<u6
 }
 
 /// The InfluxDB lines, in order.
-async fn outbox(tx: &Transaction<'_>, lines: &[String]) -> Result<(), StoreError> {
+async fn outbox(tx: &Transaction<'_>, lines: &Lines) -> Result<(), StoreError> {
     if lines.is_empty() {
         return Ok(());
     }
@@ -309,7 +309,7 @@ async fn outbox(tx: &Transaction<'_>, lines: &[String]) -> Result<(), StoreError
         .prepare_cached("INSERT INTO outbox (line) SELECT line FROM unnest($1::bytea[]) WITH ORDINALITY AS l(line, n) ORDER BY n")
         .await
         .map_err(db)?;
-    let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+    let lines: Vec<&[u8]> = lines.iter().map(str::as_bytes).collect();
     tx.execute(&stmt, &[&lines]).await.map_err(db)?;
     Ok(())
 }
