@@ -34,9 +34,13 @@ pub(in crate::store::embedded) fn apply(tx: &WriteTransaction, delta: &RollupDel
 }
 
 /// Stored readings were replaced by different values: recompute the district windows that
-/// hold them from the readings of each district's devices, each window once per batch
-/// however many of its readings changed. (Once per changed reading made a burst of
-/// corrections in one district-day quadratic: every one rescanned the whole day.)
+/// hold them, each window once per batch however many of its readings changed. (Once per
+/// changed reading made a burst of corrections in one district-day quadratic: every one
+/// rescanned the whole day.) Only a ten-minute window is recomputed from the readings of the
+/// district's devices; an hour is merged from its stored ten-minute windows and a day from its
+/// hours, once those are recomputed. Rescanning a day's readings for each batch made a device
+/// flooding one instant (a wrong clock: its readings stored at their reception time, several
+/// a millisecond) cost a day's readings per batch.
 pub(in crate::store::embedded) fn recompute<'a>(
     tx: &WriteTransaction,
     changed: impl IntoIterator<Item = (&'a str, Quantity, i64)>,
@@ -44,43 +48,58 @@ pub(in crate::store::embedded) fn recompute<'a>(
     let readings = tx.open_table(READINGS).map_err(engine)?;
     let mut rollups = tx.open_table(ROLLUPS).map_err(engine)?;
     let districts = tx.open_table(DEVICE_DISTRICT).map_err(engine)?;
-    // The windows to recompute: district, quantity, interval, start.
-    let mut windows: BTreeSet<(String, Quantity, Interval, i64)> = BTreeSet::new();
+    // The windows to recompute, finest first: interval, district, quantity, start.
+    let mut windows: BTreeSet<(Interval, String, Quantity, i64)> = BTreeSet::new();
     for (device, quantity, t_ms) in changed {
         let Some(district) = districts.get(device).map_err(engine)?.map(|d| d.value().to_owned()) else {
             continue;
         };
         for interval in Interval::ALL {
-            windows.insert((district.clone(), quantity, interval, interval.window_start(t_ms)));
+            windows.insert((interval, district.clone(), quantity, interval.window_start(t_ms)));
         }
     }
     let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (district, quantity, interval, start) in windows {
-        if !members.contains_key(&district) {
-            let mut of_district = Vec::new();
-            for entry in districts.iter().map_err(engine)? {
-                let (dev, dist) = entry.map_err(engine)?;
-                if dist.value() == district {
-                    of_district.push(dev.value().to_owned());
+    for (interval, district, quantity, start) in windows {
+        let scope = Scope::District(district.clone()).key();
+        let (s, q) = (scope.as_str(), quantity.name());
+        let mut w = Window::EMPTY;
+        if let Some(finer) = finer(interval) {
+            for entry in rollups.range((s, q, finer.code(), start)..(s, q, finer.code(), start + interval.millis())).map_err(engine)? {
+                let (_, v) = entry.map_err(engine)?;
+                w.merge(&Window::from_tuple(v.value()));
+            }
+        } else {
+            if !members.contains_key(&district) {
+                let mut of_district = Vec::new();
+                for entry in districts.iter().map_err(engine)? {
+                    let (dev, dist) = entry.map_err(engine)?;
+                    if dist.value() == district {
+                        of_district.push(dev.value().to_owned());
+                    }
+                }
+                members.insert(district.clone(), of_district);
+            }
+            for member in members.get(&district).into_iter().flatten() {
+                let m = member.as_str();
+                for entry in readings.range((m, q, start)..(m, q, start + interval.millis())).map_err(engine)? {
+                    let (k, v) = entry.map_err(engine)?;
+                    let (value, flag, _) = v.value();
+                    w.add(value, k.value().2, QualityFlag::from_byte(flag));
                 }
             }
-            members.insert(district.clone(), of_district);
         }
-        let mut w = Window::EMPTY;
-        for member in members.get(&district).into_iter().flatten() {
-            let m = member.as_str();
-            for entry in
-                readings.range((m, quantity.name(), start)..(m, quantity.name(), start + interval.millis())).map_err(engine)?
-            {
-                let (k, v) = entry.map_err(engine)?;
-                let (value, flag, _) = v.value();
-                w.add(value, k.value().2, QualityFlag::from_byte(flag));
-            }
-        }
-        let scope = Scope::District(district).key();
-        rollups.insert((scope.as_str(), quantity.name(), interval.code(), start), w.as_tuple()).map_err(engine)?;
+        rollups.insert((s, q, interval.code(), start), w.as_tuple()).map_err(engine)?;
     }
     Ok(())
+}
+
+/// The interval whose windows tile one of `interval`'s, if it is not the finest.
+fn finer(interval: Interval) -> Option<Interval> {
+    match interval {
+        Interval::TenMinutes => None,
+        Interval::Hour => Some(Interval::TenMinutes),
+        Interval::Day => Some(Interval::Hour),
+    }
 }
 
 /// Record which district each open device's windows count towards.
@@ -197,4 +216,78 @@ pub struct RebuildSummary {
     pub readings: u64,
     pub device_windows: usize,
     pub district_windows: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use crate::aggregates::{Interval, Scope, Window};
+    use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
+    use crate::store::{CommitStore, EmbeddedStore, ReadStore, WriteBatch};
+
+    const T0: i64 = 1_780_272_000_000; // 2026-06-01T00:00:00Z
+
+    fn batch(readings: &[(&str, i64, f64, QualityFlag)]) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        for &(device, minute, value, flag) in readings {
+            let id = DeviceId::parse(device).unwrap();
+            batch.readings.push(Reading {
+                device: id.clone(),
+                quantity: Quantity::by_name("air_temperature").unwrap(),
+                value,
+                time: DateTime::from_timestamp_millis(T0 + minute * 60_000).unwrap(),
+                flag,
+                reason: String::new(),
+            });
+            batch.districts.insert(id, "Altstadt".into());
+        }
+        batch
+    }
+
+    fn district_windows(store: &EmbeddedStore) -> Vec<Vec<(DateTime<Utc>, Window)>> {
+        let (from, to) = (DateTime::from_timestamp_millis(T0).unwrap(), DateTime::from_timestamp_millis(T0 + 2 * 86_400_000).unwrap());
+        let t = Quantity::by_name("air_temperature").unwrap();
+        Interval::ALL.iter().map(|&i| store.rollups(&Scope::District("Altstadt".into()), t, i, from, to).unwrap()).collect()
+    }
+
+    /// Values are multiples of 1/4, so every order of summing gives the same bits.
+    #[test]
+    fn replaced_readings_leave_the_district_windows_as_if_only_the_final_values_had_come() {
+        use QualityFlag::{Bad, Good, Suspect};
+        let first: Vec<(&str, i64, f64, QualityFlag)> = (0..200)
+            .flat_map(|i| [("dev-a", i * 11, (i % 37) as f64 * 0.25, Good), ("dev-b", i * 13 + 5, -(i % 23) as f64 * 0.5, Good)])
+            .collect();
+        // Replacements: a new maximum, the old maximum lowered, a good reading made bad, the
+        // same instant twice in one batch (the last one stays), and one in the next day.
+        let corrections = [
+            vec![("dev-a", 11 * 36, 99.25, Good), ("dev-b", 5, 3.0, Bad), ("dev-a", 0, 1.5, Suspect)],
+            vec![("dev-a", 11 * 36, 2.75, Good), ("dev-b", 13 * 150 + 5, -30.5, Good), ("dev-b", 13 * 150 + 5, -1.25, Good)],
+            vec![("dev-a", 11 * 199, 7.0, Good), ("dev-b", 18, 4.0, Good)],
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(&batch(&first)).unwrap();
+        for c in &corrections {
+            store.write(&batch(c)).unwrap();
+        }
+
+        let mut last: std::collections::BTreeMap<(&str, i64), (f64, QualityFlag)> = Default::default();
+        for &(d, m, v, f) in first.iter().chain(corrections.iter().flatten()) {
+            last.insert((d, m), (v, f));
+        }
+        let finals: Vec<_> = last.iter().map(|(&(d, m), &(v, f))| (d, m, v, f)).collect();
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let fresh = EmbeddedStore::open(fresh_dir.path()).unwrap();
+        fresh.write(&batch(&finals)).unwrap();
+
+        let (ours, theirs) = (district_windows(&store), district_windows(&fresh));
+        assert!(ours.iter().all(|w| !w.is_empty()));
+        assert_eq!(ours, theirs);
+        // The days hold every reading once, 400, one of them bad; the replaced maximum is gone.
+        let days = &ours[2];
+        let (count, excluded) = days.iter().fold((0, 0), |(c, e), (_, w)| (c + w.count, e + w.excluded));
+        assert_eq!((count, excluded), (399, 1), "{days:?}");
+        assert!(days.iter().all(|(_, w)| w.max < 99.0), "{days:?}");
+    }
 }
