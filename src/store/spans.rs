@@ -28,6 +28,12 @@ pub(crate) const AHEAD: Duration = Duration::days(1);
 /// Series kept at most; beyond, all are forgotten (they live one batch anyway).
 const MAX_SPANS: usize = 4096;
 
+/// Spans kept per series, the newest replacing the oldest: a series may get two streams of
+/// late readings at once (a device sending live while its backlog is replayed; readings of a
+/// wrong clock stored at reception behind its last accepted time), and with one span each
+/// stream's read evicted the other's, so nearly every reading missed.
+const SPANS_PER_SERIES: usize = 4;
+
 /// The nearest stored reading before and after a time, as (time, value).
 pub(crate) type Pair = (Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>);
 
@@ -73,7 +79,7 @@ pub(crate) struct Spans {
 struct Inner {
     /// Moves on at every commit: a span read under an older one is not kept.
     generation: u64,
-    spans: HashMap<(DeviceId, Quantity), Span>,
+    spans: HashMap<(DeviceId, Quantity), Vec<Span>>,
 }
 
 impl Spans {
@@ -106,7 +112,7 @@ impl Spans {
 
     /// The answer from a kept span, if one knows it.
     fn answer(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<Pair> {
-        self.lock().spans.get(&(device.clone(), quantity)).and_then(|s| s.answer(time, within))
+        self.lock().spans.get(&(device.clone(), quantity))?.iter().rev().find_map(|s| s.answer(time, within))
     }
 
     /// The generation to pass to [`Self::keep`] for a span read from now on.
@@ -123,7 +129,11 @@ impl Spans {
         if inner.spans.len() >= MAX_SPANS {
             inner.spans.clear();
         }
-        inner.spans.insert((device.clone(), quantity), span);
+        let kept = inner.spans.entry((device.clone(), quantity)).or_default();
+        if kept.len() >= SPANS_PER_SERIES {
+            kept.remove(0);
+        }
+        kept.push(span);
     }
 
     /// Forget every span: the store has (or may have) committed readings.
@@ -231,5 +241,25 @@ mod tests {
         assert_eq!(spans.answer(&d, q, at(50_000), Duration::hours(3)), Some((None, None)));
         spans.forget();
         assert_eq!(spans.answer(&d, q, at(50_000), Duration::hours(3)), None);
+    }
+
+    #[test]
+    fn two_streams_of_late_readings_in_one_series_keep_a_span_each() {
+        let spans = Spans::default();
+        let (d, q) = (DeviceId::parse("dev-1").unwrap(), Quantity::by_name("air_temperature").unwrap());
+        let within = Duration::hours(3);
+        let old = Span { lo: at(0), hi: at(20_000), points: vec![(at(100), 1.0)] };
+        let live = Span { lo: at(500_000), hi: at(520_000), points: vec![(at(500_000), 2.0)] };
+        let g = spans.generation();
+        spans.keep(g, &d, q, old);
+        spans.keep(g, &d, q, live);
+        assert_eq!(spans.answer(&d, q, at(200), within), Some((Some((at(100), 1.0)), None)));
+        assert_eq!(spans.answer(&d, q, at(500_010), within), Some((Some((at(500_000), 2.0)), None)));
+        // A few more streams: the oldest span goes first.
+        for k in 1..=SPANS_PER_SERIES as i64 {
+            spans.keep(g, &d, q, Span { lo: at(k * 1_000_000), hi: at(k * 1_000_000 + 50_000), points: vec![] });
+        }
+        assert_eq!(spans.answer(&d, q, at(200), within), None);
+        assert_eq!(spans.answer(&d, q, at(1_020_000), within), Some((None, None)));
     }
 }
