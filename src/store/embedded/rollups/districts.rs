@@ -64,7 +64,9 @@ pub(in crate::store::embedded) fn recompute<'a>(
         let (s, q) = (scope.as_str(), quantity.name());
         let mut w = Window::EMPTY;
         if let Some(finer) = finer(interval) {
-            for entry in rollups.range((s, q, finer.code(), start)..(s, q, finer.code(), start + interval.millis())).map_err(engine)? {
+            for entry in
+                rollups.range((s, q, finer.code(), start)..(s, q, finer.code(), start + interval.millis())).map_err(engine)?
+            {
                 let (_, v) = entry.map_err(engine)?;
                 w.merge(&Window::from_tuple(v.value()));
             }
@@ -246,7 +248,8 @@ mod tests {
     }
 
     fn district_windows(store: &EmbeddedStore) -> Vec<Vec<(DateTime<Utc>, Window)>> {
-        let (from, to) = (DateTime::from_timestamp_millis(T0).unwrap(), DateTime::from_timestamp_millis(T0 + 2 * 86_400_000).unwrap());
+        let (from, to) =
+            (DateTime::from_timestamp_millis(T0).unwrap(), DateTime::from_timestamp_millis(T0 + 2 * 86_400_000).unwrap());
         let t = Quantity::by_name("air_temperature").unwrap();
         Interval::ALL.iter().map(|&i| store.rollups(&Scope::District("Altstadt".into()), t, i, from, to).unwrap()).collect()
     }
