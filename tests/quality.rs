@@ -123,8 +123,15 @@ fn stuck_flags_a_value_unchanged_for_a_day_but_not_a_varying_or_exempt_one() {
     // Unchanged since hour 0: from hour 24 on, stuck.
     assert!(got[..24].iter().all(Vec::is_empty), "{got:?}");
     assert!(got[24..].iter().all(|t| t == &vec![Test::Stuck]), "{got:?}");
+    let since = |h: i64| t0() + Duration::hours(h);
+    let v = b.feed("air_temperature", 30 * 60 - 30, 12.3);
+    assert_eq!(v.reason(), format!("stuck: 12.3 Cel unchanged since {} (29.5 h)", since(0)));
     // It moves again: no longer stuck.
     assert_eq!(b.series("air_temperature", &[(30 * 60, 12.4)]), clean(1));
+    // Back to the first value: a new run, stuck from its own start.
+    assert_eq!(b.series("air_temperature", &[(31 * 60, 12.3), (40 * 60, 12.3)]), clean(2));
+    let v = b.feed("air_temperature", 55 * 60 + 6, 12.3);
+    assert_eq!(v.reason(), format!("stuck: 12.3 Cel unchanged since {} (24.1 h)", since(31)));
 
     let mut b = Bench::new(QualitySettings::default());
     let varying: Vec<(i64, f64)> = (0..30).map(|h| (h * 60, 12.3 + (h % 2) as f64 * 0.1)).collect();
