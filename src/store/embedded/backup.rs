@@ -15,7 +15,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 
 use super::tables::{
     CITIZEN_SENSORS, DEAD_LETTERS, DEAD_LETTER_DIGESTS, DEAD_LETTER_SEQ, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS,
-    LAST_SEEN, OUTBOX, READINGS, ROLLUPS, WINDOW_JOURNAL,
+    LAST_SEEN, OUTBOX, READINGS, READINGS_BY_NAME, ROLLUPS, SERIES, SERIES_NAMES, WINDOW_JOURNAL,
 };
 use super::EmbeddedStore;
 use crate::store::boundary::{engine, BackupError, Snapshot, StoreError};
@@ -66,6 +66,9 @@ fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
 fn copy_all(from: &redb::ReadTransaction, to: &Database) -> Result<Vec<(String, u64)>, StoreError> {
     let known = [
         READINGS.name(),
+        READINGS_BY_NAME.name(),
+        SERIES.name(),
+        SERIES_NAMES.name(),
         LAST_SEEN.name(),
         DEAD_LETTERS.name(),
         DEAD_LETTER_SEQ.name(),
@@ -83,8 +86,13 @@ fn copy_all(from: &redb::ReadTransaction, to: &Database) -> Result<Vec<(String, 
             return Err(StoreError::Corrupt(format!("table {:?} is unknown to this version's backup", table.name())));
         }
     }
+    // Readings are counted as "readings" whichever table holds them (a snapshot of a store
+    // from before series numbers has the older one; opening it as a store moves them).
+    let readings = copy(from, to, READINGS)? + copy(from, to, READINGS_BY_NAME)?;
     Ok(vec![
-        (READINGS.name().to_owned(), copy(from, to, READINGS)?),
+        ("readings".to_owned(), readings),
+        (SERIES.name().to_owned(), copy(from, to, SERIES)?),
+        (SERIES_NAMES.name().to_owned(), copy(from, to, SERIES_NAMES)?),
         (LAST_SEEN.name().to_owned(), copy(from, to, LAST_SEEN)?),
         (DEAD_LETTERS.name().to_owned(), copy(from, to, DEAD_LETTERS)?),
         (DEAD_LETTER_SEQ.name().to_owned(), copy(from, to, DEAD_LETTER_SEQ)?),
@@ -141,7 +149,7 @@ pub fn inspect(file: &Path) -> Result<Snapshot, BackupError> {
     let db = Database::open(file).map_err(|e| not_a_store(e.to_string()))?;
     let tx = db.begin_read().map_err(|e| not_a_store(e.to_string()))?;
     let names: Vec<String> = tx.list_tables().map_err(|e| not_a_store(e.to_string()))?.map(|t| t.name().to_owned()).collect();
-    if !names.iter().any(|n| n == READINGS.name()) {
+    if !names.iter().any(|n| n == READINGS.name() || n == READINGS_BY_NAME.name()) {
         return Err(not_a_store("it has no readings table".into()));
     }
     // Counting by copying into memory would be wasteful: count the tables this version knows.

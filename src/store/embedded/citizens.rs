@@ -2,7 +2,8 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::tables::{CITIZEN_SENSORS, DEVICE_DISTRICT, DEVICE_WINDOWS, LAST_SEEN, READINGS, ROLLUPS};
+use super::series;
+use super::tables::{CITIZEN_SENSORS, DEVICE_DISTRICT, DEVICE_WINDOWS, LAST_SEEN, READINGS, ROLLUPS, SERIES};
 use crate::citizens::CitizenSensor;
 use crate::model::DeviceId;
 use crate::store::boundary::{engine, Removed, StoreError};
@@ -57,13 +58,14 @@ pub(super) fn remove(tx: &WriteTransaction, id: &DeviceId) -> Result<Option<Remo
         return Ok(None);
     }
     let d = id.as_str();
+    let mut readings = 0;
+    {
+        let mut table = tx.open_table(READINGS).map_err(engine)?;
+        for (_, n) in series::named(&tx.open_table(SERIES).map_err(engine)?, d)? {
+            readings += table.extract_from_if((n, i64::MIN)..=(n, i64::MAX), |_, _| true).map_err(engine)?.count() as u64;
+        }
+    }
     // Quantity names are lowercase ASCII, so "~" sorts after every one of them.
-    let readings = tx
-        .open_table(READINGS)
-        .map_err(engine)?
-        .extract_from_if((d, "", i64::MIN)..=(d, "~", i64::MAX), |_, _| true)
-        .map_err(engine)?
-        .count() as u64;
     tx.open_table(DEVICE_WINDOWS)
         .map_err(engine)?
         .retain_in((d, "", i64::MIN)..=(d, "~", i64::MAX), |_, _| false)

@@ -3,6 +3,7 @@
 //! - [`store`]: [`EmbeddedStore`]: open, reopen after I/O errors, the batch commit, reads,
 //!   and the trait implementations; the only file that knows the others.
 //! - `tables`: every table definition.
+//! - `series`: the numbers of (device, quantity) series that readings are keyed by.
 //! - `citizens`, `dead_letters`, `frame_counters`, `outbox`: one table group each, as functions over a
 //!   transaction.
 //! - [`rollups`]: district and device windows, their journal, flush task and queries.
@@ -14,6 +15,7 @@ mod frame_counters;
 mod outbox;
 pub mod retention;
 pub mod rollups;
+mod series;
 mod store;
 mod tables;
 

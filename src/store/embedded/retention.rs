@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::tables::{DEAD_LETTERS, DEVICE_WINDOWS, READINGS, ROLLUPS};
+use super::tables::{DEAD_LETTERS, DEVICE_WINDOWS, READINGS, ROLLUPS, SERIES};
 use super::EmbeddedStore;
 use crate::store::boundary::{engine, AdminStore, StoreError};
 
@@ -50,12 +50,27 @@ impl EmbeddedStore {
         max_rows: usize,
         cutoff: &dyn Fn(&str, &str) -> Option<i64>,
     ) -> Result<Chunk, StoreError> {
-        let found: Found<(String, String, i64)> = self.with_db(|db| {
+        let found: Found<(u32, i64)> = self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
+            let numbers = tx.open_table(SERIES).map_err(engine)?;
             let table = tx.open_table(READINGS).map_err(engine)?;
-            walk3(&table, from, max_rows, cutoff)
+            walk_readings(&numbers, &table, from, max_rows, cutoff)
         })?;
-        let deleted = self.delete3(READINGS, &found.0)?;
+        let deleted = self.with_write(|db| {
+            if found.0.is_empty() {
+                return Ok((0, false));
+            }
+            let tx = db.begin_write().map_err(engine)?;
+            let mut n = 0;
+            {
+                let mut table = tx.open_table(READINGS).map_err(engine)?;
+                for key in &found.0 {
+                    n += u64::from(table.remove(*key).map_err(engine)?.is_some());
+                }
+            }
+            tx.commit().map_err(engine)?;
+            Ok((n, true))
+        })?;
         Ok(Chunk { deleted, next: found.1 })
     }
 
@@ -169,6 +184,38 @@ impl EmbeddedStore {
             Ok((n, true))
         })
     }
+}
+
+/// Walk the readings series by series, in (device, quantity) order from `from`: the keys of
+/// rows before their series' cutoff, at most `max_rows`, and where to go on.
+fn walk_readings(
+    numbers: &redb::ReadOnlyTable<(&'static str, &'static str), u32>,
+    table: &redb::ReadOnlyTable<(u32, i64), (f64, u8, &'static str)>,
+    from: &SeriesCursor,
+    max_rows: usize,
+    cutoff: &dyn Fn(&str, &str) -> Option<i64>,
+) -> Result<Found<(u32, i64)>, StoreError> {
+    let mut keys = Vec::new();
+    let (mut device, mut quantity) = (from.parts.0.clone(), from.parts.1.clone());
+    for _ in 0..max_rows.saturating_mul(SERIES_PER_ROW).max(1) {
+        let first = numbers.range((device.as_str(), quantity.as_str())..).map_err(engine)?.next();
+        let Some(entry) = first else { return Ok((keys, None)) };
+        let (k, n) = entry.map_err(engine)?;
+        let ((d, q), n) = (k.value(), n.value());
+        (device, quantity) = (d.to_owned(), q.to_owned());
+        if let Some(before) = cutoff(d, q) {
+            for entry in table.range((n, i64::MIN)..(n, before)).map_err(engine)? {
+                if keys.len() >= max_rows {
+                    return Ok((keys, Some(SeriesCursor { parts: (device, quantity, 0) })));
+                }
+                let (k, _) = entry.map_err(engine)?;
+                keys.push(k.value());
+            }
+        }
+        // The next series: the smallest (device, quantity) above this one.
+        quantity.push('\0');
+    }
+    Ok((keys, Some(SeriesCursor { parts: (device, quantity, 0) })))
 }
 
 /// Walk a (text, text, time) table from `from`: the keys of rows before their series' cutoff,

@@ -17,9 +17,9 @@ use super::rollups::journal::{Pending, Touched};
 use super::rollups::{self, FlushSummary, RebuildSummary};
 use super::tables::{
     DEAD_LETTERS, DEAD_LETTER_DIGESTS, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS, LAST_SEEN, OUTBOX, READINGS, ROLLUPS,
-    WINDOW_JOURNAL,
+    SERIES, SERIES_NAMES, WINDOW_JOURNAL,
 };
-use super::{citizens, dead_letters, frame_counters, outbox};
+use super::{citizens, dead_letters, frame_counters, outbox, series};
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::citizens::CitizenSensor;
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
@@ -106,14 +106,16 @@ impl EmbeddedStore {
     ) -> Result<Vec<Reading>, StoreError> {
         self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
+            let Some(n) = series::number(&tx.open_table(SERIES).map_err(engine)?, device.as_str(), quantity.name())? else {
+                return Ok(Vec::new());
+            };
             let table = tx.open_table(READINGS).map_err(engine)?;
-            let (d, q) = (device.as_str(), quantity.name());
-            let range = table.range((d, q, from.timestamp_millis())..(d, q, to.timestamp_millis())).map_err(engine)?;
+            let range = table.range((n, from.timestamp_millis())..(n, to.timestamp_millis())).map_err(engine)?;
             let entries: Box<dyn Iterator<Item = _>> = if newest_first { Box::new(range.rev()) } else { Box::new(range) };
             let mut out = Vec::new();
             for entry in entries.take(limit) {
                 let (k, v) = entry.map_err(engine)?;
-                out.push(to_reading(device, quantity, k.value().2, v.value())?);
+                out.push(to_reading(device, quantity, k.value().1, v.value())?);
             }
             Ok(out)
         })
@@ -133,6 +135,8 @@ impl EmbeddedStore {
         let has_device_windows = tx.list_tables().map_err(engine)?.any(|t| t.name() == DEVICE_WINDOWS.name());
         let has_letter_digests = tx.list_tables().map_err(engine)?.any(|t| t.name() == DEAD_LETTER_DIGESTS.name());
         tx.open_table(READINGS).map_err(engine)?;
+        tx.open_table(SERIES).map_err(engine)?;
+        tx.open_table(SERIES_NAMES).map_err(engine)?;
         tx.open_table(LAST_SEEN).map_err(engine)?;
         tx.open_table(DEAD_LETTERS).map_err(engine)?;
         tx.open_table(DEAD_LETTER_DIGESTS).map_err(engine)?;
@@ -142,6 +146,11 @@ impl EmbeddedStore {
         tx.open_table(FRAME_COUNTERS).map_err(engine)?;
         tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
         tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
+        // A store from before series numbers: its readings move to the numbered table.
+        let moved = series::migrate(&tx)?;
+        if moved > 0 {
+            tracing::info!(readings = moved, "readings keyed by series number (first start of this version)");
+        }
         // A store from before device windows were stored: build them from its readings, in
         // this transaction (an interrupted build runs again at the next start).
         if !has_device_windows {
@@ -285,10 +294,11 @@ impl EmbeddedStore {
         let mut touched = Touched::default();
         {
             let mut readings = tx.open_table(READINGS).map_err(engine)?;
+            let mut numbering = series::Numbering::open(tx)?;
             for r in &batch.readings {
                 let old = readings
                     .insert(
-                        (r.device.as_str(), r.quantity.name(), r.time.timestamp_millis()),
+                        (numbering.get(r.device.as_str(), r.quantity)?, r.time.timestamp_millis()),
                         (r.value, r.flag.to_byte(), r.reason.as_str()),
                     )
                     .map_err(engine)?;
@@ -373,26 +383,28 @@ impl EmbeddedStore {
         self.spans.neighbours(device, quantity, time, within, || {
             self.with_db(|db| {
                 let tx = db.begin_read().map_err(engine)?;
-                let table = tx.open_table(READINGS).map_err(engine)?;
-                let (d, q) = (device.as_str(), quantity.name());
                 let (from, to) = spans::window(time, within);
+                let Some(n) = series::number(&tx.open_table(SERIES).map_err(engine)?, device.as_str(), quantity.name())? else {
+                    return Ok(spans::Span::of(time, (from, to), NEIGHBOUR_PAGE, Vec::new()));
+                };
+                let table = tx.open_table(READINGS).map_err(engine)?;
                 let (from_ms, t, to_ms) = (from.timestamp_millis(), time.timestamp_millis(), to.timestamp_millis());
                 let bad = QualityFlag::Bad.to_byte();
                 let mut points = Vec::new();
-                for entry in table.range((d, q, from_ms)..(d, q, t)).map_err(engine)?.rev() {
+                for entry in table.range((n, from_ms)..(n, t)).map_err(engine)?.rev() {
                     let (k, v) = entry.map_err(engine)?;
                     let (value, flag, _) = v.value();
                     if flag != bad {
-                        points.push((millis(k.value().2)?, value));
+                        points.push((millis(k.value().1)?, value));
                         break;
                     }
                 }
                 let mut ahead = 0;
-                for entry in table.range((d, q, t)..=(d, q, to_ms)).map_err(engine)? {
+                for entry in table.range((n, t)..=(n, to_ms)).map_err(engine)? {
                     let (k, v) = entry.map_err(engine)?;
                     let (value, flag, _) = v.value();
                     if flag != bad {
-                        points.push((millis(k.value().2)?, value));
+                        points.push((millis(k.value().1)?, value));
                         ahead += 1;
                         if ahead == NEIGHBOUR_PAGE {
                             break;
@@ -527,12 +539,11 @@ impl ReadStore for EmbeddedStore {
             let tx = db.begin_read().map_err(engine)?;
             let table = tx.open_table(READINGS).map_err(engine)?;
             let mut out = Vec::new();
-            for q in Quantity::all() {
-                let d = device.as_str();
-                let mut range = table.range((d, q.name(), i64::MIN)..=(d, q.name(), i64::MAX)).map_err(engine)?;
+            for (q, n) in series::of_device(&tx.open_table(SERIES).map_err(engine)?, device.as_str())? {
+                let mut range = table.range((n, i64::MIN)..=(n, i64::MAX)).map_err(engine)?;
                 if let Some(entry) = range.next_back() {
                     let (k, v) = entry.map_err(engine)?;
-                    let (_, _, t) = k.value();
+                    let (_, t) = k.value();
                     out.push(to_reading(device, q, t, v.value())?);
                 }
             }

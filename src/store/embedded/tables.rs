@@ -5,8 +5,17 @@ use redb::TableDefinition;
 
 use crate::aggregates::WindowTuple;
 
-/// (device, quantity name, time in ms since the epoch) → (value, flag, reason).
-pub(super) const READINGS: TableDefinition<(&str, &str, i64), (f64, u8, &str)> = TableDefinition::new("readings");
+/// (series number, time in ms since the epoch) → (value, flag, reason). A series is a
+/// device's quantity, numbered in [`SERIES`]: a key of 12 fixed bytes instead of two strings
+/// made inserts cheaper and the table half as large (BENCHMARKS.md, "Readings by series number").
+pub(super) const READINGS: TableDefinition<(u32, i64), (f64, u8, &str)> = TableDefinition::new("readings_by_series");
+/// (device, quantity name) → the series' number, given once and never reused or removed.
+pub(super) const SERIES: TableDefinition<(&str, &str), u32> = TableDefinition::new("series");
+/// Series number → (device, quantity name): the names of what a scan over all readings meets.
+pub(super) const SERIES_NAMES: TableDefinition<u32, (&str, &str)> = TableDefinition::new("series_names");
+/// The readings of stores written before series numbers, keyed (device, quantity name,
+/// time); moved into [`READINGS`] when such a store is opened.
+pub(super) const READINGS_BY_NAME: TableDefinition<(&str, &str, i64), (f64, u8, &str)> = TableDefinition::new("readings");
 /// device → last reception time in ms since the epoch.
 pub(super) const LAST_SEEN: TableDefinition<&str, i64> = TableDefinition::new("last_seen");
 /// sequence number → dead letter as JSON.

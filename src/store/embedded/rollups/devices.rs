@@ -31,7 +31,8 @@ use super::journal::{self, Pending};
 use crate::aggregates::{Interval, Window};
 use crate::model::{QualityFlag, Quantity};
 use crate::store::boundary::{engine, StoreError};
-use crate::store::embedded::tables::{DEVICE_WINDOWS, READINGS, WINDOW_JOURNAL};
+use crate::store::embedded::series;
+use crate::store::embedded::tables::{DEVICE_WINDOWS, READINGS, SERIES, SERIES_NAMES, WINDOW_JOURNAL};
 
 const TEN: Interval = Interval::TenMinutes;
 
@@ -79,10 +80,11 @@ pub(in crate::store::embedded) fn flush(
     let mut changes = Vec::new();
     {
         let readings = read.open_table(READINGS).map_err(engine)?;
+        let numbers = read.open_table(SERIES).map_err(engine)?;
         let stored = read.open_table(DEVICE_WINDOWS).map_err(engine)?;
         for (device, hours) in &dirty {
-            for quantity in quantities_of(&readings, device)? {
-                series_changes(&readings, &stored, device, quantity, hours, &mut changes)?;
+            for (quantity, n) in series::of_device(&numbers, device)? {
+                series_changes(&readings, n, &stored, device, quantity.name(), hours, &mut changes)?;
             }
         }
     }
@@ -108,42 +110,15 @@ pub(in crate::store::embedded) fn flush(
     Ok(summary)
 }
 
-/// The quantities a device has readings of: one tree descent per quantity, jumping from
-/// each series to the next.
-fn quantities_of(
-    readings: &impl ReadableTable<(&'static str, &'static str, i64), (f64, u8, &'static str)>,
-    device: &str,
-) -> Result<Vec<&'static str>, StoreError> {
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let next = match &after {
-            None => readings.range((device, "", i64::MIN)..).map_err(engine)?.next(),
-            Some(q) => readings
-                .range((device, q.as_str(), i64::MAX)..)
-                .map_err(engine)?
-                .find(|e| e.as_ref().map_or(true, |(k, _)| k.value().1 != q.as_str())),
-        };
-        let Some(entry) = next else { return Ok(out) };
-        let (k, _) = entry.map_err(engine)?;
-        let (d, q, _) = k.value();
-        if d != device {
-            return Ok(out);
-        }
-        if let Some(quantity) = Quantity::by_name(q) {
-            out.push(quantity.name());
-        }
-        after = Some(q.to_owned());
-    }
-}
-
 /// A day row to write (`Some`) or remove (`None`): (device, quantity, day start).
 type Change = ((String, &'static str, i64), Option<Vec<u8>>);
 
 /// Recompute one series' hour blocks for `hours` from the readings and rewrite the day rows
 /// that hold them, keeping the day's other hours as stored.
+#[allow(clippy::too_many_arguments)]
 fn series_changes(
-    readings: &impl ReadableTable<(&'static str, &'static str, i64), (f64, u8, &'static str)>,
+    readings: &impl ReadableTable<(u32, i64), (f64, u8, &'static str)>,
+    n: u32,
     stored: &impl ReadableTable<(&'static str, &'static str, i64), &'static [u8]>,
     device: &str,
     quantity: &'static str,
@@ -162,7 +137,7 @@ fn series_changes(
     // Recomputed hours: the block, or None for an hour without readings now.
     let mut fresh: BTreeMap<i64, Option<Vec<u8>>> = BTreeMap::new();
     for (from, to) in runs {
-        let tens = ten_minute_windows(readings, device, quantity, from, to)?;
+        let tens = ten_minute_windows(readings, n, from, to)?;
         for block in tens.chunk_by(|a, b| Interval::Hour.window_start(a.0) == Interval::Hour.window_start(b.0)) {
             fresh.insert(Interval::Hour.window_start(block[0].0), Some(encode_block(block)));
         }
@@ -197,16 +172,15 @@ fn series_changes(
 
 /// The non-empty 10-minute windows of one series in `[from, to)` (aligned), from its readings.
 fn ten_minute_windows(
-    readings: &impl ReadableTable<(&'static str, &'static str, i64), (f64, u8, &'static str)>,
-    device: &str,
-    quantity: &str,
+    readings: &impl ReadableTable<(u32, i64), (f64, u8, &'static str)>,
+    n: u32,
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, Window)>, StoreError> {
     let mut out: Vec<(i64, Window)> = Vec::new();
-    for entry in readings.range((device, quantity, from)..(device, quantity, to)).map_err(engine)? {
+    for entry in readings.range((n, from)..(n, to)).map_err(engine)? {
         let (k, v) = entry.map_err(engine)?;
-        let t = k.value().2;
+        let t = k.value().1;
         let (value, flag, _) = v.value();
         let start = TEN.window_start(t);
         if out.last().is_none_or(|(s, _)| *s != start) {
@@ -239,14 +213,13 @@ fn coarsen(fine: &[(i64, Window)], interval: Interval) -> Vec<(i64, Window)> {
 /// Windows of `interval` starting in `[from, to)` (both aligned to `interval`), built from
 /// the readings the way the flush builds them.
 fn from_readings(
-    readings: &impl ReadableTable<(&'static str, &'static str, i64), (f64, u8, &'static str)>,
-    device: &str,
-    quantity: &str,
+    readings: &impl ReadableTable<(u32, i64), (f64, u8, &'static str)>,
+    n: u32,
     interval: Interval,
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, Window)>, StoreError> {
-    let tens = ten_minute_windows(readings, device, quantity, from, to)?;
+    let tens = ten_minute_windows(readings, n, from, to)?;
     Ok(match interval {
         Interval::TenMinutes => tens,
         Interval::Hour => coarsen(&tens, Interval::Hour),
@@ -299,10 +272,12 @@ pub(in crate::store::embedded) fn query(
     }
     if !stale.is_empty() {
         let readings = tx.open_table(READINGS).map_err(engine)?;
+        let n = series::number(&tx.open_table(SERIES).map_err(engine)?, device, q)?;
         for start in stale {
             let end = start + unit.millis();
             out.retain(|s, _| !(start..end).contains(s));
-            let fresh = from_readings(&readings, device, q, interval, start, end)?;
+            let Some(n) = n else { continue };
+            let fresh = from_readings(&readings, n, interval, start, end)?;
             out.extend(fresh.into_iter().filter(|(s, _)| (from..to).contains(s)));
         }
     }
@@ -314,17 +289,21 @@ pub(in crate::store::embedded) fn query(
 /// for `rollups rebuild`. Returns (readings read, day rows written).
 pub(in crate::store::embedded) fn build(tx: &WriteTransaction, from: i64, to: i64) -> Result<(u64, usize), StoreError> {
     let readings = tx.open_table(READINGS).map_err(engine)?;
+    let names = tx.open_table(SERIES_NAMES).map_err(engine)?;
     let mut windows = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
     windows.retain(|(_, _, day), _| !(from..to).contains(&day)).map_err(engine)?;
     let mut rebuilder = Rebuilder::default();
     let mut read = 0;
-    for entry in readings.iter().map_err(engine)? {
-        let (k, v) = entry.map_err(engine)?;
-        let (device, quantity, t) = k.value();
-        let Some(q) = Quantity::by_name(quantity).filter(|_| (from..to).contains(&t)) else { continue };
-        let (value, flag, _) = v.value();
-        rebuilder.add(&mut windows, device, q.name(), t, value, QualityFlag::from_byte(flag))?;
-        read += 1;
+    for series in names.iter().map_err(engine)? {
+        let (n, name) = series.map_err(engine)?;
+        let (device, quantity) = name.value();
+        let Some(q) = Quantity::by_name(quantity) else { continue };
+        for entry in readings.range((n.value(), from)..(n.value(), to)).map_err(engine)? {
+            let (k, v) = entry.map_err(engine)?;
+            let (value, flag, _) = v.value();
+            rebuilder.add(&mut windows, device, q.name(), k.value().1, value, QualityFlag::from_byte(flag))?;
+            read += 1;
+        }
     }
     rebuilder.finish(&mut windows)?;
     Ok((read, rebuilder.written))

@@ -13,7 +13,8 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::model::{QualityFlag, Quantity};
 use crate::store::boundary::{engine, StoreError};
-use crate::store::embedded::tables::{DEVICE_DISTRICT, READINGS, ROLLUPS};
+use crate::store::embedded::series;
+use crate::store::embedded::tables::{DEVICE_DISTRICT, READINGS, ROLLUPS, SERIES, SERIES_NAMES};
 
 /// Merge a batch's deltas into the stored windows.
 pub(in crate::store::embedded) fn apply(tx: &WriteTransaction, delta: &RollupDelta) -> Result<(), StoreError> {
@@ -46,6 +47,7 @@ pub(in crate::store::embedded) fn recompute<'a>(
     changed: impl IntoIterator<Item = (&'a str, Quantity, i64)>,
 ) -> Result<(), StoreError> {
     let readings = tx.open_table(READINGS).map_err(engine)?;
+    let numbers = tx.open_table(SERIES).map_err(engine)?;
     let mut rollups = tx.open_table(ROLLUPS).map_err(engine)?;
     let districts = tx.open_table(DEVICE_DISTRICT).map_err(engine)?;
     // The windows to recompute, finest first: interval, district, quantity, start.
@@ -82,11 +84,11 @@ pub(in crate::store::embedded) fn recompute<'a>(
                 members.insert(district.clone(), of_district);
             }
             for member in members.get(&district).into_iter().flatten() {
-                let m = member.as_str();
-                for entry in readings.range((m, q, start)..(m, q, start + interval.millis())).map_err(engine)? {
+                let Some(n) = series::number(&numbers, member, q)? else { continue };
+                for entry in readings.range((n, start)..(n, start + interval.millis())).map_err(engine)? {
                     let (k, v) = entry.map_err(engine)?;
                     let (value, flag, _) = v.value();
-                    w.add(value, k.value().2, QualityFlag::from_byte(flag));
+                    w.add(value, k.value().1, QualityFlag::from_byte(flag));
                 }
             }
         }
@@ -149,11 +151,13 @@ pub(in crate::store::embedded) fn extent(
     let q = quantity.name();
     let (first, last) = match scope {
         Scope::Device(device) => {
+            let Some(n) = series::number(&tx.open_table(SERIES).map_err(engine)?, device.as_str(), q)? else {
+                return Ok(None);
+            };
             let table = tx.open_table(READINGS).map_err(engine)?;
-            let d = device.as_str();
-            let mut range = table.range((d, q, i64::MIN)..=(d, q, i64::MAX)).map_err(engine)?;
-            let first = range.next().transpose().map_err(engine)?.map(|(k, _)| k.value().2);
-            let last = range.next_back().transpose().map_err(engine)?.map(|(k, _)| k.value().2);
+            let mut range = table.range((n, i64::MIN)..=(n, i64::MAX)).map_err(engine)?;
+            let first = range.next().transpose().map_err(engine)?.map(|(k, _)| k.value().1);
+            let last = range.next_back().transpose().map_err(engine)?.map(|(k, _)| k.value().1);
             (first, last.or(first))
         }
         Scope::District(_) => {
@@ -186,20 +190,16 @@ pub(in crate::store::embedded) fn rebuild(
     (summary.readings, summary.device_windows) = super::devices::build(&tx, from, to)?;
     {
         let readings = tx.open_table(READINGS).map_err(engine)?;
-        let mut current: Option<(String, Option<String>)> = None;
-        for entry in readings.iter().map_err(engine)? {
-            let (k, v) = entry.map_err(engine)?;
-            let (device, quantity, t) = k.value();
-            if !(from..to).contains(&t) {
-                continue;
+        let names = tx.open_table(SERIES_NAMES).map_err(engine)?;
+        for series in names.iter().map_err(engine)? {
+            let (n, name) = series.map_err(engine)?;
+            let (device, quantity) = name.value();
+            let (Some(district), Some(q)) = (district_of(device), Quantity::by_name(quantity)) else { continue };
+            for entry in readings.range((n.value(), from)..(n.value(), to)).map_err(engine)? {
+                let (k, v) = entry.map_err(engine)?;
+                let (value, flag, _) = v.value();
+                delta.add_to_district(&district, q, k.value().1, value, QualityFlag::from_byte(flag));
             }
-            // Readings are stored series by series: look the district up once per device.
-            if current.as_ref().is_none_or(|(d, _)| d != device) {
-                current = Some((device.to_owned(), district_of(device)));
-            }
-            let (Some((_, Some(district))), Some(q)) = (&current, Quantity::by_name(quantity)) else { continue };
-            let (value, flag, _) = v.value();
-            delta.add_to_district(district, q, t, value, QualityFlag::from_byte(flag));
         }
         let mut rollups = tx.open_table(ROLLUPS).map_err(engine)?;
         rollups.retain(|(_, _, _, start), _| !(from..to).contains(&start)).map_err(engine)?;

@@ -1,0 +1,258 @@
+//! Series numbers: each (device, quantity) that has readings gets a number once, and readings
+//! are keyed by (number, time).
+//!
+//! A write looks each series' number up once per batch (new series are numbered in the same
+//! transaction); a read looks up the one series it wants. Numbers are never reused, so a
+//! number read once stays right for as long as the file is the same.
+
+use redb::{ReadableTable, Table, TableHandle, WriteTransaction};
+
+use super::tables::{READINGS, READINGS_BY_NAME, SERIES, SERIES_NAMES};
+use crate::model::Quantity;
+use crate::store::boundary::{engine, StoreError};
+
+/// The number of `device`'s `quantity`, if it has ever had a reading.
+pub(super) fn number(
+    series: &impl ReadableTable<(&'static str, &'static str), u32>,
+    device: &str,
+    quantity: &str,
+) -> Result<Option<u32>, StoreError> {
+    Ok(series.get((device, quantity)).map_err(engine)?.map(|n| n.value()))
+}
+
+/// The quantities `device` has had readings of, with their series numbers, in the order of
+/// [`Quantity::all`].
+pub(super) fn of_device(
+    series: &impl ReadableTable<(&'static str, &'static str), u32>,
+    device: &str,
+) -> Result<Vec<(Quantity, u32)>, StoreError> {
+    let mut out: Vec<(Quantity, u32)> =
+        named(series, device)?.into_iter().filter_map(|(q, n)| Some((Quantity::by_name(&q)?, n))).collect();
+    out.sort_unstable_by_key(|(q, _)| *q);
+    Ok(out)
+}
+
+/// Every series of `device` as (quantity name, number), a quantity this version does not
+/// know included, in name order.
+pub(super) fn named(
+    series: &impl ReadableTable<(&'static str, &'static str), u32>,
+    device: &str,
+) -> Result<Vec<(String, u32)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in series.range((device, "")..).map_err(engine)? {
+        let (k, n) = entry.map_err(engine)?;
+        let (d, q) = k.value();
+        if d != device {
+            break;
+        }
+        out.push((q.to_owned(), n.value()));
+    }
+    Ok(out)
+}
+
+/// Numbers series inside a write transaction, remembering those of the device last asked for
+/// (a batch holds each uplink's readings together).
+pub(super) struct Numbering<'t> {
+    series: Table<'t, (&'static str, &'static str), u32>,
+    names: Table<'t, u32, (&'static str, &'static str)>,
+    device: String,
+    known: Vec<(Quantity, u32)>,
+}
+
+impl<'t> Numbering<'t> {
+    pub(super) fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            series: tx.open_table(SERIES).map_err(engine)?,
+            names: tx.open_table(SERIES_NAMES).map_err(engine)?,
+            device: String::new(),
+            known: Vec::new(),
+        })
+    }
+
+    /// The number of `device`'s `quantity`, given now if the series is new.
+    pub(super) fn get(&mut self, device: &str, quantity: Quantity) -> Result<u32, StoreError> {
+        if self.device != device {
+            self.device.clear();
+            self.device.push_str(device);
+            self.known.clear();
+        } else if let Some(&(_, n)) = self.known.iter().find(|(q, _)| *q == quantity) {
+            return Ok(n);
+        }
+        let n = self.number_or_new(device, quantity.name())?;
+        self.known.push((quantity, n));
+        Ok(n)
+    }
+
+    fn number_or_new(&mut self, device: &str, quantity: &str) -> Result<u32, StoreError> {
+        if let Some(n) = number(&self.series, device, quantity)? {
+            return Ok(n);
+        }
+        let n = match self.names.last().map_err(engine)? {
+            Some((last, _)) => last.value().checked_add(1).ok_or_else(|| StoreError::Corrupt("series numbers ran out".into()))?,
+            None => 0,
+        };
+        self.series.insert((device, quantity), n).map_err(engine)?;
+        self.names.insert(n, (device, quantity)).map_err(engine)?;
+        Ok(n)
+    }
+}
+
+/// Move the readings of a store written before series numbers into the numbered table, in the
+/// caller's transaction (the opening one: an interrupted move runs again at the next start).
+/// The number of readings moved.
+pub(super) fn migrate(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let exists = tx.list_tables().map_err(engine)?.any(|t| t.name() == READINGS_BY_NAME.name());
+    if !exists {
+        return Ok(0);
+    }
+    let mut moved = 0;
+    {
+        let old = tx.open_table(READINGS_BY_NAME).map_err(engine)?;
+        let mut readings = tx.open_table(READINGS).map_err(engine)?;
+        let mut numbering = Numbering::open(tx)?;
+        // The old table is in (device, quantity, time) order: one lookup per series.
+        let mut current: Option<(String, String, u32)> = None;
+        for entry in old.iter().map_err(engine)? {
+            let (k, v) = entry.map_err(engine)?;
+            let (device, quantity, t) = k.value();
+            let n = match &current {
+                Some((d, q, n)) if d == device && q == quantity => *n,
+                _ => {
+                    let n = numbering.number_or_new(device, quantity)?;
+                    current = Some((device.to_owned(), quantity.to_owned(), n));
+                    n
+                }
+            };
+            readings.insert((n, t), v.value()).map_err(engine)?;
+            moved += 1;
+        }
+    }
+    tx.delete_table(READINGS_BY_NAME).map_err(engine)?;
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use redb::ReadableDatabase;
+
+    use super::*;
+    use crate::aggregates::{Interval, Scope};
+    use crate::model::{DeviceId, QualityFlag, Reading};
+    use crate::store::embedded::tables::{DEVICE_WINDOWS, WINDOW_JOURNAL};
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::{CommitStore, ReadStore, WriteBatch};
+
+    const T0: i64 = 1_780_272_000_000;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(ms).unwrap()
+    }
+
+    fn reading(device: &str, q: &str, minute: i64, value: f64) -> Reading {
+        Reading {
+            device: DeviceId::parse(device).unwrap(),
+            quantity: Quantity::by_name(q).unwrap(),
+            value,
+            time: at(T0 + minute * 60_000),
+            flag: if value < 0.0 { QualityFlag::Bad } else { QualityFlag::Good },
+            reason: if value < 0.0 { "range: below".into() } else { String::new() },
+        }
+    }
+
+    /// Everything a reader sees of the devices' series: readings, the newest ones, hour windows.
+    fn seen(store: &EmbeddedStore, devices: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in devices {
+            let id = DeviceId::parse(d).unwrap();
+            out.push(format!("{:?}", store.latest(&id).unwrap()));
+            for q in Quantity::all() {
+                out.push(format!("{:?}", store.readings(&id, q, at(0), at(T0 * 2), 1000).unwrap()));
+                let hours = store.rollups(&Scope::Device(d.to_string()), q, Interval::Hour, at(0), at(T0 * 2)).unwrap();
+                out.push(format!("{hours:?}"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_store_keyed_by_names_moves_its_readings_to_series_numbers_at_open_and_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let devices = ["a", "ab", "b"];
+        let before = {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let mut readings = Vec::new();
+            for (i, d) in devices.iter().enumerate() {
+                for m in 0..150 {
+                    readings.push(reading(d, "air_temperature", m * 7, (m + i as i64) as f64 % 13.0 - 1.0));
+                    readings.push(reading(d, "relative_humidity", m * 5, 50.0 + m as f64));
+                }
+            }
+            store.write(&WriteBatch { readings, ..Default::default() }).unwrap();
+            store.flush_windows().unwrap();
+            let seen = seen(&store, &devices);
+            // What a version before series numbers left: readings keyed by names, one of a
+            // quantity this version does not know, no series tables, no device windows.
+            store
+                .with_db(|db| {
+                    let tx = db.begin_write().unwrap();
+                    {
+                        let names = tx.open_table(SERIES_NAMES).unwrap();
+                        let readings = tx.open_table(READINGS).unwrap();
+                        let mut old = tx.open_table(READINGS_BY_NAME).unwrap();
+                        for entry in readings.iter().unwrap() {
+                            let (k, v) = entry.unwrap();
+                            let (n, t) = k.value();
+                            let name = names.get(n).unwrap().unwrap();
+                            let (d, q) = name.value();
+                            old.insert((d, q, t), v.value()).unwrap();
+                        }
+                        old.insert(("a", "retired_quantity", T0), (1.0, 0, "")).unwrap();
+                    }
+                    for table in
+                        [READINGS.name(), SERIES.name(), SERIES_NAMES.name(), DEVICE_WINDOWS.name(), WINDOW_JOURNAL.name()]
+                    {
+                        assert!(tx.delete_table(redb::TableDefinition::<u64, u64>::new(table)).unwrap());
+                    }
+                    tx.commit().unwrap();
+                    Ok(())
+                })
+                .unwrap();
+            seen
+        };
+        // A backup of such a store is accepted, restored, and moved at its first open.
+        let snapshot = dir.path().join("older.redb");
+        std::fs::copy(dir.path().join(crate::store::embedded::backup::FILE_NAME), &snapshot).unwrap();
+        let inspected = crate::store::embedded::backup::inspect(&snapshot).unwrap();
+        assert!(inspected.tables.contains(&("readings".to_owned(), 3 * 300 + 1)), "{:?}", inspected.tables);
+        let restored = tempfile::tempdir().unwrap();
+        crate::store::embedded::backup::restore(&snapshot, restored.path()).unwrap();
+        assert_eq!(seen(&EmbeddedStore::open(restored.path()).unwrap(), &devices), before);
+
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.count_readings().unwrap(), 3 * 300 + 1, "every reading moved, the unknown quantity's too");
+        assert_eq!(seen(&store, &devices), before);
+        // The moved series keep their numbers for new readings; a new series gets the next one.
+        store
+            .write(&WriteBatch {
+                readings: vec![reading("a", "air_temperature", 5000, 3.0), reading("c", "air_temperature", 0, 1.0)],
+                ..Default::default()
+            })
+            .unwrap();
+        let a = DeviceId::parse("a").unwrap();
+        let temperature = Quantity::by_name("air_temperature").unwrap();
+        assert_eq!(store.readings(&a, temperature, at(0), at(T0 * 2), 1000).unwrap().len(), 151);
+        let numbers = store
+            .with_db(|db| {
+                let tx = db.begin_read().unwrap();
+                assert!(!tx.list_tables().unwrap().any(|t| t.name() == READINGS_BY_NAME.name()), "the old table is gone");
+                let names = tx.open_table(SERIES_NAMES).unwrap();
+                Ok(names.iter().unwrap().map(|e| e.unwrap().0.value()).collect::<Vec<u32>>())
+            })
+            .unwrap();
+        assert_eq!(numbers, (0..8).collect::<Vec<u32>>(), "3 devices x 2 quantities, the retired one, then c's");
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.count_readings().unwrap(), 3 * 300 + 3, "a second open moves nothing again");
+    }
+}
