@@ -1,9 +1,12 @@
 //! Series numbers: each (device, quantity) that has readings gets a number once, and readings
 //! are keyed by (number, time).
 //!
-//! A write looks each series' number up once per batch (new series are numbered in the same
-//! transaction); a read looks up the one series it wants. Numbers are never reused, so a
-//! number read once stays right for as long as the file is the same.
+//! A write takes a series' number from those known to be committed ([`Committed`], kept by
+//! the store), else from the table, numbering a new series in the same transaction; a read
+//! looks up the one series it wants. Numbers are never reused or changed, so a number once
+//! committed stays right for as long as the file is the same.
+
+use std::collections::HashMap;
 
 use redb::{ReadableTable, Table, TableHandle, WriteTransaction};
 
@@ -50,22 +53,66 @@ pub(super) fn named(
     Ok(out)
 }
 
-/// Numbers series inside a write transaction, remembering those of the device last asked for
-/// (a batch holds each uplink's readings together).
-pub(super) struct Numbering<'t> {
-    series: Table<'t, (&'static str, &'static str), u32>,
-    names: Table<'t, u32, (&'static str, &'static str)>,
-    device: String,
-    known: Vec<(Quantity, u32)>,
+/// A series number taken from the table in a transaction: (device, quantity, number).
+pub(super) type Found = (String, Quantity, u32);
+
+/// Series numbers known to be committed, by device, filled after commits only (so it never
+/// holds a number a failed transaction gave). Without it, a network of many devices, whose
+/// batches switch device with every uplink, looked every reading's number up in the table.
+#[derive(Default)]
+pub(super) struct Committed {
+    by_device: HashMap<String, Vec<(Quantity, u32)>>,
 }
 
-impl<'t> Numbering<'t> {
-    pub(super) fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
+impl Committed {
+    /// Devices remembered at most; past it the map starts again (about 100 bytes a device).
+    const MAX_DEVICES: usize = 100_000;
+
+    fn get(&self, device: &str) -> Option<&[(Quantity, u32)]> {
+        self.by_device.get(device).map(Vec::as_slice)
+    }
+
+    /// Note numbers whose transaction committed.
+    pub(super) fn add(&mut self, found: Vec<Found>) {
+        for (device, quantity, n) in found {
+            if !self.by_device.contains_key(&device) && self.by_device.len() >= Self::MAX_DEVICES {
+                self.by_device.clear();
+            }
+            let known = self.by_device.entry(device).or_default();
+            if !known.iter().any(|(q, _)| *q == quantity) {
+                known.push((quantity, n));
+            }
+        }
+    }
+
+    /// Forget everything (the file was opened again).
+    pub(super) fn clear(&mut self) {
+        self.by_device.clear();
+    }
+}
+
+/// Numbers series inside a write transaction, remembering those of the device last asked for
+/// (a batch holds each uplink's readings together).
+pub(super) struct Numbering<'t, 'k> {
+    series: Table<'t, (&'static str, &'static str), u32>,
+    names: Table<'t, u32, (&'static str, &'static str)>,
+    committed: &'k Committed,
+    device: String,
+    known: Vec<(Quantity, u32)>,
+    /// Numbers this transaction took from the table (new ones included): for
+    /// [`Committed::add`] once it has committed.
+    pub(super) found: Vec<Found>,
+}
+
+impl<'t, 'k> Numbering<'t, 'k> {
+    pub(super) fn open(tx: &'t WriteTransaction, committed: &'k Committed) -> Result<Self, StoreError> {
         Ok(Self {
             series: tx.open_table(SERIES).map_err(engine)?,
             names: tx.open_table(SERIES_NAMES).map_err(engine)?,
+            committed,
             device: String::new(),
             known: Vec::new(),
+            found: Vec::new(),
         })
     }
 
@@ -75,11 +122,14 @@ impl<'t> Numbering<'t> {
             self.device.clear();
             self.device.push_str(device);
             self.known.clear();
-        } else if let Some(&(_, n)) = self.known.iter().find(|(q, _)| *q == quantity) {
+            self.known.extend_from_slice(self.committed.get(device).unwrap_or_default());
+        }
+        if let Some(&(_, n)) = self.known.iter().find(|(q, _)| *q == quantity) {
             return Ok(n);
         }
         let n = self.number_or_new(device, quantity.name())?;
         self.known.push((quantity, n));
+        self.found.push((device.to_owned(), quantity, n));
         Ok(n)
     }
 
@@ -109,7 +159,8 @@ pub(super) fn migrate(tx: &WriteTransaction) -> Result<u64, StoreError> {
     {
         let old = tx.open_table(READINGS_BY_NAME).map_err(engine)?;
         let mut readings = tx.open_table(READINGS).map_err(engine)?;
-        let mut numbering = Numbering::open(tx)?;
+        let committed = Committed::default();
+        let mut numbering = Numbering::open(tx, &committed)?;
         // The old table is in (device, quantity, time) order: one lookup per series.
         let mut current: Option<(String, String, u32)> = None;
         for entry in old.iter().map_err(engine)? {
@@ -173,6 +224,40 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn only_committed_numbers_are_remembered_and_a_remembered_one_is_not_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("n.redb")).unwrap();
+        let t = Quantity::by_name("air_temperature").unwrap();
+        let h = Quantity::by_name("relative_humidity").unwrap();
+        let mut committed = Committed::default();
+        // A transaction that numbers x's temperature and then fails: nothing is remembered.
+        let tx = db.begin_write().unwrap();
+        {
+            let mut numbering = Numbering::open(&tx, &committed).unwrap();
+            assert_eq!(numbering.get("x", t).unwrap(), 0);
+            assert_eq!(numbering.found, vec![("x".to_owned(), t, 0)]);
+        }
+        tx.abort().unwrap();
+        // The next one gives 0 to y; it commits, and y's number is remembered.
+        let tx = db.begin_write().unwrap();
+        let found = {
+            let mut numbering = Numbering::open(&tx, &committed).unwrap();
+            assert_eq!((numbering.get("y", t).unwrap(), numbering.get("y", h).unwrap()), (0, 1));
+            assert_eq!(numbering.get("y", t).unwrap(), 0, "the device's numbers are kept for the batch");
+            std::mem::take(&mut numbering.found)
+        };
+        tx.commit().unwrap();
+        assert_eq!(found.len(), 2);
+        committed.add(found);
+        // x gets a number of its own; y's come from memory, not from the table.
+        let tx = db.begin_write().unwrap();
+        let mut numbering = Numbering::open(&tx, &committed).unwrap();
+        assert_eq!(numbering.get("x", t).unwrap(), 2);
+        assert_eq!((numbering.get("y", h).unwrap(), numbering.get("y", t).unwrap()), (1, 0));
+        assert_eq!(numbering.found, vec![("x".to_owned(), t, 2)]);
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct EmbeddedStore {
     /// Device → district pairs known to be stored, so a batch looks up only new ones.
     /// Filled after commits only, so it never holds a pair a failed transaction wrote.
     districts_stored: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Series numbers known to be committed; filled after commits only.
+    series_committed: std::sync::Mutex<series::Committed>,
     /// Stretches of series read for late readings' neighbours since the last commit.
     spans: Spans,
 }
@@ -180,6 +182,7 @@ impl EmbeddedStore {
             pending,
             flushing: Default::default(),
             districts_stored: Default::default(),
+            series_committed: Default::default(),
             spans: Default::default(),
         })
     }
@@ -263,6 +266,7 @@ impl EmbeddedStore {
             Ok(db) => {
                 *slot = Some(db);
                 self.districts_stored.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                self.series_committed.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 self.reopen.lock().unwrap_or_else(|p| p.into_inner()).0 = None;
                 self.poisoned.store(false, Ordering::Release);
                 self.reopens.fetch_add(1, Ordering::Relaxed);
@@ -284,7 +288,13 @@ impl EmbeddedStore {
 
     /// Write a batch into an open transaction (the caller commits): a dead letter's replay
     /// removes the letter in the same transaction as the readings it produced.
-    pub(super) fn write_in(&self, tx: &redb::WriteTransaction, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
+    /// Returns the letters' ids and the series numbers taken from the table, for
+    /// [`Self::committed`] once the transaction has committed.
+    pub(super) fn write_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        batch: &WriteBatch,
+    ) -> Result<(Vec<u64>, Vec<series::Found>), StoreError> {
         let mut ids = Vec::with_capacity(batch.dead_letters.len());
         // New readings go into the district rollups as deltas; a reading that replaces a
         // different stored value makes its district windows be recomputed; a repeated one
@@ -292,9 +302,11 @@ impl EmbeddedStore {
         let mut delta = RollupDelta::default();
         let mut changed = Vec::new();
         let mut touched = Touched::default();
+        let found;
         {
             let mut readings = tx.open_table(READINGS).map_err(engine)?;
-            let mut numbering = series::Numbering::open(tx)?;
+            let committed = self.series_committed.lock().unwrap_or_else(|p| p.into_inner());
+            let mut numbering = series::Numbering::open(tx, &committed)?;
             for r in &batch.readings {
                 let old = readings
                     .insert(
@@ -315,6 +327,7 @@ impl EmbeddedStore {
                 }
                 touched.add(r.device.as_str(), r.time.timestamp_millis());
             }
+            found = std::mem::take(&mut numbering.found);
         }
         let new_districts: Vec<(&str, &str)> = {
             let known = self.districts_stored.lock().unwrap_or_else(|p| p.into_inner());
@@ -354,11 +367,13 @@ impl EmbeddedStore {
         if !batch.frame_counters.is_empty() {
             frame_counters::write(tx, &batch.frame_counters)?;
         }
-        Ok(ids)
+        Ok((ids, found))
     }
 
-    /// Note a committed batch's device districts as stored (call after the commit only).
-    pub(super) fn districts_committed(&self, batch: &WriteBatch) {
+    /// Note what a committed batch stored that later batches need not look up: its device
+    /// districts and its series numbers (call after the commit only).
+    pub(super) fn committed(&self, batch: &WriteBatch, found: Vec<series::Found>) {
+        self.series_committed.lock().unwrap_or_else(|p| p.into_inner()).add(found);
         let mut known = self.districts_stored.lock().unwrap_or_else(|p| p.into_inner());
         for (device, district) in &batch.districts {
             if known.get(device.as_str()) != Some(district) {
@@ -642,13 +657,13 @@ impl CommitStore for EmbeddedStore {
     /// Write a batch in one durable transaction: when this returns `Ok`, it is on disk.
     /// Returns the ids given to the batch's dead letters.
     fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
-        let ids = self.with_write(|db| {
+        let (ids, found) = self.with_write(|db| {
             let tx = db.begin_write().map_err(engine)?;
-            let ids = self.write_in(&tx, batch)?;
+            let written = self.write_in(&tx, batch)?;
             tx.commit().map_err(engine)?;
-            Ok((ids, true))
+            Ok((written, true))
         })?;
-        self.districts_committed(batch);
+        self.committed(batch, found);
         Ok(ids)
     }
 
@@ -656,19 +671,19 @@ impl CommitStore for EmbeddedStore {
     /// removal or its new reason ([`WriteBatch::settle_replay`]). If the letter is gone (replayed
     /// meanwhile), nothing is written: [`ReplayOutcome::Gone`].
     fn commit_replay(&self, id: u64, mut batch: WriteBatch) -> Result<ReplayOutcome, StoreError> {
-        let outcome = self.with_write(|db| {
+        let (outcome, found) = self.with_write(|db| {
             let tx = db.begin_write().map_err(engine)?;
             let Some(old) = dead_letters::get_in(&tx, id)? else {
                 tx.abort().map_err(engine)?;
-                return Ok((ReplayOutcome::Gone, false));
+                return Ok(((ReplayOutcome::Gone, Vec::new()), false));
             };
             let (outcome, keep) = batch.settle_replay(&old);
-            self.write_in(&tx, &batch)?;
+            let (_, found) = self.write_in(&tx, &batch)?;
             dead_letters::replace(&tx, id, keep.as_ref())?;
             tx.commit().map_err(engine)?;
-            Ok((outcome, true))
+            Ok(((outcome, found), true))
         })?;
-        self.districts_committed(&batch);
+        self.committed(&batch, found);
         Ok(outcome)
     }
 
