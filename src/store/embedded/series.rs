@@ -65,7 +65,7 @@ pub(super) struct Committed {
 }
 
 impl Committed {
-    /// Devices remembered at most; past it the map starts again (about 100 bytes a device).
+    /// Devices remembered at most; past it the map starts again.
     const MAX_DEVICES: usize = 100_000;
 
     fn get(&self, device: &str) -> Option<&[(Quantity, u32)]> {
