@@ -41,8 +41,8 @@ fn main() -> ExitCode {
 /// Give glibc's allocator two arenas unless `MALLOC_ARENA_MAX` says otherwise. By default each
 /// thread that meets contention gets an arena of its own (up to eight per core) and their
 /// freed memory is rarely given back: with InfluxDB on, a burst of a million uplinks peaked at
-/// 212-226 MB with 32 MB of store cache, 169-179 MB with two arenas at the same rate
-/// (BENCHMARKS.md). The systemd unit and the container image set the variable as well.
+/// 234-244 MB with 32 MB of store cache, 184-190 MB with two arenas at the same rate
+/// (BENCHMARKS.md, "two malloc arenas by default").
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn bound_malloc_arenas() {

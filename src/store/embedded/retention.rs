@@ -56,21 +56,7 @@ impl EmbeddedStore {
             let table = tx.open_table(READINGS).map_err(engine)?;
             walk_readings(&numbers, &table, from, max_rows, cutoff)
         })?;
-        let deleted = self.with_write(|db| {
-            if found.0.is_empty() {
-                return Ok((0, false));
-            }
-            let tx = db.begin_write().map_err(engine)?;
-            let mut n = 0;
-            {
-                let mut table = tx.open_table(READINGS).map_err(engine)?;
-                for key in &found.0 {
-                    n += u64::from(table.remove(*key).map_err(engine)?.is_some());
-                }
-            }
-            tx.commit().map_err(engine)?;
-            Ok((n, true))
-        })?;
+        let deleted = self.delete(READINGS, &found.0)?;
         Ok(Chunk { deleted, next: found.1 })
     }
 
@@ -81,7 +67,8 @@ impl EmbeddedStore {
             let table = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
             walk3(&table, from, max_rows, &|_, _| Some(cutoff_ms - DAY_MS + 1))
         })?;
-        let deleted = self.delete3(DEVICE_WINDOWS, &found.0)?;
+        let keys: Vec<_> = found.0.iter().map(|(d, q, t)| (d.as_str(), q.as_str(), *t)).collect();
+        let deleted = self.delete(DEVICE_WINDOWS, &keys)?;
         Ok(Chunk { deleted, next: found.1 })
     }
 
@@ -118,21 +105,8 @@ impl EmbeddedStore {
             }
             Ok((keys, Some(SeriesCursor { parts: (scope, quantity, code) })))
         })?;
-        let deleted = self.with_write(|db| {
-            if keys.is_empty() {
-                return Ok((0, false));
-            }
-            let tx = db.begin_write().map_err(engine)?;
-            let mut n = 0;
-            {
-                let mut table = tx.open_table(ROLLUPS).map_err(engine)?;
-                for (s, q, c, t) in &keys {
-                    n += u64::from(table.remove((s.as_str(), q.as_str(), *c, *t)).map_err(engine)?.is_some());
-                }
-            }
-            tx.commit().map_err(engine)?;
-            Ok((n, true))
-        })?;
+        let keys: Vec<_> = keys.iter().map(|(s, q, c, t)| (s.as_str(), q.as_str(), *c, *t)).collect();
+        let deleted = self.delete(ROLLUPS, &keys)?;
         Ok(Chunk { deleted, next })
     }
 
@@ -162,11 +136,11 @@ impl EmbeddedStore {
         Ok(self.delete_dead_letters(&ids)?.len() as u64)
     }
 
-    /// Remove these keys from a (text, text, time) table in one write transaction.
-    fn delete3<V: redb::Value + 'static>(
+    /// Remove these keys from a table in one write transaction; the number removed.
+    fn delete<'k, K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
-        def: redb::TableDefinition<(&'static str, &'static str, i64), V>,
-        keys: &[(String, String, i64)],
+        def: redb::TableDefinition<K, V>,
+        keys: &[K::SelfType<'k>],
     ) -> Result<u64, StoreError> {
         self.with_write(|db| {
             if keys.is_empty() {
@@ -176,8 +150,8 @@ impl EmbeddedStore {
             let mut n = 0;
             {
                 let mut table = tx.open_table(def).map_err(engine)?;
-                for (d, q, t) in keys {
-                    n += u64::from(table.remove((d.as_str(), q.as_str(), *t)).map_err(engine)?.is_some());
+                for key in keys {
+                    n += u64::from(table.remove(key).map_err(engine)?.is_some());
                 }
             }
             tx.commit().map_err(engine)?;
