@@ -29,6 +29,14 @@ impl DeviceId {
     }
 }
 
+/// Maps keyed by device look a device up by its text without a count taken and dropped
+/// (hashes and order are the text's, as derived).
+impl std::borrow::Borrow<str> for DeviceId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

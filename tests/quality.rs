@@ -249,6 +249,27 @@ fn late_readings_between_two_commits_get_the_neighbours_asking_the_store_each_ti
     stored.sort_by_key(|r| r.0);
     assert_eq!(store.neighbours(&d, t, time, within).unwrap(), (None, Some((at(300), 99.0))));
     assert_eq!(store.neighbours(&d, t, at(7 * 60), within).unwrap(), direct(&stored, at(7 * 60)));
+    // Commits that add readings, replace stored ones with other values, and flag stored ones
+    // bad (which takes them out of the answers), each followed by questions around them: the
+    // answers follow every commit. Hundreds of commits into one stretch also outgrow what
+    // one kept stretch holds.
+    for k in 0..400i64 {
+        let base = (k * 7919) % (340 * 420);
+        let time = match k % 4 {
+            0 => at(base - base % 420), // a stored reading's own time
+            _ => at(base + 13),
+        };
+        let flag = if k % 3 == 0 { QualityFlag::Bad } else { QualityFlag::Good };
+        let new = (time, 50.0 + k as f64, flag);
+        store.write(&WriteBatch { readings: vec![reading(new)], ..Default::default() }).unwrap();
+        stored.retain(|r| r.0 != time);
+        stored.push(new);
+        stored.sort_by_key(|r| r.0);
+        for s in [-421, -1, 0, 1, 420, 3 * 3600] {
+            let asked = time + Duration::seconds(s);
+            assert_eq!(store.neighbours(&d, t, asked, within).unwrap(), direct(&stored, asked), "at {asked} after commit {k}");
+        }
+    }
 }
 }
 

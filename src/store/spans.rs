@@ -6,27 +6,30 @@
 //! reading before the asked time and up to a page of readings from it on, up to [`AHEAD`]
 //! past the window ([`window`]): a [`Span`] in which every stored reading not flagged bad is
 //! known, from which the following late readings of the series are answered without asking
-//! again. The answers are the same as asking each time, as long as nothing is written in
-//! between: every commit of the store forgets all spans ([`Spans::forget`]), and a span read
-//! before a commit is not kept after it. What another gateway commits to a shared store
-//! meanwhile is seen at this gateway's next commit, as a lookup racing that commit would or
-//! would not see it anyway.
+//! again. The answers are the same as asking each time, as long as the spans follow what is
+//! written: a commit whose readings the store knows exactly (the embedded store's ingest)
+//! writes them into the spans that cover them ([`Spans::committed`]); any other commit that
+//! may touch readings forgets all spans ([`Spans::forget`]); and a span read before a commit
+//! is not kept after it. What another gateway commits to a shared store meanwhile is seen at
+//! this gateway's next commit (the PostgreSQL store forgets at each), as a lookup racing that
+//! commit would or would not see it anyway.
 //!
 //! [`SeriesLookup::neighbours`]: crate::quality::SeriesLookup::neighbours
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
+use rustc_hash::FxHashMap;
 
-use crate::model::{DeviceId, Quantity};
+use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
 use crate::store::boundary::StoreError;
 
 /// How far past the asked window a miss reads (when fewer than a page are there).
 pub(crate) const AHEAD: Duration = Duration::days(1);
 
-/// Series kept at most; beyond, all are forgotten (they live one batch anyway).
-const MAX_SPANS: usize = 4096;
+/// Spans kept at most; beyond, all are forgotten. Each holds at most twice its page of
+/// points ([`Span::of`]): with the embedded store's pages of 64, about 17 MB at most.
+const MAX_SPANS: usize = 8192;
 
 /// Spans kept per series, the newest replacing the oldest: a series may get two streams of
 /// late readings at once (a device sending live while its backlog is replayed; readings of a
@@ -44,6 +47,8 @@ pub(crate) struct Span {
     lo: DateTime<Utc>,
     hi: DateTime<Utc>,
     points: Vec<(DateTime<Utc>, f64)>,
+    /// Points held at most: a span that committed readings would grow beyond is dropped.
+    cap: usize,
 }
 
 impl Span {
@@ -67,6 +72,26 @@ impl Span {
         };
         Some((before, after))
     }
+
+    /// Take a committed reading at `time` into the span if it covers `time`: a reading not
+    /// flagged bad is added (or replaces the point there); a bad one removes the point there.
+    /// False if the span would grow beyond its cap and must be dropped.
+    fn take(&mut self, time: DateTime<Utc>, value: f64, bad: bool) -> bool {
+        if time < self.lo || time > self.hi {
+            return true;
+        }
+        let at = self.points.partition_point(|(t, _)| *t < time);
+        let there = self.points.get(at).is_some_and(|p| p.0 == time);
+        match (there, bad) {
+            (true, false) => self.points[at].1 = value,
+            (true, true) => {
+                self.points.remove(at);
+            }
+            (false, false) => self.points.insert(at, (time, value)),
+            (false, true) => {}
+        }
+        self.points.len() <= self.cap
+    }
 }
 
 /// The spans read since this gateway's last commit.
@@ -79,7 +104,11 @@ pub(crate) struct Spans {
 struct Inner {
     /// Moves on at every commit: a span read under an older one is not kept.
     generation: u64,
-    spans: HashMap<(DeviceId, Quantity), Vec<Span>>,
+    /// By device, then by quantity (a device has a handful): a committed reading's series is
+    /// found without hashing its quantity or taking a count of its device id.
+    spans: FxHashMap<DeviceId, Vec<(Quantity, Vec<Span>)>>,
+    /// Spans in `spans`, all series together.
+    count: usize,
 }
 
 impl Spans {
@@ -112,7 +141,9 @@ impl Spans {
 
     /// The answer from a kept span, if one knows it.
     fn answer(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<Pair> {
-        self.lock().spans.get(&(device.clone(), quantity))?.iter().rev().find_map(|s| s.answer(time, within))
+        let inner = self.lock();
+        let (_, kept) = inner.spans.get(device.as_str())?.iter().find(|(q, _)| *q == quantity)?;
+        kept.iter().rev().find_map(|s| s.answer(time, within))
     }
 
     /// The generation to pass to [`Self::keep`] for a span read from now on.
@@ -122,25 +153,62 @@ impl Spans {
 
     /// Keep a span read under `generation`, unless a commit came in between.
     fn keep(&self, generation: u64, device: &DeviceId, quantity: Quantity, span: Span) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         if inner.generation != generation {
             return;
         }
-        if inner.spans.len() >= MAX_SPANS {
+        if inner.count >= MAX_SPANS {
             inner.spans.clear();
+            inner.count = 0;
         }
-        let kept = inner.spans.entry((device.clone(), quantity)).or_default();
+        let series = inner.spans.entry(device.clone()).or_default();
+        let at = match series.iter().position(|(q, _)| *q == quantity) {
+            Some(at) => at,
+            None => {
+                series.push((quantity, Vec::new()));
+                series.len() - 1
+            }
+        };
+        let kept = &mut series[at].1;
         if kept.len() >= SPANS_PER_SERIES {
             kept.remove(0);
+        } else {
+            inner.count += 1;
         }
         kept.push(span);
     }
 
-    /// Forget every span: the store has (or may have) committed readings.
+    /// Forget every span: the store has (or may have) committed readings it can't name.
     pub fn forget(&self) {
         let mut inner = self.lock();
         inner.generation += 1;
         inner.spans.clear();
+        inner.count = 0;
+    }
+
+    /// The store has committed exactly these readings (and removed none): each goes into the
+    /// spans of its series that cover its time, so they stay as a read would return them now.
+    /// Call after the commit, before the next commit that touches readings.
+    pub fn committed(&self, readings: &[Reading]) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.generation += 1;
+        if inner.spans.is_empty() {
+            return;
+        }
+        let bad = QualityFlag::Bad;
+        for r in readings {
+            let Some(series) = inner.spans.get_mut(r.device.as_str()) else {
+                continue;
+            };
+            let Some((_, kept)) = series.iter_mut().find(|(q, _)| *q == r.quantity) else {
+                continue;
+            };
+            let before = kept.len();
+            kept.retain_mut(|s| s.take(r.time, r.value, r.flag == bad));
+            inner.count -= before - kept.len();
+        }
     }
 }
 
@@ -166,7 +234,7 @@ impl Span {
         let ahead = points.iter().filter(|p| p.0 >= time).count();
         // A full page knows everything up to its last point only.
         let hi = if ahead >= page { points.last().map(|p| p.0).unwrap_or(to) } else { to };
-        Span { lo, hi, points }
+        Span { lo, hi, points, cap: 2 * page.max(1) }
     }
 }
 
@@ -232,7 +300,7 @@ mod tests {
     fn a_span_read_before_a_commit_is_not_kept() {
         let spans = Spans::default();
         let (d, q) = (DeviceId::parse("dev-1").unwrap(), Quantity::by_name("air_temperature").unwrap());
-        let span = Span { lo: at(0), hi: at(100_000), points: vec![] };
+        let span = Span { lo: at(0), hi: at(100_000), points: vec![], cap: 64 };
         let old = spans.generation();
         spans.forget();
         spans.keep(old, &d, q, span.clone());
@@ -244,12 +312,46 @@ mod tests {
     }
 
     #[test]
+    fn committed_readings_go_into_the_spans_that_cover_them_and_a_span_past_its_cap_goes() {
+        let spans = Spans::default();
+        let (d, q) = (DeviceId::parse("dev-1").unwrap(), Quantity::by_name("air_temperature").unwrap());
+        let within = Duration::seconds(1000);
+        let r = |s: i64, value: f64, flag: QualityFlag| Reading {
+            device: d.clone(),
+            quantity: q,
+            value,
+            time: at(s),
+            flag,
+            reason: String::new(),
+        };
+        let g = spans.generation();
+        let span = Span { lo: at(0), hi: at(10_000), points: vec![(at(100), 1.0)], cap: 3 };
+        spans.keep(g, &d, q, span.clone());
+        spans.committed(&[r(200, 2.0, QualityFlag::Good), r(20_000, 9.0, QualityFlag::Good)]);
+        assert_eq!(spans.answer(&d, q, at(150), within), Some((Some((at(100), 1.0)), Some((at(200), 2.0)))));
+        assert_eq!(spans.answer(&d, q, at(15_000), within), None, "outside the span: still unknown");
+        spans.keep(g, &d, q, Span { lo: at(0), hi: at(30_000), ..span });
+        assert_eq!(spans.answer(&d, q, at(15_000), within), None, "read before the commit: not kept");
+        // A replaced value, then the reading flagged bad: out of the answers.
+        spans.committed(&[r(200, 3.0, QualityFlag::Suspect)]);
+        assert_eq!(spans.answer(&d, q, at(150), within), Some((Some((at(100), 1.0)), Some((at(200), 3.0)))));
+        spans.committed(&[r(200, 3.0, QualityFlag::Bad), r(300, 4.0, QualityFlag::Bad)]);
+        assert_eq!(spans.answer(&d, q, at(150), within), Some((Some((at(100), 1.0)), None)));
+        // Beyond three points the span goes, and with it the count of spans kept.
+        spans.committed(&[r(400, 5.0, QualityFlag::Good), r(500, 6.0, QualityFlag::Good)]);
+        assert_eq!(spans.answer(&d, q, at(450), within), Some((Some((at(400), 5.0)), Some((at(500), 6.0)))));
+        spans.committed(&[r(600, 7.0, QualityFlag::Good)]);
+        assert_eq!(spans.answer(&d, q, at(150), within), None);
+        assert_eq!(spans.lock().count, 0);
+    }
+
+    #[test]
     fn two_streams_of_late_readings_in_one_series_keep_a_span_each() {
         let spans = Spans::default();
         let (d, q) = (DeviceId::parse("dev-1").unwrap(), Quantity::by_name("air_temperature").unwrap());
         let within = Duration::hours(3);
-        let old = Span { lo: at(0), hi: at(20_000), points: vec![(at(100), 1.0)] };
-        let live = Span { lo: at(500_000), hi: at(520_000), points: vec![(at(500_000), 2.0)] };
+        let old = Span { lo: at(0), hi: at(20_000), points: vec![(at(100), 1.0)], cap: 64 };
+        let live = Span { lo: at(500_000), hi: at(520_000), points: vec![(at(500_000), 2.0)], cap: 64 };
         let g = spans.generation();
         spans.keep(g, &d, q, old);
         spans.keep(g, &d, q, live);
@@ -257,7 +359,7 @@ mod tests {
         assert_eq!(spans.answer(&d, q, at(500_010), within), Some((Some((at(500_000), 2.0)), None)));
         // A few more streams: the oldest span goes first.
         for k in 1..=SPANS_PER_SERIES as i64 {
-            spans.keep(g, &d, q, Span { lo: at(k * 1_000_000), hi: at(k * 1_000_000 + 50_000), points: vec![] });
+            spans.keep(g, &d, q, Span { lo: at(k * 1_000_000), hi: at(k * 1_000_000 + 50_000), points: vec![], cap: 64 });
         }
         assert_eq!(spans.answer(&d, q, at(200), within), None);
         assert_eq!(spans.answer(&d, q, at(1_020_000), within), Some((None, None)));

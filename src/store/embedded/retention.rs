@@ -8,8 +8,9 @@
 //! rather than reading every row, and returns where the next chunk goes on.
 
 use chrono::{DateTime, Utc};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable, TableHandle};
 
+use super::store::Touches;
 use super::tables::{DEAD_LETTERS, DEVICE_WINDOWS, READINGS, ROLLUPS, SERIES};
 use super::EmbeddedStore;
 use crate::store::boundary::{engine, AdminStore, StoreError};
@@ -142,7 +143,8 @@ impl EmbeddedStore {
         def: redb::TableDefinition<K, V>,
         keys: &[K::SelfType<'k>],
     ) -> Result<u64, StoreError> {
-        self.with_write(|db| {
+        let touches = if def.name() == READINGS.name() { Touches::Any } else { Touches::Nothing };
+        self.with_write(touches, |db| {
             if keys.is_empty() {
                 return Ok((0, false));
             }

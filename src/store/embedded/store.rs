@@ -84,8 +84,23 @@ pub struct EmbeddedStore {
     districts_stored: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Series numbers known to be committed; filled after commits only.
     series_committed: std::sync::Mutex<series::Committed>,
-    /// Stretches of series read for late readings' neighbours since the last commit.
+    /// Stretches of series read for late readings' neighbours, kept in step with commits.
     spans: Spans,
+    /// Held by a write that touches readings from its transaction until the spans have
+    /// followed it, so two such writes can't update the spans in the other order.
+    readings_writer: std::sync::Mutex<()>,
+}
+
+/// What a write transaction may do to stored readings, which decides what becomes of the
+/// kept [spans](crate::store::spans).
+#[derive(Clone, Copy)]
+pub(super) enum Touches<'a> {
+    /// Nothing in the readings table: the spans stay as they are.
+    Nothing,
+    /// Writes exactly these readings and removes none: if it commits, the spans take them in.
+    These(&'a [Reading]),
+    /// Removes readings, or writes ones not named here: the spans are forgotten.
+    Any,
 }
 
 /// The first of a run of failed write transactions, and the latest error.
@@ -184,6 +199,7 @@ impl EmbeddedStore {
             districts_stored: Default::default(),
             series_committed: Default::default(),
             spans: Default::default(),
+            readings_writer: Default::default(),
         })
     }
 
@@ -215,11 +231,25 @@ impl EmbeddedStore {
     }
 
     /// Like [`Self::with_db`] for a write transaction: its outcome is the store's health.
-    /// `f` returns whether it committed (a flush with nothing to do does not).
-    pub(super) fn with_write<T>(&self, f: impl FnOnce(&Database) -> Result<(T, bool), StoreError>) -> Result<T, StoreError> {
+    /// `f` returns whether it committed (a flush with nothing to do does not); `touches`
+    /// says what it does to readings, so the kept spans follow.
+    pub(super) fn with_write<T>(
+        &self,
+        touches: Touches<'_>,
+        f: impl FnOnce(&Database) -> Result<(T, bool), StoreError>,
+    ) -> Result<T, StoreError> {
+        let writer = match touches {
+            Touches::Nothing => None,
+            _ => Some(self.readings_writer.lock().unwrap_or_else(|p| p.into_inner())),
+        };
         let result = self.with_db(f);
-        // Whatever the outcome: it may have committed readings before it failed.
-        self.spans.forget();
+        match (touches, &result) {
+            (Touches::Nothing, _) => {}
+            (Touches::These(readings), Ok((_, true))) => self.spans.committed(readings),
+            // Whatever the outcome: it may have committed readings before it failed.
+            _ => self.spans.forget(),
+        }
+        drop(writer);
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Ok((_, true)) => {
@@ -459,7 +489,7 @@ impl EmbeddedStore {
         district_of: &dyn Fn(&str) -> Option<String>,
     ) -> Result<RebuildSummary, StoreError> {
         self.flush_windows()?;
-        self.with_write(|db| {
+        self.with_write(Touches::Nothing, |db| {
             Ok((rollups::districts::rebuild(db, from.timestamp_millis(), to.timestamp_millis(), district_of)?, true))
         })
     }
@@ -473,7 +503,7 @@ impl EmbeddedStore {
     pub fn flush_windows(&self) -> Result<FlushSummary, StoreError> {
         let mut total = FlushSummary::default();
         loop {
-            let done = self.with_write(|db| {
+            let done = self.with_write(Touches::Nothing, |db| {
                 let done = rollups::devices::flush(db, &self.pending, &self.flushing, FLUSH_BATCHES)?;
                 Ok((done, done.batches > 0))
             })?;
@@ -657,7 +687,7 @@ impl CommitStore for EmbeddedStore {
     /// Write a batch in one durable transaction: when this returns `Ok`, it is on disk.
     /// Returns the ids given to the batch's dead letters.
     fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
-        let (ids, found) = self.with_write(|db| {
+        let (ids, found) = self.with_write(Touches::These(&batch.readings), |db| {
             let tx = db.begin_write().map_err(engine)?;
             let written = self.write_in(&tx, batch)?;
             tx.commit().map_err(engine)?;
@@ -671,7 +701,7 @@ impl CommitStore for EmbeddedStore {
     /// removal or its new reason ([`WriteBatch::settle_replay`]). If the letter is gone (replayed
     /// meanwhile), nothing is written: [`ReplayOutcome::Gone`].
     fn commit_replay(&self, id: u64, mut batch: WriteBatch) -> Result<ReplayOutcome, StoreError> {
-        let (outcome, found) = self.with_write(|db| {
+        let (outcome, found) = self.with_write(Touches::Any, |db| {
             let tx = db.begin_write().map_err(engine)?;
             let Some(old) = dead_letters::get_in(&tx, id)? else {
                 tx.abort().map_err(engine)?;
@@ -702,7 +732,7 @@ impl Outbox for EmbeddedStore {
     }
 
     fn outbox_remove(&self, keys: &[u64]) -> Result<(), StoreError> {
-        self.with_write(|db| {
+        self.with_write(Touches::Nothing, |db| {
             let mut tx = db.begin_write().map_err(engine)?;
             // Not synced to disk: ingest's next commit makes the removal durable with its own
             // fsync. A removal lost to a crash before then only sends those lines again, and
@@ -715,7 +745,7 @@ impl Outbox for EmbeddedStore {
     }
 
     fn outbox_drop_oldest(&self, n: u64) -> Result<u64, StoreError> {
-        self.with_write(|db| {
+        self.with_write(Touches::Nothing, |db| {
             let tx = db.begin_write().map_err(engine)?;
             let dropped = outbox::drop_oldest(&tx, n)?;
             tx.commit().map_err(engine)?;
@@ -752,7 +782,7 @@ impl CitizenStore for EmbeddedStore {
     }
 
     fn put_citizen_sensor(&self, sensor: &CitizenSensor) -> Result<(), StoreError> {
-        self.with_write(|db| {
+        self.with_write(Touches::Nothing, |db| {
             let tx = db.begin_write().map_err(engine)?;
             citizens::put(&tx, sensor)?;
             tx.commit().map_err(engine)?;
@@ -761,7 +791,7 @@ impl CitizenStore for EmbeddedStore {
     }
 
     fn remove_citizen_sensor(&self, id: &DeviceId) -> Result<Option<Removed>, StoreError> {
-        self.with_write(|db| {
+        self.with_write(Touches::Any, |db| {
             let tx = db.begin_write().map_err(engine)?;
             let Some(removed) = citizens::remove(&tx, id)? else {
                 tx.abort().map_err(engine)?;
@@ -775,7 +805,7 @@ impl CitizenStore for EmbeddedStore {
 
 impl AdminStore for EmbeddedStore {
     fn delete_dead_letters(&self, ids: &[u64]) -> Result<Vec<u64>, StoreError> {
-        self.with_write(|db| {
+        self.with_write(Touches::Nothing, |db| {
             let tx = db.begin_write().map_err(engine)?;
             let deleted = dead_letters::delete(&tx, ids)?;
             if deleted.is_empty() {
@@ -812,6 +842,47 @@ mod tests {
             flag: QualityFlag::Good,
             reason: String::new(),
         }
+    }
+
+    #[test]
+    fn kept_stretches_follow_writes_and_go_when_readings_are_removed() {
+        use crate::citizens::CitizenSensor;
+        use crate::store::CitizenStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let within = chrono::Duration::hours(3);
+        let (t, minute) = (Quantity::by_name("air_temperature").unwrap(), 60_000);
+        let ask = |device: &str, at: i64| {
+            let (before, after) = store.neighbours(&DeviceId::parse(device).unwrap(), t, millis(at).unwrap(), within).unwrap();
+            (before.map(|p| p.1), after.map(|p| p.1))
+        };
+        let id = "c-0123456789ab";
+        let sensor: CitizenSensor = serde_json::from_value(serde_json::json!({
+            "id": id, "name": "Balkon", "lat": 48.1, "lon": 11.5, "district": "",
+            "token_hash": "00", "approved": true, "registered_at": "2026-11-30T10:00:00Z", "licence": "dl-by-de/2.0"
+        }))
+        .unwrap();
+        store.put_citizen_sensor(&sensor).unwrap();
+        let mut batch = WriteBatch::default();
+        for device in ["a", id] {
+            batch.readings.extend((0..10).map(|i| reading(device, "air_temperature", i * 10 * minute, i as f64)));
+        }
+        store.write(&batch).unwrap();
+        assert_eq!((ask("a", 15 * minute), ask(id, 15 * minute)), ((Some(1.0), Some(2.0)), (Some(1.0), Some(2.0))));
+        // Writes that touch no readings keep the stretches; a write of readings goes into them.
+        store.flush_windows().unwrap();
+        store
+            .write(&WriteBatch { readings: vec![reading("a", "air_temperature", 12 * minute, 7.5)], ..Default::default() })
+            .unwrap();
+        assert_eq!(ask("a", 15 * minute), (Some(7.5), Some(2.0)));
+        // Retention removes a's first hour; removing the citizen sensor removes all of its.
+        let cursor = super::super::retention::SeriesCursor::default();
+        let cutoff = |d: &str, _: &str| (d == "a").then_some(60 * minute);
+        while store.expire_readings(&cursor, 1000, &cutoff).unwrap().deleted > 0 {}
+        assert_eq!(ask("a", 15 * minute), (None, Some(6.0)), "retention's removal is seen");
+        assert_eq!(ask(id, 15 * minute), (Some(1.0), Some(2.0)));
+        store.remove_citizen_sensor(&DeviceId::parse(id).unwrap()).unwrap().unwrap();
+        assert_eq!(ask(id, 15 * minute), (None, None), "the sensor's removal is seen");
     }
 
     #[test]
