@@ -115,6 +115,36 @@ async fn implausible_measurement_times_never_become_the_latest_value_nor_the_cat
     assert!(covered > 0, "{catalogue}");
 }
 
+#[tokio::test]
+async fn a_burst_of_uplinks_stored_at_their_reception_keeps_every_reading() {
+    // A network server replaying a device whose clock is set years ahead: the uplinks arrive
+    // within a few milliseconds, several in one, and each is stored at its reception time.
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("burst-times");
+    let gw = Gateway::start(broker.port, dir.path(), &topics).await;
+    let start = Utc::now() - Duration::seconds(1);
+    let n = 400;
+    let uplinks = (0..n)
+        .map(|i| {
+            let payload = lht65(10.0 + i as f64 / 100.0, 50.0);
+            (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", i + 1, &payload, "2099-01-01T00:00:00Z"))
+        })
+        .collect();
+    publish_all(broker.port, &format!("{}-pub", topics.prefix), uplinks).await;
+    wait_counts(&gw, n as f64, 0.0).await;
+    let url = gw.url(&format!(
+        "/v1/readings?device=demo-lht65&quantity=air_temperature&from={}&to={}",
+        stamp(start),
+        stamp(Utc::now() + Duration::hours(1))
+    ));
+    let series = get_json(url).await["readings"].as_array().unwrap().clone();
+    let mut values: Vec<i64> = series.iter().map(|r| (r["value"].as_f64().unwrap() * 100.0).round() as i64).collect();
+    values.sort_unstable();
+    assert_eq!(values, (0..n as i64).map(|i| 1000 + i).collect::<Vec<_>>(), "every acknowledged uplink's reading is stored");
+    assert!(series.iter().all(|r| r["quality"] == "suspect"), "each still says it claimed 2099");
+}
+
 /// A copy of the demo devices and bundled profiles, with `extra` devices and profile files
 /// added; returns (devices file, profiles directory).
 fn devices_and_profiles(dir: &Path, extra_devices: &str, profiles: &[(&str, &str)]) -> (PathBuf, PathBuf) {

@@ -33,7 +33,7 @@ use crate::model::{QualityFlag, Quantity};
 
 pub use crate::config::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
 pub use series::{SeriesHistory, SeriesLookup};
-pub use time::{earliest_plausible, reading_time, ReadingTime, EARLIEST_PLAUSIBLE};
+pub use time::{earliest_plausible, reading_time, ReadingTime, ReceptionTimes, EARLIEST_PLAUSIBLE};
 pub use verdict::{Limits, Test, Verdict};
 
 /// Why the readings of one uplink are suspect because of its battery, if they are: a
@@ -88,12 +88,13 @@ pub fn assess(quantity: Quantity, value: f64, time: DateTime<Utc>, now: DateTime
 /// stuck tests need. One per ingest stage; not shared.
 pub struct QualityControl {
     history: SeriesHistory,
+    reception: ReceptionTimes,
 }
 
 impl QualityControl {
     /// `max_series` bounds the history kept in memory (`quality.max_series`).
     pub fn new(max_series: usize) -> Self {
-        Self { history: SeriesHistory::new(max_series) }
+        Self { history: SeriesHistory::new(max_series), reception: ReceptionTimes::default() }
     }
 
     /// Flag one reading of `device`. `battery` is the uplink's [`battery_low`] finding;
@@ -121,6 +122,17 @@ impl QualityControl {
             }
         }
         verdict
+    }
+
+    /// The time to store an uplink's readings at ([`ReceptionTimes::reading_time`]).
+    pub fn reading_time(
+        &mut self,
+        device: &crate::model::DeviceId,
+        measured: Option<DateTime<Utc>>,
+        received: DateTime<Utc>,
+        settings: &QualitySettings,
+    ) -> ReadingTime {
+        self.reception.reading_time(device, measured, received, settings)
     }
 
     /// Series whose history is held in memory.

@@ -7,9 +7,11 @@
 //! time it claimed, so nothing is lost and nothing sorts where it can't belong.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use rustc_hash::FxHashMap;
 
 use super::verdict::{Test, Verdict};
 use crate::config::QualitySettings;
+use crate::model::DeviceId;
 
 /// No sensor of a city network measured anything before this day: an earlier time is a clock
 /// that was never set or fell back to an epoch (1970, 2000 for some RTCs count from it, 0001).
@@ -78,6 +80,49 @@ pub fn reading_time(measured: Option<DateTime<Utc>>, received: DateTime<Utc>, se
     }
 }
 
+/// Devices whose last reception-time stamp is remembered at most; beyond, all are forgotten.
+const RECEPTION_DEVICES: usize = 100_000;
+
+/// The times one ingest stage gave readings stored at their reception time (the message had
+/// no measurement time, or an implausible one), by device.
+///
+/// The store keys a reading by its series and millisecond, so two uplinks of one device
+/// received within one millisecond (a burst replayed by a network server, a flood of a
+/// clock set years ahead) would be stored as one reading: the second replacing the first
+/// although both were acknowledged. Each such reading is stored a millisecond after the
+/// device's previous one instead when its reception millisecond is taken.
+#[derive(Default)]
+pub struct ReceptionTimes {
+    last: FxHashMap<DeviceId, i64>,
+}
+
+impl ReceptionTimes {
+    /// [`reading_time`], with reception times of `device` kept a millisecond apart.
+    pub fn reading_time(
+        &mut self,
+        device: &DeviceId,
+        measured: Option<DateTime<Utc>>,
+        received: DateTime<Utc>,
+        settings: &QualitySettings,
+    ) -> ReadingTime {
+        let mut when = reading_time(measured, received, settings);
+        if measured.is_some() && when.replaced.is_none() {
+            return when;
+        }
+        let ms = received.timestamp_millis();
+        let ms = match self.last.get(device.as_str()) {
+            Some(&last) if last >= ms => last + 1,
+            _ => ms,
+        };
+        if self.last.len() >= RECEPTION_DEVICES && !self.last.contains_key(device.as_str()) {
+            self.last.clear();
+        }
+        self.last.insert(device.clone(), ms);
+        when.time = DateTime::from_timestamp_millis(ms).unwrap_or(received);
+        when
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +168,26 @@ mod tests {
         assert!(reading_time(Some(at("2026-11-30T06:11:00Z")), now, &settings).replaced.is_some());
         let lenient = QualitySettings { max_future_min: 60, ..Default::default() };
         assert!(reading_time(Some(at("2026-11-30T06:11:00Z")), now, &lenient).replaced.is_none());
+    }
+
+    #[test]
+    fn readings_stored_at_reception_in_one_millisecond_are_kept_a_millisecond_apart() {
+        let settings = QualitySettings::default();
+        let mut times = ReceptionTimes::default();
+        let (a, b) = (DeviceId::parse("a").unwrap(), DeviceId::parse("b").unwrap());
+        let now = at("2026-11-30T06:00:00.000250Z");
+        let ms = |t: DateTime<Utc>| t.timestamp_millis() - now.timestamp_millis();
+        let far = Some(at("9999-12-31T23:59:59Z"));
+        // Three future-stamped uplinks of a and one without a time, all in one millisecond.
+        let stamped: Vec<i64> =
+            [far, far, None, far].iter().map(|m| ms(times.reading_time(&a, *m, now, &settings).time)).collect();
+        assert_eq!(stamped, vec![0, 1, 2, 3]);
+        assert!(times.reading_time(&a, far, now, &settings).replaced.is_some(), "still flagged");
+        // Another device has its own clock; a plausible time is kept as it is, even if equal.
+        assert_eq!(ms(times.reading_time(&b, far, now, &settings).time), 0);
+        assert_eq!(times.reading_time(&a, Some(now), now, &settings).time, now);
+        // A later reception is taken as it is once it has passed the last one given.
+        let later = now + Duration::milliseconds(10);
+        assert_eq!(ms(times.reading_time(&a, None, later, &settings).time), 10);
     }
 }
