@@ -70,7 +70,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         store: store.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
-        acks: Acknowledger::new(source.as_ref().map(MqttSource::client)),
+        acks: Acknowledger::new(source.as_ref().map(MqttSource::acks)),
         max_batch: settings.ingest.max_batch,
         spool,
         lorawan: Arc::new(lorawan_keys),

@@ -65,8 +65,8 @@ impl Ingest {
             let first = if unacked.is_empty() {
                 input.recv().await
             } else {
-                // Acks are waiting for room in the client's request queue, which empties as
-                // the source task polls the connection: look again soon.
+                // Acks are waiting for room in the broker connection's acknowledgement queue,
+                // which its task empties: look again soon.
                 tokio::select! {
                     m = input.recv() => m,
                     _ = tokio::time::sleep(Duration::from_millis(2)) => continue,
@@ -127,8 +127,8 @@ impl Ingest {
     }
 
     /// Hand acknowledgements over in arrival order, without waiting: the broker connection's
-    /// task, which drains the client's queue by polling the connection, may itself be
-    /// waiting for room in the ingest queue, and waiting here too would stop both.
+    /// task, which drains the acknowledgement queue, may itself be waiting for room in the
+    /// ingest queue, and waiting here too would stop both.
     fn hand_over_acks(&self, unacked: &mut VecDeque<Ack>) {
         while let Some(ack) = unacked.front() {
             match self.acks.try_ack(ack) {

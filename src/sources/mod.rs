@@ -49,8 +49,8 @@ pub const KEPT_OF_OVERSIZED: usize = 4096;
 pub enum Ack {
     /// Nothing to acknowledge: QoS 0, or a dead letter's replay.
     None,
-    /// A message from the broker connection ([`mqtt`]): a PUBACK with this packet id.
-    Broker { pkid: u16 },
+    /// A message from the broker connection ([`mqtt`]): a PUBACK on the connection it came on.
+    Broker(mqtt::BrokerAck),
     /// A message from a publisher of the embedded listener ([`listener`]): its connection
     /// sends the PUBACK (QoS 1) or PUBREC (QoS 2).
     Listener(listener::AckHandle),
@@ -62,7 +62,7 @@ pub enum Ack {
 /// Why an acknowledgement could not be handed over now.
 #[derive(Debug, PartialEq)]
 pub enum AckError {
-    /// The broker connection's request queue is full: try again once it has drained.
+    /// The broker connection's acknowledgement queue is full: try again once it has drained.
     Busy,
     /// The connection is gone; the sender delivers the message again, and writes are idempotent.
     Gone,
@@ -71,12 +71,12 @@ pub enum AckError {
 /// Sends acknowledgements to where each message came from.
 #[derive(Clone)]
 pub struct Acknowledger {
-    /// The broker connection's client, when the gateway reads from a broker.
-    broker: Option<rumqttc::AsyncClient>,
+    /// The broker connection's acknowledgement queue, when the gateway reads from a broker.
+    broker: Option<mqtt::AckSender>,
 }
 
 impl Acknowledger {
-    pub fn new(broker: Option<rumqttc::AsyncClient>) -> Self {
+    pub fn new(broker: Option<mqtt::AckSender>) -> Self {
         Self { broker }
     }
 
@@ -84,17 +84,10 @@ impl Acknowledger {
     pub fn try_ack(&self, ack: &Ack) -> Result<(), AckError> {
         match ack {
             Ack::None => Ok(()),
-            Ack::Broker { pkid } => {
-                let Some(client) = &self.broker else { return Err(AckError::Gone) };
-                // The client needs only the packet id and QoS of the publish it acknowledges.
-                let mut publish = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::new());
-                publish.pkid = *pkid;
-                match client.try_ack(&publish) {
-                    Ok(()) => Ok(()),
-                    Err(rumqttc::ClientError::TryRequest(_)) => Err(AckError::Busy),
-                    Err(_) => Err(AckError::Gone),
-                }
-            }
+            Ack::Broker(ack) => match &self.broker {
+                Some(broker) => broker.try_send(*ack),
+                None => Err(AckError::Gone),
+            },
             Ack::Listener(handle) => handle.send(),
             Ack::Reply(handle) => handle.send(),
         }

@@ -1,21 +1,25 @@
 //! The MQTT connection: subscribes on every connect, hands messages to the ingest stage, reconnects with backoff.
 //!
 //! Messages are acknowledged by the ingest stage (manual acks), only after what they
-//! produced is durably stored. The broker therefore never has more unacknowledged messages
-//! out to us than its in-flight window (Mosquitto: `max_inflight_messages`, 20 by default;
-//! MQTT 5: Receive Maximum), which is what bounds the ingest batches.
+//! produced is durably stored. The acknowledgements come back here and are written straight
+//! to the connection, a whole batch with one flush: the client's request queue would take one
+//! per turn of its event loop, slower than a flooding broker delivers (measured in
+//! BENCHMARKS.md). What the broker may send ahead is its in-flight window (Mosquitto:
+//! `max_inflight_messages`; MQTT 5: Receive Maximum), but that is not relied on: Mosquitto
+//! 2.0.11 sends far past it once acknowledgements flow, so what bounds the messages held here
+//! is the ingest queue, [`MAX_WAITING`] and TCP.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, Transport};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, PubAck, QoS, SubscribeReasonCode, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{Ack, Inbound, InputMetrics, Routes};
+use super::{Ack, AckError, Inbound, InputMetrics, Routes};
 use crate::config::{MqttSettings, SubscriptionSettings};
 use crate::status::InputStatus;
 
@@ -33,6 +37,35 @@ const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// `run`); more than a broker's usual in-flight window (Mosquitto's default is 20, MQTT 5's
 /// Receive Maximum at most 65,535 and usually far less).
 const MAX_WAITING: usize = 1024;
+
+/// Acknowledgements handed over by ingest and not yet written (ingest holds the rest and tries
+/// again); the task writes what is there at once, this many at most per flush.
+const ACK_QUEUE: usize = 1 << 16;
+const ACK_BATCH: usize = 4096;
+
+/// How long writing acknowledgements to the broker may take before the connection counts as lost.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One stored message's acknowledgement on its way back to the connection it came on.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerAck {
+    /// Which connection since start the message came on (see [`MqttSource::run`]).
+    connection: u64,
+    pkid: u16,
+}
+
+/// Hands acknowledgements to the broker connection's task.
+#[derive(Debug, Clone)]
+pub struct AckSender(mpsc::Sender<BrokerAck>);
+
+impl AckSender {
+    pub(super) fn try_send(&self, ack: BrokerAck) -> Result<(), AckError> {
+        self.0.try_send(ack).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => AckError::Busy,
+            mpsc::error::TrySendError::Closed(_) => AckError::Gone,
+        })
+    }
+}
 
 /// The delay before the next reconnect: doubles with every failure up to the maximum, and
 /// starts over only after a connection has lasted [`STABLE_CONNECTION`]. A broker that drops
@@ -83,6 +116,11 @@ pub struct MqttSource {
     reconnect_max: Duration,
     /// Message bodies larger than this are cut to their first bytes and dead-lettered.
     max_payload: usize,
+    keep_alive: Duration,
+    acks_tx: mpsc::Sender<BrokerAck>,
+    acks: mpsc::Receiver<BrokerAck>,
+    /// Counts connections made; a message's acknowledgement goes out only on its own one.
+    connection: u64,
 }
 
 impl MqttSource {
@@ -92,11 +130,7 @@ impl MqttSource {
             .set_keep_alive(Duration::from_secs(settings.keep_alive_s.into()))
             .set_clean_session(settings.clean_session)
             .set_manual_acks(true)
-            .set_max_packet_size(MQTT_MAX_PACKET_BYTES, settings.max_packet_bytes)
-            // Acks travel through this channel from the ingest task while this task may be
-            // waiting for room in the ingest queue; a roomy channel keeps the two from waiting
-            // on each other.
-            .set_request_channel_capacity(1 << 16);
+            .set_max_packet_size(MQTT_MAX_PACKET_BYTES, settings.max_packet_bytes);
         if let (Some(user), password) = (&settings.username, &settings.password) {
             options.set_credentials(user.clone(), password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default());
         }
@@ -111,7 +145,10 @@ impl MqttSource {
             };
             options.set_transport(Transport::tls(ca, client_auth, None));
         }
-        let (client, eventloop) = AsyncClient::new(options, 1 << 16);
+        // The client's request queue carries only the subscriptions (on every connect) and the
+        // farewell; acknowledgements take their own way (see `AckSender`).
+        let (client, eventloop) = AsyncClient::new(options, settings.subscriptions.len() + 8);
+        let (acks_tx, acks) = mpsc::channel(ACK_QUEUE);
         Ok(Self {
             client,
             eventloop,
@@ -120,12 +157,16 @@ impl MqttSource {
             reconnect_min: Duration::from_millis(settings.reconnect_min_ms),
             reconnect_max: Duration::from_millis(settings.reconnect_max_ms),
             max_payload: settings.max_packet_bytes,
+            keep_alive: Duration::from_secs(settings.keep_alive_s.into()),
+            acks_tx,
+            acks,
+            connection: 0,
         })
     }
 
     /// The handle the ingest stage acknowledges messages with.
-    pub fn client(&self) -> AsyncClient {
-        self.client.clone()
+    pub fn acks(&self) -> AckSender {
+        AckSender(self.acks_tx.clone())
     }
 
     /// Read messages until `cancel` fires. While `out` is full, messages wait here in order
@@ -144,13 +185,37 @@ impl MqttSource {
         // Messages read while the queue was full, oldest first. The connection is read on
         // meanwhile: keep-alive pings and our acknowledgements must go on, or the broker (or
         // the client) ends a connection that is only waiting for a slow store, and everything
-        // unacknowledged comes again on the next. Unacknowledged QoS 1 messages are bounded by
-        // the broker's in-flight window; beyond MAX_WAITING reading pauses after all.
+        // unacknowledged comes again on the next. Beyond MAX_WAITING reading pauses after all
+        // and TCP holds the broker back (its in-flight window may not: see the module's note).
         let mut waiting: VecDeque<Inbound> = VecDeque::new();
+        let mut acks = Vec::with_capacity(ACK_BATCH);
         loop {
             let event = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
+                _ = self.acks.recv_many(&mut acks, ACK_BATCH) => {
+                    let written = self.write_acks(&acks).await;
+                    acks.clear();
+                    match written {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            self.eventloop.clean();
+                            Err(e)
+                        }
+                    }
+                }
+                // Reading is paused (below), and for a keep-alive time ingest has neither taken a
+                // message nor stored one (which sends acknowledgements): a ping keeps the broker
+                // from ending the connection.
+                _ = tokio::time::sleep(self.keep_alive), if waiting.len() >= MAX_WAITING => {
+                    match self.write(std::iter::once(Packet::PingReq)).await {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            self.eventloop.clean();
+                            Err(e)
+                        }
+                    }
+                }
                 permit = out.reserve(), if !waiting.is_empty() => {
                     let Ok(permit) = permit else { break };
                     if let Some(inbound) = waiting.pop_front() {
@@ -158,11 +223,16 @@ impl MqttSource {
                     }
                     continue;
                 }
-                event = self.eventloop.poll(), if waiting.len() < MAX_WAITING => event,
+                event = self.eventloop.poll(), if waiting.len() < MAX_WAITING => event.map_err(|e| e.to_string()),
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     info!(session_present = ack.session_present, "connected to the MQTT broker");
+                    // Acknowledgements of messages from the previous connection are dropped: the
+                    // broker sends those messages again (a resumed session reuses their packet
+                    // ids, which may by then name other messages), and they are stored again
+                    // idempotently.
+                    self.connection += 1;
                     InputMetrics::inc(&metrics.mqtt_connects, 1);
                     backoff.connected(Instant::now());
                     confirmed = 0;
@@ -192,6 +262,10 @@ impl MqttSource {
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     InputMetrics::inc(&metrics.messages_received, 1);
+                    // A message coming in shows the broker is there. The answer to our last ping
+                    // may be queued behind many more messages than a keep-alive time takes to
+                    // read; the client would count it missing and end a working connection.
+                    self.eventloop.state.await_pingresp = false;
                     let inbound = self.inbound(publish);
                     if !waiting.is_empty() {
                         waiting.push_back(inbound);
@@ -215,7 +289,12 @@ impl MqttSource {
                 }
             }
         }
-        // Best effort: tell the broker we are leaving; our session (and unacked messages) stays.
+        // Best effort: what is stored by now is acknowledged, and the broker told we are
+        // leaving; our session (and what is still unacknowledged) stays.
+        while let Ok(ack) = self.acks.try_recv() {
+            acks.push(ack);
+        }
+        let _ = self.write_acks(&acks).await;
         let _ = self.client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
             while let Ok(event) = self.eventloop.poll().await {
@@ -227,10 +306,39 @@ impl MqttSource {
         .await;
     }
 
+    /// Write the acknowledgements of messages from the current connection, then flush once.
+    /// Those from an earlier one are dropped (see the ConnAck above), as are all while no
+    /// connection is up.
+    async fn write_acks(&mut self, acks: &[BrokerAck]) -> Result<(), String> {
+        let current = self.connection;
+        self.write(acks.iter().filter(|a| a.connection == current).map(|a| Packet::PubAck(PubAck::new(a.pkid)))).await
+    }
+
+    /// Write packets straight to the connection, beside the client's event loop (which
+    /// writes only its own pings and requests), with one flush; nothing while no connection is up.
+    async fn write(&mut self, packets: impl Iterator<Item = Packet>) -> Result<(), String> {
+        let Some(network) = self.eventloop.network.as_mut() else { return Ok(()) };
+        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+            let mut any = false;
+            for packet in packets {
+                network.write(packet).await?;
+                any = true;
+            }
+            if any {
+                network.flush().await?;
+            }
+            Ok::<(), rumqttc::StateError>(())
+        });
+        match written.await {
+            Ok(done) => done.map_err(|e| format!("cannot write to the broker: {e}")),
+            Err(_) => Err(format!("the broker took no data for {} s", WRITE_TIMEOUT.as_secs())),
+        }
+    }
+
     fn inbound(&self, publish: rumqttc::Publish) -> Inbound {
         let ack = match publish.qos {
             QoS::AtMostOnce => Ack::None,
-            _ => Ack::Broker { pkid: publish.pkid },
+            _ => Ack::Broker(BrokerAck { connection: self.connection, pkid: publish.pkid }),
         };
         let size = publish.payload.len();
         let mut payload = publish.payload;
