@@ -139,7 +139,7 @@ async fn a_full_disk_stops_acking_says_so_and_recovers_without_a_restart() {
     };
     let broker = Mosquitto::start();
     let topics = Topics::new("disk-full");
-    let gw = Gateway::start(broker.port, dir.path(), &topics).await;
+    let gw = Gateway::start_with(broker.port, dir.path(), &topics, "\n[ingest]\nqueue_capacity = 4096\n").await;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let publisher = format!("{}-pub", topics.prefix);
 
@@ -159,7 +159,8 @@ async fn a_full_disk_stops_acking_says_so_and_recovers_without_a_restart() {
 
     // Uplinks until a commit fails: the store's file has some room of its own left.
     const ROUND: usize = 300;
-    // More than `ingest.queue_capacity` (4096) and the broker's in-flight window together.
+    // More than this test's `ingest.queue_capacity` (4,096, set below the default so that
+    // what is published while the disk is full fits the 16 MB file system once it is stored).
     const HELD: usize = 4_500;
     const FULL_FOR: Duration = Duration::from_secs(50);
     let failing = loop {

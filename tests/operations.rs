@@ -297,7 +297,7 @@ async fn the_health_metrics_follow_the_broker_connection_and_name_the_build() {
     for name in [
         "messnetz_mqtt_connected 1",
         "messnetz_ingest_queue_messages 0",
-        "messnetz_ingest_queue_capacity_messages 4096",
+        "messnetz_ingest_queue_capacity_messages 16384",
         "messnetz_ingest_batch_messages_count",
         "messnetz_influx_spool_oldest_age_seconds",
         "process_resident_memory_bytes",
