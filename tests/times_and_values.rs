@@ -31,10 +31,12 @@ async fn get_json(url: String) -> Value {
 }
 
 async fn wait_counts(gw: &Gateway, decoded: f64, dead: f64) {
-    wait_for(&format!("{decoded} messages decoded and {dead} dead letters"), StdDuration::from_secs(20), || async {
+    wait_for(&format!("{decoded} messages decoded and {dead} dead letters, all stored"), StdDuration::from_secs(20), || async {
         let text = reqwest::get(gw.url("/metrics")).await.ok()?.text().await.ok()?;
         let got = (metric(&text, "messnetz_messages_decoded_total")?, metric(&text, "messnetz_dead_letters_total")?);
-        (got == (decoded, dead)).then_some(())
+        // Decoding is counted before the commit; a message is acknowledged after it.
+        let stored = metric(&text, "messnetz_messages_acked_total")? == metric(&text, "messnetz_messages_received_total")?;
+        (got == (decoded, dead) && stored).then_some(())
     })
     .await;
 }
