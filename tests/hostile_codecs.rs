@@ -136,7 +136,9 @@ impl Setup {
         let what = format!("{name} >= {at_least} (log: {})", self.gw.log.display());
         wait_for(&what, Duration::from_secs(20), || async {
             let text = self.client.get(self.gw.url("/metrics")).send().await.ok()?.text().await.ok()?;
-            (metric(&text, name)? >= at_least).then_some(())
+            // Decoding is counted before the commit: wait until what came in is also stored.
+            let stored = metric(&text, "messnetz_messages_acked_total")? == metric(&text, "messnetz_messages_received_total")?;
+            (metric(&text, name)? >= at_least && stored).then_some(())
         })
         .await;
     }
