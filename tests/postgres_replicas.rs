@@ -445,14 +445,22 @@ async fn while_postgresql_is_down_for_30_s_nothing_is_acknowledged_and_ingest_re
         .parse()
         .unwrap();
     assert_eq!(stored, TOTAL, "nothing lost, nothing twice; logs:\n{}\n---\n{}", tail(&a.log), tail(&b.log));
-    let counted: usize = cluster
-        .psql(
-            "outage",
-            "SELECT sum(count) FROM rollups WHERE scope = 'z:Altstadt' AND quantity = 'air_temperature' AND interval = 2",
-        )
-        .parse()
-        .unwrap();
-    assert_eq!(counted, TOTAL, "each reading counted once in its district's day");
+    // The replicas fold the rollup journal after the commits (acknowledged by then): wait for
+    // the last fold, then the count must be exact.
+    let district_day = || -> usize {
+        cluster
+            .psql(
+                "outage",
+                "SELECT coalesce(sum(count), 0) FROM rollups WHERE scope = 'z:Altstadt' AND quantity = 'air_temperature' AND interval = 2",
+            )
+            .parse()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while district_day() < TOTAL && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(district_day(), TOTAL, "each reading counted once in its district's day");
     assert_eq!(cluster.psql("outage", "SELECT count(*) FROM dead_letters"), "0");
     for (name, r) in [("A", &a), ("B", &b)] {
         let connects = r.metric("messnetz_mqtt_connects_total").await;
