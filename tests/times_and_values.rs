@@ -2,6 +2,7 @@
 //! times in year 9999 and 0001, decoders producing NaN and infinities, and JSON profiles fed by
 //! the network server's own decoder (TTN `decoded_payload`, ChirpStack `object`).
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -348,4 +349,68 @@ async fn json_profiles_decode_ttn_decoded_payload_and_chirpstack_object() {
     assert_eq!(reasons.len(), 2, "{letters:?}");
     assert!(reasons.iter().any(|r| r.contains("generic-json-weather") && r.contains("no decoded object")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("out of range")), "{reasons:?}");
+}
+
+both_backends! {
+#[tokio::test]
+async fn readings_stored_at_their_reception_never_take_the_place_of_stored_readings() {
+    // A device whose clock is sometimes right and sometimes years ahead: the plausible uplinks
+    // keep their measurement times, one every millisecond of a few seconds just ahead of the
+    // clock; then, while the clock is inside those seconds, uplinks claiming 2099 arrive and
+    // are stored at their reception time, whose milliseconds are all taken. Once with the
+    // taken milliseconds written by the same run, once after a restart (known only to the store).
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("taken-times");
+    let mut gw = Gateway::start(broker.port, dir.path(), &topics).await;
+    let publisher = format!("{}-pub", topics.prefix);
+    let (window, burst) = (4000_i64, 300_u32);
+    let first = Utc::now() + Duration::seconds(8);
+    let first = DateTime::from_timestamp_millis(first.timestamp_millis()).unwrap();
+    let second = first + Duration::milliseconds(window) + Duration::seconds(12);
+    let mut f_cnt = 0;
+    let mut measured = Vec::new();
+    for start in [first, second] {
+        for k in 0..window {
+            f_cnt += 1;
+            let at = (start + Duration::milliseconds(k)).to_rfc3339_opts(SecondsFormat::Millis, true);
+            let payload = lht65(10.0 + (k % 1000) as f64 / 100.0, 50.0);
+            measured.push((topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", f_cnt, &payload, &at)));
+        }
+    }
+    publish_all(broker.port, &publisher, measured).await;
+    wait_counts(&gw, (2 * window) as f64, 0.0).await;
+    assert!(Utc::now() < first, "the plausible uplinks took too long to store for this test");
+
+    let mut decoded = 2 * window;
+    for (round, start) in [first, second].into_iter().enumerate() {
+        if round == 1 {
+            gw.restart().await;
+            decoded = 0;
+        }
+        let at = start + Duration::milliseconds(100);
+        tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;
+        let uplinks = (0..burst)
+            .map(|_| {
+                f_cnt += 1;
+                let payload = lht65(-5.0, 50.0);
+                (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", f_cnt, &payload, "2099-01-01T00:00:00Z"))
+            })
+            .collect();
+        publish_all(broker.port, &publisher, uplinks).await;
+        decoded += burst as i64;
+        wait_counts(&gw, decoded as f64, 0.0).await;
+        assert!(
+            Utc::now() < start + Duration::milliseconds(window),
+            "round {round}: the burst arrived after the taken milliseconds; nothing was tested"
+        );
+    }
+    gw.terminate();
+    let expected = (2 * window + 2 * burst as i64) as usize;
+    let stored = gw.stored_per_quantity("demo-lht65");
+    assert!(!stored.is_empty());
+    for (quantity, n) in stored {
+        assert_eq!(n, expected, "{quantity}: every acknowledged uplink's reading is stored");
+    }
+}
 }

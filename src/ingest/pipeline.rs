@@ -139,7 +139,7 @@ impl Pipeline<'_> {
             }
         };
         // An implausible measurement time gives way to the reception time (flagged below).
-        let when = qc.reading_time(&device.id, uplink.time, m.received_at, self.devices.quality());
+        let when = qc.reading_time(self.history, &device.id, uplink.time, m.received_at, self.devices.quality());
         let time = when.time;
         crate::aggregates::derived::add_derived(&mut values);
         let limits = quality::Limits {

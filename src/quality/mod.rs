@@ -127,12 +127,13 @@ impl QualityControl {
     /// The time to store an uplink's readings at ([`ReceptionTimes::reading_time`]).
     pub fn reading_time(
         &mut self,
+        lookup: &dyn SeriesLookup,
         device: &crate::model::DeviceId,
         measured: Option<DateTime<Utc>>,
         received: DateTime<Utc>,
         settings: &QualitySettings,
     ) -> ReadingTime {
-        self.reception.reading_time(device, measured, received, settings)
+        self.reception.reading_time(lookup, device, measured, received, settings)
     }
 
     /// Series whose history is held in memory.

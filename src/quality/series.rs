@@ -32,6 +32,9 @@ pub trait SeriesLookup {
         time: DateTime<Utc>,
         within: Duration,
     ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String>;
+    /// The first millisecond at or after `from` at which `device` has no stored reading of
+    /// any quantity.
+    fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, String>;
 }
 
 /// What is remembered of one series.

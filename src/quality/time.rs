@@ -7,8 +7,11 @@
 //! time it claimed, so nothing is lost and nothing sorts where it can't belong.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use std::collections::BTreeSet;
+
 use rustc_hash::FxHashMap;
 
+use super::series::SeriesLookup;
 use super::verdict::{Test, Verdict};
 use crate::config::QualitySettings;
 use crate::model::DeviceId;
@@ -80,44 +83,107 @@ pub fn reading_time(measured: Option<DateTime<Utc>>, received: DateTime<Utc>, se
     }
 }
 
-/// Devices whose last reception-time stamp is remembered at most; beyond, all are forgotten.
+/// Devices whose times are remembered at most; beyond, all are forgotten.
 const RECEPTION_DEVICES: usize = 100_000;
+
+/// Measurement times ahead of their reception remembered per device at most (one device
+/// sending more than about a hundred uplinks a second with a clock a little ahead fills it).
+const AHEAD_PER_DEVICE: usize = 65_536;
+
+/// What one ingest stage knows of a device's milliseconds.
+#[derive(Default)]
+struct Taken {
+    /// The last millisecond given to a reading stored at its reception time.
+    last: Option<i64>,
+    /// The device's newest stored reading when the stage first needed to know: up to there a
+    /// millisecond may be taken by a reading the stage did not write (an earlier run, a replay,
+    /// another gateway), so the store is asked.
+    stored_until: Option<i64>,
+    /// Milliseconds of readings kept at a measurement time not before their reception:
+    /// reception times still to come step over them.
+    ahead: BTreeSet<i64>,
+}
 
 /// The times one ingest stage gave readings stored at their reception time (the message had
 /// no measurement time, or an implausible one), by device.
 ///
-/// The store keys a reading by its series and millisecond, so two uplinks of one device
-/// received within one millisecond (a burst replayed by a network server, a flood of a
-/// clock set years ahead) would be stored as one reading: the second replacing the first
-/// although both were acknowledged. Each such reading is stored a millisecond after the
-/// device's previous one instead when its reception millisecond is taken.
+/// The store keys a reading by its series and millisecond, so a reading stored at its
+/// reception millisecond would replace another of the device stored there, although both
+/// were acknowledged: another uplink received in the same millisecond (a burst replayed by
+/// a network server), an uplink whose plausible measurement time is that millisecond, or,
+/// after a restart, a reading an earlier run stored there. Such a reading is stored at the
+/// next millisecond free of all of them instead. Above a thousand uplinks a second of one
+/// device these times run ahead of the clock, and measurement times just ahead of it are
+/// stepped over as well. Left: a measured reading arriving after a reception time took its
+/// millisecond still replaces that reading.
 #[derive(Default)]
 pub struct ReceptionTimes {
-    last: FxHashMap<DeviceId, i64>,
+    devices: FxHashMap<DeviceId, Taken>,
 }
 
 impl ReceptionTimes {
-    /// [`reading_time`], with reception times of `device` kept a millisecond apart.
+    /// [`reading_time`], with readings stored at their reception time moved to a millisecond
+    /// no other reading of `device` has (`lookup`: the store, asked for milliseconds this
+    /// stage did not give).
     pub fn reading_time(
         &mut self,
+        lookup: &dyn SeriesLookup,
         device: &DeviceId,
         measured: Option<DateTime<Utc>>,
         received: DateTime<Utc>,
         settings: &QualitySettings,
     ) -> ReadingTime {
         let mut when = reading_time(measured, received, settings);
-        if measured.is_some() && when.replaced.is_none() {
+        let received_ms = received.timestamp_millis();
+        let at_measurement = measured.is_some() && when.replaced.is_none();
+        if at_measurement && when.time.timestamp_millis() < received_ms && !self.devices.contains_key(device.as_str()) {
             return when;
         }
-        let ms = received.timestamp_millis();
-        let ms = match self.last.get(device.as_str()) {
-            Some(&last) if last >= ms => last + 1,
-            _ => ms,
-        };
-        if self.last.len() >= RECEPTION_DEVICES && !self.last.contains_key(device.as_str()) {
-            self.last.clear();
+        if self.devices.len() >= RECEPTION_DEVICES && !self.devices.contains_key(device.as_str()) {
+            self.devices.clear();
         }
-        self.last.insert(device.clone(), ms);
+        let taken = self.devices.entry(device.clone()).or_insert_with(|| Taken {
+            stored_until: match lookup.latest(device) {
+                Ok(latest) => latest.iter().map(|r| r.time.timestamp_millis()).max(),
+                Err(e) => {
+                    tracing::warn!(device = %device, error = %e, "cannot read the device's newest reading; its reception times are not checked against the store");
+                    None
+                }
+            },
+            ..Taken::default()
+        });
+        if taken.ahead.first().is_some_and(|&t| t < received_ms) {
+            taken.ahead = taken.ahead.split_off(&received_ms);
+        }
+        if at_measurement {
+            let ms = when.time.timestamp_millis();
+            if ms >= received_ms && taken.ahead.len() < AHEAD_PER_DEVICE {
+                taken.ahead.insert(ms);
+            }
+            return when;
+        }
+        let mut ms = taken.last.map_or(received_ms, |last| last.saturating_add(1).max(received_ms));
+        loop {
+            for &t in taken.ahead.range(ms..) {
+                if t != ms {
+                    break;
+                }
+                ms += 1;
+            }
+            if taken.stored_until.is_none_or(|until| ms > until) {
+                break;
+            }
+            let Some(from) = DateTime::from_timestamp_millis(ms) else { break };
+            match lookup.free_from(device, from) {
+                Ok(free) if free.timestamp_millis() > ms => ms = free.timestamp_millis(),
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(device = %device, error = %e, "cannot check the store for a reading at the reception time");
+                    break;
+                }
+            }
+        }
+        taken.last = Some(ms);
         when.time = DateTime::from_timestamp_millis(ms).unwrap_or(received);
         when
     }
@@ -170,24 +236,102 @@ mod tests {
         assert!(reading_time(Some(at("2026-11-30T06:11:00Z")), now, &lenient).replaced.is_none());
     }
 
+    /// Readings already stored, by device: the milliseconds taken.
+    #[derive(Default)]
+    struct Stored(Vec<(DeviceId, i64)>);
+
+    impl SeriesLookup for Stored {
+        fn latest(&self, device: &DeviceId) -> Result<Vec<crate::model::Reading>, String> {
+            let newest = self.0.iter().filter(|(d, _)| d == device).map(|(_, t)| *t).max();
+            Ok(newest
+                .map(|t| crate::model::Reading {
+                    device: device.clone(),
+                    quantity: crate::model::Quantity::by_name("air_temperature").unwrap(),
+                    value: 1.0,
+                    time: DateTime::from_timestamp_millis(t).unwrap(),
+                    flag: QualityFlag::Good,
+                    reason: String::new(),
+                })
+                .into_iter()
+                .collect())
+        }
+
+        fn neighbours(
+            &self,
+            _: &DeviceId,
+            _: crate::model::Quantity,
+            _: DateTime<Utc>,
+            _: Duration,
+        ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
+            Ok((None, None))
+        }
+
+        fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+            let mut t = from.timestamp_millis();
+            while self.0.contains(&(device.clone(), t)) {
+                t += 1;
+            }
+            Ok(DateTime::from_timestamp_millis(t).unwrap())
+        }
+    }
+
     #[test]
     fn readings_stored_at_reception_in_one_millisecond_are_kept_a_millisecond_apart() {
         let settings = QualitySettings::default();
         let mut times = ReceptionTimes::default();
+        let store = Stored::default();
         let (a, b) = (DeviceId::parse("a").unwrap(), DeviceId::parse("b").unwrap());
         let now = at("2026-11-30T06:00:00.000250Z");
         let ms = |t: DateTime<Utc>| t.timestamp_millis() - now.timestamp_millis();
         let far = Some(at("9999-12-31T23:59:59Z"));
         // Three future-stamped uplinks of a and one without a time, all in one millisecond.
         let stamped: Vec<i64> =
-            [far, far, None, far].iter().map(|m| ms(times.reading_time(&a, *m, now, &settings).time)).collect();
+            [far, far, None, far].iter().map(|m| ms(times.reading_time(&store, &a, *m, now, &settings).time)).collect();
         assert_eq!(stamped, vec![0, 1, 2, 3]);
-        assert!(times.reading_time(&a, far, now, &settings).replaced.is_some(), "still flagged");
-        // Another device has its own clock; a plausible time is kept as it is, even if equal.
-        assert_eq!(ms(times.reading_time(&b, far, now, &settings).time), 0);
-        assert_eq!(times.reading_time(&a, Some(now), now, &settings).time, now);
+        assert!(times.reading_time(&store, &a, far, now, &settings).replaced.is_some(), "still flagged");
+        // Another device has its own milliseconds; a plausible time is kept as it is.
+        assert_eq!(ms(times.reading_time(&store, &b, far, now, &settings).time), 0);
+        assert_eq!(times.reading_time(&store, &a, Some(now), now, &settings).time, now);
         // A later reception is taken as it is once it has passed the last one given.
         let later = now + Duration::milliseconds(10);
-        assert_eq!(ms(times.reading_time(&a, None, later, &settings).time), 10);
+        assert_eq!(ms(times.reading_time(&store, &a, None, later, &settings).time), 10);
+    }
+
+    #[test]
+    fn reception_times_step_over_measurement_times_ahead_and_readings_already_stored() {
+        let settings = QualitySettings::default();
+        let now = at("2026-11-30T06:00:00Z");
+        let ms = |t: DateTime<Utc>| t.timestamp_millis() - now.timestamp_millis();
+        let a = DeviceId::parse("a").unwrap();
+        let far = Some(at("2099-01-01T00:00:00Z"));
+        // Measured 1, 2 and 4 ms after their reception (plausible: kept), then three uplinks
+        // stored at their reception, all received at `now`.
+        let mut times = ReceptionTimes::default();
+        let store = Stored::default();
+        for k in [1, 2, 4] {
+            let t = now + Duration::milliseconds(k);
+            assert_eq!(times.reading_time(&store, &a, Some(t), now, &settings).time, t);
+        }
+        let stamped: Vec<i64> = (0..3).map(|_| ms(times.reading_time(&store, &a, far, now, &settings).time)).collect();
+        assert_eq!(stamped, vec![0, 3, 5]);
+        // Measurement times before the reception can't meet reception times still to come:
+        // nothing is remembered of them.
+        let mut times = ReceptionTimes::default();
+        assert_eq!(
+            times.reading_time(&store, &a, Some(now - Duration::seconds(5)), now, &settings).time.timestamp_millis() + 5000,
+            now.timestamp_millis()
+        );
+        assert!(times.devices.is_empty());
+        // After a restart the milliseconds taken are known only to the store.
+        let base = now.timestamp_millis();
+        let store = Stored((0..3).chain(4..6).map(|k| (a.clone(), base + k)).collect());
+        let mut times = ReceptionTimes::default();
+        let stamped: Vec<i64> = (0..3).map(|_| ms(times.reading_time(&store, &a, None, now, &settings).time)).collect();
+        assert_eq!(stamped, vec![3, 6, 7]);
+        // A reception long before the newest stored reading (a dead letter replayed) keeps its
+        // own millisecond when it is free.
+        let mut times = ReceptionTimes::default();
+        let old = now - Duration::days(1);
+        assert_eq!(times.reading_time(&store, &a, None, old, &settings).time, old);
     }
 }

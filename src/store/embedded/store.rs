@@ -462,6 +462,35 @@ impl EmbeddedStore {
     }
 
     /// Dead letters with an id above `after`, oldest first, at most `limit`.
+    /// The first millisecond at or after `from` at which `device` has no reading of any
+    /// quantity: each series is read on from there while its milliseconds follow each other.
+    pub fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(READINGS).map_err(engine)?;
+            let numbers: Vec<u32> = series::of_device(&tx.open_table(SERIES).map_err(engine)?, device.as_str())?
+                .into_iter()
+                .map(|(_, n)| n)
+                .collect();
+            let mut t = from.timestamp_millis();
+            loop {
+                let before = t;
+                for &n in &numbers {
+                    for entry in table.range((n, t)..=(n, i64::MAX)).map_err(engine)? {
+                        let (k, _) = entry.map_err(engine)?;
+                        if k.value().1 != t {
+                            break;
+                        }
+                        t += 1;
+                    }
+                }
+                if t == before {
+                    return millis(t);
+                }
+            }
+        })
+    }
+
     pub fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
@@ -769,6 +798,10 @@ impl SeriesLookup for EmbeddedStore {
         within: chrono::Duration,
     ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
         EmbeddedStore::neighbours(self, device, q, time, within).map_err(|e| e.to_string())
+    }
+
+    fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+        EmbeddedStore::free_from(self, device, from).map_err(|e| e.to_string())
     }
 }
 

@@ -423,6 +423,10 @@ impl SeriesLookup for PostgresStore {
             })
             .map_err(|e| e.to_string())
     }
+
+    fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+        self.with_client(|client| async move { reads::free_from(&client, device, from).await }).map_err(|e| e.to_string())
+    }
 }
 
 impl CitizenStore for PostgresStore {

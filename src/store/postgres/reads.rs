@@ -89,3 +89,41 @@ pub(super) async fn last_seen(client: &impl GenericClient, device: &DeviceId) ->
     let stmt = client.prepare_cached("SELECT at FROM last_seen WHERE device = $1").await.map_err(db)?;
     Ok(client.query_opt(&stmt, &[&device.as_str()]).await.map_err(db)?.map(|row| row.get(0)))
 }
+
+/// Milliseconds looked at per round trip of [`free_from`].
+const FREE_PAGE: i64 = 4096;
+
+/// The first millisecond at or after `from` (a whole millisecond) at which `device` has no
+/// reading of any quantity; one round trip per [`FREE_PAGE`] milliseconds all taken.
+pub(super) async fn free_from(
+    client: &impl GenericClient,
+    device: &DeviceId,
+    from: DateTime<Utc>,
+) -> Result<DateTime<Utc>, StoreError> {
+    let names: Vec<&str> = Quantity::all().map(|q| q.name()).collect();
+    let stmt = client
+        .prepare_cached(
+            "SELECT DISTINCT time FROM readings WHERE device = $1 AND quantity = ANY($2) AND time >= $3 AND time < $4",
+        )
+        .await
+        .map_err(db)?;
+    let mut t = from.timestamp_millis();
+    loop {
+        let (start, end) = (millis(t)?, millis(t + FREE_PAGE)?);
+        let rows = client.query(&stmt, &[&device.as_str(), &names, &start, &end]).await.map_err(db)?;
+        let taken: std::collections::HashSet<i64> = rows
+            .iter()
+            .map(|row| row.get::<_, DateTime<Utc>>(0))
+            .filter(|time| time.timestamp_subsec_micros() % 1000 == 0)
+            .map(|time| time.timestamp_millis())
+            .collect();
+        if let Some(free) = (t..t + FREE_PAGE).find(|ms| !taken.contains(ms)) {
+            return millis(free);
+        }
+        t += FREE_PAGE;
+    }
+}
+
+fn millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("time {ms} ms is out of range")))
+}
