@@ -414,3 +414,47 @@ async fn readings_stored_at_their_reception_never_take_the_place_of_stored_readi
     }
 }
 }
+
+both_backends! {
+#[tokio::test]
+async fn a_measured_reading_at_a_millisecond_given_at_reception_moves_that_reading_aside() {
+    // Uplinks claiming 2099 are stored at their reception time; then an uplink measured at
+    // exactly one of those milliseconds arrives. It is stored at its measurement time and the
+    // reading that held it moves to a free millisecond: both are kept.
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("moved-aside");
+    let mut gw = Gateway::start(broker.port, dir.path(), &topics).await;
+    let publisher = format!("{}-pub", topics.prefix);
+    let start = Utc::now() - Duration::seconds(1);
+    let n = 50_u32;
+    let uplinks = (0..n)
+        .map(|i| {
+            let payload = lht65(10.0 + i as f64 / 10.0, 50.0);
+            (topics.ttn("demo-lht65"), ttn_uplink("demo-lht65", "A840410000000001", i + 1, &payload, "2099-01-01T00:00:00Z"))
+        })
+        .collect();
+    publish_all(broker.port, &publisher, uplinks).await;
+    wait_counts(&gw, n as f64, 0.0).await;
+    let series = readings(&gw, "demo-lht65", "air_temperature", start).await;
+    assert_eq!(series.len(), n as usize);
+    let taken = series[n as usize / 2].clone();
+    let at = taken["time"].as_str().unwrap().to_owned();
+    let measured = ttn_uplink("demo-lht65", "A840410000000001", n + 1, &lht65(-7.5, 50.0), &at);
+    publish_all(broker.port, &publisher, vec![(topics.ttn("demo-lht65"), measured)]).await;
+    wait_counts(&gw, n as f64 + 1.0, 0.0).await;
+
+    let series = readings(&gw, "demo-lht65", "air_temperature", start).await;
+    let here: Vec<&Value> = series.iter().filter(|r| r["time"] == json!(at)).collect();
+    assert_eq!(here.len(), 1, "{series:?}");
+    assert_eq!(here[0]["value"], json!(-7.5), "the measured reading keeps its time: {series:?}");
+    let moved: Vec<&Value> = series.iter().filter(|r| r["value"] == taken["value"]).collect();
+    assert_eq!(moved.len(), 1, "{series:?}");
+    assert_ne!(moved[0]["time"], json!(at));
+    assert_eq!(moved[0]["quality"], "suspect", "still says it claimed 2099: {}", moved[0]);
+    gw.terminate();
+    for (quantity, stored) in gw.stored_per_quantity("demo-lht65") {
+        assert_eq!(stored, n as usize + 1, "{quantity}: every acknowledged uplink's reading is stored");
+    }
+}
+}

@@ -141,6 +141,11 @@ impl Pipeline<'_> {
         // An implausible measurement time gives way to the reception time (flagged below).
         let when = qc.reading_time(self.history, &device.id, uplink.time, m.received_at, self.devices.quality());
         let time = when.time;
+        if let Some((from, to)) = when.moved_aside {
+            // Readings this stage stored at their reception time hold this measurement time:
+            // they are written again at `to` first, so this uplink's readings replace nothing.
+            self.move_aside(&device.id, from, to, out);
+        }
         crate::aggregates::derived::add_derived(&mut values);
         let limits = quality::Limits {
             settings: self.devices.quality(),
@@ -166,6 +171,22 @@ impl Pipeline<'_> {
             out.push(Reading { device: device.id.clone(), quantity: v.quantity, value: v.value, time, flag, reason });
         }
         Ok(Some(device.clone()))
+    }
+
+    /// Add copies at `to` of the readings of `device` at `from`: those of this batch if it
+    /// has them, else those stored.
+    fn move_aside(&self, device: &crate::model::DeviceId, from: DateTime<Utc>, to: DateTime<Utc>, out: &mut Vec<Reading>) {
+        let mut copies: Vec<Reading> = out.iter().filter(|r| r.device == *device && r.time == from).cloned().collect();
+        if copies.is_empty() {
+            copies = self.history.at(device, from).unwrap_or_else(|e| {
+                tracing::warn!(device = %device, error = %e, "cannot read the readings to move aside; the uplink's readings replace them");
+                Vec::new()
+            });
+        }
+        for mut r in copies {
+            r.time = to;
+            out.push(r);
+        }
     }
 
     /// Authenticate, counter-check and decrypt a raw LoRaWAN frame. `Ok(None)`: acknowledged

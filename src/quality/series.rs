@@ -35,6 +35,8 @@ pub trait SeriesLookup {
     /// The first millisecond at or after `from` at which `device` has no stored reading of
     /// any quantity.
     fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, String>;
+    /// The stored readings of `device` at `time`, of every quantity.
+    fn at(&self, device: &DeviceId, time: DateTime<Utc>) -> Result<Vec<Reading>, String>;
 }
 
 /// What is remembered of one series.

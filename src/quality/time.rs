@@ -7,7 +7,7 @@
 //! time it claimed, so nothing is lost and nothing sorts where it can't belong.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap;
 
@@ -35,6 +35,10 @@ pub struct ReadingTime {
     pub time: DateTime<Utc>,
     /// The test and explanation when the measurement time was replaced by the reception time.
     pub replaced: Option<(Test, String)>,
+    /// (from, to): the device's readings at `time` were stored at their reception time by
+    /// this stage and move aside to `to`, to be written again there before this uplink's
+    /// readings take their place ([`ReceptionTimes`]).
+    pub moved_aside: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl ReadingTime {
@@ -54,8 +58,10 @@ impl ReadingTime {
 /// - otherwise the measurement time (an old but possible time, a backfill, stays, and is
 ///   flagged by the `age` test only if `max_age_h` is set).
 pub fn reading_time(measured: Option<DateTime<Utc>>, received: DateTime<Utc>, settings: &QualitySettings) -> ReadingTime {
-    let Some(measured) = measured else {
-        return ReadingTime { time: received, replaced: None };
+    // Stores key a reading by its millisecond: a finer time (The Things Stack sends
+    // nanoseconds) is cut to it here, so every store keeps the same time.
+    let Some(measured) = measured.map(|t| DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)) else {
+        return ReadingTime { time: received, replaced: None, moved_aside: None };
     };
     let ahead = Duration::minutes(settings.max_future_min.min(1_000_000) as i64);
     let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
@@ -78,8 +84,8 @@ pub fn reading_time(measured: Option<DateTime<Utc>>, received: DateTime<Utc>, se
         None
     };
     match replaced {
-        Some(why) => ReadingTime { time: received, replaced: Some(why) },
-        None => ReadingTime { time: measured, replaced: None },
+        Some(why) => ReadingTime { time: received, replaced: Some(why), moved_aside: None },
+        None => ReadingTime { time: measured, replaced: None, moved_aside: None },
     }
 }
 
@@ -102,6 +108,86 @@ struct Taken {
     /// Milliseconds of readings kept at a measurement time not before their reception:
     /// reception times still to come step over them.
     ahead: BTreeSet<i64>,
+    /// Milliseconds given to readings at their reception time in the last
+    /// [`STAMPS_KEPT_MS`], as runs: start -> last.
+    stamps: BTreeMap<i64, i64>,
+}
+
+/// How far back the milliseconds given at reception are remembered: a measured reading
+/// arriving later at one of them moves that reading aside.
+const STAMPS_KEPT_MS: i64 = 600_000;
+
+impl Taken {
+    /// Note `ms` as given at reception.
+    fn stamped(&mut self, ms: i64) {
+        self.last = Some(ms);
+        if let Some((_, end)) = self.stamps.range_mut(..ms).next_back() {
+            if *end + 1 == ms {
+                *end = ms;
+                return;
+            }
+        }
+        if self.stamps.len() < AHEAD_PER_DEVICE {
+            self.stamps.insert(ms, ms);
+        }
+    }
+
+    /// Whether `ms` was given at reception; it is forgotten as such.
+    fn take_stamp(&mut self, ms: i64) -> bool {
+        let Some((&start, &end)) = self.stamps.range(..=ms).next_back() else { return false };
+        if end < ms {
+            return false;
+        }
+        self.stamps.remove(&start);
+        if start < ms {
+            self.stamps.insert(start, ms - 1);
+        }
+        if ms < end {
+            self.stamps.insert(ms + 1, end);
+        }
+        true
+    }
+
+    /// Forget what reception times still to come can't meet.
+    fn prune(&mut self, received_ms: i64) {
+        if self.ahead.first().is_some_and(|&t| t < received_ms) {
+            self.ahead = self.ahead.split_off(&received_ms);
+        }
+        let keep = received_ms.saturating_sub(STAMPS_KEPT_MS);
+        while let Some(entry) = self.stamps.first_entry() {
+            if *entry.get() >= keep {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    /// The next millisecond for a reading of `device` stored at its reception time.
+    fn stamp(&mut self, lookup: &dyn SeriesLookup, device: &DeviceId, received_ms: i64) -> i64 {
+        let mut ms = self.last.map_or(received_ms, |last| last.saturating_add(1).max(received_ms));
+        loop {
+            for &t in self.ahead.range(ms..) {
+                if t != ms {
+                    break;
+                }
+                ms += 1;
+            }
+            if self.stored_until.is_none_or(|until| ms > until) {
+                break;
+            }
+            let Some(from) = DateTime::from_timestamp_millis(ms) else { break };
+            match lookup.free_from(device, from) {
+                Ok(free) if free.timestamp_millis() > ms => ms = free.timestamp_millis(),
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(device = %device, error = %e, "cannot check the store for a reading at the reception time");
+                    break;
+                }
+            }
+        }
+        self.stamped(ms);
+        ms
+    }
 }
 
 /// The times one ingest stage gave readings stored at their reception time (the message had
@@ -152,38 +238,19 @@ impl ReceptionTimes {
             },
             ..Taken::default()
         });
-        if taken.ahead.first().is_some_and(|&t| t < received_ms) {
-            taken.ahead = taken.ahead.split_off(&received_ms);
-        }
+        taken.prune(received_ms);
         if at_measurement {
             let ms = when.time.timestamp_millis();
+            if taken.take_stamp(ms) {
+                let to = taken.stamp(lookup, device, received_ms);
+                when.moved_aside = DateTime::from_timestamp_millis(to).map(|to| (when.time, to));
+            }
             if ms >= received_ms && taken.ahead.len() < AHEAD_PER_DEVICE {
                 taken.ahead.insert(ms);
             }
             return when;
         }
-        let mut ms = taken.last.map_or(received_ms, |last| last.saturating_add(1).max(received_ms));
-        loop {
-            for &t in taken.ahead.range(ms..) {
-                if t != ms {
-                    break;
-                }
-                ms += 1;
-            }
-            if taken.stored_until.is_none_or(|until| ms > until) {
-                break;
-            }
-            let Some(from) = DateTime::from_timestamp_millis(ms) else { break };
-            match lookup.free_from(device, from) {
-                Ok(free) if free.timestamp_millis() > ms => ms = free.timestamp_millis(),
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(device = %device, error = %e, "cannot check the store for a reading at the reception time");
-                    break;
-                }
-            }
-        }
-        taken.last = Some(ms);
+        let ms = taken.stamp(lookup, device, received_ms);
         when.time = DateTime::from_timestamp_millis(ms).unwrap_or(received);
         when
     }
@@ -227,7 +294,11 @@ mod tests {
         let settings = QualitySettings::default();
         let now = at("2026-11-30T06:00:00Z");
         for t in ["2026-11-30T06:09:59Z", "2026-11-30T05:00:00Z", "2000-01-01T00:00:00Z", "2015-06-01T12:00:00Z"] {
-            assert_eq!(reading_time(Some(at(t)), now, &settings), ReadingTime { time: at(t), replaced: None }, "{t}");
+            assert_eq!(
+                reading_time(Some(at(t)), now, &settings),
+                ReadingTime { time: at(t), replaced: None, moved_aside: None },
+                "{t}"
+            );
         }
         assert_eq!(reading_time(None, now, &settings).time, now);
         // 11 minutes ahead is beyond the default 10.
@@ -273,6 +344,10 @@ mod tests {
             }
             Ok(DateTime::from_timestamp_millis(t).unwrap())
         }
+
+        fn at(&self, _: &DeviceId, _: DateTime<Utc>) -> Result<Vec<crate::model::Reading>, String> {
+            Ok(Vec::new())
+        }
     }
 
     #[test]
@@ -289,9 +364,11 @@ mod tests {
             [far, far, None, far].iter().map(|m| ms(times.reading_time(&store, &a, *m, now, &settings).time)).collect();
         assert_eq!(stamped, vec![0, 1, 2, 3]);
         assert!(times.reading_time(&store, &a, far, now, &settings).replaced.is_some(), "still flagged");
-        // Another device has its own milliseconds; a plausible time is kept as it is.
+        // Another device has its own milliseconds; a plausible time is kept
         assert_eq!(ms(times.reading_time(&store, &b, far, now, &settings).time), 0);
-        assert_eq!(times.reading_time(&store, &a, Some(now), now, &settings).time, now);
+        // (to its millisecond; a reading given that millisecond at reception moves aside).
+        let kept = times.reading_time(&store, &a, Some(now), now, &settings);
+        assert_eq!((kept.time.timestamp_millis(), kept.moved_aside.is_some()), (now.timestamp_millis(), true));
         // A later reception is taken as it is once it has passed the last one given.
         let later = now + Duration::milliseconds(10);
         assert_eq!(ms(times.reading_time(&store, &a, None, later, &settings).time), 10);
@@ -333,5 +410,31 @@ mod tests {
         let mut times = ReceptionTimes::default();
         let old = now - Duration::days(1);
         assert_eq!(times.reading_time(&store, &a, None, old, &settings).time, old);
+    }
+
+    #[test]
+    fn a_measurement_time_given_before_at_reception_moves_that_reading_aside() {
+        let settings = QualitySettings::default();
+        let now = at("2026-11-30T06:00:00Z");
+        let a = DeviceId::parse("a").unwrap();
+        let store = Stored::default();
+        let mut times = ReceptionTimes::default();
+        // Five uplinks without a time in one millisecond: now + 0..5 ms.
+        for _ in 0..5 {
+            times.reading_time(&store, &a, None, now, &settings);
+        }
+        // Then one measured at now + 2 ms (a sub-millisecond part is cut): it keeps its time,
+        // and the reading stored there moves to the next free millisecond.
+        let measured = now + Duration::milliseconds(2) + Duration::microseconds(300);
+        let when = times.reading_time(&store, &a, Some(measured), now, &settings);
+        let two = now + Duration::milliseconds(2);
+        assert_eq!((when.time, when.moved_aside), (two, Some((two, now + Duration::milliseconds(5)))));
+        // Delivered again, it replaces itself: nothing moves.
+        assert_eq!(times.reading_time(&store, &a, Some(measured), now, &settings).moved_aside, None);
+        // The next reception time steps past both.
+        assert_eq!(times.reading_time(&store, &a, None, now, &settings).time, now + Duration::milliseconds(6));
+        // A measured time no reception time was given keeps its place without moving anything.
+        let free = now + Duration::milliseconds(50);
+        assert_eq!(times.reading_time(&store, &a, Some(free), now, &settings).moved_aside, None);
     }
 }

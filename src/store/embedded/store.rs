@@ -491,6 +491,22 @@ impl EmbeddedStore {
         })
     }
 
+    /// The readings of `device` at `time`'s millisecond, of every quantity.
+    pub fn at(&self, device: &DeviceId, time: DateTime<Utc>) -> Result<Vec<Reading>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(engine)?;
+            let table = tx.open_table(READINGS).map_err(engine)?;
+            let t = time.timestamp_millis();
+            let mut out = Vec::new();
+            for (q, n) in series::of_device(&tx.open_table(SERIES).map_err(engine)?, device.as_str())? {
+                if let Some(v) = table.get((n, t)).map_err(engine)? {
+                    out.push(to_reading(device, q, t, v.value())?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     pub fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
@@ -802,6 +818,10 @@ impl SeriesLookup for EmbeddedStore {
 
     fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
         EmbeddedStore::free_from(self, device, from).map_err(|e| e.to_string())
+    }
+
+    fn at(&self, device: &DeviceId, time: DateTime<Utc>) -> Result<Vec<Reading>, String> {
+        EmbeddedStore::at(self, device, time).map_err(|e| e.to_string())
     }
 }
 

@@ -427,6 +427,10 @@ impl SeriesLookup for PostgresStore {
     fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
         self.with_client(|client| async move { reads::free_from(&client, device, from).await }).map_err(|e| e.to_string())
     }
+
+    fn at(&self, device: &DeviceId, time: DateTime<Utc>) -> Result<Vec<Reading>, String> {
+        self.with_client(|client| async move { reads::at(&client, device, time).await }).map_err(|e| e.to_string())
+    }
 }
 
 impl CitizenStore for PostgresStore {

@@ -90,6 +90,16 @@ pub(super) async fn last_seen(client: &impl GenericClient, device: &DeviceId) ->
     Ok(client.query_opt(&stmt, &[&device.as_str()]).await.map_err(db)?.map(|row| row.get(0)))
 }
 
+/// The readings of `device` at `time`, of every quantity.
+pub(super) async fn at(client: &impl GenericClient, device: &DeviceId, time: DateTime<Utc>) -> Result<Vec<Reading>, StoreError> {
+    let stmt = client
+        .prepare_cached("SELECT quantity, time, value, flag, reason FROM readings WHERE device = $1 AND time = $2")
+        .await
+        .map_err(db)?;
+    let rows = client.query(&stmt, &[&device.as_str(), &time]).await.map_err(db)?;
+    Ok(rows.iter().filter_map(|row| Some(reading(device, Quantity::by_name(row.get(0))?, row, 1))).collect())
+}
+
 /// Milliseconds looked at per round trip of [`free_from`].
 const FREE_PAGE: i64 = 4096;
 
