@@ -116,7 +116,6 @@ pub struct MqttSource {
     reconnect_max: Duration,
     /// Message bodies larger than this are cut to their first bytes and dead-lettered.
     max_payload: usize,
-    keep_alive: Duration,
     acks_tx: mpsc::Sender<BrokerAck>,
     acks: mpsc::Receiver<BrokerAck>,
     /// Counts connections made; a message's acknowledgement goes out only on its own one.
@@ -157,7 +156,6 @@ impl MqttSource {
             reconnect_min: Duration::from_millis(settings.reconnect_min_ms),
             reconnect_max: Duration::from_millis(settings.reconnect_max_ms),
             max_payload: settings.max_packet_bytes,
-            keep_alive: Duration::from_secs(settings.keep_alive_s.into()),
             acks_tx,
             acks,
             connection: 0,
@@ -207,7 +205,7 @@ impl MqttSource {
                 // Reading is paused (below), and for a keep-alive time ingest has neither taken a
                 // message nor stored one (which sends acknowledgements): a ping keeps the broker
                 // from ending the connection.
-                _ = tokio::time::sleep(self.keep_alive), if waiting.len() >= MAX_WAITING => {
+                _ = tokio::time::sleep(self.eventloop.mqtt_options.keep_alive()), if waiting.len() >= MAX_WAITING => {
                     match self.write(std::iter::once(Packet::PingReq)).await {
                         Ok(()) => continue,
                         Err(e) => {
