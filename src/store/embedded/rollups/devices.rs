@@ -83,9 +83,8 @@ pub(in crate::store::embedded) fn flush(
         let numbers = read.open_table(SERIES).map_err(engine)?;
         let stored = read.open_table(DEVICE_WINDOWS).map_err(engine)?;
         for (device, hours) in &dirty {
-            let hours: BTreeMap<i64, i64> = hours.iter().map(|&h| (h, pending.earliest(device, h))).collect();
             for (quantity, n) in series::of_device(&numbers, device)? {
-                series_changes(&readings, n, &stored, device, quantity.name(), &hours, &mut changes)?;
+                series_changes(&readings, n, &stored, device, quantity.name(), hours, &mut changes)?;
             }
         }
     }
@@ -114,11 +113,8 @@ pub(in crate::store::embedded) fn flush(
 /// A day row to write (`Some`) or remove (`None`): (device, quantity, day start).
 type Change = ((String, &'static str, i64), Option<Vec<u8>>);
 
-/// Recompute one series' hour blocks for `hours` (hour start -> the earliest ten-minute
-/// window touched in it) and rewrite the day rows that hold them, keeping the day's other
-/// hours as stored. An hour's ten-minute windows before its earliest touched one are taken
-/// from its stored block: no row since that block was stored changed their readings, so
-/// they are what folding those readings gives, bit for bit.
+/// Recompute one series' hour blocks for `hours` from the readings and rewrite the day rows
+/// that hold them, keeping the day's other hours as stored.
 #[allow(clippy::too_many_arguments)]
 fn series_changes(
     readings: &impl ReadableTable<(u32, i64), (f64, u8, &'static str)>,
@@ -126,11 +122,30 @@ fn series_changes(
     stored: &impl ReadableTable<(&'static str, &'static str, i64), &'static [u8]>,
     device: &str,
     quantity: &'static str,
-    hours: &BTreeMap<i64, i64>,
+    hours: &BTreeSet<i64>,
     out: &mut Vec<Change>,
 ) -> Result<(), StoreError> {
     let hour_ms = Interval::Hour.millis();
-    let days: BTreeSet<i64> = hours.keys().map(|h| Interval::Day.window_start(*h)).collect();
+    // One range read per run of adjacent hours.
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &h in hours {
+        match runs.last_mut() {
+            Some((_, end)) if *end == h => *end = h + hour_ms,
+            _ => runs.push((h, h + hour_ms)),
+        }
+    }
+    // Recomputed hours: the block, or None for an hour without readings now.
+    let mut fresh: BTreeMap<i64, Option<Vec<u8>>> = BTreeMap::new();
+    for (from, to) in runs {
+        let tens = ten_minute_windows(readings, n, from, to)?;
+        for block in tens.chunk_by(|a, b| Interval::Hour.window_start(a.0) == Interval::Hour.window_start(b.0)) {
+            fresh.insert(Interval::Hour.window_start(block[0].0), Some(encode_block(block)));
+        }
+        for hour in (from..to).step_by(hour_ms as usize) {
+            fresh.entry(hour).or_insert(None);
+        }
+    }
+    let days: BTreeSet<i64> = hours.iter().map(|h| Interval::Day.window_start(*h)).collect();
     for day in days {
         let end = day + Interval::Day.millis();
         let mut blocks: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
@@ -140,19 +155,11 @@ fn series_changes(
                 blocks.insert(hour, block.to_vec());
             }
         }
-        for (&hour, &earliest) in hours.range(day..end) {
-            let mut tens = match blocks.get(&hour) {
-                Some(block) if earliest > hour => {
-                    decode_block(hour, block)?.into_iter().filter(|(start, _)| *start < earliest).collect()
-                }
-                _ => Vec::new(),
+        for (hour, block) in fresh.range(day..end) {
+            match block {
+                Some(b) => blocks.insert(*hour, b.clone()),
+                None => blocks.remove(hour),
             };
-            tens.extend(ten_minute_windows(readings, n, earliest, hour + hour_ms)?);
-            if tens.is_empty() {
-                blocks.remove(&hour);
-            } else {
-                blocks.insert(hour, encode_block(&tens));
-            }
         }
         let value = if blocks.is_empty() { None } else { Some(encode_day(day, &blocks)?) };
         // A quantity the device did not send in these hours leaves its rows as they are.
@@ -620,37 +627,6 @@ mod tests {
         let summary = store.rebuild_rollups(at(0), at(T0 * 2), &|_| None).unwrap();
         assert_eq!(summary.readings, plan.len() as u64);
         assert_eq!(all(&store), folded, "a rebuild gives the same numbers");
-    }
-
-    #[test]
-    fn flushes_between_batches_of_one_hour_store_what_a_rebuild_would() {
-        // Readings appended to an hour a batch at a time, each flush taking the ten-minute
-        // windows before the batch's earliest from the stored block; then a late reading in
-        // the hour's first window and a correction: those recompute from there.
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        let mut plan: Vec<(i64, f64, QualityFlag)> = Vec::new();
-        for batch in 0..9 {
-            let chunk: Vec<(i64, f64, QualityFlag)> = (0..7)
-                .map(|i| {
-                    let minute = batch * 7 + i;
-                    let flag = if minute % 11 == 3 { QualityFlag::Bad } else { QualityFlag::Good };
-                    (minute, (minute as f64 * 0.71).cos() * 3.0, flag)
-                })
-                .collect();
-            write(&store, chunk.iter().map(|&(m, v, f)| reading("dev-a", m, v, f)).collect());
-            plan.extend(chunk);
-            store.flush_windows().unwrap();
-            check(&store, &plan, &format!("after batch {batch}"));
-        }
-        write(&store, vec![reading("dev-a", 1, 55.0, QualityFlag::Good), reading("dev-a", 50, -5.0, QualityFlag::Suspect)]);
-        plan[1].1 = 55.0;
-        plan[50] = (50, -5.0, QualityFlag::Suspect);
-        store.flush_windows().unwrap();
-        check(&store, &plan, "corrected");
-        let flushed = all(&store);
-        store.rebuild_rollups(at(0), at(T0 * 2), &|_| None).unwrap();
-        assert_eq!(all(&store), flushed, "flushed batch by batch, the windows have a rebuild's bits");
     }
 
     #[test]

@@ -18,52 +18,33 @@ use crate::store::embedded::tables::WINDOW_JOURNAL;
 
 const HOUR_MS: i64 = 3_600_000;
 
-/// Ten-minute windows a batch touched: (device, window start), in any order.
+/// Hours a batch touched: (device, hour start), in any order.
 #[derive(Debug, Default)]
 pub(in crate::store::embedded) struct Touched<'a>(Vec<(&'a str, i64)>);
 
 impl<'a> Touched<'a> {
     pub(in crate::store::embedded) fn add(&mut self, device: &'a str, t_ms: i64) {
-        let ten = Interval::TenMinutes.window_start(t_ms);
+        let hour = Interval::Hour.window_start(t_ms);
         // An uplink's readings come together: skip the repeats next to each other early.
-        if self.0.last() != Some(&(device, ten)) {
-            self.0.push((device, ten));
+        if self.0.last() != Some(&(device, hour)) {
+            self.0.push((device, hour));
         }
     }
 
-    /// Sorted by device and time, each once.
+    /// Sorted by device and hour, each once.
     fn settle(&mut self) {
         self.0.sort_unstable();
         self.0.dedup();
     }
-
-    /// Per device and hour touched, the earliest ten-minute window touched in it, sorted.
-    fn hours(&self) -> Vec<(&'a str, i64, i64)> {
-        let mut out: Vec<(&'a str, i64, i64)> = Vec::with_capacity(self.0.len());
-        for &(device, ten) in &self.0 {
-            let hour = Interval::Hour.window_start(ten);
-            match out.last() {
-                Some(&(d, h, _)) if d == device && h == hour => {}
-                _ => out.push((device, hour, ten)),
-            }
-        }
-        out
-    }
 }
 
 /// Journaled device hours not yet flushed, in memory: per device, each pending hour start
-/// with the newest journal row that touched it and the earliest ten-minute window any of
-/// its rows touched (the hour's start for rows read back from the journal, which keeps
-/// hours only). A flush recomputes an hour from that window on: a burst that appends to an
-/// hour costs the new readings, not the hour's.
+/// with the newest journal row that touched it.
 #[derive(Debug, Default)]
 pub(in crate::store::embedded) struct Pending {
     next_seq: AtomicU64,
-    hours: Mutex<HashMap<String, BTreeMap<i64, PendingHour>>>,
+    hours: Mutex<HashMap<String, BTreeMap<i64, u64>>>,
 }
-
-/// A pending hour: (newest journal row that touched it, earliest ten-minute window touched).
-type PendingHour = (u64, i64);
 
 impl Pending {
     /// Rebuild from the journal a previous run left (a crash, or a stop between flushes).
@@ -75,7 +56,7 @@ impl Pending {
         for entry in journal.iter().map_err(engine)? {
             let (k, v) = entry.map_err(engine)?;
             last = k.value();
-            visit(v.value(), &mut |device, hours| pending.note(last, device, hours.iter().map(|&h| (h, h))))?;
+            visit(v.value(), &mut |device, hours| pending.note(last, device, hours.iter().copied()))?;
         }
         pending.next_seq.store(last + 1, Ordering::Relaxed);
         Ok(pending)
@@ -93,25 +74,15 @@ impl Pending {
         Ok(())
     }
 
-    /// Note rows' (hour start, earliest ten-minute window touched in it) of `device`.
-    fn note(&self, seq: u64, device: &str, hours: impl Iterator<Item = (i64, i64)>) {
+    fn note(&self, seq: u64, device: &str, hours: impl Iterator<Item = i64>) {
         let mut pending = self.hours.lock().unwrap_or_else(|p| p.into_inner());
         let of_device = match pending.get_mut(device) {
             Some(d) => d,
             None => pending.entry(device.to_owned()).or_default(),
         };
-        for (hour, earliest) in hours {
-            let entry = of_device.entry(hour).or_insert((seq, earliest));
-            *entry = (entry.0.max(seq), entry.1.min(earliest));
+        for hour in hours {
+            of_device.insert(hour, seq);
         }
-    }
-
-    /// The earliest ten-minute window of a pending hour that a journal row touched (at most
-    /// the earliest of the rows not flushed yet), or the hour's start when not pending.
-    pub(in crate::store::embedded) fn earliest(&self, device: &str, hour: i64) -> i64 {
-        let pending = self.hours.lock().unwrap_or_else(|p| p.into_inner());
-        let earliest = pending.get(device).and_then(|hours| hours.get(&hour)).map_or(hour, |&(_, earliest)| earliest);
-        earliest.clamp(hour, hour + HOUR_MS - Interval::TenMinutes.millis())
     }
 
     /// Pending hour starts of one device in `[from, to)`.
@@ -127,7 +98,7 @@ impl Pending {
     pub(in crate::store::embedded) fn flushed(&self, seq: u64) {
         let mut pending = self.hours.lock().unwrap_or_else(|p| p.into_inner());
         pending.retain(|_, hours| {
-            hours.retain(|_, (s, _)| *s > seq);
+            hours.retain(|_, s| *s > seq);
             !hours.is_empty()
         });
     }
@@ -150,13 +121,12 @@ pub(in crate::store::embedded) fn append(
         return Ok(());
     }
     touched.settle();
-    let hours = touched.hours();
     let seq = pending.next_seq.fetch_add(1, Ordering::Relaxed);
-    for run in hours.chunk_by(|a, b| a.0 == b.0) {
-        pending.note(seq, run[0].0, run.iter().map(|t| (t.1, t.2)));
+    for run in touched.0.chunk_by(|a, b| a.0 == b.0) {
+        pending.note(seq, run[0].0, run.iter().map(|t| t.1));
     }
     let mut table = tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
-    table.insert(seq, encode(&rows(&hours)).as_slice()).map_err(engine)?;
+    table.insert(seq, encode(&touched.0).as_slice()).map_err(engine)?;
     Ok(())
 }
 
@@ -189,11 +159,6 @@ pub(in crate::store::embedded) fn remove(tx: &WriteTransaction, seqs: impl Itera
 // varints the number of devices and per device its id's length and bytes, its runs of
 // adjacent hours (count), and per run the first hour's offset from the base and the run's
 // length, both in hours.
-
-/// (device, hour start) of [`Touched::hours`]: what a row keeps.
-fn rows<'a>(hours: &[(&'a str, i64, i64)]) -> Vec<(&'a str, i64)> {
-    hours.iter().map(|&(device, hour, _)| (device, hour)).collect()
-}
 
 fn encode(sorted: &[(&str, i64)]) -> Vec<u8> {
     let base = sorted.iter().map(|t| t.1).min().unwrap_or(0);
@@ -308,10 +273,7 @@ mod tests {
         touched.add("ä", 5);
         touched.add("dev-1", 86_400_000 * 400);
         touched.settle();
-        let hours = touched.hours();
-        assert_eq!(hours[0], ("dev-1", -3_600_000, -600_000));
-        assert_eq!(hours[1], ("dev-1", 0, 0), "the earliest ten-minute window touched in the hour");
-        let bytes = encode(&rows(&hours));
+        let bytes = encode(&touched.0);
         let back = decode(&bytes).unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(back[0].0, "dev-1");
@@ -339,7 +301,7 @@ mod tests {
         }
         assert_eq!(touched.0.len(), 2000, "an uplink's readings make one entry");
         touched.settle();
-        let bytes = encode(&rows(&touched.hours()));
+        let bytes = encode(&touched.0);
         assert!(bytes.len() < 14 * 1000, "{} bytes for 1,000 device hours", bytes.len());
         assert_eq!(decode(&bytes).unwrap().iter().map(|s| s.1.len()).sum::<usize>(), 1000);
     }
@@ -347,12 +309,10 @@ mod tests {
     #[test]
     fn flushed_forgets_only_hours_no_newer_row_touched() {
         let p = Pending::default();
-        p.note(1, "a", [(0, 0), (3_600_000, 4_800_000)].into_iter());
-        p.note(2, "a", [(3_600_000, 4_200_000)].into_iter());
-        assert_eq!((p.earliest("a", 3_600_000), p.earliest("a", 0), p.earliest("b", 0)), (4_200_000, 0, 0));
+        p.note(1, "a", [0, 3_600_000].into_iter());
+        p.note(2, "a", [3_600_000].into_iter());
         p.flushed(1);
         assert_eq!(p.between("a", 0, i64::MAX), vec![3_600_000]);
-        assert_eq!(p.earliest("a", 3_600_000), 4_200_000, "the earliest of rows not flushed, or earlier");
         p.flushed(2);
         assert_eq!(p.len(), 0);
     }
