@@ -79,6 +79,8 @@ pub struct EmbeddedStore {
     pending: Pending,
     /// Held by the flush in progress (see `rollups::devices::flush`).
     flushing: std::sync::Mutex<()>,
+    /// What this process's flushes folded into stored device hour blocks.
+    folded: rollups::devices::Folded,
     /// Device → district pairs known to be stored, so a batch looks up only new ones.
     /// Filled after commits only, so it never holds a pair a failed transaction wrote.
     districts_stored: std::sync::Mutex<std::collections::HashMap<String, String>>,
@@ -196,6 +198,7 @@ impl EmbeddedStore {
             rollups: true,
             pending,
             flushing: Default::default(),
+            folded: Default::default(),
             districts_stored: Default::default(),
             series_committed: Default::default(),
             spans: Default::default(),
@@ -290,6 +293,7 @@ impl EmbeddedStore {
         drop(slot.take());
         let opened = create(&self.path, self.cache_bytes).and_then(|db| {
             self.pending.reload(&db)?;
+            self.folded.clear();
             Ok(db)
         });
         match opened {
@@ -534,9 +538,12 @@ impl EmbeddedStore {
         district_of: &dyn Fn(&str) -> Option<String>,
     ) -> Result<RebuildSummary, StoreError> {
         self.flush_windows()?;
-        self.with_write(Touches::Nothing, |db| {
+        let rebuilt = self.with_write(Touches::Nothing, |db| {
             Ok((rollups::districts::rebuild(db, from.timestamp_millis(), to.timestamp_millis(), district_of)?, true))
-        })
+        });
+        // The rebuild wrote device blocks of its own: the next flush recomputes what it touches.
+        self.folded.clear();
+        rebuilt
     }
 
     /// Store the journaled device windows, in steps of at most `FLUSH_BATCHES` rows, each
@@ -549,7 +556,7 @@ impl EmbeddedStore {
         let mut total = FlushSummary::default();
         loop {
             let done = self.with_write(Touches::Nothing, |db| {
-                let done = rollups::devices::flush(db, &self.pending, &self.flushing, FLUSH_BATCHES)?;
+                let done = rollups::devices::flush(db, &self.pending, &self.folded, &self.flushing, FLUSH_BATCHES)?;
                 Ok((done, done.batches > 0))
             })?;
             total.batches += done.batches;

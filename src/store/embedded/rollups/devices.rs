@@ -38,6 +38,44 @@ const TEN: Interval = Interval::TenMinutes;
 
 type WindowsTable<'t> = redb::Table<'t, (&'static str, &'static str, i64), &'static [u8]>;
 
+/// Per series hour whose block a flush of this process stored: the newest reading time
+/// (any flag) folded into it. A later flush whose rows touched that hour only after this
+/// time folds the new readings into the stored block instead of reading the whole hour
+/// again: added oldest first to the same windows, they give the bits a recompute gives.
+/// Only in memory: after a start, a reopen or a rebuild every hour is recomputed once.
+#[derive(Debug, Default)]
+pub(in crate::store::embedded) struct Folded(Mutex<HashMap<(String, &'static str, i64), i64>>);
+
+/// Series hours remembered in [`Folded`] at most; beyond, all are forgotten.
+const FOLDED_MAX: usize = 200_000;
+
+impl Folded {
+    fn get(&self, device: &str, quantity: &'static str, hour: i64) -> Option<i64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&(device.to_owned(), quantity, hour)).copied()
+    }
+
+    fn set(&self, marks: Vec<Mark>) {
+        let mut folded = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if folded.len() + marks.len() > FOLDED_MAX {
+            folded.clear();
+        }
+        for (key, newest) in marks {
+            match newest {
+                Some(t) => folded.insert(key, t),
+                None => folded.remove(&key),
+            };
+        }
+    }
+
+    /// Forget every hour: blocks were written by another path (a rebuild) or the store reopened.
+    pub(in crate::store::embedded) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// A series hour's newest reading time folded into its stored block (`None`: no block).
+type Mark = ((String, &'static str, i64), Option<i64>);
+
 /// What one flush did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FlushSummary {
@@ -58,6 +96,7 @@ pub struct FlushSummary {
 pub(in crate::store::embedded) fn flush(
     db: &redb::Database,
     pending: &Pending,
+    folded: &Folded,
     one_at_a_time: &Mutex<()>,
     max_batches: usize,
 ) -> Result<FlushSummary, StoreError> {
@@ -78,13 +117,16 @@ pub(in crate::store::embedded) fn flush(
         return Ok(FlushSummary::default());
     };
     let mut changes = Vec::new();
+    let mut marks = Vec::new();
     {
         let readings = read.open_table(READINGS).map_err(engine)?;
         let numbers = read.open_table(SERIES).map_err(engine)?;
         let stored = read.open_table(DEVICE_WINDOWS).map_err(engine)?;
         for (device, hours) in &dirty {
+            let hours: BTreeMap<i64, i64> = hours.iter().map(|&h| (h, pending.earliest_touched(&seqs, device, h))).collect();
             for (quantity, n) in series::of_device(&numbers, device)? {
-                series_changes(&readings, n, &stored, device, quantity.name(), hours, &mut changes)?;
+                let series = Series { readings: &readings, n, stored: &stored, device, quantity: quantity.name() };
+                series.changes(&hours, folded, &mut changes, &mut marks)?;
             }
         }
     }
@@ -106,6 +148,7 @@ pub(in crate::store::embedded) fn flush(
     }
     journal::remove(&tx, seqs.into_iter())?;
     tx.commit().map_err(engine)?;
+    folded.set(marks);
     pending.flushed(last);
     Ok(summary)
 }
@@ -113,61 +156,94 @@ pub(in crate::store::embedded) fn flush(
 /// A day row to write (`Some`) or remove (`None`): (device, quantity, day start).
 type Change = ((String, &'static str, i64), Option<Vec<u8>>);
 
-/// Recompute one series' hour blocks for `hours` from the readings and rewrite the day rows
-/// that hold them, keeping the day's other hours as stored.
-#[allow(clippy::too_many_arguments)]
-fn series_changes(
-    readings: &impl ReadableTable<(u32, i64), (f64, u8, &'static str)>,
+/// One series' tables, as a flush reads them.
+struct Series<'a, R, S> {
+    readings: &'a R,
     n: u32,
-    stored: &impl ReadableTable<(&'static str, &'static str, i64), &'static [u8]>,
-    device: &str,
+    stored: &'a S,
+    device: &'a str,
     quantity: &'static str,
-    hours: &BTreeSet<i64>,
-    out: &mut Vec<Change>,
-) -> Result<(), StoreError> {
-    let hour_ms = Interval::Hour.millis();
-    // One range read per run of adjacent hours.
-    let mut runs: Vec<(i64, i64)> = Vec::new();
-    for &h in hours {
-        match runs.last_mut() {
-            Some((_, end)) if *end == h => *end = h + hour_ms,
-            _ => runs.push((h, h + hour_ms)),
-        }
-    }
-    // Recomputed hours: the block, or None for an hour without readings now.
-    let mut fresh: BTreeMap<i64, Option<Vec<u8>>> = BTreeMap::new();
-    for (from, to) in runs {
-        let tens = ten_minute_windows(readings, n, from, to)?;
-        for block in tens.chunk_by(|a, b| Interval::Hour.window_start(a.0) == Interval::Hour.window_start(b.0)) {
-            fresh.insert(Interval::Hour.window_start(block[0].0), Some(encode_block(block)));
-        }
-        for hour in (from..to).step_by(hour_ms as usize) {
-            fresh.entry(hour).or_insert(None);
-        }
-    }
-    let days: BTreeSet<i64> = hours.iter().map(|h| Interval::Day.window_start(*h)).collect();
-    for day in days {
-        let end = day + Interval::Day.millis();
-        let mut blocks: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
-        let old = stored.get((device, quantity, day)).map_err(engine)?.map(|row| row.value().to_vec());
-        if let Some(row) = &old {
-            for (hour, block) in decode_day(day, row)?.1 {
-                blocks.insert(hour, block.to_vec());
+}
+
+impl<R, S> Series<'_, R, S>
+where
+    R: ReadableTable<(u32, i64), (f64, u8, &'static str)>,
+    S: ReadableTable<(&'static str, &'static str, i64), &'static [u8]>,
+{
+    /// New hour blocks for `hours` (hour start -> earliest time the flush's rows touched in
+    /// it), written into the day rows that hold them, the days' other hours kept as stored.
+    /// An hour is recomputed from its readings, unless every reading its rows touched is
+    /// newer than all [`Folded`] into its stored block: then those are added to the block's
+    /// last ten-minute window and after it.
+    fn changes(
+        &self,
+        hours: &BTreeMap<i64, i64>,
+        folded: &Folded,
+        out: &mut Vec<Change>,
+        marks: &mut Vec<Mark>,
+    ) -> Result<(), StoreError> {
+        let hour_ms = Interval::Hour.millis();
+        let days: BTreeSet<i64> = hours.keys().map(|h| Interval::Day.window_start(*h)).collect();
+        for day in days {
+            let end = day + Interval::Day.millis();
+            let mut blocks: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+            let old = self.stored.get((self.device, self.quantity, day)).map_err(engine)?.map(|row| row.value().to_vec());
+            if let Some(row) = &old {
+                for (hour, block) in decode_day(day, row)?.1 {
+                    blocks.insert(hour, block.to_vec());
+                }
+            }
+            for (&hour, &earliest) in hours.range(day..end) {
+                let mark = folded.get(self.device, self.quantity, hour);
+                let (mut tens, from, mut newest) = match (mark, blocks.get(&hour)) {
+                    (Some(mark), Some(block)) if earliest > mark => (decode_block(hour, block)?, mark + 1, Some(mark)),
+                    _ => (Vec::new(), hour, None),
+                };
+                if let Some(t) = fold(self.readings, self.n, from, hour + hour_ms, &mut tens)? {
+                    newest = Some(t);
+                }
+                if tens.is_empty() {
+                    blocks.remove(&hour);
+                } else {
+                    blocks.insert(hour, encode_block(&tens));
+                }
+                marks.push(((self.device.to_owned(), self.quantity, hour), newest));
+            }
+            let value = if blocks.is_empty() { None } else { Some(encode_day(day, &blocks)?) };
+            // A quantity the device did not send in these hours leaves its rows as they are.
+            if value != old {
+                out.push(((self.device.to_owned(), self.quantity, day), value));
             }
         }
-        for (hour, block) in fresh.range(day..end) {
-            match block {
-                Some(b) => blocks.insert(*hour, b.clone()),
-                None => blocks.remove(hour),
-            };
-        }
-        let value = if blocks.is_empty() { None } else { Some(encode_day(day, &blocks)?) };
-        // A quantity the device did not send in these hours leaves its rows as they are.
-        if value != old {
-            out.push(((device.to_owned(), quantity, day), value));
-        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Add the readings of one series in `[from, to)` to `tens` (10-minute windows, oldest
+/// first), oldest first: into the last window while they fall in it, then into new ones.
+/// Returns the newest reading time added.
+fn fold(
+    readings: &impl ReadableTable<(u32, i64), (f64, u8, &'static str)>,
+    n: u32,
+    from: i64,
+    to: i64,
+    tens: &mut Vec<(i64, Window)>,
+) -> Result<Option<i64>, StoreError> {
+    let mut newest = None;
+    for entry in readings.range((n, from)..(n, to)).map_err(engine)? {
+        let (k, v) = entry.map_err(engine)?;
+        let t = k.value().1;
+        let (value, flag, _) = v.value();
+        let start = TEN.window_start(t);
+        if tens.last().is_none_or(|(s, _)| *s != start) {
+            tens.push((start, Window::EMPTY));
+        }
+        if let Some((_, w)) = tens.last_mut() {
+            w.add(value, t, QualityFlag::from_byte(flag));
+        }
+        newest = Some(t);
+    }
+    Ok(newest)
 }
 
 /// The non-empty 10-minute windows of one series in `[from, to)` (aligned), from its readings.
@@ -177,19 +253,8 @@ fn ten_minute_windows(
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, Window)>, StoreError> {
-    let mut out: Vec<(i64, Window)> = Vec::new();
-    for entry in readings.range((n, from)..(n, to)).map_err(engine)? {
-        let (k, v) = entry.map_err(engine)?;
-        let t = k.value().1;
-        let (value, flag, _) = v.value();
-        let start = TEN.window_start(t);
-        if out.last().is_none_or(|(s, _)| *s != start) {
-            out.push((start, Window::EMPTY));
-        }
-        if let Some((_, w)) = out.last_mut() {
-            w.add(value, t, QualityFlag::from_byte(flag));
-        }
-    }
+    let mut out = Vec::new();
+    fold(readings, n, from, to, &mut out)?;
     Ok(out)
 }
 
@@ -627,6 +692,42 @@ mod tests {
         let summary = store.rebuild_rollups(at(0), at(T0 * 2), &|_| None).unwrap();
         assert_eq!(summary.readings, plan.len() as u64);
         assert_eq!(all(&store), folded, "a rebuild gives the same numbers");
+    }
+
+    #[test]
+    fn flushes_between_batches_of_one_hour_store_what_a_rebuild_would() {
+        // Readings appended to an hour a batch at a time, each flush taking the ten-minute
+        // windows before the batch's earliest from the stored block; then a late reading in
+        // the hour's first window and a correction: those recompute from there.
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut plan: Vec<(i64, f64, QualityFlag)> = Vec::new();
+        for batch in 0..9 {
+            let chunk: Vec<(i64, f64, QualityFlag)> = (0..7)
+                .map(|i| {
+                    let minute = batch * 7 + i;
+                    let flag = if minute % 11 == 3 { QualityFlag::Bad } else { QualityFlag::Good };
+                    (minute, (minute as f64 * 0.71).cos() * 3.0, flag)
+                })
+                .collect();
+            write(&store, chunk.iter().map(|&(m, v, f)| reading("dev-a", m, v, f)).collect());
+            plan.extend(chunk);
+            store.flush_windows().unwrap();
+            check(&store, &plan, &format!("after batch {batch}"));
+        }
+        // The newest reading corrected: touched at the very time folded last.
+        write(&store, vec![reading("dev-a", 62, 8.25, QualityFlag::Good)]);
+        plan[62] = (62, 8.25, QualityFlag::Good);
+        store.flush_windows().unwrap();
+        check(&store, &plan, "newest corrected");
+        write(&store, vec![reading("dev-a", 1, 55.0, QualityFlag::Good), reading("dev-a", 50, -5.0, QualityFlag::Suspect)]);
+        plan[1].1 = 55.0;
+        plan[50] = (50, -5.0, QualityFlag::Suspect);
+        store.flush_windows().unwrap();
+        check(&store, &plan, "corrected");
+        let flushed = all(&store);
+        store.rebuild_rollups(at(0), at(T0 * 2), &|_| None).unwrap();
+        assert_eq!(all(&store), flushed, "flushed batch by batch, the windows have a rebuild's bits");
     }
 
     #[test]

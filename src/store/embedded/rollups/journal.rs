@@ -18,23 +18,29 @@ use crate::store::embedded::tables::WINDOW_JOURNAL;
 
 const HOUR_MS: i64 = 3_600_000;
 
-/// Hours a batch touched: (device, hour start), in any order.
+/// Hours a batch touched: (device, hour start, earliest time touched in it), in any order.
 #[derive(Debug, Default)]
-pub(in crate::store::embedded) struct Touched<'a>(Vec<(&'a str, i64)>);
+pub(in crate::store::embedded) struct Touched<'a>(Vec<(&'a str, i64, i64)>);
 
 impl<'a> Touched<'a> {
     pub(in crate::store::embedded) fn add(&mut self, device: &'a str, t_ms: i64) {
         let hour = Interval::Hour.window_start(t_ms);
-        // An uplink's readings come together: skip the repeats next to each other early.
-        if self.0.last() != Some(&(device, hour)) {
-            self.0.push((device, hour));
+        // An uplink's readings come together: merge the repeats next to each other early.
+        match self.0.last_mut() {
+            Some((d, h, t)) if *d == device && *h == hour => *t = (*t).min(t_ms),
+            _ => self.0.push((device, hour, t_ms)),
         }
     }
 
-    /// Sorted by device and hour, each once.
+    /// Sorted by device and hour, each once with the earliest time touched in it.
     fn settle(&mut self) {
         self.0.sort_unstable();
-        self.0.dedup();
+        self.0.dedup_by_key(|(d, h, _)| (*d, *h));
+    }
+
+    /// (device, hour start), sorted, each once: what a journal row keeps.
+    fn hours(&self) -> Vec<(&'a str, i64)> {
+        self.0.iter().map(|&(d, h, _)| (d, h)).collect()
     }
 }
 
@@ -44,7 +50,13 @@ impl<'a> Touched<'a> {
 pub(in crate::store::embedded) struct Pending {
     next_seq: AtomicU64,
     hours: Mutex<HashMap<String, BTreeMap<i64, u64>>>,
+    /// Per journal row noted by this process: (device, hour start, earliest time touched),
+    /// sorted. Rows read back from the journal have none (it keeps hours only).
+    earliest: Mutex<HashMap<u64, Vec<Earliest>>>,
 }
+
+/// (device, hour start, earliest time touched in that hour).
+type Earliest = (Box<str>, i64, i64);
 
 impl Pending {
     /// Rebuild from the journal a previous run left (a crash, or a stop between flushes).
@@ -69,6 +81,7 @@ impl Pending {
         let hours = fresh.hours.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut mine = self.hours.lock().unwrap_or_else(|p| p.into_inner());
         *mine = hours;
+        self.earliest.lock().unwrap_or_else(|p| p.into_inner()).clear();
         // Never reuse a number a failed transaction took: keep counting up.
         self.next_seq.fetch_max(fresh.next_seq.load(Ordering::Relaxed), Ordering::Relaxed);
         Ok(())
@@ -94,8 +107,27 @@ impl Pending {
         }
     }
 
+    /// The earliest time the journal rows `seqs` touched in `device`'s hour starting at
+    /// `hour`: the hour's start when one of the rows was not noted by this process.
+    pub(in crate::store::embedded) fn earliest_touched(&self, seqs: &[u64], device: &str, hour: i64) -> i64 {
+        let noted = self.earliest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut earliest = i64::MAX;
+        for seq in seqs {
+            let Some(row) = noted.get(seq) else { return hour };
+            if let Ok(i) = row.binary_search_by(|(d, h, _)| (&**d, *h).cmp(&(device, hour))) {
+                earliest = earliest.min(row[i].2);
+            }
+        }
+        if earliest == i64::MAX {
+            hour
+        } else {
+            earliest
+        }
+    }
+
     /// Forget hours whose newest journal row is at or below `seq`: a flush has stored them.
     pub(in crate::store::embedded) fn flushed(&self, seq: u64) {
+        self.earliest.lock().unwrap_or_else(|p| p.into_inner()).retain(|s, _| *s > seq);
         let mut pending = self.hours.lock().unwrap_or_else(|p| p.into_inner());
         pending.retain(|_, hours| {
             hours.retain(|_, s| *s > seq);
@@ -121,12 +153,15 @@ pub(in crate::store::embedded) fn append(
         return Ok(());
     }
     touched.settle();
+    let hours = touched.hours();
     let seq = pending.next_seq.fetch_add(1, Ordering::Relaxed);
-    for run in touched.0.chunk_by(|a, b| a.0 == b.0) {
+    for run in hours.chunk_by(|a, b| a.0 == b.0) {
         pending.note(seq, run[0].0, run.iter().map(|t| t.1));
     }
+    let earliest = touched.0.iter().map(|&(d, h, t)| (Box::from(d), h, t)).collect();
+    pending.earliest.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, earliest);
     let mut table = tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
-    table.insert(seq, encode(&touched.0).as_slice()).map_err(engine)?;
+    table.insert(seq, encode(&hours).as_slice()).map_err(engine)?;
     Ok(())
 }
 
@@ -273,7 +308,8 @@ mod tests {
         touched.add("ä", 5);
         touched.add("dev-1", 86_400_000 * 400);
         touched.settle();
-        let bytes = encode(&touched.0);
+        assert_eq!(touched.0[1], ("dev-1", 0, 0), "the earliest time touched in the hour");
+        let bytes = encode(&touched.hours());
         let back = decode(&bytes).unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(back[0].0, "dev-1");
@@ -301,7 +337,7 @@ mod tests {
         }
         assert_eq!(touched.0.len(), 2000, "an uplink's readings make one entry");
         touched.settle();
-        let bytes = encode(&touched.0);
+        let bytes = encode(&touched.hours());
         assert!(bytes.len() < 14 * 1000, "{} bytes for 1,000 device hours", bytes.len());
         assert_eq!(decode(&bytes).unwrap().iter().map(|s| s.1.len()).sum::<usize>(), 1000);
     }
