@@ -7,7 +7,9 @@
 //! rows it handled, again in one transaction. So a crash loses no window (the journal is as
 //! durable as the readings), corrections are exact (windows are recomputed, not patched),
 //! and a burst of uplinks costs one row write per series and day per flush instead of
-//! three window writes per reading. A query overlays the pending hours, folded from the
+//! three window writes per reading. An hour whose rows all touched it after the newest
+//! reading its stored block holds ([`Folded`]) is not recomputed: the new readings are
+//! added to the block in time order, the same adds a recompute would make. A query overlays the pending hours, folded from the
 //! readings, on the stored windows.
 //!
 //! Storage: one row per series and day holds the day's window and an hour block per hour
