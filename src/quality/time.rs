@@ -92,9 +92,10 @@ pub fn reading_time(measured: Option<DateTime<Utc>>, received: DateTime<Utc>, se
 /// Devices whose times are remembered at most; beyond, all are forgotten.
 const RECEPTION_DEVICES: usize = 100_000;
 
-/// Measurement times ahead of their reception remembered per device at most (one device
-/// sending more than about a hundred uplinks a second with a clock a little ahead fills it).
-const AHEAD_PER_DEVICE: usize = 65_536;
+/// Measurement times ahead of their reception, and runs of milliseconds given at reception,
+/// remembered per device at most, each (one device sending more than about a hundred
+/// uplinks a second with a clock a little ahead fills the first).
+const KEPT_PER_DEVICE: usize = 65_536;
 
 /// What one ingest stage knows of a device's milliseconds.
 #[derive(Default)]
@@ -127,7 +128,7 @@ impl Taken {
                 return;
             }
         }
-        if self.stamps.len() < AHEAD_PER_DEVICE {
+        if self.stamps.len() < KEPT_PER_DEVICE {
             self.stamps.insert(ms, ms);
         }
     }
@@ -200,8 +201,9 @@ impl Taken {
 /// after a restart, a reading an earlier run stored there. Such a reading is stored at the
 /// next millisecond free of all of them instead. Above a thousand uplinks a second of one
 /// device these times run ahead of the clock, and measurement times just ahead of it are
-/// stepped over as well. Left: a measured reading arriving after a reception time took its
-/// millisecond still replaces that reading.
+/// stepped over as well; a measured reading arriving later at a millisecond given at
+/// reception in the last ten minutes moves that reading aside ([`ReadingTime::moved_aside`]).
+/// Not covered: such a millisecond given by an earlier run (remembered in memory only).
 #[derive(Default)]
 pub struct ReceptionTimes {
     devices: FxHashMap<DeviceId, Taken>,
@@ -245,7 +247,7 @@ impl ReceptionTimes {
                 let to = taken.stamp(lookup, device, received_ms);
                 when.moved_aside = DateTime::from_timestamp_millis(to).map(|to| (when.time, to));
             }
-            if ms >= received_ms && taken.ahead.len() < AHEAD_PER_DEVICE {
+            if ms >= received_ms && taken.ahead.len() < KEPT_PER_DEVICE {
                 taken.ahead.insert(ms);
             }
             return when;

@@ -216,6 +216,11 @@ pub(crate) fn engine<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Engine(e.into())
 }
 
+/// A stored time in milliseconds as an instant; out of chrono's range is a corrupt store.
+pub(crate) fn millis(t: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(t).ok_or_else(|| StoreError::Corrupt(format!("time {t} ms is out of range")))
+}
+
 /// Every store is the neighbour test's view of the official stations: the reading of a
 /// series at `time` if one is stored there, else the nearer of its stored neighbours within
 /// `within` (readings flagged bad never count).

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
 
 use super::rollups::journal::{Pending, Touched};
@@ -27,7 +27,8 @@ use crate::quality::SeriesLookup;
 use crate::sources::lorawan::FrameCounter;
 use crate::store::batch::WriteBatch;
 use crate::store::boundary::{
-    engine, AdminStore, BackupError, CitizenStore, CommitStore, Outbox, ReadStore, Removed, Snapshot, StoreError, StoreHealth,
+    engine, millis, AdminStore, BackupError, CitizenStore, CommitStore, Outbox, ReadStore, Removed, Snapshot, StoreError,
+    StoreHealth,
 };
 use crate::store::dead_letter::{DeadLetter, ReplayOutcome};
 use crate::store::spans::{self, Spans};
@@ -465,7 +466,6 @@ impl EmbeddedStore {
         })
     }
 
-    /// Dead letters with an id above `after`, oldest first, at most `limit`.
     /// The first millisecond at or after `from` at which `device` has no reading of any
     /// quantity: each series is read on from there while its milliseconds follow each other.
     pub fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
@@ -511,6 +511,7 @@ impl EmbeddedStore {
         })
     }
 
+    /// Dead letters with an id above `after`, oldest first, at most `limit`.
     pub fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
@@ -596,10 +597,6 @@ impl EmbeddedStore {
 /// Open (or create) the database file with a page cache of `cache_bytes`.
 fn create(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
     redb::Builder::new().set_cache_size(cache_bytes).create(path).map_err(engine)
-}
-
-fn millis(t: i64) -> Result<DateTime<Utc>, StoreError> {
-    Utc.timestamp_millis_opt(t).single().ok_or_else(|| StoreError::Corrupt(format!("time {t} ms is out of range")))
 }
 
 fn to_reading(

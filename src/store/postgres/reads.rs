@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 
 use super::db;
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
-use crate::store::boundary::StoreError;
+use crate::store::boundary::{millis, StoreError};
 
 fn reading(device: &DeviceId, quantity: Quantity, row: &tokio_postgres::Row, first: usize) -> Reading {
     Reading {
@@ -132,8 +132,4 @@ pub(super) async fn free_from(
         }
         t += FREE_PAGE;
     }
-}
-
-fn millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("time {ms} ms is out of range")))
 }

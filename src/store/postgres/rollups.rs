@@ -46,14 +46,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Object, Transaction};
 use rustc_hash::FxHashMap;
 
 use super::db;
 use crate::aggregates::{Interval, Scope, Window};
 use crate::model::{QualityFlag, Quantity};
-use crate::store::boundary::StoreError;
+use crate::store::boundary::{millis, StoreError};
 
 /// A window row's key: scope key (`d:…` / `z:…`), quantity, interval code, start (ms).
 pub(super) type Key = (String, &'static str, i16, i64);
@@ -140,10 +140,6 @@ pub(super) fn keys_of(device: &str, district: Option<&str>, quantity: Quantity, 
             out.insert((key.clone(), quantity.name(), i16::from(interval.code()), interval.window_start(t_ms)), ());
         }
     }
-}
-
-pub(super) fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    Utc.timestamp_millis_opt(ms).single().ok_or_else(|| StoreError::Corrupt(format!("time {ms} ms is out of range")))
 }
 
 /// Version of the pending rows' encoding (their first byte): one scope's windows.
@@ -528,7 +524,7 @@ pub(super) async fn apply(tx: &impl GenericClient, delta: &Delta) -> Result<(), 
         scopes.push(scope.as_str());
         quantities.push(*q);
         intervals.push(*interval);
-        starts.push(time(*start)?);
+        starts.push(millis(*start)?);
         counts.push(w.count as i64);
         excluded.push(w.excluded as i64);
         sums.push(w.sum);
@@ -580,7 +576,7 @@ pub(super) async fn recompute(tx: &Transaction<'_>, keys: &BTreeMap<Key, ()>) ->
         let Some(length) = Interval::ALL.iter().find(|i| i16::from(i.code()) == *interval).map(|i| i.millis()) else {
             continue;
         };
-        let (from, to) = (time(*start)?, time(start + length)?);
+        let (from, to) = (millis(*start)?, millis(start + length)?);
         let e = Window::EMPTY;
         let lock = tx
             .prepare_cached(
@@ -699,7 +695,7 @@ pub(super) async fn query(
             }
         }
     }
-    windows.into_iter().map(|(start, w)| Ok((time(start)?, w))).collect()
+    windows.into_iter().map(|(start, w)| Ok((millis(start)?, w))).collect()
 }
 
 /// A device's windows folded from its readings (in time order), for the intervals not kept.
@@ -723,7 +719,7 @@ async fn from_readings(
         let flag = QualityFlag::from_byte(row.get::<_, i16>(2) as u8);
         windows.entry(interval.window_start(t)).or_insert(Window::EMPTY).add(row.get(1), t, flag);
     }
-    windows.into_iter().map(|(start, w)| Ok((time(start)?, w))).collect()
+    windows.into_iter().map(|(start, w)| Ok((millis(start)?, w))).collect()
 }
 
 /// First and last time of a series' data: a device's readings, a district's day windows.
@@ -772,7 +768,7 @@ pub(super) async fn extent(
                     }
                 }
             }
-            return range.map(|(a, b)| Ok((time(a)?, time(b)?))).transpose();
+            return range.map(|(a, b)| Ok((millis(a)?, millis(b)?))).transpose();
         }
     };
     let (first, last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (row.get(0), row.get(1));

@@ -9,8 +9,8 @@
 //! and a burst of uplinks costs one row write per series and day per flush instead of
 //! three window writes per reading. An hour whose rows all touched it after the newest
 //! reading its stored block holds ([`Folded`]) is not recomputed: the new readings are
-//! added to the block in time order, the same adds a recompute would make. A query overlays the pending hours, folded from the
-//! readings, on the stored windows.
+//! added to the block in time order, the same adds a recompute would make. A query
+//! overlays the pending hours, folded from the readings, on the stored windows.
 //!
 //! Storage: one row per series and day holds the day's window and an hour block per hour
 //! with data: the hour's window and its 10-minute windows (a 10-minute window of a single
