@@ -8,9 +8,11 @@
 //! Every line has a sequence number, increasing in arrival order, so the writer replays the
 //! spool in order. A row holds a run of lines with consecutive numbers, joined by `\n` (line
 //! protocol has no newline inside a line), keyed by the number of its *last* line: a commit
-//! writes its batch's lines as one row instead of one row per reading, and the writer removes
-//! a sent batch with a few row deletions. A store from before holds one line per row, which is
-//! a run of one under the same key, so both read alike.
+//! writes its batch's lines as rows of up to [`ROW_LINES`] instead of one row per reading. The
+//! writer reads whole rows while they fit its request, so it removes a sent batch with a few
+//! row deletions and rewrites no row's rest; only a first row longer than the request is cut.
+//! A store from before holds one line per row, which is a run of one under the same key, so
+//! both read alike.
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
@@ -18,8 +20,12 @@ use super::tables::OUTBOX;
 use crate::store::batch::Lines;
 use crate::store::boundary::{engine, StoreError};
 
+/// Most lines a commit writes into one row: a write request (5,000 lines by default) then
+/// takes whole rows and is still nearly full.
+const ROW_LINES: usize = 512;
+
 /// Append lines to the outbox inside the caller's transaction (the one storing the readings),
-/// as one row.
+/// as rows of up to [`ROW_LINES`].
 pub(super) fn append(tx: &WriteTransaction, lines: &Lines) -> Result<(), StoreError> {
     if lines.is_empty() {
         return Ok(());
@@ -27,8 +33,23 @@ pub(super) fn append(tx: &WriteTransaction, lines: &Lines) -> Result<(), StoreEr
     let mut table = tx.open_table(OUTBOX).map_err(engine)?;
     // Only the InfluxDB writer removes lines, and only lines it has read, so the next number is
     // always above every line still present: order is preserved even after the table empties.
-    let first = table.last().map_err(engine)?.map(|(k, _)| k.value() + 1).unwrap_or(1);
-    table.insert(first + lines.len() as u64 - 1, lines.text().as_bytes()).map_err(engine)?;
+    let mut last = table.last().map_err(engine)?.map(|(k, _)| k.value()).unwrap_or(0);
+    let text = lines.text().as_bytes();
+    let mut from = 0;
+    let mut left = lines.len();
+    while left > 0 {
+        let take = left.min(ROW_LINES);
+        // The row ends before the newline after its last line, or at the text's end.
+        let end = if take == left {
+            text.len()
+        } else {
+            from + memchr::memchr_iter(b'\n', &text[from..]).nth(take - 1).unwrap_or(text.len() - from)
+        };
+        last += take as u64;
+        table.insert(last, &text[from..end]).map_err(engine)?;
+        from = end + 1;
+        left -= take;
+    }
     Ok(())
 }
 
@@ -61,19 +82,26 @@ pub(super) fn len(db: &Database) -> Result<u64, StoreError> {
     Ok(n)
 }
 
-/// The oldest `limit` spooled lines with their sequence numbers, oldest first.
+/// The oldest spooled lines with their sequence numbers, oldest first: whole rows while they
+/// fit in `limit` lines, or the first `limit` lines of the first row if that alone is longer.
 pub(super) fn peek(db: &Database, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
     // `EmbeddedStore::open` creates the table, so it is never missing here.
     let tx = db.begin_read().map_err(engine)?;
     let table = tx.open_table(OUTBOX).map_err(engine)?;
     let mut out = Vec::with_capacity(limit.min(65_536));
     for entry in table.iter().map_err(engine)? {
-        if out.len() >= limit {
+        let (k, v) = entry.map_err(engine)?;
+        let row = v.value();
+        let room = limit - out.len();
+        if count(row) as usize > room {
+            // Sending part of a row makes its removal rewrite the rest; leave it for the
+            // next request unless nothing else goes into this one.
+            if out.is_empty() {
+                out.extend(lines_of(k.value(), row).take(room).map(|(seq, line)| (seq, line.to_vec())));
+            }
             break;
         }
-        let (k, v) = entry.map_err(engine)?;
-        let room = limit - out.len();
-        out.extend(lines_of(k.value(), v.value()).take(room).map(|(seq, line)| (seq, line.to_vec())));
+        out.extend(lines_of(k.value(), row).map(|(seq, line)| (seq, line.to_vec())));
     }
     Ok(out)
 }
@@ -172,6 +200,7 @@ mod tests {
     use redb::{ReadableDatabase, ReadableTableMetadata};
 
     use super::super::tables::OUTBOX;
+    use super::ROW_LINES;
     use crate::store::boundary::engine;
     use crate::store::{CommitStore, EmbeddedStore, Outbox, WriteBatch};
 
@@ -230,27 +259,63 @@ mod tests {
         WriteBatch { outbox: lines.iter().collect(), ..Default::default() }
     }
 
+    fn rows(store: &EmbeddedStore) -> u64 {
+        store
+            .with_db(|db| {
+                let tx = db.begin_read().map_err(engine)?;
+                let table = tx.open_table(OUTBOX).map_err(engine)?;
+                table.len().map_err(engine)
+            })
+            .unwrap()
+    }
+
     #[test]
-    fn a_commit_is_one_row_and_a_limit_may_cut_it() {
+    fn a_commit_is_one_row_and_a_limit_cuts_only_a_first_row_longer_than_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         store.write(&batch(&["a", "b", "c"])).unwrap();
         store.write(&batch(&["d", "e"])).unwrap();
-        let rows = store.with_db(|db| {
-            let tx = db.begin_read().map_err(engine)?;
-            let table = tx.open_table(OUTBOX).map_err(engine)?;
-            table.len().map_err(engine)
-        });
-        assert_eq!(rows.unwrap(), 2, "one row per commit");
+        assert_eq!(rows(&store), 2, "one row per commit");
         assert_eq!(store.outbox_len().unwrap(), 5);
+        // The second row doesn't fit in four lines: it waits, whole, for the next request.
         let head = peeked(&store, 4);
-        assert_eq!(head, vec![(1, "a".into()), (2, "b".into()), (3, "c".into()), (4, "d".into())]);
-        // The writer sent the first four: the second row keeps its last line under its number.
+        assert_eq!(head, vec![(1, "a".into()), (2, "b".into()), (3, "c".into())]);
+        // A first row longer than the limit is cut.
+        let head = peeked(&store, 2);
+        assert_eq!(head, vec![(1, "a".into()), (2, "b".into())]);
+        // The writer sent those two: the row keeps its last line under its number.
         store.outbox_remove(&head.iter().map(|(k, _)| *k).collect::<Vec<_>>()).unwrap();
+        assert_eq!(peeked(&store, 10), vec![(3, "c".into()), (4, "d".into()), (5, "e".into())]);
+        assert_eq!(store.outbox_len().unwrap(), 3);
+        store.outbox_remove(&[3, 4]).unwrap();
         assert_eq!(peeked(&store, 10), vec![(5, "e".into())]);
-        assert_eq!(store.outbox_len().unwrap(), 1);
         store.write(&batch(&["f"])).unwrap();
         assert_eq!(peeked(&store, 10), vec![(5, "e".into()), (6, "f".into())]);
+    }
+
+    #[test]
+    fn a_long_commit_is_cut_into_rows_the_writer_takes_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(&batch(&["first"])).unwrap();
+        let lines: Vec<String> = (0..2 * ROW_LINES + 3).map(|i| format!("l{i}")).collect();
+        store.write(&WriteBatch { outbox: lines.iter().collect(), ..Default::default() }).unwrap();
+        assert_eq!(rows(&store), 4, "one row, then the commit's {} lines in three", lines.len());
+        assert_eq!(store.outbox_len().unwrap(), 1 + lines.len() as u64);
+        // Every line once, in order, numbered one after another.
+        let all = peeked(&store, usize::MAX);
+        let expect: Vec<(u64, String)> = std::iter::once("first".to_owned())
+            .chain(lines.iter().cloned())
+            .enumerate()
+            .map(|(i, l)| (i as u64 + 1, l))
+            .collect();
+        assert_eq!(all, expect);
+        // Room for a row and a half: the first two rows (1 + ROW_LINES lines), nothing cut.
+        let head = peeked(&store, ROW_LINES + ROW_LINES / 2);
+        assert_eq!(head.len(), 1 + ROW_LINES);
+        store.outbox_remove(&head.iter().map(|(k, _)| *k).collect::<Vec<_>>()).unwrap();
+        assert_eq!(rows(&store), 2, "whole rows went");
+        assert_eq!(peeked(&store, usize::MAX), expect[1 + ROW_LINES..]);
     }
 
     #[test]
