@@ -184,7 +184,7 @@ fn the_spool_gives_back_each_commits_lines_in_order_until_they_are_removed() {
     store.write(&WriteBatch { outbox: ["t v=4 4"].into_iter().collect(), ..Default::default() }).unwrap();
     assert_eq!(store.outbox_len().unwrap(), 4);
     let text = |limit| -> (Vec<u64>, Vec<String>) {
-        store.outbox_peek(limit).unwrap().into_iter().map(|(k, l)| (k, String::from_utf8(l).unwrap())).unzip()
+        store.outbox_peek(limit).unwrap().iter().map(|(k, l)| (k, String::from_utf8(l.to_vec()).unwrap())).unzip()
     };
     let (keys, lines) = text(3);
     assert_eq!(lines, ["t v=1 1", "t v=2 2", "t v=3 3"]);

@@ -101,14 +101,88 @@ pub trait ReadStore: Send + Sync {
 pub trait Outbox: Send + Sync {
     /// Lines waiting.
     fn outbox_len(&self) -> Result<u64, StoreError>;
-    /// The oldest `limit` lines with their keys, oldest first.
-    fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// The oldest lines with their keys, oldest first: at most `limit`, and at least one
+    /// if any waits.
+    fn outbox_peek(&self, limit: usize) -> Result<Spooled, StoreError>;
     /// Remove sent (or dead-lettered) lines. The removal may be made durable only by the
     /// store's next commit or its close: a crash before then sends those lines again, which
     /// InfluxDB takes as an overwrite of the same points.
     fn outbox_remove(&self, keys: &[u64]) -> Result<(), StoreError>;
     /// Delete the `n` oldest lines; returns how many were deleted.
     fn outbox_drop_oldest(&self, n: u64) -> Result<u64, StoreError>;
+}
+
+/// Lines read from the spool, oldest first, each with its key: one buffer of the lines joined
+/// by `\n`, so reading a request's worth costs no allocation per line and a run of them is
+/// one slice of it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Spooled {
+    text: Vec<u8>,
+    /// Each line's key and the offset just past its end in `text`.
+    lines: Vec<(u64, usize)>,
+}
+
+impl Spooled {
+    /// Add a line (without a `\n`) under its key.
+    pub fn push(&mut self, key: u64, line: &[u8]) {
+        self.push_joined(key, line);
+    }
+
+    /// Add `lines`, a run of lines joined by `\n`, keyed `first` onwards: one copy for all.
+    pub fn push_joined(&mut self, first: u64, lines: &[u8]) {
+        if !self.lines.is_empty() {
+            self.text.push(b'\n');
+        }
+        let start = self.text.len();
+        self.text.extend_from_slice(lines);
+        let ends = memchr::memchr_iter(b'\n', lines).map(|i| start + i).chain(std::iter::once(self.text.len()));
+        self.lines.extend((first..).zip(ends));
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The `i`th line's key.
+    pub fn key(&self, i: usize) -> u64 {
+        self.lines[i].0
+    }
+
+    /// Where the `i`th line starts in `text`.
+    fn start(&self, i: usize) -> usize {
+        if i == 0 {
+            0
+        } else {
+            self.lines[i - 1].1 + 1
+        }
+    }
+
+    /// The `i`th line.
+    pub fn line(&self, i: usize) -> &[u8] {
+        &self.text[self.start(i)..self.lines[i].1]
+    }
+
+    /// Lines `from..to` joined by `\n` (empty for an empty range).
+    pub fn joined(&self, range: std::ops::Range<usize>) -> &[u8] {
+        if range.is_empty() {
+            return &[];
+        }
+        &self.text[self.start(range.start)..self.lines[range.end - 1].1]
+    }
+
+    /// The keys of lines `from..to`.
+    pub fn keys(&self, range: std::ops::Range<usize>) -> Vec<u64> {
+        self.lines[range].iter().map(|(k, _)| *k).collect()
+    }
+
+    /// Every line with its key, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        (0..self.len()).map(|i| (self.key(i), self.line(i)))
+    }
 }
 
 /// What removing a citizen sensor removed.
@@ -236,5 +310,28 @@ impl<T: ReadStore + SeriesLookup> NearbyLookup for T {
             (Some((_, v)), None) | (None, Some((_, v))) => Some(v),
             (None, None) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spooled;
+
+    #[test]
+    fn spooled_lines_keep_their_keys_and_runs_of_them_are_one_slice() {
+        let mut s = Spooled::default();
+        assert!(s.is_empty());
+        s.push_joined(7, b"a x=1 1\nb x=2 2");
+        s.push(12, b"c x=3 3");
+        s.push_joined(13, b"d x=4 4");
+        assert_eq!(s.len(), 4);
+        assert_eq!(s.keys(0..4), vec![7, 8, 12, 13]);
+        assert_eq!(s.line(0), b"a x=1 1");
+        assert_eq!(s.line(1), b"b x=2 2");
+        assert_eq!(s.line(3), b"d x=4 4");
+        assert_eq!(s.joined(1..3), b"b x=2 2\nc x=3 3");
+        assert_eq!(s.joined(0..4), b"a x=1 1\nb x=2 2\nc x=3 3\nd x=4 4");
+        assert_eq!(s.joined(2..2), b"");
+        assert_eq!(s.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![7, 8, 12, 13]);
     }
 }

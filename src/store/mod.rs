@@ -16,7 +16,7 @@ mod spans;
 
 pub use batch::{Lines, WriteBatch};
 pub use boundary::{
-    AdminStore, ApiStore, BackupError, CitizenStore, CommitStore, Extent, Outbox, ReadStore, Removed, Snapshot, Store,
+    AdminStore, ApiStore, BackupError, CitizenStore, CommitStore, Extent, Outbox, ReadStore, Removed, Snapshot, Spooled, Store,
     StoreError, StoreHealth,
 };
 pub use dead_letter::{DeadLetter, ReplayOutcome};

@@ -244,16 +244,15 @@ impl InfluxWriter {
         // spool is still written in order.
         let mut ranges = vec![(0, entries.len())];
         while let Some((a, b)) = ranges.pop() {
-            let part = &entries[a..b];
-            match self.post(part).await {
+            match self.post(entries.joined(a..b)).await {
                 Outcome::Written => {
-                    if !self.remove(part).await {
+                    if !self.remove(entries.keys(a..b)).await {
                         return Step::Retry(None);
                     }
-                    Metrics::inc(&self.metrics.influx.points_written, part.len() as u64);
+                    Metrics::inc(&self.metrics.influx.points_written, (b - a) as u64);
                 }
-                Outcome::Rejected { status, text } if part.len() == 1 => {
-                    if !self.dead_letter(&part[0].1, status, &text).await || !self.remove(part).await {
+                Outcome::Rejected { status, text } if b - a == 1 => {
+                    if !self.dead_letter(entries.line(a), status, &text).await || !self.remove(entries.keys(a..b)).await {
                         return Step::Retry(None);
                     }
                     Metrics::inc(&self.metrics.influx.points_rejected, 1);
@@ -273,12 +272,11 @@ impl InfluxWriter {
         Step::Progress
     }
 
-    async fn post(&self, lines: &[(u64, Vec<u8>)]) -> Outcome {
-        let mut body = Vec::with_capacity(lines.iter().map(|(_, l)| l.len() + 1).sum());
-        for (_, line) in lines {
-            body.extend_from_slice(line);
-            body.push(b'\n');
-        }
+    /// Send lines joined by `\n`.
+    async fn post(&self, lines: &[u8]) -> Outcome {
+        let mut body = Vec::with_capacity(lines.len() + 1);
+        body.extend_from_slice(lines);
+        body.push(b'\n');
         let mut request = self.client.post(self.write_url.clone()).header(CONTENT_TYPE, "text/plain; charset=utf-8");
         if self.settings.gzip {
             // The fastest level: most of gzip's gain on repetitive line protocol, little CPU.
@@ -320,8 +318,7 @@ impl InfluxWriter {
         }
     }
 
-    async fn remove(&self, part: &[(u64, Vec<u8>)]) -> bool {
-        let keys: Vec<u64> = part.iter().map(|(k, _)| *k).collect();
+    async fn remove(&self, keys: Vec<u64>) -> bool {
         let n = keys.len() as u64;
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.outbox_remove(&keys)).await {

@@ -18,7 +18,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::tables::OUTBOX;
 use crate::store::batch::Lines;
-use crate::store::boundary::{engine, StoreError};
+use crate::store::boundary::{engine, Spooled, StoreError};
 
 /// Most lines a commit writes into one row: a write request (5,000 lines by default) then
 /// takes whole rows and is still nearly full.
@@ -84,24 +84,28 @@ pub(super) fn len(db: &Database) -> Result<u64, StoreError> {
 
 /// The oldest spooled lines with their sequence numbers, oldest first: whole rows while they
 /// fit in `limit` lines, or the first `limit` lines of the first row if that alone is longer.
-pub(super) fn peek(db: &Database, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+pub(super) fn peek(db: &Database, limit: usize) -> Result<Spooled, StoreError> {
     // `EmbeddedStore::open` creates the table, so it is never missing here.
     let tx = db.begin_read().map_err(engine)?;
     let table = tx.open_table(OUTBOX).map_err(engine)?;
-    let mut out = Vec::with_capacity(limit.min(65_536));
+    let mut out = Spooled::default();
     for entry in table.iter().map_err(engine)? {
         let (k, v) = entry.map_err(engine)?;
-        let row = v.value();
+        let (key, row) = (k.value(), v.value());
         let room = limit - out.len();
-        if count(row) as usize > room {
-            // Sending part of a row makes its removal rewrite the rest; leave it for the
-            // next request unless nothing else goes into this one.
-            if out.is_empty() {
-                out.extend(lines_of(k.value(), row).take(room).map(|(seq, line)| (seq, line.to_vec())));
-            }
-            break;
+        let lines = count(row);
+        let first = key + 1 - lines;
+        if lines as usize <= room {
+            out.push_joined(first, row);
+            continue;
         }
-        out.extend(lines_of(k.value(), row).map(|(seq, line)| (seq, line.to_vec())));
+        // Sending part of a row makes its removal rewrite the rest; leave it for the next
+        // request unless nothing else goes into this one.
+        if out.is_empty() && room > 0 {
+            let end = memchr::memchr_iter(b'\n', row).nth(room - 1).unwrap_or(row.len());
+            out.push_joined(first, &row[..end]);
+        }
+        break;
     }
     Ok(out)
 }
@@ -215,16 +219,16 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(store.outbox_len().unwrap(), 3);
         let first = store.outbox_peek(2).unwrap();
-        assert_eq!(first.iter().map(|(_, l)| l.as_slice()).collect::<Vec<_>>(), vec![b"a".as_slice(), b"b"]);
-        store.outbox_remove(&first.iter().map(|(k, _)| *k).collect::<Vec<_>>()).unwrap();
+        assert_eq!(first.iter().map(|(_, l)| l).collect::<Vec<_>>(), vec![b"a".as_slice(), b"b"]);
+        store.outbox_remove(&first.keys(0..first.len())).unwrap();
         let rest = store.outbox_peek(10).unwrap();
         assert_eq!(rest.len(), 1);
-        store.outbox_remove(&[rest[0].0]).unwrap();
+        store.outbox_remove(&[rest.key(0)]).unwrap();
         store.write(&WriteBatch { outbox: ["d", "e"].into_iter().collect(), ..Default::default() }).unwrap();
         assert_eq!(store.outbox_drop_oldest(1).unwrap(), 1);
         let left = store.outbox_peek(10).unwrap();
         assert_eq!(left.len(), 1);
-        assert_eq!(left[0].1, b"e");
+        assert_eq!(left.line(0), b"e");
     }
 
     #[test]
@@ -233,11 +237,11 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let lines: Vec<String> = (0..10).map(|i| format!("l{i}")).collect();
         store.write(&WriteBatch { outbox: lines.iter().collect(), ..Default::default() }).unwrap();
-        let keys: Vec<u64> = store.outbox_peek(10).unwrap().iter().map(|(k, _)| *k).collect();
+        let keys: Vec<u64> = store.outbox_peek(10).unwrap().iter().map(|(k, _)| k).collect();
         // Not a run: the key between them stays; a repeat and a missing key are no error.
         store.outbox_remove(&[keys[4], keys[2], keys[2], 9_999]).unwrap();
         let left =
-            |store: &EmbeddedStore| -> Vec<Vec<u8>> { store.outbox_peek(20).unwrap().into_iter().map(|(_, l)| l).collect() };
+            |store: &EmbeddedStore| -> Vec<Vec<u8>> { store.outbox_peek(20).unwrap().iter().map(|(_, l)| l.to_vec()).collect() };
         let expect: Vec<Vec<u8>> = [0, 1, 3, 5, 6, 7, 8, 9].iter().map(|i| format!("l{i}").into_bytes()).collect();
         assert_eq!(left(&store), expect);
         // A run with a repeat that makes the list as long as a wider run: only the listed go.
@@ -252,7 +256,7 @@ mod tests {
 
     /// Lines as the writer sees them.
     fn peeked(store: &EmbeddedStore, limit: usize) -> Vec<(u64, String)> {
-        store.outbox_peek(limit).unwrap().into_iter().map(|(k, l)| (k, String::from_utf8(l).unwrap())).collect()
+        store.outbox_peek(limit).unwrap().iter().map(|(k, l)| (k, String::from_utf8(l.to_vec()).unwrap())).collect()
     }
 
     fn batch(lines: &[&str]) -> WriteBatch {

@@ -27,8 +27,8 @@ use crate::quality::SeriesLookup;
 use crate::sources::lorawan::FrameCounter;
 use crate::store::batch::WriteBatch;
 use crate::store::boundary::{
-    engine, millis, AdminStore, BackupError, CitizenStore, CommitStore, Outbox, ReadStore, Removed, Snapshot, StoreError,
-    StoreHealth,
+    engine, millis, AdminStore, BackupError, CitizenStore, CommitStore, Outbox, ReadStore, Removed, Snapshot, Spooled,
+    StoreError, StoreHealth,
 };
 use crate::store::dead_letter::{DeadLetter, ReplayOutcome};
 use crate::store::spans::{self, Spans};
@@ -776,7 +776,7 @@ impl Outbox for EmbeddedStore {
         self.with_db(outbox::len)
     }
 
-    fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn outbox_peek(&self, limit: usize) -> Result<Spooled, StoreError> {
         self.with_db(|db| outbox::peek(db, limit))
     }
 
@@ -1125,7 +1125,7 @@ mod tests {
         assert!(!store.health().writable);
         let _ = store.flush_windows();
         if let Ok(head) = store.outbox_peek(50) {
-            let _ = store.outbox_remove(&head.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+            let _ = store.outbox_remove(&head.keys(0..head.len()));
         }
         fs.fill();
         assert!(store.write(&burst(stored, 200)).is_err());
@@ -1145,7 +1145,7 @@ mod tests {
         let removed_early = (stored as usize - values.len()) as i64;
         assert!(removed_early == 0 || removed_early == 50, "{removed_early} lines gone");
         assert_eq!(values, (removed_early..stored).collect::<Vec<_>>(), "spooled once each, in order");
-        store.outbox_remove(&spooled.iter().map(|(k, _)| *k).collect::<Vec<_>>()).unwrap();
+        store.outbox_remove(&spooled.keys(0..spooled.len())).unwrap();
         assert_eq!(store.outbox_len().unwrap(), 0);
         // The window journal in memory matches the stored one: a flush empties both.
         store.flush_windows().unwrap();

@@ -5,7 +5,7 @@
 //! point per series and time, so a line sent twice is stored once.
 
 use super::{db, PostgresStore};
-use crate::store::boundary::{Outbox, StoreError};
+use crate::store::boundary::{Outbox, Spooled, StoreError};
 
 impl Outbox for PostgresStore {
     fn outbox_len(&self) -> Result<u64, StoreError> {
@@ -15,12 +15,16 @@ impl Outbox for PostgresStore {
         })
     }
 
-    fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn outbox_peek(&self, limit: usize) -> Result<Spooled, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_client(|client| async move {
             let stmt = client.prepare_cached("SELECT id, line FROM outbox ORDER BY id LIMIT $1").await.map_err(db)?;
             let rows = client.query(&stmt, &[&limit]).await.map_err(db)?;
-            Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get(1))).collect())
+            let mut out = Spooled::default();
+            for r in &rows {
+                out.push(r.get::<_, i64>(0) as u64, r.get(1));
+            }
+            Ok(out)
         })
     }
 
