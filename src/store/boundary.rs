@@ -166,7 +166,7 @@ impl Spooled {
         &self.text[self.start(i)..self.lines[i].1]
     }
 
-    /// Lines `from..to` joined by `\n` (empty for an empty range).
+    /// The lines in `range` joined by `\n` (empty for an empty range).
     pub fn joined(&self, range: std::ops::Range<usize>) -> &[u8] {
         if range.is_empty() {
             return &[];
@@ -174,7 +174,7 @@ impl Spooled {
         &self.text[self.start(range.start)..self.lines[range.end - 1].1]
     }
 
-    /// The keys of lines `from..to`.
+    /// The keys of the lines in `range`.
     pub fn keys(&self, range: std::ops::Range<usize>) -> Vec<u64> {
         self.lines[range].iter().map(|(k, _)| *k).collect()
     }

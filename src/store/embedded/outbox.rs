@@ -39,18 +39,19 @@ pub(super) fn append(tx: &WriteTransaction, lines: &Lines) -> Result<(), StoreEr
     let mut left = lines.len();
     while left > 0 {
         let take = left.min(ROW_LINES);
-        // The row ends before the newline after its last line, or at the text's end.
-        let end = if take == left {
-            text.len()
-        } else {
-            from + memchr::memchr_iter(b'\n', &text[from..]).nth(take - 1).unwrap_or(text.len() - from)
-        };
+        let end = from + end_of_lines(&text[from..], take);
         last += take as u64;
         table.insert(last, &text[from..end]).map_err(engine)?;
         from = end + 1;
         left -= take;
     }
     Ok(())
+}
+
+/// Where the first `n` (at least one) lines of `text` end: at the newline after the `n`th, or
+/// at the end of the text if it holds no more.
+fn end_of_lines(text: &[u8], n: usize) -> usize {
+    memchr::memchr_iter(b'\n', text).nth(n - 1).unwrap_or(text.len())
 }
 
 /// How many lines a row holds.
@@ -102,8 +103,7 @@ pub(super) fn peek(db: &Database, limit: usize) -> Result<Spooled, StoreError> {
         // Sending part of a row makes its removal rewrite the rest; leave it for the next
         // request unless nothing else goes into this one.
         if out.is_empty() && room > 0 {
-            let end = memchr::memchr_iter(b'\n', row).nth(room - 1).unwrap_or(row.len());
-            out.push_joined(first, &row[..end]);
+            out.push_joined(first, &row[..end_of_lines(row, room)]);
         }
         break;
     }
