@@ -1,0 +1,159 @@
+//! Benchmark: what storing an uplink's readings costs in the embedded store's engine, for the
+//! layout the store has (a row per reading) and for a row per uplink, to size a redesign.
+//!
+//! The harness's job in miniature: one LHT65 sending MESSNETZ_BENCH_UPLINKS (100,000) uplinks of
+//! six readings (four decoded, two derived), five of them flagged stuck with a reason of the
+//! stuck test's length, committed in batches of MESSNETZ_BENCH_BATCH (500) uplinks with the
+//! engine's default durability and a page cache of MESSNETZ_BENCH_CACHE_MB (1,024, the
+//! store's default). Three writers, each into a fresh file:
+//!
+//! - `EmbeddedStore::write`: the gateway's commit (readings, series numbers, district rollup
+//!   deltas, window journal, last seen);
+//! - the readings table alone: the same keys and values as the store's `readings_by_series`
+//!   table, six inserts an uplink;
+//! - a row per uplink: key (device number, ms), the six readings packed into one value.
+//!
+//! Prints µs per uplink (wall clock, with the commits' fsyncs, and this thread's CPU) and the
+//! bytes of the readings' pages for each.
+//!
+//! `cargo bench --bench readings_layout`
+
+use std::time::Instant;
+
+use chrono::DateTime;
+use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
+use messnetz::store::{CommitStore, EmbeddedStore, WriteBatch};
+use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+
+/// The same key and value types as the embedded store's readings table.
+const BY_READING: TableDefinition<(u32, i64), (f64, u8, &str)> = TableDefinition::new("by_reading");
+/// (device number, ms) -> per reading: quantity byte, value, flag byte, reason length, reason.
+const BY_UPLINK: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("by_uplink");
+
+const START_MS: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z
+const QUANTITIES: [&str; 6] =
+    ["battery_voltage", "air_temperature", "relative_humidity", "probe_temperature", "dew_point_temperature", "heat_index"];
+/// As long as the stuck test's reason for a humidity reading.
+const STUCK: &str = "stuck: 88.6 % unchanged since 2025-12-01 00:00:01 UTC (6.0 h)";
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The six readings of uplink `u`: the air temperature changes, the others repeat (stuck).
+fn uplink(device: &DeviceId, quantities: &[Quantity], u: usize) -> Vec<Reading> {
+    let time = DateTime::from_timestamp_millis(START_MS + u as i64 * 1000).unwrap();
+    quantities
+        .iter()
+        .enumerate()
+        .map(|(i, &quantity)| {
+            let changing = i == 1;
+            Reading {
+                device: device.clone(),
+                quantity,
+                value: if changing { (u % 300) as f64 / 10.0 } else { 88.6 },
+                time,
+                flag: if changing { QualityFlag::Good } else { QualityFlag::Suspect },
+                reason: if changing { String::new() } else { STUCK.to_owned() },
+            }
+        })
+        .collect()
+}
+
+/// CPU time of this thread so far, in seconds (Linux: the first field of its schedstat).
+fn cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    stat.split_whitespace().next().and_then(|ns| ns.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
+}
+
+/// `pages`: bytes of the readings' pages (keys, values, page metadata and fragmentation).
+fn report(what: &str, uplinks: usize, (seconds, cpu): (f64, f64), pages: u64) {
+    println!(
+        "{what:<34} {:>6.2} µs/uplink ({:>5.2} µs CPU)  {:>7.0} uplinks/s  readings' pages {:>6.1} MiB",
+        seconds * 1e6 / uplinks as f64,
+        cpu * 1e6 / uplinks as f64,
+        uplinks as f64 / seconds,
+        pages as f64 / 1048576.0
+    );
+}
+
+fn pages(s: redb::TableStats) -> u64 {
+    s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes()
+}
+
+fn main() {
+    let uplinks = env("MESSNETZ_BENCH_UPLINKS", 100_000);
+    let per_batch = env("MESSNETZ_BENCH_BATCH", 500);
+    let cache_mb = env("MESSNETZ_BENCH_CACHE_MB", 1024);
+    let device = DeviceId::parse("demo-lht65").unwrap();
+    let quantities: Vec<Quantity> = QUANTITIES.iter().map(|q| Quantity::by_name(q).unwrap()).collect();
+    let batches: Vec<Vec<Reading>> = (0..uplinks)
+        .step_by(per_batch)
+        .map(|first| (first..(first + per_batch).min(uplinks)).flat_map(|u| uplink(&device, &quantities, u)).collect())
+        .collect();
+    println!("{uplinks} uplinks of {} readings, {per_batch} uplinks a commit, page cache {cache_mb} MiB", quantities.len());
+
+    // The gateway's commit.
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_with_cache(dir.path(), cache_mb << 20).unwrap();
+    let mut batch = WriteBatch::default();
+    let (started, cpu0) = (Instant::now(), cpu());
+    for readings in &batches {
+        batch.readings.clone_from(readings);
+        store.write(&batch).unwrap();
+    }
+    let seconds = (started.elapsed().as_secs_f64(), cpu() - cpu0);
+    let space = store.table_space().unwrap();
+    report("EmbeddedStore::write", uplinks, seconds, space.iter().find(|s| s.0 == "readings").unwrap().2);
+    assert_eq!(store.count_readings().unwrap(), (uplinks * quantities.len()) as u64);
+    drop(store);
+
+    // The readings table alone, a row per reading.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("by-reading.redb");
+    let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
+    let (started, cpu0) = (Instant::now(), cpu());
+    for readings in &batches {
+        let tx = db.begin_write().unwrap();
+        {
+            let mut table = tx.open_table(BY_READING).unwrap();
+            // Series numbers as the store gives them: one per quantity of the one device.
+            for (k, r) in readings.iter().enumerate() {
+                let series = (k % QUANTITIES.len()) as u32;
+                table.insert((series, r.time.timestamp_millis()), (r.value, r.flag.to_byte(), r.reason.as_str())).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let seconds = (started.elapsed().as_secs_f64(), cpu() - cpu0);
+    let space = pages(db.begin_read().unwrap().open_table(BY_READING).unwrap().stats().unwrap());
+    report("readings table, a row per reading", uplinks, seconds, space);
+    drop(db);
+
+    // A row per uplink.
+    let path = dir.path().join("by-uplink.redb");
+    let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
+    let mut row = Vec::new();
+    let (started, cpu0) = (Instant::now(), cpu());
+    for readings in &batches {
+        let tx = db.begin_write().unwrap();
+        {
+            let mut table = tx.open_table(BY_UPLINK).unwrap();
+            for one in readings.chunk_by(|a, b| a.time == b.time) {
+                row.clear();
+                for (q, r) in one.iter().enumerate() {
+                    row.push(q as u8);
+                    row.extend_from_slice(&r.value.to_le_bytes());
+                    row.push(r.flag.to_byte());
+                    row.push(r.reason.len().min(255) as u8);
+                    row.extend_from_slice(&r.reason.as_bytes()[..r.reason.len().min(255)]);
+                }
+                table.insert((0u32, one[0].time.timestamp_millis()), row.as_slice()).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let seconds = (started.elapsed().as_secs_f64(), cpu() - cpu0);
+    let space = pages(db.begin_read().unwrap().open_table(BY_UPLINK).unwrap().stats().unwrap());
+    report("a row per uplink", uplinks, seconds, space);
+}
