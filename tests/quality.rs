@@ -126,6 +126,11 @@ fn stuck_flags_a_value_unchanged_for_a_day_but_not_a_varying_or_exempt_one() {
     let since = |h: i64| t0() + Duration::hours(h);
     let v = b.feed("air_temperature", 30 * 60 - 30, 12.3);
     assert_eq!(v.reason(), format!("stuck: 12.3 Cel unchanged since {} (29.5 h)", since(0)));
+    // Equal within a rounding error is still the run; the reason names the value received.
+    let v = b.feed("air_temperature", 30 * 60 - 20, 12.300000000004);
+    assert_eq!(v.reason(), format!("stuck: 12.300000000004 Cel unchanged since {} (29.7 h)", since(0)));
+    let v = b.feed("air_temperature", 30 * 60 - 10, 12.3);
+    assert_eq!(v.reason(), format!("stuck: 12.3 Cel unchanged since {} (29.8 h)", since(0)));
     // It moves again: no longer stuck.
     assert_eq!(b.series("air_temperature", &[(30 * 60, 12.4)]), clean(1));
     // Back to the first value: a new run, stuck from its own start.

@@ -8,6 +8,7 @@
 //! history alone: a newer reading is no reason to flag an older one.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -51,6 +52,10 @@ struct SeriesState {
     reference: Option<(DateTime<Utc>, f64)>,
     /// When it was last used, for forgetting the least recently used series.
     used: u64,
+    /// The stuck test's reason without its duration ("88.6 % unchanged since …") and the
+    /// value's bits it names, written once per run of equal values: a stuck sensor's every
+    /// reading gets the same words.
+    stuck_words: Option<(u64, String)>,
 }
 
 /// The history of the series seen recently, at most `cap` of them.
@@ -95,7 +100,9 @@ impl SeriesHistory {
         let Some(state) = self.series.get_mut(&key) else {
             // The first reading of the series: nothing to compare with yet.
             let reference = in_range.then_some((time, value));
-            self.insert(key, SeriesState { last: (time, value), unchanged_since: time, reference, used: self.clock });
+            let state =
+                SeriesState { last: (time, value), unchanged_since: time, reference, used: self.clock, stuck_words: None };
+            self.insert(key, state);
             return;
         };
         state.used = self.clock;
@@ -116,14 +123,22 @@ impl SeriesHistory {
             if let Some(after) = limits.stuck_after(q) {
                 if time - state.unchanged_since >= after {
                     let hours = (time - state.unchanged_since).num_minutes() as f64 / 60.0;
-                    verdict.fail(
-                        Test::Stuck,
-                        format!("{value} {} unchanged since {} ({hours:.1} h)", q.unit(), state.unchanged_since),
-                    );
+                    let since = state.unchanged_since;
+                    // `same` allows a rounding error: the words name this reading's value.
+                    if state.stuck_words.as_ref().is_none_or(|(bits, _)| *bits != value.to_bits()) {
+                        let words = format!("{value} {} unchanged since {since}", q.unit());
+                        state.stuck_words = Some((value.to_bits(), words));
+                    }
+                    let words = state.stuck_words.as_ref().map_or("", |(_, w)| w.as_str());
+                    let mut why = String::with_capacity(words.len() + 12);
+                    why.push_str(words);
+                    let _ = write!(why, " ({hours:.1} h)");
+                    verdict.fail(Test::Stuck, why);
                 }
             }
         } else {
             state.unchanged_since = time;
+            state.stuck_words = None;
         }
         state.last = (time, value);
         if in_range && !spiked {
@@ -150,6 +165,7 @@ impl SeriesHistory {
                 unchanged_since: r.time,
                 reference: usable.then_some((r.time, r.value)),
                 used: self.clock,
+                stuck_words: None,
             };
             self.insert((r.device, r.quantity), state);
         }
