@@ -135,6 +135,9 @@ pub struct Metrics {
     pub readings_stored: AtomicU64,
     /// Readings flagged suspect or bad by quality control.
     pub readings_flagged: AtomicU64,
+    /// Readings stored at their reception time that a measured reading at the same
+    /// millisecond moved to a free one (each move is also counted in `readings_stored`).
+    pub readings_moved_aside: AtomicU64,
     /// Messages acknowledged to the broker after their batch was stored.
     pub messages_acked: AtomicU64,
     /// Store commits that failed (the batch is retried, not acknowledged).
@@ -240,7 +243,7 @@ impl Metrics {
     /// Render in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             ("messnetz_messages_received_total", "Messages taken from the broker.", &self.input.messages_received),
             ("messnetz_messages_decoded_total", "Messages decoded into readings.", &self.messages_decoded),
             (
@@ -251,6 +254,11 @@ impl Metrics {
             ("messnetz_dead_letters_total", "Dead letters written.", &self.dead_letters),
             ("messnetz_readings_stored_total", "Readings written to the store.", &self.readings_stored),
             ("messnetz_readings_flagged_total", "Readings flagged suspect or bad by quality control.", &self.readings_flagged),
+            (
+                "messnetz_readings_moved_aside_total",
+                "Readings stored at their reception time, moved to a free millisecond for a measured reading at theirs.",
+                &self.readings_moved_aside,
+            ),
             ("messnetz_messages_acked_total", "Messages acknowledged to the broker after storage.", &self.messages_acked),
             ("messnetz_mqtt_connects_total", "Connections established to the broker.", &self.input.mqtt_connects),
             ("messnetz_store_errors_total", "Store commits that failed.", &self.store_errors),

@@ -452,9 +452,13 @@ async fn a_measured_reading_at_a_millisecond_given_at_reception_moves_that_readi
     assert_eq!(moved.len(), 1, "{series:?}");
     assert_ne!(moved[0]["time"], json!(at));
     assert_eq!(moved[0]["quality"], "suspect", "still says it claimed 2099: {}", moved[0]);
+    let text = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
     gw.terminate();
-    for (quantity, stored) in gw.stored_per_quantity("demo-lht65") {
-        assert_eq!(stored, n as usize + 1, "{quantity}: every acknowledged uplink's reading is stored");
+    let stored = gw.stored_per_quantity("demo-lht65");
+    for (quantity, stored) in &stored {
+        assert_eq!(*stored, n as usize + 1, "{quantity}: every acknowledged uplink's reading is stored");
     }
+    // One reading of each quantity moved, and the metric says so.
+    assert_eq!(metric(&text, "messnetz_readings_moved_aside_total"), Some(stored.len() as f64), "{text}");
 }
 }

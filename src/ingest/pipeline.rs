@@ -183,6 +183,7 @@ impl Pipeline<'_> {
                 Vec::new()
             });
         }
+        Metrics::inc(&self.metrics.readings_moved_aside, copies.len() as u64);
         for mut r in copies {
             r.time = to;
             out.push(r);
