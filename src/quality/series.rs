@@ -123,13 +123,15 @@ impl SeriesHistory {
             if let Some(after) = limits.stuck_after(q) {
                 if time - state.unchanged_since >= after {
                     let hours = (time - state.unchanged_since).num_minutes() as f64 / 60.0;
-                    let since = state.unchanged_since;
                     // `same` allows a rounding error: the words name this reading's value.
-                    if state.stuck_words.as_ref().is_none_or(|(bits, _)| *bits != value.to_bits()) {
-                        let words = format!("{value} {} unchanged since {since}", q.unit());
-                        state.stuck_words = Some((value.to_bits(), words));
-                    }
-                    let words = state.stuck_words.as_ref().map_or("", |(_, w)| w.as_str());
+                    let bits = value.to_bits();
+                    let words = match &mut state.stuck_words {
+                        Some((named, words)) if *named == bits => words,
+                        slot => {
+                            let words = format!("{value} {} unchanged since {}", q.unit(), state.unchanged_since);
+                            &mut slot.insert((bits, words)).1
+                        }
+                    };
                     let mut why = String::with_capacity(words.len() + 12);
                     why.push_str(words);
                     let _ = write!(why, " ({hours:.1} h)");
