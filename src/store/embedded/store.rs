@@ -562,6 +562,7 @@ impl EmbeddedStore {
             })?;
             total.batches += done.batches;
             total.windows += done.windows;
+            total.readings += done.readings;
             if done.batches < FLUSH_BATCHES {
                 return Ok(total);
             }

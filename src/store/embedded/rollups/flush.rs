@@ -36,7 +36,9 @@ pub async fn drain(store: Arc<impl FlushWindows>) {
 
 async fn flush(store: Arc<impl FlushWindows>, on_failure: &str) {
     match tokio::task::spawn_blocking(move || store.flush_windows()).await {
-        Ok(Ok(done)) if done.batches > 0 => debug!(batches = done.batches, windows = done.windows, "device windows flushed"),
+        Ok(Ok(done)) if done.batches > 0 => {
+            debug!(batches = done.batches, windows = done.windows, readings = done.readings, "device windows flushed")
+        }
         Ok(Ok(_)) => {}
         Ok(Err(e)) => warn!(error = %e, "device window flush failed; {on_failure}"),
         Err(e) => warn!(error = %e, "device window flush task failed; {on_failure}"),
