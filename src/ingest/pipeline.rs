@@ -5,6 +5,7 @@
 //! nothing: no runtime, broker or store here. The [stage](super::stage) batches the outcomes,
 //! commits them and acknowledges the messages.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -17,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::model::{DevEui, Escaped, QualityFlag, Reading};
 use crate::profiles::ProfileSet;
 use crate::quality::neighbours::NearbyLookup;
-use crate::quality::{self, QualityControl, SeriesLookup};
+use crate::quality::{self, QualityControl, QualityMetrics, SeriesLookup};
 use crate::sources::lorawan::{self, FrameCounter, LorawanError, Opened};
 use crate::sources::lorawan_keys::SessionKeys;
 use crate::sources::Uplink;
@@ -60,7 +61,67 @@ pub struct Pipeline<'a> {
     pub history: &'a (dyn SeriesLookup + Sync),
     /// Readings of the official stations near a citizen sensor, for the neighbour test.
     pub nearby: &'a (dyn NearbyLookup + Sync),
-    pub metrics: &'a Metrics,
+    /// What the pipeline made of the messages, for the metrics once they are stored.
+    pub tally: &'a Tally,
+}
+
+/// What the pipeline made of a batch's messages (decoded, failed, flagged, LoRaWAN frames
+/// ignored, refused or repeated, quality by flag and test), added to [`Metrics`] by the
+/// stage once the batch is stored: a batch decoded again because another gateway stored one
+/// of its frames first, or left unstored at shutdown for the broker to deliver again, counts
+/// once, as what was stored.
+#[derive(Default)]
+pub struct Tally {
+    decoded: AtomicU64,
+    failed: AtomicU64,
+    flagged: AtomicU64,
+    moved_aside: AtomicU64,
+    lorawan_ignored: AtomicU64,
+    lorawan_mic_failures: AtomicU64,
+    lorawan_replays: AtomicU64,
+    lorawan_duplicates: AtomicU64,
+    quality: QualityMetrics,
+}
+
+impl Tally {
+    fn counts(&self) -> [&AtomicU64; 8] {
+        [
+            &self.decoded,
+            &self.failed,
+            &self.flagged,
+            &self.moved_aside,
+            &self.lorawan_ignored,
+            &self.lorawan_mic_failures,
+            &self.lorawan_replays,
+            &self.lorawan_duplicates,
+        ]
+    }
+
+    /// Add the counts to `metrics` (the batch is stored) and start again from zero.
+    pub fn count_into(&self, metrics: &Metrics) {
+        let totals = [
+            &metrics.messages_decoded,
+            &metrics.messages_failed,
+            &metrics.readings_flagged,
+            &metrics.readings_moved_aside,
+            &metrics.lorawan_ignored,
+            &metrics.lorawan_mic_failures,
+            &metrics.lorawan_replays,
+            &metrics.lorawan_duplicates,
+        ];
+        for (own, total) in self.counts().into_iter().zip(totals) {
+            Metrics::inc(total, own.swap(0, Relaxed));
+        }
+        self.quality.move_into(&metrics.quality);
+    }
+
+    /// Drop the counts: the batch is decoded again.
+    pub fn forget(&self) {
+        for own in self.counts() {
+            own.store(0, Relaxed);
+        }
+        self.quality.clear();
+    }
 }
 
 impl Pipeline<'_> {
@@ -79,12 +140,12 @@ impl Pipeline<'_> {
         let result = self.readings(m, qc, counter_of, out, &mut device_name, &mut counter);
         let outcome = match result {
             Ok(Some(device)) => {
-                Metrics::inc(&self.metrics.messages_decoded, 1);
+                Metrics::inc(&self.tally.decoded, 1);
                 Outcome::Readings { device }
             }
             Ok(None) => Outcome::Skipped,
             Err(rejection) => {
-                Metrics::inc(&self.metrics.messages_failed, 1);
+                Metrics::inc(&self.tally.failed, 1);
                 tracing::warn!(topic = %Escaped(m.topic), device = %Escaped(device_name.as_deref().unwrap_or("-")), reason = %Escaped(&rejection.to_string()), "message dead-lettered");
                 Outcome::Rejected { rejection, device: device_name }
             }
@@ -164,9 +225,9 @@ impl Pipeline<'_> {
                 quality::neighbours::check(self.nearby, stations, here, v.quantity, v.value, time, citizens, &mut verdict);
             }
             if verdict.flag != QualityFlag::Good {
-                Metrics::inc(&self.metrics.readings_flagged, 1);
+                Metrics::inc(&self.tally.flagged, 1);
             }
-            self.metrics.quality.count(&verdict);
+            self.tally.quality.count(&verdict);
             let (flag, reason) = (verdict.flag, verdict.reason());
             out.push(Reading { device: device.id.clone(), quantity: v.quantity, value: v.value, time, flag, reason });
         }
@@ -183,7 +244,7 @@ impl Pipeline<'_> {
                 Vec::new()
             });
         }
-        Metrics::inc(&self.metrics.readings_moved_aside, copies.len() as u64);
+        Metrics::inc(&self.tally.moved_aside, copies.len() as u64);
         for mut r in copies {
             r.time = to;
             out.push(r);
@@ -203,15 +264,15 @@ impl Pipeline<'_> {
         let outcome = lorawan::process(m.payload, self.lorawan, m.received_at.timestamp_millis(), counter_of);
         let (dev_addr, device, counter, opened, time) = match outcome {
             Ok(lorawan::Outcome::Ignored(kind)) => {
-                Metrics::inc(&self.metrics.lorawan_ignored, 1);
+                Metrics::inc(&self.tally.lorawan_ignored, 1);
                 debug!(topic = %Escaped(m.topic), kind, "raw LoRaWAN frame ignored");
                 return Ok(None);
             }
             Ok(lorawan::Outcome::Frame { dev_addr, device, counter, opened, time }) => (dev_addr, device, counter, opened, time),
             Err(e) => {
                 match e {
-                    LorawanError::Mic { .. } => Metrics::inc(&self.metrics.lorawan_mic_failures, 1),
-                    LorawanError::Replay { .. } => Metrics::inc(&self.metrics.lorawan_replays, 1),
+                    LorawanError::Mic { .. } => Metrics::inc(&self.tally.lorawan_mic_failures, 1),
+                    LorawanError::Replay { .. } => Metrics::inc(&self.tally.lorawan_replays, 1),
                     _ => {}
                 }
                 return Err(e.into());
@@ -220,12 +281,12 @@ impl Pipeline<'_> {
         *device_name = Some(device.clone());
         let (f_cnt, f_port, payload) = match opened {
             Opened::Duplicate { .. } => {
-                Metrics::inc(&self.metrics.lorawan_duplicates, 1);
+                Metrics::inc(&self.tally.lorawan_duplicates, 1);
                 return Ok(None);
             }
             Opened::MacOnly { .. } => {
                 *update = Some((dev_addr, counter));
-                Metrics::inc(&self.metrics.lorawan_ignored, 1);
+                Metrics::inc(&self.tally.lorawan_ignored, 1);
                 return Ok(None);
             }
             Opened::Data { f_cnt, f_port, payload } => (f_cnt, f_port, payload),

@@ -22,7 +22,7 @@ use crate::registry::Registry;
 use crate::sources::{Ack, AckError, Acknowledger, Inbound};
 use crate::store::{DeadLetter, Store, StoreError, WriteBatch};
 
-use super::pipeline::{Message, Outcome, Pipeline};
+use super::pipeline::{Message, Outcome, Pipeline, Tally};
 
 /// How a batch's commit ended.
 enum Committed {
@@ -60,6 +60,7 @@ impl Ingest {
         let mut unacked: VecDeque<Ack> = VecDeque::new();
         // The series history of the spike and stuck tests lives as long as the stage.
         let mut qc = quality::QualityControl::new(self.registry.devices().quality().max_series);
+        let tally = Tally::default();
         loop {
             self.hand_over_acks(&mut unacked);
             let first = if unacked.is_empty() {
@@ -81,7 +82,7 @@ impl Ingest {
                 }
             }
             let (devices, profiles) = (self.registry.devices(), self.registry.profiles());
-            let pipeline = self.pipeline(&devices, &profiles);
+            let pipeline = self.pipeline(&devices, &profiles, &tally);
             let mut decode_all = |batch: &mut WriteBatch| {
                 for m in &messages {
                     self.collect(&pipeline, m, &mut qc, batch);
@@ -111,9 +112,13 @@ impl Ingest {
                     // Another gateway sharing the store took a copy of one of the batch's
                     // LoRaWAN frames first: nothing was written; decoded again against the
                     // stored counters, the copy is a duplicate.
-                    Committed::Decode => batch.clear(),
+                    Committed::Decode => {
+                        batch.clear();
+                        tally.forget();
+                    }
                 }
             }
+            tally.count_into(&self.metrics);
             self.metrics.observe_batch(messages.len());
             if let Some(spool) = &self.spool {
                 spool.appended(batch.outbox.len());
@@ -238,15 +243,8 @@ impl Ingest {
     }
 
     /// The pipeline over one snapshot of the registry.
-    fn pipeline<'a>(&'a self, devices: &'a DeviceRegistry, profiles: &'a ProfileSet) -> Pipeline<'a> {
-        Pipeline {
-            devices,
-            profiles,
-            lorawan: &self.lorawan,
-            history: &*self.store,
-            nearby: &*self.store,
-            metrics: &self.metrics,
-        }
+    fn pipeline<'a>(&'a self, devices: &'a DeviceRegistry, profiles: &'a ProfileSet, tally: &'a Tally) -> Pipeline<'a> {
+        Pipeline { devices, profiles, lorawan: &self.lorawan, history: &*self.store, nearby: &*self.store, tally }
     }
 }
 
@@ -286,9 +284,11 @@ impl Ingest {
         // a series' past they read from the store.
         let mut qc = quality::QualityControl::new(devices.quality().max_series);
         let mut batch = WriteBatch::default();
-        self.collect(&self.pipeline(&devices, &profiles), &inbound, &mut qc, &mut batch);
+        let tally = Tally::default();
+        self.collect(&self.pipeline(&devices, &profiles, &tally), &inbound, &mut qc, &mut batch);
         let spooled = batch.outbox.len();
         let outcome = self.store.commit_replay(letter.id, batch)?;
+        tally.count_into(&self.metrics);
         if let crate::store::ReplayOutcome::Stored { readings, .. } = &outcome {
             Metrics::inc(&self.metrics.readings_stored, *readings as u64);
             if let Some(spool) = &self.spool {
