@@ -11,6 +11,8 @@
 //!   deltas, window journal, last seen);
 //! - the readings table alone: the same keys and values as the store's `readings_by_series`
 //!   table, six inserts an uplink;
+//! - the same, each commit's inserts in key order (series by series);
+//! - the same, without reasons (what the reasons' bytes cost);
 //! - a row per uplink: key (device number, ms), the six readings packed into one value.
 //!
 //! Prints µs per uplink (wall clock, with the commits' fsyncs, and this thread's CPU) and the
@@ -128,6 +130,48 @@ fn main() {
     let seconds = (started.elapsed().as_secs_f64(), cpu() - cpu0);
     let space = pages(db.begin_read().unwrap().open_table(BY_READING).unwrap().stats().unwrap());
     report("readings table, a row per reading", uplinks, seconds, space);
+    drop(db);
+
+    // The readings table, each commit's inserts in key order.
+    let path = dir.path().join("by-reading-sorted.redb");
+    let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
+    let (started, cpu0) = (Instant::now(), cpu());
+    for readings in &batches {
+        let tx = db.begin_write().unwrap();
+        {
+            let mut table = tx.open_table(BY_READING).unwrap();
+            let mut order: Vec<(u32, i64, usize)> =
+                readings.iter().enumerate().map(|(k, r)| ((k % QUANTITIES.len()) as u32, r.time.timestamp_millis(), k)).collect();
+            order.sort_unstable();
+            for (series, ms, k) in order {
+                let r = &readings[k];
+                table.insert((series, ms), (r.value, r.flag.to_byte(), r.reason.as_str())).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let seconds = (started.elapsed().as_secs_f64(), cpu() - cpu0);
+    let space = pages(db.begin_read().unwrap().open_table(BY_READING).unwrap().stats().unwrap());
+    report("readings table, in key order", uplinks, seconds, space);
+    drop(db);
+    // The readings table without reasons.
+    let path = dir.path().join("by-reading-noreason.redb");
+    let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
+    let (started, cpu0) = (Instant::now(), cpu());
+    for readings in &batches {
+        let tx = db.begin_write().unwrap();
+        {
+            let mut table = tx.open_table(BY_READING).unwrap();
+            for (k, r) in readings.iter().enumerate() {
+                let series = (k % QUANTITIES.len()) as u32;
+                table.insert((series, r.time.timestamp_millis()), (r.value, r.flag.to_byte(), "")).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let seconds = (started.elapsed().as_secs_f64(), cpu() - cpu0);
+    let space = pages(db.begin_read().unwrap().open_table(BY_READING).unwrap().stats().unwrap());
+    report("readings table, no reasons", uplinks, seconds, space);
     drop(db);
 
     // A row per uplink.
