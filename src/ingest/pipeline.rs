@@ -84,43 +84,22 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn counts(&self) -> [&AtomicU64; 8] {
-        [
-            &self.decoded,
-            &self.failed,
-            &self.flagged,
-            &self.moved_aside,
-            &self.lorawan_ignored,
-            &self.lorawan_mic_failures,
-            &self.lorawan_replays,
-            &self.lorawan_duplicates,
-        ]
-    }
-
-    /// Add the counts to `metrics` (the batch is stored) and start again from zero.
+    /// Add the counts to `metrics`: the batch is stored.
     pub fn count_into(&self, metrics: &Metrics) {
-        let totals = [
-            &metrics.messages_decoded,
-            &metrics.messages_failed,
-            &metrics.readings_flagged,
-            &metrics.readings_moved_aside,
-            &metrics.lorawan_ignored,
-            &metrics.lorawan_mic_failures,
-            &metrics.lorawan_replays,
-            &metrics.lorawan_duplicates,
+        let pairs = [
+            (&self.decoded, &metrics.messages_decoded),
+            (&self.failed, &metrics.messages_failed),
+            (&self.flagged, &metrics.readings_flagged),
+            (&self.moved_aside, &metrics.readings_moved_aside),
+            (&self.lorawan_ignored, &metrics.lorawan_ignored),
+            (&self.lorawan_mic_failures, &metrics.lorawan_mic_failures),
+            (&self.lorawan_replays, &metrics.lorawan_replays),
+            (&self.lorawan_duplicates, &metrics.lorawan_duplicates),
         ];
-        for (own, total) in self.counts().into_iter().zip(totals) {
-            Metrics::inc(total, own.swap(0, Relaxed));
+        for (own, total) in pairs {
+            Metrics::inc(total, own.load(Relaxed));
         }
-        self.quality.move_into(&metrics.quality);
-    }
-
-    /// Drop the counts: the batch is decoded again.
-    pub fn forget(&self) {
-        for own in self.counts() {
-            own.store(0, Relaxed);
-        }
-        self.quality.clear();
+        self.quality.add_to(&metrics.quality);
     }
 }
 

@@ -60,7 +60,6 @@ impl Ingest {
         let mut unacked: VecDeque<Ack> = VecDeque::new();
         // The series history of the spike and stuck tests lives as long as the stage.
         let mut qc = quality::QualityControl::new(self.registry.devices().quality().max_series);
-        let tally = Tally::default();
         loop {
             self.hand_over_acks(&mut unacked);
             let first = if unacked.is_empty() {
@@ -82,13 +81,15 @@ impl Ingest {
                 }
             }
             let (devices, profiles) = (self.registry.devices(), self.registry.profiles());
-            let pipeline = self.pipeline(&devices, &profiles, &tally);
-            let mut decode_all = |batch: &mut WriteBatch| {
-                for m in &messages {
-                    self.collect(&pipeline, m, &mut qc, batch);
-                }
-            };
             loop {
+                // What this decoding finds counts only if its batch is stored.
+                let tally = Tally::default();
+                let pipeline = self.pipeline(&devices, &profiles, &tally);
+                let mut decode_all = |batch: &mut WriteBatch| {
+                    for m in &messages {
+                        self.collect(&pipeline, m, &mut qc, batch);
+                    }
+                };
                 // A JavaScript codec may run up to its time limit: keep it off the async workers.
                 if profiles.iter().any(|p| p.runs_script()) {
                     tokio::task::block_in_place(|| decode_all(&mut batch));
@@ -105,20 +106,19 @@ impl Ingest {
                 let done;
                 (batch, done) = self.commit(batch, &cancel).await;
                 match done {
-                    Committed::Stored => break,
+                    Committed::Stored => {
+                        tally.count_into(&self.metrics);
+                        break;
+                    }
                     // Shutting down with a failing store: leave the messages unacknowledged so
                     // the broker delivers them again.
                     Committed::Stopped => return,
                     // Another gateway sharing the store took a copy of one of the batch's
                     // LoRaWAN frames first: nothing was written; decoded again against the
                     // stored counters, the copy is a duplicate.
-                    Committed::Decode => {
-                        batch.clear();
-                        tally.forget();
-                    }
+                    Committed::Decode => batch.clear(),
                 }
             }
-            tally.count_into(&self.metrics);
             self.metrics.observe_batch(messages.len());
             if let Some(spool) = &self.spool {
                 spool.appended(batch.outbox.len());

@@ -160,16 +160,10 @@ impl QualityMetrics {
         }
     }
 
-    /// Add these counts to `total` and start again from zero.
-    pub fn move_into(&self, total: &QualityMetrics) {
+    /// Add these counts to `total`.
+    pub fn add_to(&self, total: &QualityMetrics) {
         for (own, sum) in self.by_flag.iter().zip(&total.by_flag).chain(self.by_test.iter().zip(&total.by_test)) {
-            sum.fetch_add(own.swap(0, Relaxed), Relaxed);
-        }
-    }
-
-    pub fn clear(&self) {
-        for count in self.by_flag.iter().chain(&self.by_test) {
-            count.store(0, Relaxed);
+            sum.fetch_add(own.load(Relaxed), Relaxed);
         }
     }
 
