@@ -131,6 +131,9 @@ fn stuck_flags_a_value_unchanged_for_a_day_but_not_a_varying_or_exempt_one() {
     assert_eq!(v.reason(), format!("stuck: 12.300000000004 Cel unchanged since {} (29.7 h)", since(0)));
     let v = b.feed("air_temperature", 30 * 60 - 10, 12.3);
     assert_eq!(v.reason(), format!("stuck: 12.3 Cel unchanged since {} (29.8 h)", since(0)));
+    // The same words a few minutes on: the duration is written anew.
+    let v = b.feed("air_temperature", 30 * 60 - 6, 12.3);
+    assert_eq!(v.reason(), format!("stuck: 12.3 Cel unchanged since {} (29.9 h)", since(0)));
     // It moves again: no longer stuck.
     assert_eq!(b.series("air_temperature", &[(30 * 60, 12.4)]), clean(1));
     // Back to the first value: a new run, stuck from its own start.
