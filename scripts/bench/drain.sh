@@ -28,5 +28,8 @@ for r in $(seq 1 "$R"); do
   else wait_count vm_count '{__name__="air_temperature_value",device="demo-lht65"}'; fi
   echo "drain round $r: $C/$N in $(python3 -c "print(f'{$T1-$T0:.2f}')") s, $(python3 -c "print(f'{$C/($T1-$T0):.0f}')") msg/s;" \
     "gateway cpu $(awk '{printf "%.2f", ($14+$15)/100}' /proc/$GW/stat) s, peak RSS $(awk '/VmHWM/ {print int($2/1024)}' /proc/$GW/status) MB"
+  # How much of that the commits took: the stage waits for each before decoding the next batch.
+  curl -s http://127.0.0.1:18080/metrics | awk '$1=="messnetz_store_commit_seconds_sum" {s=$2} $1=="messnetz_store_commit_seconds_count" {n=$2}
+    END {printf "  %d commits, %.2f s in them\n", n, s}'
   kill -TERM "$GW"; wait "$GW"
 done
