@@ -10,8 +10,8 @@ BIN=${MESSNETZ_BIN:-$(pwd)/target/release/messnetz}
 PEERS=${PEERS:-../shared/bench-peers}
 source "$PEERS/common.sh" "$N"; LIB=$(cd "$PEERS/lib" && pwd)
 start_mosquitto; make_uplinks
-[ "${MODE:-embedded}" = embedded ] || { start_vm; export MESSNETZ__INFLUXDB__URL=http://127.0.0.1:18428 \
-  MESSNETZ__INFLUXDB__ORG=city MESSNETZ__INFLUXDB__BUCKET=climate MESSNETZ__INFLUXDB__TOKEN=peer; }
+[ "${MODE:-embedded}" = embedded ] || export MESSNETZ__INFLUXDB__URL=http://127.0.0.1:18428 \
+  MESSNETZ__INFLUXDB__ORG=city MESSNETZ__INFLUXDB__BUCKET=climate MESSNETZ__INFLUXDB__TOKEN=peer
 acked() { curl -s http://127.0.0.1:18080/metrics | awk '$1=="messnetz_messages_acked_total" {print $2; f=1} END {if (!f) print 0}'; }
 gateway() { # starts the gateway in $1 (its session at the broker is kept: clean_session is off by default)
   ( cd "$1" && MESSNETZ__BROKER__ENABLED=false MESSNETZ__MQTT__PORT=18833 MESSNETZ__API__LISTEN=127.0.0.1:18080 \
@@ -19,6 +19,10 @@ gateway() { # starts the gateway in $1 (its session at the broker is kept: clean
   for _ in $(seq 1 200); do curl -fs http://127.0.0.1:18080/healthz >/dev/null 2>&1 && return; sleep 0.05; done
 }
 for r in $(seq 1 "$R"); do
+  if [ "${MODE:-embedded}" != embedded ]; then # an empty VictoriaMetrics each round: it would count a round's points as the last's
+    [ -n "${VM:-}" ] && { kill "$VM"; wait "$VM" 2>/dev/null; rm -rf "$W/vm"; }
+    start_vm; VM=${PIDS[-1]}
+  fi
   D=$(mktemp -d "$W/gw.XXXX"); cp -r "$(dirname "$BIN")/../../demo" "$(dirname "$BIN")/../../sensor-profiles" "$D/"
   gateway "$D"; sleep 0.5; kill -TERM "$GW"; wait "$GW"   # subscribed once, then stopped
   publish2
