@@ -43,7 +43,7 @@ impl Bench {
     fn feed_at(&mut self, quantity: &str, minute: i64, value: f64, received: DateTime<Utc>) -> Verdict {
         let limits = Limits::new(&self.settings);
         let time = t0() + Duration::minutes(minute);
-        let v = self.qc.assess(&*self.store, &limits, &self.device, q(quantity), value, time, received, None);
+        let v = self.qc.assess(&*self.store, &[], &limits, &self.device, q(quantity), value, time, received, None);
         let reading =
             Reading { device: self.device.clone(), quantity: q(quantity), value, time, flag: v.flag, reason: v.reason() };
         self.store.write(&WriteBatch { readings: vec![reading], ..Default::default() }).unwrap();
@@ -82,7 +82,7 @@ fn range_flags_impossible_values_bad_and_overrides_narrow_it() {
     let device: BTreeMap<Quantity, [f64; 2]> = [(t, [-30.0, 50.0])].into();
     let verdict = |limits: &Limits| {
         let mut qc = QualityControl::new(10);
-        qc.assess(&*b.store, limits, &DeviceId::parse("other").unwrap(), t, 55.0, time, time, None).flag
+        qc.assess(&*b.store, &[], limits, &DeviceId::parse("other").unwrap(), t, 55.0, time, time, None).flag
     };
     let mut limits = Limits::new(&settings);
     assert_eq!(verdict(&limits), QualityFlag::Good);
@@ -183,9 +183,9 @@ fn a_low_battery_makes_the_uplinks_other_readings_suspect() {
     let store = test_store.open();
     let mut qc = QualityControl::new(10);
     let d = DeviceId::parse("qc-battery").unwrap();
-    let temp = qc.assess(&*store, &limits, &d, t, 20.0, t0(), t0(), Some(why.as_str()));
+    let temp = qc.assess(&*store, &[], &limits, &d, t, 20.0, t0(), t0(), Some(why.as_str()));
     assert_eq!((temp.flag, temp.failures[0].0), (QualityFlag::Suspect, Test::Battery));
-    let volts = qc.assess(&*store, &limits, &d, v, 2.3, t0(), t0(), Some(why.as_str()));
+    let volts = qc.assess(&*store, &[], &limits, &d, v, 2.3, t0(), t0(), Some(why.as_str()));
     assert_eq!(volts.flag, QualityFlag::Good, "the battery reading itself is a correct measurement");
 }
 }
@@ -207,6 +207,62 @@ fn late_readings_are_judged_by_their_stored_neighbours_not_by_newer_ones() {
     let mut b = Bench::new(QualitySettings::default());
     b.series("air_temperature", &[(0, 20.0), (20, 28.0)]);
     assert_eq!(b.series("air_temperature", &[(10, 27.5)]), clean(1));
+}
+}
+
+both_backends! {
+fn a_late_burst_gets_the_same_verdicts_however_it_is_cut_into_batches() {
+    // As two publishers replaying one series' halves at once bring it: every reading of the
+    // earlier half arrives late (after the later half's first), a saw-tooth of 0.5 Cel a
+    // minute falling back every 30 minutes (a spike each time, in both halves).
+    let saw = |i: i64| 20.0 + (i % 30) as f64 * 0.5;
+    let mut input: Vec<(i64, f64)> = Vec::new();
+    for i in 0..120 {
+        input.push((1000 + i, saw(i)));
+        input.push((i, saw(i)));
+    }
+    // A late outlier; late readings at minutes stored (or batched) already, one of them an
+    // impossible value (bad: no neighbour for those after it), one twice in a row.
+    input.extend([(40, 45.0), (41, 85.0), (42, 30.5), (50, 23.0), (50, 24.0), (43, 26.5), (44, 27.0)]);
+    let settings = QualitySettings::default();
+    let limits = Limits::new(&settings);
+    let (d, t) = (DeviceId::parse("qc-late-batches").unwrap(), q("air_temperature"));
+    let received = t0() + Duration::minutes(2000);
+    // Each cut: batches of `size` readings, each reading judged with the batch's earlier
+    // readings over the store, each batch stored after its last verdict (as ingest does).
+    let verdicts = |size: usize| {
+        let test_store = TestStore::new();
+        let store = test_store.open();
+        let mut qc = QualityControl::new(settings.max_series);
+        let mut out = Vec::new();
+        for chunk in input.chunks(size) {
+            qc.new_batch();
+            let mut batch = Vec::new();
+            for &(minute, value) in chunk {
+                let time = t0() + Duration::minutes(minute);
+                let v = qc.assess(&*store, &batch, &limits, &d, t, value, time, received, None);
+                out.push((minute, v.flag, v.reason()));
+                batch.push(Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason() });
+            }
+            store.write(&WriteBatch { readings: batch, ..Default::default() }).unwrap();
+        }
+        out
+    };
+    let one_by_one = verdicts(1);
+    for size in [2, 7, 50, input.len()] {
+        assert_eq!(verdicts(size), one_by_one, "batches of {size}");
+    }
+    let spikes = |late: bool| -> Vec<i64> {
+        let flagged = one_by_one.iter().filter(|(m, _, why)| (*m < 1000) == late && why.contains("spike:"));
+        flagged.map(|(m, _, _)| *m).collect()
+    };
+    // The late half: each fall of the saw-tooth, the outlier, the reading after it (against
+    // the outlier and its later neighbour; the bad one between counts for neither), both
+    // readings of minute 50.
+    assert_eq!(spikes(true), vec![30, 60, 90, 40, 42, 50, 50]);
+    // The later half, in time order: each fall and the readings until the values are back
+    // near the last accepted one (22 minutes at 0.5 Cel a minute).
+    assert_eq!(spikes(false).len(), 3 * 22);
 }
 }
 
@@ -302,7 +358,7 @@ fn the_history_is_bounded() {
     let limits = Limits::new(&settings);
     for i in 0..100 {
         let d = DeviceId::parse(&format!("d{i}")).unwrap();
-        qc.assess(&*store, &limits, &d, q("air_temperature"), 20.0, t0(), t0(), None);
+        qc.assess(&*store, &[], &limits, &d, q("air_temperature"), 20.0, t0(), t0(), None);
         assert!(qc.series_held() <= 10, "{} series held", qc.series_held());
     }
 }

@@ -196,7 +196,7 @@ impl Pipeline<'_> {
         let battery = quality::battery_low(values.iter().map(|v| (v.quantity, v.value)), &limits);
         for v in values {
             let mut verdict =
-                qc.assess(self.history, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery.as_deref());
+                qc.assess(self.history, out, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery.as_deref());
             when.flag(&mut verdict);
             if device.source == Source::Citizen {
                 let stations = self.devices.official_stations();

@@ -85,6 +85,7 @@ impl Ingest {
                 // What this decoding finds counts only if its batch is stored.
                 let tally = Tally::default();
                 let pipeline = self.pipeline(&devices, &profiles, &tally);
+                qc.new_batch();
                 let mut decode_all = |batch: &mut WriteBatch| {
                     for m in &messages {
                         self.collect(&pipeline, m, &mut qc, batch);

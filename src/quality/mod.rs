@@ -98,11 +98,14 @@ impl QualityControl {
     }
 
     /// Flag one reading of `device`. `battery` is the uplink's [`battery_low`] finding;
-    /// `lookup` (the store) seeds a series' history and answers for late readings.
+    /// `lookup` (the store) seeds a series' history and answers for late readings, with
+    /// `batch` (the readings accepted before this one since [`Self::new_batch`], stored with
+    /// it) over it.
     #[allow(clippy::too_many_arguments)]
     pub fn assess(
         &mut self,
         lookup: &dyn SeriesLookup,
+        batch: &[crate::model::Reading],
         limits: &Limits,
         device: &crate::model::DeviceId,
         q: Quantity,
@@ -114,7 +117,7 @@ impl QualityControl {
         let mut verdict = Verdict::new();
         check_reading(q, value, time, now, limits, &mut verdict);
         if value.is_finite() {
-            self.history.check(lookup, limits, device, q, value, time, &mut verdict);
+            self.history.check(lookup, batch, limits, device, q, value, time, &mut verdict);
         }
         if let Some(why) = battery {
             if !matches!(q.name(), "battery_voltage" | "battery_level") {
@@ -122,6 +125,12 @@ impl QualityControl {
             }
         }
         verdict
+    }
+
+    /// A new batch begins: what [`Self::assess`] was given as its batch is stored now (or
+    /// is decoded again).
+    pub fn new_batch(&mut self) {
+        self.history.new_batch();
     }
 
     /// The time to store an uplink's readings at ([`ReceptionTimes::reading_time`]).

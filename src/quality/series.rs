@@ -4,13 +4,16 @@
 //! A reading newer than everything seen of its series is compared with the last accepted
 //! value (spike) and the run of equal values (stuck), and moves the history on. A late
 //! reading (at or before the newest one seen: out of order, or redelivered after a restart)
-//! is compared with its stored neighbours before and after it instead, and leaves the
-//! history alone: a newer reading is no reason to flag an older one.
+//! is compared with its neighbours before and after it instead, and leaves the history
+//! alone: a newer reading is no reason to flag an older one. Its neighbours are those stored
+//! and those of its own batch accepted before it (stored in the same commit), so how a
+//! burst is cut into batches does not change a verdict.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
+use rustc_hash::FxHashMap;
 
 use super::verdict::{Limits, Test, Verdict};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
@@ -63,11 +66,48 @@ pub struct SeriesHistory {
     series: HashMap<(DeviceId, Quantity), SeriesState>,
     cap: usize,
     clock: u64,
+    unstored: Unstored,
+}
+
+/// One series' readings in a batch: millisecond → (value, flagged bad).
+type Points = BTreeMap<i64, (f64, bool)>;
+
+/// The readings of the batch being decoded by series, indexed when a late reading first
+/// asks for its neighbours (input in time order never does) and caught up at each ask.
+#[derive(Default)]
+struct Unstored {
+    series: FxHashMap<(DeviceId, Quantity), Points>,
+    /// How many of the batch's readings are in `series`.
+    indexed: usize,
+}
+
+impl Unstored {
+    fn catch_up(&mut self, batch: &[Reading]) {
+        if batch.len() < self.indexed {
+            self.clear();
+        }
+        for r in &batch[self.indexed..] {
+            // A later reading of the same millisecond replaces an earlier one, as in the store.
+            let points = self.series.entry((r.device.clone(), r.quantity)).or_default();
+            points.insert(r.time.timestamp_millis(), (r.value, r.flag == QualityFlag::Bad));
+        }
+        self.indexed = batch.len();
+    }
+
+    fn clear(&mut self) {
+        self.series.clear();
+        self.indexed = 0;
+    }
 }
 
 impl SeriesHistory {
     pub fn new(cap: usize) -> Self {
-        Self { series: HashMap::new(), cap: cap.max(1), clock: 0 }
+        Self { series: HashMap::new(), cap: cap.max(1), clock: 0, unstored: Unstored::default() }
+    }
+
+    /// A new batch begins: the last one's readings are stored (or will be decoded again).
+    pub fn new_batch(&mut self) {
+        self.unstored.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -79,11 +119,13 @@ impl SeriesHistory {
     }
 
     /// Run the spike and stuck tests on one finite value whose range and time tests are in
-    /// `verdict` already, and remember it.
+    /// `verdict` already, and remember it. `batch`: the readings accepted before it in its
+    /// batch, not stored yet (since [`Self::new_batch`]).
     #[allow(clippy::too_many_arguments)]
     pub fn check(
         &mut self,
         lookup: &dyn SeriesLookup,
+        batch: &[Reading],
         limits: &Limits,
         device: &DeviceId,
         q: Quantity,
@@ -107,8 +149,10 @@ impl SeriesHistory {
         };
         state.used = self.clock;
         if time <= state.last.0 {
-            if in_range {
-                late_spike(lookup, limits, device, q, value, time, verdict);
+            if let (Some(per_h), true) = (limits.spike_per_h(q), in_range) {
+                self.unstored.catch_up(batch);
+                let ours = self.unstored.series.get(&key);
+                late_spike(lookup, ours, limits, per_h, device, q, value, time, verdict);
             }
             return;
         }
@@ -225,19 +269,21 @@ impl Jump {
     }
 }
 
-/// A late reading is a spike only if it jumps against every stored neighbour it has: a single
+/// A late reading is a spike only if it jumps against every neighbour it has: a single
 /// outlier stands apart from both sides, while a step change stays close to one of them.
+#[allow(clippy::too_many_arguments)]
 fn late_spike(
     lookup: &dyn SeriesLookup,
+    ours: Option<&Points>,
     limits: &Limits,
+    per_h: f64,
     device: &DeviceId,
     q: Quantity,
     value: f64,
     time: DateTime<Utc>,
     verdict: &mut Verdict,
 ) {
-    let Some(per_h) = limits.spike_per_h(q) else { return };
-    let (before, after) = match lookup.neighbours(device, q, time, LATE_NEIGHBOUR_WINDOW) {
+    let (before, after) = match neighbours(lookup, ours, device, q, time, LATE_NEIGHBOUR_WINDOW) {
         Ok(n) => n,
         Err(e) => {
             tracing::debug!(device = %device, error = %e, "no neighbours for the spike test of a late reading");
@@ -254,4 +300,49 @@ fn late_spike(
         _ => return,
     };
     verdict.fail(Test::Spike, why);
+}
+
+/// The nearest readings not flagged bad strictly before and after `time` within `within`:
+/// the store's, with the batch's readings (`ours`) over them. The batch holds a millisecond
+/// it has a reading at: a stored one there is replaced in the same commit, so the store is
+/// asked again past it.
+#[allow(clippy::type_complexity)]
+fn neighbours(
+    lookup: &dyn SeriesLookup,
+    ours: Option<&Points>,
+    device: &DeviceId,
+    q: Quantity,
+    time: DateTime<Utc>,
+    within: Duration,
+) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
+    let (before, after) = lookup.neighbours(device, q, time, within)?;
+    let Some(points) = ours else { return Ok((before, after)) };
+    let (t, w) = (time.timestamp_millis(), within.num_milliseconds());
+    let side = |stored: Option<(DateTime<Utc>, f64)>, later: bool| {
+        let good = |(_, (_, bad)): &(&i64, &(f64, bool))| !*bad;
+        // Within nothing there is nothing strictly before or after (and a reversed range
+        // would panic).
+        let nearest = if w < 1 {
+            None
+        } else if later {
+            points.range(t.saturating_add(1)..=t.saturating_add(w)).find(good)
+        } else {
+            points.range(t.saturating_sub(w)..t).rev().find(good)
+        };
+        let nearest = nearest.and_then(|(&ms, &(v, _))| Some((DateTime::from_timestamp_millis(ms)?, v)));
+        let mut stored = stored;
+        while let Some((at, _)) = stored {
+            // The batch's own is at least as near: the store's can't win.
+            if nearest.is_some_and(|(o, _)| (o - time).abs() <= (at - time).abs()) {
+                stored = None;
+            } else if points.contains_key(&at.timestamp_millis()) {
+                let (b, a) = lookup.neighbours(device, q, at, within - (at - time).abs())?;
+                stored = if later { a } else { b };
+                continue;
+            }
+            break;
+        }
+        Ok::<_, String>(stored.or(nearest))
+    };
+    Ok((side(before, false)?, side(after, true)?))
 }
