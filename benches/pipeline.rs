@@ -1,0 +1,107 @@
+//! Benchmark: the ingest pipeline's CPU per uplink on the side-by-side harness's job, decoding
+//! apart from committing, without a broker, so a change of a few per cent can be told apart.
+//!
+//! The harness's messages (`../shared/bench-peers/lib/burst.py`: TTS v3 uplinks of the demo
+//! LHT65, one a second, its temperature a saw-tooth) in the order its two publishers bring them:
+//! the burst's two halves interleaved, so every reading of the earlier half arrives late. In
+//! batches of MESSNETZ_BENCH_BATCH (3,000) messages, each run through the pipeline (JSON,
+//! device, profile, derived quantities, quality with the store as history) into a batch, then
+//! committed to a fresh embedded store (`EmbeddedStore::write`), as the ingest stage does.
+//! MESSNETZ_BENCH_UPLINKS (100,000) uplinks, MESSNETZ_BENCH_RUNS (3) runs, each into a fresh
+//! store. Prints, per run, µs of this thread's CPU per uplink for decoding and for committing,
+//! and the readings flagged by the spike and stuck tests.
+//!
+//! `cargo bench --bench pipeline` (from the project root: it reads the demo's devices and the
+//! bundled profiles).
+
+use std::time::Instant;
+
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use messnetz::config::MessageFormat;
+use messnetz::ingest::pipeline::Tally;
+use messnetz::ingest::{Message, Outcome, Pipeline};
+use messnetz::quality::QualityControl;
+use messnetz::sources::lorawan_keys::SessionKeys;
+use messnetz::store::{CommitStore, EmbeddedStore, WriteBatch};
+
+const TOPIC: &str = "v3/demo@ttn/devices/demo-lht65/up";
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// CPU time of this thread so far, in seconds (Linux: the first field of its schedstat).
+fn cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    stat.split_whitespace().next().and_then(|ns| ns.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
+}
+
+/// Uplink `i` (1-based) of a burst starting at `base` (seconds): the harness's message.
+fn uplink(i: i64, base: i64) -> (Vec<u8>, DateTime<Utc>) {
+    let mut raw = vec![0xCB, 0xF6];
+    raw.extend_from_slice(&(((i % 300) * 10) as i16).to_be_bytes());
+    raw.extend_from_slice(&[0x03, 0x76, 0x01, 0x0A, 0xDD, 0x7F, 0xFF]);
+    let at = DateTime::from_timestamp(base + i, 0).unwrap();
+    let text = at.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let payload = base64::engine::general_purpose::STANDARD.encode(&raw);
+    let json = format!(
+        r#"{{"end_device_ids":{{"device_id":"demo-lht65","application_ids":{{"application_id":"demo"}},"dev_eui":"A840410000000001"}},"received_at":"{text}","uplink_message":{{"f_port":2,"f_cnt":{i},"frm_payload":"{payload}","rx_metadata":[{{"gateway_ids":{{"gateway_id":"gw1"}},"rssi":-80,"snr":7.5}}],"received_at":"{text}"}}}}"#
+    );
+    (json.into_bytes(), at)
+}
+
+fn main() {
+    let uplinks = env("MESSNETZ_BENCH_UPLINKS", 100_000) as i64;
+    let batch_size = env("MESSNETZ_BENCH_BATCH", 3_000);
+    let runs = env("MESSNETZ_BENCH_RUNS", 3);
+    let settings = messnetz::config::load(None).expect("default settings");
+    let (profiles, devices) = messnetz::registry::load(&settings).expect("the demo's devices and the bundled profiles");
+    let base = Utc::now().timestamp() - 200_000;
+    // The two halves, interleaved; each received a second after it was measured.
+    let half = uplinks / 2;
+    let order = (1..=half).flat_map(|i| [half + i, i]);
+    let messages: Vec<(Vec<u8>, DateTime<Utc>)> = order.map(|i| uplink(i, base)).collect();
+    println!("{} uplinks in batches of {batch_size}, {runs} runs", messages.len());
+    for run in 1..=runs {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut qc = QualityControl::new(settings.quality.max_series);
+        let keys = SessionKeys::default();
+        let (mut decoding, mut committing, mut commit_wall) = (0.0, 0.0, 0.0);
+        let (mut readings, mut spikes, mut stuck) = (0usize, 0usize, 0usize);
+        let mut batch = WriteBatch::default();
+        for chunk in messages.chunks(batch_size) {
+            let started = cpu();
+            let tally = Tally::default();
+            let pipeline =
+                Pipeline { devices: &devices, profiles: &profiles, lorawan: &keys, history: &store, nearby: &store, tally: &tally };
+            qc.new_batch();
+            for (payload, at) in chunk {
+                let received_at = *at + chrono::Duration::seconds(1);
+                let m = Message { topic: TOPIC, payload, size: payload.len(), format: Some(MessageFormat::TtnV3), received_at };
+                let (outcome, _) = pipeline.process(&m, &mut qc, |_| Ok(None), &mut batch.readings);
+                match outcome {
+                    Outcome::Readings { device } => batch.seen.push((device.id.clone(), received_at)),
+                    other => panic!("the harness's uplink was not stored: {other:?}"),
+                }
+            }
+            decoding += cpu() - started;
+            readings += batch.readings.len();
+            spikes += batch.readings.iter().filter(|r| r.reason.contains("spike:")).count();
+            stuck += batch.readings.iter().filter(|r| r.reason.contains("stuck:")).count();
+            let (started, wall) = (cpu(), Instant::now());
+            store.write(&batch).unwrap();
+            committing += cpu() - started;
+            commit_wall += wall.elapsed().as_secs_f64();
+            batch.clear();
+        }
+        let per = |s: f64| s * 1e6 / messages.len() as f64;
+        println!(
+            "run {run}: decoding {:.2} µs CPU/uplink, committing {:.2} µs CPU/uplink ({:.2} µs wall); {readings} readings, {spikes} spike, {stuck} stuck",
+            per(decoding),
+            per(committing),
+            per(commit_wall)
+        );
+    }
+}
