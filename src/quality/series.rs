@@ -9,7 +9,7 @@
 //! and those of its own batch accepted before it (stored in the same commit), so how a
 //! burst is cut into batches does not change a verdict.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
@@ -63,7 +63,8 @@ struct SeriesState {
 
 /// The history of the series seen recently, at most `cap` of them.
 pub struct SeriesHistory {
-    series: HashMap<(DeviceId, Quantity), SeriesState>,
+    /// Keys are registered devices' series (unknown devices never get here), so a fast hash.
+    series: FxHashMap<(DeviceId, Quantity), SeriesState>,
     cap: usize,
     clock: u64,
     unstored: Unstored,
@@ -102,7 +103,7 @@ impl Unstored {
 
 impl SeriesHistory {
     pub fn new(cap: usize) -> Self {
-        Self { series: HashMap::new(), cap: cap.max(1), clock: 0, unstored: Unstored::default() }
+        Self { series: FxHashMap::default(), cap: cap.max(1), clock: 0, unstored: Unstored::default() }
     }
 
     /// A new batch begins: the last one's readings are stored (or will be decoded again).
