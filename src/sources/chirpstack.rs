@@ -18,9 +18,9 @@ struct ChirpstackUplink<'a> {
     f_port: Option<u32>,
     #[serde(default)]
     f_cnt: Option<u32>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::borrowed_str")]
     data: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::borrowed_str")]
     time: Option<Cow<'a, str>>,
     /// The device profile codec's output, unparsed; `null` reads as absent.
     #[serde(borrow, default)]
@@ -30,7 +30,7 @@ struct ChirpstackUplink<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DeviceInfo<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::borrowed_str")]
     device_name: Option<Cow<'a, str>>,
     #[serde(borrow)]
     dev_eui: Cow<'a, str>,

@@ -97,7 +97,7 @@ pub enum LorawanError {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct BridgeUplink<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::borrowed_str")]
     phy_payload: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     rx_info: Option<RxInfo<'a>>,
@@ -106,14 +106,14 @@ struct BridgeUplink<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RxInfo<'a> {
-    #[serde(borrow, default, alias = "gatewayID")]
+    #[serde(borrow, default, alias = "gatewayID", deserialize_with = "super::borrowed_str")]
     gateway_id: Option<Cow<'a, str>>,
     /// Gateway time (GPS), when the gateway has one; `time` in older bridge versions.
-    #[serde(borrow, default, alias = "time")]
+    #[serde(borrow, default, alias = "time", deserialize_with = "super::borrowed_str")]
     gw_time: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::borrowed_str")]
     ns_time: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::borrowed_str")]
     crc_status: Option<Cow<'a, str>>,
 }
 

@@ -22,6 +22,15 @@ use chrono::{DateTime, Utc};
 use crate::config::{topic, MessageFormat, SubscriptionSettings};
 use crate::model::DevEui;
 
+/// An optional string field of a JSON message, borrowed from the message unless it holds an
+/// escape. `#[serde(borrow)]` borrows a `Cow<str>` only when the field is the `Cow` itself: inside
+/// an `Option` it copies every string into an allocation of its own.
+pub(crate) fn borrowed_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::borrow::Cow<'de, str>>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+    Ok(<Option<Borrowed<'de>> as serde::Deserialize>::deserialize(d)?.map(|b| b.0))
+}
+
 /// One message on its way to the store, from whichever input took it.
 #[derive(Debug)]
 pub struct Inbound {

@@ -15,7 +15,7 @@ use crate::model::DevEui;
 struct TtnUplink<'a> {
     #[serde(borrow)]
     end_device_ids: EndDeviceIds<'a>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::borrowed_str")]
     received_at: Option<Cow<'a, str>>,
     #[serde(borrow)]
     uplink_message: Option<UplinkMessage<'a>>,
@@ -23,9 +23,9 @@ struct TtnUplink<'a> {
 
 #[derive(Deserialize)]
 struct EndDeviceIds<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::borrowed_str")]
     device_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::borrowed_str")]
     dev_eui: Option<Cow<'a, str>>,
 }
 
@@ -35,9 +35,9 @@ struct UplinkMessage<'a> {
     f_port: Option<u32>,
     #[serde(default)]
     f_cnt: Option<u32>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::borrowed_str")]
     frm_payload: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::borrowed_str")]
     received_at: Option<Cow<'a, str>>,
     /// The payload formatter's output, unparsed; `null` reads as absent.
     #[serde(borrow, default)]
@@ -116,6 +116,21 @@ mod tests {
         assert_eq!(up.f_cnt, Some(7));
         assert_eq!(up.payload, vec![0x08, 0x10]);
         assert_eq!(up.time.unwrap().to_rfc3339(), "2020-02-12T15:15:45.667+00:00");
+    }
+
+    #[test]
+    fn strings_are_borrowed_from_the_message_unless_escaped() {
+        let msg: TtnUplink = serde_json::from_str(UPLINK).unwrap();
+        let up = msg.uplink_message.unwrap();
+        for field in [&msg.end_device_ids.device_id, &msg.end_device_ids.dev_eui, &up.frm_payload, &up.received_at] {
+            assert!(matches!(field, Some(Cow::Borrowed(_))), "{field:?}");
+        }
+        // An escape needs a copy; the text is the same.
+        let escaped = UPLINK.replacen(r#""device_id": "dev1""#, r#""device_id": "dev\u0031""#, 1);
+        assert_ne!(escaped, UPLINK);
+        let msg: TtnUplink = serde_json::from_str(&escaped).unwrap();
+        assert!(matches!(&msg.end_device_ids.device_id, Some(Cow::Owned(id)) if id == "dev1"));
+        assert_eq!(parse(escaped.as_bytes()).unwrap().ns_device_id.as_deref(), Some("dev1"));
     }
 
     #[test]
