@@ -381,16 +381,21 @@ impl EmbeddedStore {
         if !changed.is_empty() {
             rollups::districts::recompute(tx, changed)?;
         }
-        {
-            let mut seen = tx.open_table(LAST_SEEN).map_err(engine)?;
+        if !batch.seen.is_empty() {
+            // A batch holds an entry per uplink: each device's newest is looked up and written once.
+            let mut newest: rustc_hash::FxHashMap<&str, i64> = rustc_hash::FxHashMap::default();
             for (device, time) in &batch.seen {
-                let t = time.timestamp_millis();
-                let newer = match seen.get(device.as_str()).map_err(engine)? {
+                let t = newest.entry(device.as_str()).or_insert(i64::MIN);
+                *t = (*t).max(time.timestamp_millis());
+            }
+            let mut seen = tx.open_table(LAST_SEEN).map_err(engine)?;
+            for (device, t) in newest {
+                let newer = match seen.get(device).map_err(engine)? {
                     Some(old) => old.value() < t,
                     None => true,
                 };
                 if newer {
-                    seen.insert(device.as_str(), t).map_err(engine)?;
+                    seen.insert(device, t).map_err(engine)?;
                 }
             }
         }
