@@ -38,8 +38,7 @@ struct DeviceInfo<'a> {
 
 /// Parse a ChirpStack v4 `up` event.
 pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
-    let msg: ChirpstackUplink =
-        serde_json::from_slice(payload).map_err(|source| FormatError::Json { format: "chirpstack-v4", source })?;
+    let msg: ChirpstackUplink = super::json(payload).map_err(|source| FormatError::Json { format: "chirpstack-v4", source })?;
     let dev_eui =
         DevEui::parse(&msg.device_info.dev_eui).map_err(|why| FormatError::Field { field: "deviceInfo.devEui", why })?;
     let f_port = match msg.f_port {

@@ -11,8 +11,7 @@ use super::{FormatError, Uplink};
 
 /// Parse a plain JSON message; `device` is the name the topic gives the device.
 pub fn parse(device: &str, payload: &[u8]) -> Result<Uplink, FormatError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(payload).map_err(|source| FormatError::Json { format: "json", source })?;
+    let value: serde_json::Value = super::json(payload).map_err(|source| FormatError::Json { format: "json", source })?;
     let Some(object) = value.as_object() else {
         return Err(FormatError::Field { field: "(message)", why: "expected a JSON object of name → number".into() });
     };

@@ -130,7 +130,7 @@ pub struct BridgeFrame {
 
 /// Read a gateway bridge `up` event.
 pub fn parse_bridge(payload: &[u8]) -> Result<BridgeFrame, LorawanError> {
-    let msg: BridgeUplink = serde_json::from_slice(payload).map_err(LorawanError::Json)?;
+    let msg: BridgeUplink = super::json(payload).map_err(LorawanError::Json)?;
     let text = msg.phy_payload.as_deref().unwrap_or("");
     // Base64 of 255 bytes is 340 characters: refuse longer text before decoding it.
     if text.len() > 4 * MAX_FRAME_BYTES.div_ceil(3) {

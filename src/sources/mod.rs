@@ -22,6 +22,16 @@ use chrono::{DateTime, Utc};
 use crate::config::{topic, MessageFormat, SubscriptionSettings};
 use crate::model::DevEui;
 
+/// A JSON message's bytes as `T`. Text that is UTF-8 (all but hostile input) is checked once
+/// and parsed as a `str`; bytes that are not are parsed as bytes, so serde_json's error says
+/// where they fail. (Parsed as bytes, every string in the message is checked on its own.)
+pub(crate) fn json<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, serde_json::Error> {
+    match std::str::from_utf8(payload) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(payload),
+    }
+}
+
 /// An optional string field of a JSON message, borrowed from the message unless it holds an
 /// escape. `#[serde(borrow)]` borrows a `Cow<str>` only when the field is the `Cow` itself: inside
 /// an `Option` it copies every string into an allocation of its own.

@@ -126,8 +126,7 @@ const MAX_PAIRS: usize = 256;
 /// Parse a push body. A value type that is neither in [`VALUE_TYPES`] nor in [`IGNORED`] fails
 /// the whole message (it becomes a dead letter naming it), as does a value that is no number.
 pub fn parse(payload: &[u8]) -> Result<Push, FormatError> {
-    let body: Body =
-        serde_json::from_slice(payload).map_err(|source| FormatError::Json { format: "sensor-community", source })?;
+    let body: Body = super::json(payload).map_err(|source| FormatError::Json { format: "sensor-community", source })?;
     if body.sensordatavalues.len() > MAX_PAIRS {
         return Err(FormatError::Field {
             field: "sensordatavalues",

@@ -46,7 +46,7 @@ struct UplinkMessage<'a> {
 
 /// Parse a TTS v3 uplink.
 pub fn parse(payload: &[u8]) -> Result<Uplink, FormatError> {
-    let msg: TtnUplink = serde_json::from_slice(payload).map_err(|source| FormatError::Json { format: "ttn-v3", source })?;
+    let msg: TtnUplink = super::json(payload).map_err(|source| FormatError::Json { format: "ttn-v3", source })?;
     let up = msg.uplink_message.ok_or(FormatError::Field {
         field: "uplink_message",
         why: "missing: not an uplink (join, downlink or location messages go to other topics)".into(),
@@ -178,6 +178,11 @@ mod tests {
         for (msg, expected) in cases {
             let err = parse(msg.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(expected), "{msg}: {err}");
+        }
+        // Bytes that are not UTF-8, inside a string or outside one: JSON's error, with where.
+        for bytes in [&b"{\"end_device_ids\": {\"device_id\": \"d\xff\"}}"[..], b"{\xfe\"a\": 1}"] {
+            let err = parse(bytes).unwrap_err().to_string();
+            assert!(err.contains("not valid ttn-v3 JSON") && err.contains("column"), "{err}");
         }
     }
 }
