@@ -14,7 +14,12 @@
 //! `cargo bench --bench pipeline` (from the project root: it reads the demo's devices and the
 //! bundled profiles).
 
+#[path = "city/mod.rs"]
+mod city;
+
 use std::time::Instant;
+
+use city::{env, thread_cpu};
 
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -27,17 +32,8 @@ use messnetz::store::{CommitStore, EmbeddedStore, WriteBatch};
 
 const TOPIC: &str = "v3/demo@ttn/devices/demo-lht65/up";
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// CPU time of this thread so far, in seconds (Linux: the first field of its schedstat).
-fn cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    stat.split_whitespace().next().and_then(|ns| ns.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
-}
-
-/// Uplink `i` (1-based) of a burst starting at `base` (seconds): the harness's message.
+/// Uplink `i` (1-based) of a burst starting at `base` (seconds): the harness's message, byte for
+/// byte as `burst.py` writes it (`tests/common::ttn_uplink` is a fuller TTS message, a longer parse).
 fn uplink(i: i64, base: i64) -> (Vec<u8>, DateTime<Utc>) {
     let mut raw = vec![0xCB, 0xF6];
     raw.extend_from_slice(&(((i % 300) * 10) as i16).to_be_bytes());
@@ -72,7 +68,7 @@ fn main() {
         let (mut readings, mut spikes, mut stuck) = (0usize, 0usize, 0usize);
         let mut batch = WriteBatch::default();
         for chunk in messages.chunks(batch_size) {
-            let started = cpu();
+            let started = thread_cpu();
             let tally = Tally::default();
             let pipeline = Pipeline {
                 devices: &devices,
@@ -92,13 +88,13 @@ fn main() {
                     other => panic!("the harness's uplink was not stored: {other:?}"),
                 }
             }
-            decoding += cpu() - started;
+            decoding += thread_cpu() - started;
             readings += batch.readings.len();
             spikes += batch.readings.iter().filter(|r| r.reason.contains("spike:")).count();
             stuck += batch.readings.iter().filter(|r| r.reason.contains("stuck:")).count();
-            let (started, wall) = (cpu(), Instant::now());
+            let (started, wall) = (thread_cpu(), Instant::now());
             store.write(&batch).unwrap();
-            committing += cpu() - started;
+            committing += thread_cpu() - started;
             commit_wall += wall.elapsed().as_secs_f64();
             batch.clear();
         }

@@ -20,7 +20,12 @@
 //!
 //! `cargo bench --bench readings_layout`
 
+#[path = "city/mod.rs"]
+mod city;
+
 use std::time::Instant;
+
+use city::{env, thread_cpu};
 
 use chrono::DateTime;
 use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
@@ -37,10 +42,6 @@ const QUANTITIES: [&str; 6] =
     ["battery_voltage", "air_temperature", "relative_humidity", "probe_temperature", "dew_point_temperature", "heat_index"];
 /// As long as the stuck test's reason for a humidity reading.
 const STUCK: &str = "stuck: 88.6 % unchanged since 2025-12-01 00:00:01 UTC (6.0 h)";
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// The six readings of uplink `u`: the air temperature changes, the others repeat (stuck).
 fn uplink(device: &DeviceId, quantities: &[Quantity], u: usize) -> Vec<Reading> {
@@ -60,12 +61,6 @@ fn uplink(device: &DeviceId, quantities: &[Quantity], u: usize) -> Vec<Reading> 
             }
         })
         .collect()
-}
-
-/// CPU time of this thread so far, in seconds (Linux: the first field of its schedstat).
-fn cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    stat.split_whitespace().next().and_then(|ns| ns.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
 }
 
 /// `pages`: bytes of the readings' pages (keys, values, page metadata and fragmentation).
@@ -99,12 +94,12 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open_with_cache(dir.path(), cache_mb << 20).unwrap();
     let mut batch = WriteBatch::default();
-    let (started, cpu0) = (Instant::now(), cpu());
+    let (started, cpu0) = (Instant::now(), thread_cpu());
     for readings in &batches {
         batch.readings.clone_from(readings);
         store.write(&batch).unwrap();
     }
-    let seconds = (started.elapsed().as_secs_f64(), cpu() - cpu0);
+    let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
     let space = store.table_space().unwrap();
     report("EmbeddedStore::write", uplinks, seconds, space.iter().find(|s| s.0 == "readings").unwrap().2);
     assert_eq!(store.count_readings().unwrap(), (uplinks * quantities.len()) as u64);
@@ -120,7 +115,7 @@ fn main() {
     ] {
         let path = dir.path().join(format!("by-reading-{in_order}-{reasons}.redb"));
         let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
-        let (started, cpu0) = (Instant::now(), cpu());
+        let (started, cpu0) = (Instant::now(), thread_cpu());
         for readings in &batches {
             // Series numbers as the store gives them: one per quantity of the one device.
             let mut keys: Vec<(u32, i64, usize)> =
@@ -139,7 +134,7 @@ fn main() {
             }
             tx.commit().unwrap();
         }
-        let seconds = (started.elapsed().as_secs_f64(), cpu() - cpu0);
+        let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
         let space = pages(db.begin_read().unwrap().open_table(BY_READING).unwrap().stats().unwrap());
         report(what, uplinks, seconds, space);
     }
@@ -148,7 +143,7 @@ fn main() {
     let path = dir.path().join("by-uplink.redb");
     let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
     let mut row = Vec::new();
-    let (started, cpu0) = (Instant::now(), cpu());
+    let (started, cpu0) = (Instant::now(), thread_cpu());
     for readings in &batches {
         let tx = db.begin_write().unwrap();
         {
@@ -167,7 +162,7 @@ fn main() {
         }
         tx.commit().unwrap();
     }
-    let seconds = (started.elapsed().as_secs_f64(), cpu() - cpu0);
+    let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
     let space = pages(db.begin_read().unwrap().open_table(BY_UPLINK).unwrap().stats().unwrap());
     report("a row per uplink", uplinks, seconds, space);
 }

@@ -1,4 +1,4 @@
-//! The synthetic city of the aggregates benchmarks (`benches/aggregates.rs` on the embedded store, `benches/aggregates_pg.rs` on PostgreSQL): devices, districts, a daily temperature curve and ingest-shaped batches.
+//! The synthetic city of the aggregates benchmarks (`benches/aggregates.rs` on the embedded store, `benches/aggregates_pg.rs` on PostgreSQL): devices, districts, a daily temperature curve and ingest-shaped batches; and the helpers every benchmark shares (sizes from the environment, a thread's CPU time).
 #![allow(dead_code)]
 
 use chrono::{DateTime, Utc};
@@ -8,6 +8,12 @@ use messnetz::store::WriteBatch;
 /// A size from the environment, or `default`.
 pub fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// CPU time of this thread so far, in seconds (Linux: the first field of its schedstat).
+pub fn thread_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    stat.split_whitespace().next().and_then(|ns| ns.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
 }
 
 pub const START_MS: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
