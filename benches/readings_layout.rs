@@ -1,11 +1,13 @@
 //! Benchmark: what storing an uplink's readings costs in the embedded store's engine, for the
-//! layout the store has (a row per reading) and for a row per uplink, to size a redesign.
+//! layout the store has (a row per reading) and for others, to size a redesign.
 //!
-//! The harness's job in miniature: one LHT65 sending MESSNETZ_BENCH_UPLINKS (100,000) uplinks of
+//! The harness's job in miniature: LHT65s sending MESSNETZ_BENCH_UPLINKS (100,000) uplinks of
 //! six readings (four decoded, two derived), five of them flagged stuck with a reason of the
 //! stuck test's length, committed in batches of MESSNETZ_BENCH_BATCH (500) uplinks with the
 //! engine's default durability and a page cache of MESSNETZ_BENCH_CACHE_MB (1,024, the
-//! store's default). Three writers, each into a fresh file:
+//! store's default). The uplinks come from MESSNETZ_BENCH_DEVICES (1, as in the harness)
+//! devices in turn: a city's thousand devices spread each commit over a thousand places in a
+//! table keyed by series. Writers, each into a fresh file:
 //!
 //! - `EmbeddedStore::write`: the gateway's commit (readings, series numbers, district rollup
 //!   deltas, window journal, last seen);
@@ -13,6 +15,10 @@
 //!   table, six inserts an uplink;
 //! - the same, each commit's inserts in key order (series by series);
 //! - the same, without reasons (what the reasons' bytes cost);
+//! - a row per reading with key and value packed (one `u128` of series and ms; bytes), keyed
+//!   series first as the store is, and time first (a log: every insert lands at the end);
+//! - blocks of MESSNETZ_BENCH_BLOCK (256) readings of a series, the newest block read, extended
+//!   and written back once a commit;
 //! - a row per uplink: key (device number, ms), the six readings packed into one value.
 //!
 //! Prints µs per uplink (wall clock, with the commits' fsyncs, and this thread's CPU) and the
@@ -30,12 +36,16 @@ use city::{env, thread_cpu};
 use chrono::DateTime;
 use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
 use messnetz::store::{CommitStore, EmbeddedStore, WriteBatch};
-use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// The same key and value types as the embedded store's readings table.
 const BY_READING: TableDefinition<(u32, i64), (f64, u8, &str)> = TableDefinition::new("by_reading");
 /// (device number, ms) -> per reading: quantity byte, value, flag byte, reason length, reason.
 const BY_UPLINK: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("by_uplink");
+/// (series, first ms) -> up to BLOCK readings of the series: ms, value, flag, reason length, reason.
+const BLOCKS: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("blocks");
+/// A row per reading, the key (series, ms) packed into one integer and the value into bytes.
+const PACKED: TableDefinition<u128, &[u8]> = TableDefinition::new("packed");
 
 const START_MS: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z
 const QUANTITIES: [&str; 6] =
@@ -82,13 +92,23 @@ fn main() {
     let uplinks = env("MESSNETZ_BENCH_UPLINKS", 100_000);
     let per_batch = env("MESSNETZ_BENCH_BATCH", 500);
     let cache_mb = env("MESSNETZ_BENCH_CACHE_MB", 1024);
-    let device = DeviceId::parse("demo-lht65").unwrap();
+    let devices = env("MESSNETZ_BENCH_DEVICES", 1);
+    let ids: Vec<DeviceId> = (0..devices).map(|d| DeviceId::parse(&format!("demo-lht65-{d:04}")).unwrap()).collect();
+    let block_len = env("MESSNETZ_BENCH_BLOCK", 256);
+    // The series of reading `k` of batch `b` when the uplinks come from `devices` devices in turn
+    // (numbered as the store numbers them when it sees the devices in turn).
+    let series_of = |b: usize, k: usize| {
+        (((b * per_batch + k / QUANTITIES.len()) % devices) * QUANTITIES.len() + k % QUANTITIES.len()) as u32
+    };
     let quantities: Vec<Quantity> = QUANTITIES.iter().map(|q| Quantity::by_name(q).unwrap()).collect();
     let batches: Vec<Vec<Reading>> = (0..uplinks)
         .step_by(per_batch)
-        .map(|first| (first..(first + per_batch).min(uplinks)).flat_map(|u| uplink(&device, &quantities, u)).collect())
+        .map(|first| (first..(first + per_batch).min(uplinks)).flat_map(|u| uplink(&ids[u % devices], &quantities, u)).collect())
         .collect();
-    println!("{uplinks} uplinks of {} readings, {per_batch} uplinks a commit, page cache {cache_mb} MiB", quantities.len());
+    println!(
+        "{uplinks} uplinks of {} readings from {devices} device(s), {per_batch} uplinks a commit, page cache {cache_mb} MiB",
+        quantities.len()
+    );
 
     // The gateway's commit.
     let dir = tempfile::tempdir().unwrap();
@@ -116,10 +136,10 @@ fn main() {
         let path = dir.path().join(format!("by-reading-{in_order}-{reasons}.redb"));
         let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
         let (started, cpu0) = (Instant::now(), thread_cpu());
-        for readings in &batches {
-            // Series numbers as the store gives them: one per quantity of the one device.
+        for (b, readings) in batches.iter().enumerate() {
+            // Series numbers as the store gives them: one per quantity of a device.
             let mut keys: Vec<(u32, i64, usize)> =
-                readings.iter().enumerate().map(|(k, r)| ((k % QUANTITIES.len()) as u32, r.time.timestamp_millis(), k)).collect();
+                readings.iter().enumerate().map(|(k, r)| (series_of(b, k), r.time.timestamp_millis(), k)).collect();
             if in_order {
                 keys.sort_unstable();
             }
@@ -139,16 +159,96 @@ fn main() {
         report(what, uplinks, seconds, space);
     }
 
+    // A row per reading, key and value packed; and the same keyed by time first (a log).
+    for (what, time_first) in [("a row per reading, packed", false), ("a row per reading, time first", true)] {
+        let path = dir.path().join(format!("packed-{time_first}.redb"));
+        let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
+        let mut row = Vec::new();
+        let (started, cpu0) = (Instant::now(), thread_cpu());
+        for (b, readings) in batches.iter().enumerate() {
+            let tx = db.begin_write().unwrap();
+            {
+                let mut table = tx.open_table(PACKED).unwrap();
+                for (k, r) in readings.iter().enumerate() {
+                    let series = series_of(b, k) as u128;
+                    let ms = (r.time.timestamp_millis() as u64 ^ (1 << 63)) as u128;
+                    row.clear();
+                    row.extend_from_slice(&r.value.to_le_bytes());
+                    row.push(r.flag.to_byte());
+                    row.extend_from_slice(r.reason.as_bytes());
+                    let key = if time_first { ms << 64 | series } else { series << 64 | ms };
+                    table.insert(key, row.as_slice()).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
+        let space = pages(db.begin_read().unwrap().open_table(PACKED).unwrap().stats().unwrap());
+        report(what, uplinks, seconds, space);
+    }
+
+    // Blocks of a series' readings: each commit appends to its series' newest block (read,
+    // extended, written back) and starts a new one when it is full.
+    let path = dir.path().join("blocks.redb");
+    let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
+    let (started, cpu0) = (Instant::now(), thread_cpu());
+    let mut block = Vec::new();
+    for (b, readings) in batches.iter().enumerate() {
+        let mut by_series: std::collections::BTreeMap<u32, Vec<&Reading>> = Default::default();
+        for (k, r) in readings.iter().enumerate() {
+            by_series.entry(series_of(b, k)).or_default().push(r);
+        }
+        let tx = db.begin_write().unwrap();
+        {
+            let mut table = tx.open_table(BLOCKS).unwrap();
+            for (series, mine) in by_series {
+                let (mut first, mut count) = (None, 0);
+                block.clear();
+                if let Some(entry) = table.range((series, i64::MIN)..=(series, i64::MAX)).unwrap().next_back() {
+                    let (k, v) = entry.unwrap();
+                    first = Some(k.value().1);
+                    block.extend_from_slice(v.value());
+                    count = u16::from_le_bytes([block[0], block[1]]) as usize;
+                }
+                if block.is_empty() {
+                    block.extend_from_slice(&[0, 0]);
+                }
+                for r in mine {
+                    if count == block_len {
+                        table.insert((series, first.unwrap()), block.as_slice()).unwrap();
+                        block.clear();
+                        block.extend_from_slice(&[0, 0]);
+                        (first, count) = (None, 0);
+                    }
+                    let ms = r.time.timestamp_millis();
+                    first.get_or_insert(ms);
+                    block.extend_from_slice(&ms.to_le_bytes());
+                    block.extend_from_slice(&r.value.to_le_bytes());
+                    block.push(r.flag.to_byte());
+                    block.push(r.reason.len().min(255) as u8);
+                    block.extend_from_slice(&r.reason.as_bytes()[..r.reason.len().min(255)]);
+                    count += 1;
+                    block[..2].copy_from_slice(&(count as u16).to_le_bytes());
+                }
+                table.insert((series, first.unwrap()), block.as_slice()).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
+    let space = pages(db.begin_read().unwrap().open_table(BLOCKS).unwrap().stats().unwrap());
+    report(&format!("blocks of {block_len} readings a series"), uplinks, seconds, space);
+
     // A row per uplink.
     let path = dir.path().join("by-uplink.redb");
     let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
     let mut row = Vec::new();
     let (started, cpu0) = (Instant::now(), thread_cpu());
-    for readings in &batches {
+    for (b, readings) in batches.iter().enumerate() {
         let tx = db.begin_write().unwrap();
         {
             let mut table = tx.open_table(BY_UPLINK).unwrap();
-            for one in readings.chunk_by(|a, b| a.time == b.time) {
+            for (u, one) in readings.chunks(QUANTITIES.len()).enumerate() {
                 row.clear();
                 for (q, r) in one.iter().enumerate() {
                     row.push(q as u8);
@@ -157,7 +257,12 @@ fn main() {
                     row.push(r.reason.len().min(255) as u8);
                     row.extend_from_slice(&r.reason.as_bytes()[..r.reason.len().min(255)]);
                 }
-                table.insert((0u32, one[0].time.timestamp_millis()), row.as_slice()).unwrap();
+                table
+                    .insert(
+                        (series_of(b, u * QUANTITIES.len()) / QUANTITIES.len() as u32, one[0].time.timestamp_millis()),
+                        row.as_slice(),
+                    )
+                    .unwrap();
             }
         }
         tx.commit().unwrap();
