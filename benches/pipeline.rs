@@ -70,14 +70,7 @@ fn main() {
         for chunk in messages.chunks(batch_size) {
             let started = thread_cpu();
             let tally = Tally::default();
-            let pipeline = Pipeline {
-                devices: &devices,
-                profiles: &profiles,
-                lorawan: &keys,
-                history: &store,
-                nearby: &store,
-                tally: &tally,
-            };
+            let pipeline = Pipeline { devices: &devices, profiles: &profiles, lorawan: &keys, history: &store, tally: &tally };
             qc.new_batch();
             for (payload, at) in chunk {
                 let received_at = *at + chrono::Duration::seconds(1);

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
+use messnetz::config::CitizenSettings;
 use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
-use messnetz::quality::{battery_low, Limits, ProfileQuality, QualityControl, QualitySettings, Test, Verdict};
+use messnetz::quality::{battery_low, neighbours, Limits, ProfileQuality, QualityControl, QualitySettings, Test, Verdict};
 use messnetz::store::{Store, WriteBatch};
 
 fn q(name: &str) -> Quantity {
@@ -263,6 +264,68 @@ fn a_late_burst_gets_the_same_verdicts_however_it_is_cut_into_batches() {
     // The later half, in time order: each fall and the readings until the values are back
     // near the last accepted one (22 minutes at 0.5 Cel a minute).
     assert_eq!(spikes(false).len(), 3 * 22);
+}
+}
+
+both_backends! {
+fn a_citizen_reading_gets_the_same_neighbour_verdict_however_its_batch_is_cut() {
+    // An official station alternating 20 and 30 Cel minute by minute, a citizen sensor 1 km
+    // away reading 22 Cel at each minute, the station's reading first: 8 degrees from the
+    // station's 30 is suspect, 2 from its 20 is not. Then the station's minute 10 sent again
+    // as 30 (it replaces the 20), its minute 20 sent again impossible (bad: replaces the 20 and
+    // never counts, so the nearer neighbour counts, minute 19's 30 on the tie with 21's 20),
+    // the citizen's reading at both again.
+    let (station, citizen) = (DeviceId::parse("qc-station").unwrap(), DeviceId::parse("qc-citizen").unwrap());
+    let stations = [(station.clone(), 52.52, 13.40)];
+    let here = (52.529, 13.40);
+    let mut input: Vec<(&DeviceId, i64, f64)> = Vec::new();
+    for m in 0..60 {
+        input.push((&station, m, 20.0 + (m % 2) as f64 * 10.0));
+        input.push((&citizen, m, 22.0));
+    }
+    input.extend([(&station, 10, 30.0), (&citizen, 10, 22.0), (&station, 20, 150.0), (&citizen, 20, 22.0)]);
+    let settings = QualitySettings::default();
+    let citizens = CitizenSettings::default();
+    let limits = Limits::new(&settings);
+    let t = q("air_temperature");
+    let received = t0() + Duration::minutes(2000);
+    // Each cut: batches of `size` readings, each judged with its batch's earlier readings
+    // over the store, each batch stored after its last verdict (as ingest does).
+    let verdicts = |size: usize| {
+        let test_store = TestStore::new();
+        let store = test_store.open();
+        let mut qc = QualityControl::new(settings.max_series);
+        let mut out = Vec::new();
+        for chunk in input.chunks(size) {
+            qc.new_batch();
+            let mut batch = Vec::new();
+            for &(d, minute, value) in chunk {
+                let time = t0() + Duration::minutes(minute);
+                let mut v = qc.assess(&*store, &batch, &limits, d, t, value, time, received, None);
+                if d == &citizen {
+                    let nearby = qc.nearby(&*store, &batch);
+                    let stations = stations.iter().map(|(id, lat, lon)| (id, *lat, *lon));
+                    neighbours::check(&nearby, stations, here, t, value, time, &citizens, &mut v);
+                }
+                out.push((d.to_string(), minute, v.flag, v.reason()));
+                batch.push(Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason() });
+            }
+            store.write(&WriteBatch { readings: batch, ..Default::default() }).unwrap();
+        }
+        out
+    };
+    let one_by_one = verdicts(1);
+    for size in [2, 3, 7, 50, input.len()] {
+        assert_eq!(verdicts(size), one_by_one, "batches of {size}");
+    }
+    let suspect: Vec<i64> = one_by_one
+        .iter()
+        .filter(|(d, _, flag, why)| *d == "qc-citizen" && *flag == QualityFlag::Suspect && why.contains("neighbours:"))
+        .map(|(_, m, _, _)| *m)
+        .collect();
+    let mut expected: Vec<i64> = (0..60).filter(|m| m % 2 == 1).collect();
+    expected.extend([10, 20]);
+    assert_eq!(suspect, expected);
 }
 }
 

@@ -17,7 +17,6 @@ use crate::devices::{Device, DeviceRegistry, Source};
 use crate::metrics::Metrics;
 use crate::model::{DevEui, Escaped, QualityFlag, Reading};
 use crate::profiles::ProfileSet;
-use crate::quality::neighbours::NearbyLookup;
 use crate::quality::{self, QualityControl, QualityMetrics, SeriesLookup};
 use crate::sources::lorawan::{self, FrameCounter, LorawanError, Opened};
 use crate::sources::lorawan_keys::SessionKeys;
@@ -57,10 +56,9 @@ pub struct Pipeline<'a> {
     pub profiles: &'a ProfileSet,
     /// ABP session keys for raw LoRaWAN frames; empty without any.
     pub lorawan: &'a SessionKeys,
-    /// Stored history of a series, for the spike and stuck tests when memory has none.
+    /// Stored history of a series, for the spike and stuck tests when memory has none, and
+    /// the official stations' readings near a citizen sensor, for the neighbour test.
     pub history: &'a (dyn SeriesLookup + Sync),
-    /// Readings of the official stations near a citizen sensor, for the neighbour test.
-    pub nearby: &'a (dyn NearbyLookup + Sync),
     /// What the pipeline made of the messages, for the metrics once they are stored.
     pub tally: &'a Tally,
 }
@@ -201,7 +199,8 @@ impl Pipeline<'_> {
             if device.source == Source::Citizen {
                 let stations = self.devices.official_stations();
                 let (here, citizens) = ((device.lat, device.lon), self.devices.citizens());
-                quality::neighbours::check(self.nearby, stations, here, v.quantity, v.value, time, citizens, &mut verdict);
+                let nearby = qc.nearby(self.history, out);
+                quality::neighbours::check(&nearby, stations, here, v.quantity, v.value, time, citizens, &mut verdict);
             }
             if verdict.flag != QualityFlag::Good {
                 Metrics::inc(&self.tally.flagged, 1);

@@ -245,7 +245,7 @@ impl Ingest {
 
     /// The pipeline over one snapshot of the registry.
     fn pipeline<'a>(&'a self, devices: &'a DeviceRegistry, profiles: &'a ProfileSet, tally: &'a Tally) -> Pipeline<'a> {
-        Pipeline { devices, profiles, lorawan: &self.lorawan, history: &*self.store, nearby: &*self.store, tally }
+        Pipeline { devices, profiles, lorawan: &self.lorawan, history: &*self.store, tally }
     }
 }
 

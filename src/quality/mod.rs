@@ -32,7 +32,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::model::{QualityFlag, Quantity};
 
 pub use crate::config::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
-pub use series::{SeriesHistory, SeriesLookup};
+pub use series::{Nearby, SeriesHistory, SeriesLookup};
 pub use time::{earliest_plausible, reading_time, ReadingTime, ReceptionTimes, EARLIEST_PLAUSIBLE};
 pub use verdict::{Limits, Test, Verdict};
 
@@ -131,6 +131,12 @@ impl QualityControl {
     /// is decoded again).
     pub fn new_batch(&mut self) {
         self.history.new_batch();
+    }
+
+    /// The official stations' readings for the neighbour test: stored, or in `batch` (as
+    /// given to [`Self::assess`]).
+    pub fn nearby<'a>(&'a mut self, lookup: &'a dyn SeriesLookup, batch: &[crate::model::Reading]) -> Nearby<'a> {
+        self.history.nearby(lookup, batch)
     }
 
     /// The time to store an uplink's readings at ([`ReceptionTimes::reading_time`]).

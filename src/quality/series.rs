@@ -7,7 +7,8 @@
 //! is compared with its neighbours before and after it instead, and leaves the history
 //! alone: a newer reading is no reason to flag an older one. Its neighbours are those stored
 //! and those of its own batch accepted before it (stored in the same commit), so how a
-//! burst is cut into batches does not change a verdict.
+//! burst is cut into batches does not change a verdict. The neighbour test of citizen
+//! sensors reads the official stations the same way ([`Nearby`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,6 +16,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashMap;
 
+use super::neighbours::NearbyLookup;
 use super::verdict::{Limits, Test, Verdict};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
 
@@ -109,6 +111,14 @@ impl SeriesHistory {
     /// A new batch begins: the last one's readings are stored (or will be decoded again).
     pub fn new_batch(&mut self) {
         self.unstored.clear();
+    }
+
+    /// The official stations' readings as the neighbour test sees them: those stored, with
+    /// `batch` (the readings accepted since [`Self::new_batch`], stored with the one asking)
+    /// over them.
+    pub fn nearby<'a>(&'a mut self, lookup: &'a dyn SeriesLookup, batch: &[Reading]) -> Nearby<'a> {
+        self.unstored.catch_up(batch);
+        Nearby { lookup, ours: &self.unstored }
     }
 
     pub fn len(&self) -> usize {
@@ -301,6 +311,36 @@ fn late_spike(
         _ => return,
     };
     verdict.fail(Test::Spike, why);
+}
+
+/// The store with a batch's readings over it, for the neighbour test ([`SeriesHistory::nearby`]).
+pub struct Nearby<'a> {
+    lookup: &'a dyn SeriesLookup,
+    ours: &'a Unstored,
+}
+
+impl NearbyLookup for Nearby<'_> {
+    /// The reading at `time` if there is one not flagged bad (the batch's replaces a stored
+    /// one at the same millisecond), else the nearer of the neighbours within `within`, the
+    /// earlier on a tie.
+    fn value_near(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<f64> {
+        let ours = self.ours.series.get(&(device.clone(), quantity));
+        match ours.and_then(|points| points.get(&time.timestamp_millis())) {
+            Some(&(value, false)) => return Some(value),
+            Some(&(_, true)) => {}
+            None => {
+                let stored = self.lookup.at(device, time).ok()?;
+                if let Some(r) = stored.iter().find(|r| r.quantity == quantity && r.flag != QualityFlag::Bad) {
+                    return Some(r.value);
+                }
+            }
+        }
+        match neighbours(self.lookup, ours, device, quantity, time, within).ok()? {
+            (Some((tb, vb)), Some((ta, va))) => Some(if time - tb <= ta - time { vb } else { va }),
+            (Some((_, v)), None) | (None, Some((_, v))) => Some(v),
+            (None, None) => None,
+        }
+    }
 }
 
 /// The nearest readings not flagged bad strictly before and after `time` within `within`:

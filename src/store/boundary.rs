@@ -9,7 +9,6 @@ use super::dead_letter::{DeadLetter, ReplayOutcome};
 use crate::aggregates::{Interval, Scope, Window};
 use crate::citizens::CitizenSensor;
 use crate::model::{DeviceId, Quantity, Reading};
-use crate::quality::neighbours::NearbyLookup;
 use crate::quality::SeriesLookup;
 use crate::sources::lorawan::FrameCounter;
 
@@ -253,9 +252,9 @@ pub trait ApiStore: ReadStore + CitizenStore + AdminStore {}
 impl<T: ReadStore + CitizenStore + AdminStore> ApiStore for T {}
 
 /// A whole store: what the gateway's stages hold.
-pub trait Store: CommitStore + ApiStore + Outbox + SeriesLookup + NearbyLookup {}
+pub trait Store: CommitStore + ApiStore + Outbox + SeriesLookup {}
 
-impl<T: CommitStore + ApiStore + Outbox + SeriesLookup + NearbyLookup> Store for T {}
+impl<T: CommitStore + ApiStore + Outbox + SeriesLookup> Store for T {}
 
 /// Why the store failed. The cause is logged; API clients see a generic error.
 #[derive(Debug, thiserror::Error)]
@@ -293,24 +292,6 @@ pub(crate) fn engine<E: Into<redb::Error>>(e: E) -> StoreError {
 /// A stored time in milliseconds as an instant; out of chrono's range is a corrupt store.
 pub(crate) fn millis(t: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(t).ok_or_else(|| StoreError::Corrupt(format!("time {t} ms is out of range")))
-}
-
-/// Every store is the neighbour test's view of the official stations: the reading of a
-/// series at `time` if one is stored there, else the nearer of its stored neighbours within
-/// `within` (readings flagged bad never count).
-impl<T: ReadStore + SeriesLookup> NearbyLookup for T {
-    fn value_near(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: chrono::Duration) -> Option<f64> {
-        let exact = ReadStore::readings(self, device, quantity, time, time + chrono::Duration::milliseconds(1), 1).ok()?;
-        if let Some(r) = exact.into_iter().find(|r| r.flag != crate::model::QualityFlag::Bad) {
-            return Some(r.value);
-        }
-        let (before, after) = SeriesLookup::neighbours(self, device, quantity, time, within).ok()?;
-        match (before, after) {
-            (Some((tb, vb)), Some((ta, va))) => Some(if time - tb <= ta - time { vb } else { va }),
-            (Some((_, v)), None) | (None, Some((_, v))) => Some(v),
-            (None, None) => None,
-        }
-    }
 }
 
 #[cfg(test)]
