@@ -22,7 +22,11 @@
 //! - a row per uplink: key (device number, ms), the six readings packed into one value.
 //!
 //! Prints µs per uplink (wall clock, with the commits' fsyncs, and this thread's CPU) and the
-//! bytes of the readings' pages for each.
+//! bytes of the readings' pages for each. Then reads back from the four tables' files
+//! MESSNETZ_BENCH_QUERIES (2,000) times one series' readings in a window of
+//! MESSNETZ_BENCH_WINDOW_S (3,600) seconds at a pseudo-random device, quantity and time, and
+//! the series' newest reading; prints µs per query (the second pass, pages cached) and checks
+//! that every layout read the same readings.
 //!
 //! `cargo bench --bench readings_layout`
 
@@ -238,6 +242,7 @@ fn main() {
     let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
     let space = pages(db.begin_read().unwrap().open_table(BLOCKS).unwrap().stats().unwrap());
     report(&format!("blocks of {block_len} readings a series"), uplinks, seconds, space);
+    drop(db);
 
     // A row per uplink.
     let path = dir.path().join("by-uplink.redb");
@@ -270,4 +275,164 @@ fn main() {
     let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
     let space = pages(db.begin_read().unwrap().open_table(BY_UPLINK).unwrap().stats().unwrap());
     report("a row per uplink", uplinks, seconds, space);
+
+    drop(db);
+
+    // Reading back: one series' readings in a window (the API's series, a rollup's fold) and
+    // its newest reading (a series' history seeded for the quality tests), per layout.
+    let queries = env("MESSNETZ_BENCH_QUERIES", 2000);
+    let window_s = env("MESSNETZ_BENCH_WINDOW_S", 3600) as i64;
+    let span_s = uplinks as i64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let asked: Vec<(u32, usize, i64)> = (0..queries)
+        .map(|_| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let device = ((seed >> 33) % devices as u64) as u32;
+            let q = ((seed >> 20) % QUANTITIES.len() as u64) as usize;
+            let from = START_MS + ((seed >> 8) % (span_s.max(1) as u64)) as i64 * 1000;
+            (device, q, from)
+        })
+        .collect();
+    let open = |name: &str| Database::builder().set_cache_size(cache_mb << 20).create(dir.path().join(name)).unwrap();
+    // Each layout answers (readings in the window, their values' sum in tenths, the newest one's ms).
+    let tenths = |value: f64| (value * 10.0).round() as i64;
+    let time = |what: &str, answer: &dyn Fn(u32, usize, i64) -> (u64, i64, i64)| {
+        let run = || asked.iter().map(|&(d, q, from)| answer(d, q, from)).collect::<Vec<_>>();
+        let warm = run();
+        let (started, cpu0) = (Instant::now(), thread_cpu());
+        let answers = run();
+        let (seconds, cpu) = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
+        let read: u64 = answers.iter().map(|a| a.0).sum();
+        println!(
+            "read back, {what:<28} {:>8.2} µs a query ({:>8.2} µs CPU), {:.1} readings a window",
+            seconds * 1e6 / queries as f64,
+            cpu * 1e6 / queries as f64,
+            read as f64 / queries as f64
+        );
+        assert_eq!(warm.len(), answers.len());
+        answers
+    };
+    let to_of = |from: i64| from + window_s * 1000;
+    let unpacked = |bytes: &[u8]| (f64::from_le_bytes(bytes[..8].try_into().unwrap()), bytes[8]);
+
+    let by_reading = {
+        let db = open("by-reading-false-true.redb");
+        let tx = db.begin_read().unwrap();
+        let table = tx.open_table(BY_READING).unwrap();
+        time("a row per reading", &|d, q, from| {
+            let n = d * QUANTITIES.len() as u32 + q as u32;
+            let (mut count, mut sum) = (0, 0);
+            for entry in table.range((n, from)..(n, to_of(from))).unwrap() {
+                let (_, v) = entry.unwrap();
+                count += 1;
+                sum += tenths(v.value().0);
+            }
+            let newest = table.range((n, i64::MIN)..=(n, i64::MAX)).unwrap().next_back().unwrap().unwrap().0.value().1;
+            (count, sum, newest)
+        })
+    };
+
+    let time_first = {
+        let db = open("packed-true.redb");
+        let tx = db.begin_read().unwrap();
+        let table = tx.open_table(PACKED).unwrap();
+        let key = |ms: i64| (ms as u64 ^ (1 << 63)) as u128;
+        time("a row per reading, time first", &|d, q, from| {
+            let n = (d * QUANTITIES.len() as u32 + q as u32) as u128;
+            let (mut count, mut sum) = (0, 0);
+            for entry in table.range(key(from) << 64..key(to_of(from)) << 64).unwrap() {
+                let (k, v) = entry.unwrap();
+                if k.value() & u64::MAX as u128 == n {
+                    count += 1;
+                    sum += tenths(unpacked(v.value()).0);
+                }
+            }
+            let mut newest = 0;
+            for entry in table.iter().unwrap().rev() {
+                let (k, _) = entry.unwrap();
+                if k.value() & u64::MAX as u128 == n {
+                    newest = ((k.value() >> 64) as u64 ^ (1 << 63)) as i64;
+                    break;
+                }
+            }
+            (count, sum, newest)
+        })
+    };
+
+    let blocks = {
+        let db = open("blocks.redb");
+        let tx = db.begin_read().unwrap();
+        let table = tx.open_table(BLOCKS).unwrap();
+        // Each reading in a block: ms, value, flag, reason length, reason.
+        let entries = |block: &[u8], each: &mut dyn FnMut(i64, f64)| {
+            let mut at = 2;
+            while at < block.len() {
+                let ms = i64::from_le_bytes(block[at..at + 8].try_into().unwrap());
+                let (value, _) = unpacked(&block[at + 8..]);
+                each(ms, value);
+                at += 8 + 8 + 1 + 1 + block[at + 17] as usize;
+            }
+        };
+        time("blocks of a series", &|d, q, from| {
+            let n = d * QUANTITIES.len() as u32 + q as u32;
+            let to = to_of(from);
+            let (mut count, mut sum) = (0, 0);
+            for entry in table.range((n, i64::MIN)..(n, to)).unwrap().rev() {
+                let (k, v) = entry.unwrap();
+                entries(v.value(), &mut |ms, value| {
+                    if (from..to).contains(&ms) {
+                        count += 1;
+                        sum += tenths(value);
+                    }
+                });
+                if k.value().1 < from {
+                    break;
+                }
+            }
+            let mut newest = 0;
+            let last = table.range((n, i64::MIN)..=(n, i64::MAX)).unwrap().next_back().unwrap().unwrap();
+            entries(last.1.value(), &mut |ms, _| newest = ms);
+            (count, sum, newest)
+        })
+    };
+
+    let by_uplink = {
+        let db = open("by-uplink.redb");
+        let tx = db.begin_read().unwrap();
+        let table = tx.open_table(BY_UPLINK).unwrap();
+        // The reading of quantity `q` in an uplink's row.
+        let pick = |row: &[u8], q: usize| {
+            let mut at = 0;
+            while at < row.len() {
+                if row[at] as usize == q {
+                    return Some(unpacked(&row[at + 1..]).0);
+                }
+                at += 1 + 8 + 1 + 1 + row[at + 10] as usize;
+            }
+            None
+        };
+        time("a row per uplink", &|d, q, from| {
+            let (mut count, mut sum) = (0, 0);
+            for entry in table.range((d, from)..(d, to_of(from))).unwrap() {
+                let (_, v) = entry.unwrap();
+                if let Some(value) = pick(v.value(), q) {
+                    count += 1;
+                    sum += tenths(value);
+                }
+            }
+            let mut newest = 0;
+            for entry in table.range((d, i64::MIN)..=(d, i64::MAX)).unwrap().rev() {
+                let (k, v) = entry.unwrap();
+                if pick(v.value(), q).is_some() {
+                    newest = k.value().1;
+                    break;
+                }
+            }
+            (count, sum, newest)
+        })
+    };
+    // Every layout read the same.
+    for other in [&time_first, &blocks, &by_uplink] {
+        assert!(other == &by_reading, "a layout read other readings back");
+    }
 }
