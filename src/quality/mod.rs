@@ -135,7 +135,7 @@ impl QualityControl {
 
     /// The official stations' readings for the neighbour test: stored, or in `batch` (as
     /// given to [`Self::assess`]).
-    pub fn nearby<'a>(&'a mut self, lookup: &'a dyn SeriesLookup, batch: &[crate::model::Reading]) -> Nearby<'a> {
+    pub fn nearby<'a>(&'a mut self, lookup: &'a dyn SeriesLookup, batch: &'a [crate::model::Reading]) -> Nearby<'a> {
         self.history.nearby(lookup, batch)
     }
 

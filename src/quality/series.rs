@@ -10,6 +10,7 @@
 //! burst is cut into batches does not change a verdict. The neighbour test of citizen
 //! sensors reads the official stations the same way ([`Nearby`]).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -115,10 +116,10 @@ impl SeriesHistory {
 
     /// The official stations' readings as the neighbour test sees them: those stored, with
     /// `batch` (the readings accepted since [`Self::new_batch`], stored with the one asking)
-    /// over them.
-    pub fn nearby<'a>(&'a mut self, lookup: &'a dyn SeriesLookup, batch: &[Reading]) -> Nearby<'a> {
-        self.unstored.catch_up(batch);
-        Nearby { lookup, ours: &self.unstored }
+    /// over them. The batch is indexed when a station is first asked for (a citizen reading
+    /// with no station near, or of a quantity not compared, never pays for it).
+    pub fn nearby<'a>(&'a mut self, lookup: &'a dyn SeriesLookup, batch: &'a [Reading]) -> Nearby<'a> {
+        Nearby { lookup, batch, ours: RefCell::new(&mut self.unstored) }
     }
 
     pub fn len(&self) -> usize {
@@ -316,7 +317,8 @@ fn late_spike(
 /// The store with a batch's readings over it, for the neighbour test ([`SeriesHistory::nearby`]).
 pub struct Nearby<'a> {
     lookup: &'a dyn SeriesLookup,
-    ours: &'a Unstored,
+    batch: &'a [Reading],
+    ours: RefCell<&'a mut Unstored>,
 }
 
 impl NearbyLookup for Nearby<'_> {
@@ -324,7 +326,9 @@ impl NearbyLookup for Nearby<'_> {
     /// one at the same millisecond), else the nearer of the neighbours within `within`, the
     /// earlier on a tie.
     fn value_near(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<f64> {
-        let ours = self.ours.series.get(&(device.clone(), quantity));
+        let mut unstored = self.ours.borrow_mut();
+        unstored.catch_up(self.batch);
+        let ours = unstored.series.get(&(device.clone(), quantity));
         match ours.and_then(|points| points.get(&time.timestamp_millis())) {
             Some(&(value, false)) => return Some(value),
             Some(&(_, true)) => {}
