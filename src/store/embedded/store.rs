@@ -342,13 +342,18 @@ impl EmbeddedStore {
             let mut readings = tx.open_table(READINGS).map_err(engine)?;
             let committed = self.series_committed.lock().unwrap_or_else(|p| p.into_inner());
             let mut numbering = series::Numbering::open(tx, &committed)?;
-            for r in &batch.readings {
-                let old = readings
-                    .insert(
-                        (numbering.get(r.device.as_str(), r.quantity)?, r.time.timestamp_millis()),
-                        (r.value, r.flag.to_byte(), r.reason.as_str()),
-                    )
-                    .map_err(engine)?;
+            // Inserted in key order, so that consecutive inserts land in the same leaf while a
+            // series' run lasts instead of hopping between the series' leaves (13 % less CPU
+            // for a batch from 1,000 devices, BENCHMARKS.md). The batch's position last keeps a
+            // repeated key's later reading the one that stays, as in batch order.
+            let mut keyed = Vec::with_capacity(batch.readings.len());
+            for (k, r) in batch.readings.iter().enumerate() {
+                keyed.push((numbering.get(r.device.as_str(), r.quantity)?, r.time.timestamp_millis(), k));
+            }
+            keyed.sort_unstable();
+            for (n, ms, k) in keyed {
+                let r = &batch.readings[k];
+                let old = readings.insert((n, ms), (r.value, r.flag.to_byte(), r.reason.as_str())).map_err(engine)?;
                 if !self.rollups {
                     continue;
                 }
