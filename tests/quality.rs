@@ -211,6 +211,32 @@ fn late_readings_are_judged_by_their_stored_neighbours_not_by_newer_ones() {
 }
 }
 
+/// `input` cut into batches of `size` and judged as ingest judges it: each item by `judge`
+/// with its batch's earlier readings over a fresh store, each batch stored after its last
+/// verdict. `judge` gives the reading to store, its verdict in flag and reason.
+fn judged_in_batches<T: Copy>(
+    input: &[T],
+    size: usize,
+    max_series: usize,
+    mut judge: impl FnMut(&mut QualityControl, &dyn Store, &[Reading], T) -> Reading,
+) -> Vec<Reading> {
+    let test_store = TestStore::new();
+    let store = test_store.open();
+    let mut qc = QualityControl::new(max_series);
+    let mut out = Vec::new();
+    for chunk in input.chunks(size) {
+        qc.new_batch();
+        let mut batch = Vec::new();
+        for &item in chunk {
+            let reading = judge(&mut qc, &*store, &batch, item);
+            batch.push(reading);
+        }
+        out.extend(batch.iter().cloned());
+        store.write(&WriteBatch { readings: batch, ..Default::default() }).unwrap();
+    }
+    out
+}
+
 both_backends! {
 fn a_late_burst_gets_the_same_verdicts_however_it_is_cut_into_batches() {
     // As two publishers replaying one series' halves at once bring it: every reading of the
@@ -229,25 +255,13 @@ fn a_late_burst_gets_the_same_verdicts_however_it_is_cut_into_batches() {
     let limits = Limits::new(&settings);
     let (d, t) = (DeviceId::parse("qc-late-batches").unwrap(), q("air_temperature"));
     let received = t0() + Duration::minutes(2000);
-    // Each cut: batches of `size` readings, each reading judged with the batch's earlier
-    // readings over the store, each batch stored after its last verdict (as ingest does).
     let verdicts = |size: usize| {
-        let test_store = TestStore::new();
-        let store = test_store.open();
-        let mut qc = QualityControl::new(settings.max_series);
-        let mut out = Vec::new();
-        for chunk in input.chunks(size) {
-            qc.new_batch();
-            let mut batch = Vec::new();
-            for &(minute, value) in chunk {
-                let time = t0() + Duration::minutes(minute);
-                let v = qc.assess(&*store, &batch, &limits, &d, t, value, time, received, None);
-                out.push((minute, v.flag, v.reason()));
-                batch.push(Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason() });
-            }
-            store.write(&WriteBatch { readings: batch, ..Default::default() }).unwrap();
-        }
-        out
+        let judged = judged_in_batches(&input, size, settings.max_series, |qc, store, batch, (minute, value)| {
+            let time = t0() + Duration::minutes(minute);
+            let v = qc.assess(store, batch, &limits, &d, t, value, time, received, None);
+            Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason() }
+        });
+        judged.into_iter().map(|r| ((r.time - t0()).num_minutes(), r.flag, r.reason)).collect::<Vec<_>>()
     };
     let one_by_one = verdicts(1);
     for size in [2, 7, 50, input.len()] {
@@ -289,30 +303,19 @@ fn a_citizen_reading_gets_the_same_neighbour_verdict_however_its_batch_is_cut() 
     let limits = Limits::new(&settings);
     let t = q("air_temperature");
     let received = t0() + Duration::minutes(2000);
-    // Each cut: batches of `size` readings, each judged with its batch's earlier readings
-    // over the store, each batch stored after its last verdict (as ingest does).
     let verdicts = |size: usize| {
-        let test_store = TestStore::new();
-        let store = test_store.open();
-        let mut qc = QualityControl::new(settings.max_series);
-        let mut out = Vec::new();
-        for chunk in input.chunks(size) {
-            qc.new_batch();
-            let mut batch = Vec::new();
-            for &(d, minute, value) in chunk {
-                let time = t0() + Duration::minutes(minute);
-                let mut v = qc.assess(&*store, &batch, &limits, d, t, value, time, received, None);
-                if d == &citizen {
-                    let nearby = qc.nearby(&*store, &batch);
-                    let stations = stations.iter().map(|(id, lat, lon)| (id, *lat, *lon));
-                    neighbours::check(&nearby, stations, here, t, value, time, &citizens, &mut v);
-                }
-                out.push((d.to_string(), minute, v.flag, v.reason()));
-                batch.push(Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason() });
+        let judged = judged_in_batches(&input, size, settings.max_series, |qc, store, batch, (d, minute, value)| {
+            let time = t0() + Duration::minutes(minute);
+            let mut v = qc.assess(store, batch, &limits, d, t, value, time, received, None);
+            if d == &citizen {
+                let nearby = qc.nearby(store, batch);
+                let stations = stations.iter().map(|(id, lat, lon)| (id, *lat, *lon));
+                neighbours::check(&nearby, stations, here, t, value, time, &citizens, &mut v);
             }
-            store.write(&WriteBatch { readings: batch, ..Default::default() }).unwrap();
-        }
-        out
+            Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason() }
+        });
+        let minute = |r: &Reading| (r.time - t0()).num_minutes();
+        judged.into_iter().map(|r| (r.device.to_string(), minute(&r), r.flag, r.reason)).collect::<Vec<_>>()
     };
     let one_by_one = verdicts(1);
     for size in [2, 3, 7, 50, input.len()] {
