@@ -92,6 +92,45 @@ fn pages(s: redb::TableStats) -> u64 {
     s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes()
 }
 
+/// One layout's table written from the batches into a fresh file, one transaction a batch.
+struct Layout {
+    what: String,
+    path: std::path::PathBuf,
+    cache_mb: usize,
+    uplinks: usize,
+}
+
+impl Layout {
+    /// Write every batch with `insert` (given the table, the batch's number and its readings),
+    /// then report the time per uplink and the table's pages.
+    fn run<K: redb::Key + 'static, V: redb::Value + 'static>(
+        self,
+        def: TableDefinition<K, V>,
+        batches: &[Vec<Reading>],
+        mut insert: impl FnMut(&mut redb::Table<K, V>, usize, &[Reading]),
+    ) {
+        let db = Database::builder().set_cache_size(self.cache_mb << 20).create(&self.path).unwrap();
+        let (started, cpu0) = (Instant::now(), thread_cpu());
+        for (b, readings) in batches.iter().enumerate() {
+            let tx = db.begin_write().unwrap();
+            insert(&mut tx.open_table(def).unwrap(), b, readings);
+            tx.commit().unwrap();
+        }
+        let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
+        let space = pages(db.begin_read().unwrap().open_table(def).unwrap().stats().unwrap());
+        report(&self.what, self.uplinks, seconds, space);
+    }
+}
+
+/// A reading packed after its key part: value, flag, reason length (at most 255), reason.
+fn push_reading(out: &mut Vec<u8>, r: &Reading) {
+    let reason = &r.reason.as_bytes()[..r.reason.len().min(255)];
+    out.extend_from_slice(&r.value.to_le_bytes());
+    out.push(r.flag.to_byte());
+    out.push(reason.len() as u8);
+    out.extend_from_slice(reason);
+}
+
 fn main() {
     let uplinks = env("MESSNETZ_BENCH_UPLINKS", 100_000);
     let per_batch = env("MESSNETZ_BENCH_BATCH", 500);
@@ -132,151 +171,96 @@ fn main() {
     // The readings table alone, a row per reading: as the readings come, in key order,
     // without reasons.
     let dir = tempfile::tempdir().unwrap();
+    let write = |what: &str, name: &str| Layout { what: what.to_owned(), path: dir.path().join(name), cache_mb, uplinks };
     for (what, in_order, reasons) in [
         ("readings table, a row per reading", false, true),
         ("readings table, in key order", true, true),
         ("readings table, no reasons", false, false),
     ] {
-        let path = dir.path().join(format!("by-reading-{in_order}-{reasons}.redb"));
-        let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
-        let (started, cpu0) = (Instant::now(), thread_cpu());
-        for (b, readings) in batches.iter().enumerate() {
+        write(what, &format!("by-reading-{in_order}-{reasons}.redb")).run(BY_READING, &batches, |table, b, readings| {
             // Series numbers as the store gives them: one per quantity of a device.
             let mut keys: Vec<(u32, i64, usize)> =
                 readings.iter().enumerate().map(|(k, r)| (series_of(b, k), r.time.timestamp_millis(), k)).collect();
             if in_order {
                 keys.sort_unstable();
             }
-            let tx = db.begin_write().unwrap();
-            {
-                let mut table = tx.open_table(BY_READING).unwrap();
-                for (series, ms, k) in keys {
-                    let r = &readings[k];
-                    let reason = if reasons { r.reason.as_str() } else { "" };
-                    table.insert((series, ms), (r.value, r.flag.to_byte(), reason)).unwrap();
-                }
+            for (series, ms, k) in keys {
+                let r = &readings[k];
+                let reason = if reasons { r.reason.as_str() } else { "" };
+                table.insert((series, ms), (r.value, r.flag.to_byte(), reason)).unwrap();
             }
-            tx.commit().unwrap();
-        }
-        let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
-        let space = pages(db.begin_read().unwrap().open_table(BY_READING).unwrap().stats().unwrap());
-        report(what, uplinks, seconds, space);
+        });
     }
 
     // A row per reading, key and value packed; and the same keyed by time first (a log).
     for (what, time_first) in [("a row per reading, packed", false), ("a row per reading, time first", true)] {
-        let path = dir.path().join(format!("packed-{time_first}.redb"));
-        let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
         let mut row = Vec::new();
-        let (started, cpu0) = (Instant::now(), thread_cpu());
-        for (b, readings) in batches.iter().enumerate() {
-            let tx = db.begin_write().unwrap();
-            {
-                let mut table = tx.open_table(PACKED).unwrap();
-                for (k, r) in readings.iter().enumerate() {
-                    let series = series_of(b, k) as u128;
-                    let ms = (r.time.timestamp_millis() as u64 ^ (1 << 63)) as u128;
-                    row.clear();
-                    row.extend_from_slice(&r.value.to_le_bytes());
-                    row.push(r.flag.to_byte());
-                    row.extend_from_slice(r.reason.as_bytes());
-                    let key = if time_first { ms << 64 | series } else { series << 64 | ms };
-                    table.insert(key, row.as_slice()).unwrap();
-                }
+        write(what, &format!("packed-{time_first}.redb")).run(PACKED, &batches, |table, b, readings| {
+            for (k, r) in readings.iter().enumerate() {
+                let series = series_of(b, k) as u128;
+                let ms = (r.time.timestamp_millis() as u64 ^ (1 << 63)) as u128;
+                row.clear();
+                row.extend_from_slice(&r.value.to_le_bytes());
+                row.push(r.flag.to_byte());
+                row.extend_from_slice(r.reason.as_bytes());
+                let key = if time_first { ms << 64 | series } else { series << 64 | ms };
+                table.insert(key, row.as_slice()).unwrap();
             }
-            tx.commit().unwrap();
-        }
-        let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
-        let space = pages(db.begin_read().unwrap().open_table(PACKED).unwrap().stats().unwrap());
-        report(what, uplinks, seconds, space);
+        });
     }
 
     // Blocks of a series' readings: each commit appends to its series' newest block (read,
     // extended, written back) and starts a new one when it is full.
-    let path = dir.path().join("blocks.redb");
-    let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
-    let (started, cpu0) = (Instant::now(), thread_cpu());
     let mut block = Vec::new();
-    for (b, readings) in batches.iter().enumerate() {
+    let blocks = write(&format!("blocks of {block_len} readings a series"), "blocks.redb");
+    blocks.run(BLOCKS, &batches, |table, b, readings| {
         let mut by_series: std::collections::BTreeMap<u32, Vec<&Reading>> = Default::default();
         for (k, r) in readings.iter().enumerate() {
             by_series.entry(series_of(b, k)).or_default().push(r);
         }
-        let tx = db.begin_write().unwrap();
-        {
-            let mut table = tx.open_table(BLOCKS).unwrap();
-            for (series, mine) in by_series {
-                let (mut first, mut count) = (None, 0);
-                block.clear();
-                if let Some(entry) = table.range((series, i64::MIN)..=(series, i64::MAX)).unwrap().next_back() {
-                    let (k, v) = entry.unwrap();
-                    first = Some(k.value().1);
-                    block.extend_from_slice(v.value());
-                    count = u16::from_le_bytes([block[0], block[1]]) as usize;
-                }
-                if block.is_empty() {
-                    block.extend_from_slice(&[0, 0]);
-                }
-                for r in mine {
-                    if count == block_len {
-                        table.insert((series, first.unwrap()), block.as_slice()).unwrap();
-                        block.clear();
-                        block.extend_from_slice(&[0, 0]);
-                        (first, count) = (None, 0);
-                    }
-                    let ms = r.time.timestamp_millis();
-                    first.get_or_insert(ms);
-                    block.extend_from_slice(&ms.to_le_bytes());
-                    block.extend_from_slice(&r.value.to_le_bytes());
-                    block.push(r.flag.to_byte());
-                    block.push(r.reason.len().min(255) as u8);
-                    block.extend_from_slice(&r.reason.as_bytes()[..r.reason.len().min(255)]);
-                    count += 1;
-                    block[..2].copy_from_slice(&(count as u16).to_le_bytes());
-                }
-                table.insert((series, first.unwrap()), block.as_slice()).unwrap();
+        for (series, mine) in by_series {
+            let (mut first, mut count) = (None, 0);
+            block.clear();
+            if let Some(entry) = table.range((series, i64::MIN)..=(series, i64::MAX)).unwrap().next_back() {
+                let (k, v) = entry.unwrap();
+                first = Some(k.value().1);
+                block.extend_from_slice(v.value());
+                count = u16::from_le_bytes([block[0], block[1]]) as usize;
             }
+            if block.is_empty() {
+                block.extend_from_slice(&[0, 0]);
+            }
+            for r in mine {
+                if count == block_len {
+                    table.insert((series, first.unwrap()), block.as_slice()).unwrap();
+                    block.clear();
+                    block.extend_from_slice(&[0, 0]);
+                    (first, count) = (None, 0);
+                }
+                let ms = r.time.timestamp_millis();
+                first.get_or_insert(ms);
+                block.extend_from_slice(&ms.to_le_bytes());
+                push_reading(&mut block, r);
+                count += 1;
+                block[..2].copy_from_slice(&(count as u16).to_le_bytes());
+            }
+            table.insert((series, first.unwrap()), block.as_slice()).unwrap();
         }
-        tx.commit().unwrap();
-    }
-    let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
-    let space = pages(db.begin_read().unwrap().open_table(BLOCKS).unwrap().stats().unwrap());
-    report(&format!("blocks of {block_len} readings a series"), uplinks, seconds, space);
-    drop(db);
+    });
 
     // A row per uplink.
-    let path = dir.path().join("by-uplink.redb");
-    let db = Database::builder().set_cache_size(cache_mb << 20).create(&path).unwrap();
     let mut row = Vec::new();
-    let (started, cpu0) = (Instant::now(), thread_cpu());
-    for (b, readings) in batches.iter().enumerate() {
-        let tx = db.begin_write().unwrap();
-        {
-            let mut table = tx.open_table(BY_UPLINK).unwrap();
-            for (u, one) in readings.chunks(QUANTITIES.len()).enumerate() {
-                row.clear();
-                for (q, r) in one.iter().enumerate() {
-                    row.push(q as u8);
-                    row.extend_from_slice(&r.value.to_le_bytes());
-                    row.push(r.flag.to_byte());
-                    row.push(r.reason.len().min(255) as u8);
-                    row.extend_from_slice(&r.reason.as_bytes()[..r.reason.len().min(255)]);
-                }
-                table
-                    .insert(
-                        (series_of(b, u * QUANTITIES.len()) / QUANTITIES.len() as u32, one[0].time.timestamp_millis()),
-                        row.as_slice(),
-                    )
-                    .unwrap();
+    write("a row per uplink", "by-uplink.redb").run(BY_UPLINK, &batches, |table, b, readings| {
+        for (u, one) in readings.chunks(QUANTITIES.len()).enumerate() {
+            row.clear();
+            for (q, r) in one.iter().enumerate() {
+                row.push(q as u8);
+                push_reading(&mut row, r);
             }
+            let device = series_of(b, u * QUANTITIES.len()) / QUANTITIES.len() as u32;
+            table.insert((device, one[0].time.timestamp_millis()), row.as_slice()).unwrap();
         }
-        tx.commit().unwrap();
-    }
-    let seconds = (started.elapsed().as_secs_f64(), thread_cpu() - cpu0);
-    let space = pages(db.begin_read().unwrap().open_table(BY_UPLINK).unwrap().stats().unwrap());
-    report("a row per uplink", uplinks, seconds, space);
-
-    drop(db);
+    });
 
     // Reading back: one series' readings in a window (the API's series, a rollup's fold) and
     // its newest reading (a series' history seeded for the quality tests), per layout.
