@@ -14,10 +14,11 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use super::tables::{
-    CITIZEN_SENSORS, DEAD_LETTERS, DEAD_LETTER_DIGESTS, DEAD_LETTER_SEQ, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS,
-    LAST_SEEN, OUTBOX, READINGS, READINGS_BY_NAME, ROLLUPS, SERIES, SERIES_NAMES, WINDOW_JOURNAL,
+    CITIZEN_SENSORS, DEAD_LETTERS, DEAD_LETTER_DIGESTS, DEAD_LETTER_SEQ, DEVICE_DISTRICT, DEVICE_WINDOWS, EXTENTS,
+    FRAME_COUNTERS, LAST_SEEN, OUTBOX, READINGS, READINGS_BY_NAME, READINGS_BY_SERIES, ROLLUPS, SERIES, SERIES_NAMES,
+    WINDOW_JOURNAL,
 };
-use super::EmbeddedStore;
+use super::{readings, EmbeddedStore};
 use crate::store::boundary::{engine, BackupError, Snapshot, StoreError};
 
 /// The store's file in its directory.
@@ -66,7 +67,9 @@ fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
 fn copy_all(from: &redb::ReadTransaction, to: &Database) -> Result<Vec<(String, u64)>, StoreError> {
     let known = [
         READINGS.name(),
+        READINGS_BY_SERIES.name(),
         READINGS_BY_NAME.name(),
+        EXTENTS.name(),
         SERIES.name(),
         SERIES_NAMES.name(),
         LAST_SEEN.name(),
@@ -87,10 +90,18 @@ fn copy_all(from: &redb::ReadTransaction, to: &Database) -> Result<Vec<(String, 
         }
     }
     // Readings are counted as "readings" whichever table holds them (a snapshot of a store
-    // from before series numbers has the older one; opening it as a store moves them).
-    let readings = copy(from, to, READINGS)? + copy(from, to, READINGS_BY_NAME)?;
+    // from before rows per uplink or series numbers has an older one; opening it as a store
+    // moves them), a row per uplink counted by its readings.
+    copy(from, to, READINGS)?;
+    let rows = match from.open_table(READINGS) {
+        Ok(t) => readings::count(&t)?,
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(engine(e)),
+    };
+    let readings = rows + copy(from, to, READINGS_BY_SERIES)? + copy(from, to, READINGS_BY_NAME)?;
     Ok(vec![
         ("readings".to_owned(), readings),
+        (EXTENTS.name().to_owned(), copy(from, to, EXTENTS)?),
         (SERIES.name().to_owned(), copy(from, to, SERIES)?),
         (SERIES_NAMES.name().to_owned(), copy(from, to, SERIES_NAMES)?),
         (LAST_SEEN.name().to_owned(), copy(from, to, LAST_SEEN)?),
@@ -149,7 +160,7 @@ pub fn inspect(file: &Path) -> Result<Snapshot, BackupError> {
     let db = Database::open(file).map_err(|e| not_a_store(e.to_string()))?;
     let tx = db.begin_read().map_err(|e| not_a_store(e.to_string()))?;
     let names: Vec<String> = tx.list_tables().map_err(|e| not_a_store(e.to_string()))?.map(|t| t.name().to_owned()).collect();
-    if !names.iter().any(|n| n == READINGS.name() || n == READINGS_BY_NAME.name()) {
+    if !names.iter().any(|n| [READINGS.name(), READINGS_BY_SERIES.name(), READINGS_BY_NAME.name()].contains(&n.as_str())) {
         return Err(not_a_store("it has no readings table".into()));
     }
     // Counting by copying into memory would be wasteful: count the tables this version knows.

@@ -3,7 +3,7 @@
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::series;
-use super::tables::{CITIZEN_SENSORS, DEVICE_DISTRICT, DEVICE_WINDOWS, LAST_SEEN, READINGS, ROLLUPS, SERIES};
+use super::tables::{CITIZEN_SENSORS, DEVICE_DISTRICT, DEVICE_WINDOWS, LAST_SEEN, ROLLUPS, SERIES};
 use crate::citizens::CitizenSensor;
 use crate::model::DeviceId;
 use crate::store::boundary::{engine, Removed, StoreError};
@@ -59,11 +59,8 @@ pub(super) fn remove(tx: &WriteTransaction, id: &DeviceId) -> Result<Option<Remo
     }
     let d = id.as_str();
     let mut readings = 0;
-    {
-        let mut table = tx.open_table(READINGS).map_err(engine)?;
-        for (_, n) in series::named(&tx.open_table(SERIES).map_err(engine)?, d)? {
-            readings += table.extract_from_if((n, i64::MIN)..=(n, i64::MAX), |_, _| true).map_err(engine)?.count() as u64;
-        }
+    if let Some(number) = series::device(&tx.open_table(SERIES).map_err(engine)?, d)? {
+        readings = super::readings::remove_device(tx, number)?;
     }
     // Quantity names are lowercase ASCII, so "~" sorts after every one of them.
     tx.open_table(DEVICE_WINDOWS)

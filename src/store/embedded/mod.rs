@@ -3,7 +3,9 @@
 //! - [`store`]: [`EmbeddedStore`]: open, reopen after I/O errors, the batch commit, reads,
 //!   and the trait implementations; the only file that knows the others.
 //! - `tables`: every table definition.
-//! - `series`: the numbers of (device, quantity) series that readings are keyed by.
+//! - `readings`: the readings table (a row per uplink) and each device's series extents.
+//! - `series`: the numbers of devices and of their (device, quantity) series.
+//! - `upgrade`: moving an older store's readings into rows per uplink at open.
 //! - `citizens`, `dead_letters`, `frame_counters`, `outbox`: one table group each, as functions over a
 //!   transaction.
 //! - [`rollups`]: district and device windows, their journal, flush task and queries.
@@ -13,11 +15,13 @@ mod citizens;
 mod dead_letters;
 mod frame_counters;
 mod outbox;
+mod readings;
 pub mod retention;
 pub mod rollups;
 mod series;
 mod store;
 mod tables;
+mod upgrade;
 
 pub use rollups::{FlushSummary, RebuildSummary};
 pub use store::EmbeddedStore;

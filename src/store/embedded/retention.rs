@@ -4,15 +4,17 @@
 //! Each chunk finds its rows in a read transaction (which never blocks ingest's writes) and
 //! deletes them in a short write transaction of at most `max_rows` removals, so ingest's
 //! commits wait for one small transaction at most. A walk over a table goes series by series
-//! (a series' rows are contiguous and oldest first), jumping from one series to the next
-//! rather than reading every row, and returns where the next chunk goes on.
+//! (a series' rows are contiguous and oldest first; readings' rows device by device), jumping
+//! from one to the next rather than reading every row, and returns where the next chunk goes
+//! on.
 
 use chrono::{DateTime, Utc};
-use redb::{ReadableDatabase, ReadableTable, TableHandle};
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::store::Touches;
-use super::tables::{DEAD_LETTERS, DEVICE_WINDOWS, READINGS, ROLLUPS, SERIES};
+use super::tables::{DEAD_LETTERS, DEVICE_WINDOWS, EXTENTS, READINGS, ROLLUPS, SERIES};
 use super::EmbeddedStore;
+use super::{readings, series};
 use crate::store::boundary::{engine, AdminStore, StoreError};
 
 /// Series looked at per chunk at most, on top of the rows deleted: a chunk over many series
@@ -51,14 +53,58 @@ impl EmbeddedStore {
         max_rows: usize,
         cutoff: &dyn Fn(&str, &str) -> Option<i64>,
     ) -> Result<Chunk, StoreError> {
-        let found: Found<(u32, i64)> = self.with_db(|db| {
+        let walk = self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
             let numbers = tx.open_table(SERIES).map_err(engine)?;
+            let extents = tx.open_table(EXTENTS).map_err(engine)?;
             let table = tx.open_table(READINGS).map_err(engine)?;
-            walk_readings(&numbers, &table, from, max_rows, cutoff)
+            walk_readings(&numbers, &extents, &table, from, max_rows, cutoff)
         })?;
-        let deleted = self.delete(READINGS, &found.0)?;
-        Ok(Chunk { deleted, next: found.1 })
+        // The rows are read again in the write transaction: a reading stored since the walk
+        // (into a row it found) stays unless it too is older than its cutoff.
+        let deleted = self.with_write(Touches::Any, |db| {
+            if walk.devices.is_empty() {
+                return Ok((0, false));
+            }
+            let tx = db.begin_write().map_err(engine)?;
+            let mut deleted = 0;
+            {
+                let (mut table, mut extents) = readings::open(&tx)?;
+                let mut kept = Vec::new();
+                for device in &walk.devices {
+                    let before = |series: u32| device.cuts.iter().find(|c| c.0 == series).map(|c| c.1);
+                    for &ms in &device.rows {
+                        let key = (device.device, ms);
+                        let Some(row) = table.get(key).map_err(engine)?.map(|r| r.value().to_vec()) else { continue };
+                        kept.clear();
+                        let mut removed = 0;
+                        for e in readings::entries(&row) {
+                            let e = e?;
+                            if before(e.series).is_some_and(|b| ms < b) {
+                                removed += 1;
+                            } else {
+                                readings::push(&mut kept, &e);
+                            }
+                        }
+                        if removed == 0 {
+                            continue;
+                        }
+                        deleted += removed;
+                        if kept.is_empty() {
+                            table.remove(key).map_err(engine)?;
+                        } else {
+                            table.insert(key, kept.as_slice()).map_err(engine)?;
+                        }
+                    }
+                    // Everything before `reached` older than its cutoff is gone now.
+                    let firsts: Vec<(u32, i64)> = device.cuts.iter().map(|&(n, b)| (n, b.min(device.reached))).collect();
+                    readings::raise_firsts(&mut extents, device.device, &firsts)?;
+                }
+            }
+            tx.commit().map_err(engine)?;
+            Ok((deleted, true))
+        })?;
+        Ok(Chunk { deleted, next: walk.next })
     }
 
     /// Delete device rollup days that ended before `cutoff_ms`, from series `from` on.
@@ -143,8 +189,7 @@ impl EmbeddedStore {
         def: redb::TableDefinition<K, V>,
         keys: &[K::SelfType<'k>],
     ) -> Result<u64, StoreError> {
-        let touches = if def.name() == READINGS.name() { Touches::Any } else { Touches::Nothing };
-        self.with_write(touches, |db| {
+        self.with_write(Touches::Nothing, |db| {
             if keys.is_empty() {
                 return Ok((0, false));
             }
@@ -162,36 +207,93 @@ impl EmbeddedStore {
     }
 }
 
-/// Walk the readings series by series, in (device, quantity) order from `from`: the keys of
-/// rows before their series' cutoff, at most `max_rows`, and where to go on.
+/// What a walk over the readings found to delete, device by device, and where to go on.
+struct ReadingsWalk {
+    devices: Vec<DeviceCut>,
+    next: Option<SeriesCursor>,
+}
+
+/// One device's part of a chunk.
+struct DeviceCut {
+    device: u32,
+    /// (series, cutoff ms) of its series that have a cutoff.
+    cuts: Vec<(u32, i64)>,
+    /// Times of the rows holding a reading older than its series' cutoff.
+    rows: Vec<i64>,
+    /// The walk found every such row before this time.
+    reached: i64,
+}
+
+/// Walk the readings device by device, in device order from `from` (the cursor's first
+/// part): the rows holding readings older than their series' cutoff, at most `max_rows`
+/// readings, and where to go on. A device's walk starts at its cut series' first times,
+/// which each chunk raises, so a walk does not read again what an earlier one kept.
 fn walk_readings(
     numbers: &redb::ReadOnlyTable<(&'static str, &'static str), u32>,
-    table: &redb::ReadOnlyTable<(u32, i64), (f64, u8, &'static str)>,
+    extents: &redb::ReadOnlyTable<u32, &'static [u8]>,
+    table: &redb::ReadOnlyTable<(u32, i64), &'static [u8]>,
     from: &SeriesCursor,
     max_rows: usize,
     cutoff: &dyn Fn(&str, &str) -> Option<i64>,
-) -> Result<Found<(u32, i64)>, StoreError> {
-    let mut keys = Vec::new();
-    let (mut device, mut quantity) = (from.parts.0.clone(), from.parts.1.clone());
+) -> Result<ReadingsWalk, StoreError> {
+    let mut devices = Vec::new();
+    let mut device = from.parts.0.clone();
+    let mut found = 0;
     for _ in 0..max_rows.saturating_mul(SERIES_PER_ROW).max(1) {
-        let first = numbers.range((device.as_str(), quantity.as_str())..).map_err(engine)?.next();
-        let Some(entry) = first else { return Ok((keys, None)) };
-        let (k, n) = entry.map_err(engine)?;
-        let ((d, q), n) = (k.value(), n.value());
-        (device, quantity) = (d.to_owned(), q.to_owned());
-        if let Some(before) = cutoff(d, q) {
-            for entry in table.range((n, i64::MIN)..(n, before)).map_err(engine)? {
-                if keys.len() >= max_rows {
-                    return Ok((keys, Some(SeriesCursor { parts: (device, quantity, 0) })));
-                }
-                let (k, _) = entry.map_err(engine)?;
-                keys.push(k.value());
+        let first = numbers.range((device.as_str(), "")..).map_err(engine)?.next();
+        let Some(entry) = first else { return Ok(ReadingsWalk { devices, next: None }) };
+        device = entry.map_err(engine)?.0.value().0.to_owned();
+        let next_device = |mut d: String| {
+            d.push('\0');
+            d
+        };
+        let Some(number) = series::device(numbers, &device)? else {
+            device = next_device(device);
+            continue;
+        };
+        let of_device = readings::extents(extents, number)?;
+        let mut cuts = Vec::new();
+        let mut start = i64::MAX;
+        for (q, n) in series::named(numbers, &device)? {
+            let (Some(before), Some(&(_, first, _))) = (cutoff(&device, &q), of_device.iter().find(|e| e.0 == n)) else {
+                continue;
+            };
+            if first < before {
+                cuts.push((n, before));
+                start = start.min(first);
             }
         }
-        // The next series: the smallest (device, quantity) above this one.
-        quantity.push('\0');
+        let Some(end) = cuts.iter().map(|c| c.1).max() else {
+            device = next_device(device);
+            continue;
+        };
+        let mut cut = DeviceCut { device: number, cuts, rows: Vec::new(), reached: end };
+        let mut full = false;
+        for row in table.range((number, start)..(number, end)).map_err(engine)? {
+            let (k, v) = row.map_err(engine)?;
+            let ms = k.value().1;
+            let mut old = 0;
+            for e in readings::entries(v.value()) {
+                let e = e?;
+                old += usize::from(cut.cuts.iter().any(|c| c.0 == e.series && ms < c.1));
+            }
+            if old == 0 {
+                continue;
+            }
+            if found > 0 && found + old > max_rows {
+                (cut.reached, full) = (ms, true);
+                break;
+            }
+            found += old;
+            cut.rows.push(ms);
+        }
+        devices.push(cut);
+        if full {
+            return Ok(ReadingsWalk { devices, next: Some(SeriesCursor { parts: (device, String::new(), 0) }) });
+        }
+        device = next_device(device);
     }
-    Ok((keys, Some(SeriesCursor { parts: (device, quantity, 0) })))
+    Ok(ReadingsWalk { devices, next: Some(SeriesCursor { parts: (device, String::new(), 0) }) })
 }
 
 /// Walk a (text, text, time) table from `from`: the keys of rows before their series' cutoff,

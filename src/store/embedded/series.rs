@@ -1,16 +1,18 @@
-//! Series numbers: each (device, quantity) that has readings gets a number once, and readings
-//! are keyed by (number, time).
+//! Device and series numbers: each device and each (device, quantity) that has readings gets
+//! a number once; readings rows are keyed by (device number, time) and name their series.
 //!
-//! A write takes a series' number from those known to be committed ([`Committed`], kept by
-//! the store), else from the table, numbering a new series in the same transaction; a read
-//! looks up the one series it wants. Numbers are never reused or changed, so a number once
-//! committed stays right for as long as the file is the same.
+//! A write takes a number from those known to be committed ([`Committed`], kept by the
+//! store), else from the table, numbering a new device or series in the same transaction; a
+//! read looks up the one it wants. Numbers are never reused or changed, so a number once
+//! committed stays right for as long as the file is the same. A device's own number is its
+//! row (device, "") in the series table, from the same sequence.
 
 use std::collections::HashMap;
 
 use redb::{ReadableTable, Table, TableHandle, WriteTransaction};
 
-use super::tables::{READINGS, READINGS_BY_NAME, SERIES, SERIES_NAMES};
+use super::readings::SeriesKey;
+use super::tables::{READINGS_BY_NAME, READINGS_BY_SERIES, SERIES, SERIES_NAMES};
 use crate::model::Quantity;
 use crate::store::boundary::{engine, StoreError};
 
@@ -21,6 +23,25 @@ pub(super) fn number(
     quantity: &str,
 ) -> Result<Option<u32>, StoreError> {
     Ok(series.get((device, quantity)).map_err(engine)?.map(|n| n.value()))
+}
+
+/// The number of `device`, if it has ever had a reading.
+pub(super) fn device(
+    series: &impl ReadableTable<(&'static str, &'static str), u32>,
+    device: &str,
+) -> Result<Option<u32>, StoreError> {
+    number(series, device, "")
+}
+
+/// Where `device`'s `quantity` is found in the readings table, if it has ever had a reading.
+pub(super) fn key(
+    series: &impl ReadableTable<(&'static str, &'static str), u32>,
+    device: &str,
+    quantity: &str,
+) -> Result<Option<SeriesKey>, StoreError> {
+    let Some(n) = number(series, device, quantity)? else { return Ok(None) };
+    let Some(d) = self::device(series, device)? else { return Ok(None) };
+    Ok(Some(SeriesKey { device: d, series: n }))
 }
 
 /// The quantities `device` has had readings of, with their series numbers, in the order of
@@ -48,28 +69,60 @@ pub(super) fn named(
         if d != device {
             break;
         }
-        out.push((q.to_owned(), n.value()));
+        if !q.is_empty() {
+            out.push((q.to_owned(), n.value()));
+        }
     }
     Ok(out)
 }
 
-/// A series number taken from the table in a transaction: (device, quantity, number).
-pub(super) type Found = (String, Quantity, u32);
+/// Every series of a quantity this version knows, as (device, quantity, key), in device order.
+pub(super) fn all(
+    series: &impl ReadableTable<(&'static str, &'static str), u32>,
+) -> Result<Vec<(String, Quantity, SeriesKey)>, StoreError> {
+    let mut out = Vec::new();
+    // A device's own row (device, "") sorts before its series.
+    let mut device: Option<(String, u32)> = None;
+    for entry in series.iter().map_err(engine)? {
+        let (k, n) = entry.map_err(engine)?;
+        let (d, q) = k.value();
+        if q.is_empty() {
+            device = Some((d.to_owned(), n.value()));
+            continue;
+        }
+        let (Some((name, number)), Some(quantity)) = (&device, Quantity::by_name(q)) else { continue };
+        if name == d {
+            out.push((d.to_owned(), quantity, SeriesKey { device: *number, series: n.value() }));
+        }
+    }
+    Ok(out)
+}
+
+/// A number taken from the table in a transaction: (device, quantity or `None` for the
+/// device's own, number).
+pub(super) type Found = (String, Option<Quantity>, u32);
 
 /// Series numbers known to be committed, by device, filled after commits only (so it never
 /// holds a number a failed transaction gave). Without it, a network of many devices, whose
 /// batches switch device with every uplink, looked every reading's number up in the table.
 #[derive(Default)]
 pub(super) struct Committed {
-    by_device: HashMap<String, Vec<(Quantity, u32)>>,
+    by_device: HashMap<String, Known>,
+}
+
+/// A device's numbers: its own and its series'.
+#[derive(Default)]
+struct Known {
+    device: Option<u32>,
+    series: Vec<(Quantity, u32)>,
 }
 
 impl Committed {
     /// Devices remembered at most; past it the map starts again.
     const MAX_DEVICES: usize = 100_000;
 
-    fn get(&self, device: &str) -> Option<&[(Quantity, u32)]> {
-        self.by_device.get(device).map(Vec::as_slice)
+    fn get(&self, device: &str) -> Option<&Known> {
+        self.by_device.get(device)
     }
 
     /// Note numbers whose transaction committed.
@@ -79,8 +132,10 @@ impl Committed {
                 self.by_device.clear();
             }
             let known = self.by_device.entry(device).or_default();
-            if !known.iter().any(|(q, _)| *q == quantity) {
-                known.push((quantity, n));
+            match quantity {
+                None => known.device = Some(n),
+                Some(quantity) if !known.series.iter().any(|(q, _)| *q == quantity) => known.series.push((quantity, n)),
+                Some(_) => {}
             }
         }
     }
@@ -98,7 +153,7 @@ pub(super) struct Numbering<'t, 'k> {
     names: Table<'t, u32, (&'static str, &'static str)>,
     committed: &'k Committed,
     device: String,
-    known: Vec<(Quantity, u32)>,
+    known: Known,
     /// Numbers this transaction took from the table (new ones included): for
     /// [`Committed::add`] once it has committed.
     pub(super) found: Vec<Found>,
@@ -111,29 +166,49 @@ impl<'t, 'k> Numbering<'t, 'k> {
             names: tx.open_table(SERIES_NAMES).map_err(engine)?,
             committed,
             device: String::new(),
-            known: Vec::new(),
+            known: Known::default(),
             found: Vec::new(),
         })
     }
 
-    /// The number of `device`'s `quantity`, given now if the series is new.
-    pub(super) fn get(&mut self, device: &str, quantity: Quantity) -> Result<u32, StoreError> {
+    /// Where `device`'s `quantity` goes, numbering the device and the series now if new.
+    pub(super) fn get(&mut self, device: &str, quantity: Quantity) -> Result<SeriesKey, StoreError> {
         if self.device != device {
             self.device.clear();
             self.device.push_str(device);
-            self.known.clear();
-            self.known.extend_from_slice(self.committed.get(device).unwrap_or_default());
+            let known = self.committed.get(device);
+            self.known.device = known.and_then(|k| k.device);
+            self.known.series.clear();
+            self.known.series.extend_from_slice(known.map(|k| k.series.as_slice()).unwrap_or_default());
         }
-        if let Some(&(_, n)) = self.known.iter().find(|(q, _)| *q == quantity) {
-            return Ok(n);
+        let d = match self.known.device {
+            Some(d) => d,
+            None => {
+                let d = self.number_or_new(device, "")?;
+                self.known.device = Some(d);
+                self.found.push((device.to_owned(), None, d));
+                d
+            }
+        };
+        if let Some(&(_, n)) = self.known.series.iter().find(|(q, _)| *q == quantity) {
+            return Ok(SeriesKey { device: d, series: n });
         }
         let n = self.number_or_new(device, quantity.name())?;
-        self.known.push((quantity, n));
-        self.found.push((device.to_owned(), quantity, n));
-        Ok(n)
+        self.known.series.push((quantity, n));
+        self.found.push((device.to_owned(), Some(quantity), n));
+        Ok(SeriesKey { device: d, series: n })
     }
 
-    fn number_or_new(&mut self, device: &str, quantity: &str) -> Result<u32, StoreError> {
+    /// The number of the device whose series is number `n`, numbering the device now if
+    /// it has none; `None` if no series has that number.
+    pub(super) fn device_of(&mut self, n: u32) -> Result<Option<u32>, StoreError> {
+        let Some(name) = self.names.get(n).map_err(engine)? else { return Ok(None) };
+        let device = name.value().0.to_owned();
+        drop(name);
+        self.number_or_new(&device, "").map(Some)
+    }
+
+    pub(super) fn number_or_new(&mut self, device: &str, quantity: &str) -> Result<u32, StoreError> {
         if let Some(n) = number(&self.series, device, quantity)? {
             return Ok(n);
         }
@@ -147,7 +222,7 @@ impl<'t, 'k> Numbering<'t, 'k> {
     }
 }
 
-/// Move the readings of a store written before series numbers into the numbered table, in the
+/// Move the readings of a store written before series numbers into the series-keyed table, in the
 /// caller's transaction (the opening one: an interrupted move runs again at the next start).
 /// The number of readings moved.
 pub(super) fn migrate(tx: &WriteTransaction) -> Result<u64, StoreError> {
@@ -158,7 +233,7 @@ pub(super) fn migrate(tx: &WriteTransaction) -> Result<u64, StoreError> {
     let mut moved = 0;
     {
         let old = tx.open_table(READINGS_BY_NAME).map_err(engine)?;
-        let mut readings = tx.open_table(READINGS).map_err(engine)?;
+        let mut readings = tx.open_table(READINGS_BY_SERIES).map_err(engine)?;
         let committed = Committed::default();
         let mut numbering = Numbering::open(tx, &committed)?;
         // The old table is in (device, quantity, time) order: one lookup per series.
@@ -190,7 +265,7 @@ mod tests {
     use super::*;
     use crate::aggregates::{Interval, Scope};
     use crate::model::{DeviceId, QualityFlag, Reading};
-    use crate::store::embedded::tables::{DEVICE_WINDOWS, WINDOW_JOURNAL};
+    use crate::store::embedded::tables::{DEVICE_WINDOWS, EXTENTS, READINGS, WINDOW_JOURNAL};
     use crate::store::embedded::EmbeddedStore;
     use crate::store::{CommitStore, ReadStore, WriteBatch};
 
@@ -237,27 +312,29 @@ mod tests {
         let tx = db.begin_write().unwrap();
         {
             let mut numbering = Numbering::open(&tx, &committed).unwrap();
-            assert_eq!(numbering.get("x", t).unwrap(), 0);
-            assert_eq!(numbering.found, vec![("x".to_owned(), t, 0)]);
+            assert_eq!(numbering.get("x", t).unwrap(), SeriesKey { device: 0, series: 1 });
+            assert_eq!(numbering.found, vec![("x".to_owned(), None, 0), ("x".to_owned(), Some(t), 1)]);
         }
         tx.abort().unwrap();
-        // The next one gives 0 to y; it commits, and y's number is remembered.
+        // The next one gives 0 to y and 1, 2 to its series; it commits, and y's numbers are remembered.
         let tx = db.begin_write().unwrap();
         let found = {
             let mut numbering = Numbering::open(&tx, &committed).unwrap();
-            assert_eq!((numbering.get("y", t).unwrap(), numbering.get("y", h).unwrap()), (0, 1));
-            assert_eq!(numbering.get("y", t).unwrap(), 0, "the device's numbers are kept for the batch");
+            let key = |series| SeriesKey { device: 0, series };
+            assert_eq!((numbering.get("y", t).unwrap(), numbering.get("y", h).unwrap()), (key(1), key(2)));
+            assert_eq!(numbering.get("y", t).unwrap(), key(1), "the device's numbers are kept for the batch");
             std::mem::take(&mut numbering.found)
         };
         tx.commit().unwrap();
-        assert_eq!(found.len(), 2);
+        assert_eq!(found.len(), 3);
         committed.add(found);
         // x gets a number of its own; y's come from memory, not from the table.
         let tx = db.begin_write().unwrap();
         let mut numbering = Numbering::open(&tx, &committed).unwrap();
-        assert_eq!(numbering.get("x", t).unwrap(), 2);
-        assert_eq!((numbering.get("y", h).unwrap(), numbering.get("y", t).unwrap()), (1, 0));
-        assert_eq!(numbering.found, vec![("x".to_owned(), t, 2)]);
+        assert_eq!(numbering.get("x", t).unwrap(), SeriesKey { device: 3, series: 4 });
+        let key = |series| SeriesKey { device: 0, series };
+        assert_eq!((numbering.get("y", h).unwrap(), numbering.get("y", t).unwrap()), (key(2), key(1)));
+        assert_eq!(numbering.found, vec![("x".to_owned(), None, 3), ("x".to_owned(), Some(t), 4)]);
     }
 
     #[test]
@@ -282,21 +359,26 @@ mod tests {
                 .with_db(|db| {
                     let tx = db.begin_write().unwrap();
                     {
-                        let names = tx.open_table(SERIES_NAMES).unwrap();
-                        let readings = tx.open_table(READINGS).unwrap();
                         let mut old = tx.open_table(READINGS_BY_NAME).unwrap();
-                        for entry in readings.iter().unwrap() {
-                            let (k, v) = entry.unwrap();
-                            let (n, t) = k.value();
-                            let name = names.get(n).unwrap().unwrap();
-                            let (d, q) = name.value();
-                            old.insert((d, q, t), v.value()).unwrap();
+                        for d in devices {
+                            for q in Quantity::all() {
+                                let id = DeviceId::parse(d).unwrap();
+                                for r in store.readings(&id, q, at(0), at(T0 * 2), 1000).unwrap() {
+                                    let value = (r.value, r.flag.to_byte(), r.reason.as_str());
+                                    old.insert((d, q.name(), r.time.timestamp_millis()), value).unwrap();
+                                }
+                            }
                         }
                         old.insert(("a", "retired_quantity", T0), (1.0, 0, "")).unwrap();
                     }
-                    for table in
-                        [READINGS.name(), SERIES.name(), SERIES_NAMES.name(), DEVICE_WINDOWS.name(), WINDOW_JOURNAL.name()]
-                    {
+                    for table in [
+                        READINGS.name(),
+                        EXTENTS.name(),
+                        SERIES.name(),
+                        SERIES_NAMES.name(),
+                        DEVICE_WINDOWS.name(),
+                        WINDOW_JOURNAL.name(),
+                    ] {
                         assert!(tx.delete_table(redb::TableDefinition::<u64, u64>::new(table)).unwrap());
                     }
                     tx.commit().unwrap();
@@ -335,7 +417,11 @@ mod tests {
                 Ok(names.iter().unwrap().map(|e| e.unwrap().0.value()).collect::<Vec<u32>>())
             })
             .unwrap();
-        assert_eq!(numbers, (0..8).collect::<Vec<u32>>(), "3 devices x 2 quantities, the retired one, then c's");
+        assert_eq!(
+            numbers,
+            (0..12).collect::<Vec<u32>>(),
+            "3 devices x 2 quantities and the retired one, then the 3 devices, then c and its temperature"
+        );
         drop(store);
         let store = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(store.count_readings().unwrap(), 3 * 300 + 3, "a second open moves nothing again");

@@ -1,9 +1,9 @@
 //! The embedded store (redb): opening, reopening after I/O errors, the batch commit, and the storage boundary's traits on top of the table modules beside it.
 //!
 //! redb was chosen by measurement (see the design notes in docs/data-model.md): fsync'd commits, a
-//! pure-Rust build, and the fastest range queries of the engines tried. Keys are
-//! `(device, quantity, time)`, so a series is one contiguous range and writing the same
-//! reading twice overwrites it: redelivered messages are idempotent.
+//! pure-Rust build, and the fastest range queries of the engines tried. Readings are a row
+//! per device and millisecond (`readings`), so writing the same reading twice overwrites it:
+//! redelivered messages are idempotent.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,10 +16,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use super::rollups::journal::{Pending, Touched};
 use super::rollups::{self, FlushSummary, RebuildSummary};
 use super::tables::{
-    DEAD_LETTERS, DEAD_LETTER_DIGESTS, DEVICE_DISTRICT, DEVICE_WINDOWS, FRAME_COUNTERS, LAST_SEEN, OUTBOX, READINGS, ROLLUPS,
-    SERIES, SERIES_NAMES, WINDOW_JOURNAL,
+    DEAD_LETTERS, DEAD_LETTER_DIGESTS, DEVICE_DISTRICT, DEVICE_WINDOWS, EXTENTS, FRAME_COUNTERS, LAST_SEEN, OUTBOX, READINGS,
+    ROLLUPS, SERIES, SERIES_NAMES, WINDOW_JOURNAL,
 };
-use super::{citizens, dead_letters, frame_counters, outbox, series};
+use super::{citizens, dead_letters, frame_counters, outbox, readings, series, upgrade};
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::citizens::CitizenSensor;
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
@@ -126,16 +126,15 @@ impl EmbeddedStore {
     ) -> Result<Vec<Reading>, StoreError> {
         self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
-            let Some(n) = series::number(&tx.open_table(SERIES).map_err(engine)?, device.as_str(), quantity.name())? else {
+            let Some(s) = series::key(&tx.open_table(SERIES).map_err(engine)?, device.as_str(), quantity.name())? else {
                 return Ok(Vec::new());
             };
             let table = tx.open_table(READINGS).map_err(engine)?;
-            let range = table.range((n, from.timestamp_millis())..(n, to.timestamp_millis())).map_err(engine)?;
+            let range = readings::series(&table, s, from.timestamp_millis(), to.timestamp_millis())?;
             let entries: Box<dyn Iterator<Item = _>> = if newest_first { Box::new(range.rev()) } else { Box::new(range) };
             let mut out = Vec::new();
             for entry in entries.take(limit) {
-                let (k, v) = entry.map_err(engine)?;
-                out.push(to_reading(device, quantity, k.value().1, v.value())?);
+                out.push(to_reading(device, quantity, &entry?)?);
             }
             Ok(out)
         })
@@ -155,6 +154,7 @@ impl EmbeddedStore {
         let has_device_windows = tx.list_tables().map_err(engine)?.any(|t| t.name() == DEVICE_WINDOWS.name());
         let has_letter_digests = tx.list_tables().map_err(engine)?.any(|t| t.name() == DEAD_LETTER_DIGESTS.name());
         tx.open_table(READINGS).map_err(engine)?;
+        tx.open_table(EXTENTS).map_err(engine)?;
         tx.open_table(SERIES).map_err(engine)?;
         tx.open_table(SERIES_NAMES).map_err(engine)?;
         tx.open_table(LAST_SEEN).map_err(engine)?;
@@ -165,14 +165,22 @@ impl EmbeddedStore {
         tx.open_table(DEVICE_DISTRICT).map_err(engine)?;
         tx.open_table(FRAME_COUNTERS).map_err(engine)?;
         tx.open_table(WINDOW_JOURNAL).map_err(engine)?;
-        tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
-        // A store from before series numbers: its readings move to the numbered table.
+        // A store from before series numbers: its readings move to the series-keyed table.
         let moved = series::migrate(&tx)?;
         if moved > 0 {
             tracing::info!(readings = moved, "readings keyed by series number (first start of this version)");
         }
+        // A store from before letters were kept once per message: index the ones it keeps.
+        if !has_letter_digests {
+            dead_letters::index_all(&tx)?;
+        }
+        tx.commit().map_err(engine)?;
+        // A store from before a row per uplink: its readings move into rows, in steps.
+        upgrade::rows_per_uplink(&db)?;
         // A store from before device windows were stored: build them from its readings, in
-        // this transaction (an interrupted build runs again at the next start).
+        // the transaction that creates their table (an interrupted build runs again at the
+        // next start).
+        let tx = db.begin_write().map_err(engine)?;
         if !has_device_windows {
             let (_, rows) = rollups::devices::build(&tx, i64::MIN, i64::MAX)?;
             if rows > 0 {
@@ -182,10 +190,7 @@ impl EmbeddedStore {
                 );
             }
         }
-        // A store from before letters were kept once per message: index the ones it keeps.
-        if !has_letter_digests {
-            dead_letters::index_all(&tx)?;
-        }
+        tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
         tx.commit().map_err(engine)?;
         let pending = Pending::load(&db)?;
         Ok(Self {
@@ -339,33 +344,54 @@ impl EmbeddedStore {
         let mut touched = Touched::default();
         let found;
         {
-            let mut readings = tx.open_table(READINGS).map_err(engine)?;
             let committed = self.series_committed.lock().unwrap_or_else(|p| p.into_inner());
             let mut numbering = series::Numbering::open(tx, &committed)?;
-            // Inserted in key order, so that consecutive inserts land in the same leaf while a
-            // series' run lasts instead of hopping between the series' leaves (13 % less CPU
-            // for a batch from 1,000 devices, BENCHMARKS.md). The batch's position last keeps a
-            // repeated key's later reading the one that stays, as in batch order.
+            // Rows are written in key order, so that consecutive inserts land in the same leaf
+            // (13 % less CPU for a batch from 1,000 devices when each reading was a row,
+            // BENCHMARKS.md). The batch's position last keeps a repeated reading's later
+            // value the one that stays, as in batch order.
             let mut keyed = Vec::with_capacity(batch.readings.len());
             for (k, r) in batch.readings.iter().enumerate() {
-                keyed.push((numbering.get(r.device.as_str(), r.quantity)?, r.time.timestamp_millis(), k));
+                let s = numbering.get(r.device.as_str(), r.quantity)?;
+                keyed.push((s.device, r.time.timestamp_millis(), s.series, k));
             }
             keyed.sort_unstable();
-            for (n, ms, k) in keyed {
-                let r = &batch.readings[k];
-                let old = readings.insert((n, ms), (r.value, r.flag.to_byte(), r.reason.as_str())).map_err(engine)?;
+            let rows: Vec<readings::ToStore<'_>> = keyed
+                .iter()
+                .map(|&(d, ms, n, k)| {
+                    let r = &batch.readings[k];
+                    readings::ToStore { key: (d, ms), series: n, value: r.value, flag: r.flag.to_byte(), reason: &r.reason }
+                })
+                .collect();
+            let (mut table, mut extents) = readings::open(tx)?;
+            readings::write(&mut table, &rows, |i, old| {
                 if !self.rollups {
-                    continue;
+                    return;
                 }
-                match old.map(|o| {
-                    let (v, f, _) = o.value();
-                    (v, f)
-                }) {
+                let r = &batch.readings[keyed[i].3];
+                match old {
                     None => delta.add(r, batch.districts.get(&r.device).map(String::as_str)),
-                    Some((v, f)) if v.to_bits() == r.value.to_bits() && f == r.flag.to_byte() => continue,
+                    Some((v, f)) if v.to_bits() == r.value.to_bits() && f == r.flag.to_byte() => return,
                     Some(_) => changed.push((r.device.as_str(), r.quantity, r.time.timestamp_millis())),
                 }
                 touched.add(r.device.as_str(), r.time.timestamp_millis());
+            })?;
+            // Each device's series extents, widened once a batch.
+            let mut seen: Vec<readings::Extent> = Vec::new();
+            let mut at = 0;
+            while at < keyed.len() {
+                let d = keyed[at].0;
+                seen.clear();
+                while at < keyed.len() && keyed[at].0 == d {
+                    let (_, ms, n, _) = keyed[at];
+                    match seen.iter_mut().find(|e| e.0 == n) {
+                        Some(e) => (e.1, e.2) = (e.1.min(ms), e.2.max(ms)),
+                        None => seen.push((n, ms, ms)),
+                    }
+                    at += 1;
+                }
+                seen.sort_unstable();
+                readings::widen(&mut extents, d, &seen)?;
             }
             found = std::mem::take(&mut numbering.found);
         }
@@ -444,27 +470,25 @@ impl EmbeddedStore {
             self.with_db(|db| {
                 let tx = db.begin_read().map_err(engine)?;
                 let (from, to) = spans::window(time, within);
-                let Some(n) = series::number(&tx.open_table(SERIES).map_err(engine)?, device.as_str(), quantity.name())? else {
+                let Some(s) = series::key(&tx.open_table(SERIES).map_err(engine)?, device.as_str(), quantity.name())? else {
                     return Ok(spans::Span::of(time, (from, to), NEIGHBOUR_PAGE, Vec::new()));
                 };
                 let table = tx.open_table(READINGS).map_err(engine)?;
                 let (from_ms, t, to_ms) = (from.timestamp_millis(), time.timestamp_millis(), to.timestamp_millis());
                 let bad = QualityFlag::Bad.to_byte();
                 let mut points = Vec::new();
-                for entry in table.range((n, from_ms)..(n, t)).map_err(engine)?.rev() {
-                    let (k, v) = entry.map_err(engine)?;
-                    let (value, flag, _) = v.value();
-                    if flag != bad {
-                        points.push((millis(k.value().1)?, value));
+                for entry in readings::series(&table, s, from_ms, t)?.rev() {
+                    let stored = entry?;
+                    if stored.flag != bad {
+                        points.push((millis(stored.ms)?, stored.value));
                         break;
                     }
                 }
                 let mut ahead = 0;
-                for entry in table.range((n, t)..=(n, to_ms)).map_err(engine)? {
-                    let (k, v) = entry.map_err(engine)?;
-                    let (value, flag, _) = v.value();
-                    if flag != bad {
-                        points.push((millis(k.value().1)?, value));
+                for entry in readings::series(&table, s, t, to_ms.saturating_add(1))? {
+                    let stored = entry?;
+                    if stored.flag != bad {
+                        points.push((millis(stored.ms)?, stored.value));
                         ahead += 1;
                         if ahead == NEIGHBOUR_PAGE {
                             break;
@@ -482,26 +506,19 @@ impl EmbeddedStore {
         self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
             let table = tx.open_table(READINGS).map_err(engine)?;
-            let numbers: Vec<u32> = series::of_device(&tx.open_table(SERIES).map_err(engine)?, device.as_str())?
-                .into_iter()
-                .map(|(_, n)| n)
-                .collect();
             let mut t = from.timestamp_millis();
-            loop {
-                let before = t;
-                for &n in &numbers {
-                    for entry in table.range((n, t)..=(n, i64::MAX)).map_err(engine)? {
-                        let (k, _) = entry.map_err(engine)?;
-                        if k.value().1 != t {
-                            break;
-                        }
-                        t += 1;
-                    }
+            let Some(d) = series::device(&tx.open_table(SERIES).map_err(engine)?, device.as_str())? else {
+                return millis(t);
+            };
+            // A device's readings at one millisecond are one row: the rows that follow each other.
+            for entry in table.range((d, t)..=(d, i64::MAX)).map_err(engine)? {
+                let (k, _) = entry.map_err(engine)?;
+                if k.value().1 != t {
+                    break;
                 }
-                if t == before {
-                    return millis(t);
-                }
+                t += 1;
             }
+            millis(t)
         })
     }
 
@@ -511,10 +528,12 @@ impl EmbeddedStore {
             let tx = db.begin_read().map_err(engine)?;
             let table = tx.open_table(READINGS).map_err(engine)?;
             let t = time.timestamp_millis();
+            let numbers = tx.open_table(SERIES).map_err(engine)?;
+            let Some(d) = series::device(&numbers, device.as_str())? else { return Ok(Vec::new()) };
             let mut out = Vec::new();
-            for (q, n) in series::of_device(&tx.open_table(SERIES).map_err(engine)?, device.as_str())? {
-                if let Some(v) = table.get((n, t)).map_err(engine)? {
-                    out.push(to_reading(device, q, t, v.value())?);
+            for (q, n) in series::of_device(&numbers, device.as_str())? {
+                if let Some(stored) = readings::at(&table, readings::SeriesKey { device: d, series: n }, t)? {
+                    out.push(to_reading(device, q, &stored)?);
                 }
             }
             Ok(out)
@@ -600,7 +619,7 @@ impl EmbeddedStore {
     pub fn count_readings(&self) -> Result<u64, StoreError> {
         self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
-            tx.open_table(READINGS).map_err(engine)?.len().map_err(engine)
+            readings::count(&tx.open_table(READINGS).map_err(engine)?)
         })
     }
 }
@@ -610,19 +629,14 @@ fn create(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
     redb::Builder::new().set_cache_size(cache_bytes).create(path).map_err(engine)
 }
 
-fn to_reading(
-    device: &DeviceId,
-    quantity: Quantity,
-    t: i64,
-    (value, flag, reason): (f64, u8, &str),
-) -> Result<Reading, StoreError> {
+fn to_reading(device: &DeviceId, quantity: Quantity, stored: &readings::Stored<'_>) -> Result<Reading, StoreError> {
     Ok(Reading {
         device: device.clone(),
         quantity,
-        value,
-        time: millis(t)?,
-        flag: QualityFlag::from_byte(flag),
-        reason: reason.to_owned(),
+        value: stored.value,
+        time: millis(stored.ms)?,
+        flag: QualityFlag::from_byte(stored.flag),
+        reason: stored.reason().to_owned(),
     })
 }
 
@@ -643,13 +657,15 @@ impl ReadStore for EmbeddedStore {
         self.with_db(|db| {
             let tx = db.begin_read().map_err(engine)?;
             let table = tx.open_table(READINGS).map_err(engine)?;
+            let numbers = tx.open_table(SERIES).map_err(engine)?;
+            let Some(d) = series::device(&numbers, device.as_str())? else { return Ok(Vec::new()) };
+            let extents = readings::extents(&tx.open_table(EXTENTS).map_err(engine)?, d)?;
             let mut out = Vec::new();
-            for (q, n) in series::of_device(&tx.open_table(SERIES).map_err(engine)?, device.as_str())? {
-                let mut range = table.range((n, i64::MIN)..=(n, i64::MAX)).map_err(engine)?;
-                if let Some(entry) = range.next_back() {
-                    let (k, v) = entry.map_err(engine)?;
-                    let (_, t) = k.value();
-                    out.push(to_reading(device, q, t, v.value())?);
+            for (q, n) in series::of_device(&numbers, device.as_str())? {
+                let Some(&(_, _, last)) = extents.iter().find(|e| e.0 == n) else { continue };
+                // Retention removes a series' readings oldest first: its newest gone, all are.
+                if let Some(stored) = readings::at(&table, readings::SeriesKey { device: d, series: n }, last)? {
+                    out.push(to_reading(device, q, &stored)?);
                 }
             }
             Ok(out)

@@ -5,16 +5,22 @@ use redb::TableDefinition;
 
 use crate::aggregates::WindowTuple;
 
-/// (series number, time in ms since the epoch) → (value, flag, reason). A series is a
-/// device's quantity, numbered in [`SERIES`]: a key of 12 fixed bytes instead of two strings
-/// made inserts cheaper and the table half as large (BENCHMARKS.md, "Readings by series number").
-pub(super) const READINGS: TableDefinition<(u32, i64), (f64, u8, &str)> = TableDefinition::new("readings_by_series");
-/// (device, quantity name) → the series' number, given once and never reused or removed.
+/// (device number, time in ms since the epoch) → the device's readings at that millisecond,
+/// packed as `readings` says: a row per uplink (BENCHMARKS.md, "What a thousand devices cost
+/// each layout").
+pub(super) const READINGS: TableDefinition<(u32, i64), &[u8]> = TableDefinition::new("readings_by_device");
+/// Device number → the first and last time of each of its series (`readings::extents`).
+pub(super) const EXTENTS: TableDefinition<u32, &[u8]> = TableDefinition::new("series_extents");
+/// (device, quantity name) → the series' number, given once and never reused or removed;
+/// (device, "") numbers the device itself, from the same sequence.
 pub(super) const SERIES: TableDefinition<(&str, &str), u32> = TableDefinition::new("series");
-/// Series number → (device, quantity name): the names of what a scan over all readings meets.
+/// Number → (device, quantity name), or (device, "") for a device's own number.
 pub(super) const SERIES_NAMES: TableDefinition<u32, (&str, &str)> = TableDefinition::new("series_names");
+/// The readings of stores written before a row per uplink, keyed (series number, time) →
+/// (value, flag, reason); moved into [`READINGS`] in steps when such a store is opened.
+pub(super) const READINGS_BY_SERIES: TableDefinition<(u32, i64), (f64, u8, &str)> = TableDefinition::new("readings_by_series");
 /// The readings of stores written before series numbers, keyed (device, quantity name,
-/// time); moved into [`READINGS`] when such a store is opened.
+/// time); moved into [`READINGS_BY_SERIES`] when such a store is opened.
 pub(super) const READINGS_BY_NAME: TableDefinition<(&str, &str, i64), (f64, u8, &str)> = TableDefinition::new("readings");
 /// device → last reception time in ms since the epoch.
 pub(super) const LAST_SEEN: TableDefinition<&str, i64> = TableDefinition::new("last_seen");

@@ -33,8 +33,9 @@ use super::journal::{self, Pending};
 use crate::aggregates::{Interval, Window};
 use crate::model::{QualityFlag, Quantity};
 use crate::store::boundary::{engine, StoreError};
+use crate::store::embedded::readings::{self, SeriesKey};
 use crate::store::embedded::series;
-use crate::store::embedded::tables::{DEVICE_WINDOWS, READINGS, SERIES, SERIES_NAMES, WINDOW_JOURNAL};
+use crate::store::embedded::tables::{DEVICE_WINDOWS, READINGS, SERIES, WINDOW_JOURNAL};
 
 const TEN: Interval = Interval::TenMinutes;
 
@@ -129,8 +130,10 @@ pub(in crate::store::embedded) fn flush(
         let stored = read.open_table(DEVICE_WINDOWS).map_err(engine)?;
         for (device, hours) in &dirty {
             let hours: BTreeMap<i64, i64> = hours.iter().map(|&h| (h, pending.earliest_touched(&seqs, device, h))).collect();
+            let Some(d) = series::device(&numbers, device)? else { continue };
             for (quantity, n) in series::of_device(&numbers, device)? {
-                let series = Series { readings: &readings, n, stored: &stored, device, quantity: quantity.name() };
+                let s = SeriesKey { device: d, series: n };
+                let series = Series { readings: &readings, s, stored: &stored, device, quantity: quantity.name() };
                 read_readings += series.changes(&hours, folded, &mut changes, &mut marks)?;
             }
         }
@@ -164,7 +167,7 @@ type Change = ((String, &'static str, i64), Option<Vec<u8>>);
 /// One series' tables, as a flush reads them.
 struct Series<'a, R, S> {
     readings: &'a R,
-    n: u32,
+    s: SeriesKey,
     stored: &'a S,
     device: &'a str,
     quantity: &'static str,
@@ -172,7 +175,7 @@ struct Series<'a, R, S> {
 
 impl<R, S> Series<'_, R, S>
 where
-    R: ReadableTable<(u32, i64), (f64, u8, &'static str)>,
+    R: ReadableTable<(u32, i64), &'static [u8]>,
     S: ReadableTable<(&'static str, &'static str, i64), &'static [u8]>,
 {
     /// New hour blocks for `hours` (hour start -> earliest time the flush's rows touched in
@@ -217,7 +220,7 @@ where
                     }
                     _ => (Vec::new(), hour, None),
                 };
-                let (last, n) = fold(self.readings, self.n, from, hour + hour_ms, &mut tens)?;
+                let (last, n) = fold(self.readings, self.s, from, hour + hour_ms, &mut tens)?;
                 read += n;
                 if let Some(t) = last {
                     newest = Some(t);
@@ -243,17 +246,16 @@ where
 /// first), oldest first: into the last window while they fall in it, then into new ones.
 /// Returns the newest reading time added and the number of readings.
 fn fold(
-    readings: &impl ReadableTable<(u32, i64), (f64, u8, &'static str)>,
-    n: u32,
+    readings: &impl ReadableTable<(u32, i64), &'static [u8]>,
+    s: SeriesKey,
     from: i64,
     to: i64,
     tens: &mut Vec<(i64, Window)>,
 ) -> Result<(Option<i64>, u64), StoreError> {
     let (mut newest, mut read) = (None, 0);
-    for entry in readings.range((n, from)..(n, to)).map_err(engine)? {
-        let (k, v) = entry.map_err(engine)?;
-        let t = k.value().1;
-        let (value, flag, _) = v.value();
+    for entry in readings::series(readings, s, from, to)? {
+        let stored = entry?;
+        let (t, value, flag) = (stored.ms, stored.value, stored.flag);
         let start = TEN.window_start(t);
         if tens.last().is_none_or(|(s, _)| *s != start) {
             tens.push((start, Window::EMPTY));
@@ -269,13 +271,13 @@ fn fold(
 
 /// The non-empty 10-minute windows of one series in `[from, to)` (aligned), from its readings.
 fn ten_minute_windows(
-    readings: &impl ReadableTable<(u32, i64), (f64, u8, &'static str)>,
-    n: u32,
+    readings: &impl ReadableTable<(u32, i64), &'static [u8]>,
+    s: SeriesKey,
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, Window)>, StoreError> {
     let mut out = Vec::new();
-    fold(readings, n, from, to, &mut out)?;
+    fold(readings, s, from, to, &mut out)?;
     Ok(out)
 }
 
@@ -299,13 +301,13 @@ fn coarsen(fine: &[(i64, Window)], interval: Interval) -> Vec<(i64, Window)> {
 /// Windows of `interval` starting in `[from, to)` (both aligned to `interval`), built from
 /// the readings the way the flush builds them.
 fn from_readings(
-    readings: &impl ReadableTable<(u32, i64), (f64, u8, &'static str)>,
-    n: u32,
+    readings: &impl ReadableTable<(u32, i64), &'static [u8]>,
+    s: SeriesKey,
     interval: Interval,
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, Window)>, StoreError> {
-    let tens = ten_minute_windows(readings, n, from, to)?;
+    let tens = ten_minute_windows(readings, s, from, to)?;
     Ok(match interval {
         Interval::TenMinutes => tens,
         Interval::Hour => coarsen(&tens, Interval::Hour),
@@ -358,12 +360,12 @@ pub(in crate::store::embedded) fn query(
     }
     if !stale.is_empty() {
         let readings = tx.open_table(READINGS).map_err(engine)?;
-        let n = series::number(&tx.open_table(SERIES).map_err(engine)?, device, q)?;
+        let key = series::key(&tx.open_table(SERIES).map_err(engine)?, device, q)?;
         for start in stale {
             let end = start + unit.millis();
             out.retain(|s, _| !(start..end).contains(s));
-            let Some(n) = n else { continue };
-            let fresh = from_readings(&readings, n, interval, start, end)?;
+            let Some(key) = key else { continue };
+            let fresh = from_readings(&readings, key, interval, start, end)?;
             out.extend(fresh.into_iter().filter(|(s, _)| (from..to).contains(s)));
         }
     }
@@ -375,19 +377,15 @@ pub(in crate::store::embedded) fn query(
 /// for `rollups rebuild`. Returns (readings read, day rows written).
 pub(in crate::store::embedded) fn build(tx: &WriteTransaction, from: i64, to: i64) -> Result<(u64, usize), StoreError> {
     let readings = tx.open_table(READINGS).map_err(engine)?;
-    let names = tx.open_table(SERIES_NAMES).map_err(engine)?;
+    let numbers = tx.open_table(SERIES).map_err(engine)?;
     let mut windows = tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
     windows.retain(|(_, _, day), _| !(from..to).contains(&day)).map_err(engine)?;
     let mut rebuilder = Rebuilder::default();
     let mut read = 0;
-    for series in names.iter().map_err(engine)? {
-        let (n, name) = series.map_err(engine)?;
-        let (device, quantity) = name.value();
-        let Some(q) = Quantity::by_name(quantity) else { continue };
-        for entry in readings.range((n.value(), from)..(n.value(), to)).map_err(engine)? {
-            let (k, v) = entry.map_err(engine)?;
-            let (value, flag, _) = v.value();
-            rebuilder.add(&mut windows, device, q.name(), k.value().1, value, QualityFlag::from_byte(flag))?;
+    for (device, q, s) in series::all(&numbers)? {
+        for entry in readings::series(&readings, s, from, to)? {
+            let stored = entry?;
+            rebuilder.add(&mut windows, &device, q.name(), stored.ms, stored.value, QualityFlag::from_byte(stored.flag))?;
             read += 1;
         }
     }

@@ -13,8 +13,9 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::model::{QualityFlag, Quantity};
 use crate::store::boundary::{engine, StoreError};
+use crate::store::embedded::readings;
 use crate::store::embedded::series;
-use crate::store::embedded::tables::{DEVICE_DISTRICT, READINGS, ROLLUPS, SERIES, SERIES_NAMES};
+use crate::store::embedded::tables::{DEVICE_DISTRICT, EXTENTS, READINGS, ROLLUPS, SERIES};
 
 /// Merge a batch's deltas into the stored windows.
 pub(in crate::store::embedded) fn apply(tx: &WriteTransaction, delta: &RollupDelta) -> Result<(), StoreError> {
@@ -84,11 +85,10 @@ pub(in crate::store::embedded) fn recompute<'a>(
                 members.insert(district.clone(), of_district);
             }
             for member in members.get(&district).into_iter().flatten() {
-                let Some(n) = series::number(&numbers, member, q)? else { continue };
-                for entry in readings.range((n, start)..(n, start + interval.millis())).map_err(engine)? {
-                    let (k, v) = entry.map_err(engine)?;
-                    let (value, flag, _) = v.value();
-                    w.add(value, k.value().1, QualityFlag::from_byte(flag));
+                let Some(key) = series::key(&numbers, member, q)? else { continue };
+                for entry in readings::series(&readings, key, start, start + interval.millis())? {
+                    let stored = entry?;
+                    w.add(stored.value, stored.ms, QualityFlag::from_byte(stored.flag));
                 }
             }
         }
@@ -151,14 +151,19 @@ pub(in crate::store::embedded) fn extent(
     let q = quantity.name();
     let (first, last) = match scope {
         Scope::Device(device) => {
-            let Some(n) = series::number(&tx.open_table(SERIES).map_err(engine)?, device.as_str(), q)? else {
+            let Some(key) = series::key(&tx.open_table(SERIES).map_err(engine)?, device.as_str(), q)? else {
                 return Ok(None);
             };
+            let extents = readings::extents(&tx.open_table(EXTENTS).map_err(engine)?, key.device)?;
+            let Some(&(_, first, last)) = extents.iter().find(|e| e.0 == key.series) else { return Ok(None) };
             let table = tx.open_table(READINGS).map_err(engine)?;
-            let mut range = table.range((n, i64::MIN)..=(n, i64::MAX)).map_err(engine)?;
-            let first = range.next().transpose().map_err(engine)?.map(|(k, _)| k.value().1);
-            let last = range.next_back().transpose().map_err(engine)?.map(|(k, _)| k.value().1);
-            (first, last.or(first))
+            // The last is the newest reading unless retention removed them all; the first a
+            // lower bound that retention may have passed.
+            if readings::at(&table, key, last)?.is_none() {
+                return Ok(None);
+            }
+            let first = readings::series(&table, key, first, last)?.next().transpose()?.map_or(last, |r| r.ms);
+            (Some(first), Some(last))
         }
         Scope::District(_) => {
             let table = tx.open_table(ROLLUPS).map_err(engine)?;
@@ -190,15 +195,12 @@ pub(in crate::store::embedded) fn rebuild(
     (summary.readings, summary.device_windows) = super::devices::build(&tx, from, to)?;
     {
         let readings = tx.open_table(READINGS).map_err(engine)?;
-        let names = tx.open_table(SERIES_NAMES).map_err(engine)?;
-        for series in names.iter().map_err(engine)? {
-            let (n, name) = series.map_err(engine)?;
-            let (device, quantity) = name.value();
-            let (Some(district), Some(q)) = (district_of(device), Quantity::by_name(quantity)) else { continue };
-            for entry in readings.range((n.value(), from)..(n.value(), to)).map_err(engine)? {
-                let (k, v) = entry.map_err(engine)?;
-                let (value, flag, _) = v.value();
-                delta.add_to_district(&district, q, k.value().1, value, QualityFlag::from_byte(flag));
+        let numbers = tx.open_table(SERIES).map_err(engine)?;
+        for (device, q, key) in series::all(&numbers)? {
+            let Some(district) = district_of(&device) else { continue };
+            for entry in readings::series(&readings, key, from, to)? {
+                let stored = entry?;
+                delta.add_to_district(&district, q, stored.ms, stored.value, QualityFlag::from_byte(stored.flag));
             }
         }
         let mut rollups = tx.open_table(ROLLUPS).map_err(engine)?;

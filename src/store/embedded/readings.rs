@@ -1,0 +1,383 @@
+//! The readings table, a row per device and millisecond holding that uplink's readings packed
+//! together, and each device's series extents: the one file that reads or writes them.
+//!
+//! A row per reading, keyed (series, time), cost six inserts an uplink and, with many
+//! devices, a leaf per series touched by every commit; a row per uplink writes 4–5× cheaper
+//! and reads a series back within 1.0–1.7× (BENCHMARKS.md, "What a thousand devices cost
+//! each layout"). A series' readings are its device's rows filtered to its number, so a read
+//! of one quantity walks the device's rows of the window; the newest and oldest reading of
+//! each series are kept in [`EXTENTS`] so that no read walks a device's whole history.
+//!
+//! A row is a run of entries in series order: series number (u32), value (f64), flag (u8),
+//! the reason's length (LEB128) and the reason's UTF-8 bytes, integers little-endian. An
+//! extents row is a run of (series number u32, first ms i64, last ms i64), in series order.
+
+use std::ops::Range;
+
+use redb::{AccessGuard, ReadableTable, Table, WriteTransaction};
+
+use super::tables::{EXTENTS, READINGS};
+use crate::store::boundary::{engine, StoreError};
+
+/// (device number, ms): a row's key.
+pub(super) type Key = (u32, i64);
+
+/// The readings table, open for writing.
+pub(super) type RowsTable<'t> = Table<'t, Key, &'static [u8]>;
+
+/// The extents table, open for writing.
+pub(super) type ExtentsTable<'t> = Table<'t, u32, &'static [u8]>;
+
+/// A series as the table finds it: (device number, series number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SeriesKey {
+    pub device: u32,
+    pub series: u32,
+}
+
+/// One reading in a row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Entry<'r> {
+    pub series: u32,
+    pub value: f64,
+    pub flag: u8,
+    pub reason: &'r str,
+}
+
+fn cut_short() -> StoreError {
+    StoreError::Corrupt("a readings row is cut short or its reason is not UTF-8".into())
+}
+
+/// The entries of a row, in series order.
+pub(super) fn entries(row: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, StoreError>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= row.len() {
+            return None;
+        }
+        let entry = next(row, &mut at);
+        if entry.is_err() {
+            at = row.len();
+        }
+        Some(entry.map(|(e, _)| e))
+    })
+}
+
+/// The entry at `*at`, moving `*at` past it; with the reason's byte range in the row.
+fn next<'r>(row: &'r [u8], at: &mut usize) -> Result<(Entry<'r>, Range<usize>), StoreError> {
+    let fixed = row.get(*at..*at + 13).ok_or_else(cut_short)?;
+    let series = u32::from_le_bytes(fixed[0..4].try_into().unwrap_or_default());
+    let value = f64::from_le_bytes(fixed[4..12].try_into().unwrap_or_default());
+    let flag = fixed[12];
+    *at += 13;
+    let mut len = 0usize;
+    for shift in (0..35).step_by(7) {
+        let b = *row.get(*at).ok_or_else(cut_short)?;
+        *at += 1;
+        len |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let span = *at..at.checked_add(len).ok_or_else(cut_short)?;
+    let reason = std::str::from_utf8(row.get(span.clone()).ok_or_else(cut_short)?).map_err(|_| cut_short())?;
+    *at = span.end;
+    Ok((Entry { series, value, flag, reason }, span))
+}
+
+/// Append an entry to a row being built (entries go in series order).
+pub(super) fn push(out: &mut Vec<u8>, e: &Entry<'_>) {
+    out.extend_from_slice(&e.series.to_le_bytes());
+    out.extend_from_slice(&e.value.to_le_bytes());
+    out.push(e.flag);
+    let mut len = e.reason.len();
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(e.reason.as_bytes());
+}
+
+/// A reading of one series as a series read returns it: its row stays borrowed.
+pub(super) struct Stored<'t> {
+    pub ms: i64,
+    pub value: f64,
+    pub flag: u8,
+    row: AccessGuard<'t, &'static [u8]>,
+    reason: Range<usize>,
+}
+
+impl Stored<'_> {
+    pub(super) fn reason(&self) -> &str {
+        // Checked to be UTF-8 when the entry was found.
+        std::str::from_utf8(&self.row.value()[self.reason.clone()]).unwrap_or_default()
+    }
+}
+
+/// The readings of series `s` with `from <= ms < to`, oldest first (`.rev()` for newest first).
+pub(super) fn series<'t, T: ReadableTable<Key, &'static [u8]>>(
+    table: &'t T,
+    s: SeriesKey,
+    from: i64,
+    to: i64,
+) -> Result<impl DoubleEndedIterator<Item = Result<Stored<'t>, StoreError>> + 't, StoreError> {
+    let rows = table.range((s.device, from)..(s.device, to.max(from))).map_err(engine)?;
+    Ok(rows.filter_map(move |row| {
+        let (k, v) = match row {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(engine(e))),
+        };
+        let bytes = v.value();
+        let mut at = 0;
+        while at < bytes.len() {
+            match next(bytes, &mut at) {
+                Ok((e, span)) if e.series == s.series => {
+                    let (value, flag) = (e.value, e.flag);
+                    return Some(Ok(Stored { ms: k.value().1, value, flag, row: v, reason: span }));
+                }
+                Ok((e, _)) if e.series > s.series => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
+    }))
+}
+
+/// The reading of series `s` at `ms`, as (value, flag, reason).
+pub(super) fn at<T: ReadableTable<Key, &'static [u8]>>(
+    table: &T,
+    s: SeriesKey,
+    ms: i64,
+) -> Result<Option<Stored<'_>>, StoreError> {
+    let Some(row) = table.get((s.device, ms)).map_err(engine)? else { return Ok(None) };
+    let bytes = row.value();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (e, span) = next(bytes, &mut at)?;
+        if e.series == s.series {
+            let (value, flag) = (e.value, e.flag);
+            return Ok(Some(Stored { ms, value, flag, row, reason: span }));
+        }
+    }
+    Ok(None)
+}
+
+/// One reading to store: its row's key, series, and the reading.
+pub(super) struct ToStore<'b> {
+    pub key: Key,
+    pub series: u32,
+    pub value: f64,
+    pub flag: u8,
+    pub reason: &'b str,
+}
+
+/// Store readings, grouped into their rows in key order (the caller sorts `all` by key and
+/// series; of two readings of one series at one key, the later one in `all` stays). A row
+/// already stored keeps the entries of series the batch does not name. `replaced` hears, for
+/// each reading kept, the (value, flag) it replaced, or `None` for a new one. Returns the rows
+/// written.
+pub(super) fn write(
+    table: &mut RowsTable<'_>,
+    all: &[ToStore<'_>],
+    mut replaced: impl FnMut(usize, Option<(f64, u8)>),
+) -> Result<usize, StoreError> {
+    let mut row = Vec::with_capacity(128);
+    let mut kept: Vec<usize> = Vec::with_capacity(8);
+    let mut rows = 0;
+    let mut start = 0;
+    while start < all.len() {
+        let key = all[start].key;
+        let mut end = start + 1;
+        while end < all.len() && all[end].key == key {
+            end += 1;
+        }
+        // The last of each series' readings at this key.
+        kept.clear();
+        for i in start..end {
+            if i + 1 < end && all[i + 1].series == all[i].series {
+                continue;
+            }
+            kept.push(i);
+        }
+        row.clear();
+        for &i in &kept {
+            let r = &all[i];
+            push(&mut row, &Entry { series: r.series, value: r.value, flag: r.flag, reason: r.reason });
+        }
+        let old = table.insert(key, row.as_slice()).map_err(engine)?.map(|old| old.value().to_vec());
+        rows += 1;
+        let Some(old) = old else {
+            for &i in &kept {
+                replaced(i, None);
+            }
+            start = end;
+            continue;
+        };
+        // Merge with the stored row: its entries of other series stay.
+        let mut merged = Vec::with_capacity(old.len() + row.len());
+        let mut others = false;
+        let mut new = kept.iter().peekable();
+        for e in entries(&old) {
+            let e = e?;
+            while let Some(&&i) = new.peek() {
+                if all[i].series >= e.series {
+                    break;
+                }
+                replaced(i, None);
+                let r = &all[i];
+                push(&mut merged, &Entry { series: r.series, value: r.value, flag: r.flag, reason: r.reason });
+                new.next();
+            }
+            match new.peek() {
+                Some(&&i) if all[i].series == e.series => {
+                    replaced(i, Some((e.value, e.flag)));
+                    let r = &all[i];
+                    push(&mut merged, &Entry { series: r.series, value: r.value, flag: r.flag, reason: r.reason });
+                    new.next();
+                }
+                _ => {
+                    others = true;
+                    push(&mut merged, &e);
+                }
+            }
+        }
+        for &i in new {
+            replaced(i, None);
+            let r = &all[i];
+            push(&mut merged, &Entry { series: r.series, value: r.value, flag: r.flag, reason: r.reason });
+        }
+        if others {
+            table.insert(key, merged.as_slice()).map_err(engine)?;
+        }
+        start = end;
+    }
+    Ok(rows)
+}
+
+/// A series' extent: (series, first ms, last ms).
+pub(super) type Extent = (u32, i64, i64);
+
+fn extents_of(row: &[u8]) -> impl Iterator<Item = Extent> + '_ {
+    row.chunks_exact(20).map(|c| {
+        let n = u32::from_le_bytes(c[0..4].try_into().unwrap_or_default());
+        let first = i64::from_le_bytes(c[4..12].try_into().unwrap_or_default());
+        let last = i64::from_le_bytes(c[12..20].try_into().unwrap_or_default());
+        (n, first, last)
+    })
+}
+
+/// The extents of a device's series: the first is a lower bound (retention may have removed
+/// readings after it), the last is the newest reading's time unless the series has none left.
+pub(super) fn extents<T: ReadableTable<u32, &'static [u8]>>(table: &T, device: u32) -> Result<Vec<Extent>, StoreError> {
+    Ok(table.get(device).map_err(engine)?.map(|row| extents_of(row.value()).collect()).unwrap_or_default())
+}
+
+/// Widen a device's series extents to take in `seen` (series, first, last; sorted by series).
+pub(super) fn widen(table: &mut ExtentsTable<'_>, device: u32, seen: &[Extent]) -> Result<(), StoreError> {
+    let mut all = extents(table, device)?;
+    let before = all.clone();
+    for &(n, first, last) in seen {
+        match all.binary_search_by_key(&n, |e| e.0) {
+            Ok(i) => {
+                all[i].1 = all[i].1.min(first);
+                all[i].2 = all[i].2.max(last);
+            }
+            Err(i) => all.insert(i, (n, first, last)),
+        }
+    }
+    if all != before {
+        put_extents(table, device, &all)?;
+    }
+    Ok(())
+}
+
+/// Raise the first times of some of a device's series (series, new first; sorted by series)
+/// after retention removed their readings before it.
+pub(super) fn raise_firsts(table: &mut ExtentsTable<'_>, device: u32, firsts: &[(u32, i64)]) -> Result<(), StoreError> {
+    let mut all = extents(table, device)?;
+    for e in &mut all {
+        if let Some(&(_, first)) = firsts.iter().find(|f| f.0 == e.0) {
+            e.1 = e.1.max(first);
+        }
+    }
+    put_extents(table, device, &all)
+}
+
+fn put_extents(table: &mut ExtentsTable<'_>, device: u32, all: &[Extent]) -> Result<(), StoreError> {
+    let mut row = Vec::with_capacity(all.len() * 20);
+    for (n, first, last) in all {
+        row.extend_from_slice(&n.to_le_bytes());
+        row.extend_from_slice(&first.to_le_bytes());
+        row.extend_from_slice(&last.to_le_bytes());
+    }
+    table.insert(device, row.as_slice()).map_err(engine)?;
+    Ok(())
+}
+
+/// Remove every reading of a device and its extents; the number of readings removed.
+pub(super) fn remove_device(tx: &WriteTransaction, device: u32) -> Result<u64, StoreError> {
+    let (mut table, mut extents) = open(tx)?;
+    let mut n = 0;
+    for row in table.extract_from_if((device, i64::MIN)..=(device, i64::MAX), |_, _| true).map_err(engine)? {
+        let (_, v) = row.map_err(engine)?;
+        n += entries(v.value()).count() as u64;
+    }
+    extents.remove(device).map_err(engine)?;
+    Ok(n)
+}
+
+/// Open the tables for writing.
+pub(super) fn open(tx: &WriteTransaction) -> Result<(RowsTable<'_>, ExtentsTable<'_>), StoreError> {
+    Ok((tx.open_table(READINGS).map_err(engine)?, tx.open_table(EXTENTS).map_err(engine)?))
+}
+
+/// The number of readings in a table.
+pub(super) fn count<T: ReadableTable<Key, &'static [u8]>>(table: &T) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for row in table.iter().map_err(engine)? {
+        let (_, v) = row.map_err(engine)?;
+        for e in entries(v.value()) {
+            e?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_reads_back_what_was_packed_and_a_cut_row_is_an_error_not_a_panic() {
+        let long = "x".repeat(300);
+        let put = [
+            Entry { series: 1, value: 21.5, flag: 0, reason: "" },
+            Entry { series: 7, value: -3.25, flag: 2, reason: "stuck: unchanged for 29.8 h" },
+            Entry { series: 9, value: f64::NAN, flag: 1, reason: &long },
+        ];
+        let mut row = Vec::new();
+        let mut ends = Vec::new();
+        for e in &put {
+            push(&mut row, e);
+            ends.push(row.len());
+        }
+        let back: Vec<Entry> = entries(&row).collect::<Result<_, _>>().unwrap();
+        assert_eq!(back[..2], put[..2]);
+        assert!(back[2].value.is_nan() && back[2].reason == long);
+        for cut in (1..row.len()).filter(|c| !ends.contains(c)) {
+            assert!(entries(&row[..cut]).any(|e| e.is_err()), "a row cut at {cut} reads as an error");
+        }
+        let mut bad = Vec::new();
+        push(&mut bad, &Entry { series: 1, value: 0.0, flag: 0, reason: "ab" });
+        let n = bad.len();
+        bad[n - 1] = 0xff;
+        assert!(entries(&bad).next().unwrap().is_err(), "a reason that is not UTF-8");
+    }
+}
