@@ -65,6 +65,13 @@ pub(super) fn entries(row: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, Stor
 
 /// The entry at `*at`, moving `*at` past it; with the reason's byte range in the row.
 fn next<'r>(row: &'r [u8], at: &mut usize) -> Result<(Entry<'r>, Range<usize>), StoreError> {
+    let (series, value, flag, span) = header(row, at)?;
+    Ok((Entry { series, value, flag, reason: reason_at(row, &span)? }, span))
+}
+
+/// The entry at `*at` without its reason checked, moving `*at` past it: (series, value,
+/// flag, the reason's byte range). A series read checks only the reasons it returns.
+fn header(row: &[u8], at: &mut usize) -> Result<(u32, f64, u8, Range<usize>), StoreError> {
     let fixed = row.get(*at..*at + 13).ok_or_else(cut_short)?;
     let series = u32::from_le_bytes(fixed[0..4].try_into().unwrap_or_default());
     let value = f64::from_le_bytes(fixed[4..12].try_into().unwrap_or_default());
@@ -80,9 +87,15 @@ fn next<'r>(row: &'r [u8], at: &mut usize) -> Result<(Entry<'r>, Range<usize>), 
         }
     }
     let span = *at..at.checked_add(len).ok_or_else(cut_short)?;
-    let reason = std::str::from_utf8(row.get(span.clone()).ok_or_else(cut_short)?).map_err(|_| cut_short())?;
+    if span.end > row.len() {
+        return Err(cut_short());
+    }
     *at = span.end;
-    Ok((Entry { series, value, flag, reason }, span))
+    Ok((series, value, flag, span))
+}
+
+fn reason_at<'r>(row: &'r [u8], span: &Range<usize>) -> Result<&'r str, StoreError> {
+    std::str::from_utf8(row.get(span.clone()).ok_or_else(cut_short)?).map_err(|_| cut_short())
 }
 
 /// Append an entry to a row being built (entries go in series order).
@@ -135,12 +148,14 @@ pub(super) fn series<'t, T: ReadableTable<Key, &'static [u8]>>(
         let bytes = v.value();
         let mut at = 0;
         while at < bytes.len() {
-            match next(bytes, &mut at) {
-                Ok((e, span)) if e.series == s.series => {
-                    let (value, flag) = (e.value, e.flag);
+            match header(bytes, &mut at) {
+                Ok((series, value, flag, span)) if series == s.series => {
+                    if let Err(e) = reason_at(bytes, &span) {
+                        return Some(Err(e));
+                    }
                     return Some(Ok(Stored { ms: k.value().1, value, flag, row: v, reason: span }));
                 }
-                Ok((e, _)) if e.series > s.series => return None,
+                Ok((series, ..)) if series > s.series => return None,
                 Ok(_) => {}
                 Err(e) => return Some(Err(e)),
             }
@@ -159,9 +174,9 @@ pub(super) fn at<T: ReadableTable<Key, &'static [u8]>>(
     let bytes = row.value();
     let mut at = 0;
     while at < bytes.len() {
-        let (e, span) = next(bytes, &mut at)?;
-        if e.series == s.series {
-            let (value, flag) = (e.value, e.flag);
+        let (series, value, flag, span) = header(bytes, &mut at)?;
+        if series == s.series {
+            reason_at(bytes, &span)?;
             return Ok(Some(Stored { ms, value, flag, row, reason: span }));
         }
     }
