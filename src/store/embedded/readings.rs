@@ -183,6 +183,84 @@ pub(super) fn at<T: ReadableTable<Key, &'static [u8]>>(
     Ok(None)
 }
 
+/// Bytes of rows a [`DeviceRows`] keeps at most.
+const ROWS_KEPT: usize = 8 << 20;
+
+/// One device's rows as a flush folds its quantities one after the other: the rows of a
+/// range read for one quantity are kept (up to [`ROWS_KEPT`] bytes) and serve the next ones,
+/// since every row holds all of them. Without it each quantity read the device's rows again:
+/// six times the pages of a row per reading for the same windows.
+pub(super) struct DeviceRows<'t, T> {
+    table: &'t T,
+    device: u32,
+    /// Range end → the rows read up to it.
+    kept: std::collections::HashMap<i64, Kept>,
+    size: usize,
+}
+
+/// Rows of one device read from `from` up to a range end: (ms, the row's bytes' range).
+#[derive(Default)]
+struct Kept {
+    from: i64,
+    bytes: Vec<u8>,
+    rows: Vec<(i64, Range<usize>)>,
+}
+
+impl<'t, T: ReadableTable<Key, &'static [u8]>> DeviceRows<'t, T> {
+    pub(super) fn new(table: &'t T, device: u32) -> Self {
+        Self { table, device, kept: Default::default(), size: 0 }
+    }
+
+    /// Call `f(ms, value, flag)` for each reading of `series` with `from <= ms < to`, oldest
+    /// first; the number of readings.
+    pub(super) fn each(&mut self, series: u32, from: i64, to: i64, mut f: impl FnMut(i64, f64, u8)) -> Result<u64, StoreError> {
+        let mut n = 0;
+        let mut one = |ms: i64, row: &[u8]| -> Result<(), StoreError> {
+            let mut at = 0;
+            while at < row.len() {
+                let (s, value, flag, _) = header(row, &mut at)?;
+                if s == series {
+                    f(ms, value, flag);
+                    n += 1;
+                }
+                if s >= series {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        if let Some(kept) = self.kept.get(&to).filter(|k| k.from <= from) {
+            let first = kept.rows.partition_point(|(ms, _)| *ms < from);
+            for (ms, span) in &kept.rows[first..] {
+                one(*ms, &kept.bytes[span.clone()])?;
+            }
+            return Ok(n);
+        }
+        let mut kept = Some(Kept { from, ..Default::default() });
+        for row in self.table.range((self.device, from)..(self.device, to.max(from))).map_err(engine)? {
+            let (k, v) = row.map_err(engine)?;
+            let (ms, bytes) = (k.value().1, v.value());
+            if let Some(keep) = &mut kept {
+                if self.size + keep.bytes.len() + bytes.len() > ROWS_KEPT {
+                    kept = None;
+                } else {
+                    let start = keep.bytes.len();
+                    keep.bytes.extend_from_slice(bytes);
+                    keep.rows.push((ms, start..keep.bytes.len()));
+                }
+            }
+            one(ms, bytes)?;
+        }
+        if let Some(keep) = kept {
+            self.size += keep.bytes.len();
+            if let Some(old) = self.kept.insert(to, keep) {
+                self.size -= old.bytes.len();
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// One reading to store: its row's key, series, and the reading.
 pub(super) struct ToStore<'b> {
     pub key: Key,
@@ -368,6 +446,43 @@ pub(super) fn count<T: ReadableTable<Key, &'static [u8]>>(table: &T) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableDatabase;
+
+    #[test]
+    fn device_rows_kept_for_one_quantity_give_the_next_only_its_own_readings_in_its_range() {
+        let db = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let (mut table, _) = open(&tx).unwrap();
+            let mut all = Vec::new();
+            for ms in 0..20 {
+                all.push(ToStore { key: (4, ms), series: 1, value: ms as f64, flag: 0, reason: "" });
+                if ms % 2 == 0 {
+                    all.push(ToStore { key: (4, ms), series: 2, value: -(ms as f64), flag: 1, reason: "r" });
+                }
+            }
+            // Another device's rows around them stay out.
+            all.push(ToStore { key: (5, 3), series: 1, value: 99.0, flag: 0, reason: "" });
+            all.sort_by_key(|r| (r.key, r.series));
+            write(&mut table, &all, |_, _| {}).unwrap();
+        }
+        tx.commit().unwrap();
+        let tx = db.begin_read().unwrap();
+        let table = tx.open_table(READINGS).unwrap();
+        let mut rows = DeviceRows::new(&table, 4);
+        let mut got = |rows: &mut DeviceRows<_>, series, from, to| {
+            let mut out = Vec::new();
+            let n = rows.each(series, from, to, |ms, value, flag| out.push((ms, value, flag))).unwrap();
+            assert_eq!(n as usize, out.len());
+            out
+        };
+        assert_eq!(got(&mut rows, 1, 5, 20).len(), 15);
+        // Served from the kept rows: only series 2, only from 8 on.
+        assert_eq!(got(&mut rows, 2, 8, 20), (8..20).step_by(2).map(|ms| (ms, -(ms as f64), 1)).collect::<Vec<_>>());
+        // Earlier than what is kept: read again.
+        assert_eq!(got(&mut rows, 1, 0, 20), (0..20).map(|ms| (ms, ms as f64, 0)).collect::<Vec<_>>());
+        assert_eq!(got(&mut rows, 2, 0, 10).len(), 5);
+    }
 
     #[test]
     fn a_row_reads_back_what_was_packed_and_a_cut_row_is_an_error_not_a_panic() {

@@ -131,10 +131,10 @@ pub(in crate::store::embedded) fn flush(
         for (device, hours) in &dirty {
             let hours: BTreeMap<i64, i64> = hours.iter().map(|&h| (h, pending.earliest_touched(&seqs, device, h))).collect();
             let Some(d) = series::device(&numbers, device)? else { continue };
+            let mut rows = readings::DeviceRows::new(&readings, d);
             for (quantity, n) in series::of_device(&numbers, device)? {
-                let s = SeriesKey { device: d, series: n };
-                let series = Series { readings: &readings, s, stored: &stored, device, quantity: quantity.name() };
-                read_readings += series.changes(&hours, folded, &mut changes, &mut marks)?;
+                let series = Series { n, stored: &stored, device, quantity: quantity.name() };
+                read_readings += series.changes(&mut rows, &hours, folded, &mut changes, &mut marks)?;
             }
         }
     }
@@ -165,17 +165,15 @@ pub(in crate::store::embedded) fn flush(
 type Change = ((String, &'static str, i64), Option<Vec<u8>>);
 
 /// One series' tables, as a flush reads them.
-struct Series<'a, R, S> {
-    readings: &'a R,
-    s: SeriesKey,
+struct Series<'a, S> {
+    n: u32,
     stored: &'a S,
     device: &'a str,
     quantity: &'static str,
 }
 
-impl<R, S> Series<'_, R, S>
+impl<S> Series<'_, S>
 where
-    R: ReadableTable<(u32, i64), &'static [u8]>,
     S: ReadableTable<(&'static str, &'static str, i64), &'static [u8]>,
 {
     /// New hour blocks for `hours` (hour start -> earliest time the flush's rows touched in
@@ -188,8 +186,9 @@ where
     /// gives the hour's start). That spares most of a busy hour: one device's burst stored at
     /// reception times, a millisecond apart, puts up to 600,000 readings of a series in a
     /// ten-minute window. Returns the readings read.
-    fn changes(
+    fn changes<R: ReadableTable<(u32, i64), &'static [u8]>>(
         &self,
+        rows: &mut readings::DeviceRows<'_, R>,
         hours: &BTreeMap<i64, i64>,
         folded: &Folded,
         out: &mut Vec<Change>,
@@ -220,7 +219,11 @@ where
                     }
                     _ => (Vec::new(), hour, None),
                 };
-                let (last, n) = fold(self.readings, self.s, from, hour + hour_ms, &mut tens)?;
+                let mut last = None;
+                let n = rows.each(self.n, from, hour + hour_ms, |t, value, flag| {
+                    add(&mut tens, t, value, flag);
+                    last = Some(t);
+                })?;
                 read += n;
                 if let Some(t) = last {
                     newest = Some(t);
@@ -255,18 +258,22 @@ fn fold(
     let (mut newest, mut read) = (None, 0);
     for entry in readings::series(readings, s, from, to)? {
         let stored = entry?;
-        let (t, value, flag) = (stored.ms, stored.value, stored.flag);
-        let start = TEN.window_start(t);
-        if tens.last().is_none_or(|(s, _)| *s != start) {
-            tens.push((start, Window::EMPTY));
-        }
-        if let Some((_, w)) = tens.last_mut() {
-            w.add(value, t, QualityFlag::from_byte(flag));
-        }
-        newest = Some(t);
+        add(tens, stored.ms, stored.value, stored.flag);
+        newest = Some(stored.ms);
         read += 1;
     }
     Ok((newest, read))
+}
+
+/// Add a reading at `t` to `tens` (10-minute windows, oldest first; `t` not before the last).
+fn add(tens: &mut Vec<(i64, Window)>, t: i64, value: f64, flag: u8) {
+    let start = TEN.window_start(t);
+    if tens.last().is_none_or(|(s, _)| *s != start) {
+        tens.push((start, Window::EMPTY));
+    }
+    if let Some((_, w)) = tens.last_mut() {
+        w.add(value, t, QualityFlag::from_byte(flag));
+    }
 }
 
 /// The non-empty 10-minute windows of one series in `[from, to)` (aligned), from its readings.
