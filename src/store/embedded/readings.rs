@@ -470,7 +470,7 @@ mod tests {
         let tx = db.begin_read().unwrap();
         let table = tx.open_table(READINGS).unwrap();
         let mut rows = DeviceRows::new(&table, 4);
-        let mut got = |rows: &mut DeviceRows<_>, series, from, to| {
+        let got = |rows: &mut DeviceRows<_>, series, from, to| {
             let mut out = Vec::new();
             let n = rows.each(series, from, to, |ms, value, flag| out.push((ms, value, flag))).unwrap();
             assert_eq!(n as usize, out.len());
