@@ -1,5 +1,5 @@
 //! The readings table, a row per device and millisecond holding that uplink's readings packed
-//! together, and each device's series extents: the one file that reads or writes them.
+//! together, and each device's series extents: the one file that knows their rows' format.
 //!
 //! A row per reading, keyed (series, time), cost six inserts an uplink and, with many
 //! devices, a leaf per series touched by every commit; a row per uplink writes 4–5× cheaper
@@ -98,8 +98,20 @@ fn reason_at<'r>(row: &'r [u8], span: &Range<usize>) -> Result<&'r str, StoreErr
     std::str::from_utf8(row.get(span.clone()).ok_or_else(cut_short)?).map_err(|_| cut_short())
 }
 
+/// The entry of `series` in a row, its reason unchecked: (value, flag, the reason's range).
+fn locate(row: &[u8], series: u32) -> Result<Option<(f64, u8, Range<usize>)>, StoreError> {
+    let mut at = 0;
+    while at < row.len() {
+        let (s, value, flag, span) = header(row, &mut at)?;
+        if s >= series {
+            return Ok((s == series).then_some((value, flag, span)));
+        }
+    }
+    Ok(None)
+}
+
 /// Append an entry to a row being built (entries go in series order).
-pub(super) fn push(out: &mut Vec<u8>, e: &Entry<'_>) {
+fn push(out: &mut Vec<u8>, e: &Entry<'_>) {
     out.extend_from_slice(&e.series.to_le_bytes());
     out.extend_from_slice(&e.value.to_le_bytes());
     out.push(e.flag);
@@ -126,9 +138,9 @@ pub(super) struct Stored<'t> {
 }
 
 impl Stored<'_> {
-    pub(super) fn reason(&self) -> &str {
-        // Checked to be UTF-8 when the entry was found.
-        std::str::from_utf8(&self.row.value()[self.reason.clone()]).unwrap_or_default()
+    /// The reason, checked here (a read that does not ask for it does not check it).
+    pub(super) fn reason(&self) -> Result<&str, StoreError> {
+        reason_at(self.row.value(), &self.reason)
     }
 }
 
@@ -145,42 +157,23 @@ pub(super) fn series<'t, T: ReadableTable<Key, &'static [u8]>>(
             Ok(kv) => kv,
             Err(e) => return Some(Err(engine(e))),
         };
-        let bytes = v.value();
-        let mut at = 0;
-        while at < bytes.len() {
-            match header(bytes, &mut at) {
-                Ok((series, value, flag, span)) if series == s.series => {
-                    if let Err(e) = reason_at(bytes, &span) {
-                        return Some(Err(e));
-                    }
-                    return Some(Ok(Stored { ms: k.value().1, value, flag, row: v, reason: span }));
-                }
-                Ok((series, ..)) if series > s.series => return None,
-                Ok(_) => {}
-                Err(e) => return Some(Err(e)),
-            }
+        match locate(v.value(), s.series) {
+            Ok(Some((value, flag, reason))) => Some(Ok(Stored { ms: k.value().1, value, flag, row: v, reason })),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
         }
-        None
     }))
 }
 
-/// The reading of series `s` at `ms`, as (value, flag, reason).
+/// The reading of series `s` at `ms`.
 pub(super) fn at<T: ReadableTable<Key, &'static [u8]>>(
     table: &T,
     s: SeriesKey,
     ms: i64,
 ) -> Result<Option<Stored<'_>>, StoreError> {
     let Some(row) = table.get((s.device, ms)).map_err(engine)? else { return Ok(None) };
-    let bytes = row.value();
-    let mut at = 0;
-    while at < bytes.len() {
-        let (series, value, flag, span) = header(bytes, &mut at)?;
-        if series == s.series {
-            reason_at(bytes, &span)?;
-            return Ok(Some(Stored { ms, value, flag, row, reason: span }));
-        }
-    }
-    Ok(None)
+    let found = locate(row.value(), s.series)?;
+    Ok(found.map(|(value, flag, reason)| Stored { ms, value, flag, row, reason }))
 }
 
 /// Bytes of rows a [`DeviceRows`] keeps at most.
@@ -216,16 +209,9 @@ impl<'t, T: ReadableTable<Key, &'static [u8]>> DeviceRows<'t, T> {
     pub(super) fn each(&mut self, series: u32, from: i64, to: i64, mut f: impl FnMut(i64, f64, u8)) -> Result<u64, StoreError> {
         let mut n = 0;
         let mut one = |ms: i64, row: &[u8]| -> Result<(), StoreError> {
-            let mut at = 0;
-            while at < row.len() {
-                let (s, value, flag, _) = header(row, &mut at)?;
-                if s == series {
-                    f(ms, value, flag);
-                    n += 1;
-                }
-                if s >= series {
-                    break;
-                }
+            if let Some((value, flag, _)) = locate(row, series)? {
+                f(ms, value, flag);
+                n += 1;
             }
             Ok(())
         };
@@ -261,28 +247,25 @@ impl<'t, T: ReadableTable<Key, &'static [u8]>> DeviceRows<'t, T> {
     }
 }
 
-/// One reading to store: its row's key, series, and the reading.
+/// One reading to store: its row's key and the entry.
 pub(super) struct ToStore<'b> {
     pub key: Key,
-    pub series: u32,
-    pub value: f64,
-    pub flag: u8,
-    pub reason: &'b str,
+    pub entry: Entry<'b>,
 }
 
 /// Store readings, grouped into their rows in key order (the caller sorts `all` by key and
-/// series; of two readings of one series at one key, the later one in `all` stays). A row
-/// already stored keeps the entries of series the batch does not name. `replaced` hears, for
-/// each reading kept, the (value, flag) it replaced, or `None` for a new one. Returns the rows
-/// written.
+/// series; of two readings of one series at one key, the later one in `all` stays), and
+/// widen each device's series extents once. A row already stored keeps the entries of series
+/// the batch does not name. `replaced` hears, for each reading kept, the (value, flag) it
+/// replaced, or `None` for a new one.
 pub(super) fn write(
-    table: &mut RowsTable<'_>,
+    (table, extents): &mut (RowsTable<'_>, ExtentsTable<'_>),
     all: &[ToStore<'_>],
     mut replaced: impl FnMut(usize, Option<(f64, u8)>),
-) -> Result<usize, StoreError> {
+) -> Result<(), StoreError> {
     let mut row = Vec::with_capacity(128);
     let mut kept: Vec<usize> = Vec::with_capacity(8);
-    let mut rows = 0;
+    let mut seen: Vec<Extent> = Vec::new();
     let mut start = 0;
     while start < all.len() {
         let key = all[start].key;
@@ -293,64 +276,61 @@ pub(super) fn write(
         // The last of each series' readings at this key.
         kept.clear();
         for i in start..end {
-            if i + 1 < end && all[i + 1].series == all[i].series {
+            if i + 1 < end && all[i + 1].entry.series == all[i].entry.series {
                 continue;
             }
             kept.push(i);
+            let (n, ms) = (all[i].entry.series, key.1);
+            match seen.iter_mut().find(|e| e.0 == n) {
+                Some(e) => (e.1, e.2) = (e.1.min(ms), e.2.max(ms)),
+                None => seen.push((n, ms, ms)),
+            }
         }
         row.clear();
         for &i in &kept {
-            let r = &all[i];
-            push(&mut row, &Entry { series: r.series, value: r.value, flag: r.flag, reason: r.reason });
+            push(&mut row, &all[i].entry);
         }
         let old = table.insert(key, row.as_slice()).map_err(engine)?.map(|old| old.value().to_vec());
-        rows += 1;
-        let Some(old) = old else {
-            for &i in &kept {
-                replaced(i, None);
-            }
-            start = end;
-            continue;
-        };
-        // Merge with the stored row: its entries of other series stay.
-        let mut merged = Vec::with_capacity(old.len() + row.len());
-        let mut others = false;
-        let mut new = kept.iter().peekable();
-        for e in entries(&old) {
-            let e = e?;
-            while let Some(&&i) = new.peek() {
-                if all[i].series >= e.series {
-                    break;
+        if let Some(old) = old {
+            // Merge with the stored row: its entries of other series stay.
+            let mut merged = Vec::with_capacity(old.len() + row.len());
+            let mut others = false;
+            let mut new = kept.iter().peekable();
+            for e in entries(&old) {
+                let e = e?;
+                while let Some(&i) = new.next_if(|&&i| all[i].entry.series < e.series) {
+                    replaced(i, None);
+                    push(&mut merged, &all[i].entry);
                 }
-                replaced(i, None);
-                let r = &all[i];
-                push(&mut merged, &Entry { series: r.series, value: r.value, flag: r.flag, reason: r.reason });
-                new.next();
-            }
-            match new.peek() {
-                Some(&&i) if all[i].series == e.series => {
+                if let Some(&i) = new.next_if(|&&i| all[i].entry.series == e.series) {
                     replaced(i, Some((e.value, e.flag)));
-                    let r = &all[i];
-                    push(&mut merged, &Entry { series: r.series, value: r.value, flag: r.flag, reason: r.reason });
-                    new.next();
-                }
-                _ => {
+                    push(&mut merged, &all[i].entry);
+                } else {
                     others = true;
                     push(&mut merged, &e);
                 }
             }
-        }
-        for &i in new {
-            replaced(i, None);
-            let r = &all[i];
-            push(&mut merged, &Entry { series: r.series, value: r.value, flag: r.flag, reason: r.reason });
-        }
-        if others {
-            table.insert(key, merged.as_slice()).map_err(engine)?;
+            for &i in new {
+                replaced(i, None);
+                push(&mut merged, &all[i].entry);
+            }
+            if others {
+                table.insert(key, merged.as_slice()).map_err(engine)?;
+            }
+        } else {
+            for &i in &kept {
+                replaced(i, None);
+            }
         }
         start = end;
+        // A device's last row of the batch: its extents, widened once.
+        if all.get(end).is_none_or(|next| next.key.0 != key.0) {
+            seen.sort_unstable();
+            widen(extents, key.0, &seen)?;
+            seen.clear();
+        }
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// A series' extent: (series, first ms, last ms).
@@ -372,7 +352,7 @@ pub(super) fn extents<T: ReadableTable<u32, &'static [u8]>>(table: &T, device: u
 }
 
 /// Widen a device's series extents to take in `seen` (series, first, last; sorted by series).
-pub(super) fn widen(table: &mut ExtentsTable<'_>, device: u32, seen: &[Extent]) -> Result<(), StoreError> {
+fn widen(table: &mut ExtentsTable<'_>, device: u32, seen: &[Extent]) -> Result<(), StoreError> {
     let mut all = extents(table, device)?;
     let before = all.clone();
     for &(n, first, last) in seen {
@@ -390,16 +370,21 @@ pub(super) fn widen(table: &mut ExtentsTable<'_>, device: u32, seen: &[Extent]) 
     Ok(())
 }
 
-/// Raise the first times of some of a device's series (series, new first; sorted by series)
-/// after retention removed their readings before it.
-pub(super) fn raise_firsts(table: &mut ExtentsTable<'_>, device: u32, firsts: &[(u32, i64)]) -> Result<(), StoreError> {
+/// Raise the first times of some of a device's series (series, new first) after retention
+/// removed their readings before it.
+fn raise_firsts(table: &mut ExtentsTable<'_>, device: u32, firsts: &[(u32, i64)]) -> Result<(), StoreError> {
     let mut all = extents(table, device)?;
+    let mut raised = false;
     for e in &mut all {
-        if let Some(&(_, first)) = firsts.iter().find(|f| f.0 == e.0) {
-            e.1 = e.1.max(first);
+        if let Some(&(_, first)) = firsts.iter().find(|f| f.0 == e.0).filter(|f| f.1 > e.1) {
+            e.1 = first;
+            raised = true;
         }
     }
-    put_extents(table, device, &all)
+    if raised {
+        put_extents(table, device, &all)?;
+    }
+    Ok(())
 }
 
 fn put_extents(table: &mut ExtentsTable<'_>, device: u32, all: &[Extent]) -> Result<(), StoreError> {
@@ -411,6 +396,48 @@ fn put_extents(table: &mut ExtentsTable<'_>, device: u32, all: &[Extent]) -> Res
     }
     table.insert(device, row.as_slice()).map_err(engine)?;
     Ok(())
+}
+
+/// Remove a device's readings older than their series' cutoff (`cuts`: series, cutoff ms)
+/// from its rows at `rows` (ms), a row left empty with them, and raise the first times of the
+/// cut series to their cutoff or `reached`, before which the caller found every such row.
+/// The number of readings removed.
+pub(super) fn expire(
+    (table, extents): &mut (RowsTable<'_>, ExtentsTable<'_>),
+    device: u32,
+    rows: &[i64],
+    cuts: &[(u32, i64)],
+    reached: i64,
+) -> Result<u64, StoreError> {
+    let before = |series: u32| cuts.iter().find(|c| c.0 == series).map(|c| c.1);
+    let mut kept = Vec::new();
+    let mut removed = 0;
+    for &ms in rows {
+        let key = (device, ms);
+        let Some(row) = table.get(key).map_err(engine)?.map(|r| r.value().to_vec()) else { continue };
+        kept.clear();
+        let mut gone = 0;
+        for e in entries(&row) {
+            let e = e?;
+            if before(e.series).is_some_and(|b| ms < b) {
+                gone += 1;
+            } else {
+                push(&mut kept, &e);
+            }
+        }
+        if gone == 0 {
+            continue;
+        }
+        removed += gone;
+        if kept.is_empty() {
+            table.remove(key).map_err(engine)?;
+        } else {
+            table.insert(key, kept.as_slice()).map_err(engine)?;
+        }
+    }
+    let firsts: Vec<(u32, i64)> = cuts.iter().map(|&(n, b)| (n, b.min(reached))).collect();
+    raise_firsts(extents, device, &firsts)?;
+    Ok(removed)
 }
 
 /// Remove every reading of a device and its extents; the number of readings removed.
@@ -453,18 +480,19 @@ mod tests {
         let db = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
         let tx = db.begin_write().unwrap();
         {
-            let (mut table, _) = open(&tx).unwrap();
+            let mut tables = open(&tx).unwrap();
             let mut all = Vec::new();
+            let one = |key, series, value, flag, reason| ToStore { key, entry: Entry { series, value, flag, reason } };
             for ms in 0..20 {
-                all.push(ToStore { key: (4, ms), series: 1, value: ms as f64, flag: 0, reason: "" });
+                all.push(one((4, ms), 1, ms as f64, 0, ""));
                 if ms % 2 == 0 {
-                    all.push(ToStore { key: (4, ms), series: 2, value: -(ms as f64), flag: 1, reason: "r" });
+                    all.push(one((4, ms), 2, -(ms as f64), 1, "r"));
                 }
             }
             // Another device's rows around them stay out.
-            all.push(ToStore { key: (5, 3), series: 1, value: 99.0, flag: 0, reason: "" });
-            all.sort_by_key(|r| (r.key, r.series));
-            write(&mut table, &all, |_, _| {}).unwrap();
+            all.push(one((5, 3), 1, 99.0, 0, ""));
+            all.sort_by_key(|r| (r.key, r.entry.series));
+            write(&mut tables, &all, |_, _| {}).unwrap();
         }
         tx.commit().unwrap();
         let tx = db.begin_read().unwrap();

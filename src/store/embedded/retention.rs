@@ -69,36 +69,9 @@ impl EmbeddedStore {
             let tx = db.begin_write().map_err(engine)?;
             let mut deleted = 0;
             {
-                let (mut table, mut extents) = readings::open(&tx)?;
-                let mut kept = Vec::new();
+                let mut tables = readings::open(&tx)?;
                 for device in &walk.devices {
-                    let before = |series: u32| device.cuts.iter().find(|c| c.0 == series).map(|c| c.1);
-                    for &ms in &device.rows {
-                        let key = (device.device, ms);
-                        let Some(row) = table.get(key).map_err(engine)?.map(|r| r.value().to_vec()) else { continue };
-                        kept.clear();
-                        let mut removed = 0;
-                        for e in readings::entries(&row) {
-                            let e = e?;
-                            if before(e.series).is_some_and(|b| ms < b) {
-                                removed += 1;
-                            } else {
-                                readings::push(&mut kept, &e);
-                            }
-                        }
-                        if removed == 0 {
-                            continue;
-                        }
-                        deleted += removed;
-                        if kept.is_empty() {
-                            table.remove(key).map_err(engine)?;
-                        } else {
-                            table.insert(key, kept.as_slice()).map_err(engine)?;
-                        }
-                    }
-                    // Everything before `reached` older than its cutoff is gone now.
-                    let firsts: Vec<(u32, i64)> = device.cuts.iter().map(|&(n, b)| (n, b.min(device.reached))).collect();
-                    readings::raise_firsts(&mut extents, device.device, &firsts)?;
+                    deleted += readings::expire(&mut tables, device.device, &device.rows, &device.cuts, device.reached)?;
                 }
             }
             tx.commit().map_err(engine)?;

@@ -180,8 +180,8 @@ impl EmbeddedStore {
         // A store from before device windows were stored: build them from its readings, in
         // the transaction that creates their table (an interrupted build runs again at the
         // next start).
-        let tx = db.begin_write().map_err(engine)?;
         if !has_device_windows {
+            let tx = db.begin_write().map_err(engine)?;
             let (_, rows) = rollups::devices::build(&tx, i64::MIN, i64::MAX)?;
             if rows > 0 {
                 tracing::info!(
@@ -189,9 +189,8 @@ impl EmbeddedStore {
                     "device rollup windows built from the stored readings (first start of this version)"
                 );
             }
+            tx.commit().map_err(engine)?;
         }
-        tx.open_table(DEVICE_WINDOWS).map_err(engine)?;
-        tx.commit().map_err(engine)?;
         let pending = Pending::load(&db)?;
         Ok(Self {
             path: dir.join("messnetz.redb"),
@@ -358,13 +357,13 @@ impl EmbeddedStore {
             keyed.sort_unstable();
             let rows: Vec<readings::ToStore<'_>> = keyed
                 .iter()
-                .map(|&(d, ms, n, k)| {
+                .map(|&(d, ms, series, k)| {
                     let r = &batch.readings[k];
-                    readings::ToStore { key: (d, ms), series: n, value: r.value, flag: r.flag.to_byte(), reason: &r.reason }
+                    let entry = readings::Entry { series, value: r.value, flag: r.flag.to_byte(), reason: &r.reason };
+                    readings::ToStore { key: (d, ms), entry }
                 })
                 .collect();
-            let (mut table, mut extents) = readings::open(tx)?;
-            readings::write(&mut table, &rows, |i, old| {
+            readings::write(&mut readings::open(tx)?, &rows, |i, old| {
                 if !self.rollups {
                     return;
                 }
@@ -376,23 +375,6 @@ impl EmbeddedStore {
                 }
                 touched.add(r.device.as_str(), r.time.timestamp_millis());
             })?;
-            // Each device's series extents, widened once a batch.
-            let mut seen: Vec<readings::Extent> = Vec::new();
-            let mut at = 0;
-            while at < keyed.len() {
-                let d = keyed[at].0;
-                seen.clear();
-                while at < keyed.len() && keyed[at].0 == d {
-                    let (_, ms, n, _) = keyed[at];
-                    match seen.iter_mut().find(|e| e.0 == n) {
-                        Some(e) => (e.1, e.2) = (e.1.min(ms), e.2.max(ms)),
-                        None => seen.push((n, ms, ms)),
-                    }
-                    at += 1;
-                }
-                seen.sort_unstable();
-                readings::widen(&mut extents, d, &seen)?;
-            }
             found = std::mem::take(&mut numbering.found);
         }
         let new_districts: Vec<(&str, &str)> = {
@@ -636,7 +618,7 @@ fn to_reading(device: &DeviceId, quantity: Quantity, stored: &readings::Stored<'
         value: stored.value,
         time: millis(stored.ms)?,
         flag: QualityFlag::from_byte(stored.flag),
-        reason: stored.reason().to_owned(),
+        reason: stored.reason()?.to_owned(),
     })
 }
 

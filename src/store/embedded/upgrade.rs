@@ -1,11 +1,11 @@
 //! Moving the readings of a store written before a row per uplink into rows, in steps, when
 //! such a store is opened.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use redb::{Database, ReadableTable, TableHandle};
 
-use super::readings::{self, Extent, ToStore};
+use super::readings::{self, Entry, ToStore};
 use super::series::{Committed, Numbering};
 use super::tables::READINGS_BY_SERIES;
 use crate::store::boundary::{engine, StoreError};
@@ -46,24 +46,12 @@ pub(super) fn rows_per_uplink(db: &Database) -> Result<u64, StoreError> {
                 };
                 // A reading of a series without a name cannot be read back: it stays out.
                 let Some(d) = d else { continue };
-                rows.push(ToStore { key: (d, *ms), series: *n, value: *value, flag: *flag, reason });
+                let entry = Entry { series: *n, value: *value, flag: *flag, reason };
+                rows.push(ToStore { key: (d, *ms), entry });
             }
             drop(numbering);
-            rows.sort_by_key(|r| (r.key, r.series));
-            let mut extents: BTreeMap<u32, Vec<Extent>> = BTreeMap::new();
-            for r in &rows {
-                let of = extents.entry(r.key.0).or_default();
-                match of.iter_mut().find(|e| e.0 == r.series) {
-                    Some(e) => (e.1, e.2) = (e.1.min(r.key.1), e.2.max(r.key.1)),
-                    None => of.push((r.series, r.key.1, r.key.1)),
-                }
-            }
-            let (mut table, mut extent_table) = readings::open(&tx)?;
-            readings::write(&mut table, &rows, |_, _| {})?;
-            for (d, mut of) in extents {
-                of.sort_unstable();
-                readings::widen(&mut extent_table, d, &of)?;
-            }
+            rows.sort_by_key(|r| (r.key, r.entry.series));
+            readings::write(&mut readings::open(&tx)?, &rows, |_, _| {})?;
             taken.len()
         };
         if step == 0 {

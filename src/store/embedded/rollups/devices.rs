@@ -245,26 +245,6 @@ where
     }
 }
 
-/// Add the readings of one series in `[from, to)` to `tens` (10-minute windows, oldest
-/// first), oldest first: into the last window while they fall in it, then into new ones.
-/// Returns the newest reading time added and the number of readings.
-fn fold(
-    readings: &impl ReadableTable<(u32, i64), &'static [u8]>,
-    s: SeriesKey,
-    from: i64,
-    to: i64,
-    tens: &mut Vec<(i64, Window)>,
-) -> Result<(Option<i64>, u64), StoreError> {
-    let (mut newest, mut read) = (None, 0);
-    for entry in readings::series(readings, s, from, to)? {
-        let stored = entry?;
-        add(tens, stored.ms, stored.value, stored.flag);
-        newest = Some(stored.ms);
-        read += 1;
-    }
-    Ok((newest, read))
-}
-
 /// Add a reading at `t` to `tens` (10-minute windows, oldest first; `t` not before the last).
 fn add(tens: &mut Vec<(i64, Window)>, t: i64, value: f64, flag: u8) {
     let start = TEN.window_start(t);
@@ -284,7 +264,10 @@ fn ten_minute_windows(
     to: i64,
 ) -> Result<Vec<(i64, Window)>, StoreError> {
     let mut out = Vec::new();
-    fold(readings, s, from, to, &mut out)?;
+    for entry in readings::series(readings, s, from, to)? {
+        let stored = entry?;
+        add(&mut out, stored.ms, stored.value, stored.flag);
+    }
     Ok(out)
 }
 
