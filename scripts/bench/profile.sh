@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A perf profile of the gateway during one harness run (embedded store unless MODE is set).
 # usage (from the project root): [DELAY=s] [SECS=s] scripts/bench/profile.sh N OUT.data
+# (FREQ=samples a second; CALLGRAPH="--call-graph dwarf" for whole stacks from the release
+# build's debug info)
 # then: perf report -i OUT.data --no-children --sort symbol --stdio -g none
 # PEERS: the harness's folder (default ../shared/bench-peers).
 set -u
@@ -10,13 +12,14 @@ log=$(mktemp)
 ( MODE=${MODE:-embedded} bash "$PEERS/run-messnetz.sh" "$N" > "$log" 2>&1 ) &
 harness=$!
 gw=""
-for _ in $(seq 1 100); do gw=$(pgrep -f "^$BIN" -n) && break; sleep 0.1; done
+# Generating a million uplinks takes the harness a while before the gateway starts.
+for _ in $(seq 1 1200); do gw=$(pgrep -f "^$BIN" -n) && break; sleep 0.1; done
 # From the first acknowledgement (the burst has begun), after DELAY seconds, for SECS seconds.
 for _ in $(seq 1 200); do
   curl -s http://127.0.0.1:18080/metrics | awk '$1=="messnetz_messages_acked_total" && $2>0 {f=1} END {exit !f}' && break
   sleep 0.05
 done
 sleep "${DELAY:-0}"
-[ -n "$gw" ] && perf record -F 1999 -g -p "$gw" -o "$OUT" -- sleep "${SECS:-4}" 2>/dev/null
+[ -n "$gw" ] && perf record -F ${FREQ:-1999} ${CALLGRAPH:--g} -p "$gw" -o "$OUT" -- sleep "${SECS:-4}" 2>/dev/null
 wait "$harness"
 cat "$log"; rm -f "$log"

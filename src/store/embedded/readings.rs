@@ -9,8 +9,12 @@
 //! each series are kept in [`EXTENTS`] so that no read walks a device's whole history.
 //!
 //! A row is a run of entries in series order: series number (u32), value (f64), flag (u8),
-//! the reason's length (LEB128) and the reason's UTF-8 bytes, integers little-endian. An
-//! extents row is a run of (series number u32, first ms i64, last ms i64), in series order.
+//! the reason's length (LEB128) and the reason's UTF-8 bytes, integers little-endian. A
+//! reason an earlier entry of the row wrote is not written again: the flag byte has
+//! [`SAME_REASON`] set and the earlier bytes' offset in the row and length follow (LEB128).
+//! An uplink stored at its reception time gives every reading the same explanation, some
+//! 130 bytes; written six times it made such rows five times larger. An extents row is a run
+//! of (series number u32, first ms i64, last ms i64), in series order.
 
 use std::ops::Range;
 
@@ -44,6 +48,9 @@ pub(super) struct Entry<'r> {
     pub reason: &'r str,
 }
 
+/// Set in an entry's flag byte: its reason is bytes an earlier entry of the row wrote.
+const SAME_REASON: u8 = 0x80;
+
 fn cut_short() -> StoreError {
     StoreError::Corrupt("a readings row is cut short or its reason is not UTF-8".into())
 }
@@ -55,43 +62,66 @@ pub(super) fn entries(row: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, Stor
         if at >= row.len() {
             return None;
         }
-        let entry = next(row, &mut at);
+        let entry = header(row, &mut at)
+            .and_then(|(series, value, flag, span)| Ok(Entry { series, value, flag, reason: reason_at(row, &span)? }));
         if entry.is_err() {
             at = row.len();
         }
-        Some(entry.map(|(e, _)| e))
+        Some(entry)
     })
-}
-
-/// The entry at `*at`, moving `*at` past it; with the reason's byte range in the row.
-fn next<'r>(row: &'r [u8], at: &mut usize) -> Result<(Entry<'r>, Range<usize>), StoreError> {
-    let (series, value, flag, span) = header(row, at)?;
-    Ok((Entry { series, value, flag, reason: reason_at(row, &span)? }, span))
 }
 
 /// The entry at `*at` without its reason checked, moving `*at` past it: (series, value,
 /// flag, the reason's byte range). A series read checks only the reasons it returns.
 fn header(row: &[u8], at: &mut usize) -> Result<(u32, f64, u8, Range<usize>), StoreError> {
-    let fixed = row.get(*at..*at + 13).ok_or_else(cut_short)?;
+    let start = *at;
+    let fixed = row.get(start..start + 13).ok_or_else(cut_short)?;
     let series = u32::from_le_bytes(fixed[0..4].try_into().unwrap_or_default());
     let value = f64::from_le_bytes(fixed[4..12].try_into().unwrap_or_default());
     let flag = fixed[12];
     *at += 13;
-    let mut len = 0usize;
-    for shift in (0..35).step_by(7) {
-        let b = *row.get(*at).ok_or_else(cut_short)?;
-        *at += 1;
-        len |= usize::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            break;
+    if flag & SAME_REASON != 0 {
+        let from = leb128(row, at)?;
+        let span = from..from.checked_add(leb128(row, at)?).ok_or_else(cut_short)?;
+        // Only bytes of an earlier entry.
+        if span.is_empty() || span.end > start {
+            return Err(cut_short());
         }
+        return Ok((series, value, flag & !SAME_REASON, span));
     }
+    let len = leb128(row, at)?;
     let span = *at..at.checked_add(len).ok_or_else(cut_short)?;
     if span.end > row.len() {
         return Err(cut_short());
     }
     *at = span.end;
     Ok((series, value, flag, span))
+}
+
+/// The unsigned LEB128 number at `*at`, moving `*at` past it.
+fn leb128(row: &[u8], at: &mut usize) -> Result<usize, StoreError> {
+    let mut n = 0usize;
+    for shift in (0..35).step_by(7) {
+        let b = *row.get(*at).ok_or_else(cut_short)?;
+        *at += 1;
+        n |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(n);
+        }
+    }
+    Err(cut_short())
+}
+
+fn push_leb128(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
 }
 
 fn reason_at<'r>(row: &'r [u8], span: &Range<usize>) -> Result<&'r str, StoreError> {
@@ -110,22 +140,41 @@ fn locate(row: &[u8], series: u32) -> Result<Option<(f64, u8, Range<usize>)>, St
     Ok(None)
 }
 
-/// Append an entry to a row being built (entries go in series order).
-fn push(out: &mut Vec<u8>, e: &Entry<'_>) {
-    out.extend_from_slice(&e.series.to_le_bytes());
-    out.extend_from_slice(&e.value.to_le_bytes());
-    out.push(e.flag);
-    let mut len = e.reason.len();
-    loop {
-        let b = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
+/// A row being built, entries in series order.
+#[derive(Default)]
+struct Packed {
+    bytes: Vec<u8>,
+    /// The reasons written out so far, as ranges of `bytes`.
+    reasons: Vec<Range<usize>>,
+}
+
+impl Packed {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.reasons.clear();
     }
-    out.extend_from_slice(e.reason.as_bytes());
+
+    /// Append an entry.
+    fn push(&mut self, e: &Entry<'_>) {
+        let out = &mut self.bytes;
+        out.extend_from_slice(&e.series.to_le_bytes());
+        out.extend_from_slice(&e.value.to_le_bytes());
+        let reason = e.reason.as_bytes();
+        if !reason.is_empty() {
+            if let Some(earlier) = self.reasons.iter().find(|r| out[(*r).clone()] == *reason) {
+                out.push(e.flag | SAME_REASON);
+                push_leb128(out, earlier.start);
+                push_leb128(out, earlier.len());
+                return;
+            }
+        }
+        out.push(e.flag);
+        push_leb128(out, reason.len());
+        out.extend_from_slice(reason);
+        if !reason.is_empty() {
+            self.reasons.push(out.len() - reason.len()..out.len());
+        }
+    }
 }
 
 /// A reading of one series as a series read returns it: its row stays borrowed.
@@ -263,7 +312,7 @@ pub(super) fn write(
     all: &[ToStore<'_>],
     mut replaced: impl FnMut(usize, Option<(f64, u8)>),
 ) -> Result<(), StoreError> {
-    let mut row = Vec::with_capacity(128);
+    let mut row = Packed { bytes: Vec::with_capacity(128), ..Default::default() };
     let mut kept: Vec<usize> = Vec::with_capacity(8);
     let mut seen: Vec<Extent> = Vec::new();
     let mut start = 0;
@@ -288,34 +337,34 @@ pub(super) fn write(
         }
         row.clear();
         for &i in &kept {
-            push(&mut row, &all[i].entry);
+            row.push(&all[i].entry);
         }
-        let old = table.insert(key, row.as_slice()).map_err(engine)?.map(|old| old.value().to_vec());
+        let old = table.insert(key, row.bytes.as_slice()).map_err(engine)?.map(|old| old.value().to_vec());
         if let Some(old) = old {
             // Merge with the stored row: its entries of other series stay.
-            let mut merged = Vec::with_capacity(old.len() + row.len());
+            let mut merged = Packed { bytes: Vec::with_capacity(old.len() + row.bytes.len()), ..Default::default() };
             let mut others = false;
             let mut new = kept.iter().peekable();
             for e in entries(&old) {
                 let e = e?;
                 while let Some(&i) = new.next_if(|&&i| all[i].entry.series < e.series) {
                     replaced(i, None);
-                    push(&mut merged, &all[i].entry);
+                    merged.push(&all[i].entry);
                 }
                 if let Some(&i) = new.next_if(|&&i| all[i].entry.series == e.series) {
                     replaced(i, Some((e.value, e.flag)));
-                    push(&mut merged, &all[i].entry);
+                    merged.push(&all[i].entry);
                 } else {
                     others = true;
-                    push(&mut merged, &e);
+                    merged.push(&e);
                 }
             }
             for &i in new {
                 replaced(i, None);
-                push(&mut merged, &all[i].entry);
+                merged.push(&all[i].entry);
             }
             if others {
-                table.insert(key, merged.as_slice()).map_err(engine)?;
+                table.insert(key, merged.bytes.as_slice()).map_err(engine)?;
             }
         } else {
             for &i in &kept {
@@ -410,7 +459,7 @@ pub(super) fn expire(
     reached: i64,
 ) -> Result<u64, StoreError> {
     let before = |series: u32| cuts.iter().find(|c| c.0 == series).map(|c| c.1);
-    let mut kept = Vec::new();
+    let mut kept = Packed::default();
     let mut removed = 0;
     for &ms in rows {
         let key = (device, ms);
@@ -422,17 +471,17 @@ pub(super) fn expire(
             if before(e.series).is_some_and(|b| ms < b) {
                 gone += 1;
             } else {
-                push(&mut kept, &e);
+                kept.push(&e);
             }
         }
         if gone == 0 {
             continue;
         }
         removed += gone;
-        if kept.is_empty() {
+        if kept.bytes.is_empty() {
             table.remove(key).map_err(engine)?;
         } else {
-            table.insert(key, kept.as_slice()).map_err(engine)?;
+            table.insert(key, kept.bytes.as_slice()).map_err(engine)?;
         }
     }
     let firsts: Vec<(u32, i64)> = cuts.iter().map(|&(n, b)| (n, b.min(reached))).collect();
@@ -515,27 +564,79 @@ mod tests {
     #[test]
     fn a_row_reads_back_what_was_packed_and_a_cut_row_is_an_error_not_a_panic() {
         let long = "x".repeat(300);
+        let stuck = "stuck: unchanged for 29.8 h";
         let put = [
             Entry { series: 1, value: 21.5, flag: 0, reason: "" },
-            Entry { series: 7, value: -3.25, flag: 2, reason: "stuck: unchanged for 29.8 h" },
+            Entry { series: 3, value: -3.25, flag: 2, reason: stuck },
+            Entry { series: 5, value: 7.0, flag: 1, reason: stuck },
+            Entry { series: 7, value: 1.0, flag: 0, reason: "" },
+            Entry { series: 8, value: 2.0, flag: 0, reason: "" },
             Entry { series: 9, value: f64::NAN, flag: 1, reason: &long },
+            Entry { series: 10, value: 3.0, flag: 2, reason: &long },
+            Entry { series: 12, value: 4.0, flag: 1, reason: stuck },
         ];
-        let mut row = Vec::new();
+        let mut row = Packed::default();
         let mut ends = Vec::new();
         for e in &put {
-            push(&mut row, e);
-            ends.push(row.len());
+            row.push(e);
+            ends.push(row.bytes.len());
         }
+        let row = row.bytes;
+        // Each reason is written once (a length byte for each of the three empty ones and the
+        // first `stuck`, two for `long`); series 5 and 12 refer back to `stuck` (offset and
+        // length, a byte each), series 10 to `long` (offset 113 in a byte, length 300 in two).
+        assert_eq!(row.len(), 8 * 13 + 4 + stuck.len() + 2 + long.len() + 2 + 3 + 2);
         let back: Vec<Entry> = entries(&row).collect::<Result<_, _>>().unwrap();
-        assert_eq!(back[..2], put[..2]);
-        assert!(back[2].value.is_nan() && back[2].reason == long);
+        assert_eq!(back.len(), put.len());
+        for (b, p) in back.iter().zip(&put) {
+            assert!(b.series == p.series && b.flag == p.flag && b.reason == p.reason, "{b:?} read back as put: {p:?}");
+            assert!(b.value == p.value || (b.value.is_nan() && p.value.is_nan()));
+        }
+        for (i, p) in put.iter().enumerate() {
+            let (value, flag, reason) = locate(&row, p.series).unwrap().unwrap();
+            assert_eq!((flag, reason_at(&row, &reason).unwrap()), (p.flag, p.reason), "entry {i} located");
+            assert!(value == p.value || value.is_nan());
+        }
+        assert_eq!(locate(&row, 4).unwrap(), None);
         for cut in (1..row.len()).filter(|c| !ends.contains(c)) {
             assert!(entries(&row[..cut]).any(|e| e.is_err()), "a row cut at {cut} reads as an error");
         }
-        let mut bad = Vec::new();
-        push(&mut bad, &Entry { series: 1, value: 0.0, flag: 0, reason: "ab" });
+        let mut bad = Packed::default();
+        bad.push(&Entry { series: 1, value: 0.0, flag: 0, reason: "ab" });
+        let mut bad = bad.bytes;
         let n = bad.len();
         bad[n - 1] = 0xff;
         assert!(entries(&bad).next().unwrap().is_err(), "a reason that is not UTF-8");
+        // A reason referring to bytes not before its entry is an error.
+        let mut ahead = row[..13].to_vec();
+        ahead[12] = SAME_REASON | 1;
+        ahead.extend_from_slice(&[0, 5, b'a', b'b', b'c', b'd', b'e']);
+        assert!(entries(&ahead).next().unwrap().is_err());
+        assert!(locate(&ahead, 1).is_err());
+    }
+
+    #[test]
+    fn a_row_merged_with_a_batch_keeps_the_reasons_its_other_entries_shared() {
+        let db = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let one = |series, value, reason| ToStore { key: (1, 0), entry: Entry { series, value, flag: 1, reason } };
+        let why = "measurement time 2026-12-09T00:00:00Z is 9000 min after its reception";
+        // Besides the reason once: its length, then two references to it (offset and length, a
+        // byte each); after the merge, an empty reason's length, the reason's, one reference.
+        for (batch, lengths) in [(vec![one(1, 1.0, why), one(2, 2.0, why), one(3, 3.0, why)], 5), (vec![one(1, 10.0, "")], 4)] {
+            let tx = db.begin_write().unwrap();
+            write(&mut open(&tx).unwrap(), &batch, |_, _| {}).unwrap();
+            tx.commit().unwrap();
+            let tx = db.begin_read().unwrap();
+            let table = tx.open_table(READINGS).unwrap();
+            // Written once, also after the merge took the entry that wrote it.
+            assert_eq!(table.get((1, 0)).unwrap().unwrap().value().len(), 3 * 13 + lengths + why.len());
+            let read = |series| {
+                let s = at(&table, SeriesKey { device: 1, series }, 0).unwrap().unwrap();
+                (s.value, s.reason().unwrap().to_owned())
+            };
+            assert_eq!(read(2), (2.0, why.to_owned()));
+            assert_eq!(read(3), (3.0, why.to_owned()));
+            assert_eq!(read(1), (batch[0].entry.value, batch[0].entry.reason.to_owned()));
+        }
     }
 }
