@@ -42,19 +42,39 @@ const TEN: Interval = Interval::TenMinutes;
 type WindowsTable<'t> = redb::Table<'t, (&'static str, &'static str, i64), &'static [u8]>;
 
 /// Per series hour whose block a flush of this process stored: the newest reading time
-/// (any flag) folded into it. A later flush whose rows touched that hour only after this
-/// time folds the new readings into the stored block instead of reading the whole hour
-/// again: added oldest first to the same windows, they give the bits a recompute gives.
+/// (any flag) folded into it, and checkpoints in its dense ten-minute windows. A later flush
+/// whose rows touched that hour only after the newest folds the new readings into the stored
+/// block instead of reading the whole hour again: added oldest first to the same windows,
+/// they give the bits a recompute gives. One whose rows touched it earlier, inside a window
+/// with a checkpoint before that time, goes on from the checkpoint the same way.
 /// Only in memory: after a start, a reopen or a rebuild every hour is recomputed once.
 #[derive(Debug, Default)]
-pub(in crate::store::embedded) struct Folded(Mutex<HashMap<(String, &'static str, i64), i64>>);
+pub(in crate::store::embedded) struct Folded(Mutex<HashMap<(String, &'static str, i64), Fold>>);
+
+/// What a flush folded into one series hour's stored block.
+#[derive(Debug, Clone, Default)]
+struct Fold {
+    /// The newest reading's time.
+    newest: i64,
+    /// (t, w): the ten-minute window holding `t` as folded from its readings up to and
+    /// including `t`, oldest first; one every [`CHECKPOINT_EVERY`] readings of a window.
+    checkpoints: Vec<(i64, Window)>,
+}
 
 /// Series hours remembered in [`Folded`] at most; beyond, all are forgotten.
 const FOLDED_MAX: usize = 200_000;
 
+/// Readings of a ten-minute window between two checkpoints. A window that dense is a burst
+/// stored at reception times a millisecond apart (up to 600,000 readings); readings measured
+/// ahead of them, among them in time, made every flush read the window again from its start.
+const CHECKPOINT_EVERY: u64 = 2048;
+
+/// Checkpoints kept per series hour at most (a whole hour of a reading a millisecond).
+const CHECKPOINTS_MAX: usize = 2048;
+
 impl Folded {
-    fn get(&self, device: &str, quantity: &'static str, hour: i64) -> Option<i64> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&(device.to_owned(), quantity, hour)).copied()
+    fn get(&self, device: &str, quantity: &'static str, hour: i64) -> Option<Fold> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&(device.to_owned(), quantity, hour)).cloned()
     }
 
     fn set(&self, marks: Vec<Mark>) {
@@ -62,9 +82,9 @@ impl Folded {
         if folded.len() + marks.len() > FOLDED_MAX {
             folded.clear();
         }
-        for (key, newest) in marks {
-            match newest {
-                Some(t) => folded.insert(key, t),
+        for (key, fold) in marks {
+            match fold {
+                Some(f) => folded.insert(key, f),
                 None => folded.remove(&key),
             };
         }
@@ -76,8 +96,8 @@ impl Folded {
     }
 }
 
-/// A series hour's newest reading time folded into its stored block (`None`: no block).
-type Mark = ((String, &'static str, i64), Option<i64>);
+/// What a flush folded into a series hour's stored block (`None`: no block).
+type Mark = ((String, &'static str, i64), Option<Fold>);
 
 /// What one flush did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -208,20 +228,46 @@ where
             }
             for (&hour, &earliest) in hours.range(day..end) {
                 let mark = folded.get(self.device, self.quantity, hour);
-                let (mut tens, from, mut newest) = match (mark, blocks.get(&hour)) {
-                    (Some(mark), Some(block)) if earliest > mark => (decode_block(hour, block)?, mark + 1, Some(mark)),
-                    (_, Some(block)) if earliest > hour => {
+                let (mut tens, from, mut newest, mut checkpoints) = match (mark, blocks.get(&hour)) {
+                    (Some(mark), Some(block)) if earliest > mark.newest => {
+                        (decode_block(hour, block)?, mark.newest + 1, Some(mark.newest), mark.checkpoints)
+                    }
+                    (mark, Some(block)) if earliest > hour => {
                         let from = TEN.window_start(earliest);
                         let mut tens = decode_block(hour, block)?;
                         tens.retain(|(start, _)| *start < from);
-                        // The newest reading is at or after `from` (or unknown: no mark).
-                        (tens, from, None)
+                        // Nothing up to a checkpoint before `earliest` changed: go on from the
+                        // last one in the touched window, if any.
+                        let mut checkpoints = mark.map(|m| m.checkpoints).unwrap_or_default();
+                        checkpoints.retain(|(t, _)| *t < earliest);
+                        match checkpoints.last() {
+                            Some(&(t, w)) if TEN.window_start(t) == from => {
+                                tens.push((from, w));
+                                (tens, t + 1, None, checkpoints)
+                            }
+                            _ => {
+                                checkpoints.retain(|(t, _)| *t < from);
+                                (tens, from, None, checkpoints)
+                            }
+                        }
                     }
-                    _ => (Vec::new(), hour, None),
+                    _ => (Vec::new(), hour, None, Vec::new()),
                 };
                 let mut last = None;
+                // Readings added to the last window since its start or its last checkpoint.
+                let mut since = 0;
                 let n = rows.each(self.n, from, hour + hour_ms, |t, value, flag| {
+                    if tens.last().is_none_or(|(s, _)| *s != TEN.window_start(t)) {
+                        since = 0;
+                    }
                     add(&mut tens, t, value, flag);
+                    since += 1;
+                    if since == CHECKPOINT_EVERY && checkpoints.len() < CHECKPOINTS_MAX {
+                        since = 0;
+                        if let Some(&(_, w)) = tens.last() {
+                            checkpoints.push((t, w));
+                        }
+                    }
                     last = Some(t);
                 })?;
                 read += n;
@@ -233,7 +279,8 @@ where
                 } else {
                     blocks.insert(hour, encode_block(&tens));
                 }
-                marks.push(((self.device.to_owned(), self.quantity, hour), newest));
+                let fold = newest.map(|newest| Fold { newest, checkpoints });
+                marks.push(((self.device.to_owned(), self.quantity, hour), fold));
             }
             let value = if blocks.is_empty() { None } else { Some(encode_day(day, &blocks)?) };
             // A quantity the device did not send in these hours leaves its rows as they are.
@@ -779,6 +826,36 @@ mod tests {
         store.rebuild_rollups(at(0), at(T0 * 2), &|_| None).unwrap();
         assert_eq!(all(&store), flushed, "windows read again from the touched one have a rebuild's bits");
         assert_eq!(store.flush_windows().unwrap().readings, 0);
+    }
+
+    #[test]
+    fn a_burst_among_readings_measured_ahead_is_folded_on_from_checkpoints_with_a_rebuilds_bits() {
+        // A burst stored a millisecond apart in a ten-minute window that also holds readings
+        // measured ahead of it (a second apart, later in the window): each batch of the
+        // burst is earlier than the newest folded reading.
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let at_ms = |ms: i64, value: f64| {
+            let mut r = reading("dev-a", 0, value, QualityFlag::Good);
+            r.time = at(T0 + ms);
+            r
+        };
+        const BATCH: i64 = 3000;
+        const AHEAD: i64 = 200;
+        for k in 0..8 {
+            let mut batch: Vec<Reading> = (0..BATCH).map(|i| at_ms(k * BATCH + i, ((k * BATCH + i) as f64 * 0.37).sin())).collect();
+            if k == 0 {
+                batch.extend((0..AHEAD).map(|j| at_ms(60_000 + j * 1000, j as f64 / 7.0)));
+            }
+            write(&store, batch);
+            let read = store.flush_windows().unwrap().readings;
+            // Without checkpoints a flush read the window from its start: all of the burst so far.
+            let bound = if k == 0 { BATCH + AHEAD } else { BATCH + CHECKPOINT_EVERY as i64 + AHEAD };
+            assert!(read as i64 <= bound, "flush {k} read {read} readings (at most {bound})");
+        }
+        let flushed = all(&store);
+        store.rebuild_rollups(at(0), at(T0 * 2), &|_| None).unwrap();
+        assert_eq!(all(&store), flushed, "folded on from checkpoints, the windows have a rebuild's bits");
     }
 
     #[test]
