@@ -225,75 +225,25 @@ pub(super) fn at<T: ReadableTable<Key, &'static [u8]>>(
     Ok(found.map(|(value, flag, reason)| Stored { ms, value, flag, row, reason }))
 }
 
-/// Bytes of rows a [`DeviceRows`] keeps at most.
-const ROWS_KEPT: usize = 8 << 20;
-
-/// One device's rows as a flush folds its quantities one after the other: the rows of a
-/// range read for one quantity are kept (up to [`ROWS_KEPT`] bytes) and serve the next ones,
-/// since every row holds all of them. Without it each quantity read the device's rows again:
-/// six times the pages of a row per reading for the same windows.
-pub(super) struct DeviceRows<'t, T> {
-    table: &'t T,
+/// Call `f(ms, series, value, flag)` for each reading of `device` with `from <= ms < to`,
+/// oldest first, in series order within a row (reasons unchecked).
+pub(super) fn each_entry<T: ReadableTable<Key, &'static [u8]>>(
+    table: &T,
     device: u32,
-    /// Range end → the rows read up to it.
-    kept: std::collections::HashMap<i64, Kept>,
-    size: usize,
-}
-
-/// Rows of one device read from `from` up to a range end: (ms, the row's bytes' range).
-#[derive(Default)]
-struct Kept {
     from: i64,
-    bytes: Vec<u8>,
-    rows: Vec<(i64, Range<usize>)>,
-}
-
-impl<'t, T: ReadableTable<Key, &'static [u8]>> DeviceRows<'t, T> {
-    pub(super) fn new(table: &'t T, device: u32) -> Self {
-        Self { table, device, kept: Default::default(), size: 0 }
+    to: i64,
+    mut f: impl FnMut(i64, u32, f64, u8),
+) -> Result<(), StoreError> {
+    for row in table.range((device, from)..(device, to.max(from))).map_err(engine)? {
+        let (k, v) = row.map_err(engine)?;
+        let (ms, row) = (k.value().1, v.value());
+        let mut at = 0;
+        while at < row.len() {
+            let (series, value, flag, _) = header(row, &mut at)?;
+            f(ms, series, value, flag);
+        }
     }
-
-    /// Call `f(ms, value, flag)` for each reading of `series` with `from <= ms < to`, oldest
-    /// first; the number of readings.
-    pub(super) fn each(&mut self, series: u32, from: i64, to: i64, mut f: impl FnMut(i64, f64, u8)) -> Result<u64, StoreError> {
-        let mut n = 0;
-        let mut one = |ms: i64, row: &[u8]| -> Result<(), StoreError> {
-            if let Some((value, flag, _)) = locate(row, series)? {
-                f(ms, value, flag);
-                n += 1;
-            }
-            Ok(())
-        };
-        if let Some(kept) = self.kept.get(&to).filter(|k| k.from <= from) {
-            let first = kept.rows.partition_point(|(ms, _)| *ms < from);
-            for (ms, span) in &kept.rows[first..] {
-                one(*ms, &kept.bytes[span.clone()])?;
-            }
-            return Ok(n);
-        }
-        let mut kept = Some(Kept { from, ..Default::default() });
-        for row in self.table.range((self.device, from)..(self.device, to.max(from))).map_err(engine)? {
-            let (k, v) = row.map_err(engine)?;
-            let (ms, bytes) = (k.value().1, v.value());
-            if let Some(keep) = &mut kept {
-                if self.size + keep.bytes.len() + bytes.len() > ROWS_KEPT {
-                    kept = None;
-                } else {
-                    let start = keep.bytes.len();
-                    keep.bytes.extend_from_slice(bytes);
-                    keep.rows.push((ms, start..keep.bytes.len()));
-                }
-            }
-            one(ms, bytes)?;
-        }
-        if let Some(keep) = kept {
-            self.size += keep.bytes.len();
-            if let Some(old) = self.kept.insert(to, keep) {
-                self.size -= old.bytes.len();
-            }
-        }
-        Ok(n)
-    }
+    Ok(())
 }
 
 /// One reading to store: its row's key and the entry.
@@ -525,7 +475,7 @@ mod tests {
     use redb::ReadableDatabase;
 
     #[test]
-    fn device_rows_kept_for_one_quantity_give_the_next_only_its_own_readings_in_its_range() {
+    fn each_entry_gives_a_devices_readings_of_every_series_in_its_range_only() {
         let db = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
         let tx = db.begin_write().unwrap();
         {
@@ -533,12 +483,13 @@ mod tests {
             let mut all = Vec::new();
             let one = |key, series, value, flag, reason| ToStore { key, entry: Entry { series, value, flag, reason } };
             for ms in 0..20 {
-                all.push(one((4, ms), 1, ms as f64, 0, ""));
+                all.push(one((4, ms), 1, ms as f64, 0, "why"));
                 if ms % 2 == 0 {
-                    all.push(one((4, ms), 2, -(ms as f64), 1, "r"));
+                    all.push(one((4, ms), 2, -(ms as f64), 1, "why"));
                 }
             }
             // Another device's rows around them stay out.
+            all.push(one((3, 7), 1, 99.0, 0, ""));
             all.push(one((5, 3), 1, 99.0, 0, ""));
             all.sort_by_key(|r| (r.key, r.entry.series));
             write(&mut tables, &all, |_, _| {}).unwrap();
@@ -546,19 +497,17 @@ mod tests {
         tx.commit().unwrap();
         let tx = db.begin_read().unwrap();
         let table = tx.open_table(READINGS).unwrap();
-        let mut rows = DeviceRows::new(&table, 4);
-        let got = |rows: &mut DeviceRows<_>, series, from, to| {
-            let mut out = Vec::new();
-            let n = rows.each(series, from, to, |ms, value, flag| out.push((ms, value, flag))).unwrap();
-            assert_eq!(n as usize, out.len());
-            out
-        };
-        assert_eq!(got(&mut rows, 1, 5, 20).len(), 15);
-        // Served from the kept rows: only series 2, only from 8 on.
-        assert_eq!(got(&mut rows, 2, 8, 20), (8..20).step_by(2).map(|ms| (ms, -(ms as f64), 1)).collect::<Vec<_>>());
-        // Earlier than what is kept: read again.
-        assert_eq!(got(&mut rows, 1, 0, 20), (0..20).map(|ms| (ms, ms as f64, 0)).collect::<Vec<_>>());
-        assert_eq!(got(&mut rows, 2, 0, 10).len(), 5);
+        let mut got = Vec::new();
+        each_entry(&table, 4, 5, 11, |ms, series, value, flag| got.push((ms, series, value, flag))).unwrap();
+        let mut want = Vec::new();
+        for ms in 5..11 {
+            want.push((ms, 1, ms as f64, 0));
+            if ms % 2 == 0 {
+                want.push((ms, 2, -(ms as f64), 1));
+            }
+        }
+        assert_eq!(got, want);
+        each_entry(&table, 4, 11, 5, |_, _, _, _| panic!("an empty range")).unwrap();
     }
 
     #[test]

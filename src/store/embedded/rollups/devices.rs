@@ -150,12 +150,10 @@ pub(in crate::store::embedded) fn flush(
         let stored = read.open_table(DEVICE_WINDOWS).map_err(engine)?;
         for (device, hours) in &dirty {
             let hours: BTreeMap<i64, i64> = hours.iter().map(|&h| (h, pending.earliest_touched(&seqs, device, h))).collect();
-            let Some(d) = series::device(&numbers, device)? else { continue };
-            let mut rows = readings::DeviceRows::new(&readings, d);
-            for (quantity, n) in series::of_device(&numbers, device)? {
-                let series = Series { n, stored: &stored, device, quantity: quantity.name() };
-                read_readings += series.changes(&mut rows, &hours, folded, &mut changes, &mut marks)?;
-            }
+            let Some(number) = series::device(&numbers, device)? else { continue };
+            let series = series::of_device(&numbers, device)?.into_iter().map(|(q, n)| (n, q.name())).collect();
+            let device = Device { number, name: device, series, stored: &stored };
+            read_readings += device.changes(&readings, &hours, folded, &mut changes, &mut marks)?;
         }
     }
     drop(journal);
@@ -184,31 +182,27 @@ pub(in crate::store::embedded) fn flush(
 /// A day row to write (`Some`) or remove (`None`): (device, quantity, day start).
 type Change = ((String, &'static str, i64), Option<Vec<u8>>);
 
-/// One series' tables, as a flush reads them.
-struct Series<'a, S> {
-    n: u32,
+/// One device's series and stored windows, as a flush reads them.
+struct Device<'a, S> {
+    number: u32,
+    name: &'a str,
+    /// (series number, quantity name).
+    series: Vec<(u32, &'static str)>,
     stored: &'a S,
-    device: &'a str,
-    quantity: &'static str,
 }
 
-impl<S> Series<'_, S>
+impl<S> Device<'_, S>
 where
     S: ReadableTable<(&'static str, &'static str, i64), &'static [u8]>,
 {
     /// New hour blocks for `hours` (hour start -> earliest time the flush's rows touched in
-    /// it), written into the day rows that hold them, the days' other hours kept as stored.
-    /// When every reading its rows touched is newer than all [`Folded`] into its stored block,
-    /// those are added to the block's last ten-minute window and after it. Otherwise the
-    /// hour's ten-minute windows from the one holding the earliest touched time are
-    /// recomputed from their readings, the block's earlier windows kept: nothing before that
-    /// time changed since the block was stored (a journal row this process did not note
-    /// gives the hour's start). That spares most of a busy hour: one device's burst stored at
-    /// reception times, a millisecond apart, puts up to 600,000 readings of a series in a
-    /// ten-minute window. Returns the readings read.
+    /// it), written into each series' day rows that hold them, the days' other hours kept as
+    /// stored. An hour's rows are read once for all the device's series (each row holds an
+    /// uplink's readings of all of them), from the earliest time one of them needs
+    /// ([`Folding::start`]). Returns the readings folded.
     fn changes<R: ReadableTable<(u32, i64), &'static [u8]>>(
         &self,
-        rows: &mut readings::DeviceRows<'_, R>,
+        rows: &R,
         hours: &BTreeMap<i64, i64>,
         folded: &Folded,
         out: &mut Vec<Change>,
@@ -219,76 +213,121 @@ where
         let days: BTreeSet<i64> = hours.keys().map(|h| Interval::Day.window_start(*h)).collect();
         for day in days {
             let end = day + Interval::Day.millis();
-            let mut blocks: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
-            let old = self.stored.get((self.device, self.quantity, day)).map_err(engine)?.map(|row| row.value().to_vec());
-            if let Some(row) = &old {
-                for (hour, block) in decode_day(day, row)?.1 {
-                    blocks.insert(hour, block.to_vec());
+            // Per series: its stored day row, and its hour blocks as they become.
+            let mut rows_of_day = Vec::with_capacity(self.series.len());
+            for &(_, quantity) in &self.series {
+                let old = self.stored.get((self.name, quantity, day)).map_err(engine)?.map(|row| row.value().to_vec());
+                let mut blocks: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+                if let Some(row) = &old {
+                    for (hour, block) in decode_day(day, row)?.1 {
+                        blocks.insert(hour, block.to_vec());
+                    }
                 }
+                rows_of_day.push((old, blocks));
             }
             for (&hour, &earliest) in hours.range(day..end) {
-                let mark = folded.get(self.device, self.quantity, hour);
-                let (mut tens, from, mut newest, mut checkpoints) = match (mark, blocks.get(&hour)) {
-                    (Some(mark), Some(block)) if earliest > mark.newest => {
-                        (decode_block(hour, block)?, mark.newest + 1, Some(mark.newest), mark.checkpoints)
+                let mut folds = Vec::with_capacity(self.series.len());
+                for (&(_, quantity), (_, blocks)) in self.series.iter().zip(&rows_of_day) {
+                    folds.push(Folding::start(folded.get(self.name, quantity, hour), blocks.get(&hour), hour, earliest)?);
+                }
+                let from = folds.iter().map(|f| f.from).min().unwrap_or(hour);
+                readings::each_entry(rows, self.number, from, hour + hour_ms, |t, series, value, flag| {
+                    if let Some(i) = self.series.iter().position(|s| s.0 == series) {
+                        folds[i].add(t, value, flag);
                     }
-                    (mark, Some(block)) if earliest > hour => {
-                        let from = TEN.window_start(earliest);
-                        let mut tens = decode_block(hour, block)?;
-                        tens.retain(|(start, _)| *start < from);
-                        // Nothing up to a checkpoint before `earliest` changed: go on from the
-                        // last one in the touched window, if any.
-                        let mut checkpoints = mark.map(|m| m.checkpoints).unwrap_or_default();
-                        checkpoints.retain(|(t, _)| *t < earliest);
-                        match checkpoints.last() {
-                            Some(&(t, w)) if TEN.window_start(t) == from => {
-                                tens.push((from, w));
-                                (tens, t + 1, None, checkpoints)
-                            }
-                            _ => {
-                                checkpoints.retain(|(t, _)| *t < from);
-                                (tens, from, None, checkpoints)
-                            }
-                        }
-                    }
-                    _ => (Vec::new(), hour, None, Vec::new()),
-                };
-                let mut last = None;
-                // Readings added to the last window since its start or its last checkpoint.
-                let mut since = 0;
-                let n = rows.each(self.n, from, hour + hour_ms, |t, value, flag| {
-                    if tens.last().is_none_or(|(s, _)| *s != TEN.window_start(t)) {
-                        since = 0;
-                    }
-                    add(&mut tens, t, value, flag);
-                    since += 1;
-                    if since == CHECKPOINT_EVERY && checkpoints.len() < CHECKPOINTS_MAX {
-                        since = 0;
-                        if let Some(&(_, w)) = tens.last() {
-                            checkpoints.push((t, w));
-                        }
-                    }
-                    last = Some(t);
                 })?;
-                read += n;
-                if let Some(t) = last {
-                    newest = Some(t);
+                for ((&(_, quantity), (_, blocks)), fold) in self.series.iter().zip(&mut rows_of_day).zip(folds) {
+                    read += fold.read;
+                    if fold.tens.is_empty() {
+                        blocks.remove(&hour);
+                    } else {
+                        blocks.insert(hour, encode_block(&fold.tens));
+                    }
+                    let mark = fold.newest.map(|newest| Fold { newest, checkpoints: fold.checkpoints });
+                    marks.push(((self.name.to_owned(), quantity, hour), mark));
                 }
-                if tens.is_empty() {
-                    blocks.remove(&hour);
-                } else {
-                    blocks.insert(hour, encode_block(&tens));
-                }
-                let fold = newest.map(|newest| Fold { newest, checkpoints });
-                marks.push(((self.device.to_owned(), self.quantity, hour), fold));
             }
-            let value = if blocks.is_empty() { None } else { Some(encode_day(day, &blocks)?) };
-            // A quantity the device did not send in these hours leaves its rows as they are.
-            if value != old {
-                out.push(((self.device.to_owned(), self.quantity, day), value));
+            for (&(_, quantity), (old, blocks)) in self.series.iter().zip(rows_of_day) {
+                let value = if blocks.is_empty() { None } else { Some(encode_day(day, &blocks)?) };
+                // A quantity the device did not send in these hours leaves its rows as they are.
+                if value != old {
+                    out.push(((self.name.to_owned(), quantity, day), value));
+                }
             }
         }
         Ok(read)
+    }
+}
+
+/// One series hour as a flush folds it: its ten-minute windows so far, and from when its
+/// readings are added to them.
+struct Folding {
+    from: i64,
+    tens: Vec<(i64, Window)>,
+    newest: Option<i64>,
+    checkpoints: Vec<(i64, Window)>,
+    /// Readings added to the last window since its start or its last checkpoint.
+    since: u64,
+    read: u64,
+}
+
+impl Folding {
+    /// Where the hour's fold starts. When every reading the flush's rows touched is newer
+    /// than all [`Folded`] into its stored block, those are added to the block's last
+    /// ten-minute window and after it. Otherwise the hour's ten-minute windows from the one
+    /// holding the earliest touched time are recomputed from their readings (from a
+    /// checkpoint in it before that time, if there is one), the block's earlier windows kept:
+    /// nothing before that time changed since the block was stored (a journal row this
+    /// process did not note gives the hour's start). That spares most of a busy hour: one
+    /// device's burst stored at reception times, a millisecond apart, puts up to 600,000
+    /// readings of a series in a ten-minute window.
+    fn start(mark: Option<Fold>, block: Option<&Vec<u8>>, hour: i64, earliest: i64) -> Result<Self, StoreError> {
+        let (tens, from, newest, checkpoints) = match (mark, block) {
+            (Some(mark), Some(block)) if earliest > mark.newest => {
+                (decode_block(hour, block)?, mark.newest + 1, Some(mark.newest), mark.checkpoints)
+            }
+            (mark, Some(block)) if earliest > hour => {
+                let from = TEN.window_start(earliest);
+                let mut tens = decode_block(hour, block)?;
+                tens.retain(|(start, _)| *start < from);
+                // Nothing up to a checkpoint before `earliest` changed: go on from the last
+                // one in the touched window, if any.
+                let mut checkpoints = mark.map(|m| m.checkpoints).unwrap_or_default();
+                checkpoints.retain(|(t, _)| *t < earliest);
+                match checkpoints.last() {
+                    Some(&(t, w)) if TEN.window_start(t) == from => {
+                        tens.push((from, w));
+                        (tens, t + 1, None, checkpoints)
+                    }
+                    _ => {
+                        checkpoints.retain(|(t, _)| *t < from);
+                        (tens, from, None, checkpoints)
+                    }
+                }
+            }
+            _ => (Vec::new(), hour, None, Vec::new()),
+        };
+        Ok(Self { from, tens, newest, checkpoints, since: 0, read: 0 })
+    }
+
+    /// Add the reading at `t` (oldest first), if the fold starts at or before it.
+    fn add(&mut self, t: i64, value: f64, flag: u8) {
+        if t < self.from {
+            return;
+        }
+        if self.tens.last().is_none_or(|(s, _)| *s != TEN.window_start(t)) {
+            self.since = 0;
+        }
+        add(&mut self.tens, t, value, flag);
+        self.since += 1;
+        if self.since == CHECKPOINT_EVERY && self.checkpoints.len() < CHECKPOINTS_MAX {
+            self.since = 0;
+            if let Some(&(_, w)) = self.tens.last() {
+                self.checkpoints.push((t, w));
+            }
+        }
+        self.newest = Some(t);
+        self.read += 1;
     }
 }
 
@@ -843,7 +882,8 @@ mod tests {
         const BATCH: i64 = 3000;
         const AHEAD: i64 = 200;
         for k in 0..8 {
-            let mut batch: Vec<Reading> = (0..BATCH).map(|i| at_ms(k * BATCH + i, ((k * BATCH + i) as f64 * 0.37).sin())).collect();
+            let mut batch: Vec<Reading> =
+                (0..BATCH).map(|i| at_ms(k * BATCH + i, ((k * BATCH + i) as f64 * 0.37).sin())).collect();
             if k == 0 {
                 batch.extend((0..AHEAD).map(|j| at_ms(60_000 + j * 1000, j as f64 / 7.0)));
             }
