@@ -13,8 +13,8 @@
 //! reason an earlier entry of the row wrote is not written again: the flag byte has
 //! [`SAME_REASON`] set and the earlier bytes' offset in the row and length follow (LEB128).
 //! An uplink stored at its reception time gives every reading the same explanation, some
-//! 126 bytes; written for each of six readings it made such a row about four times larger. An extents row is a run
-//! of (series number u32, first ms i64, last ms i64), in series order.
+//! 126 bytes; written for each of six readings it made such a row about four times larger.
+//! An extents row is a run of (series number u32, first ms i64, last ms i64), in series order.
 
 use std::ops::Range;
 

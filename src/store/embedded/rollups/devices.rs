@@ -52,7 +52,7 @@ type WindowsTable<'t> = redb::Table<'t, (&'static str, &'static str, i64), &'sta
 pub(in crate::store::embedded) struct Folded(Mutex<HashMap<(String, &'static str, i64), Fold>>);
 
 /// What a flush folded into one series hour's stored block.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct Fold {
     /// The newest reading's time.
     newest: i64,
@@ -73,8 +73,11 @@ const CHECKPOINT_EVERY: u64 = 2048;
 const CHECKPOINTS_MAX: usize = 2048;
 
 impl Folded {
-    fn get(&self, device: &str, quantity: &'static str, hour: i64) -> Option<Fold> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&(device.to_owned(), quantity, hour)).cloned()
+    /// What is remembered of a series hour, forgotten here: the flush folding it puts back
+    /// what it folds (a flush that fails leaves the hour to be recomputed, which is always
+    /// right). Taken, not copied: a dense hour holds up to [`CHECKPOINTS_MAX`] windows.
+    fn take(&self, device: &str, quantity: &'static str, hour: i64) -> Option<Fold> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&(device.to_owned(), quantity, hour))
     }
 
     fn set(&self, marks: Vec<Mark>) {
@@ -228,7 +231,7 @@ where
             for (&hour, &earliest) in hours.range(day..end) {
                 let mut folds = Vec::with_capacity(self.series.len());
                 for (&(_, quantity), (_, blocks)) in self.series.iter().zip(&rows_of_day) {
-                    folds.push(Folding::start(folded.get(self.name, quantity, hour), blocks.get(&hour), hour, earliest)?);
+                    folds.push(Folding::start(folded.take(self.name, quantity, hour), blocks.get(&hour), hour, earliest)?);
                 }
                 let from = folds.iter().map(|f| f.from).min().unwrap_or(hour);
                 readings::each_entry(rows, self.number, from, hour + hour_ms, |t, series, value, flag| {
