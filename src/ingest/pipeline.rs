@@ -206,7 +206,7 @@ impl Pipeline<'_> {
                 Metrics::inc(&self.tally.flagged, 1);
             }
             self.tally.quality.count(&verdict);
-            let (flag, reason) = (verdict.flag, verdict.reason());
+            let (flag, reason) = (verdict.flag, verdict.into_reason());
             out.push(Reading { device: device.id.clone(), quantity: v.quantity, value: v.value, time, flag, reason });
         }
         Ok(Some(device.clone()))

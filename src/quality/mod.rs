@@ -58,20 +58,20 @@ pub fn battery_low(values: impl IntoIterator<Item = (Quantity, f64)>, limits: &L
 pub fn check_reading(q: Quantity, value: f64, time: DateTime<Utc>, now: DateTime<Utc>, limits: &Limits, verdict: &mut Verdict) {
     let unit = q.unit();
     if !value.is_finite() {
-        verdict.fail(Test::Range, format!("value {value} is not a finite number"));
+        verdict.fail(Test::Range, format_args!("value {value} is not a finite number"));
     } else {
         let (min, max) = limits.range(q);
         if value < min || value > max {
-            verdict.fail(Test::Range, format!("{value} {unit} is outside the physical range {min} to {max} {unit}"));
+            verdict.fail(Test::Range, format_args!("{value} {unit} is outside the physical range {min} to {max} {unit}"));
         }
     }
     let ahead = Duration::minutes(limits.settings.max_future_min.min(1_000_000) as i64);
     if time > now + ahead {
-        verdict.fail(Test::Future, format!("measured at {time}, after its reception at {now}"));
+        verdict.fail(Test::Future, format_args!("measured at {time}, after its reception at {now}"));
     }
     let h = limits.settings.max_age_h;
     if h > 0 && time < now - Duration::hours(h.min(1_000_000) as i64) {
-        verdict.fail(Test::Age, format!("measured at {time}, more than {h} h before its reception at {now}"));
+        verdict.fail(Test::Age, format_args!("measured at {time}, more than {h} h before its reception at {now}"));
     }
 }
 
@@ -81,7 +81,7 @@ pub fn assess(quantity: Quantity, value: f64, time: DateTime<Utc>, now: DateTime
     let settings = QualitySettings::default();
     let mut verdict = Verdict::new();
     check_reading(quantity, value, time, now, &Limits::new(&settings), &mut verdict);
-    (verdict.flag, verdict.reason())
+    (verdict.flag, verdict.into_reason())
 }
 
 /// Runs every test on the readings of the ingest stage, keeping the history the spike and
@@ -121,7 +121,7 @@ impl QualityControl {
         }
         if let Some(why) = battery {
             if !matches!(q.name(), "battery_voltage" | "battery_level") {
-                verdict.fail(Test::Battery, why.to_owned());
+                verdict.fail(Test::Battery, why);
             }
         }
         verdict
@@ -168,7 +168,7 @@ pub struct QualityMetrics {
 impl QualityMetrics {
     pub fn count(&self, verdict: &Verdict) {
         self.by_flag[verdict.flag.to_byte() as usize].fetch_add(1, Relaxed);
-        for (test, _) in &verdict.failures {
+        for test in &verdict.failures {
             if let Some(i) = Test::ALL.iter().position(|t| t == test) {
                 self.by_test[i].fetch_add(1, Relaxed);
             }
@@ -239,9 +239,9 @@ mod tests {
     fn metrics_count_flags_and_tests() {
         let m = QualityMetrics::default();
         let mut v = Verdict::new();
-        v.fail(Test::Spike, "x".into());
-        v.fail(Test::Battery, "y".into());
-        assert_eq!((v.flag, v.reason()), (QualityFlag::Suspect, "spike: x; battery: y".to_owned()));
+        v.fail(Test::Spike, "x");
+        v.fail(Test::Battery, "y");
+        assert_eq!((v.flag, v.reason()), (QualityFlag::Suspect, "spike: x; battery: y"));
         m.count(&v);
         m.count(&Verdict::new());
         let mut out = String::new();

@@ -12,7 +12,6 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashMap;
@@ -188,10 +187,7 @@ impl SeriesHistory {
                             &mut slot.insert((bits, words)).1
                         }
                     };
-                    let mut why = String::with_capacity(words.len() + 12);
-                    why.push_str(words);
-                    let _ = write!(why, " ({hours:.1} h)");
-                    verdict.fail(Test::Stuck, why);
+                    verdict.fail(Test::Stuck, format_args!("{words} ({hours:.1} h)"));
                 }
             }
         } else {
@@ -268,15 +264,29 @@ fn jump(limits: &Limits, per_h: f64, other: (DateTime<Utc>, f64), (time, value):
 }
 
 impl Jump {
-    /// The reason text (written only for a reading that is flagged).
-    fn why(&self, q: Quantity, per_h: f64) -> String {
-        let unit = q.unit();
-        format!(
+    /// The reason text (written only for a reading that is flagged, straight into its reason).
+    fn why(&self, q: Quantity, per_h: f64) -> JumpWhy<'_> {
+        JumpWhy { jump: self, q, per_h }
+    }
+}
+
+/// [`Jump::why`]: the explanation of a spike, written where it is displayed.
+struct JumpWhy<'a> {
+    jump: &'a Jump,
+    q: Quantity,
+    per_h: f64,
+}
+
+impl std::fmt::Display for JumpWhy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (j, unit, per_h) = (self.jump, self.q.unit(), self.per_h);
+        write!(
+            f,
             "changed by {:.3} {unit} against {} {unit} at {} ({} min apart); at most {per_h} {unit} per hour",
-            self.change,
-            self.other.1,
-            self.other.0,
-            self.gap.num_minutes()
+            j.change,
+            j.other.1,
+            j.other.0,
+            j.gap.num_minutes()
         )
     }
 }
@@ -306,12 +316,11 @@ fn late_spike(
     let side = |n: Option<(DateTime<Utc>, f64)>| n.map(|n| jump(limits, per_h, n, (time, value)));
     // Against every neighbour it has (and it has one), or it is no spike. Nothing is allocated
     // unless the reading is flagged: late readings are common in a burst.
-    let why = match (side(before), side(after)) {
-        (Some(Some(a)), Some(Some(b))) => format!("{}, and {}", a.why(q, per_h), b.why(q, per_h)),
-        (Some(Some(j)), None) | (None, Some(Some(j))) => j.why(q, per_h),
-        _ => return,
-    };
-    verdict.fail(Test::Spike, why);
+    match (side(before), side(after)) {
+        (Some(Some(a)), Some(Some(b))) => verdict.fail(Test::Spike, format_args!("{}, and {}", a.why(q, per_h), b.why(q, per_h))),
+        (Some(Some(j)), None) | (None, Some(Some(j))) => verdict.fail(Test::Spike, j.why(q, per_h)),
+        _ => {}
+    }
 }
 
 /// The store with a batch's readings over it, for the neighbour test ([`SeriesHistory::nearby`]).
