@@ -374,29 +374,33 @@ fn neighbours(
     let (t, w) = (time.timestamp_millis(), within.num_milliseconds());
     let side = |stored: Option<(DateTime<Utc>, f64)>, later: bool| {
         let good = |(_, (_, bad)): &(&i64, &(f64, bool))| !*bad;
-        // Within nothing there is nothing strictly before or after (and a reversed range
-        // would panic).
+        // Within nothing there is nothing strictly before or after. The far bound is checked
+        // while walking: a range with both ends searched the tree twice for each side.
         let nearest = if w < 1 {
             None
         } else if later {
-            points.range(t.saturating_add(1)..=t.saturating_add(w)).find(good)
+            let last = t.saturating_add(w);
+            points.range(t.saturating_add(1)..).take_while(|(&ms, _)| ms <= last).find(good)
         } else {
-            points.range(t.saturating_sub(w)..t).rev().find(good)
+            let first = t.saturating_sub(w);
+            points.range(..t).rev().take_while(|(&ms, _)| ms >= first).find(good)
         };
-        let nearest = nearest.and_then(|(&ms, &(v, _))| Some((DateTime::from_timestamp_millis(ms)?, v)));
+        let nearest = nearest.and_then(|(&ms, &(v, _))| Some((DateTime::from_timestamp_millis(ms)?, v, ms)));
         let mut stored = stored;
         while let Some((at, _)) = stored {
-            // The batch's own is at least as near: the store's can't win.
-            if nearest.is_some_and(|(o, _)| (o - time).abs() <= (at - time).abs()) {
+            // The batch's own is at least as near: the store's can't win. (Compared in
+            // milliseconds, as readings are timed: chrono's subtraction cost more than the rest.)
+            let at_ms = at.timestamp_millis();
+            if nearest.is_some_and(|(_, _, o)| o.abs_diff(t) <= at_ms.abs_diff(t)) {
                 stored = None;
-            } else if points.contains_key(&at.timestamp_millis()) {
+            } else if points.contains_key(&at_ms) {
                 let (b, a) = lookup.neighbours(device, q, at, within - (at - time).abs())?;
                 stored = if later { a } else { b };
                 continue;
             }
             break;
         }
-        Ok::<_, String>(stored.or(nearest))
+        Ok::<_, String>(stored.or(nearest.map(|(o, v, _)| (o, v))))
     };
     Ok((side(before, false)?, side(after, true)?))
 }
