@@ -1,7 +1,6 @@
 //! A reading's verdict (the tests it failed and why) and the thresholds that hold for one device.
 
 use std::collections::BTreeMap;
-
 use std::fmt::Write as _;
 
 use chrono::Duration;
