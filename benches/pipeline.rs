@@ -8,7 +8,12 @@
 //! device, profile, derived quantities, quality with the store as history) into a batch, then
 //! committed to a fresh embedded store (`EmbeddedStore::write`), as the ingest stage does.
 //! MESSNETZ_BENCH_UPLINKS (100,000) uplinks, MESSNETZ_BENCH_RUNS (3) runs, each into a fresh
-//! store. Prints, per run, µs of this thread's CPU per uplink for decoding and for committing,
+//! store. The burst starts MESSNETZ_BENCH_BACK (200,000) seconds ago, as the harness's does; by
+//! default each uplink is received a second after its time. MESSNETZ_BENCH_RECEIVED=now receives
+//! them as the harness's gateway does, from now on, 50 µs apart (20,000 a second): uplinks dated
+//! more than ten minutes ahead of that are stored at their reception time and flagged `future`.
+//! Of the harness's million, 80 % are: `MESSNETZ_BENCH_UPLINKS=40000 MESSNETZ_BENCH_BACK=8000
+//! MESSNETZ_BENCH_RECEIVED=now` is that job at a 25th of its size. Prints, per run, µs of this thread's CPU per uplink for decoding and for committing,
 //! and the readings flagged by the spike and stuck tests.
 //!
 //! `cargo bench --bench pipeline` (from the project root: it reads the demo's devices and the
@@ -53,27 +58,33 @@ fn main() {
     let runs = env("MESSNETZ_BENCH_RUNS", 3);
     let settings = messnetz::config::load(None).expect("default settings");
     let (profiles, devices) = messnetz::registry::load(&settings).expect("the demo's devices and the bundled profiles");
-    let base = Utc::now().timestamp() - 200_000;
-    // The two halves, interleaved; each received a second after it was measured.
+    let back = env("MESSNETZ_BENCH_BACK", 200_000) as i64;
+    let as_now = std::env::var("MESSNETZ_BENCH_RECEIVED").is_ok_and(|v| v == "now");
+    let base = Utc::now().timestamp() - back;
+    // The two halves, interleaved; each received a second after it was measured (or now).
     let half = uplinks / 2;
     let order = (1..=half).flat_map(|i| [half + i, i]);
     let messages: Vec<(Vec<u8>, DateTime<Utc>)> = order.map(|i| uplink(i, base)).collect();
     println!("{} uplinks in batches of {batch_size}, {runs} runs", messages.len());
     for run in 1..=runs {
+        let start = Utc::now();
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let mut qc = QualityControl::new(settings.quality.max_series);
         let keys = SessionKeys::default();
         let (mut decoding, mut committing, mut commit_wall) = (0.0, 0.0, 0.0);
-        let (mut readings, mut spikes, mut stuck) = (0usize, 0usize, 0usize);
+        let (mut readings, mut spikes, mut stuck, mut future) = (0usize, 0usize, 0usize, 0usize);
         let mut batch = WriteBatch::default();
+        let mut nth = 0i64;
         for chunk in messages.chunks(batch_size) {
             let started = thread_cpu();
             let tally = Tally::default();
             let pipeline = Pipeline { devices: &devices, profiles: &profiles, lorawan: &keys, history: &store, tally: &tally };
             qc.new_batch();
             for (payload, at) in chunk {
-                let received_at = *at + chrono::Duration::seconds(1);
+                nth += 1;
+                let received_at =
+                    if as_now { start + chrono::Duration::microseconds(50 * nth) } else { *at + chrono::Duration::seconds(1) };
                 let m = Message { topic: TOPIC, payload, size: payload.len(), format: Some(MessageFormat::TtnV3), received_at };
                 let (outcome, _) = pipeline.process(&m, &mut qc, |_| Ok(None), &mut batch.readings);
                 match outcome {
@@ -85,6 +96,7 @@ fn main() {
             readings += batch.readings.len();
             spikes += batch.readings.iter().filter(|r| r.reason.contains("spike:")).count();
             stuck += batch.readings.iter().filter(|r| r.reason.contains("stuck:")).count();
+            future += batch.readings.iter().filter(|r| r.reason.contains("future:")).count();
             let (started, wall) = (thread_cpu(), Instant::now());
             store.write(&batch).unwrap();
             committing += thread_cpu() - started;
@@ -92,8 +104,10 @@ fn main() {
             batch.clear();
         }
         let per = |s: f64| s * 1e6 / messages.len() as f64;
+        let space = store.table_space().unwrap();
+        let mb = space.iter().find(|(t, ..)| *t == "readings").map_or(0.0, |(_, kv, _)| *kv as f64 / 1e6);
         println!(
-            "run {run}: decoding {:.2} µs CPU/uplink, committing {:.2} µs CPU/uplink ({:.2} µs wall); {readings} readings, {spikes} spike, {stuck} stuck",
+            "run {run}: decoding {:.2} µs CPU/uplink, committing {:.2} µs CPU/uplink ({:.2} µs wall); {readings} readings, {spikes} spike, {stuck} stuck, {future} future; readings table {mb:.1} MB of keys and rows",
             per(decoding),
             per(committing),
             per(commit_wall)
