@@ -21,6 +21,7 @@
 
 pub mod neighbours;
 mod series;
+mod text;
 mod time;
 mod verdict;
 

@@ -17,6 +17,7 @@ use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashMap;
 
 use super::neighbours::NearbyLookup;
+use super::text::{Shortest, Stamp, Style, Thousandths};
 use super::verdict::{Limits, Test, Verdict};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
 
@@ -279,15 +280,28 @@ struct JumpWhy<'a> {
 
 impl std::fmt::Display for JumpWhy<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // "changed by {:.3} {unit} against {} {unit} at {time} ({} min apart); at most {per_h}
+        // {unit} per hour", written piece by piece (see `text`: the same text, less machinery).
         let (j, unit, per_h) = (self.jump, self.q.unit(), self.per_h);
-        write!(
-            f,
-            "changed by {:.3} {unit} against {} {unit} at {} ({} min apart); at most {per_h} {unit} per hour",
-            j.change,
-            j.other.1,
-            j.other.0,
-            j.gap.num_minutes()
-        )
+        let mut minutes = itoa::Buffer::new();
+        f.write_str("changed by ")?;
+        Thousandths(j.change).fmt(f)?;
+        for piece in [" ", unit, " against "] {
+            f.write_str(piece)?;
+        }
+        Shortest(j.other.1).fmt(f)?;
+        for piece in [" ", unit, " at "] {
+            f.write_str(piece)?;
+        }
+        Stamp(j.other.0, Style::Display).fmt(f)?;
+        for piece in [" (", minutes.format(j.gap.num_minutes()), " min apart); at most "] {
+            f.write_str(piece)?;
+        }
+        Shortest(per_h).fmt(f)?;
+        for piece in [" ", unit, " per hour"] {
+            f.write_str(piece)?;
+        }
+        Ok(())
     }
 }
 
@@ -403,4 +417,31 @@ fn neighbours(
         Ok::<_, String>(stored.or(nearest.map(|(o, v, _)| (o, v))))
     };
     Ok((side(before, false)?, side(after, true)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_spike_is_explained_as_the_format_string_says() {
+        let q = Quantity::by_name("air_temperature").unwrap();
+        let at = |ms| DateTime::from_timestamp_millis(ms).unwrap();
+        let cases = [
+            (19.72, (at(1_764_705_625_924), 18.06), 0, 10.0),
+            (0.0005, (at(1_764_705_626_000), -3.25), 125, 2.5),
+            (1e300, (at(-62_167_219_200_001), f64::NAN), -7, 1e-7),
+            (2.0005, (Utc.timestamp_opt(1_764_705_625, 924_500_000).unwrap(), 1e21), 1_000_000, f64::INFINITY),
+        ];
+        for (change, other, minutes, per_h) in cases {
+            let jump = Jump { change, other, gap: Duration::minutes(minutes) };
+            let unit = q.unit();
+            let expected = format!(
+                "changed by {change:.3} {unit} against {} {unit} at {} ({minutes} min apart); at most {per_h} {unit} per hour",
+                other.1, other.0
+            );
+            assert_eq!(jump.why(q, per_h).to_string(), expected);
+        }
+    }
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap;
 
 use super::series::SeriesLookup;
+use super::text::{Stamp, Style};
 use super::verdict::{Test, Verdict};
 use crate::config::QualitySettings;
 use crate::model::DeviceId;
@@ -64,7 +65,7 @@ pub fn reading_time(measured: Option<DateTime<Utc>>, received: DateTime<Utc>, se
         return ReadingTime { time: received, replaced: None, moved_aside: None };
     };
     let ahead = Duration::minutes(settings.max_future_min.min(1_000_000) as i64);
-    let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let stamp = |t: DateTime<Utc>| Stamp(t, Style::Rfc3339);
     let replaced = if measured > received + ahead {
         let minutes = (measured - received).num_minutes();
         Some((
