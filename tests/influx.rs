@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -225,20 +226,26 @@ enum Behaviour {
     /// Request 1: 503; request 2: 429 with `Retry-After: 1`; request 3: no answer for 5 s
     /// (longer than the gateway's timeout); from then on 204.
     UnavailableThenSlow,
+    /// 204 to every request, 20 ms after it came.
+    Slow,
 }
 
-/// A stand-in for InfluxDB's write API, keeping the lines it accepted. VictoriaMetrics can't
-/// play these parts: it answers 204 even to malformed lines, and it is never slow on cue.
-async fn fake_influx(behaviour: Behaviour) -> (u16, Arc<Mutex<Vec<String>>>) {
+/// A stand-in for InfluxDB's write API, keeping the lines it accepted, in the order of the
+/// requests, and counting the most requests it had at once. VictoriaMetrics can't play these
+/// parts: it answers 204 even to malformed lines, and it is never slow on cue.
+async fn fake_influx(behaviour: Behaviour) -> (u16, Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let keep = accepted.clone();
-    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (open, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let most_at_once = most.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let accepted = keep.clone();
             let requests = requests.clone();
+            let (open, most) = (open.clone(), most.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -268,7 +275,11 @@ async fn fake_influx(behaviour: Behaviour) -> (u16, Arc<Mutex<Vec<String>>>) {
                     }
                     let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned();
                     buf.drain(..head_end + len);
-                    let nth = requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    let nth = requests.fetch_add(1, SeqCst) + 1;
+                    most.fetch_max(open.fetch_add(1, SeqCst) + 1, SeqCst);
+                    if behaviour == Behaviour::Slow {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                     let response = if behaviour == Behaviour::UnavailableThenSlow && nth <= 3 {
                         match nth {
                             1 => "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_owned(),
@@ -288,6 +299,7 @@ async fn fake_influx(behaviour: Behaviour) -> (u16, Arc<Mutex<Vec<String>>>) {
                         accepted.lock().unwrap().extend(body.lines().map(str::to_owned));
                         "HTTP/1.1 204 No Content\r\n\r\n".to_owned()
                     };
+                    open.fetch_sub(1, SeqCst);
                     if socket.write_all(response.as_bytes()).await.is_err() {
                         return;
                     }
@@ -295,13 +307,13 @@ async fn fake_influx(behaviour: Behaviour) -> (u16, Arc<Mutex<Vec<String>>>) {
             });
         }
     });
-    (port, accepted)
+    (port, accepted, most_at_once)
 }
 
 #[tokio::test]
 async fn a_rejected_point_is_dead_lettered_and_the_rest_continue() {
     let broker = Mosquitto::start();
-    let (port, accepted) = fake_influx(Behaviour::RejectBaureferat).await;
+    let (port, accepted, _) = fake_influx(Behaviour::RejectBaureferat).await;
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::new("influx-reject");
     let url = format!("http://127.0.0.1:{port}");
@@ -347,7 +359,7 @@ async fn a_rejected_point_is_dead_lettered_and_the_rest_continue() {
 #[tokio::test]
 async fn unavailable_throttling_and_slow_servers_are_retried_until_they_accept() {
     let broker = Mosquitto::start();
-    let (port, accepted) = fake_influx(Behaviour::UnavailableThenSlow).await;
+    let (port, accepted, _) = fake_influx(Behaviour::UnavailableThenSlow).await;
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::new("influx-retry");
     let url = format!("http://127.0.0.1:{port}");
@@ -361,6 +373,33 @@ async fn unavailable_throttling_and_slow_servers_are_retried_until_they_accept()
     assert_eq!(gw.metric("messnetz_influx_points_rejected_total").await, 0.0);
     let lines = accepted.lock().unwrap().clone();
     assert_eq!(lines.len() as f64, stored(&gw).await, "{lines:?}");
+}
+
+/// The writer sends a request while the last one's lines leave the spool: still one request
+/// at a time, in the spool's order, each line once.
+#[tokio::test]
+async fn requests_go_one_at_a_time_in_order_and_each_line_once() {
+    const N: usize = 120;
+    let broker = Mosquitto::start();
+    let (port, accepted, most_at_once) = fake_influx(Behaviour::Slow).await;
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("influx-in-order");
+    let url = format!("http://127.0.0.1:{port}");
+    let gw = Gateway::start_with(broker.port, dir.path(), &topics, &influx_section(&url, "gzip = false\nbatch_size = 40")).await;
+    publish_all(broker.port, &format!("{}-pub", topics.prefix), lht65_burst(&topics, N)).await;
+    wait_drained(&gw, N as f64, Duration::from_secs(30)).await;
+    let lines = accepted.lock().unwrap().clone();
+    assert_eq!(lines.len() as f64, stored(&gw).await);
+    assert_eq!(lines.iter().collect::<BTreeSet<_>>().len(), lines.len(), "a line sent twice");
+    // The burst comes in time order, so each series' lines do too.
+    let times: Vec<i64> = lines
+        .iter()
+        .filter(|l| l.starts_with("air_temperature,"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), N);
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    assert_eq!(most_at_once.load(SeqCst), 1);
 }
 
 /// A gateway whose spool holds two messages' readings (6 each), one message per commit,

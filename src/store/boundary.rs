@@ -182,6 +182,27 @@ impl Spooled {
     pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
         (0..self.len()).map(|i| (self.key(i), self.line(i)))
     }
+
+    /// The first `limit` of these lines whose keys are not in `skip` (sorted ascending).
+    pub fn without(&self, skip: &[u64], limit: usize) -> Spooled {
+        let skipped = |i: usize| skip.binary_search(&self.key(i)).is_ok();
+        let mut out = Spooled::default();
+        let mut i = 0;
+        while i < self.len() && out.len() < limit {
+            if skipped(i) {
+                i += 1;
+                continue;
+            }
+            // A run of kept lines with consecutive keys is copied as one slice.
+            let mut end = i + 1;
+            while end < self.len() && end - i < limit - out.len() && self.key(end) == self.key(end - 1) + 1 && !skipped(end) {
+                end += 1;
+            }
+            out.push_joined(self.key(i), self.joined(i..end));
+            i = end;
+        }
+        out
+    }
 }
 
 /// What removing a citizen sensor removed.
@@ -314,5 +335,23 @@ mod tests {
         assert_eq!(s.joined(0..4), b"a x=1 1\nb x=2 2\nc x=3 3\nd x=4 4");
         assert_eq!(s.joined(2..2), b"");
         assert_eq!(s.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![7, 8, 12, 13]);
+    }
+
+    #[test]
+    fn lines_without_the_ones_in_flight_keep_their_keys_up_to_the_limit() {
+        let mut s = Spooled::default();
+        s.push_joined(1, b"a\nb\nc\nd");
+        s.push_joined(9, b"e\nf");
+        let lines = |s: &Spooled| s.iter().map(|(k, l)| (k, String::from_utf8(l.to_vec()).unwrap())).collect::<Vec<_>>();
+        let all = lines(&s);
+        assert_eq!(lines(&s.without(&[], 10)), all);
+        // The batch in flight is the head: what follows it, as many as the limit allows.
+        assert_eq!(lines(&s.without(&[1, 2], 3)), all[2..5]);
+        // Keys skipped anywhere, runs broken at gaps and at skipped keys.
+        let rest = s.without(&[2, 4, 10], 10);
+        assert_eq!(lines(&rest), vec![all[0].clone(), all[2].clone(), all[4].clone()]);
+        assert_eq!(rest.joined(0..3), b"a\nc\ne");
+        assert!(s.without(&[1, 2, 3, 4, 9, 10], 10).is_empty());
+        assert!(s.without(&[], 0).is_empty());
     }
 }

@@ -133,9 +133,12 @@ impl InfluxWriter {
         let max = Duration::from_millis(self.settings.retry_max_ms);
         let batch = self.settings.batch_size as u64;
         let mut backoff = min;
+        // The keys of the batch InfluxDB took last, removed from the spool while the next
+        // one is on its way (sorted).
+        let mut sent = Vec::new();
         info!(url = %self.write_url, "InfluxDB writer started");
         while !stop.is_cancelled() {
-            self.trim().await;
+            self.trim(&mut sent).await;
             if self.spool.is_empty() {
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -148,7 +151,8 @@ impl InfluxWriter {
             // added any for `linger_ms`, or when the oldest waiting line has waited
             // `flush_interval_ms`.
             let window = Instant::now() + flush;
-            while self.spool.len() < batch {
+            let unsent = || self.spool.len().saturating_sub(sent.len() as u64);
+            while unsent() > 0 && unsent() < batch {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = self.spool.appended.notified() => {}
@@ -156,22 +160,22 @@ impl InfluxWriter {
                     _ = tokio::time::sleep_until(window) => break,
                 }
             }
-            match self.send_some().await {
+            match self.send_some(&mut sent).await {
                 Step::Progress | Step::Empty => backoff = min,
                 Step::Retry(after) => {
                     let wait = after.map_or(backoff, |a| a.max(backoff)).min(max);
-                    self.sleep_trimming(wait, &stop).await;
+                    self.sleep_trimming(wait, &stop, &mut sent).await;
                     backoff = (backoff * 2).min(max);
                 }
             }
         }
-        self.flush_at_shutdown().await;
+        self.flush_at_shutdown(sent).await;
     }
 
-    async fn flush_at_shutdown(&self) {
+    async fn flush_at_shutdown(&self, mut sent: Vec<u64>) {
         let deadline = Instant::now() + Duration::from_millis(self.settings.shutdown_flush_ms);
         while !self.spool.is_empty() {
-            match tokio::time::timeout_at(deadline, self.send_some()).await {
+            match tokio::time::timeout_at(deadline, self.send_some(&mut sent)).await {
                 Ok(Step::Progress) => continue,
                 Ok(Step::Empty) | Ok(Step::Retry(_)) | Err(_) => break,
             }
@@ -185,24 +189,28 @@ impl InfluxWriter {
     }
 
     /// Back off, still trimming a full spool (policy `drop-oldest`) as readings arrive.
-    async fn sleep_trimming(&self, wait: Duration, stop: &CancellationToken) {
+    async fn sleep_trimming(&self, wait: Duration, stop: &CancellationToken, sent: &mut Vec<u64>) {
         let until = Instant::now() + wait;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep_until(until) => return,
-                _ = self.spool.appended.notified() => self.trim().await,
+                _ = self.spool.appended.notified() => self.trim(sent).await,
             }
         }
     }
 
-    /// Policy `drop-oldest`: delete the oldest lines beyond the limit, and count them.
-    async fn trim(&self) {
-        if self.spool.policy != SpoolFullPolicy::DropOldest {
+    /// Policy `drop-oldest`: delete the oldest lines beyond the limit, and count them. The
+    /// oldest are those InfluxDB took last (`sent`): they go first, as sent.
+    async fn trim(&self, sent: &mut Vec<u64>) {
+        if self.spool.policy != SpoolFullPolicy::DropOldest || self.spool.len() <= self.spool.max_readings() {
             return;
         }
+        if !sent.is_empty() && self.remove(sent.clone()).await {
+            sent.clear();
+        }
         let excess = self.spool.len().saturating_sub(self.spool.max_readings());
-        if excess == 0 {
+        if excess == 0 || !sent.is_empty() {
             return;
         }
         let store = self.store.clone();
@@ -221,11 +229,19 @@ impl InfluxWriter {
         }
     }
 
-    /// Send the head of the spool, splitting around rejected lines.
-    async fn send_some(&self) -> Step {
+    /// Send the head of the spool after the lines of `sent` (a batch InfluxDB took), removing
+    /// those meanwhile; split around rejected lines. A batch that goes whole is left in `sent`
+    /// for the next call to remove: InfluxDB then works on one batch while the spool's table
+    /// removes the last and reads the next (a removal waits for the store's write lock, which
+    /// the ingest stage's commits hold most of the time). Requests still go one at a time, in
+    /// order, and a crash before the removal sends the batch again, in order: the same points
+    /// overwrite themselves.
+    async fn send_some(&self, sent: &mut Vec<u64>) -> Step {
         let store = self.store.clone();
         let limit = self.settings.batch_size;
-        let entries = match tokio::task::spawn_blocking(move || store.outbox_peek(limit)).await {
+        let skip = sent.clone();
+        let peek = move || store.outbox_peek(limit.saturating_add(skip.len())).map(|e| e.without(&skip, limit));
+        let entries = match tokio::task::spawn_blocking(peek).await {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => {
                 error!(error = %e, "cannot read the InfluxDB spool");
@@ -237,12 +253,53 @@ impl InfluxWriter {
             }
         };
         if entries.is_empty() {
-            self.spool.resync(0);
+            if sent.is_empty() {
+                self.spool.resync(0);
+            } else if self.remove(sent.clone()).await {
+                sent.clear();
+            } else {
+                return Step::Retry(None);
+            }
             return Step::Empty;
         }
+        let n = entries.len();
+        let removed = async {
+            if sent.is_empty() || self.remove(sent.clone()).await {
+                sent.clear();
+            }
+        };
+        let (outcome, ()) = tokio::join!(self.post(entries.joined(0..n)), removed);
         // Ranges still to send, the next one on top: halves are pushed right first so the
         // spool is still written in order.
-        let mut ranges = vec![(0, entries.len())];
+        let mut ranges = Vec::new();
+        match outcome {
+            // Not removed yet: the next call removes these with those (a removal of lines
+            // already gone is no error).
+            Outcome::Written if !sent.is_empty() => {
+                sent.extend(entries.keys(0..n));
+                Metrics::inc(&self.metrics.influx.points_written, n as u64);
+                return Step::Retry(None);
+            }
+            Outcome::Written => {
+                *sent = entries.keys(0..n);
+                Metrics::inc(&self.metrics.influx.points_written, n as u64);
+                return Step::Progress;
+            }
+            Outcome::Retry { reason, after } => {
+                Metrics::inc(&self.metrics.influx.write_errors, 1);
+                warn!(reason = %crate::model::Escaped(&reason), spooled = self.spool.len(), "InfluxDB write failed; readings stay spooled and will be retried");
+                return Step::Retry(after);
+            }
+            // The parts of a rejected batch are removed one by one: after the last batch.
+            _ if !sent.is_empty() => return Step::Retry(None),
+            Outcome::Rejected { status, text } if n == 1 => {
+                if !self.dead_letter(entries.line(0), status, &text).await || !self.remove(entries.keys(0..1)).await {
+                    return Step::Retry(None);
+                }
+                Metrics::inc(&self.metrics.influx.points_rejected, 1);
+            }
+            Outcome::Rejected { .. } => ranges.extend([(n / 2, n), (0, n / 2)]),
+        }
         while let Some((a, b)) = ranges.pop() {
             match self.post(entries.joined(a..b)).await {
                 Outcome::Written => {
