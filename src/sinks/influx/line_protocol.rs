@@ -42,6 +42,19 @@ pub fn write_line_tagged(r: &Reading, device_tags: &str, time_ms: &str, out: &mu
     out.push_str(time_ms);
 }
 
+/// What makes a line a point of its own: its series (measurement and tags, up to the first
+/// space not escaped by a backslash) and its time (after the last space). Two lines with
+/// different points never overwrite each other, so the order they are written in is free.
+pub fn point(line: &[u8]) -> (&[u8], &[u8]) {
+    let mut i = 0;
+    while i < line.len() && line[i] != b' ' {
+        i += if line[i] == b'\\' { 2 } else { 1 };
+    }
+    let series = &line[..i.min(line.len())];
+    let time = line.iter().rposition(|&b| b == b' ').filter(|&t| t >= i).map_or(&line[line.len()..], |t| &line[t + 1..]);
+    (series, time)
+}
+
 /// An integer in decimal, without going through the formatting machinery.
 pub fn push_int(out: &mut String, n: i64) {
     let mut digits = [0u8; 20];
@@ -147,5 +160,30 @@ mod tests {
         let mut line = String::new();
         write_line(&reading(1.0, QualityFlag::Good), &device(" "), &mut line);
         assert!(line.contains(",district=\\ ,owner="), "{line}");
+    }
+
+    #[test]
+    fn a_point_is_its_series_and_time_whatever_its_value() {
+        let line = |value, flag, district| {
+            let mut line = String::new();
+            write_line(&reading(value, flag), &device(district), &mut line);
+            line
+        };
+        let a = line(28.0, QualityFlag::Suspect, "Neustadt Nord, Ost");
+        let (series, time) = point(a.as_bytes());
+        assert_eq!(
+            series,
+            b"air_temperature,device=d1,district=Neustadt\\ Nord\\,\\ Ost,owner=Umweltamt,profile=dragino-lht65,unit=Cel"
+        );
+        assert_eq!(time, b"1735689600250");
+        assert_eq!(point(line(-1.5, QualityFlag::Good, "Neustadt Nord, Ost").as_bytes()), (series, time));
+        assert_ne!(point(line(28.0, QualityFlag::Suspect, "Neustadt Nord").as_bytes()).0, series);
+        // Whatever the bytes, an answer inside the line.
+        for odd in [&b""[..], b"m", b"m\\", b"m\\ x", b"m v=1", b" ", b"a b c d"] {
+            let (s, t) = point(odd);
+            assert!(s.len() + t.len() <= odd.len(), "{odd:?}");
+        }
+        assert_eq!(point(b"m v=1 5"), (&b"m"[..], &b"5"[..]));
+        assert_eq!(point(b"m\\ x v=1 9"), (&b"m\\ x"[..], &b"9"[..]));
     }
 }
