@@ -4,31 +4,19 @@
 # acknowledged all N after their durable commit (embedded store unless MODE=influx, then until
 # InfluxDB has them). The harness's broker, uplinks and publisher (../shared/bench-peers).
 # usage (from the project root): [MESSNETZ_BIN=...] [MODE=influx] scripts/bench/drain.sh N [ROUNDS]
-set -u
-N=$1; R=${2:-1}
-BIN=${MESSNETZ_BIN:-$(pwd)/target/release/messnetz}
-PEERS=${PEERS:-../shared/bench-peers}
-source "$PEERS/common.sh" "$N"; LIB=$(cd "$PEERS/lib" && pwd)
-start_mosquitto; make_uplinks
+source "$(dirname "$0")/alone.sh"
 [ "${MODE:-embedded}" = embedded ] || export MESSNETZ__INFLUXDB__URL=http://127.0.0.1:18428 \
   MESSNETZ__INFLUXDB__ORG=city MESSNETZ__INFLUXDB__BUCKET=climate MESSNETZ__INFLUXDB__TOKEN=peer
-acked() { curl -s http://127.0.0.1:18080/metrics | awk '$1=="messnetz_messages_acked_total" {print $2; f=1} END {if (!f) print 0}'; }
-gateway() { # starts the gateway in $1 (its session at the broker is kept: clean_session is off by default)
-  ( cd "$1" && MESSNETZ__BROKER__ENABLED=false MESSNETZ__MQTT__PORT=18833 MESSNETZ__API__LISTEN=127.0.0.1:18080 \
-    exec "$BIN" >>"$1/mn.log" 2>&1 ) & GW=$!
-  for _ in $(seq 1 200); do curl -fs http://127.0.0.1:18080/healthz >/dev/null 2>&1 && return; sleep 0.05; done
-}
 for r in $(seq 1 "$R"); do
   if [ "${MODE:-embedded}" != embedded ]; then # an empty VictoriaMetrics each round: it would count a round's points as the last's
     [ -n "${VM:-}" ] && { kill "$VM"; wait "$VM" 2>/dev/null; rm -rf "$W/vm"; }
     start_vm; VM=${PIDS[-1]}
   fi
-  D=$(mktemp -d "$W/gw.XXXX"); cp -r "$(dirname "$BIN")/../../demo" "$(dirname "$BIN")/../../sensor-profiles" "$D/"
-  gateway "$D"; sleep 0.5; kill -TERM "$GW"; wait "$GW"   # subscribed once, then stopped
+  gateway; sleep 0.5; kill -TERM "$GW"; wait "$GW"   # subscribed once, then stopped
   publish2
   T0=$(date +%s.%N); gateway "$D"; PIDS+=("$GW")
   if [ "${MODE:-embedded}" = embedded ]; then # polled often: a drain takes seconds
-    C=0; for _ in $(seq 1 2400); do C=$(acked); [ "$C" -ge "$N" ] && break; sleep 0.025; done; T1=$(date +%s.%N)
+    C=0; for _ in $(seq 1 2400); do C=$(metric messnetz_messages_acked_total); [ "$C" -ge "$N" ] && break; sleep 0.025; done; T1=$(date +%s.%N)
   else wait_count vm_count '{__name__="air_temperature_value",device="demo-lht65"}'; fi
   echo "drain round $r: $C/$N in $(python3 -c "print(f'{$T1-$T0:.2f}')") s, $(python3 -c "print(f'{$C/($T1-$T0):.0f}')") msg/s;" \
     "gateway cpu $(awk '{printf "%.2f", ($14+$15)/100}' /proc/$GW/stat) s, peak RSS $(awk '/VmHWM/ {print int($2/1024)}' /proc/$GW/status) MB"
