@@ -102,7 +102,13 @@ pub trait Outbox: Send + Sync {
     fn outbox_len(&self) -> Result<u64, StoreError>;
     /// The oldest lines with their keys, oldest first: at most `limit`, and at least one
     /// if any waits.
-    fn outbox_peek(&self, limit: usize) -> Result<Spooled, StoreError>;
+    fn outbox_peek(&self, limit: usize) -> Result<Spooled, StoreError> {
+        self.outbox_peek_except(limit, &[])
+    }
+    /// As [`Self::outbox_peek`], leaving out the lines keyed in `skip` (sorted ascending: lines
+    /// sent and not removed yet). By default the oldest `limit + skip.len()` lines are read
+    /// and filtered.
+    fn outbox_peek_except(&self, limit: usize, skip: &[u64]) -> Result<Spooled, StoreError>;
     /// Remove sent (or dead-lettered) lines. The removal may be made durable only by the
     /// store's next commit or its close: a crash before then sends those lines again, which
     /// InfluxDB takes as an overwrite of the same points.

@@ -247,7 +247,7 @@ impl InfluxWriter {
         let limit = self.settings.batch_size;
         let skip = sent.clone();
         let two = limit.saturating_mul(2);
-        let peek = move || store.outbox_peek(two.saturating_add(skip.len())).map(|e| e.without(&skip, two));
+        let peek = move || store.outbox_peek_except(two, &skip);
         let entries = match tokio::task::spawn_blocking(peek).await {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => {

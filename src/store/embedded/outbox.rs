@@ -83,9 +83,11 @@ pub(super) fn len(db: &Database) -> Result<u64, StoreError> {
     Ok(n)
 }
 
-/// The oldest spooled lines with their sequence numbers, oldest first: whole rows while they
-/// fit in `limit` lines, or the first `limit` lines of the first row if that alone is longer.
-pub(super) fn peek(db: &Database, limit: usize) -> Result<Spooled, StoreError> {
+/// The oldest spooled lines with their sequence numbers, oldest first, leaving out those
+/// numbered in `skip` (sorted ascending): whole rows while they fit in `limit` lines, or the
+/// first `limit` lines of the first row if that alone is longer. A row all in `skip` is passed
+/// over unread; one partly in it gives its other lines one by one.
+pub(super) fn peek(db: &Database, limit: usize, skip: &[u64]) -> Result<Spooled, StoreError> {
     // `EmbeddedStore::open` creates the table, so it is never missing here.
     let tx = db.begin_read().map_err(engine)?;
     let table = tx.open_table(OUTBOX).map_err(engine)?;
@@ -94,8 +96,22 @@ pub(super) fn peek(db: &Database, limit: usize) -> Result<Spooled, StoreError> {
         let (k, v) = entry.map_err(engine)?;
         let (key, row) = (k.value(), v.value());
         let room = limit - out.len();
+        if room == 0 {
+            break;
+        }
         let lines = count(row);
         let first = key + 1 - lines;
+        // A row's lines are numbered first..=key, one after another.
+        let skipped = skip.partition_point(|&s| s <= key) - skip.partition_point(|&s| s < first);
+        if skipped as u64 >= lines {
+            continue;
+        }
+        if skipped > 0 {
+            for (seq, line) in lines_of(key, row).filter(|(seq, _)| skip.binary_search(seq).is_err()).take(room) {
+                out.push(seq, line);
+            }
+            continue;
+        }
         if lines as usize <= room {
             out.push_joined(first, row);
             continue;
@@ -295,6 +311,35 @@ mod tests {
         assert_eq!(peeked(&store, 10), vec![(5, "e".into())]);
         store.write(&batch(&["f"])).unwrap();
         assert_eq!(peeked(&store, 10), vec![(5, "e".into()), (6, "f".into())]);
+    }
+
+    #[test]
+    fn lines_in_flight_are_left_out_by_rows_or_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(&batch(&["a", "b", "c"])).unwrap();
+        store.write(&batch(&["d", "e"])).unwrap();
+        store.write(&batch(&["f"])).unwrap();
+        let except = |limit, skip: &[u64]| -> Vec<(u64, String)> {
+            store
+                .outbox_peek_except(limit, skip)
+                .unwrap()
+                .iter()
+                .map(|(k, l)| (k, String::from_utf8(l.to_vec()).unwrap()))
+                .collect()
+        };
+        // The first row in flight: passed over whole.
+        assert_eq!(except(10, &[1, 2, 3]), vec![(4, "d".into()), (5, "e".into()), (6, "f".into())]);
+        // A row partly in flight gives its other lines; rows after it come whole if they fit.
+        assert_eq!(except(10, &[2]), vec![(1, "a".into()), (3, "c".into()), (4, "d".into()), (5, "e".into()), (6, "f".into())]);
+        assert_eq!(except(2, &[1]), vec![(2, "b".into()), (3, "c".into())]);
+        assert_eq!(except(1, &[1, 2, 3, 4]), vec![(5, "e".into())]);
+        // The limit still leaves a row that does not fit for the next request.
+        assert_eq!(except(2, &[1, 2]), vec![(3, "c".into())]);
+        // Numbers in `skip` that are not in the spool change nothing.
+        assert_eq!(except(10, &[0, 7, 99]).len(), 6);
+        assert!(except(10, &[1, 2, 3, 4, 5, 6]).is_empty());
+        assert!(except(0, &[]).is_empty());
     }
 
     #[test]

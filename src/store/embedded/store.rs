@@ -785,8 +785,8 @@ impl Outbox for EmbeddedStore {
         self.with_db(outbox::len)
     }
 
-    fn outbox_peek(&self, limit: usize) -> Result<Spooled, StoreError> {
-        self.with_db(|db| outbox::peek(db, limit))
+    fn outbox_peek_except(&self, limit: usize, skip: &[u64]) -> Result<Spooled, StoreError> {
+        self.with_db(|db| outbox::peek(db, limit, skip))
     }
 
     fn outbox_remove(&self, keys: &[u64]) -> Result<(), StoreError> {

@@ -15,8 +15,11 @@ impl Outbox for PostgresStore {
         })
     }
 
-    fn outbox_peek(&self, limit: usize) -> Result<Spooled, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    /// Read and filtered: ids are taken before their transactions commit, so one below a
+    /// line in flight can still appear, and no bound on ids would be safe.
+    fn outbox_peek_except(&self, limit: usize, skip: &[u64]) -> Result<Spooled, StoreError> {
+        let wanted = limit;
+        let limit = i64::try_from(limit.saturating_add(skip.len())).unwrap_or(i64::MAX);
         self.with_client(|client| async move {
             let stmt = client.prepare_cached("SELECT id, line FROM outbox ORDER BY id LIMIT $1").await.map_err(db)?;
             let rows = client.query(&stmt, &[&limit]).await.map_err(db)?;
@@ -24,7 +27,7 @@ impl Outbox for PostgresStore {
             for r in &rows {
                 out.push(r.get::<_, i64>(0) as u64, r.get(1));
             }
-            Ok(out)
+            Ok(out.without(skip, wanted))
         })
     }
 
