@@ -34,11 +34,13 @@
 //!   reload); [`audit`] records every change it makes. [`metrics`] counts what happened;
 //!   [`registry`] holds the devices and profiles in use and reloads them when their files change.
 //! - [`app`] wires the stages and owns shutdown.
+//! - [`text`] writes times and numbers as chrono and `core::fmt` do, with less machinery:
+//!   quality's reasons and the InfluxDB lines use it.
 //! - [`cli`] is the command line, a module per command group; `main.rs` only parses the
 //!   arguments, starts the gateway's tracing and hands the command over.
 //!
 //! Imports only point down, and no two modules import each other. From the ground up:
-//! [`model`], [`status`] and [`audit`]; [`config`] and [`aggregates`]; [`sources`],
+//! [`model`], [`text`], [`status`] and [`audit`]; [`config`] and [`aggregates`]; [`sources`],
 //! [`devices`] (and [`citizens`] on it), [`profiles`] and [`quality`], which use only model
 //! and config types (the store implements quality's [`quality::SeriesLookup`]); [`metrics`]
 //! and [`registry`]; [`store`]; [`sinks`]; [`ingest`]; [`replay`]; [`api`]; [`app`]; [`cli`].
@@ -67,3 +69,4 @@ pub mod sinks;
 pub mod sources;
 pub mod status;
 pub mod store;
+pub mod text;

@@ -21,7 +21,6 @@
 
 pub mod neighbours;
 mod series;
-mod text;
 mod time;
 mod verdict;
 

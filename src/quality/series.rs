@@ -17,9 +17,9 @@ use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashMap;
 
 use super::neighbours::NearbyLookup;
-use super::text::{Shortest, Stamp, Style, Thousandths};
 use super::verdict::{Limits, Test, Verdict};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
+use crate::text::{Shortest, Stamp, Style, Thousandths};
 
 /// How far before and after a late reading its stored neighbours are looked for.
 const LATE_NEIGHBOUR_WINDOW: Duration = Duration::hours(3);

@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap;
 
 use super::series::SeriesLookup;
-use super::text::{Stamp, Style};
 use super::verdict::{Test, Verdict};
 use crate::config::QualitySettings;
 use crate::model::DeviceId;
+use crate::text::{Stamp, Style};
 
 /// No sensor of a city network measured anything before this day: an earlier time is a clock
 /// that was never set or fell back to an epoch (1970, 2000 for some RTCs count from it, 0001).

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::devices::Device;
 use crate::model::Reading;
+use crate::text::Shortest;
 
 /// Append one reading as a line-protocol line (no newline) to `out`.
 pub fn write_line(r: &Reading, device: &Device, out: &mut String) {
@@ -35,7 +36,8 @@ pub fn write_line_tagged(r: &Reading, device_tags: &str, time_ms: &str, out: &mu
     // `value` without an `i` suffix is always a float, even when it prints as "28": one type
     // per field, whatever the decoder produced.
     out.push_str(" value=");
-    let _ = write!(out, "{}", r.value);
+    // As `{}` writes it (`Shortest`: whole thousandths directly, anything else by core).
+    let _ = write!(out, "{}", Shortest(r.value));
     out.push_str(",quality=");
     push_int(out, i64::from(r.flag.to_byte()));
     out.push_str("i ");

@@ -1,6 +1,7 @@
-//! Times and numbers written into reasons, byte for byte as chrono and `core::fmt` write them,
-//! with less machinery: a burst of flagged uplinks writes several into nearly every reading's
-//! reason (a spike's explanation names two numbers, a time and a limit a side).
+//! Times and numbers written byte for byte as chrono and `core::fmt` write them, with less
+//! machinery: a burst of flagged uplinks writes several into nearly every reading's reason (a
+//! spike's explanation names two numbers, a time and a limit a side), and every reading sent to
+//! InfluxDB is a number in a line.
 //!
 //! chrono writes a `DateTime<Utc>` through a `Display` for each of its parts (date, time,
 //! fraction, zone), each through `core::fmt`: about a thousand instructions a time
