@@ -44,16 +44,25 @@ async fn wait_counts(gw: &Gateway, decoded: f64, dead: f64) {
 
 /// The readings of one series since `from`, as the API serves them.
 async fn readings(gw: &Gateway, device: &str, quantity: &str, from: DateTime<Utc>) -> Vec<Value> {
-    let url = gw.url(&format!("/v1/readings?device={device}&quantity={quantity}&from={}", stamp(from)));
-    get_json(url).await["readings"].as_array().unwrap().clone()
+    readings_until(gw, device, quantity, from, None).await
 }
 
 /// As [`readings`], up to a minute ahead of the clock: uplinks arriving in the same millisecond
 /// are stored at successive milliseconds from their reception on, so a burst of them runs
 /// ahead of the clock for a while (`to` is the clock by default).
 async fn readings_ahead(gw: &Gateway, device: &str, quantity: &str, from: DateTime<Utc>) -> Vec<Value> {
-    let to = stamp(Utc::now() + Duration::minutes(1));
-    let url = gw.url(&format!("/v1/readings?device={device}&quantity={quantity}&from={}&to={to}", stamp(from)));
+    readings_until(gw, device, quantity, from, Some(Utc::now() + Duration::minutes(1))).await
+}
+
+async fn readings_until(
+    gw: &Gateway,
+    device: &str,
+    quantity: &str,
+    from: DateTime<Utc>,
+    to: Option<DateTime<Utc>>,
+) -> Vec<Value> {
+    let to = to.map(|t| format!("&to={}", stamp(t))).unwrap_or_default();
+    let url = gw.url(&format!("/v1/readings?device={device}&quantity={quantity}&from={}{to}", stamp(from)));
     get_json(url).await["readings"].as_array().unwrap().clone()
 }
 

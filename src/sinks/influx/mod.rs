@@ -277,9 +277,10 @@ impl InfluxWriter {
             }
         };
         let also = async {
-            match second > n {
-                true => Some(self.post(entries.joined(n..second)).await),
-                false => None,
+            if second > n {
+                Some(self.post(entries.joined(n..second)).await)
+            } else {
+                None
             }
         };
         let (outcome, also, ()) = tokio::join!(self.post(entries.joined(0..n)), also, removed);

@@ -272,7 +272,12 @@ mod tests {
 
     /// Lines as the writer sees them.
     fn peeked(store: &EmbeddedStore, limit: usize) -> Vec<(u64, String)> {
-        store.outbox_peek(limit).unwrap().iter().map(|(k, l)| (k, String::from_utf8(l.to_vec()).unwrap())).collect()
+        peeked_except(store, limit, &[])
+    }
+
+    /// Lines as the writer sees them with `skip` in flight.
+    fn peeked_except(store: &EmbeddedStore, limit: usize, skip: &[u64]) -> Vec<(u64, String)> {
+        store.outbox_peek_except(limit, skip).unwrap().iter().map(|(k, l)| (k, String::from_utf8(l.to_vec()).unwrap())).collect()
     }
 
     fn batch(lines: &[&str]) -> WriteBatch {
@@ -320,14 +325,7 @@ mod tests {
         store.write(&batch(&["a", "b", "c"])).unwrap();
         store.write(&batch(&["d", "e"])).unwrap();
         store.write(&batch(&["f"])).unwrap();
-        let except = |limit, skip: &[u64]| -> Vec<(u64, String)> {
-            store
-                .outbox_peek_except(limit, skip)
-                .unwrap()
-                .iter()
-                .map(|(k, l)| (k, String::from_utf8(l.to_vec()).unwrap()))
-                .collect()
-        };
+        let except = |limit, skip: &[u64]| peeked_except(&store, limit, skip);
         // The first row in flight: passed over whole.
         assert_eq!(except(10, &[1, 2, 3]), vec![(4, "d".into()), (5, "e".into()), (6, "f".into())]);
         // A row partly in flight gives its other lines; rows after it come whole if they fit.
