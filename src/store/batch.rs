@@ -34,10 +34,15 @@ pub struct WriteBatch {
 /// Lines of text joined by `\n` in one buffer, each written straight into it. InfluxDB line
 /// protocol has no newline inside a line, so the spool stores a batch's lines as this one text,
 /// and a line costs no allocation of its own on the ingest path.
+///
+/// With a hash of every line's point ([`Self::push_point`]) a store may keep the lines as
+/// gzip members ([`crate::store::spooled`]): the InfluxDB writer sends those as they are and
+/// still knows which lines share a point.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Lines {
     text: String,
     count: usize,
+    points: Vec<u32>,
 }
 
 impl Lines {
@@ -66,6 +71,23 @@ impl Lines {
     pub fn clear(&mut self) {
         self.text.clear();
         self.count = 0;
+        self.points.clear();
+    }
+
+    /// The hash of the last line's point (its series and time): given for every line, it lets
+    /// a store pack them.
+    pub fn push_point(&mut self, hash: u32) {
+        self.points.push(hash);
+    }
+
+    /// The hashes of the lines' points, if every line has one.
+    pub fn points(&self) -> Option<&[u32]> {
+        (self.count > 0 && self.points.len() == self.count).then_some(self.points.as_slice())
+    }
+
+    /// The last line.
+    pub fn last(&self) -> Option<&str> {
+        (self.count > 0).then(|| self.text.rsplit('\n').next().unwrap_or_default())
     }
 
     /// The lines joined by `\n`, without a trailing one.

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::batch::WriteBatch;
 use super::dead_letter::{DeadLetter, ReplayOutcome};
+use super::spooled::Spooled;
 use crate::aggregates::{Interval, Scope, Window};
 use crate::citizens::CitizenSensor;
 use crate::model::{DeviceId, Quantity, Reading};
@@ -117,88 +118,6 @@ pub trait Outbox: Send + Sync {
     fn outbox_drop_oldest(&self, n: u64) -> Result<u64, StoreError>;
 }
 
-/// Lines read from the spool, oldest first, each with its key: one buffer of the lines joined
-/// by `\n`, so reading a request's worth costs no allocation per line and a run of them is
-/// one slice of it.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Spooled {
-    text: Vec<u8>,
-    /// Each line's key and the offset just past its end in `text`.
-    lines: Vec<(u64, usize)>,
-}
-
-impl Spooled {
-    /// Add a line (without a `\n`) under its key.
-    pub fn push(&mut self, key: u64, line: &[u8]) {
-        self.push_joined(key, line);
-    }
-
-    /// Add `lines`, a run of lines joined by `\n`, keyed `first` onwards: one copy for all.
-    pub fn push_joined(&mut self, first: u64, lines: &[u8]) {
-        if !self.lines.is_empty() {
-            self.text.push(b'\n');
-        }
-        let start = self.text.len();
-        self.text.extend_from_slice(lines);
-        let ends = memchr::memchr_iter(b'\n', lines).map(|i| start + i).chain(std::iter::once(self.text.len()));
-        self.lines.extend((first..).zip(ends));
-    }
-
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
-    /// The `i`th line's key.
-    pub fn key(&self, i: usize) -> u64 {
-        self.lines[i].0
-    }
-
-    /// Where the `i`th line starts in `text`.
-    fn start(&self, i: usize) -> usize {
-        if i == 0 {
-            0
-        } else {
-            self.lines[i - 1].1 + 1
-        }
-    }
-
-    /// The `i`th line.
-    pub fn line(&self, i: usize) -> &[u8] {
-        &self.text[self.start(i)..self.lines[i].1]
-    }
-
-    /// The lines in `range` joined by `\n` (empty for an empty range).
-    pub fn joined(&self, range: std::ops::Range<usize>) -> &[u8] {
-        if range.is_empty() {
-            return &[];
-        }
-        &self.text[self.start(range.start)..self.lines[range.end - 1].1]
-    }
-
-    /// The keys of the lines in `range`.
-    pub fn keys(&self, range: std::ops::Range<usize>) -> Vec<u64> {
-        self.lines[range].iter().map(|(k, _)| *k).collect()
-    }
-
-    /// Every line with its key, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        (0..self.len()).map(|i| (self.key(i), self.line(i)))
-    }
-
-    /// The first `limit` of these lines whose keys are not in `skip` (sorted ascending).
-    pub fn without(&self, skip: &[u64], limit: usize) -> Spooled {
-        let mut out = Spooled::default();
-        for (key, line) in self.iter().filter(|(key, _)| skip.binary_search(key).is_err()).take(limit) {
-            out.push(key, line);
-        }
-        out
-    }
-}
-
 /// What removing a citizen sensor removed.
 #[derive(Debug, Default, PartialEq)]
 pub struct Removed {
@@ -307,45 +226,4 @@ pub(crate) fn engine<E: Into<redb::Error>>(e: E) -> StoreError {
 /// A stored time in milliseconds as an instant; out of chrono's range is a corrupt store.
 pub(crate) fn millis(t: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(t).ok_or_else(|| StoreError::Corrupt(format!("time {t} ms is out of range")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Spooled;
-
-    #[test]
-    fn spooled_lines_keep_their_keys_and_runs_of_them_are_one_slice() {
-        let mut s = Spooled::default();
-        assert!(s.is_empty());
-        s.push_joined(7, b"a x=1 1\nb x=2 2");
-        s.push(12, b"c x=3 3");
-        s.push_joined(13, b"d x=4 4");
-        assert_eq!(s.len(), 4);
-        assert_eq!(s.keys(0..4), vec![7, 8, 12, 13]);
-        assert_eq!(s.line(0), b"a x=1 1");
-        assert_eq!(s.line(1), b"b x=2 2");
-        assert_eq!(s.line(3), b"d x=4 4");
-        assert_eq!(s.joined(1..3), b"b x=2 2\nc x=3 3");
-        assert_eq!(s.joined(0..4), b"a x=1 1\nb x=2 2\nc x=3 3\nd x=4 4");
-        assert_eq!(s.joined(2..2), b"");
-        assert_eq!(s.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![7, 8, 12, 13]);
-    }
-
-    #[test]
-    fn lines_without_the_ones_in_flight_keep_their_keys_up_to_the_limit() {
-        let mut s = Spooled::default();
-        s.push_joined(1, b"a\nb\nc\nd");
-        s.push_joined(9, b"e\nf");
-        let lines = |s: &Spooled| s.iter().map(|(k, l)| (k, String::from_utf8(l.to_vec()).unwrap())).collect::<Vec<_>>();
-        let all = lines(&s);
-        assert_eq!(lines(&s.without(&[], 10)), all);
-        // The batch in flight is the head: what follows it, as many as the limit allows.
-        assert_eq!(lines(&s.without(&[1, 2], 3)), all[2..5]);
-        // Keys skipped anywhere.
-        let rest = s.without(&[2, 4, 10], 10);
-        assert_eq!(lines(&rest), vec![all[0].clone(), all[2].clone(), all[4].clone()]);
-        assert_eq!(rest.joined(0..3), b"a\nc\ne");
-        assert!(s.without(&[1, 2, 3, 4, 9, 10], 10).is_empty());
-        assert!(s.without(&[], 0).is_empty());
-    }
 }

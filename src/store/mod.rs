@@ -13,13 +13,15 @@ pub mod embedded;
 mod open;
 pub mod postgres;
 mod spans;
+pub mod spooled;
 
 pub use batch::{Lines, WriteBatch};
 pub use boundary::{
-    AdminStore, ApiStore, BackupError, CitizenStore, CommitStore, Extent, Outbox, ReadStore, Removed, Snapshot, Spooled, Store,
+    AdminStore, ApiStore, BackupError, CitizenStore, CommitStore, Extent, Outbox, ReadStore, Removed, Snapshot, Store,
     StoreError, StoreHealth,
 };
 pub use dead_letter::{DeadLetter, ReplayOutcome};
 pub use embedded::EmbeddedStore;
 pub use open::{open, open_backend, Backend, OpenError};
 pub use postgres::PostgresStore;
+pub use spooled::Spooled;

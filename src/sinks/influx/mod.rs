@@ -22,8 +22,6 @@
 //!   points (401/403/404 are a token or bucket problem an operator fixes), so the batch stays
 //!   spooled and is retried with exponential backoff (or after `Retry-After`).
 
-use std::hash::{Hash as _, Hasher as _};
-use std::io::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,7 +267,8 @@ impl InfluxWriter {
             }
             return Step::Empty;
         }
-        let n = entries.len().min(limit);
+        // A request ends where a packed run does, so runs go as they were stored.
+        let n = entries.boundary(entries.len().min(limit));
         let second = if entries.len() > n && disjoint(&entries, 0..n, n..entries.len()) { entries.len() } else { n };
         let removed = async {
             if sent.is_empty() || self.remove(sent.clone()).await {
@@ -278,12 +277,12 @@ impl InfluxWriter {
         };
         let also = async {
             if second > n {
-                Some(self.post(entries.joined(n..second)).await)
+                Some(self.post(&entries, n..second).await)
             } else {
                 None
             }
         };
-        let (outcome, also, ()) = tokio::join!(self.post(entries.joined(0..n)), also, removed);
+        let (outcome, also, ()) = tokio::join!(self.post(&entries, 0..n), also, removed);
         // What went whole, in order: the first batch, and the second only with it. A second
         // batch written after a first that was not is sent again (its points are not the
         // first's, so the repeat changes nothing).
@@ -324,7 +323,7 @@ impl InfluxWriter {
             Outcome::Rejected { .. } => ranges.extend([(n / 2, n), (0, n / 2)]),
         }
         while let Some((a, b)) = ranges.pop() {
-            match self.post(entries.joined(a..b)).await {
+            match self.post(&entries, a..b).await {
                 Outcome::Written => {
                     if !self.remove(entries.keys(a..b)).await {
                         return Step::Retry(None);
@@ -352,19 +351,15 @@ impl InfluxWriter {
         Step::Progress
     }
 
-    /// Send lines joined by `\n`.
-    async fn post(&self, lines: &[u8]) -> Outcome {
-        let mut body = Vec::with_capacity(lines.len() + 1);
-        body.extend_from_slice(lines);
-        body.push(b'\n');
+    /// Send the lines in `range` of `entries`: packed runs of the spool as they were stored,
+    /// the other lines gzip'd here (or all as text, with `gzip` off).
+    async fn post(&self, entries: &Spooled, range: Range<usize>) -> Outcome {
         let mut request = self.client.post(self.write_url.clone()).header(CONTENT_TYPE, "text/plain; charset=utf-8");
+        let body = match entries.body(range, self.settings.gzip) {
+            Ok(body) => body,
+            Err(e) => return Outcome::Retry { reason: format!("gzip: {e}"), after: None },
+        };
         if self.settings.gzip {
-            // The fastest level: most of gzip's gain on repetitive line protocol, little CPU.
-            let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
-            body = match encoder.write_all(&body).and_then(|_| encoder.finish()) {
-                Ok(zipped) => zipped,
-                Err(e) => return Outcome::Retry { reason: format!("gzip: {e}"), after: None },
-            };
             request = request.header(CONTENT_ENCODING, "gzip");
         }
         if let Some(auth) = &self.auth {
@@ -456,13 +451,6 @@ impl InfluxWriter {
 /// Whether no line of `b` is a point of `a` (series and time, compared by a hash: a collision
 /// only makes the two batches go one after the other).
 fn disjoint(entries: &Spooled, a: Range<usize>, b: Range<usize>) -> bool {
-    let point = |i: usize| {
-        let (series, time) = line_protocol::point(entries.line(i));
-        let mut h = rustc_hash::FxHasher::default();
-        series.hash(&mut h);
-        time.hash(&mut h);
-        h.finish()
-    };
-    let first: rustc_hash::FxHashSet<u64> = a.map(point).collect();
-    !b.map(point).any(|p| first.contains(&p))
+    let first: rustc_hash::FxHashSet<u32> = entries.point_hashes(a, line_protocol::point_hash).into_iter().collect();
+    !entries.point_hashes(b, line_protocol::point_hash).iter().any(|p| first.contains(p))
 }

@@ -20,6 +20,9 @@ use crate::store::Lines;
 /// batches back while the spool is full (policy `backpressure`), and wakes the writer.
 pub struct Spool {
     max_readings: u64,
+    /// Hash each line's point, so the store may keep lines as the gzip members the writer
+    /// sends (with `gzip` on).
+    pack: bool,
     pub(crate) policy: SpoolFullPolicy,
     metrics: Arc<Metrics>,
     /// Signalled after a commit added lines, so the writer need not poll.
@@ -37,6 +40,7 @@ impl Spool {
         metrics.influx.spool_hold_limit.store(hold, Relaxed);
         Self {
             max_readings: settings.spool_max_readings,
+            pack: settings.gzip,
             policy: settings.spool_full,
             metrics,
             appended: Notify::new(),
@@ -73,6 +77,10 @@ impl Spool {
                 out.push_with(|line| super::line_protocol::write_line_tagged(r, &tags, &time, line));
             } else {
                 out.push_with(|line| super::line_protocol::write_line(r, device, line));
+            }
+            if self.pack {
+                let hash = super::line_protocol::point_hash(out.last().unwrap_or_default().as_bytes());
+                out.push_point(hash);
             }
         }
     }

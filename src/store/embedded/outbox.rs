@@ -13,12 +13,24 @@
 //! row deletions and rewrites no row's rest; only a first row longer than the request is cut.
 //! A store from before holds one line per row, which is a run of one under the same key, so
 //! both read alike.
+//!
+//! When the lines come with their points' hashes ([`Lines::points`]: the writer sends gzip),
+//! a row is *packed*: a zero byte (a text row starts with a measurement's name), the count of
+//! lines, the text's CRC-32 and length (u32 each, little-endian), one u32 hash per line, then
+//! the lines compressed on their own ([`spooled::pack`]). The writer sends such rows as they
+//! are, joined into one gzip member ([`Spooled::push_packed`]), so the ingest commit writes
+//! about a tenth of the bytes and the writer compresses nothing again. A row that must be cut
+//! (a removal in its middle, a request's edge) is inflated and what stays is written back as
+//! text.
+
+use std::borrow::Cow;
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::tables::OUTBOX;
 use crate::store::batch::Lines;
-use crate::store::boundary::{engine, Spooled, StoreError};
+use crate::store::boundary::{engine, StoreError};
+use crate::store::spooled::{self, Piece, Spooled};
 
 /// Most lines a commit writes into one row: a write request (5,000 lines by default) then
 /// takes whole rows and is still nearly full.
@@ -35,17 +47,84 @@ pub(super) fn append(tx: &WriteTransaction, lines: &Lines) -> Result<(), StoreEr
     // always above every line still present: order is preserved even after the table empties.
     let mut last = table.last().map_err(engine)?.map(|(k, _)| k.value()).unwrap_or(0);
     let text = lines.text().as_bytes();
+    let points = lines.points();
     let mut from = 0;
-    let mut left = lines.len();
-    while left > 0 {
-        let take = left.min(ROW_LINES);
+    let mut done = 0;
+    let mut row = Vec::new();
+    while done < lines.len() {
+        let take = (lines.len() - done).min(ROW_LINES);
         let end = from + end_of_lines(&text[from..], take);
         last += take as u64;
-        table.insert(last, &text[from..end]).map_err(engine)?;
+        match points {
+            Some(points) => {
+                let piece = spooled::pack(&text[from..end]).map_err(|e| StoreError::Corrupt(format!("deflate: {e}")))?;
+                row.clear();
+                row.push(PACKED);
+                for n in [take as u32, piece.crc, piece.len] {
+                    row.extend_from_slice(&n.to_le_bytes());
+                }
+                for hash in &points[done..done + take] {
+                    row.extend_from_slice(&hash.to_le_bytes());
+                }
+                row.extend_from_slice(&piece.deflate);
+                table.insert(last, row.as_slice()).map_err(engine)?;
+            }
+            None => {
+                table.insert(last, &text[from..end]).map_err(engine)?;
+            }
+        }
         from = end + 1;
-        left -= take;
+        done += take;
     }
     Ok(())
+}
+
+/// The first byte of a packed row.
+const PACKED: u8 = 0;
+
+/// What a packed row holds.
+struct PackedRow<'a> {
+    count: usize,
+    /// One little-endian u32 hash per line.
+    points: &'a [u8],
+    crc: u32,
+    len: u32,
+    deflate: &'a [u8],
+}
+
+impl PackedRow<'_> {
+    fn piece(&self) -> Piece {
+        Piece { crc: self.crc, len: self.len, deflate: self.deflate.to_vec() }
+    }
+}
+
+/// A packed row's parts; `None` for a text row.
+fn packed(row: &[u8]) -> Result<Option<PackedRow<'_>>, StoreError> {
+    if row.first() != Some(&PACKED) {
+        return Ok(None);
+    }
+    let corrupt = || StoreError::Corrupt("a packed row of the InfluxDB spool is cut short".into());
+    let word = |at: usize| row.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(corrupt);
+    let (n, crc, len) = (word(1)? as usize, word(5)?, word(9)?);
+    let points = row.get(13..13 + 4 * n).ok_or_else(corrupt)?;
+    Ok(Some(PackedRow { count: n, points, crc, len, deflate: &row[13 + 4 * n..] }))
+}
+
+/// A row's lines joined by `\n`: a text row as it is, a packed one inflated.
+fn text_of(row: &[u8]) -> Result<Cow<'_, [u8]>, StoreError> {
+    match packed(row)? {
+        None => Ok(Cow::Borrowed(row)),
+        Some(packed) => {
+            let n = packed.count;
+            let mut text = spooled::inflate(&packed.piece())
+                .map_err(|e| StoreError::Corrupt(format!("a packed row of the InfluxDB spool: {e}")))?;
+            text.pop();
+            if memchr::memchr_iter(b'\n', &text).count() + 1 != n {
+                return Err(StoreError::Corrupt("a packed row of the InfluxDB spool holds another count of lines".into()));
+            }
+            Ok(Cow::Owned(text))
+        }
+    }
 }
 
 /// Where the first `n` (at least one) lines of `text` end: at the newline after the `n`th, or
@@ -55,20 +134,25 @@ fn end_of_lines(text: &[u8], n: usize) -> usize {
 }
 
 /// How many lines a row holds.
-fn count(row: &[u8]) -> u64 {
-    memchr::memchr_iter(b'\n', row).count() as u64 + 1
+fn count(row: &[u8]) -> Result<u64, StoreError> {
+    Ok(match packed(row)? {
+        Some(row) => row.count as u64,
+        None => memchr::memchr_iter(b'\n', row).count() as u64 + 1,
+    })
 }
 
-/// The lines of a row with their sequence numbers, given the row's key (its last line's).
-fn lines_of(key: u64, row: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+/// The lines of a row's text ([`text_of`]) with their sequence numbers, given the row's key
+/// (its last line's).
+fn lines_of(key: u64, text: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
     let mut from = 0;
-    let ends = memchr::memchr_iter(b'\n', row).chain(std::iter::once(row.len()));
+    let ends = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len()));
     let lines = ends.map(move |end| {
-        let line = &row[from..end];
+        let line = &text[from..end];
         from = end + 1;
         line
     });
-    (key + 1 - count(row)..).zip(lines)
+    let n = memchr::memchr_iter(b'\n', text).count() as u64 + 1;
+    (key + 1 - n..).zip(lines)
 }
 
 /// Lines waiting in the spool.
@@ -78,7 +162,7 @@ pub(super) fn len(db: &Database) -> Result<u64, StoreError> {
     let mut n = 0;
     for entry in table.iter().map_err(engine)? {
         let (_, v) = entry.map_err(engine)?;
-        n += count(v.value());
+        n += count(v.value())?;
     }
     Ok(n)
 }
@@ -99,7 +183,7 @@ pub(super) fn peek(db: &Database, limit: usize, skip: &[u64]) -> Result<Spooled,
         if room == 0 {
             break;
         }
-        let lines = count(row);
+        let lines = count(row)?;
         let first = key + 1 - lines;
         // A row's lines are numbered first..=key, one after another.
         let skipped = skip.partition_point(|&s| s <= key) - skip.partition_point(|&s| s < first);
@@ -107,19 +191,28 @@ pub(super) fn peek(db: &Database, limit: usize, skip: &[u64]) -> Result<Spooled,
             continue;
         }
         if skipped > 0 {
-            for (seq, line) in lines_of(key, row).filter(|(seq, _)| skip.binary_search(seq).is_err()).take(room) {
+            let text = text_of(row)?;
+            for (seq, line) in lines_of(key, &text).filter(|(seq, _)| skip.binary_search(seq).is_err()).take(room) {
                 out.push(seq, line);
             }
             continue;
         }
         if lines as usize <= room {
-            out.push_joined(first, row);
+            match packed(row)? {
+                Some(packed) => {
+                    let points: Vec<u32> =
+                        packed.points.chunks_exact(4).map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]])).collect();
+                    out.push_packed(first, &points, packed.piece());
+                }
+                None => out.push_joined(first, row),
+            }
             continue;
         }
         // Sending part of a row makes its removal rewrite the rest; leave it for the next
         // request unless nothing else goes into this one.
         if out.is_empty() && room > 0 {
-            out.push_joined(first, &row[..end_of_lines(row, room)]);
+            let text = text_of(row)?;
+            out.push_joined(first, &text[..end_of_lines(&text, room)]);
         }
         break;
     }
@@ -153,7 +246,7 @@ pub(super) fn remove(tx: &WriteTransaction, keys: &[u64]) -> Result<(), StoreErr
         // only the first and the last row need their lines counted.
         let first = match previous {
             Some(p) if key <= hi => p + 1,
-            _ => key + 1 - count(row),
+            _ => key + 1 - count(row)?,
         };
         previous = Some(key);
         if contiguous && lo <= first && key <= hi {
@@ -161,7 +254,8 @@ pub(super) fn remove(tx: &WriteTransaction, keys: &[u64]) -> Result<(), StoreErr
             whole.push(key);
         } else if sorted.get(sorted.partition_point(|&s| s < first)).is_some_and(|&s| s <= key) {
             let mut runs: Runs = Vec::new();
-            for (seq, line) in lines_of(key, row) {
+            let text = text_of(row)?;
+            for (seq, line) in lines_of(key, &text) {
                 if listed(seq) {
                     continue;
                 }
@@ -200,15 +294,16 @@ pub(super) fn drop_oldest(tx: &WriteTransaction, n: u64) -> Result<u64, StoreErr
         let Some((k, v)) = table.first().map_err(engine)? else { break };
         let (key, row) = (k.value(), v.value().to_vec());
         drop((k, v));
-        let lines = count(&row);
+        let lines = count(&row)?;
         if dropped + lines <= n {
             table.remove(key).map_err(engine)?;
             dropped += lines;
         } else {
-            // Keep the row's newest lines under the same key (its last line's number).
+            // Keep the row's newest lines under the same key (its last line's number), as text.
             let skip = (n - dropped) as usize;
-            let cut = memchr::memchr_iter(b'\n', &row).nth(skip - 1).map_or(row.len(), |i| i + 1);
-            table.insert(key, &row[cut..]).map_err(engine)?;
+            let text = text_of(&row)?;
+            let cut = memchr::memchr_iter(b'\n', &text).nth(skip - 1).map_or(text.len(), |i| i + 1);
+            table.insert(key, &text[cut..]).map_err(engine)?;
             dropped = n;
         }
     }
@@ -222,14 +317,13 @@ mod tests {
     use super::super::tables::OUTBOX;
     use super::ROW_LINES;
     use crate::store::boundary::engine;
-    use crate::store::{CommitStore, EmbeddedStore, Outbox, WriteBatch};
+    use crate::store::{CommitStore, EmbeddedStore, Lines, Outbox, WriteBatch};
 
-    #[test]
-    fn outbox_keeps_order_and_survives_reopen_and_emptying() {
+    fn outbox_keeps_order_and_survives_reopen_and_emptying(pack: bool) {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = EmbeddedStore::open(dir.path()).unwrap();
-            let batch = WriteBatch { outbox: ["a", "b", "c"].into_iter().collect(), ..Default::default() };
+            let batch = batch(pack, &["a", "b", "c"]);
             store.write(&batch).unwrap();
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -240,19 +334,18 @@ mod tests {
         let rest = store.outbox_peek(10).unwrap();
         assert_eq!(rest.len(), 1);
         store.outbox_remove(&[rest.key(0)]).unwrap();
-        store.write(&WriteBatch { outbox: ["d", "e"].into_iter().collect(), ..Default::default() }).unwrap();
+        store.write(&batch(pack, &["d", "e"])).unwrap();
         assert_eq!(store.outbox_drop_oldest(1).unwrap(), 1);
         let left = store.outbox_peek(10).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left.line(0), b"e");
     }
 
-    #[test]
-    fn remove_takes_exactly_the_listed_keys_in_any_order_with_repeats_and_gaps() {
+    fn remove_takes_exactly_the_listed_keys_in_any_order_with_repeats_and_gaps(pack: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let lines: Vec<String> = (0..10).map(|i| format!("l{i}")).collect();
-        store.write(&WriteBatch { outbox: lines.iter().collect(), ..Default::default() }).unwrap();
+        store.write(&batch(pack, &lines.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
         let keys: Vec<u64> = store.outbox_peek(10).unwrap().iter().map(|(k, _)| k).collect();
         // Not a run: the key between them stays; a repeat and a missing key are no error.
         store.outbox_remove(&[keys[4], keys[2], keys[2], 9_999]).unwrap();
@@ -280,9 +373,77 @@ mod tests {
         store.outbox_peek_except(limit, skip).unwrap().iter().map(|(k, l)| (k, String::from_utf8(l.to_vec()).unwrap())).collect()
     }
 
-    fn batch(lines: &[&str]) -> WriteBatch {
-        WriteBatch { outbox: lines.iter().collect(), ..Default::default() }
+    /// A batch of `lines`; packed, with a hash of each line standing for its point.
+    fn batch(pack: bool, lines: &[&str]) -> WriteBatch {
+        let mut outbox = Lines::default();
+        for line in lines {
+            outbox.push(line);
+            if pack {
+                outbox.push_point(line.len() as u32);
+            }
+        }
+        WriteBatch { outbox, ..Default::default() }
     }
+
+    #[test]
+    fn packed_rows_go_to_the_writer_as_stored_in_one_gzip_member() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(&batch(false, &["t1"])).unwrap();
+        store.write(&batch(true, &["a x=1 1", "b x=2 2", "c x=3 3"])).unwrap();
+        store.write(&batch(true, &["d x=4 4"])).unwrap();
+        let row = store
+            .with_db(|db| {
+                let tx = db.begin_read().map_err(engine)?;
+                let table = tx.open_table(OUTBOX).map_err(engine)?;
+                Ok(table.get(4).map_err(engine)?.unwrap().value().to_vec())
+            })
+            .unwrap();
+        let text = b"a x=1 1\nb x=2 2\nc x=3 3\n";
+        assert_eq!(row[..5], [0, 3, 0, 0, 0], "a zero byte, then the count");
+        assert_eq!(row[5..9], crc32fast::hash(text).to_le_bytes(), "the text's CRC-32");
+        assert_eq!(row[9..13], (text.len() as u32).to_le_bytes(), "and length");
+        assert_eq!(row[13..25], [7, 0, 0, 0, 7, 0, 0, 0, 7, 0, 0, 0], "each line's point hash");
+        let spooled = store.outbox_peek(10).unwrap();
+        assert_eq!(spooled.len(), 5);
+        let body = spooled.body(1..4, true).unwrap();
+        assert_eq!(body[10..body.len() - 10], row[25..], "the row goes as it was stored");
+        // One gzip member, which a reader that stops after the first one reads whole.
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(spooled.body(0..5, true).unwrap().as_slice()).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "t1\na x=1 1\nb x=2 2\nc x=3 3\nd x=4 4\n", "text rows before packed ones");
+        assert_eq!(spooled.point_hashes(0..5, |_| 99), vec![99, 7, 7, 7, 7]);
+    }
+
+    /// Each scenario on text rows and on packed ones.
+    macro_rules! text_and_packed {
+        ($($name:ident),* $(,)?) => {
+            mod text {
+                $(#[test]
+                fn $name() {
+                    super::$name(false)
+                })*
+            }
+            mod packed {
+                $(#[test]
+                fn $name() {
+                    super::$name(true)
+                })*
+            }
+        };
+    }
+
+    text_and_packed!(
+        outbox_keeps_order_and_survives_reopen_and_emptying,
+        remove_takes_exactly_the_listed_keys_in_any_order_with_repeats_and_gaps,
+        a_commit_is_one_row_and_a_limit_cuts_only_a_first_row_longer_than_it,
+        lines_in_flight_are_left_out_by_rows_or_one_by_one,
+        a_long_commit_is_cut_into_rows_the_writer_takes_whole,
+        removing_inside_a_row_keeps_the_rest_in_order_and_numbers_go_on,
+        a_spool_of_one_line_per_row_from_an_older_version_is_read_and_continued,
+        a_run_across_rows_and_gaps_removes_exactly_its_lines
+    );
 
     fn rows(store: &EmbeddedStore) -> u64 {
         store
@@ -294,12 +455,11 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn a_commit_is_one_row_and_a_limit_cuts_only_a_first_row_longer_than_it() {
+    fn a_commit_is_one_row_and_a_limit_cuts_only_a_first_row_longer_than_it(pack: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        store.write(&batch(&["a", "b", "c"])).unwrap();
-        store.write(&batch(&["d", "e"])).unwrap();
+        store.write(&batch(pack, &["a", "b", "c"])).unwrap();
+        store.write(&batch(pack, &["d", "e"])).unwrap();
         assert_eq!(rows(&store), 2, "one row per commit");
         assert_eq!(store.outbox_len().unwrap(), 5);
         // The second row doesn't fit in four lines: it waits, whole, for the next request.
@@ -314,17 +474,16 @@ mod tests {
         assert_eq!(store.outbox_len().unwrap(), 3);
         store.outbox_remove(&[3, 4]).unwrap();
         assert_eq!(peeked(&store, 10), vec![(5, "e".into())]);
-        store.write(&batch(&["f"])).unwrap();
+        store.write(&batch(pack, &["f"])).unwrap();
         assert_eq!(peeked(&store, 10), vec![(5, "e".into()), (6, "f".into())]);
     }
 
-    #[test]
-    fn lines_in_flight_are_left_out_by_rows_or_one_by_one() {
+    fn lines_in_flight_are_left_out_by_rows_or_one_by_one(pack: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        store.write(&batch(&["a", "b", "c"])).unwrap();
-        store.write(&batch(&["d", "e"])).unwrap();
-        store.write(&batch(&["f"])).unwrap();
+        store.write(&batch(pack, &["a", "b", "c"])).unwrap();
+        store.write(&batch(pack, &["d", "e"])).unwrap();
+        store.write(&batch(pack, &["f"])).unwrap();
         let except = |limit, skip: &[u64]| peeked_except(&store, limit, skip);
         // The first row in flight: passed over whole.
         assert_eq!(except(10, &[1, 2, 3]), vec![(4, "d".into()), (5, "e".into()), (6, "f".into())]);
@@ -340,13 +499,12 @@ mod tests {
         assert!(except(0, &[]).is_empty());
     }
 
-    #[test]
-    fn a_long_commit_is_cut_into_rows_the_writer_takes_whole() {
+    fn a_long_commit_is_cut_into_rows_the_writer_takes_whole(pack: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        store.write(&batch(&["first"])).unwrap();
+        store.write(&batch(pack, &["first"])).unwrap();
         let lines: Vec<String> = (0..2 * ROW_LINES + 3).map(|i| format!("l{i}")).collect();
-        store.write(&WriteBatch { outbox: lines.iter().collect(), ..Default::default() }).unwrap();
+        store.write(&batch(pack, &lines.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
         assert_eq!(rows(&store), 4, "one row, then the commit's {} lines in three", lines.len());
         assert_eq!(store.outbox_len().unwrap(), 1 + lines.len() as u64);
         // Every line once, in order, numbered one after another.
@@ -365,18 +523,17 @@ mod tests {
         assert_eq!(peeked(&store, usize::MAX), expect[1 + ROW_LINES..]);
     }
 
-    #[test]
-    fn removing_inside_a_row_keeps_the_rest_in_order_and_numbers_go_on() {
+    fn removing_inside_a_row_keeps_the_rest_in_order_and_numbers_go_on(pack: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        store.write(&batch(&["l1", "l2", "l3", "l4", "l5", "l6"])).unwrap();
+        store.write(&batch(pack, &["l1", "l2", "l3", "l4", "l5", "l6"])).unwrap();
         // One rejected line in the middle of a row, dead-lettered and removed on its own.
         store.outbox_remove(&[3]).unwrap();
         store.outbox_remove(&[5, 6]).unwrap();
         assert_eq!(peeked(&store, 10), vec![(1, "l1".into()), (2, "l2".into()), (4, "l4".into())]);
         assert_eq!(store.outbox_len().unwrap(), 3);
         // The newest line is gone: a new line still gets a number above every one given.
-        store.write(&batch(&["l7"])).unwrap();
+        store.write(&batch(pack, &["l7"])).unwrap();
         let all = peeked(&store, 10);
         assert_eq!(all.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(), vec!["l1", "l2", "l4", "l7"]);
         assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "{all:?}");
@@ -386,8 +543,7 @@ mod tests {
         assert_eq!(store.outbox_len().unwrap(), 0);
     }
 
-    #[test]
-    fn a_spool_of_one_line_per_row_from_an_older_version_is_read_and_continued() {
+    fn a_spool_of_one_line_per_row_from_an_older_version_is_read_and_continued(pack: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         // What the previous layout wrote: a row per line, keyed by its own sequence number.
@@ -407,7 +563,7 @@ mod tests {
         drop(store);
         let store = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(store.outbox_len().unwrap(), 3);
-        store.write(&batch(&["new10", "new11"])).unwrap();
+        store.write(&batch(pack, &["new10", "new11"])).unwrap();
         assert_eq!(
             peeked(&store, 10),
             vec![(7, "old7".into()), (8, "old8".into()), (9, "old9".into()), (10, "new10".into()), (11, "new11".into())]
@@ -417,14 +573,13 @@ mod tests {
         assert_eq!(peeked(&store, 10), vec![(11, "new11".into())]);
     }
 
-    #[test]
-    fn a_run_across_rows_and_gaps_removes_exactly_its_lines() {
+    fn a_run_across_rows_and_gaps_removes_exactly_its_lines(pack: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        store.write(&batch(&["l1", "l2", "l3", "l4", "l5", "l6"])).unwrap();
+        store.write(&batch(pack, &["l1", "l2", "l3", "l4", "l5", "l6"])).unwrap();
         store.outbox_remove(&[3]).unwrap();
-        store.write(&batch(&["l7", "l8", "l9"])).unwrap();
-        store.write(&batch(&["l10"])).unwrap();
+        store.write(&batch(pack, &["l7", "l8", "l9"])).unwrap();
+        store.write(&batch(pack, &["l10"])).unwrap();
         // Rows now: 1-2, 4-6, 7-9, 10. A run from 2 to 8 (3 is gone already) cuts the first
         // and the third row and takes the second whole.
         store.outbox_remove(&(2..=8).collect::<Vec<u64>>()).unwrap();

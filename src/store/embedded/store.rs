@@ -27,11 +27,12 @@ use crate::quality::SeriesLookup;
 use crate::sources::lorawan::FrameCounter;
 use crate::store::batch::WriteBatch;
 use crate::store::boundary::{
-    engine, millis, AdminStore, BackupError, CitizenStore, CommitStore, Outbox, ReadStore, Removed, Snapshot, Spooled,
-    StoreError, StoreHealth,
+    engine, millis, AdminStore, BackupError, CitizenStore, CommitStore, Outbox, ReadStore, Removed, Snapshot, StoreError,
+    StoreHealth,
 };
 use crate::store::dead_letter::{DeadLetter, ReplayOutcome};
 use crate::store::spans::{self, Spans};
+use crate::store::Spooled;
 
 /// Journal rows one flush transaction handles at most, so a long backlog (after a restart
 /// or an outage) is stored in steps and never holds up ingest's commits for long.

@@ -5,7 +5,8 @@
 //! point per series and time, so a line sent twice is stored once.
 
 use super::{db, PostgresStore};
-use crate::store::boundary::{Outbox, Spooled, StoreError};
+use crate::store::boundary::{Outbox, StoreError};
+use crate::store::Spooled;
 
 impl Outbox for PostgresStore {
     fn outbox_len(&self) -> Result<u64, StoreError> {
