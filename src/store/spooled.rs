@@ -217,7 +217,7 @@ impl Spooled {
                 // A run cut by the range: its lines in the range, from this run alone inflated.
                 Place::Packed(r) => {
                     let run = &self.runs[r];
-                    let text = inflate(&run.piece)?;
+                    let text = text_of(&run.piece, run.count);
                     let end = (run.first + run.count).min(range.end);
                     let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').skip(i - run.first).take(end - i).collect();
                     member.add(&pack(&lines.join(&b'\n'))?);
@@ -228,9 +228,7 @@ impl Spooled {
         Ok(member.finish())
     }
 
-    /// Every line as text, the packed runs inflated (once). A run that does not inflate to its
-    /// count of lines (a damaged store) gives empty lines, which InfluxDB refuses, so they end
-    /// as dead letters and the rest goes on.
+    /// Every line as text, the packed runs inflated (once; a damaged one as [`text_of`] says).
     fn expanded(&self) -> &Text {
         self.expanded.get_or_init(|| {
             let mut all = Text::default();
@@ -245,19 +243,12 @@ impl Spooled {
                     Place::Packed(r) if self.runs[r].first == i => {
                         let run = &self.runs[r];
                         let at = all.text.len();
-                        let inflated = inflate(&run.piece)
-                            .ok()
-                            .filter(|text| text.last() == Some(&b'\n') && memchr::memchr_iter(b'\n', text).count() == run.count);
-                        if let Some(inflated) = inflated {
-                            all.text.extend_from_slice(&inflated);
-                            let mut from = at;
-                            for end in memchr::memchr_iter(b'\n', &inflated) {
-                                all.lines.push((from, at + end));
-                                from = at + end + 1;
-                            }
-                        } else {
-                            tracing::error!(lines = run.count, "a packed run of the InfluxDB spool does not inflate");
-                            all.lines.extend(std::iter::repeat_n((at, at), run.count));
+                        let inflated = text_of(&run.piece, run.count);
+                        all.text.extend_from_slice(&inflated);
+                        let mut from = at;
+                        for end in memchr::memchr_iter(b'\n', &inflated) {
+                            all.lines.push((from, at + end));
+                            from = at + end + 1;
                         }
                     }
                     Place::Packed(_) => {}
@@ -295,6 +286,19 @@ pub fn inflate(piece: &Piece) -> std::io::Result<Vec<u8>> {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "a packed run does not inflate to its text"));
     }
     Ok(text)
+}
+
+/// The text of a piece of `count` lines; one that does not inflate to that many (a damaged
+/// store) gives as many empty lines, which InfluxDB passes over, so the lines around them go
+/// on (the readings stay in the embedded store).
+pub fn text_of(piece: &Piece, count: usize) -> Vec<u8> {
+    match inflate(piece) {
+        Ok(text) if memchr::memchr_iter(b'\n', &text).count() == count => text,
+        Ok(_) | Err(_) => {
+            tracing::error!(lines = count, "a packed run of the InfluxDB spool does not inflate: its lines are left empty");
+            vec![b'\n'; count]
+        }
+    }
 }
 
 /// One gzip member made of pieces.

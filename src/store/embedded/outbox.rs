@@ -98,31 +98,29 @@ impl PackedRow<'_> {
     }
 }
 
-/// A packed row's parts; `None` for a text row.
-fn packed(row: &[u8]) -> Result<Option<PackedRow<'_>>, StoreError> {
+/// A packed row's parts; `None` for a text row. A header cut short (a damaged store) reads as
+/// one line that does not inflate, so the rows around it go on.
+fn packed(row: &[u8]) -> Option<PackedRow<'_>> {
     if row.first() != Some(&PACKED) {
-        return Ok(None);
+        return None;
     }
-    let corrupt = || StoreError::Corrupt("a packed row of the InfluxDB spool is cut short".into());
-    let word = |at: usize| row.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(corrupt);
-    let (n, crc, len) = (word(1)? as usize, word(5)?, word(9)?);
-    let points = row.get(13..13 + 4 * n).ok_or_else(corrupt)?;
-    Ok(Some(PackedRow { count: n, points, crc, len, deflate: &row[13 + 4 * n..] }))
+    let word = |at: usize| row.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let whole = (|| {
+        let (n, crc, len) = (word(1)? as usize, word(5)?, word(9)?);
+        let end = 13usize.checked_add(n.checked_mul(4)?)?;
+        Some(PackedRow { count: n, points: row.get(13..end)?, crc, len, deflate: &row[end..] })
+    })();
+    Some(whole.unwrap_or(PackedRow { count: 1, points: &[], crc: 0, len: 0, deflate: &[] }))
 }
 
 /// A row's lines joined by `\n`: a text row as it is, a packed one inflated.
-fn text_of(row: &[u8]) -> Result<Cow<'_, [u8]>, StoreError> {
-    match packed(row)? {
-        None => Ok(Cow::Borrowed(row)),
+fn text_of(row: &[u8]) -> Cow<'_, [u8]> {
+    match packed(row) {
+        None => Cow::Borrowed(row),
         Some(packed) => {
-            let n = packed.count;
-            let mut text = spooled::inflate(&packed.piece())
-                .map_err(|e| StoreError::Corrupt(format!("a packed row of the InfluxDB spool: {e}")))?;
+            let mut text = spooled::text_of(&packed.piece(), packed.count);
             text.pop();
-            if memchr::memchr_iter(b'\n', &text).count() + 1 != n {
-                return Err(StoreError::Corrupt("a packed row of the InfluxDB spool holds another count of lines".into()));
-            }
-            Ok(Cow::Owned(text))
+            Cow::Owned(text)
         }
     }
 }
@@ -134,11 +132,11 @@ fn end_of_lines(text: &[u8], n: usize) -> usize {
 }
 
 /// How many lines a row holds.
-fn count(row: &[u8]) -> Result<u64, StoreError> {
-    Ok(match packed(row)? {
+fn count(row: &[u8]) -> u64 {
+    match packed(row) {
         Some(row) => row.count as u64,
         None => memchr::memchr_iter(b'\n', row).count() as u64 + 1,
-    })
+    }
 }
 
 /// The lines of a row's text ([`text_of`]) with their sequence numbers, given the row's key
@@ -162,7 +160,7 @@ pub(super) fn len(db: &Database) -> Result<u64, StoreError> {
     let mut n = 0;
     for entry in table.iter().map_err(engine)? {
         let (_, v) = entry.map_err(engine)?;
-        n += count(v.value())?;
+        n += count(v.value());
     }
     Ok(n)
 }
@@ -183,7 +181,7 @@ pub(super) fn peek(db: &Database, limit: usize, skip: &[u64]) -> Result<Spooled,
         if room == 0 {
             break;
         }
-        let lines = count(row)?;
+        let lines = count(row);
         let first = key + 1 - lines;
         // A row's lines are numbered first..=key, one after another.
         let skipped = skip.partition_point(|&s| s <= key) - skip.partition_point(|&s| s < first);
@@ -191,19 +189,20 @@ pub(super) fn peek(db: &Database, limit: usize, skip: &[u64]) -> Result<Spooled,
             continue;
         }
         if skipped > 0 {
-            let text = text_of(row)?;
+            let text = text_of(row);
             for (seq, line) in lines_of(key, &text).filter(|(seq, _)| skip.binary_search(seq).is_err()).take(room) {
                 out.push(seq, line);
             }
             continue;
         }
         if lines as usize <= room {
-            match packed(row)? {
-                Some(packed) => {
+            match packed(row) {
+                Some(packed) if packed.points.len() == 4 * packed.count => {
                     let points: Vec<u32> =
                         packed.points.chunks_exact(4).map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]])).collect();
                     out.push_packed(first, &points, packed.piece());
                 }
+                Some(_) => out.push_joined(first, &text_of(row)),
                 None => out.push_joined(first, row),
             }
             continue;
@@ -211,7 +210,7 @@ pub(super) fn peek(db: &Database, limit: usize, skip: &[u64]) -> Result<Spooled,
         // Sending part of a row makes its removal rewrite the rest; leave it for the next
         // request unless nothing else goes into this one.
         if out.is_empty() && room > 0 {
-            let text = text_of(row)?;
+            let text = text_of(row);
             out.push_joined(first, &text[..end_of_lines(&text, room)]);
         }
         break;
@@ -246,7 +245,7 @@ pub(super) fn remove(tx: &WriteTransaction, keys: &[u64]) -> Result<(), StoreErr
         // only the first and the last row need their lines counted.
         let first = match previous {
             Some(p) if key <= hi => p + 1,
-            _ => key + 1 - count(row)?,
+            _ => key + 1 - count(row),
         };
         previous = Some(key);
         if contiguous && lo <= first && key <= hi {
@@ -254,7 +253,7 @@ pub(super) fn remove(tx: &WriteTransaction, keys: &[u64]) -> Result<(), StoreErr
             whole.push(key);
         } else if sorted.get(sorted.partition_point(|&s| s < first)).is_some_and(|&s| s <= key) {
             let mut runs: Runs = Vec::new();
-            let text = text_of(row)?;
+            let text = text_of(row);
             for (seq, line) in lines_of(key, &text) {
                 if listed(seq) {
                     continue;
@@ -294,14 +293,14 @@ pub(super) fn drop_oldest(tx: &WriteTransaction, n: u64) -> Result<u64, StoreErr
         let Some((k, v)) = table.first().map_err(engine)? else { break };
         let (key, row) = (k.value(), v.value().to_vec());
         drop((k, v));
-        let lines = count(&row)?;
+        let lines = count(&row);
         if dropped + lines <= n {
             table.remove(key).map_err(engine)?;
             dropped += lines;
         } else {
             // Keep the row's newest lines under the same key (its last line's number), as text.
             let skip = (n - dropped) as usize;
-            let text = text_of(&row)?;
+            let text = text_of(&row);
             let cut = memchr::memchr_iter(b'\n', &text).nth(skip - 1).map_or(text.len(), |i| i + 1);
             table.insert(key, &text[cut..]).map_err(engine)?;
             dropped = n;
@@ -312,7 +311,7 @@ pub(super) fn drop_oldest(tx: &WriteTransaction, n: u64) -> Result<u64, StoreErr
 
 #[cfg(test)]
 mod tests {
-    use redb::{ReadableDatabase, ReadableTableMetadata};
+    use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
     use super::super::tables::OUTBOX;
     use super::ROW_LINES;
@@ -414,6 +413,43 @@ mod tests {
         flate2::read::GzDecoder::new(spooled.body(0..5, true).unwrap().as_slice()).read_to_string(&mut text).unwrap();
         assert_eq!(text, "t1\na x=1 1\nb x=2 2\nc x=3 3\nd x=4 4\n", "text rows before packed ones");
         assert_eq!(spooled.point_hashes(0..5, |_| 99), vec![99, 7, 7, 7, 7]);
+    }
+
+    #[test]
+    fn a_damaged_packed_row_reads_as_empty_lines_and_the_rows_around_it_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(&batch(true, &["a x=1 1"])).unwrap();
+        store.write(&batch(true, &["b x=2 2", "c x=3 3"])).unwrap();
+        store.write(&batch(true, &["d x=4 4"])).unwrap();
+        store.write(&batch(true, &["e x=5 5"])).unwrap();
+        // Row 3 (lines 2 and 3) keeps its header and loses its deflate; row 4 is cut after the
+        // zero byte.
+        store
+            .with_db(|db| {
+                let tx = db.begin_write().map_err(engine)?;
+                {
+                    let mut table = tx.open_table(OUTBOX).map_err(engine)?;
+                    let mut row = table.get(3).map_err(engine)?.unwrap().value().to_vec();
+                    row.truncate(13 + 8);
+                    row.extend_from_slice(b"not deflate");
+                    table.insert(3, row.as_slice()).map_err(engine)?;
+                    table.insert(4, [0u8, 7].as_slice()).map_err(engine)?;
+                }
+                tx.commit().map_err(engine)?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.outbox_len().unwrap(), 5);
+        let all = peeked(&store, 10);
+        let lines: Vec<&str> = all.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(lines, vec!["a x=1 1", "", "", "", "e x=5 5"]);
+        assert_eq!(all.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        // Cut, skipped past, removed in part, dropped: nothing stops on them.
+        assert_eq!(peeked_except(&store, 10, &[1, 2]).len(), 3);
+        store.outbox_remove(&[2]).unwrap();
+        assert_eq!(store.outbox_drop_oldest(3).unwrap(), 3);
+        assert_eq!(peeked(&store, 10), vec![(5, "e x=5 5".into())]);
     }
 
     /// Each scenario on text rows and on packed ones.
