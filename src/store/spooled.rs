@@ -289,8 +289,9 @@ pub fn inflate(piece: &Piece) -> std::io::Result<Vec<u8>> {
 }
 
 /// The text of a piece of `count` lines; one that does not inflate to that many (a damaged
-/// store) gives as many empty lines, which InfluxDB passes over, so the lines around them go
-/// on (the readings stay in the embedded store).
+/// store) gives as many empty lines, which a write target passes over (VictoriaMetrics answers
+/// 204 to a body of blank lines), so the lines around them go on (the readings stay in the
+/// embedded store).
 pub fn text_of(piece: &Piece, count: usize) -> Vec<u8> {
     match inflate(piece) {
         Ok(text) if memchr::memchr_iter(b'\n', &text).count() == count => text,
