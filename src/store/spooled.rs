@@ -81,6 +81,8 @@ impl Spooled {
 
     /// Add `lines`, a run of lines joined by `\n`, keyed `first` onwards: one copy for all.
     pub fn push_joined(&mut self, first: u64, lines: &[u8]) {
+        // Lines added after a look at every line make that look out of date.
+        self.expanded.take();
         if self.has_text {
             self.text.push(b'\n');
         }
@@ -99,6 +101,7 @@ impl Spooled {
     /// Add a packed run of `points.len()` lines keyed `first` onwards: `piece` holds the
     /// lines ([`pack`]), `points` their points' hashes.
     pub fn push_packed(&mut self, first: u64, points: &[u32], piece: Piece) {
+        self.expanded.take();
         let run = self.runs.len();
         self.runs.push(Run { first: self.keys.len(), count: points.len(), points: points.to_vec(), piece });
         self.keys.extend(first..first + points.len() as u64);
@@ -435,6 +438,16 @@ mod tests {
         assert_eq!(body[10..body.len() - 10], run.deflate, "the piece as stored, between header and last block");
         assert_eq!(gunzip(&s.body(3..7, true).unwrap()), "d x=4 4\ne x=5 5\nf x=6 6\ng x=7 7\n");
         assert!(s.expanded.get().is_none(), "nothing was inflated for all");
+    }
+
+    #[test]
+    fn lines_added_after_a_look_at_the_packed_ones_are_seen() {
+        let mut s = Spooled::default();
+        s.push_packed(1, &[1], pack(b"a x=1 1").unwrap());
+        assert_eq!(s.line(0), b"a x=1 1");
+        s.push_packed(2, &[2], pack(b"b x=2 2").unwrap());
+        s.push(3, b"c x=3 3");
+        assert_eq!(s.joined(0..3), b"a x=1 1\nb x=2 2\nc x=3 3");
     }
 
     #[test]
