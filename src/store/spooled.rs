@@ -280,7 +280,7 @@ pub fn pack(lines: &[u8]) -> std::io::Result<Piece> {
 }
 
 /// The text of a piece: the lines, each ending in `\n`.
-pub fn inflate(piece: &Piece) -> std::io::Result<Vec<u8>> {
+fn inflate(piece: &Piece) -> std::io::Result<Vec<u8>> {
     let mut text = Vec::with_capacity(piece.len as usize);
     flate2::read::DeflateDecoder::new(piece.deflate.as_slice().chain(&LAST_BLOCK[..])).read_to_end(&mut text)?;
     let mut crc = crc32fast::Hasher::new();

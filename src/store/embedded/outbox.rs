@@ -36,29 +36,24 @@ use crate::store::spooled::{self, Piece, Spooled};
 /// takes whole rows and is still nearly full.
 const ROW_LINES: usize = 512;
 
-/// Append lines to the outbox inside the caller's transaction (the one storing the readings),
-/// as rows of up to [`ROW_LINES`].
-pub(super) fn append(tx: &WriteTransaction, lines: &Lines) -> Result<(), StoreError> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let mut table = tx.open_table(OUTBOX).map_err(engine)?;
-    // Only the InfluxDB writer removes lines, and only lines it has read, so the next number is
-    // always above every line still present: order is preserved even after the table empties.
-    let mut last = table.last().map_err(engine)?.map(|(k, _)| k.value()).unwrap_or(0);
+/// A batch's lines as the outbox rows they become, each with its count of lines: made before
+/// the write transaction, so compressing them does not hold the store's write lock.
+pub(super) struct Rows<'a>(Vec<(u64, Cow<'a, [u8]>)>);
+
+/// Cut `lines` into rows of up to [`ROW_LINES`]: text, or packed when every line has its
+/// point's hash.
+pub(super) fn rows(lines: &Lines) -> Result<Rows<'_>, StoreError> {
     let text = lines.text().as_bytes();
     let points = lines.points();
-    let mut from = 0;
-    let mut done = 0;
-    let mut row = Vec::new();
+    let mut rows = Vec::with_capacity(lines.len().div_ceil(ROW_LINES));
+    let (mut from, mut done) = (0, 0);
     while done < lines.len() {
         let take = (lines.len() - done).min(ROW_LINES);
         let end = from + end_of_lines(&text[from..], take);
-        last += take as u64;
-        match points {
+        let row = match points {
             Some(points) => {
                 let piece = spooled::pack(&text[from..end]).map_err(|e| StoreError::Corrupt(format!("deflate: {e}")))?;
-                row.clear();
+                let mut row = Vec::with_capacity(13 + 4 * take + piece.deflate.len());
                 row.push(PACKED);
                 for n in [take as u32, piece.crc, piece.len] {
                     row.extend_from_slice(&n.to_le_bytes());
@@ -67,14 +62,29 @@ pub(super) fn append(tx: &WriteTransaction, lines: &Lines) -> Result<(), StoreEr
                     row.extend_from_slice(&hash.to_le_bytes());
                 }
                 row.extend_from_slice(&piece.deflate);
-                table.insert(last, row.as_slice()).map_err(engine)?;
+                Cow::Owned(row)
             }
-            None => {
-                table.insert(last, &text[from..end]).map_err(engine)?;
-            }
-        }
+            None => Cow::Borrowed(&text[from..end]),
+        };
+        rows.push((take as u64, row));
         from = end + 1;
         done += take;
+    }
+    Ok(Rows(rows))
+}
+
+/// Append rows to the outbox inside the caller's transaction (the one storing the readings).
+pub(super) fn append(tx: &WriteTransaction, rows: &Rows<'_>) -> Result<(), StoreError> {
+    if rows.0.is_empty() {
+        return Ok(());
+    }
+    let mut table = tx.open_table(OUTBOX).map_err(engine)?;
+    // Only the InfluxDB writer removes lines, and only lines it has read, so the next number is
+    // always above every line still present: order is preserved even after the table empties.
+    let mut last = table.last().map_err(engine)?.map(|(k, _)| k.value()).unwrap_or(0);
+    for (count, row) in &rows.0 {
+        last += count;
+        table.insert(last, row.as_ref()).map_err(engine)?;
     }
     Ok(())
 }

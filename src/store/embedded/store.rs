@@ -334,6 +334,7 @@ impl EmbeddedStore {
         &self,
         tx: &redb::WriteTransaction,
         batch: &WriteBatch,
+        outbox_rows: &outbox::Rows<'_>,
     ) -> Result<(Vec<u64>, Vec<series::Found>), StoreError> {
         let mut ids = Vec::with_capacity(batch.dead_letters.len());
         // New readings go into the district rollups as deltas; a reading that replaces a
@@ -415,9 +416,8 @@ impl EmbeddedStore {
         }
         ids.extend(dead_letters::append(tx, &batch.dead_letters)?);
         // The InfluxDB spool rides in the same commit: stored here == spooled for InfluxDB.
-        if !batch.outbox.is_empty() {
-            outbox::append(tx, &batch.outbox)?;
-        }
+        // (`outbox_rows` are `batch.outbox` cut into rows, see [`outbox::rows`].)
+        outbox::append(tx, outbox_rows)?;
         if !batch.frame_counters.is_empty() {
             frame_counters::write(tx, &batch.frame_counters)?;
         }
@@ -746,9 +746,10 @@ impl CommitStore for EmbeddedStore {
     /// Write a batch in one durable transaction: when this returns `Ok`, it is on disk.
     /// Returns the ids given to the batch's dead letters.
     fn write(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
+        let rows = outbox::rows(&batch.outbox)?;
         let (ids, found) = self.with_write(Touches::These(&batch.readings), |db| {
             let tx = db.begin_write().map_err(engine)?;
-            let written = self.write_in(&tx, batch)?;
+            let written = self.write_in(&tx, batch, &rows)?;
             tx.commit().map_err(engine)?;
             Ok((written, true))
         })?;
@@ -767,7 +768,7 @@ impl CommitStore for EmbeddedStore {
                 return Ok(((ReplayOutcome::Gone, Vec::new()), false));
             };
             let (outcome, keep) = batch.settle_replay(&old);
-            let (_, found) = self.write_in(&tx, &batch)?;
+            let (_, found) = self.write_in(&tx, &batch, &outbox::rows(&batch.outbox)?)?;
             dead_letters::replace(&tx, id, keep.as_ref())?;
             tx.commit().map_err(engine)?;
             Ok(((outcome, found), true))
