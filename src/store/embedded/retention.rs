@@ -410,11 +410,12 @@ mod tests {
                 .table_space()
                 .unwrap()
                 .into_iter()
-                .filter(|(name, _, _)| *name == "rollups" || *name == "device_windows")
-                .map(|(_, rows, _)| rows)
+                .filter(|(name, _, _)| *name == "district windows" || *name == "device windows")
+                .map(|(_, stored_bytes, _)| stored_bytes)
                 .collect::<Vec<_>>()
         };
         let before = count(&store);
+        assert_eq!(before.len(), 2, "both tables are measured");
         let cutoff = 1_700_000_000_000 + 5 * 24 * HOUR;
         let mut cursor = SeriesCursor::default();
         let mut deleted = 0;
