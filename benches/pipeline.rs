@@ -14,7 +14,9 @@
 //! more than ten minutes ahead of that are stored at their reception time and flagged `future`.
 //! Of the harness's million, 80 % are: `MESSNETZ_BENCH_UPLINKS=40000 MESSNETZ_BENCH_BACK=8000
 //! MESSNETZ_BENCH_RECEIVED=now` is that job at a 25th of its size. Prints, per run, µs of this thread's CPU per uplink for decoding and for committing,
-//! and the readings flagged by the spike and stuck tests.
+//! and the readings flagged by the spike and stuck tests. MESSNETZ_BENCH_INFLUX=1 also does
+//! what an `[influxdb]` section adds to ingest: each uplink's readings encoded as spool lines
+//! (counted with decoding) and the lines packed and spooled in the commit.
 //!
 //! `cargo bench --bench pipeline` (from the project root: it reads the demo's devices and the
 //! bundled profiles).
@@ -60,12 +62,22 @@ fn main() {
     let (profiles, devices) = messnetz::registry::load(&settings).expect("the demo's devices and the bundled profiles");
     let back = env("MESSNETZ_BENCH_BACK", 200_000) as i64;
     let as_now = std::env::var("MESSNETZ_BENCH_RECEIVED").is_ok_and(|v| v == "now");
+    let spool = (env("MESSNETZ_BENCH_INFLUX", 0) == 1).then(|| {
+        // The defaults of an `[influxdb]` section; nothing is sent.
+        let influx: messnetz::config::InfluxSettings =
+            toml::from_str("url = \"http://127.0.0.1:9\"\norg = \"o\"\nbucket = \"b\"\n").expect("an influxdb section");
+        messnetz::sinks::influx::Spool::new(&influx, std::sync::Arc::new(messnetz::metrics::Metrics::default()), 0)
+    });
     let base = Utc::now().timestamp() - back;
     // The two halves, interleaved; each received a second after it was measured (or now).
     let half = uplinks / 2;
     let order = (1..=half).flat_map(|i| [half + i, i]);
     let messages: Vec<(Vec<u8>, DateTime<Utc>)> = order.map(|i| uplink(i, base)).collect();
-    println!("{} uplinks in batches of {batch_size}, {runs} runs", messages.len());
+    println!(
+        "{} uplinks in batches of {batch_size}, {runs} runs{}",
+        messages.len(),
+        if spool.is_some() { ", InfluxDB spool lines encoded and stored" } else { "" }
+    );
     for run in 1..=runs {
         let start = Utc::now();
         let dir = tempfile::tempdir().unwrap();
@@ -86,9 +98,15 @@ fn main() {
                 let received_at =
                     if as_now { start + chrono::Duration::microseconds(50 * nth) } else { *at + chrono::Duration::seconds(1) };
                 let m = Message { topic: TOPIC, payload, size: payload.len(), format: Some(MessageFormat::TtnV3), received_at };
+                let first = batch.readings.len();
                 let (outcome, _) = pipeline.process(&m, &mut qc, |_| Ok(None), &mut batch.readings);
                 match outcome {
-                    Outcome::Readings { device } => batch.seen.push((device.id.clone(), received_at)),
+                    Outcome::Readings { device } => {
+                        if let Some(spool) = &spool {
+                            spool.encode(&batch.readings[first..], &device, &mut batch.outbox);
+                        }
+                        batch.seen.push((device.id.clone(), received_at))
+                    }
                     other => panic!("the harness's uplink was not stored: {other:?}"),
                 }
             }
@@ -105,12 +123,14 @@ fn main() {
         }
         let per = |s: f64| s * 1e6 / messages.len() as f64;
         let space = store.table_space().unwrap();
-        let mb = space.iter().find(|(t, ..)| *t == "readings").map_or(0.0, |(_, kv, _)| *kv as f64 / 1e6);
+        let mb_of = |table: &str| space.iter().find(|(t, ..)| *t == table).map_or(0.0, |(_, kv, _)| *kv as f64 / 1e6);
+        let (mb, spool_mb) = (mb_of("readings"), mb_of("InfluxDB spool"));
         println!(
-            "run {run}: decoding {:.2} µs CPU/uplink, committing {:.2} µs CPU/uplink ({:.2} µs wall); {readings} readings, {spikes} spike, {stuck} stuck, {future} future; readings table {mb:.1} MB of keys and rows",
+            "run {run}: decoding {:.2} µs CPU/uplink, committing {:.2} µs CPU/uplink ({:.2} µs wall); {readings} readings, {spikes} spike, {stuck} stuck, {future} future; readings table {mb:.1} MB of keys and rows{}",
             per(decoding),
             per(committing),
-            per(commit_wall)
+            per(commit_wall),
+            if spool.is_some() { format!(", the spool {spool_mb:.1} MB") } else { String::new() }
         );
     }
 }

@@ -590,10 +590,12 @@ impl EmbeddedStore {
             let readings = space(tx.open_table(READINGS).map_err(engine)?.stats().map_err(engine)?);
             let devices = space(tx.open_table(DEVICE_WINDOWS).map_err(engine)?.stats().map_err(engine)?);
             let districts = space(tx.open_table(ROLLUPS).map_err(engine)?.stats().map_err(engine)?);
+            let outbox = space(tx.open_table(OUTBOX).map_err(engine)?.stats().map_err(engine)?);
             Ok(vec![
                 ("readings", readings.0, readings.1),
                 ("device windows", devices.0, devices.1),
                 ("district windows", districts.0, districts.1),
+                ("InfluxDB spool", outbox.0, outbox.1),
             ])
         })
     }
