@@ -77,8 +77,10 @@ impl fmt::Display for Stamp {
 #[derive(Clone, Copy, Debug)]
 pub struct Shortest(pub f64);
 
-impl fmt::Display for Shortest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Shortest {
+    /// Write the text to `out`; for a `String` this costs no formatting machinery on the
+    /// common path (`write!` with `{}` goes through it).
+    pub fn write_to(self, out: &mut impl fmt::Write) -> fmt::Result {
         let v = self.0;
         // A sensor's value is mostly a whole number of thousandths. Then, below 10^12, the
         // thousandths written out read back as the number (`n / 1000` is one correctly rounded
@@ -89,9 +91,9 @@ impl fmt::Display for Shortest {
             let n = scaled.abs() as u64;
             let mut digits = itoa::Buffer::new();
             if v < 0.0 {
-                f.write_str("-")?;
+                out.write_str("-")?;
             }
-            f.write_str(digits.format(n / 1000))?;
+            out.write_str(digits.format(n / 1000))?;
             let k = n % 1000;
             if k != 0 {
                 let digit = |d: u64| b'0' + (d % 10) as u8;
@@ -104,11 +106,17 @@ impl fmt::Display for Shortest {
                 } else {
                     2
                 };
-                return f.write_str(std::str::from_utf8(&fraction[..kept]).map_err(|_| fmt::Error)?);
+                return out.write_str(std::str::from_utf8(&fraction[..kept]).map_err(|_| fmt::Error)?);
             }
             return Ok(());
         }
-        write!(f, "{v}")
+        write!(out, "{v}")
+    }
+}
+
+impl fmt::Display for Shortest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
     }
 }
 
@@ -227,6 +235,9 @@ mod tests {
         ];
         for v in edges.into_iter().chain(floats(100_000)) {
             assert_eq!(Shortest(v).to_string(), format!("{v}"), "{v:e} ({:#x}) shortest", v.to_bits());
+            let mut direct = String::from("x");
+            Shortest(v).write_to(&mut direct).unwrap();
+            assert_eq!(direct, format!("x{v}"), "{v:e} written straight to a string");
             assert_eq!(Thousandths(v).to_string(), format!("{v:.3}"), "{v:e} ({:#x}) to thousandths", v.to_bits());
         }
     }

@@ -41,18 +41,21 @@ pub struct WriteBatch {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Lines {
     text: String,
-    count: usize,
+    /// Where each line ends in `text`.
+    ends: Vec<usize>,
     points: Vec<u32>,
 }
 
 impl Lines {
-    /// Append one line, written by `write` into the buffer; it must not write a `\n`.
-    pub fn push_with(&mut self, write: impl FnOnce(&mut String)) {
-        if self.count > 0 {
+    /// Append one line, written by `write` into the buffer (what it returns is passed on); it
+    /// must not write a `\n`.
+    pub fn push_with<R>(&mut self, write: impl FnOnce(&mut String) -> R) -> R {
+        if !self.ends.is_empty() {
             self.text.push('\n');
         }
-        write(&mut self.text);
-        self.count += 1;
+        let out = write(&mut self.text);
+        self.ends.push(self.text.len());
+        out
     }
 
     pub fn push(&mut self, line: &str) {
@@ -61,16 +64,16 @@ impl Lines {
 
     /// How many lines.
     pub fn len(&self) -> usize {
-        self.count
+        self.ends.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.ends.is_empty()
     }
 
     pub fn clear(&mut self) {
         self.text.clear();
-        self.count = 0;
+        self.ends.clear();
         self.points.clear();
     }
 
@@ -82,12 +85,21 @@ impl Lines {
 
     /// The hashes of the lines' points, if every line has one.
     pub fn points(&self) -> Option<&[u32]> {
-        (self.count > 0 && self.points.len() == self.count).then_some(self.points.as_slice())
+        (!self.is_empty() && self.points.len() == self.len()).then_some(self.points.as_slice())
     }
 
     /// The last line.
     pub fn last(&self) -> Option<&str> {
-        (self.count > 0).then(|| self.text.rsplit('\n').next().unwrap_or_default())
+        (!self.is_empty()).then(|| self.joined(self.len() - 1..self.len()))
+    }
+
+    /// Lines `range` joined by `\n`, without a trailing one.
+    pub fn joined(&self, range: std::ops::Range<usize>) -> &str {
+        if range.is_empty() {
+            return "";
+        }
+        let from = if range.start == 0 { 0 } else { self.ends[range.start - 1] + 1 };
+        &self.text[from..self.ends[range.end - 1]]
     }
 
     /// The lines joined by `\n`, without a trailing one.
@@ -97,7 +109,7 @@ impl Lines {
 
     /// The lines, in order.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.text.split('\n').take(self.count)
+        self.text.split('\n').take(self.len())
     }
 }
 
@@ -176,8 +188,12 @@ mod tests {
         lines.push("");
         assert_eq!((lines.len(), lines.text()), (3, "a b=1 5\nc d=2 6\n"));
         assert_eq!(lines.iter().collect::<Vec<_>>(), vec!["a b=1 5", "c d=2 6", ""]);
+        assert_eq!((lines.joined(0..2), lines.joined(1..3), lines.joined(2..2)), ("a b=1 5\nc d=2 6", "c d=2 6\n", ""));
+        assert_eq!((lines.joined(2..3), lines.last()), ("", Some("")));
+        assert_eq!(lines.push_with(|text| text.len()), 17, "what the writer returns is passed on");
+        assert_eq!(lines.last(), Some(""));
         lines.clear();
-        assert_eq!((lines.len(), lines.text()), (0, ""));
+        assert_eq!((lines.len(), lines.text(), lines.last()), (0, "", None));
         let collected: Lines = ["x", "y"].into_iter().collect();
         assert_eq!(collected.text(), "x\ny");
     }

@@ -1,8 +1,6 @@
 //! InfluxDB line protocol: one reading as one line, the form in which the spool keeps readings
 //! and the writer sends them.
 
-use std::fmt::Write as _;
-
 use crate::devices::Device;
 use crate::model::Reading;
 use crate::text::Shortest;
@@ -28,20 +26,30 @@ pub fn device_tags(id: &str, device: &Device, out: &mut String) {
 
 /// Append one reading as a line to `out`, with the device's tags as [`device_tags`] wrote them
 /// and its time in milliseconds as [`push_int`] wrote it (an uplink's readings share both).
-pub fn write_line_tagged(r: &Reading, device_tags: &str, time_ms: &str, out: &mut String) {
+/// Returns how long the line's series is (measurement and tags): the first part of [`point`]
+/// when no backslash is in it (measurement names and units have none; see the tests).
+pub fn write_line_tagged(r: &Reading, device_tags: &str, time_ms: &str, out: &mut String) -> usize {
+    let start = out.len();
     // Quantity names are CF-style identifiers: nothing to escape in a measurement name.
     out.push_str(r.quantity.name());
     out.push_str(device_tags);
-    tag(out, "unit", r.quantity.unit());
+    // Units need no escaping either (see the tests).
+    let unit = r.quantity.unit();
+    if !unit.is_empty() {
+        out.push_str(",unit=");
+        out.push_str(unit);
+    }
+    let series = out.len() - start;
     // `value` without an `i` suffix is always a float, even when it prints as "28": one type
     // per field, whatever the decoder produced.
     out.push_str(" value=");
     // As `{}` writes it (`Shortest`: whole thousandths directly, anything else by core).
-    let _ = write!(out, "{}", Shortest(r.value));
+    let _ = Shortest(r.value).write_to(out);
     out.push_str(",quality=");
     push_int(out, i64::from(r.flag.to_byte()));
     out.push_str("i ");
     out.push_str(time_ms);
+    series
 }
 
 /// What makes a line a point of its own: its series (measurement and tags, up to the first
@@ -60,8 +68,13 @@ pub fn point(line: &[u8]) -> (&[u8], &[u8]) {
 /// A hash of a line's [`point`]: equal points hash equal; different ones collide rarely,
 /// which only makes two batches go one after the other.
 pub fn point_hash(line: &[u8]) -> u32 {
-    use std::hash::{Hash, Hasher};
     let (series, time) = point(line);
+    hash_point(series, time)
+}
+
+/// [`point_hash`] of a line whose point is known: `series` and `time` as [`point`] finds them.
+pub fn hash_point(series: &[u8], time: &[u8]) -> u32 {
+    use std::hash::{Hash, Hasher};
     let mut h = rustc_hash::FxHasher::default();
     series.hash(&mut h);
     time.hash(&mut h);
@@ -71,22 +84,7 @@ pub fn point_hash(line: &[u8]) -> u32 {
 
 /// An integer in decimal, without going through the formatting machinery.
 pub fn push_int(out: &mut String, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push('-');
-    }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 fn tag(out: &mut String, key: &str, value: &str) {
@@ -155,6 +153,16 @@ mod tests {
         write_line(&reading(-3.062, QualityFlag::Good), &device(""), &mut line);
         assert!(line.starts_with("air_temperature,device=d1,owner=Umweltamt,"), "{line}");
         assert!(line.contains(" value=-3.062,quality=0i "), "{line}");
+    }
+
+    #[test]
+    fn measurement_names_and_units_need_no_escaping() {
+        // `write_line_tagged` writes them as they are and counts on no backslash in them.
+        for q in crate::model::Quantity::all() {
+            for text in [q.name(), q.unit()] {
+                assert!(!text.contains(['\\', ' ', ',', '=', '\n', '"']), "{text:?}");
+            }
+        }
     }
 
     #[test]

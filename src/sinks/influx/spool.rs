@@ -66,20 +66,30 @@ impl Spool {
     pub fn encode(&self, readings: &[Reading], device: &Device, out: &mut Lines) {
         let mut tags = String::with_capacity(96);
         super::line_protocol::device_tags(device.id.as_str(), device, &mut tags);
+        // Where a line's point ends is known from what was written, unless a backslash in a tag
+        // makes reading the line the way to find it (as `point_hash` does).
+        let plain = !tags.contains('\\');
         let (mut time, mut time_of) = (String::with_capacity(20), None);
         for r in readings.iter().filter(|r| r.value.is_finite()) {
-            if r.device == device.id {
+            let series = if r.device == device.id {
                 if time_of != Some(r.time) {
                     time.clear();
                     super::line_protocol::push_int(&mut time, r.time.timestamp_millis());
                     time_of = Some(r.time);
                 }
-                out.push_with(|line| super::line_protocol::write_line_tagged(r, &tags, &time, line));
+                let series = out.push_with(|line| super::line_protocol::write_line_tagged(r, &tags, &time, line));
+                plain.then_some(series)
             } else {
                 out.push_with(|line| super::line_protocol::write_line(r, device, line));
-            }
+                None
+            };
             if self.pack {
-                let hash = super::line_protocol::point_hash(out.last().unwrap_or_default().as_bytes());
+                let line = out.last().unwrap_or_default().as_bytes();
+                // The encoder knows where the point's parts are; only an odd line is read for them.
+                let hash = match series {
+                    Some(n) => super::line_protocol::hash_point(&line[..n], time.as_bytes()),
+                    None => super::line_protocol::point_hash(line),
+                };
                 out.push_point(hash);
             }
         }
@@ -127,5 +137,55 @@ impl Spool {
         self.metrics.influx.spool_readings.store(len, Relaxed);
         self.metrics.influx.spool_age.resync(len);
         self.room.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DeviceId, QualityFlag, Quantity};
+    use crate::sinks::influx::line_protocol::point_hash;
+
+    fn spool() -> Spool {
+        let settings: InfluxSettings = toml::from_str("url = \"http://127.0.0.1:1\"\norg = \"o\"\nbucket = \"b\"\n").unwrap();
+        assert!(settings.gzip, "hashes are taken with gzip on, the default");
+        Spool::new(&settings, Arc::new(Metrics::default()), 0)
+    }
+
+    fn device(id: &str, district: &str) -> Device {
+        let toml = format!(
+            "id = \"{id}\"\nname = \"n\"\nprofile = \"dragino-lht65\"\nlat = 1.0\nlon = 2.0\ndistrict = {district:?}\nowner = \"Umweltamt\"\nlicence = \"dl-by-de/2.0\"\nvisibility = \"open\"\n"
+        );
+        toml::from_str(&toml).unwrap()
+    }
+
+    fn reading(device: &str, quantity: Quantity, ms: i64) -> Reading {
+        Reading {
+            device: DeviceId::parse(device).unwrap(),
+            quantity,
+            value: 21.5,
+            time: chrono::DateTime::from_timestamp_millis(ms).unwrap(),
+            flag: QualityFlag::Good,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn each_line_comes_with_the_hash_of_the_point_read_back_from_it() {
+        let spool = spool();
+        // Plain tags; tags whose backslashes change where a reading of the line ends the series
+        // (a backslash before an escaped space, one at a tag's end); a reading of another device.
+        for district in ["Mitte", "a\\ b", "Ost\\", "x\\\\, y", ""] {
+            let dev = device("d1", district);
+            let quantities: Vec<Quantity> = Quantity::all().collect();
+            let mut readings: Vec<Reading> =
+                quantities.iter().enumerate().map(|(i, q)| reading("d1", *q, 1_735_689_600_000 + (i as i64 % 3))).collect();
+            readings.push(reading("d2", quantities[0], 1_735_689_600_000));
+            let mut out = Lines::default();
+            spool.encode(&readings, &dev, &mut out);
+            assert_eq!(out.len(), readings.len());
+            let read: Vec<u32> = out.iter().map(|l| point_hash(l.as_bytes())).collect();
+            assert_eq!(out.points(), Some(read.as_slice()), "district {district:?}");
+        }
     }
 }

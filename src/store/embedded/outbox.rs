@@ -43,16 +43,15 @@ pub(super) struct Rows<'a>(Vec<(u64, Cow<'a, [u8]>)>);
 /// Cut `lines` into rows of up to [`ROW_LINES`]: text, or packed when every line has its
 /// point's hash.
 pub(super) fn rows(lines: &Lines) -> Result<Rows<'_>, StoreError> {
-    let text = lines.text().as_bytes();
     let points = lines.points();
     let mut rows = Vec::with_capacity(lines.len().div_ceil(ROW_LINES));
-    let (mut from, mut done) = (0, 0);
+    let mut done = 0;
     while done < lines.len() {
         let take = (lines.len() - done).min(ROW_LINES);
-        let end = from + end_of_lines(&text[from..], take);
+        let text = lines.joined(done..done + take).as_bytes();
         let row = match points {
             Some(points) => {
-                let piece = spooled::pack(&text[from..end]).map_err(|e| StoreError::Corrupt(format!("deflate: {e}")))?;
+                let piece = spooled::pack(text).map_err(|e| StoreError::Corrupt(format!("deflate: {e}")))?;
                 let mut row = Vec::with_capacity(13 + 4 * take + piece.deflate.len());
                 row.push(PACKED);
                 for n in [take as u32, piece.crc, piece.len] {
@@ -64,10 +63,9 @@ pub(super) fn rows(lines: &Lines) -> Result<Rows<'_>, StoreError> {
                 row.extend_from_slice(&piece.deflate);
                 Cow::Owned(row)
             }
-            None => Cow::Borrowed(&text[from..end]),
+            None => Cow::Borrowed(text),
         };
         rows.push((take as u64, row));
-        from = end + 1;
         done += take;
     }
     Ok(Rows(rows))
