@@ -10,7 +10,7 @@
 //! line or compressed again. Only a run cut by a request's edge, a rejected line or a removal
 //! is inflated.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -265,18 +265,49 @@ impl Spooled {
 /// The deflate block that ends a stream: final, fixed codes, nothing but the end code.
 const LAST_BLOCK: [u8; 2] = [0x03, 0x00];
 
+thread_local! {
+    /// A compressor to reset rather than make anew: making one (its tables set up on the heap)
+    /// cost more than compressing the 512 lines of a row.
+    static DEFLATE: std::cell::RefCell<flate2::Compress> =
+        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), false));
+}
+
 /// `lines` (joined by `\n`), each ending in `\n`, compressed on their own at the fastest level.
 pub fn pack(lines: &[u8]) -> std::io::Result<Piece> {
-    let mut encoder = flate2::write::DeflateEncoder::new(Vec::with_capacity(lines.len() / 8 + 64), flate2::Compression::fast());
-    encoder.write_all(lines)?;
-    encoder.write_all(b"\n")?;
-    // A sync flush ends the blocks on a byte without a final one, so pieces can follow.
-    encoder.flush()?;
-    let deflate = std::mem::take(encoder.get_mut());
+    let deflate = DEFLATE.with_borrow_mut(|c| {
+        // A fresh stream, whatever the last call left (even a failed one).
+        c.reset();
+        let mut out = Vec::with_capacity(lines.len() / 8 + 64);
+        deflate_into(c, lines, &mut out, flate2::FlushCompress::None)?;
+        // A sync flush ends the blocks on a byte without a final one, so pieces can follow.
+        deflate_into(c, b"\n", &mut out, flate2::FlushCompress::Sync)?;
+        Ok::<_, std::io::Error>(out)
+    })?;
     let mut crc = crc32fast::Hasher::new();
     crc.update(lines);
     crc.update(b"\n");
     Ok(Piece { crc: crc.finalize(), len: (lines.len() + 1) as u32, deflate })
+}
+
+/// Compress all of `input` onto `out`, growing it as needed; with a flush, until the
+/// compressor has written all it holds (it leaves room in `out`).
+fn deflate_into(
+    c: &mut flate2::Compress,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    flush: flate2::FlushCompress,
+) -> std::io::Result<()> {
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().max(64));
+        }
+        let before = c.total_in();
+        c.compress_vec(input, out, flush).map_err(std::io::Error::other)?;
+        input = &input[(c.total_in() - before) as usize..];
+        if input.is_empty() && out.len() < out.capacity() {
+            return Ok(());
+        }
+    }
 }
 
 /// The text of a piece: the lines, each ending in `\n`.
@@ -338,7 +369,7 @@ impl Member {
 mod tests {
     use std::io::Read;
 
-    use super::{pack, Spooled};
+    use super::{pack, text_of, Spooled};
 
     fn gunzip(body: &[u8]) -> String {
         let mut text = String::new();
@@ -348,6 +379,31 @@ mod tests {
         // One member: a reader that stops after the first sees everything.
         flate2::read::GzDecoder::new(body).read_to_string(&mut text).unwrap();
         text
+    }
+
+    #[test]
+    fn a_reused_compressor_packs_each_piece_as_a_fresh_one_would() {
+        // Bytes that hardly compress, longer than the output first reserved; then short text.
+        let mut noise = Vec::with_capacity(300_000);
+        let mut x: u32 = 1;
+        while noise.len() < 300_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            noise.push(b' ' + (x % 90) as u8);
+        }
+        let pieces: Vec<&[u8]> = vec![&noise, b"a x=1 1\nb x=2 2", b"", &noise[..1000]];
+        let here: Vec<_> = pieces.iter().map(|p| pack(p).unwrap()).collect();
+        for (piece, packed) in pieces.iter().zip(&here) {
+            let mut want = piece.to_vec();
+            want.push(b'\n');
+            let count = want.iter().filter(|&&b| b == b'\n').count();
+            assert_eq!(text_of(packed, count), want);
+            // A thread's first compressor is a new one.
+            let owned = piece.to_vec();
+            let fresh = std::thread::spawn(move || pack(&owned).unwrap()).join().unwrap();
+            assert_eq!(packed.deflate, fresh.deflate, "a piece of {} bytes", piece.len());
+        }
     }
 
     #[test]
