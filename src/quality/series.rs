@@ -77,30 +77,43 @@ pub struct SeriesHistory {
 type Points = BTreeMap<i64, (f64, bool)>;
 
 /// The readings of the batch being decoded by series, indexed when a late reading first
-/// asks for its neighbours (input in time order never does) and caught up at each ask.
+/// asks for its neighbours (input in time order never does) and caught up at each ask. Only
+/// quantities asked about are indexed: the spike test asks for a few of a device's
+/// quantities, the neighbour test for the ones compared.
 #[derive(Default)]
 struct Unstored {
     series: FxHashMap<(DeviceId, Quantity), Points>,
-    /// How many of the batch's readings are in `series`.
-    indexed: usize,
+    /// Per quantity asked about: how many of the batch's readings were looked through for it.
+    indexed: Vec<(Quantity, usize)>,
 }
 
 impl Unstored {
-    fn catch_up(&mut self, batch: &[Reading]) {
-        if batch.len() < self.indexed {
+    /// Index the readings of quantity `q` added to `batch` since the last call, and return
+    /// the series' points.
+    fn catch_up(&mut self, batch: &[Reading], key: &(DeviceId, Quantity)) -> Option<&Points> {
+        let q = key.1;
+        if self.indexed.iter().any(|&(_, n)| n > batch.len()) {
             self.clear();
         }
-        for r in &batch[self.indexed..] {
+        let slot = match self.indexed.iter().position(|&(k, _)| k == q) {
+            Some(i) => i,
+            None => {
+                self.indexed.push((q, 0));
+                self.indexed.len() - 1
+            }
+        };
+        for r in batch[self.indexed[slot].1..].iter().filter(|r| r.quantity == q) {
             // A later reading of the same millisecond replaces an earlier one, as in the store.
-            let points = self.series.entry((r.device.clone(), r.quantity)).or_default();
+            let points = self.series.entry((r.device.clone(), q)).or_default();
             points.insert(r.time.timestamp_millis(), (r.value, r.flag == QualityFlag::Bad));
         }
-        self.indexed = batch.len();
+        self.indexed[slot].1 = batch.len();
+        self.series.get(key)
     }
 
     fn clear(&mut self) {
         self.series.clear();
-        self.indexed = 0;
+        self.indexed.clear();
     }
 }
 
@@ -162,8 +175,7 @@ impl SeriesHistory {
         state.used = self.clock;
         if time <= state.last.0 {
             if let (Some(per_h), true) = (limits.spike_per_h(q), in_range) {
-                self.unstored.catch_up(batch);
-                let ours = self.unstored.series.get(&key);
+                let ours = self.unstored.catch_up(batch, &key);
                 late_spike(lookup, ours, limits, per_h, device, q, value, time, verdict);
             }
             return;
@@ -350,8 +362,7 @@ impl NearbyLookup for Nearby<'_> {
     /// earlier on a tie.
     fn value_near(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<f64> {
         let mut unstored = self.ours.borrow_mut();
-        unstored.catch_up(self.batch);
-        let ours = unstored.series.get(&(device.clone(), quantity));
+        let ours = unstored.catch_up(self.batch, &(device.clone(), quantity));
         match ours.and_then(|points| points.get(&time.timestamp_millis())) {
             Some(&(value, false)) => return Some(value),
             Some(&(_, true)) => {}
@@ -423,6 +434,50 @@ fn neighbours(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_batch_is_indexed_for_each_quantity_asked_about_as_a_whole_reading_would() {
+        let [t, rh, batt] = ["air_temperature", "relative_humidity", "battery_voltage"].map(|n| Quantity::by_name(n).unwrap());
+        let reading = |device: &str, q, ms: i64, value: f64| Reading {
+            device: DeviceId::parse(device).unwrap(),
+            quantity: q,
+            value,
+            time: DateTime::from_timestamp_millis(ms).unwrap(),
+            flag: if value < 0.0 { QualityFlag::Bad } else { QualityFlag::Good },
+            reason: String::new(),
+        };
+        // Two devices, three quantities, out of order, a millisecond given twice.
+        let mut batch = Vec::new();
+        for (i, ms) in [50, 10, 60, 20, 70, 20, 30].into_iter().enumerate() {
+            for (j, q) in [t, rh, batt].into_iter().enumerate() {
+                let value = if (i + j) % 5 == 4 { -1.0 } else { (i * 10 + j) as f64 };
+                batch.push(reading(["a", "b"][i % 2], q, ms, value));
+            }
+        }
+        let whole = |upto: usize, key: &(DeviceId, Quantity)| -> Points {
+            let mut points = Points::new();
+            for r in batch[..upto].iter().filter(|r| r.device == key.0 && r.quantity == key.1) {
+                points.insert(r.time.timestamp_millis(), (r.value, r.flag == QualityFlag::Bad));
+            }
+            points
+        };
+        let key = |d: &str, q| (DeviceId::parse(d).unwrap(), q);
+        let mut unstored = Unstored::default();
+        let mut asked = Vec::new();
+        // Asks as decoding goes on: the batch grows between them, quantities take turns.
+        for (upto, d, q) in [(3, "a", t), (9, "b", rh), (12, "a", t), (15, "b", batt), (21, "a", rh), (21, "b", t)] {
+            let k = key(d, q);
+            let got = unstored.catch_up(&batch[..upto], &k).cloned().unwrap_or_default();
+            assert_eq!(got, whole(upto, &k), "{d} {upto}");
+            // Only quantities asked about are indexed.
+            asked.push(q);
+            assert!(unstored.series.keys().all(|(_, q)| asked.contains(q)), "{d} {upto}");
+        }
+        // A shorter batch (a new one) starts again.
+        let k = key("a", rh);
+        assert_eq!(unstored.catch_up(&batch[..6], &k).cloned().unwrap_or_default(), whole(6, &k));
+        assert_eq!(unstored.indexed, vec![(rh, 6)]);
+    }
 
     #[test]
     fn a_spike_is_explained_as_the_format_string_says() {
