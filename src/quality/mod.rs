@@ -121,7 +121,7 @@ impl QualityControl {
         }
         if let Some(why) = battery {
             if !matches!(q.name(), "battery_voltage" | "battery_level") {
-                verdict.fail(Test::Battery, why);
+                verdict.fail_text(Test::Battery, why);
             }
         }
         verdict
@@ -240,8 +240,15 @@ mod tests {
         let m = QualityMetrics::default();
         let mut v = Verdict::new();
         v.fail(Test::Spike, "x");
-        v.fail(Test::Battery, "y");
+        v.fail_text(Test::Battery, "y");
         assert_eq!((v.flag, v.reason()), (QualityFlag::Suspect, "spike: x; battery: y"));
+        let mut w = Verdict::new();
+        w.fail_text(Test::Future, "z");
+        w.fail(Test::Range, format_args!("{}", 1));
+        assert_eq!(
+            (w.flag, w.reason(), w.failures.as_slice()),
+            (QualityFlag::Bad, "future: z; range: 1", &[Test::Future, Test::Range][..])
+        );
         m.count(&v);
         m.count(&Verdict::new());
         let mut out = String::new();

@@ -46,7 +46,7 @@ impl ReadingTime {
     /// Add the replacement, if any, to a reading's verdict (it makes the reading suspect).
     pub fn flag(&self, verdict: &mut Verdict) {
         if let Some((test, why)) = &self.replaced {
-            verdict.fail(*test, why);
+            verdict.fail_text(*test, why);
         }
     }
 }

@@ -67,6 +67,19 @@ impl Verdict {
     /// Record a failed test with its explanation. `why` is written straight into the reason
     /// (a `format_args!` allocates nothing of its own).
     pub(super) fn fail(&mut self, test: Test, why: impl std::fmt::Display) {
+        self.begin(test);
+        let _ = write!(self.reason, "{why}");
+    }
+
+    /// [`Self::fail`] with an explanation already written out: copied without the formatting
+    /// machinery (a reading stored at its reception time gets its uplink's words six times).
+    pub(super) fn fail_text(&mut self, test: Test, why: &str) {
+        self.begin(test);
+        self.reason.push_str(why);
+    }
+
+    /// The flag, the failure and the reason up to the explanation.
+    fn begin(&mut self, test: Test) {
         if test.flag().to_byte() > self.flag.to_byte() {
             self.flag = test.flag();
         }
@@ -79,7 +92,6 @@ impl Verdict {
         self.failures.push(test);
         self.reason.push_str(test.as_str());
         self.reason.push_str(": ");
-        let _ = write!(self.reason, "{why}");
     }
 
     pub fn failed(&self, test: Test) -> bool {
