@@ -165,18 +165,19 @@ pub(in crate::store::embedded) fn append(
     Ok(())
 }
 
-/// Read up to `max` journal rows, oldest first: `f` gets each device and its hours. Returns
-/// the rows' sequence numbers.
+/// Read up to `max` journal rows, oldest first: `f` gets each row's sequence number, device
+/// and hours. Returns the rows' sequence numbers.
 pub(in crate::store::embedded) fn oldest(
     journal: &impl ReadableTable<u64, &'static [u8]>,
     max: usize,
-    mut f: impl FnMut(&str, &[i64]),
+    mut f: impl FnMut(u64, &str, &[i64]),
 ) -> Result<Vec<u64>, StoreError> {
     let mut seqs = Vec::new();
     for entry in journal.iter().map_err(engine)?.take(max) {
         let (k, v) = entry.map_err(engine)?;
-        visit(v.value(), &mut f)?;
-        seqs.push(k.value());
+        let seq = k.value();
+        visit(v.value(), &mut |device, hours| f(seq, device, hours))?;
+        seqs.push(seq);
     }
     Ok(seqs)
 }
