@@ -92,12 +92,8 @@ impl Folded {
         self.lock().series.remove(&(device.to_owned(), quantity, hour))
     }
 
-    /// The newest journal row whose readings a device hour's blocks hold (0: not known),
-    /// forgotten here like [`Self::take`]'s.
-    fn take_covered(&self, device: &str, hour: i64) -> u64 {
-        self.lock().covered.remove(&(device.to_owned(), hour)).unwrap_or(0)
-    }
-
+    /// The newest journal row whose readings a device hour's blocks hold (0: not known). A
+    /// flush that fails leaves the blocks, and so this, as they were.
     fn covered(&self, device: &str, hour: i64) -> u64 {
         self.lock().covered.get(&(device.to_owned(), hour)).copied().unwrap_or(0)
     }
@@ -194,7 +190,6 @@ pub(in crate::store::embedded) fn flush(
                 let held = folded.covered(device, h);
                 let newer: Vec<u64> = rows.iter().copied().filter(|&seq| seq > held).collect();
                 if !newer.is_empty() {
-                    folded.take_covered(device, h);
                     hours.insert(h, pending.earliest_touched(&newer, device, h));
                 }
             }
@@ -205,7 +200,10 @@ pub(in crate::store::embedded) fn flush(
             let series = series::of_device(&numbers, device)?.into_iter().map(|(q, n)| (n, q.name())).collect();
             let device = Device { number, name: device, series, stored: &stored };
             read_readings += device.changes(&readings, &hours, folded, &mut changes, &mut marks)?;
-            covered.extend(hours.keys().map(|&h| ((device.name.to_owned(), h), visible)));
+            // Only a backlog longer than this step has rows at or below `visible` left.
+            if visible > last {
+                covered.extend(hours.keys().map(|&h| ((device.name.to_owned(), h), visible)));
+            }
         }
     }
     drop(journal);
