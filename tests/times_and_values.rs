@@ -137,6 +137,37 @@ async fn implausible_measurement_times_never_become_the_latest_value_nor_the_cat
 }
 
 #[tokio::test]
+async fn a_reading_stored_at_its_reception_that_also_jumped_gives_the_time_test_first() {
+    // The time test chose the time the spike test then judged: its words come first, as for
+    // the uplink's other readings (their row holds them once).
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("times-spike");
+    let gw = Gateway::start(broker.port, dir.path(), &topics).await;
+    let publisher = format!("{}-pub", topics.prefix);
+    let start = Utc::now() - Duration::minutes(10);
+    let good = ttn_uplink("demo-lht65", "A840410000000001", 1, &lht65(20.0, 50.0), &stamp(Utc::now() - Duration::minutes(5)));
+    publish_all(broker.port, &publisher, vec![(topics.ttn("demo-lht65"), good)]).await;
+    wait_counts(&gw, 1.0, 0.0).await;
+    let jumped = ttn_uplink("demo-lht65", "A840410000000001", 2, &lht65(40.0, 50.0), "2099-01-01T00:00:00Z");
+    publish_all(broker.port, &publisher, vec![(topics.ttn("demo-lht65"), jumped)]).await;
+    wait_counts(&gw, 2.0, 0.0).await;
+
+    let flagged = |series: Vec<Value>| {
+        let found: Vec<String> =
+            series.iter().filter_map(|r| r["reason"].as_str().filter(|w| !w.is_empty()).map(str::to_owned)).collect();
+        assert_eq!(found.len(), 1, "one of the two readings is flagged: {series:?}");
+        found[0].clone()
+    };
+    let humidity = flagged(readings_ahead(&gw, "demo-lht65", "relative_humidity", start).await);
+    assert!(humidity.starts_with("future: measurement time 2099-01-01T00:00:00Z is "), "{humidity}");
+    assert!(humidity.ends_with("stored at the reception time"), "{humidity}");
+    let temperature = flagged(readings_ahead(&gw, "demo-lht65", "air_temperature", start).await);
+    let spike = format!("{humidity}; spike: changed by 20.000 Cel against 20 Cel at ");
+    assert!(temperature.starts_with(&spike), "{temperature}\nshould start with\n{spike}");
+}
+
+#[tokio::test]
 async fn a_burst_of_uplinks_stored_at_their_reception_keeps_every_reading() {
     // A network server replaying a device whose clock is set years ahead: the uplinks arrive
     // within a few milliseconds, several in one, and each is stored at its reception time.

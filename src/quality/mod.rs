@@ -114,7 +114,25 @@ impl QualityControl {
         now: DateTime<Utc>,
         battery: Option<&str>,
     ) -> Verdict {
-        let mut verdict = Verdict::new();
+        self.assess_after(Verdict::new(), lookup, batch, limits, device, q, value, time, now, battery)
+    }
+
+    /// [`Self::assess`] after the time test: `verdict` is [`ReadingTime::verdict`] of the
+    /// reading's uplink.
+    #[allow(clippy::too_many_arguments)]
+    pub fn assess_after(
+        &mut self,
+        mut verdict: Verdict,
+        lookup: &dyn SeriesLookup,
+        batch: &[crate::model::Reading],
+        limits: &Limits,
+        device: &crate::model::DeviceId,
+        q: Quantity,
+        value: f64,
+        time: DateTime<Utc>,
+        now: DateTime<Utc>,
+        battery: Option<&str>,
+    ) -> Verdict {
         check_reading(q, value, time, now, limits, &mut verdict);
         if value.is_finite() {
             self.history.check(lookup, batch, limits, device, q, value, time, &mut verdict);

@@ -49,6 +49,16 @@ impl ReadingTime {
             verdict.fail_text(*test, why);
         }
     }
+
+    /// A reading's verdict as the time test leaves it, the first test: it chose the time the
+    /// others test. An uplink's readings share this start, so its row stores the words once
+    /// however many of them fail more tests (see the embedded store's readings rows).
+    #[inline]
+    pub fn verdict(&self) -> Verdict {
+        let mut verdict = Verdict::new();
+        self.flag(&mut verdict);
+        verdict
+    }
 }
 
 /// Choose the time of an uplink's readings from its measurement time (`None`: the message
