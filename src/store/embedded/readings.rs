@@ -14,8 +14,12 @@
 //! [`SAME_REASON`] set and the earlier bytes' offset in the row and length follow (LEB128).
 //! An uplink stored at its reception time gives every reading the same explanation, some
 //! 126 bytes; written for each of six readings it made such a row about four times larger.
+//! A reason that begins with earlier bytes and goes on (that explanation, then `; spike: …`
+//! for the one reading that also jumped) has [`MORE_REASON`] set as well: after the
+//! reference, the length (LEB128) and bytes of the rest.
 //! An extents row is a run of (series number u32, first ms i64, last ms i64), in series order.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use redb::{AccessGuard, ReadableTable, Table, WriteTransaction};
@@ -40,16 +44,29 @@ pub(super) struct SeriesKey {
 }
 
 /// One reading in a row.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) struct Entry<'r> {
     pub series: u32,
     pub value: f64,
     pub flag: u8,
-    pub reason: &'r str,
+    /// Borrowed from the row, unless it was written as earlier bytes and a rest.
+    pub reason: Cow<'r, str>,
 }
 
-/// Set in an entry's flag byte: its reason is bytes an earlier entry of the row wrote.
+/// Set in an entry's flag byte: its reason is, or begins with, bytes an earlier entry of the
+/// row wrote.
 const SAME_REASON: u8 = 0x80;
+
+/// Set with [`SAME_REASON`]: the reason goes on after the earlier bytes, with bytes of its own.
+const MORE_REASON: u8 = 0x40;
+
+/// Where an entry's reason is in its row: the first part, and the rest (empty unless the first
+/// part is an earlier entry's bytes).
+#[derive(Clone, Debug, PartialEq)]
+struct Spans {
+    head: Range<usize>,
+    tail: Range<usize>,
+}
 
 fn cut_short() -> StoreError {
     StoreError::Corrupt("a readings row is cut short or its reason is not UTF-8".into())
@@ -63,7 +80,7 @@ pub(super) fn entries(row: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, Stor
             return None;
         }
         let entry = header(row, &mut at)
-            .and_then(|(series, value, flag, span)| Ok(Entry { series, value, flag, reason: reason_at(row, &span)? }));
+            .and_then(|(series, value, flag, spans)| Ok(Entry { series, value, flag, reason: reason_at(row, &spans)? }));
         if entry.is_err() {
             at = row.len();
         }
@@ -72,8 +89,8 @@ pub(super) fn entries(row: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, Stor
 }
 
 /// The entry at `*at` without its reason checked, moving `*at` past it: (series, value,
-/// flag, the reason's byte range). A series read checks only the reasons it returns.
-fn header(row: &[u8], at: &mut usize) -> Result<(u32, f64, u8, Range<usize>), StoreError> {
+/// flag, where its reason is). A series read checks only the reasons it returns.
+fn header(row: &[u8], at: &mut usize) -> Result<(u32, f64, u8, Spans), StoreError> {
     let start = *at;
     let fixed = row.get(start..start + 13).ok_or_else(cut_short)?;
     let series = u32::from_le_bytes(fixed[0..4].try_into().unwrap_or_default());
@@ -82,20 +99,38 @@ fn header(row: &[u8], at: &mut usize) -> Result<(u32, f64, u8, Range<usize>), St
     *at += 13;
     if flag & SAME_REASON != 0 {
         let from = leb128(row, at)?;
-        let span = from..from.checked_add(leb128(row, at)?).ok_or_else(cut_short)?;
+        let head = from..from.checked_add(leb128(row, at)?).ok_or_else(cut_short)?;
         // Only bytes of an earlier entry.
-        if span.is_empty() || span.end > start {
+        if head.is_empty() || head.end > start {
             return Err(cut_short());
         }
-        return Ok((series, value, flag & !SAME_REASON, span));
+        let tail = if flag & MORE_REASON != 0 {
+            let tail = own(row, at)?;
+            if tail.is_empty() {
+                return Err(cut_short());
+            }
+            tail
+        } else {
+            *at..*at
+        };
+        return Ok((series, value, flag & !(SAME_REASON | MORE_REASON), Spans { head, tail }));
     }
+    if flag & MORE_REASON != 0 {
+        return Err(cut_short());
+    }
+    let head = own(row, at)?;
+    Ok((series, value, flag, Spans { head, tail: *at..*at }))
+}
+
+/// Bytes of the entry's own at `*at` (their length, LEB128, then them), moving `*at` past them.
+fn own(row: &[u8], at: &mut usize) -> Result<Range<usize>, StoreError> {
     let len = leb128(row, at)?;
     let span = *at..at.checked_add(len).ok_or_else(cut_short)?;
     if span.end > row.len() {
         return Err(cut_short());
     }
     *at = span.end;
-    Ok((series, value, flag, span))
+    Ok(span)
 }
 
 /// The unsigned LEB128 number at `*at`, moving `*at` past it.
@@ -124,12 +159,17 @@ fn push_leb128(out: &mut Vec<u8>, mut n: usize) {
     }
 }
 
-fn reason_at<'r>(row: &'r [u8], span: &Range<usize>) -> Result<&'r str, StoreError> {
-    std::str::from_utf8(row.get(span.clone()).ok_or_else(cut_short)?).map_err(|_| cut_short())
+fn reason_at<'r>(row: &'r [u8], spans: &Spans) -> Result<Cow<'r, str>, StoreError> {
+    let text = |span: &Range<usize>| std::str::from_utf8(row.get(span.clone()).ok_or_else(cut_short)?).map_err(|_| cut_short());
+    let head = text(&spans.head)?;
+    if spans.tail.is_empty() {
+        return Ok(Cow::Borrowed(head));
+    }
+    Ok(Cow::Owned([head, text(&spans.tail)?].concat()))
 }
 
-/// The entry of `series` in a row, its reason unchecked: (value, flag, the reason's range).
-fn locate(row: &[u8], series: u32) -> Result<Option<(f64, u8, Range<usize>)>, StoreError> {
+/// The entry of `series` in a row, its reason unchecked: (value, flag, where its reason is).
+fn locate(row: &[u8], series: u32) -> Result<Option<(f64, u8, Spans)>, StoreError> {
     let mut at = 0;
     while at < row.len() {
         let (s, value, flag, span) = header(row, &mut at)?;
@@ -161,10 +201,28 @@ impl Packed {
         out.extend_from_slice(&e.value.to_le_bytes());
         let reason = e.reason.as_bytes();
         if !reason.is_empty() {
-            if let Some(earlier) = self.reasons.iter().find(|r| out[(*r).clone()] == *reason) {
-                out.push(e.flag | SAME_REASON);
-                push_leb128(out, earlier.start);
-                push_leb128(out, earlier.len());
+            // The whole reason as earlier bytes, else its longest first failures (a reason is
+            // failures joined by "; ") and the rest of its own: found from the earlier reason
+            // that begins with most of it.
+            let common = |r: &Range<usize>| common_prefix(&out[r.clone()], reason);
+            let best = self.reasons.iter().map(|r| (common(r), r.start)).max_by_key(|&(n, _)| n);
+            let head = best.and_then(|(n, from)| {
+                let cut = if n == reason.len() {
+                    Some(n)
+                } else {
+                    memchr::memrchr_iter(b';', &reason[..=n]).find(|&at| reason.get(at + 1) == Some(&b' '))
+                };
+                cut.filter(|&cut| cut > 0).map(|cut| (from, cut))
+            });
+            if let Some((from, cut)) = head {
+                let rest = &reason[cut..];
+                out.push(e.flag | SAME_REASON | if rest.is_empty() { 0 } else { MORE_REASON });
+                push_leb128(out, from);
+                push_leb128(out, cut);
+                if !rest.is_empty() {
+                    push_leb128(out, rest.len());
+                    out.extend_from_slice(rest);
+                }
                 return;
             }
         }
@@ -177,18 +235,32 @@ impl Packed {
     }
 }
 
+/// How many bytes `a` and `b` begin with alike (compared 16 at a time: a byte at a time cost
+/// more than the bytes a shared explanation saves).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 16 <= n && a[i..i + 16] == b[i..i + 16] {
+        i += 16;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
 /// A reading of one series as a series read returns it: its row stays borrowed.
 pub(super) struct Stored<'t> {
     pub ms: i64,
     pub value: f64,
     pub flag: u8,
     row: AccessGuard<'t, &'static [u8]>,
-    reason: Range<usize>,
+    reason: Spans,
 }
 
 impl Stored<'_> {
     /// The reason, checked here (a read that does not ask for it does not check it).
-    pub(super) fn reason(&self) -> Result<&str, StoreError> {
+    pub(super) fn reason(&self) -> Result<Cow<'_, str>, StoreError> {
         reason_at(self.row.value(), &self.reason)
     }
 }
@@ -481,7 +553,10 @@ mod tests {
         {
             let mut tables = open(&tx).unwrap();
             let mut all = Vec::new();
-            let one = |key, series, value, flag, reason| ToStore { key, entry: Entry { series, value, flag, reason } };
+            let one = |key, series, value, flag, reason| ToStore {
+                key,
+                entry: Entry { series, value, flag, reason: Cow::Borrowed(reason) },
+            };
             for ms in 0..20 {
                 all.push(one((4, ms), 1, ms as f64, 0, "why"));
                 if ms % 2 == 0 {
@@ -515,14 +590,14 @@ mod tests {
         let long = "x".repeat(300);
         let stuck = "stuck: unchanged for 29.8 h";
         let put = [
-            Entry { series: 1, value: 21.5, flag: 0, reason: "" },
-            Entry { series: 3, value: -3.25, flag: 2, reason: stuck },
-            Entry { series: 5, value: 7.0, flag: 1, reason: stuck },
-            Entry { series: 7, value: 1.0, flag: 0, reason: "" },
-            Entry { series: 8, value: 2.0, flag: 0, reason: "" },
-            Entry { series: 9, value: f64::NAN, flag: 1, reason: &long },
-            Entry { series: 10, value: 3.0, flag: 2, reason: &long },
-            Entry { series: 12, value: 4.0, flag: 1, reason: stuck },
+            Entry { series: 1, value: 21.5, flag: 0, reason: "".into() },
+            Entry { series: 3, value: -3.25, flag: 2, reason: stuck.into() },
+            Entry { series: 5, value: 7.0, flag: 1, reason: stuck.into() },
+            Entry { series: 7, value: 1.0, flag: 0, reason: "".into() },
+            Entry { series: 8, value: 2.0, flag: 0, reason: "".into() },
+            Entry { series: 9, value: f64::NAN, flag: 1, reason: long.as_str().into() },
+            Entry { series: 10, value: 3.0, flag: 2, reason: long.as_str().into() },
+            Entry { series: 12, value: 4.0, flag: 1, reason: stuck.into() },
         ];
         let mut row = Packed::default();
         let mut ends = Vec::new();
@@ -543,7 +618,7 @@ mod tests {
         }
         for (i, p) in put.iter().enumerate() {
             let (value, flag, reason) = locate(&row, p.series).unwrap().unwrap();
-            assert_eq!((flag, reason_at(&row, &reason).unwrap()), (p.flag, p.reason), "entry {i} located");
+            assert_eq!((flag, reason_at(&row, &reason).unwrap()), (p.flag, p.reason.clone()), "entry {i} located");
             assert!(value == p.value || value.is_nan());
         }
         assert_eq!(locate(&row, 4).unwrap(), None);
@@ -551,7 +626,7 @@ mod tests {
             assert!(entries(&row[..cut]).any(|e| e.is_err()), "a row cut at {cut} reads as an error");
         }
         let mut bad = Packed::default();
-        bad.push(&Entry { series: 1, value: 0.0, flag: 0, reason: "ab" });
+        bad.push(&Entry { series: 1, value: 0.0, flag: 0, reason: "ab".into() });
         let mut bad = bad.bytes;
         let n = bad.len();
         bad[n - 1] = 0xff;
@@ -565,9 +640,72 @@ mod tests {
     }
 
     #[test]
+    fn a_reason_that_begins_with_an_earlier_one_writes_only_its_rest() {
+        let future = "future: measurement time 2026-12-09T00:00:00Z is 9000 min after its reception (more than 10 min); stored at the reception time";
+        let spike = |n: u32| {
+            format!("{future}; spike: changed by {n}.000 Cel against 1 Cel at 2026-12-03 10:00:00Z (0 min apart); at most 10 Cel per hour")
+        };
+        let (one, two, three) = (spike(1), spike(2), format!("{}; stuck: 3 Cel unchanged since then (1.0 h)", spike(1)));
+        let put: Vec<Entry> = [future, &one, future, &two, &three, "future: measurement time", "range: below"]
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Entry { series: i as u32 + 1, value: i as f64, flag: 1, reason: Cow::Borrowed(*r) })
+            .collect();
+        let mut packed = Packed::default();
+        let mut ends = Vec::new();
+        for e in &put {
+            packed.push(e);
+            ends.push(packed.bytes.len());
+        }
+        let row = packed.bytes;
+        // `future` once (126 bytes, a length byte); `one` and `two` refer to it (offset and
+        // length, a byte each) and add their rest (a length byte); the second `future` refers
+        // to it; `three` is `one` and more, but `one` is no run of bytes: it refers to `future`
+        // and adds the two failures after it (149 bytes, two length bytes). The start of
+        // `future` refers into it; `range` is written out.
+        let rest = |r: &str| r.len() - future.len();
+        let want = 7 * 13
+            + (1 + future.len())
+            + (2 + 1 + rest(&one))
+            + 2
+            + (2 + 1 + rest(&two))
+            + (2 + 2 + rest(&three))
+            + 2
+            + (1 + "range: below".len());
+        assert_eq!(row.len(), want);
+        let back: Vec<Entry> = entries(&row).collect::<Result<_, _>>().unwrap();
+        assert_eq!(back, put);
+        assert!(matches!(back[0].reason, Cow::Borrowed(_)) && matches!(back[1].reason, Cow::Owned(_)));
+        for p in &put {
+            let (_, flag, spans) = locate(&row, p.series).unwrap().unwrap();
+            assert_eq!((flag, reason_at(&row, &spans).unwrap()), (1, p.reason.clone()));
+        }
+        for cut in (1..row.len()).filter(|c| !ends.contains(c)) {
+            assert!(entries(&row[..cut]).any(|e| e.is_err()), "a row cut at {cut} reads as an error");
+        }
+        // The rest of `one` (after its entry's 13 bytes, the reference and the rest's length)
+        // made not UTF-8; a rest flagged without a reference; a flagged rest that is empty.
+        let mut bad = row.clone();
+        let one_rest = ends[0] + 13 + 2 + 1;
+        bad[one_rest] = 0xff;
+        assert!(entries(&bad).nth(1).unwrap().is_err(), "a rest that is not UTF-8");
+        let mut alone = row[..13].to_vec();
+        alone[12] = MORE_REASON | 1;
+        alone.extend_from_slice(&[1, b'a']);
+        assert!(entries(&alone).next().unwrap().is_err(), "a rest without a reference");
+        let mut empty = row[..ends[0]].to_vec();
+        empty.extend_from_slice(&row[ends[0]..ends[0] + 12]);
+        empty.extend_from_slice(&[SAME_REASON | MORE_REASON | 1, 2, 5, 0]);
+        assert!(entries(&empty).nth(1).unwrap().is_err(), "a flagged rest that is empty");
+    }
+
+    #[test]
     fn a_row_merged_with_a_batch_keeps_the_reasons_its_other_entries_shared() {
         let db = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
-        let one = |series, value, reason| ToStore { key: (1, 0), entry: Entry { series, value, flag: 1, reason } };
+        let one = |series, value, reason| ToStore {
+            key: (1, 0),
+            entry: Entry { series, value, flag: 1, reason: Cow::Borrowed(reason) },
+        };
         let why = "measurement time 2026-12-09T00:00:00Z is 9000 min after its reception";
         // Besides the reason once: its length, then two references to it (offset and length, a
         // byte each); after the merge, an empty reason's length, the reason's, one reference.
@@ -581,11 +719,11 @@ mod tests {
             assert_eq!(table.get((1, 0)).unwrap().unwrap().value().len(), 3 * 13 + lengths + why.len());
             let read = |series| {
                 let s = at(&table, SeriesKey { device: 1, series }, 0).unwrap().unwrap();
-                (s.value, s.reason().unwrap().to_owned())
+                (s.value, s.reason().unwrap().into_owned())
             };
             assert_eq!(read(2), (2.0, why.to_owned()));
             assert_eq!(read(3), (3.0, why.to_owned()));
-            assert_eq!(read(1), (batch[0].entry.value, batch[0].entry.reason.to_owned()));
+            assert_eq!(read(1), (batch[0].entry.value, batch[0].entry.reason.to_string()));
         }
     }
 }

@@ -5,6 +5,7 @@
 //! per device and millisecond (`readings`), so writing the same reading twice overwrites it:
 //! redelivered messages are idempotent.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -361,7 +362,8 @@ impl EmbeddedStore {
                 .iter()
                 .map(|&(d, ms, series, k)| {
                     let r = &batch.readings[k];
-                    let entry = readings::Entry { series, value: r.value, flag: r.flag.to_byte(), reason: &r.reason };
+                    let entry =
+                        readings::Entry { series, value: r.value, flag: r.flag.to_byte(), reason: Cow::Borrowed(&r.reason) };
                     readings::ToStore { key: (d, ms), entry }
                 })
                 .collect();
@@ -621,7 +623,7 @@ fn to_reading(device: &DeviceId, quantity: Quantity, stored: &readings::Stored<'
         value: stored.value,
         time: millis(stored.ms)?,
         flag: QualityFlag::from_byte(stored.flag),
-        reason: stored.reason()?.to_owned(),
+        reason: stored.reason()?.into_owned(),
     })
 }
 

@@ -46,7 +46,7 @@ pub(super) fn rows_per_uplink(db: &Database) -> Result<u64, StoreError> {
                 };
                 // A reading of a series without a name cannot be read back: it stays out.
                 let Some(d) = d else { continue };
-                let entry = Entry { series: *n, value: *value, flag: *flag, reason };
+                let entry = Entry { series: *n, value: *value, flag: *flag, reason: reason.into() };
                 rows.push(ToStore { key: (d, *ms), entry });
             }
             drop(numbering);
@@ -142,7 +142,7 @@ mod tests {
                             let (k, v) = row.unwrap();
                             for e in readings::entries(v.value()) {
                                 let e = e.unwrap();
-                                old.insert((e.series, k.value().1), (e.value, e.flag, e.reason)).unwrap();
+                                old.insert((e.series, k.value().1), (e.value, e.flag, &*e.reason)).unwrap();
                             }
                         }
                         let mut series = tx.open_table(SERIES).unwrap();
