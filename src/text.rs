@@ -28,9 +28,11 @@ pub enum Style {
 #[derive(Clone, Copy, Debug)]
 pub struct Stamp(pub DateTime<Utc>, pub Style);
 
-impl fmt::Display for Stamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Stamp(t, style) = *self;
+impl Stamp {
+    /// Write the text to `out` (for a `String`, without the formatting machinery on the
+    /// common path, as [`Shortest::write_to`]).
+    pub fn write_to(self, f: &mut impl fmt::Write) -> fmt::Result {
+        let Stamp(t, style) = self;
         // The fields of the naive time: a `DateTime`'s own getters add its (zero) offset each.
         let n = t.naive_utc();
         let (year, nanos) = (n.year(), n.nanosecond());
@@ -69,6 +71,12 @@ impl fmt::Display for Stamp {
             Style::Display => " UTC",
             Style::Rfc3339 => "Z",
         })
+    }
+}
+
+impl fmt::Display for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
     }
 }
 
@@ -124,8 +132,9 @@ impl fmt::Display for Shortest {
 #[derive(Clone, Copy, Debug)]
 pub struct Thousandths(pub f64);
 
-impl fmt::Display for Thousandths {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Thousandths {
+    /// Write the text to `out` (as [`Shortest::write_to`]).
+    pub fn write_to(self, f: &mut impl fmt::Write) -> fmt::Result {
         let v = self.0;
         let scaled = v * 1000.0;
         // Below 10^12 thousandths the product is within 2^-53 of itself (10^-4) of the exact
@@ -143,6 +152,12 @@ impl fmt::Display for Thousandths {
             }
         }
         write!(f, "{v:.3}")
+    }
+}
+
+impl fmt::Display for Thousandths {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
     }
 }
 

@@ -183,7 +183,7 @@ impl SeriesHistory {
         let mut spiked = false;
         if let (Some(per_h), Some(reference), true) = (limits.spike_per_h(q), state.reference, in_range) {
             if let Some(j) = jump(limits, per_h, reference, (time, value)) {
-                verdict.fail(Test::Spike, j.why(q, per_h));
+                verdict.fail_with(Test::Spike, |out| j.why(q, per_h).write_to(out));
                 spiked = true;
             }
         }
@@ -290,30 +290,38 @@ struct JumpWhy<'a> {
     per_h: f64,
 }
 
-impl std::fmt::Display for JumpWhy<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl JumpWhy<'_> {
+    /// The text, written piece by piece into `out` (for the reason `String`, without the
+    /// formatting machinery: a burst of late readings explains many spikes).
+    fn write_to(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
         // "changed by {:.3} {unit} against {} {unit} at {time} ({} min apart); at most {per_h}
-        // {unit} per hour", written piece by piece (see `text`: the same text, less machinery).
+        // {unit} per hour" (see `text`: the same text, less machinery).
         let (j, unit, per_h) = (self.jump, self.q.unit(), self.per_h);
         let mut minutes = itoa::Buffer::new();
-        f.write_str("changed by ")?;
-        Thousandths(j.change).fmt(f)?;
+        out.write_str("changed by ")?;
+        Thousandths(j.change).write_to(out)?;
         for piece in [" ", unit, " against "] {
-            f.write_str(piece)?;
+            out.write_str(piece)?;
         }
-        Shortest(j.other.1).fmt(f)?;
+        Shortest(j.other.1).write_to(out)?;
         for piece in [" ", unit, " at "] {
-            f.write_str(piece)?;
+            out.write_str(piece)?;
         }
-        Stamp(j.other.0, Style::Display).fmt(f)?;
+        Stamp(j.other.0, Style::Display).write_to(out)?;
         for piece in [" (", minutes.format(j.gap.num_minutes()), " min apart); at most "] {
-            f.write_str(piece)?;
+            out.write_str(piece)?;
         }
-        Shortest(per_h).fmt(f)?;
+        Shortest(per_h).write_to(out)?;
         for piece in [" ", unit, " per hour"] {
-            f.write_str(piece)?;
+            out.write_str(piece)?;
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for JumpWhy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.write_to(f)
     }
 }
 
@@ -343,8 +351,12 @@ fn late_spike(
     // Against every neighbour it has (and it has one), or it is no spike. Nothing is allocated
     // unless the reading is flagged: late readings are common in a burst.
     match (side(before), side(after)) {
-        (Some(Some(a)), Some(Some(b))) => verdict.fail(Test::Spike, format_args!("{}, and {}", a.why(q, per_h), b.why(q, per_h))),
-        (Some(Some(j)), None) | (None, Some(Some(j))) => verdict.fail(Test::Spike, j.why(q, per_h)),
+        (Some(Some(a)), Some(Some(b))) => verdict.fail_with(Test::Spike, |out| {
+            a.why(q, per_h).write_to(out)?;
+            out.push_str(", and ");
+            b.why(q, per_h).write_to(out)
+        }),
+        (Some(Some(j)), None) | (None, Some(Some(j))) => verdict.fail_with(Test::Spike, |out| j.why(q, per_h).write_to(out)),
         _ => {}
     }
 }
@@ -497,6 +509,10 @@ mod tests {
                 other.1, other.0
             );
             assert_eq!(jump.why(q, per_h).to_string(), expected);
+            // Written into a reason, as the spike test does.
+            let mut reason = String::from("spike: ");
+            jump.why(q, per_h).write_to(&mut reason).unwrap();
+            assert_eq!(reason, format!("spike: {expected}"));
         }
     }
 }

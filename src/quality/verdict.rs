@@ -71,6 +71,13 @@ impl Verdict {
         let _ = write!(self.reason, "{why}");
     }
 
+    /// [`Self::fail`] with the explanation written by `write` straight into the reason
+    /// (a `String`: no formatting machinery between).
+    pub(super) fn fail_with(&mut self, test: Test, write: impl FnOnce(&mut String) -> std::fmt::Result) {
+        self.begin(test);
+        let _ = write(&mut self.reason);
+    }
+
     /// [`Self::fail`] with an explanation already written out: copied without the formatting
     /// machinery (a reading stored at its reception time gets its uplink's words six times).
     pub(super) fn fail_text(&mut self, test: Test, why: &str) {
