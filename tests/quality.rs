@@ -44,7 +44,18 @@ impl Bench {
     fn feed_at(&mut self, quantity: &str, minute: i64, value: f64, received: DateTime<Utc>) -> Verdict {
         let limits = Limits::new(&self.settings);
         let time = t0() + Duration::minutes(minute);
-        let v = self.qc.assess(&*self.store, &[], &limits, &self.device, q(quantity), value, time, received, None);
+        let v = self.qc.assess(
+            Verdict::default(),
+            &*self.store,
+            &[],
+            &limits,
+            &self.device,
+            q(quantity),
+            value,
+            time,
+            received,
+            None,
+        );
         let reading = Reading {
             device: self.device.clone(),
             quantity: q(quantity),
@@ -89,7 +100,7 @@ fn range_flags_impossible_values_bad_and_overrides_narrow_it() {
     let device: BTreeMap<Quantity, [f64; 2]> = [(t, [-30.0, 50.0])].into();
     let verdict = |limits: &Limits| {
         let mut qc = QualityControl::new(10);
-        qc.assess(&*b.store, &[], limits, &DeviceId::parse("other").unwrap(), t, 55.0, time, time, None).flag
+        qc.assess(Verdict::default(), &*b.store, &[], limits, &DeviceId::parse("other").unwrap(), t, 55.0, time, time, None).flag
     };
     let mut limits = Limits::new(&settings);
     assert_eq!(verdict(&limits), QualityFlag::Good);
@@ -190,9 +201,9 @@ fn a_low_battery_makes_the_uplinks_other_readings_suspect() {
     let store = test_store.open();
     let mut qc = QualityControl::new(10);
     let d = DeviceId::parse("qc-battery").unwrap();
-    let temp = qc.assess(&*store, &[], &limits, &d, t, 20.0, t0(), t0(), Some(why.as_str()));
+    let temp = qc.assess(Verdict::default(), &*store, &[], &limits, &d, t, 20.0, t0(), t0(), Some(why.as_str()));
     assert_eq!((temp.flag, temp.failures[0]), (QualityFlag::Suspect, Test::Battery));
-    let volts = qc.assess(&*store, &[], &limits, &d, v, 2.3, t0(), t0(), Some(why.as_str()));
+    let volts = qc.assess(Verdict::default(), &*store, &[], &limits, &d, v, 2.3, t0(), t0(), Some(why.as_str()));
     assert_eq!(volts.flag, QualityFlag::Good, "the battery reading itself is a correct measurement");
 }
 }
@@ -264,7 +275,7 @@ fn a_late_burst_gets_the_same_verdicts_however_it_is_cut_into_batches() {
     let verdicts = |size: usize| {
         let judged = judged_in_batches(&input, size, settings.max_series, |qc, store, batch, (minute, value)| {
             let time = t0() + Duration::minutes(minute);
-            let v = qc.assess(store, batch, &limits, &d, t, value, time, received, None);
+            let v = qc.assess(Verdict::default(), store, batch, &limits, &d, t, value, time, received, None);
             Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason().to_owned() }
         });
         judged.into_iter().map(|r| ((r.time - t0()).num_minutes(), r.flag, r.reason)).collect::<Vec<_>>()
@@ -312,7 +323,7 @@ fn a_citizen_reading_gets_the_same_neighbour_verdict_however_its_batch_is_cut() 
     let verdicts = |size: usize| {
         let judged = judged_in_batches(&input, size, settings.max_series, |qc, store, batch, (d, minute, value)| {
             let time = t0() + Duration::minutes(minute);
-            let mut v = qc.assess(store, batch, &limits, d, t, value, time, received, None);
+            let mut v = qc.assess(Verdict::default(), store, batch, &limits, d, t, value, time, received, None);
             if d == &citizen {
                 let nearby = qc.nearby(store, batch);
                 let stations = stations.iter().map(|(id, lat, lon)| (id, *lat, *lon));
@@ -430,7 +441,7 @@ fn the_history_is_bounded() {
     let limits = Limits::new(&settings);
     for i in 0..100 {
         let d = DeviceId::parse(&format!("d{i}")).unwrap();
-        qc.assess(&*store, &[], &limits, &d, q("air_temperature"), 20.0, t0(), t0(), None);
+        qc.assess(Verdict::default(), &*store, &[], &limits, &d, q("air_temperature"), 20.0, t0(), t0(), None);
         assert!(qc.series_held() <= 10, "{} series held", qc.series_held());
     }
 }

@@ -196,7 +196,7 @@ impl Pipeline<'_> {
             // The time test first: it chose the time the others test.
             let (start, battery) = (when.verdict(), battery.as_deref());
             let mut verdict =
-                qc.assess_after(start, self.history, out, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery);
+                qc.assess(start, self.history, out, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery);
             if device.source == Source::Citizen {
                 let stations = self.devices.official_stations();
                 let (here, citizens) = ((device.lat, device.lon), self.devices.citizens());

@@ -97,30 +97,13 @@ impl QualityControl {
         Self { history: SeriesHistory::new(max_series), reception: ReceptionTimes::default() }
     }
 
-    /// Flag one reading of `device`. `battery` is the uplink's [`battery_low`] finding;
-    /// `lookup` (the store) seeds a series' history and answers for late readings, with
-    /// `batch` (the readings accepted before this one since [`Self::new_batch`], stored with
-    /// it) over it.
+    /// Flag one reading of `device`, going on from `verdict`: its uplink's
+    /// [`ReadingTime::verdict`] (the time test comes first), or an empty one. `battery` is the
+    /// uplink's [`battery_low`] finding; `lookup` (the store) seeds a series' history and
+    /// answers for late readings, with `batch` (the readings accepted before this one since
+    /// [`Self::new_batch`], stored with it) over it.
     #[allow(clippy::too_many_arguments)]
     pub fn assess(
-        &mut self,
-        lookup: &dyn SeriesLookup,
-        batch: &[crate::model::Reading],
-        limits: &Limits,
-        device: &crate::model::DeviceId,
-        q: Quantity,
-        value: f64,
-        time: DateTime<Utc>,
-        now: DateTime<Utc>,
-        battery: Option<&str>,
-    ) -> Verdict {
-        self.assess_after(Verdict::new(), lookup, batch, limits, device, q, value, time, now, battery)
-    }
-
-    /// [`Self::assess`] after the time test: `verdict` is [`ReadingTime::verdict`] of the
-    /// reading's uplink.
-    #[allow(clippy::too_many_arguments)]
-    pub fn assess_after(
         &mut self,
         mut verdict: Verdict,
         lookup: &dyn SeriesLookup,

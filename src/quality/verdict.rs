@@ -59,6 +59,13 @@ pub struct Verdict {
     reason: String,
 }
 
+impl Default for Verdict {
+    /// No test failed yet.
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Verdict {
     pub(super) fn new() -> Self {
         Self { flag: QualityFlag::Good, failures: Vec::new(), reason: String::new() }
