@@ -192,9 +192,10 @@ impl Pipeline<'_> {
             device_battery_low_v: device.battery_low_v,
         };
         let battery = quality::battery_low(values.iter().map(|v| (v.quantity, v.value)), &limits);
+        let battery = battery.as_deref();
         for v in values {
             // The time test first: it chose the time the others test.
-            let (start, battery) = (when.verdict(), battery.as_deref());
+            let start = when.verdict();
             let mut verdict =
                 qc.assess(start, self.history, out, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery);
             if device.source == Source::Citizen {

@@ -43,20 +43,16 @@ pub struct ReadingTime {
 }
 
 impl ReadingTime {
-    /// Add the replacement, if any, to a reading's verdict (it makes the reading suspect).
-    pub fn flag(&self, verdict: &mut Verdict) {
-        if let Some((test, why)) = &self.replaced {
-            verdict.fail_text(*test, why);
-        }
-    }
-
-    /// A reading's verdict as the time test leaves it, the first test: it chose the time the
-    /// others test. An uplink's readings share this start, so its row stores the words once
-    /// however many of them fail more tests (see the embedded store's readings rows).
+    /// A reading's verdict as the time test leaves it: with the replacement, if any (it makes
+    /// the reading suspect). The first test: it chose the time the others test. An uplink's
+    /// readings share this start, so its row stores the words once however many of them fail
+    /// more tests (see the embedded store's readings rows).
     #[inline]
     pub fn verdict(&self) -> Verdict {
         let mut verdict = Verdict::new();
-        self.flag(&mut verdict);
+        if let Some((test, why)) = &self.replaced {
+            verdict.fail_text(*test, why);
+        }
         verdict
     }
 }
@@ -288,8 +284,7 @@ mod tests {
         assert_eq!(test, Test::Future);
         assert!(why.starts_with("measurement time 9999-12-31T23:59:59Z is "), "{why}");
         assert!(why.ends_with("stored at the reception time"), "{why}");
-        let mut verdict = Verdict::new();
-        far.flag(&mut verdict);
+        let verdict = far.verdict();
         assert_eq!(verdict.flag, QualityFlag::Suspect);
         assert!(verdict.reason().starts_with("future: measurement time 9999-12-31"), "{}", verdict.reason());
 
