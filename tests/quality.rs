@@ -74,7 +74,7 @@ impl Bench {
 
     /// Feed a series of (minute, value) and return the tests each reading failed.
     fn series(&mut self, quantity: &str, points: &[(i64, f64)]) -> Vec<Vec<Test>> {
-        points.iter().map(|&(m, v)| self.feed(quantity, m, v).failures).collect()
+        points.iter().map(|&(m, v)| self.feed(quantity, m, v).failures.to_vec()).collect()
     }
 }
 
