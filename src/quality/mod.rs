@@ -20,6 +20,7 @@
 //! the per-profile [`ProfileQuality`]); they live in `config` and are re-exported here.
 
 pub mod neighbours;
+mod points;
 mod series;
 mod time;
 mod verdict;

@@ -11,12 +11,12 @@
 //! sensors reads the official stations the same way ([`Nearby`]).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashMap;
 
 use super::neighbours::NearbyLookup;
+use super::points::Points;
 use super::verdict::{Limits, Test, Verdict};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
 use crate::text::{Shortest, Stamp, Style, Thousandths};
@@ -73,9 +73,6 @@ pub struct SeriesHistory {
     unstored: Unstored,
 }
 
-/// One series' readings in a batch: millisecond → (value, flagged bad).
-type Points = BTreeMap<i64, (f64, bool)>;
-
 /// The readings of the batch being decoded by series, indexed when a late reading first
 /// asks for its neighbours (input in time order never does) and caught up at each ask. Only
 /// quantities asked about are indexed: the spike test asks for a few of a device's
@@ -105,7 +102,7 @@ impl Unstored {
         for r in batch[self.indexed[slot].1..].iter().filter(|r| r.quantity == q) {
             // A later reading of the same millisecond replaces an earlier one, as in the store.
             let points = self.series.entry((r.device.clone(), q)).or_default();
-            points.insert(r.time.timestamp_millis(), (r.value, r.flag == QualityFlag::Bad));
+            points.insert(r.time.timestamp_millis(), r.value, r.flag == QualityFlag::Bad);
         }
         self.indexed[slot].1 = batch.len();
         self.series.get(key)
@@ -375,9 +372,9 @@ impl NearbyLookup for Nearby<'_> {
     fn value_near(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<f64> {
         let mut unstored = self.ours.borrow_mut();
         let ours = unstored.catch_up(self.batch, &(device.clone(), quantity));
-        match ours.and_then(|points| points.get(&time.timestamp_millis())) {
-            Some(&(value, false)) => return Some(value),
-            Some(&(_, true)) => {}
+        match ours.and_then(|points| points.get(time.timestamp_millis())) {
+            Some((value, false)) => return Some(value),
+            Some((_, true)) => {}
             None => {
                 let stored = self.lookup.at(device, time).ok()?;
                 if let Some(r) = stored.iter().find(|r| r.quantity == quantity && r.flag != QualityFlag::Bad) {
@@ -410,19 +407,15 @@ fn neighbours(
     let Some(points) = ours else { return Ok((before, after)) };
     let (t, w) = (time.timestamp_millis(), within.num_milliseconds());
     let side = |stored: Option<(DateTime<Utc>, f64)>, later: bool| {
-        let good = |(_, (_, bad)): &(&i64, &(f64, bool))| !*bad;
-        // Within nothing there is nothing strictly before or after. The far bound is checked
-        // while walking: a range with both ends searched the tree twice for each side.
+        // Within nothing there is nothing strictly before or after.
         let nearest = if w < 1 {
             None
         } else if later {
-            let last = t.saturating_add(w);
-            points.range(t.saturating_add(1)..).take_while(|(&ms, _)| ms <= last).find(good)
+            points.good_after(t, t.saturating_add(w))
         } else {
-            let first = t.saturating_sub(w);
-            points.range(..t).rev().take_while(|(&ms, _)| ms >= first).find(good)
+            points.good_before(t, t.saturating_sub(w))
         };
-        let nearest = nearest.and_then(|(&ms, &(v, _))| Some((DateTime::from_timestamp_millis(ms)?, v, ms)));
+        let nearest = nearest.and_then(|(ms, v)| Some((DateTime::from_timestamp_millis(ms)?, v, ms)));
         let mut stored = stored;
         while let Some((at, _)) = stored {
             // The batch's own is at least as near: the store's can't win. (Compared in
@@ -430,7 +423,7 @@ fn neighbours(
             let at_ms = at.timestamp_millis();
             if nearest.is_some_and(|(_, _, o)| o.abs_diff(t) <= at_ms.abs_diff(t)) {
                 stored = None;
-            } else if points.contains_key(&at_ms) {
+            } else if points.get(at_ms).is_some() {
                 let (b, a) = lookup.neighbours(device, q, at, within - (at - time).abs())?;
                 stored = if later { a } else { b };
                 continue;
@@ -467,9 +460,9 @@ mod tests {
             }
         }
         let whole = |upto: usize, key: &(DeviceId, Quantity)| -> Points {
-            let mut points = Points::new();
+            let mut points = Points::default();
             for r in batch[..upto].iter().filter(|r| r.device == key.0 && r.quantity == key.1) {
-                points.insert(r.time.timestamp_millis(), (r.value, r.flag == QualityFlag::Bad));
+                points.insert(r.time.timestamp_millis(), r.value, r.flag == QualityFlag::Bad);
             }
             points
         };
