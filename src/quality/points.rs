@@ -39,9 +39,12 @@ impl Points {
                 if fit.is_none_or(|(_, end)| end < last) {
                     fit = Some((i, last));
                 }
-            } else if let Ok(at) = run.binary_search_by_key(&ms, |p| p.0) {
-                run[at] = (ms, value, bad);
-                return;
+            } else {
+                let at = split(run, ms, false);
+                if let Some(p) = run.get_mut(at).filter(|p| p.0 == ms) {
+                    *p = (ms, value, bad);
+                    return;
+                }
             }
         }
         match fit {
@@ -59,7 +62,10 @@ impl Points {
     pub fn get(&self, ms: i64) -> Option<(f64, bool)> {
         match &self.tree {
             Some(tree) => tree.get(&ms).copied(),
-            None => self.runs.iter().find_map(|run| run.binary_search_by_key(&ms, |p| p.0).ok().map(|at| (run[at].1, run[at].2))),
+            None => self.runs.iter().find_map(|run| {
+                let at = split(run, ms, false);
+                run.get(at).filter(|p| p.0 == ms).map(|p| (p.1, p.2))
+            }),
         }
     }
 
@@ -74,7 +80,7 @@ impl Points {
                 .runs
                 .iter()
                 .filter_map(|run| {
-                    let end = run.partition_point(|p| p.0 < ms);
+                    let end = split(run, ms, false);
                     run[..end].iter().rev().take_while(|p| p.0 >= first).find(|p| !p.2).map(|p| (p.0, p.1))
                 })
                 .max_by_key(|p| p.0),
@@ -94,7 +100,7 @@ impl Points {
                 .runs
                 .iter()
                 .filter_map(|run| {
-                    let start = run.partition_point(|p| p.0 <= ms);
+                    let start = split(run, ms, true);
                     run[start..].iter().take_while(|p| p.0 <= last).find(|p| !p.2).map(|p| (p.0, p.1))
                 })
                 .min_by_key(|p| p.0),
@@ -112,6 +118,18 @@ impl Points {
                 all
             }
         }
+    }
+}
+
+/// How many points of `run` come before `ms` (strictly, or also at it with `at_too`). A run
+/// is usually all before or all after a late reading (its own stream, the other one): both
+/// ends are looked at before a binary search.
+fn split(run: &[Point], ms: i64, at_too: bool) -> usize {
+    let before = |t: i64| t < ms || (at_too && t == ms);
+    match (run.first(), run.last()) {
+        (_, Some(&(last, ..))) if before(last) => run.len(),
+        (Some(&(first, ..)), _) if !before(first) => 0,
+        _ => run.partition_point(|p| before(p.0)),
     }
 }
 
