@@ -57,9 +57,10 @@ impl Span {
         if time < self.lo || time > self.hi {
             return None;
         }
-        // Every point in [lo, time) and in (time, hi] is known.
-        let first_after = self.points.partition_point(|(t, _)| *t <= time);
+        // Every point in [lo, time) and in (time, hi] is known. Points are in time order, one
+        // a time: the first after `time` is the first at or after it, or the one past that.
         let first_at = self.points.partition_point(|(t, _)| *t < time);
+        let first_after = first_at + usize::from(self.points.get(first_at).is_some_and(|p| p.0 == time));
         let before = match first_at.checked_sub(1).map(|i| self.points[i]) {
             Some(p) => (p.0 >= time - within).then_some(p),
             None if self.lo <= time - within => None,
