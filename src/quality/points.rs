@@ -16,68 +16,70 @@ const MAX_RUNS: usize = 4;
 type Point = (i64, f64, bool);
 
 /// A series' points by millisecond; a later point at a millisecond replaces the earlier one.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Points {
+#[derive(Debug, Clone)]
+pub(super) enum Points {
     /// Each run in time order, none empty, no millisecond in two of them.
-    runs: Vec<Vec<Point>>,
-    /// All the points once they came in more than [`MAX_RUNS`] runs (`runs` is empty then).
-    tree: Option<BTreeMap<i64, (f64, bool)>>,
+    Runs(Vec<Vec<Point>>),
+    /// All the points, once they came in more than [`MAX_RUNS`] runs.
+    Tree(BTreeMap<i64, (f64, bool)>),
+}
+
+impl Default for Points {
+    fn default() -> Self {
+        Points::Runs(Vec::new())
+    }
 }
 
 impl Points {
     pub fn insert(&mut self, ms: i64, value: f64, bad: bool) {
-        if let Some(tree) = &mut self.tree {
-            tree.insert(ms, (value, bad));
-            return;
-        }
+        let runs = match self {
+            Points::Tree(tree) => {
+                tree.insert(ms, (value, bad));
+                return;
+            }
+            Points::Runs(runs) => runs,
+        };
         // The run this point extends: of those ending before it, the one ending latest, so a
         // stream stays in its own run.
         let mut fit: Option<(usize, i64)> = None;
-        for (i, run) in self.runs.iter_mut().enumerate() {
+        for (i, run) in runs.iter_mut().enumerate() {
             let Some(&(last, ..)) = run.last() else { continue };
             if last < ms {
                 if fit.is_none_or(|(_, end)| end < last) {
                     fit = Some((i, last));
                 }
-            } else {
-                let at = split(run, ms, false);
-                if let Some(p) = run.get_mut(at).filter(|p| p.0 == ms) {
-                    *p = (ms, value, bad);
-                    return;
-                }
+            } else if let Some(at) = position(run, ms) {
+                run[at] = (ms, value, bad);
+                return;
             }
         }
         match fit {
-            Some((i, _)) => self.runs[i].push((ms, value, bad)),
-            None if self.runs.len() < MAX_RUNS => self.runs.push(vec![(ms, value, bad)]),
+            Some((i, _)) => runs[i].push((ms, value, bad)),
+            None if runs.len() < MAX_RUNS => runs.push(vec![(ms, value, bad)]),
             None => {
-                let mut tree: BTreeMap<i64, (f64, bool)> = self.runs.drain(..).flatten().map(|(t, v, b)| (t, (v, b))).collect();
+                let mut tree: BTreeMap<i64, (f64, bool)> = runs.drain(..).flatten().map(|(t, v, b)| (t, (v, b))).collect();
                 tree.insert(ms, (value, bad));
-                self.tree = Some(tree);
+                *self = Points::Tree(tree);
             }
         }
     }
 
     /// The point at `ms`: (value, flagged bad).
     pub fn get(&self, ms: i64) -> Option<(f64, bool)> {
-        match &self.tree {
-            Some(tree) => tree.get(&ms).copied(),
-            None => self.runs.iter().find_map(|run| {
-                let at = split(run, ms, false);
-                run.get(at).filter(|p| p.0 == ms).map(|p| (p.1, p.2))
-            }),
+        match self {
+            Points::Tree(tree) => tree.get(&ms).copied(),
+            Points::Runs(runs) => runs.iter().find_map(|run| position(run, ms).map(|at| (run[at].1, run[at].2))),
         }
     }
 
     /// The nearest point not flagged bad strictly before `ms` and at or after `first`, as
     /// (millisecond, value).
     pub fn good_before(&self, ms: i64, first: i64) -> Option<(i64, f64)> {
-        match &self.tree {
-            Some(tree) => {
+        match self {
+            Points::Tree(tree) => {
                 tree.range(..ms).rev().take_while(|(&t, _)| t >= first).find(|(_, &(_, bad))| !bad).map(|(&t, &(v, _))| (t, v))
             }
-            None => self
-                .runs
+            Points::Runs(runs) => runs
                 .iter()
                 .filter_map(|run| {
                     let end = split(run, ms, false);
@@ -90,14 +92,13 @@ impl Points {
     /// The nearest point not flagged bad strictly after `ms` and at or before `last`, as
     /// (millisecond, value).
     pub fn good_after(&self, ms: i64, last: i64) -> Option<(i64, f64)> {
-        match &self.tree {
-            Some(tree) => tree
+        match self {
+            Points::Tree(tree) => tree
                 .range((Excluded(ms), Unbounded))
                 .take_while(|(&t, _)| t <= last)
                 .find(|(_, &(_, bad))| !bad)
                 .map(|(&t, &(v, _))| (t, v)),
-            None => self
-                .runs
+            Points::Runs(runs) => runs
                 .iter()
                 .filter_map(|run| {
                     let start = split(run, ms, true);
@@ -110,10 +111,10 @@ impl Points {
     /// Every point in time order.
     #[cfg(test)]
     fn all(&self) -> Vec<Point> {
-        match &self.tree {
-            Some(tree) => tree.iter().map(|(&t, &(v, b))| (t, v, b)).collect(),
-            None => {
-                let mut all: Vec<Point> = self.runs.iter().flatten().copied().collect();
+        match self {
+            Points::Tree(tree) => tree.iter().map(|(&t, &(v, b))| (t, v, b)).collect(),
+            Points::Runs(runs) => {
+                let mut all: Vec<Point> = runs.iter().flatten().copied().collect();
                 all.sort_by_key(|p| p.0);
                 all
             }
@@ -131,6 +132,12 @@ fn split(run: &[Point], ms: i64, at_too: bool) -> usize {
         (Some(&(first, ..)), _) if !before(first) => 0,
         _ => run.partition_point(|p| before(p.0)),
     }
+}
+
+/// Where the point at `ms` is in `run`, if it has one.
+fn position(run: &[Point], ms: i64) -> Option<usize> {
+    let at = split(run, ms, false);
+    run.get(at).is_some_and(|p| p.0 == ms).then_some(at)
 }
 
 /// The same points, however they are kept.
@@ -193,6 +200,14 @@ mod tests {
         }
     }
 
+    /// How many runs hold the points; `None` once they are a tree.
+    fn runs(points: &Points) -> Option<usize> {
+        match points {
+            Points::Runs(runs) => Some(runs.len()),
+            Points::Tree(_) => None,
+        }
+    }
+
     #[test]
     fn streams_keep_their_runs_and_more_make_a_tree() {
         let mut points = Points::default();
@@ -200,18 +215,18 @@ mod tests {
             points.insert(1_000 + i, 1.0, false);
             points.insert(i, 2.0, false);
         }
-        assert_eq!((points.runs.len(), points.tree.is_none()), (2, true));
+        assert_eq!(runs(&points), Some(2));
         // A repeat replaces in its run.
         points.insert(5, 3.0, true);
-        assert_eq!((points.runs.len(), points.get(5)), (2, Some((3.0, true))));
+        assert_eq!((runs(&points), points.get(5)), (Some(2), Some((3.0, true))));
         // A point after a run's end extends it; one before every run's end starts a run.
         points.insert(500, 0.0, false);
-        assert_eq!(points.runs.len(), 2);
+        assert_eq!(runs(&points), Some(2));
         for start in [-100, -300] {
             points.insert(start, 0.0, false);
         }
-        assert_eq!((points.runs.len(), points.tree.is_none()), (4, true), "as many runs as streams, up to four");
+        assert_eq!(runs(&points), Some(4), "as many runs as streams, up to four");
         points.insert(-400, 0.0, false);
-        assert!(points.runs.is_empty() && points.tree.as_ref().is_some_and(|t| t.len() == 24), "{points:?}");
+        assert!(matches!(&points, Points::Tree(t) if t.len() == 24), "{points:?}");
     }
 }
