@@ -63,7 +63,7 @@ const MORE_REASON: u8 = 0x40;
 /// Where an entry's reason is in its row: the first part, and the rest (empty unless the first
 /// part is an earlier entry's bytes).
 #[derive(Clone, Debug, PartialEq)]
-struct Spans {
+struct ReasonBytes {
     head: Range<usize>,
     tail: Range<usize>,
 }
@@ -90,7 +90,7 @@ pub(super) fn entries(row: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, Stor
 
 /// The entry at `*at` without its reason checked, moving `*at` past it: (series, value,
 /// flag, where its reason is). A series read checks only the reasons it returns.
-fn header(row: &[u8], at: &mut usize) -> Result<(u32, f64, u8, Spans), StoreError> {
+fn header(row: &[u8], at: &mut usize) -> Result<(u32, f64, u8, ReasonBytes), StoreError> {
     let start = *at;
     let fixed = row.get(start..start + 13).ok_or_else(cut_short)?;
     let series = u32::from_le_bytes(fixed[0..4].try_into().unwrap_or_default());
@@ -113,13 +113,13 @@ fn header(row: &[u8], at: &mut usize) -> Result<(u32, f64, u8, Spans), StoreErro
         } else {
             *at..*at
         };
-        return Ok((series, value, flag & !(SAME_REASON | MORE_REASON), Spans { head, tail }));
+        return Ok((series, value, flag & !(SAME_REASON | MORE_REASON), ReasonBytes { head, tail }));
     }
     if flag & MORE_REASON != 0 {
         return Err(cut_short());
     }
     let head = own(row, at)?;
-    Ok((series, value, flag, Spans { head, tail: *at..*at }))
+    Ok((series, value, flag, ReasonBytes { head, tail: *at..*at }))
 }
 
 /// Bytes of the entry's own at `*at` (their length, LEB128, then them), moving `*at` past them.
@@ -159,17 +159,17 @@ fn push_leb128(out: &mut Vec<u8>, mut n: usize) {
     }
 }
 
-fn reason_at<'r>(row: &'r [u8], spans: &Spans) -> Result<Cow<'r, str>, StoreError> {
+fn reason_at<'r>(row: &'r [u8], at: &ReasonBytes) -> Result<Cow<'r, str>, StoreError> {
     let text = |span: &Range<usize>| std::str::from_utf8(row.get(span.clone()).ok_or_else(cut_short)?).map_err(|_| cut_short());
-    let head = text(&spans.head)?;
-    if spans.tail.is_empty() {
+    let head = text(&at.head)?;
+    if at.tail.is_empty() {
         return Ok(Cow::Borrowed(head));
     }
-    Ok(Cow::Owned([head, text(&spans.tail)?].concat()))
+    Ok(Cow::Owned([head, text(&at.tail)?].concat()))
 }
 
 /// The entry of `series` in a row, its reason unchecked: (value, flag, where its reason is).
-fn locate(row: &[u8], series: u32) -> Result<Option<(f64, u8, Spans)>, StoreError> {
+fn locate(row: &[u8], series: u32) -> Result<Option<(f64, u8, ReasonBytes)>, StoreError> {
     let mut at = 0;
     while at < row.len() {
         let (s, value, flag, span) = header(row, &mut at)?;
@@ -255,7 +255,7 @@ pub(super) struct Stored<'t> {
     pub value: f64,
     pub flag: u8,
     row: AccessGuard<'t, &'static [u8]>,
-    reason: Spans,
+    reason: ReasonBytes,
 }
 
 impl Stored<'_> {
