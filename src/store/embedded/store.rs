@@ -343,6 +343,9 @@ impl EmbeddedStore {
         // changes nothing. Device windows of new and changed readings go to the journal.
         let mut delta = RollupDelta::default();
         let mut changed = Vec::new();
+        // The batch's new readings counted into a district (by their place in the batch): where
+        // a replaced reading's value may have gone.
+        let mut added: Vec<usize> = Vec::new();
         let mut touched = Touched::default();
         let found;
         {
@@ -371,11 +374,25 @@ impl EmbeddedStore {
                 if !self.rollups {
                     return;
                 }
-                let r = &batch.readings[keyed[i].3];
+                let k = keyed[i].3;
+                let r = &batch.readings[k];
+                let district = batch.districts.get(&r.device).map(String::as_str);
                 match old {
-                    None => delta.add(r, batch.districts.get(&r.device).map(String::as_str)),
+                    None => {
+                        delta.add(r, district);
+                        if district.is_some() {
+                            added.push(k);
+                        }
+                    }
                     Some((v, f)) if v.to_bits() == r.value.to_bits() && f == r.flag.to_byte() => return,
-                    Some(_) => changed.push((r.device.as_str(), r.quantity, r.time.timestamp_millis())),
+                    Some((v, f)) => changed.push(rollups::districts::Replaced {
+                        device: r.device.as_str(),
+                        district: district.unwrap_or(""),
+                        quantity: r.quantity,
+                        ms: r.time.timestamp_millis(),
+                        old: (v, QualityFlag::from_byte(f)),
+                        new: (r.value, r.flag),
+                    }),
                 }
                 touched.add(r.device.as_str(), r.time.timestamp_millis());
             })?;
@@ -396,7 +413,17 @@ impl EmbeddedStore {
         rollups::districts::apply(tx, &delta)?;
         rollups::journal::append(tx, &self.pending, &mut touched)?;
         if !changed.is_empty() {
-            rollups::districts::recompute(tx, changed)?;
+            let added = added.iter().map(|&k| {
+                let r = &batch.readings[k];
+                rollups::districts::Added {
+                    district: batch.districts.get(&r.device).map_or("", String::as_str),
+                    quantity: r.quantity,
+                    ms: r.time.timestamp_millis(),
+                    value: r.value,
+                    flag: r.flag,
+                }
+            });
+            rollups::districts::recompute(tx, &changed, added)?;
         }
         if !batch.seen.is_empty() {
             // A batch holds an entry per uplink: each device's newest is looked up and written once.
