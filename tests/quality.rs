@@ -180,6 +180,24 @@ fn time_sanity_flags_future_times_and_optionally_old_ones() {
     let v = b.feed_at("air_temperature", -72 * 60, 20.0, now);
     assert_eq!((v.flag, v.failures[0]), (QualityFlag::Suspect, Test::Age), "{v:?}");
     assert_eq!(b.feed_at("air_temperature", -24 * 60, 20.5, now).flag, QualityFlag::Good);
+
+    // One reception time and the settings changed between two readings (a reload): each
+    // reading is tested against the settings it is given.
+    let strict = QualitySettings { max_future_min: 1, ..Default::default() };
+    let lenient = QualitySettings { max_future_min: 120, max_age_h: 1, ..Default::default() };
+    let test_store = TestStore::new();
+    let store = test_store.open();
+    let mut qc = QualityControl::new(10);
+    let mut assess = |settings: &QualitySettings, device: &str, minutes: i64| {
+        let (d, time) = (DeviceId::parse(device).unwrap(), now + chrono::Duration::minutes(minutes));
+        let limits = Limits::new(settings);
+        qc.assess(Verdict::default(), &*store, &[], &limits, &d, q("air_temperature"), 20.0, time, now, None).failures.to_vec()
+    };
+    assert_eq!(assess(&strict, "clock-1", 30), [Test::Future]);
+    assert_eq!(assess(&lenient, "clock-2", 30), []);
+    assert_eq!(assess(&lenient, "clock-3", -90), [Test::Age]);
+    assert_eq!(assess(&strict, "clock-4", -90), []);
+    assert_eq!(assess(&strict, "clock-5", 2), [Test::Future]);
 }
 }
 

@@ -49,13 +49,15 @@ pub trait SeriesLookup {
 /// What is remembered of one series.
 #[derive(Debug, Clone)]
 struct SeriesState {
-    /// Time and value of the newest reading seen, whatever its flag.
-    last: (DateTime<Utc>, f64),
+    /// Time (ms, as all times here: a reading's time is a millisecond, and date arithmetic on
+    /// `DateTime`s cost a tenth of these tests) and value of the newest reading seen, whatever
+    /// its flag.
+    last: (i64, f64),
     /// Since when the value has been `last.1` (start of the current run of equal values).
-    unchanged_since: DateTime<Utc>,
+    unchanged_since: i64,
     /// The newest reading that passed the range and spike tests: what the next one is compared
     /// with, so that one outlier does not also flag the good reading after it.
-    reference: Option<(DateTime<Utc>, f64)>,
+    reference: Option<(i64, f64)>,
     /// When it was last used, for forgetting the least recently used series.
     used: u64,
     /// The stuck test's reason without its duration ("88.6 % unchanged since …") and the
@@ -161,16 +163,16 @@ impl SeriesHistory {
             self.seed(lookup, device);
         }
         let in_range = !verdict.failed(Test::Range);
+        let ms = time.timestamp_millis();
         let Some(state) = self.series.get_mut(&key) else {
             // The first reading of the series: nothing to compare with yet.
-            let reference = in_range.then_some((time, value));
-            let state =
-                SeriesState { last: (time, value), unchanged_since: time, reference, used: self.clock, stuck_words: None };
+            let reference = in_range.then_some((ms, value));
+            let state = SeriesState { last: (ms, value), unchanged_since: ms, reference, used: self.clock, stuck_words: None };
             self.insert(key, state);
             return;
         };
         state.used = self.clock;
-        if time <= state.last.0 {
+        if ms <= state.last.0 {
             if let (Some(per_h), true) = (limits.spike_per_h(q), in_range) {
                 let ours = self.unstored.catch_up(batch, &key);
                 late_spike(lookup, ours, limits, per_h, device, q, value, time, verdict);
@@ -179,21 +181,23 @@ impl SeriesHistory {
         }
         let mut spiked = false;
         if let (Some(per_h), Some(reference), true) = (limits.spike_per_h(q), state.reference, in_range) {
-            if let Some(j) = jump(limits, per_h, reference, (time, value)) {
+            if let Some(j) = jump(limits, per_h, reference, (ms, value)) {
                 verdict.fail_with(Test::Spike, |out| j.why(q, per_h).write_to(out));
                 spiked = true;
             }
         }
         if same(value, state.last.1) {
             if let Some(after) = limits.stuck_after(q) {
-                if time - state.unchanged_since >= after {
-                    let hours = (time - state.unchanged_since).num_minutes() as f64 / 60.0;
+                let unchanged_for = ms.saturating_sub(state.unchanged_since);
+                if unchanged_for >= after.num_milliseconds() {
+                    let hours = (unchanged_for / 60_000) as f64 / 60.0;
                     // `same` allows a rounding error: the words name this reading's value.
                     let bits = value.to_bits();
                     let words = match &mut state.stuck_words {
                         Some((named, words)) if *named == bits => words,
                         slot => {
-                            let words = format!("{value} {} unchanged since {}", q.unit(), state.unchanged_since);
+                            let since = DateTime::from_timestamp_millis(state.unchanged_since).unwrap_or_default();
+                            let words = format!("{value} {} unchanged since {since}", q.unit());
                             &mut slot.insert((bits, words)).1
                         }
                     };
@@ -201,12 +205,12 @@ impl SeriesHistory {
                 }
             }
         } else {
-            state.unchanged_since = time;
+            state.unchanged_since = ms;
             state.stuck_words = None;
         }
-        state.last = (time, value);
+        state.last = (ms, value);
         if in_range && !spiked {
-            state.reference = Some((time, value));
+            state.reference = Some((ms, value));
         }
     }
 
@@ -224,10 +228,11 @@ impl SeriesHistory {
         for r in latest {
             // A stored outlier is no reference for what follows it.
             let usable = r.flag != QualityFlag::Bad && !r.reason.contains("spike:") && r.value.is_finite();
+            let ms = r.time.timestamp_millis();
             let state = SeriesState {
-                last: (r.time, r.value),
-                unchanged_since: r.time,
-                reference: usable.then_some((r.time, r.value)),
+                last: (ms, r.value),
+                unchanged_since: ms,
+                reference: usable.then_some((ms, r.value)),
                 used: self.clock,
                 stuck_words: None,
             };
@@ -264,13 +269,17 @@ struct Jump {
     gap: Duration,
 }
 
-/// Whether `(time, value)` is a spike against `other`, and by how much.
-fn jump(limits: &Limits, per_h: f64, other: (DateTime<Utc>, f64), (time, value): (DateTime<Utc>, f64)) -> Option<Jump> {
-    let gap = (time - other.0).abs();
-    let window = gap.max(Duration::minutes(limits.settings.spike_min_window_min.min(1_000_000) as i64));
-    let allowed = per_h * window.num_milliseconds() as f64 / 3_600_000.0;
+/// Whether `(ms, value)` is a spike against `other` (ms, value), and by how much.
+fn jump(limits: &Limits, per_h: f64, other: (i64, f64), (ms, value): (i64, f64)) -> Option<Jump> {
+    let gap = ms.saturating_sub(other.0).saturating_abs();
+    let window = gap.max(limits.settings.spike_min_window_min.min(1_000_000) as i64 * 60_000);
+    let allowed = per_h * window as f64 / 3_600_000.0;
     let change = (value - other.1).abs();
-    (change > allowed).then_some(Jump { change, other, gap })
+    (change > allowed).then(|| Jump {
+        change,
+        other: (DateTime::from_timestamp_millis(other.0).unwrap_or_default(), other.1),
+        gap: Duration::milliseconds(gap),
+    })
 }
 
 impl Jump {
@@ -344,7 +353,8 @@ fn late_spike(
         }
     };
     // Per side: no neighbour, a neighbour it stays close to, or a jump against it.
-    let side = |n: Option<(DateTime<Utc>, f64)>| n.map(|n| jump(limits, per_h, n, (time, value)));
+    let ms = time.timestamp_millis();
+    let side = |n: Option<(DateTime<Utc>, f64)>| n.map(|(t, v)| jump(limits, per_h, (t.timestamp_millis(), v), (ms, value)));
     // Against every neighbour it has (and it has one), or it is no spike. Nothing is allocated
     // unless the reading is flagged: late readings are common in a burst.
     match (side(before), side(after)) {
