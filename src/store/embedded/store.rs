@@ -343,9 +343,6 @@ impl EmbeddedStore {
         // changes nothing. Device windows of new and changed readings go to the journal.
         let mut delta = RollupDelta::default();
         let mut changed = Vec::new();
-        // The batch's new readings counted into a district (by their place in the batch): where
-        // a replaced reading's value may have gone.
-        let mut added: Vec<usize> = Vec::new();
         let mut touched = Touched::default();
         let found;
         {
@@ -374,16 +371,10 @@ impl EmbeddedStore {
                 if !self.rollups {
                     return;
                 }
-                let k = keyed[i].3;
-                let r = &batch.readings[k];
+                let r = &batch.readings[keyed[i].3];
                 let district = batch.districts.get(&r.device).map(String::as_str);
                 match old {
-                    None => {
-                        delta.add(r, district);
-                        if district.is_some() {
-                            added.push(k);
-                        }
-                    }
+                    None => delta.add(r, district),
                     Some((v, f)) if v.to_bits() == r.value.to_bits() && f == r.flag.to_byte() => return,
                     Some((v, f)) => changed.push(rollups::districts::Replaced {
                         device: r.device.as_str(),
@@ -413,17 +404,17 @@ impl EmbeddedStore {
         rollups::districts::apply(tx, &delta)?;
         rollups::journal::append(tx, &self.pending, &mut touched)?;
         if !changed.is_empty() {
-            let added = added.iter().map(|&k| {
-                let r = &batch.readings[k];
-                rollups::districts::Added {
-                    district: batch.districts.get(&r.device).map_or("", String::as_str),
+            let written = batch.readings.iter().filter_map(|r| {
+                Some(rollups::districts::Written {
+                    device: r.device.as_str(),
+                    district: batch.districts.get(&r.device)?.as_str(),
                     quantity: r.quantity,
                     ms: r.time.timestamp_millis(),
                     value: r.value,
                     flag: r.flag,
-                }
+                })
             });
-            rollups::districts::recompute(tx, &changed, added)?;
+            rollups::districts::recompute(tx, &changed, written)?;
         }
         if !batch.seen.is_empty() {
             // A batch holds an entry per uplink: each device's newest is looked up and written once.

@@ -46,8 +46,10 @@ pub(in crate::store::embedded) struct Replaced<'a> {
     pub new: (f64, QualityFlag),
 }
 
-/// A reading a batch stored where none was, counted into its district's windows.
-pub(in crate::store::embedded) struct Added<'a> {
+/// A reading of an open device as a batch wrote it (new, repeated or replacing).
+pub(in crate::store::embedded) struct Written<'a> {
+    pub device: &'a str,
+    /// The device's district in the batch.
     pub district: &'a str,
     pub quantity: Quantity,
     pub ms: i64,
@@ -55,8 +57,9 @@ pub(in crate::store::embedded) struct Added<'a> {
     pub flag: QualityFlag,
 }
 
-/// Stored readings were replaced by different values (`replaced`; `added`: the batch's new
-/// readings, already merged into the stored windows): bring the district windows that hold
+/// Stored readings were replaced by different values (`replaced`; `written`: the batch's
+/// readings of open devices, in batch order, the new ones already merged into the stored
+/// windows): bring the district windows that hold
 /// them up to date, each window once per batch however many of its readings changed. (Once
 /// per changed reading made a burst of corrections in one district-day quadratic: every one
 /// rescanned the whole day.)
@@ -74,7 +77,7 @@ pub(in crate::store::embedded) struct Added<'a> {
 pub(in crate::store::embedded) fn recompute<'a>(
     tx: &WriteTransaction,
     replaced: &[Replaced<'a>],
-    added: impl IntoIterator<Item = Added<'a>>,
+    written: impl IntoIterator<Item = Written<'a>>,
 ) -> Result<(), StoreError> {
     let readings = tx.open_table(READINGS).map_err(engine)?;
     let numbers = tx.open_table(SERIES).map_err(engine)?;
@@ -103,15 +106,19 @@ pub(in crate::store::embedded) fn recompute<'a>(
             windows.insert((interval, district.clone(), r.quantity, interval.window_start(r.ms)));
         }
     }
-    // The good values added to those windows (where a moved reading's copy lands).
-    let mut added_to: BTreeMap<(&str, Quantity, i64), Vec<f64>> = BTreeMap::new();
-    for a in added {
-        if a.flag == QualityFlag::Bad {
-            continue;
+    // What the batch wrote into those windows (where a moved reading's copy lands), by
+    // reading: of two at one device, quantity and millisecond the later one stays, as in the
+    // store. Then the good values among them, by window.
+    let mut kept: BTreeMap<(&str, Quantity, i64), (&str, f64, QualityFlag)> = BTreeMap::new();
+    for w in written {
+        if patchable.contains(&(w.district, w.quantity, Interval::TenMinutes.window_start(w.ms))) {
+            kept.insert((w.device, w.quantity, w.ms), (w.district, w.value, w.flag));
         }
-        let key = (a.district, a.quantity, Interval::TenMinutes.window_start(a.ms));
-        if patchable.contains(&key) {
-            added_to.entry(key).or_default().push(a.value);
+    }
+    let mut in_window: BTreeMap<(&str, Quantity, i64), Vec<f64>> = BTreeMap::new();
+    for ((_, q, ms), (district, value, flag)) in kept {
+        if flag != QualityFlag::Bad {
+            in_window.entry((district, q, Interval::TenMinutes.window_start(ms))).or_default().push(value);
         }
     }
     // Ten-minute windows first: patched, or rescanned, all of a district's quantities in one
@@ -123,8 +130,8 @@ pub(in crate::store::embedded) fn recompute<'a>(
         let patch = match tens.get(&(district.clone(), *quantity, *start)) {
             Some(Some(list)) => {
                 let stored = rollups.get(key).map_err(engine)?.map(|v| Window::from_tuple(v.value()));
-                let added = added_to.get(&(district.as_str(), *quantity, *start)).map_or(&[][..], Vec::as_slice);
-                stored.and_then(|stored| patched(stored, list, added))
+                let kept = in_window.get(&(district.as_str(), *quantity, *start)).map_or(&[][..], Vec::as_slice);
+                stored.and_then(|stored| patched(stored, list, kept))
             }
             _ => None,
         };
@@ -192,39 +199,24 @@ pub(in crate::store::embedded) fn recompute<'a>(
     Ok(())
 }
 
-/// `stored` (a ten-minute window as stored, this batch's new readings `added` merged in)
-/// with the readings `replaced` in it taken out and their new values put in, where that is
-/// what a rescan of the window's readings would give; `None` where only a rescan can tell.
+/// `stored` (a ten-minute window as stored, this batch's new readings merged in) with the
+/// readings `replaced` in it taken out and their new values put in, where that is what a
+/// rescan of the window's readings would give; `None` where only a rescan can tell. `kept`:
+/// the good values of the window's readings the batch wrote (they are all in the window
+/// afterwards).
 ///
-/// Count, excluded and sum follow by difference. Minimum and maximum are the stored ones
-/// widened by the new values if every good value taken out lies strictly between them, or is
-/// put back at least as often by the batch (`added`, or a replacement's new value: the
-/// window's readings then still hold each value they held). The second is the case of a
-/// reading moved aside within its window; an extreme lowered, or moved to the next window,
-/// is neither. The last value holds unless a reading taken out was it and its replacement is
-/// not the same value. (The sum can differ
-/// from a rescan's in the last bits, as any two orders of summing can; windows merged batch
-/// by batch already do.)
-fn patched(stored: Window, replaced: &[&Replaced<'_>], added: &[f64]) -> Option<Window> {
+/// Count, excluded and sum follow by difference (the sum can differ from a rescan's in the
+/// last bits, as any two orders of summing can; windows merged batch by batch already do).
+/// Minimum and maximum are the stored ones widened by the new values if every good value taken
+/// out lies strictly between them or is among `kept`: the window still holds the stored
+/// extremes then. That is the case of a reading moved aside within its window; an extreme
+/// lowered, or moved to the next window, is neither. The last value holds unless a reading
+/// taken out was it and its replacement is not the same value.
+fn patched(stored: Window, replaced: &[&Replaced<'_>], kept: &[f64]) -> Option<Window> {
     let good = |(v, f): (f64, QualityFlag)| (f != QualityFlag::Bad).then_some(v.to_bits());
-    // Per good value taken out or put back: put back minus taken out.
-    let mut balance: BTreeMap<u64, i64> = BTreeMap::new();
-    for r in replaced {
-        if let Some(bits) = good(r.old) {
-            *balance.entry(bits).or_default() -= 1;
-        }
-        if let Some(bits) = good(r.new) {
-            *balance.entry(bits).or_default() += 1;
-        }
-    }
-    for v in added {
-        if let Some(n) = balance.get_mut(&v.to_bits()) {
-            *n += 1;
-        }
-    }
-    // A value strictly between the stored minimum and maximum leaves both where they are.
     let (min, max) = (stored.min, stored.max);
-    if balance.iter().any(|(&bits, &n)| n < 0 && !(min < f64::from_bits(bits) && f64::from_bits(bits) < max)) {
+    let still_held = |v: f64| (min < v && v < max) || kept.iter().any(|k| k.to_bits() == v.to_bits());
+    if replaced.iter().any(|r| good(r.old).is_some() && !still_held(r.old.0)) {
         return None;
     }
     let mut w = stored;
@@ -239,13 +231,10 @@ fn patched(stored: Window, replaced: &[&Replaced<'_>], added: &[f64]) -> Option<
     for r in replaced {
         w.add(r.new.0, r.ms, r.new.1);
     }
-    let was_last = |r: &&&Replaced<'_>| {
-        good(r.old).is_some_and(|bits| r.ms == w.last_time && bits == w.last.to_bits() && good(r.new) != Some(bits))
-    };
-    if replaced.iter().any(|r| was_last(&r)) {
-        return None;
-    }
-    Some(w)
+    let last_lowered = replaced
+        .iter()
+        .any(|r| good(r.old).is_some_and(|bits| r.ms == w.last_time && bits == w.last.to_bits() && good(r.new) != Some(bits)));
+    (!last_lowered).then_some(w)
 }
 
 /// The interval whose windows tile one of `interval`'s, if it is not the finest.
@@ -446,8 +435,8 @@ mod tests {
     }
 
     /// One ten-minute window of two devices and a batch of replacements (moved aside: the old
-    /// value added again at a free millisecond; corrected: a new value or flag only) and new
-    /// readings: where `patched` answers, it answers what a rescan of the final readings gives.
+    /// value added again at a free millisecond; corrected: a new value or flag only), readings
+    /// repeated as they are stored, and new readings: where `patched` answers, it answers what a rescan of the final readings gives.
     #[test]
     fn a_patched_window_is_what_a_rescan_of_its_readings_gives() {
         let t = Quantity::by_name("air_temperature").unwrap();
@@ -466,13 +455,13 @@ mod tests {
                 before.insert(key, (rng.value(), rng.flag()));
             }
             let mut after = before.clone();
-            let (mut replaced, mut added) = (Vec::new(), BTreeMap::new());
+            let (mut replaced, mut added, mut repeated) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
             let mut only_moves = true;
             for _ in 0..1 + rng.below(4) {
                 let keys: Vec<(u8, i64)> = before.keys().copied().collect();
                 let key = keys[rng.below(keys.len() as u64) as usize];
-                match rng.below(3) {
-                    _ if replaced.iter().any(|&(k, _, _)| k == key) => {}
+                match rng.below(4) {
+                    _ if replaced.iter().any(|&(k, _, _)| k == key) || repeated.contains_key(&key) => {}
                     0 => {
                         let old = before[&key];
                         let new = (rng.value(), rng.flag());
@@ -492,6 +481,9 @@ mod tests {
                             only_moves = false;
                         }
                     }
+                    2 => {
+                        repeated.insert(key, before[&key]);
+                    }
                     _ => {
                         let to = free(&mut rng, &after);
                         let new = (rng.value(), rng.flag());
@@ -510,8 +502,11 @@ mod tests {
                 .map(|&((_, ms), old, new)| Replaced { device: "d", district: "Altstadt", quantity: t, ms, old, new })
                 .collect();
             let refs: Vec<&Replaced<'_>> = rows.iter().collect();
-            let good: Vec<f64> = added.values().filter(|(_, f)| *f != QualityFlag::Bad).map(|(v, _)| *v).collect();
-            match patched(stored, &refs, &good) {
+            // What the batch wrote: new readings, readings repeated as stored, replacements.
+            let written =
+                added.values().copied().chain(repeated.values().copied()).chain(replaced.iter().map(|&(_, _, new)| new));
+            let kept: Vec<f64> = written.filter(|(_, f)| *f != QualityFlag::Bad).map(|(v, _)| v).collect();
+            match patched(stored, &refs, &kept) {
                 Some(w) => {
                     assert_eq!(bits(&w), bits(&rescan), "case {case}: {before:?} then {replaced:?}, added {added:?}");
                     answered += 1;
@@ -546,18 +541,18 @@ mod tests {
         let window = window_of(stored.iter());
         // The maximum moved from 0 to 4 (added there, in this window), 0 now holds 2.5.
         let moved = window_of(readings(&[(0, 5.0), (1, 1.0), (2, 3.0), (3, 2.0), (4, 5.0)]).iter());
-        let patched_move = patched(moved, &[&at(0, 5.0, 2.5)], &[5.0]);
+        let patched_move = patched(moved, &[&at(0, 5.0, 2.5)], &[5.0, 2.5]);
         assert_eq!(patched_move, Some(window_of(readings(&[(0, 2.5), (1, 1.0), (2, 3.0), (3, 2.0), (4, 5.0)]).iter())));
         // The maximum lowered, or moved to the next window: only a rescan knows the new one.
-        assert_eq!(patched(window, &[&at(0, 5.0, 2.5)], &[]), None);
-        assert_eq!(patched(window, &[&at(1, 1.0, 2.5)], &[]), None);
+        assert_eq!(patched(window, &[&at(0, 5.0, 2.5)], &[2.5]), None);
+        assert_eq!(patched(window, &[&at(1, 1.0, 2.5)], &[2.5]), None);
         // A value between the extremes: answered.
-        let between = patched(window, &[&at(2, 3.0, 4.0)], &[]);
+        let between = patched(window, &[&at(2, 3.0, 4.0)], &[4.0]);
         assert_eq!(between, Some(window_of(readings(&[(0, 5.0), (1, 1.0), (2, 4.0), (3, 2.0)]).iter())));
         // The last value lowered: declined; raised: answered.
-        assert_eq!(patched(window, &[&at(3, 2.0, 1.5)], &[]), None);
+        assert_eq!(patched(window, &[&at(3, 2.0, 1.5)], &[1.5]), None);
         assert_eq!(
-            patched(window, &[&at(3, 2.0, 2.5)], &[]),
+            patched(window, &[&at(3, 2.0, 2.5)], &[2.5]),
             Some(window_of(readings(&[(0, 5.0), (1, 1.0), (2, 3.0), (3, 2.5)]).iter()))
         );
     }
