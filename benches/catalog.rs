@@ -62,7 +62,7 @@ fn main() {
                         value: 10.0 + k as f64 + h as f64 * 0.1,
                         time: DateTime::from_timestamp_millis(START_MS + h * 3_600_000).unwrap(),
                         flag: QualityFlag::Good,
-                        reason: String::new(),
+                        reason: Default::default(),
                     });
                 }
             }

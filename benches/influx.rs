@@ -100,7 +100,7 @@ fn lht65_lines(device: &str, i: i64) -> Vec<String> {
                 value: v.value,
                 time,
                 flag: QualityFlag::Good,
-                reason: String::new(),
+                reason: Default::default(),
             };
             let mut line = String::new();
             messnetz::sinks::influx::write_line(&r, &dev, &mut line);

@@ -71,7 +71,7 @@ fn uplink(device: &DeviceId, quantities: &[Quantity], u: usize) -> Vec<Reading> 
                 value: if changing { (u % 300) as f64 / 10.0 } else { 88.6 },
                 time,
                 flag: if changing { QualityFlag::Good } else { QualityFlag::Suspect },
-                reason: if changing { String::new() } else { STUCK.to_owned() },
+                reason: if changing { Default::default() } else { STUCK.into() },
             }
         })
         .collect()

@@ -29,7 +29,7 @@ fn reading(device: &DeviceId, quantity: Quantity, t_ms: i64) -> Reading {
         value: (t_ms % 1000) as f64 / 10.0,
         time: DateTime::from_timestamp_millis(t_ms).unwrap(),
         flag: QualityFlag::Good,
-        reason: String::new(),
+        reason: Default::default(),
     }
 }
 

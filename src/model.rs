@@ -248,7 +248,132 @@ pub struct Reading {
     pub time: DateTime<Utc>,
     pub flag: QualityFlag,
     /// Why the flag is not `good`; empty when it is.
-    pub reason: String,
+    pub reason: Reason,
+}
+
+/// A reading's reason: its own text, or text shared with the other readings of its uplink.
+/// A reading stored at its reception time gets its uplink's explanation (some 130 bytes),
+/// and each of an uplink's six readings holding a copy cost an allocation, a copy and a free
+/// each, in a burst whose uplinks are nearly all of that kind (BENCHMARKS.md, "One
+/// explanation an uplink"). Compared, shown and stored as its text.
+#[derive(Clone, Default)]
+pub struct Reason(ReasonText);
+
+#[derive(Clone)]
+enum ReasonText {
+    Own(String),
+    Shared(std::sync::Arc<str>),
+}
+
+impl Default for ReasonText {
+    fn default() -> Self {
+        ReasonText::Own(String::new())
+    }
+}
+
+impl Reason {
+    /// Text an uplink's readings share: cloning the reason counts, it does not copy.
+    pub fn shared(text: std::sync::Arc<str>) -> Self {
+        Self(ReasonText::Shared(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            ReasonText::Own(s) => s,
+            ReasonText::Shared(s) => s,
+        }
+    }
+
+    /// The text to append to, with room for `room` more bytes if it is empty: shared text
+    /// is first copied into a string of this reason's own (as `Cow::to_mut` does).
+    pub fn own_mut(&mut self, room: usize) -> &mut String {
+        if let ReasonText::Shared(text) = &self.0 {
+            let mut own = String::with_capacity(text.len() + room);
+            own.push_str(text);
+            self.0 = ReasonText::Own(own);
+        }
+        match &mut self.0 {
+            ReasonText::Own(own) => {
+                if own.capacity() == 0 {
+                    own.reserve(room);
+                }
+                own
+            }
+            ReasonText::Shared(_) => unreachable!("made its own above"),
+        }
+    }
+}
+
+impl std::ops::Deref for Reason {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Reason {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for Reason {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Reason {}
+
+impl PartialEq<str> for Reason {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<String> for Reason {
+    fn from(s: String) -> Self {
+        Self(ReasonText::Own(s))
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(s: &str) -> Self {
+        Self(ReasonText::Own(s.to_owned()))
+    }
+}
+
+impl From<Reason> for String {
+    fn from(r: Reason) -> Self {
+        match r.0 {
+            ReasonText::Own(s) => s,
+            ReasonText::Shared(s) => s.to_string(),
+        }
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// Text from the network (topics, device ids, decoder errors) as it may go into the log:

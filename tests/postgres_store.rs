@@ -28,7 +28,7 @@ fn reading(device: &str, q: &str, t: i64, value: f64, flag: QualityFlag) -> Read
         value,
         time: ms(t),
         flag,
-        reason: String::new(),
+        reason: Default::default(),
     }
 }
 

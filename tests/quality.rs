@@ -56,14 +56,8 @@ impl Bench {
             received,
             None,
         );
-        let reading = Reading {
-            device: self.device.clone(),
-            quantity: q(quantity),
-            value,
-            time,
-            flag: v.flag,
-            reason: v.reason().to_owned(),
-        };
+        let reading =
+            Reading { device: self.device.clone(), quantity: q(quantity), value, time, flag: v.flag, reason: v.reason().into() };
         self.store.write(&WriteBatch { readings: vec![reading], ..Default::default() }).unwrap();
         v
     }
@@ -294,7 +288,7 @@ fn a_late_burst_gets_the_same_verdicts_however_it_is_cut_into_batches() {
         let judged = judged_in_batches(&input, size, settings.max_series, |qc, store, batch, (minute, value)| {
             let time = t0() + Duration::minutes(minute);
             let v = qc.assess(Verdict::default(), store, batch, &limits, &d, t, value, time, received, None);
-            Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason().to_owned() }
+            Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason().into() }
         });
         judged.into_iter().map(|r| ((r.time - t0()).num_minutes(), r.flag, r.reason)).collect::<Vec<_>>()
     };
@@ -347,7 +341,7 @@ fn a_citizen_reading_gets_the_same_neighbour_verdict_however_its_batch_is_cut() 
                 let stations = stations.iter().map(|(id, lat, lon)| (id, *lat, *lon));
                 neighbours::check(&nearby, stations, here, t, value, time, &citizens, &mut v);
             }
-            Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason().to_owned() }
+            Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason().into() }
         });
         let minute = |r: &Reading| (r.time - t0()).num_minutes();
         judged.into_iter().map(|r| (r.device.to_string(), minute(&r), r.flag, r.reason)).collect::<Vec<_>>()
@@ -385,7 +379,7 @@ fn late_readings_between_two_commits_get_the_neighbours_asking_the_store_each_ti
         value,
         time,
         flag,
-        reason: if flag == QualityFlag::Bad { "range: test".into() } else { String::new() },
+        reason: if flag == QualityFlag::Bad { "range: test".into() } else { Default::default() },
     };
     store.write(&WriteBatch { readings: stored.iter().copied().map(reading).collect(), ..Default::default() }).unwrap();
     let within = Duration::hours(3);

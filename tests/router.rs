@@ -163,7 +163,7 @@ impl Fixture {
             value,
             time: at(time),
             flag,
-            reason: reason.to_owned(),
+            reason: reason.into(),
         };
         let mut batch = WriteBatch::default();
         let temps = [

@@ -544,7 +544,7 @@ async fn a_filter_that_matches_nothing_reads_at_most_the_scan_limit_per_request(
                 value: 50.0,
                 time: start() + Duration::seconds(i),
                 flag: QualityFlag::Good,
-                reason: String::new(),
+                reason: Default::default(),
             });
         }
         store.write(&batch).unwrap();

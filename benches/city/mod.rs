@@ -40,7 +40,7 @@ pub fn reading(device: &DeviceId, quantity: Quantity, t_ms: i64, value: f64) -> 
         value,
         time: DateTime::<Utc>::from_timestamp_millis(t_ms).unwrap(),
         flag: QualityFlag::Good,
-        reason: String::new(),
+        reason: Default::default(),
     }
 }
 

@@ -121,7 +121,7 @@ pub fn assess(quantity: Quantity, value: f64, time: DateTime<Utc>, now: DateTime
     let mut verdict = Verdict::new();
     let limits = Limits::new(&settings);
     check_reading(quantity, value, time, &Plausible::new(now, &limits), &limits, &mut verdict);
-    (verdict.flag, verdict.into_reason())
+    (verdict.flag, verdict.into_reason().into())
 }
 
 /// Runs every test on the readings of the ingest stage, keeping the history the spike and

@@ -459,7 +459,7 @@ mod tests {
             value,
             time: DateTime::from_timestamp_millis(ms).unwrap(),
             flag: if value < 0.0 { QualityFlag::Bad } else { QualityFlag::Good },
-            reason: String::new(),
+            reason: Default::default(),
         };
         // Two devices, three quantities, out of order, a millisecond given twice.
         let mut batch = Vec::new();

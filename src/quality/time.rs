@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -34,8 +35,9 @@ pub fn earliest_plausible() -> DateTime<Utc> {
 pub struct ReadingTime {
     /// The time to store the reading at.
     pub time: DateTime<Utc>,
-    /// The test and explanation when the measurement time was replaced by the reception time.
-    pub replaced: Option<(Test, String)>,
+    /// The test, and the reason as stored (`test: why`), when the measurement time was
+    /// replaced by the reception time: shared by the uplink's readings.
+    pub replaced: Option<(Test, Arc<str>)>,
     /// (from, to): the device's readings at `time` were stored at their reception time by
     /// this stage and move aside to `to`, to be written again there before this uplink's
     /// readings take their place ([`ReceptionTimes`]).
@@ -45,15 +47,15 @@ pub struct ReadingTime {
 impl ReadingTime {
     /// A reading's verdict as the time test leaves it: with the replacement, if any (it makes
     /// the reading suspect). The first test: it chose the time the others test. An uplink's
-    /// readings share this start, so its row stores the words once however many of them fail
-    /// more tests (see the embedded store's readings rows).
+    /// readings share this start (the text itself, not copies of it, until a reading fails
+    /// more tests), and its row stores the words once however many of them fail more tests
+    /// (see the embedded store's readings rows).
     #[inline]
     pub fn verdict(&self) -> Verdict {
-        let mut verdict = Verdict::new();
-        if let Some((test, why)) = &self.replaced {
-            verdict.fail_text(*test, why);
+        match &self.replaced {
+            Some((test, text)) => Verdict::shared(*test, text.clone()),
+            None => Verdict::new(),
         }
-        verdict
     }
 }
 
@@ -77,15 +79,22 @@ pub fn reading_time(measured: Option<DateTime<Utc>>, received: DateTime<Utc>, se
         Some((
             Test::Future,
             format!(
-                "measurement time {} is {minutes} min after its reception (more than {} min); stored at the reception time",
+                "{}: measurement time {} is {minutes} min after its reception (more than {} min); stored at the reception time",
+                Test::Future.as_str(),
                 stamp(measured),
                 settings.max_future_min
-            ),
+            )
+            .into(),
         ))
     } else if measured < earliest_plausible() {
         Some((
             Test::Age,
-            format!("measurement time {} is before {EARLIEST_PLAUSIBLE}; stored at the reception time", stamp(measured)),
+            format!(
+                "{}: measurement time {} is before {EARLIEST_PLAUSIBLE}; stored at the reception time",
+                Test::Age.as_str(),
+                stamp(measured)
+            )
+            .into(),
         ))
     } else {
         None
@@ -275,6 +284,23 @@ mod tests {
     }
 
     #[test]
+    fn an_uplinks_readings_share_its_explanation_until_one_fails_more() {
+        let settings = QualitySettings::default();
+        let now = at("2026-11-30T06:00:00Z");
+        let when = reading_time(Some(at("2026-12-09T06:00:00Z")), now, &settings);
+        let (a, b) = (when.verdict(), when.verdict());
+        assert_eq!(a.reason().as_ptr(), b.reason().as_ptr(), "one text, not a copy a reading");
+        let mut jumped = when.verdict();
+        jumped.fail(Test::Spike, "up 9 °C");
+        assert_eq!(jumped.reason(), format!("{}; spike: up 9 °C", a.reason()));
+        assert_eq!(jumped.failures.as_slice(), [Test::Future, Test::Spike]);
+        assert_ne!(jumped.reason().as_ptr(), a.reason().as_ptr());
+        // The others keep the words as they were.
+        assert!(a.reason().ends_with("stored at the reception time"), "{}", a.reason());
+        assert_eq!(a.into_reason(), when.verdict().into_reason());
+    }
+
+    #[test]
     fn implausible_times_are_replaced_by_the_reception_time_and_say_so() {
         let settings = QualitySettings::default();
         let now = at("2026-11-30T06:00:00Z");
@@ -282,10 +308,11 @@ mod tests {
         assert_eq!(far.time, now);
         let (test, why) = far.replaced.clone().unwrap();
         assert_eq!(test, Test::Future);
-        assert!(why.starts_with("measurement time 9999-12-31T23:59:59Z is "), "{why}");
+        assert!(why.starts_with("future: measurement time 9999-12-31T23:59:59Z is "), "{why}");
         assert!(why.ends_with("stored at the reception time"), "{why}");
         let verdict = far.verdict();
         assert_eq!(verdict.flag, QualityFlag::Suspect);
+        assert_eq!(verdict.failures.as_slice(), [Test::Future]);
         assert!(verdict.reason().starts_with("future: measurement time 9999-12-31"), "{}", verdict.reason());
 
         for old in ["0001-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "1999-12-31T23:59:59Z"] {
@@ -329,7 +356,7 @@ mod tests {
                     value: 1.0,
                     time: DateTime::from_timestamp_millis(t).unwrap(),
                     flag: QualityFlag::Good,
-                    reason: String::new(),
+                    reason: Default::default(),
                 })
                 .into_iter()
                 .collect())

@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use chrono::Duration;
 use smallvec::SmallVec;
 
 use crate::config::{ProfileQuality, QualitySettings};
-use crate::model::{QualityFlag, Quantity};
+use crate::model::{QualityFlag, Quantity, Reason};
 
 /// The quality tests, as named in reasons and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +58,9 @@ pub struct Verdict {
     /// The reason as it will be stored ([`Self::reason`]), written as each test fails into
     /// one buffer: a string per failure joined at the end allocated and copied each again
     /// (the join alone took 7 % of the gateway's samples in the harness's million, whose
-    /// uplinks are nearly all flagged; BENCHMARKS.md).
-    reason: String,
+    /// uplinks are nearly all flagged; BENCHMARKS.md). Starts as the uplink's shared
+    /// explanation when the time test failed ([`Self::shared`]); copied only if more fail.
+    reason: Reason,
 }
 
 impl Default for Verdict {
@@ -70,44 +72,50 @@ impl Default for Verdict {
 
 impl Verdict {
     pub(super) fn new() -> Self {
-        Self { flag: QualityFlag::Good, failures: SmallVec::new(), reason: String::new() }
+        Self { flag: QualityFlag::Good, failures: SmallVec::new(), reason: Reason::default() }
+    }
+
+    /// A verdict with one failed test whose whole reason, `test: why`, is `text`, shared with
+    /// the other readings of the uplink: a clone of it counts, it does not copy.
+    pub(super) fn shared(test: Test, text: Arc<str>) -> Self {
+        let mut failures = SmallVec::new();
+        failures.push(test);
+        Self { flag: test.flag(), failures, reason: Reason::shared(text) }
     }
 
     /// Record a failed test with its explanation. `why` is written straight into the reason
     /// (a `format_args!` allocates nothing of its own).
     pub(super) fn fail(&mut self, test: Test, why: impl std::fmt::Display) {
-        self.begin(test);
-        let _ = write!(self.reason, "{why}");
+        let _ = write!(self.begin(test), "{why}");
     }
 
     /// [`Self::fail`] with the explanation written by `write` straight into the reason
     /// (a `String`: no formatting machinery between).
     pub(super) fn fail_with(&mut self, test: Test, write: impl FnOnce(&mut String) -> std::fmt::Result) {
-        self.begin(test);
-        let _ = write(&mut self.reason);
+        let _ = write(self.begin(test));
     }
 
     /// [`Self::fail`] with an explanation already written out: copied without the formatting
     /// machinery (a reading stored at its reception time gets its uplink's words six times).
     pub(super) fn fail_text(&mut self, test: Test, why: &str) {
-        self.begin(test);
-        self.reason.push_str(why);
+        self.begin(test).push_str(why);
     }
 
-    /// The flag, the failure and the reason up to the explanation.
-    fn begin(&mut self, test: Test) {
+    /// The flag, the failure and the reason up to the explanation: the reason to write the
+    /// explanation into.
+    fn begin(&mut self, test: Test) -> &mut String {
         if test.flag().to_byte() > self.flag.to_byte() {
             self.flag = test.flag();
         }
-        if self.failures.is_empty() {
-            // Most reasons fit: the one string grows at most once or twice.
-            self.reason.reserve(REASON_ROOM);
-        } else {
-            self.reason.push_str("; ");
+        // Most reasons fit: the one string grows at most once or twice.
+        let reason = self.reason.own_mut(REASON_ROOM);
+        if !self.failures.is_empty() {
+            reason.push_str("; ");
         }
         self.failures.push(test);
-        self.reason.push_str(test.as_str());
-        self.reason.push_str(": ");
+        reason.push_str(test.as_str());
+        reason.push_str(": ");
+        reason
     }
 
     pub fn failed(&self, test: Test) -> bool {
@@ -120,7 +128,7 @@ impl Verdict {
     }
 
     /// [`Self::reason`], taken without a copy.
-    pub fn into_reason(self) -> String {
+    pub fn into_reason(self) -> Reason {
         self.reason
     }
 }

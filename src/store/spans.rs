@@ -323,7 +323,7 @@ mod tests {
             value,
             time: at(s),
             flag,
-            reason: String::new(),
+            reason: Default::default(),
         };
         let g = spans.generation();
         let span = Span { lo: at(0), hi: at(10_000), points: vec![(at(100), 1.0)], cap: 3 };

@@ -59,7 +59,7 @@ impl Properties for ReadingProps<'_> {
                 if r.reason.is_empty() {
                     Val::Null
                 } else {
-                    Val::Text(r.reason.clone())
+                    Val::Text(r.reason.to_string())
                 }
             }
             ("Datastream", n) if n > 1 => match self.catalog.datastream(self.series) {

@@ -137,7 +137,7 @@ mod tests {
             value,
             time: chrono::DateTime::from_timestamp_millis(1_735_689_600_250).unwrap(),
             flag,
-            reason: String::new(),
+            reason: Default::default(),
         }
     }
 

@@ -166,7 +166,7 @@ mod tests {
             value: 21.5,
             time: chrono::DateTime::from_timestamp_millis(ms).unwrap(),
             flag: QualityFlag::Good,
-            reason: String::new(),
+            reason: Default::default(),
         }
     }
 

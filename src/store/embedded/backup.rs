@@ -214,7 +214,7 @@ mod tests {
                 value: i as f64,
                 time: chrono::DateTime::from_timestamp(1_700_000_000 + i * 60, 0).unwrap(),
                 flag: QualityFlag::Good,
-                reason: String::new(),
+                reason: Default::default(),
             })
             .collect();
         WriteBatch { readings, ..Default::default() }

@@ -311,7 +311,7 @@ mod tests {
                 value: i as f64,
                 time: t,
                 flag: QualityFlag::Good,
-                reason: String::new(),
+                reason: Default::default(),
             });
         }
         batch.seen.push((id, t));

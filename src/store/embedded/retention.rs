@@ -316,7 +316,7 @@ mod tests {
                 value: h as f64,
                 time: DateTime::from_timestamp_millis(1_700_000_000_000 + h * HOUR).unwrap(),
                 flag: QualityFlag::Good,
-                reason: String::new(),
+                reason: Default::default(),
             })
             .collect()
     }

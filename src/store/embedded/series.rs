@@ -282,7 +282,7 @@ mod tests {
             value,
             time: at(T0 + minute * 60_000),
             flag: if value < 0.0 { QualityFlag::Bad } else { QualityFlag::Good },
-            reason: if value < 0.0 { "range: below".into() } else { String::new() },
+            reason: if value < 0.0 { "range: below".into() } else { Default::default() },
         }
     }
 

@@ -641,7 +641,7 @@ fn to_reading(device: &DeviceId, quantity: Quantity, stored: &readings::Stored<'
         value: stored.value,
         time: millis(stored.ms)?,
         flag: QualityFlag::from_byte(stored.flag),
-        reason: stored.reason()?.into_owned(),
+        reason: stored.reason()?.into_owned().into(),
     })
 }
 
@@ -987,7 +987,7 @@ mod tests {
             value,
             time: millis(t).unwrap(),
             flag: QualityFlag::Good,
-            reason: String::new(),
+            reason: Default::default(),
         }
     }
 

@@ -14,7 +14,7 @@ fn reading(device: &DeviceId, quantity: Quantity, row: &tokio_postgres::Row, fir
         time: row.get(first),
         value: row.get(first + 1),
         flag: QualityFlag::from_byte(row.get::<_, i16>(first + 2) as u8),
-        reason: row.get(first + 3),
+        reason: row.get::<_, String>(first + 3).into(),
     }
 }
 

@@ -739,7 +739,7 @@ mod tests {
             value,
             time: at(T0 + minute * MIN),
             flag,
-            reason: String::new(),
+            reason: Default::default(),
         }
     }
 

@@ -385,7 +385,7 @@ mod tests {
                 value,
                 time: DateTime::from_timestamp_millis(T0 + minute * 60_000).unwrap(),
                 flag,
-                reason: String::new(),
+                reason: Default::default(),
             });
             batch.districts.insert(id, "Altstadt".into());
         }
@@ -577,7 +577,7 @@ mod tests {
                     value,
                     time: DateTime::from_timestamp_millis(T0 + minute * 60_000).unwrap(),
                     flag: Good,
-                    reason: String::new(),
+                    reason: Default::default(),
                 });
                 batch.districts.insert(id, "Altstadt".into());
             }
