@@ -56,6 +56,7 @@ async fn ingest_once(store: &TestStore, messages: Vec<Vec<u8>>) -> Arc<Metrics> 
         // QoS 0 messages need no acknowledgement.
         acks: Acknowledger::new(None),
         max_batch: 1000,
+        gather: std::time::Duration::ZERO,
         spool: None,
         lorawan: Arc::new(keys),
     };

@@ -193,6 +193,9 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if s.ingest.max_batch == 0 {
         err("ingest.max_batch", "expected at least 1");
     }
+    if s.ingest.gather_ms > 1000 {
+        err("ingest.gather_ms", "expected 0 to 1000 milliseconds");
+    }
     if let Some(why) = crate::model::licence_problem(&s.open_data.district_licence) {
         err("open_data.district_licence", &why);
     }
@@ -319,6 +322,19 @@ mod tests {
         }
         let s = load_with_env(None, vec![("MESSNETZ__STORE__CACHE_MB".into(), "128".into())]).unwrap();
         assert_eq!(s.store.cache_mb, 128);
+    }
+
+    #[test]
+    fn ingest_gather_is_bounded() {
+        assert_eq!(load_str("[ingest]\ngather_ms = 0\n", &[]).unwrap().ingest.gather_ms, 0);
+        assert_eq!(load_str("[ingest]\ngather_ms = 1000\n", &[]).unwrap().ingest.gather_ms, 1000);
+        // Past a second it would hold a busy stage's acknowledgements for nothing (and a
+        // huge one would overflow the deadline).
+        for bad in ["1001", "9223372036854775807"] {
+            let errors = load_str(&format!("[ingest]\ngather_ms = {bad}\n"), &[]).unwrap_err().0;
+            let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+            assert!(paths.iter().all(|p| p.starts_with("ingest.gather_ms")) && !paths.is_empty(), "{bad}: {errors:?}");
+        }
     }
 
     #[test]

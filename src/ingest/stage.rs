@@ -44,6 +44,9 @@ pub struct Ingest {
     /// Acknowledges messages to where they came from once stored.
     pub acks: Acknowledger,
     pub max_batch: usize,
+    /// How long a batch that found more than one message waiting waits for more
+    /// (`ingest.gather_ms`).
+    pub gather: Duration,
     /// The InfluxDB spool, when `[influxdb]` is on: readings are spooled in the same commit.
     pub spool: Option<Arc<crate::sinks::influx::Spool>>,
     /// ABP session keys for raw LoRaWAN frames (`format = "lorawan"`); empty without any.
@@ -78,6 +81,17 @@ impl Ingest {
                 match input.try_recv() {
                     Ok(m) => messages.push(m),
                     Err(_) => break,
+                }
+            }
+            if messages.len() > 1 && !self.gather.is_zero() {
+                // Busy: what arrives meanwhile shares the commit's fixed cost.
+                let until = tokio::time::Instant::now() + self.gather;
+                while messages.len() < self.max_batch {
+                    match tokio::time::timeout_at(until, input.recv()).await {
+                        Ok(Some(m)) => messages.push(m),
+                        // Time is up, or the input closed (seen by the next `recv`).
+                        _ => break,
+                    }
                 }
             }
             let (devices, profiles) = (self.registry.devices(), self.registry.profiles());
@@ -259,7 +273,7 @@ impl Ingest {
         spool: Option<Arc<crate::sinks::influx::Spool>>,
         lorawan: Arc<crate::sources::lorawan_keys::SessionKeys>,
     ) -> Self {
-        Self { store, registry, metrics, acks: Acknowledger::new(None), max_batch: 1, spool, lorawan }
+        Self { store, registry, metrics, acks: Acknowledger::new(None), max_batch: 1, gather: Duration::ZERO, spool, lorawan }
     }
 
     /// Run a dead letter through the same path as a message from the broker (find the device,
