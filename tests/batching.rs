@@ -9,32 +9,16 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::*;
-use messnetz::config::{MessageFormat, Settings};
+use messnetz::config::MessageFormat;
 use messnetz::ingest::Ingest;
 use messnetz::metrics::Metrics;
 use messnetz::model::{DeviceId, Quantity};
-use messnetz::sources::{Ack, Acknowledger, Inbound};
+use messnetz::sources::{Ack, Inbound};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 fn stage(store: &TestStore, gather: Duration) -> (Ingest, Arc<Metrics>) {
-    let mut settings = Settings::default();
-    settings.devices.file = format!("{MANIFEST_DIR}/demo/devices.toml").into();
-    settings.profiles.dir = format!("{MANIFEST_DIR}/sensor-profiles").into();
-    let (profiles, devices) = messnetz::registry::load(&settings).expect("demo registry");
-    let metrics = Arc::new(Metrics::default());
-    let ingest = Ingest {
-        store: store.open(),
-        registry: Arc::new(messnetz::registry::Registry::new(profiles, devices)),
-        metrics: metrics.clone(),
-        // QoS 0 messages need no acknowledgement.
-        acks: Acknowledger::new(None),
-        max_batch: 1000,
-        gather,
-        spool: None,
-        lorawan: Arc::default(),
-    };
-    (ingest, metrics)
+    demo_ingest(store, Default::default(), gather)
 }
 
 /// The demo LHT65's uplink number `n`, measured `n` minutes into 2025.

@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
-use messnetz::config::{MessageFormat, Settings};
-use messnetz::ingest::Ingest;
+use messnetz::config::MessageFormat;
 use messnetz::metrics::Metrics;
 use messnetz::model::{DeviceId, Quantity};
 use messnetz::sources::lorawan::{bridge_json, build_frame};
 use messnetz::sources::lorawan_keys::{DeviceSession, SessionKey, SessionKeys};
-use messnetz::sources::{Ack, Acknowledger, Inbound};
+use messnetz::sources::{Ack, Inbound};
 use messnetz::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -42,24 +41,9 @@ fn frame_event(phy: Vec<u8>, gateway: &str, minute: u32) -> Vec<u8> {
 
 /// Run one ingest stage over `messages` (all taken as one batch) against `store`.
 async fn ingest_once(store: &TestStore, messages: Vec<Vec<u8>>) -> Arc<Metrics> {
-    let mut settings = Settings::default();
-    settings.devices.file = format!("{MANIFEST_DIR}/demo/devices.toml").into();
-    settings.profiles.dir = format!("{MANIFEST_DIR}/sensor-profiles").into();
-    let (profiles, devices) = messnetz::registry::load(&settings).expect("demo registry");
     let mut keys = SessionKeys::default();
     keys.insert(DEV_ADDR, session(NWK, APP));
-    let metrics = Arc::new(Metrics::default());
-    let ingest = Ingest {
-        store: store.open(),
-        registry: Arc::new(messnetz::registry::Registry::new(profiles, devices)),
-        metrics: metrics.clone(),
-        // QoS 0 messages need no acknowledgement.
-        acks: Acknowledger::new(None),
-        max_batch: 1000,
-        gather: std::time::Duration::ZERO,
-        spool: None,
-        lorawan: Arc::new(keys),
-    };
+    let (ingest, metrics) = demo_ingest(store, keys, Duration::ZERO);
     let (tx, rx) = tokio::sync::mpsc::channel(messages.len() + 1);
     for payload in messages {
         let inbound = Inbound {

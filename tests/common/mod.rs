@@ -787,6 +787,33 @@ impl PgDatabase {
     }
 }
 
+/// An ingest stage in this process over `store`, with the demo's devices and profiles, raw
+/// LoRaWAN `keys`, batches of up to 1,000 gathering for `gather`, QoS 0 (nothing to
+/// acknowledge), no InfluxDB; and its metrics.
+#[allow(dead_code)]
+pub fn demo_ingest(
+    store: &TestStore,
+    keys: messnetz::sources::lorawan_keys::SessionKeys,
+    gather: Duration,
+) -> (messnetz::ingest::Ingest, std::sync::Arc<messnetz::metrics::Metrics>) {
+    let mut settings = messnetz::config::Settings::default();
+    settings.devices.file = format!("{MANIFEST_DIR}/demo/devices.toml").into();
+    settings.profiles.dir = format!("{MANIFEST_DIR}/sensor-profiles").into();
+    let (profiles, devices) = messnetz::registry::load(&settings).expect("demo registry");
+    let metrics = std::sync::Arc::new(messnetz::metrics::Metrics::default());
+    let ingest = messnetz::ingest::Ingest {
+        store: store.open(),
+        registry: std::sync::Arc::new(messnetz::registry::Registry::new(profiles, devices)),
+        metrics: metrics.clone(),
+        acks: messnetz::sources::Acknowledger::new(None),
+        max_batch: 1000,
+        gather,
+        spool: None,
+        lorawan: std::sync::Arc::new(keys),
+    };
+    (ingest, metrics)
+}
+
 /// A store for an in-process test, of the running test's [`backend`]: the embedded one in a
 /// directory of its own, or a database of its own.
 pub struct TestStore {
