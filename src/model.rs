@@ -286,7 +286,7 @@ impl Reason {
 
     /// The text to append to, with room for `room` more bytes if it is empty: shared text
     /// is first copied into a string of this reason's own (as `Cow::to_mut` does).
-    pub fn own_mut(&mut self, room: usize) -> &mut String {
+    pub(crate) fn own_mut(&mut self, room: usize) -> &mut String {
         if let ReasonText::Shared(text) = &self.0 {
             let mut own = String::with_capacity(text.len() + room);
             own.push_str(text);
@@ -311,12 +311,6 @@ impl std::ops::Deref for Reason {
     }
 }
 
-impl AsRef<str> for Reason {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl fmt::Debug for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
@@ -332,20 +326,6 @@ impl fmt::Display for Reason {
 impl PartialEq for Reason {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Reason {}
-
-impl PartialEq<str> for Reason {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for Reason {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
     }
 }
 

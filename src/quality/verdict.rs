@@ -96,7 +96,7 @@ impl Verdict {
     }
 
     /// [`Self::fail`] with an explanation already written out: copied without the formatting
-    /// machinery (a reading stored at its reception time gets its uplink's words six times).
+    /// machinery (an uplink's low battery gives each of its readings the same words).
     pub(super) fn fail_text(&mut self, test: Test, why: &str) {
         self.begin(test).push_str(why);
     }
