@@ -158,6 +158,11 @@ impl Quantity {
         self.def().unit
     }
 
+    /// Its place in [`QUANTITIES`] (and in [`Quantity::all`]).
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+
     pub fn all() -> impl Iterator<Item = Quantity> {
         (0..QUANTITIES.len()).map(|i| Quantity(i as u16))
     }

@@ -1,9 +1,22 @@
 //! InfluxDB line protocol: one reading as one line, the form in which the spool keeps readings
 //! and the writer sends them.
 
+use std::sync::LazyLock;
+
 use crate::devices::Device;
-use crate::model::Reading;
+use crate::model::{Quantity, Reading};
 use crate::text::Shortest;
+
+/// Per quantity, what follows a line's device tags up to its value: `,unit=Cel value=` (or
+/// ` value=` for a quantity without a unit), written in one piece.
+static UNIT_VALUE: LazyLock<Vec<String>> = LazyLock::new(|| {
+    Quantity::all()
+        .map(|q| match q.unit() {
+            "" => " value=".to_owned(),
+            unit => format!(",unit={unit} value="),
+        })
+        .collect()
+});
 
 /// Append one reading as a line-protocol line (no newline) to `out`.
 pub fn write_line(r: &Reading, device: &Device, out: &mut String) {
@@ -33,20 +46,16 @@ pub fn write_line_tagged(r: &Reading, device_tags: &str, time_ms: &str, out: &mu
     // Quantity names are CF-style identifiers: nothing to escape in a measurement name.
     out.push_str(r.quantity.name());
     out.push_str(device_tags);
-    // Units need no escaping either (see the tests).
-    let unit = r.quantity.unit();
-    if !unit.is_empty() {
-        out.push_str(",unit=");
-        out.push_str(unit);
-    }
-    let series = out.len() - start;
-    // `value` without an `i` suffix is always a float, even when it prints as "28": one type
-    // per field, whatever the decoder produced.
-    out.push_str(" value=");
+    // Units need no escaping either (see the tests). `value` without an `i` suffix is always
+    // a float, even when it prints as "28": one type per field, whatever the decoder produced.
+    let unit_value = &UNIT_VALUE[r.quantity.index()];
+    out.push_str(unit_value);
+    let series = out.len() - start - " value=".len();
     // As `{}` writes it (`Shortest`: whole thousandths directly, anything else by core).
     let _ = Shortest(r.value).write_to(out);
+    // A flag is one digit.
     out.push_str(",quality=");
-    push_int(out, i64::from(r.flag.to_byte()));
+    out.push(char::from(b'0' + r.flag.to_byte()));
     out.push_str("i ");
     out.push_str(time_ms);
     series
