@@ -383,31 +383,34 @@ fn late_readings_between_two_commits_get_the_neighbours_asking_the_store_each_ti
     };
     store.write(&WriteBatch { readings: stored.iter().copied().map(reading).collect(), ..Default::default() }).unwrap();
     let within = Duration::hours(3);
+    let ms = |(time, value): (DateTime<Utc>, f64)| (time.timestamp_millis(), value);
     let direct = |stored: &[(DateTime<Utc>, f64, QualityFlag)], time: DateTime<Utc>| {
         let good: Vec<(DateTime<Utc>, f64)> =
             stored.iter().filter(|r| r.2 != QualityFlag::Bad).map(|r| (r.0, r.1)).collect();
         let before = good.iter().rev().find(|p| p.0 < time && p.0 >= time - within).copied();
         let after = good.iter().find(|p| p.0 > time && p.0 <= time + within).copied();
-        (before, after)
+        (before.map(ms), after.map(ms))
     };
+    // The store answers in milliseconds, as readings are timed.
+    let ask = |time: DateTime<Utc>| store.neighbours(&d, t, time.timestamp_millis(), within.num_milliseconds()).unwrap();
     // A burst of late readings in time order, as out-of-order input brings them, some at a
     // stored reading's own time; no commit in between.
     let mut asked = 0;
     for s in (-4 * 3600..340 * 420 + 9 * 3600).step_by(199) {
         let time = at(s - s % 420 * (s % 2));
-        assert_eq!(store.neighbours(&d, t, time, within).unwrap(), direct(&stored, time), "late reading at {time}");
+        assert_eq!(ask(time), direct(&stored, time), "late reading at {time}");
         asked += 1;
     }
     assert!(asked > 900);
     // A reading committed between two questions is in the second answer.
     let time = at(3 * 60);
-    assert_eq!(store.neighbours(&d, t, time, within).unwrap(), (None, Some((at(420), 11.0))));
+    assert_eq!(ask(time), (None, Some(ms((at(420), 11.0)))));
     let new = (at(5 * 60), 99.0, QualityFlag::Good);
     store.write(&WriteBatch { readings: vec![reading(new)], ..Default::default() }).unwrap();
     stored.push(new);
     stored.sort_by_key(|r| r.0);
-    assert_eq!(store.neighbours(&d, t, time, within).unwrap(), (None, Some((at(300), 99.0))));
-    assert_eq!(store.neighbours(&d, t, at(7 * 60), within).unwrap(), direct(&stored, at(7 * 60)));
+    assert_eq!(ask(time), (None, Some(ms((at(300), 99.0)))));
+    assert_eq!(ask(at(7 * 60)), direct(&stored, at(7 * 60)));
     // Commits that add readings, replace stored ones with other values, and flag stored ones
     // bad (which takes them out of the answers), each followed by questions around them: the
     // answers follow every commit. Hundreds of commits into one stretch also outgrow what
@@ -426,7 +429,7 @@ fn late_readings_between_two_commits_get_the_neighbours_asking_the_store_each_ti
         stored.sort_by_key(|r| r.0);
         for s in [-421, -1, 0, 1, 420, 3 * 3600] {
             let asked = time + Duration::seconds(s);
-            assert_eq!(store.neighbours(&d, t, asked, within).unwrap(), direct(&stored, asked), "at {asked} after commit {k}");
+            assert_eq!(ask(asked), direct(&stored, asked), "at {asked} after commit {k}");
         }
     }
 }

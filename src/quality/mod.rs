@@ -33,7 +33,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::model::{QualityFlag, Quantity};
 
 pub use crate::config::{range_problems, ProfileQuality, QualitySettings, DEFAULT_SPIKE_PER_H, DEFAULT_STUCK_EXEMPT};
-pub use series::{Nearby, SeriesHistory, SeriesLookup};
+pub use series::{Nearby, Neighbours, SeriesHistory, SeriesLookup};
 pub use time::{earliest_plausible, reading_time, ReadingTime, ReceptionTimes, EARLIEST_PLAUSIBLE};
 pub use verdict::{Limits, Test, Verdict};
 

@@ -21,8 +21,12 @@ use super::verdict::{Limits, Test, Verdict};
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
 use crate::text::{Shortest, Stamp, Style, Thousandths};
 
-/// How far before and after a late reading its stored neighbours are looked for.
-const LATE_NEIGHBOUR_WINDOW: Duration = Duration::hours(3);
+/// How far before and after a late reading its stored neighbours are looked for (3 hours, in
+/// milliseconds).
+const LATE_NEIGHBOUR_WINDOW: i64 = 3 * 3_600_000;
+
+/// The nearest readings not flagged bad before and after a time, as (milliseconds, value).
+pub type Neighbours = (Option<(i64, f64)>, Option<(i64, f64)>);
 
 /// Where the history of a series comes from when memory does not have it: the store, which
 /// implements this trait (so quality never imports the store).
@@ -30,15 +34,9 @@ pub trait SeriesLookup {
     /// The newest stored reading of every quantity of `device`.
     fn latest(&self, device: &DeviceId) -> Result<Vec<Reading>, String>;
     /// The nearest stored readings strictly before and strictly after `time` within
-    /// `within`, skipping bad ones, as (time, value).
-    #[allow(clippy::type_complexity)]
-    fn neighbours(
-        &self,
-        device: &DeviceId,
-        q: Quantity,
-        time: DateTime<Utc>,
-        within: Duration,
-    ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String>;
+    /// `within`, skipping bad ones. Times in milliseconds, as readings are timed (chrono's
+    /// arithmetic cost more than the rest of a late reading's test).
+    fn neighbours(&self, device: &DeviceId, q: Quantity, time: i64, within: i64) -> Result<Neighbours, String>;
     /// The first millisecond at or after `from` at which `device` has no stored reading of
     /// any quantity.
     fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, String>;
@@ -345,7 +343,8 @@ fn late_spike(
     time: DateTime<Utc>,
     verdict: &mut Verdict,
 ) {
-    let (before, after) = match neighbours(lookup, ours, device, q, time, LATE_NEIGHBOUR_WINDOW) {
+    let ms = time.timestamp_millis();
+    let (before, after) = match neighbours(lookup, ours, device, q, ms, LATE_NEIGHBOUR_WINDOW) {
         Ok(n) => n,
         Err(e) => {
             tracing::debug!(device = %device, error = %e, "no neighbours for the spike test of a late reading");
@@ -353,8 +352,7 @@ fn late_spike(
         }
     };
     // Per side: no neighbour, a neighbour it stays close to, or a jump against it.
-    let ms = time.timestamp_millis();
-    let side = |n: Option<(DateTime<Utc>, f64)>| n.map(|(t, v)| jump(limits, per_h, (t.timestamp_millis(), v), (ms, value)));
+    let side = |n: Option<(i64, f64)>| n.map(|neighbour| jump(limits, per_h, neighbour, (ms, value)));
     // Against every neighbour it has (and it has one), or it is no spike. Nothing is allocated
     // unless the reading is flagged: late readings are common in a burst.
     match (side(before), side(after)) {
@@ -382,7 +380,8 @@ impl NearbyLookup for Nearby<'_> {
     fn value_near(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<f64> {
         let mut unstored = self.ours.borrow_mut();
         let ours = unstored.catch_up(self.batch, &(device.clone(), quantity));
-        match ours.and_then(|points| points.get(time.timestamp_millis())) {
+        let ms = time.timestamp_millis();
+        match ours.and_then(|points| points.get(ms)) {
             Some((value, false)) => return Some(value),
             Some((_, true)) => {}
             None => {
@@ -392,31 +391,29 @@ impl NearbyLookup for Nearby<'_> {
                 }
             }
         }
-        match neighbours(self.lookup, ours, device, quantity, time, within).ok()? {
-            (Some((tb, vb)), Some((ta, va))) => Some(if time - tb <= ta - time { vb } else { va }),
+        match neighbours(self.lookup, ours, device, quantity, ms, within.num_milliseconds()).ok()? {
+            (Some((tb, vb)), Some((ta, va))) => Some(if ms - tb <= ta - ms { vb } else { va }),
             (Some((_, v)), None) | (None, Some((_, v))) => Some(v),
             (None, None) => None,
         }
     }
 }
 
-/// The nearest readings not flagged bad strictly before and after `time` within `within`:
-/// the store's, with the batch's readings (`ours`) over them. The batch holds a millisecond
-/// it has a reading at: a stored one there is replaced in the same commit, so the store is
-/// asked again past it.
-#[allow(clippy::type_complexity)]
+/// The nearest readings not flagged bad strictly before and after `time` within `within` (in
+/// milliseconds): the store's, with the batch's readings (`ours`) over them. The batch holds a
+/// millisecond it has a reading at: a stored one there is replaced in the same commit, so the
+/// store is asked again past it.
 fn neighbours(
     lookup: &dyn SeriesLookup,
     ours: Option<&Points>,
     device: &DeviceId,
     q: Quantity,
-    time: DateTime<Utc>,
-    within: Duration,
-) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
-    let (before, after) = lookup.neighbours(device, q, time, within)?;
+    t: i64,
+    w: i64,
+) -> Result<Neighbours, String> {
+    let (before, after) = lookup.neighbours(device, q, t, w)?;
     let Some(points) = ours else { return Ok((before, after)) };
-    let (t, w) = (time.timestamp_millis(), within.num_milliseconds());
-    let side = |stored: Option<(DateTime<Utc>, f64)>, later: bool| {
+    let side = |stored: Option<(i64, f64)>, later: bool| {
         // Within nothing there is nothing strictly before or after.
         let nearest = if w < 1 {
             None
@@ -425,22 +422,19 @@ fn neighbours(
         } else {
             points.good_before(t, t.saturating_sub(w))
         };
-        let nearest = nearest.and_then(|(ms, v)| Some((DateTime::from_timestamp_millis(ms)?, v, ms)));
         let mut stored = stored;
         while let Some((at, _)) = stored {
-            // The batch's own is at least as near: the store's can't win. (Compared in
-            // milliseconds, as readings are timed: chrono's subtraction cost more than the rest.)
-            let at_ms = at.timestamp_millis();
-            if nearest.is_some_and(|(_, _, o)| o.abs_diff(t) <= at_ms.abs_diff(t)) {
+            // The batch's own is at least as near: the store's can't win.
+            if nearest.is_some_and(|(o, _)| o.abs_diff(t) <= at.abs_diff(t)) {
                 stored = None;
-            } else if points.get(at_ms).is_some() {
-                let (b, a) = lookup.neighbours(device, q, at, within - (at - time).abs())?;
+            } else if points.get(at).is_some() {
+                let (b, a) = lookup.neighbours(device, q, at, w - (at - t).abs())?;
                 stored = if later { a } else { b };
                 continue;
             }
             break;
         }
-        Ok::<_, String>(stored.or(nearest.map(|(o, v, _)| (o, v))))
+        Ok::<_, String>(stored.or(nearest))
     };
     Ok((side(before, false)?, side(after, true)?))
 }

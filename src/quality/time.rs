@@ -366,9 +366,9 @@ mod tests {
             &self,
             _: &DeviceId,
             _: crate::model::Quantity,
-            _: DateTime<Utc>,
-            _: Duration,
-        ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
+            _: i64,
+            _: i64,
+        ) -> Result<super::super::Neighbours, String> {
             Ok((None, None))
         }
 

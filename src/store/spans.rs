@@ -40,20 +40,24 @@ const SPANS_PER_SERIES: usize = 4;
 /// The nearest stored reading before and after a time, as (time, value).
 pub(crate) type Pair = (Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>);
 
+/// A [`Pair`] in milliseconds, as spans keep times.
+pub(crate) type PairMs = (Option<(i64, f64)>, Option<(i64, f64)>);
+
 /// A stretch `[lo, hi]` of one series in which every stored reading not flagged bad is in
-/// `points` (oldest first).
+/// `points` (oldest first). Times are milliseconds, as readings are timed: chrono's comparisons
+/// and date arithmetic cost more than the rest of an answer.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Span {
-    lo: DateTime<Utc>,
-    hi: DateTime<Utc>,
-    points: Vec<(DateTime<Utc>, f64)>,
+    lo: i64,
+    hi: i64,
+    points: Vec<(i64, f64)>,
     /// Points held at most: a span that committed readings would grow beyond is dropped.
     cap: usize,
 }
 
 impl Span {
-    /// The neighbours of `time` within `within`, if the span knows them.
-    pub fn answer(&self, time: DateTime<Utc>, within: Duration) -> Option<Pair> {
+    /// The neighbours of `time` within `within` (both in milliseconds), if the span knows them.
+    fn answer(&self, time: i64, within: i64) -> Option<PairMs> {
         if time < self.lo || time > self.hi {
             return None;
         }
@@ -62,13 +66,13 @@ impl Span {
         let first_at = self.points.partition_point(|(t, _)| *t < time);
         let first_after = first_at + usize::from(self.points.get(first_at).is_some_and(|p| p.0 == time));
         let before = match first_at.checked_sub(1).map(|i| self.points[i]) {
-            Some(p) => (p.0 >= time - within).then_some(p),
-            None if self.lo <= time - within => None,
+            Some(p) => (p.0 >= time.saturating_sub(within)).then_some(p),
+            None if self.lo <= time.saturating_sub(within) => None,
             None => return None,
         };
         let after = match self.points.get(first_after) {
-            Some(&p) => (p.0 <= time + within).then_some(p),
-            None if self.hi >= time + within => None,
+            Some(&p) => (p.0 <= time.saturating_add(within)).then_some(p),
+            None if self.hi >= time.saturating_add(within) => None,
             None => return None,
         };
         Some((before, after))
@@ -77,7 +81,7 @@ impl Span {
     /// Take a committed reading at `time` into the span if it covers `time`: a reading not
     /// flagged bad is added (or replaces the point there); a bad one removes the point there.
     /// False if the span would grow beyond its cap and must be dropped.
-    fn take(&mut self, time: DateTime<Utc>, value: f64, bad: bool) -> bool {
+    fn take(&mut self, time: i64, value: f64, bad: bool) -> bool {
         if time < self.lo || time > self.hi {
             return true;
         }
@@ -117,31 +121,37 @@ impl Spans {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The neighbours of `time` in the series: from a kept span if one knows them, else from
-    /// the span `read` reads around `time` (see [`window`]), which is then kept unless the
-    /// store committed meanwhile.
+    /// The neighbours of `time` in the series within `within` (in milliseconds): from a kept
+    /// span if one knows them, else from the span `read` reads around `time` (see [`window`]),
+    /// which is then kept unless the store committed meanwhile.
     pub fn neighbours(
         &self,
         device: &DeviceId,
         quantity: Quantity,
-        time: DateTime<Utc>,
-        within: Duration,
+        time: i64,
+        within: i64,
         read: impl FnOnce() -> Result<Span, StoreError>,
-    ) -> Result<Pair, StoreError> {
-        if let Some(pair) = self.answer(device, quantity, time, within) {
+    ) -> Result<PairMs, StoreError> {
+        if let Some(pair) = self.answer_ms(device, quantity, time, within) {
             return Ok(pair);
         }
         let generation = self.generation();
         let span = read()?;
         let pair = span.answer(time, within).ok_or_else(|| {
-            StoreError::Corrupt(format!("the stretch of {device} {} read around {time} does not cover it", quantity.name()))
+            StoreError::Corrupt(format!("the stretch of {device} {} read around {time} ms does not cover it", quantity.name()))
         })?;
         self.keep(generation, device, quantity, span);
         Ok(pair)
     }
 
     /// The answer from a kept span, if one knows it.
+    #[cfg(test)]
     fn answer(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<Pair> {
+        self.answer_ms(device, quantity, time.timestamp_millis(), within.num_milliseconds()).map(in_time)
+    }
+
+    /// [`Self::answer`] in milliseconds.
+    fn answer_ms(&self, device: &DeviceId, quantity: Quantity, time: i64, within: i64) -> Option<PairMs> {
         let inner = self.lock();
         let (_, kept) = inner.spans.get(device.as_str())?.iter().find(|(q, _)| *q == quantity)?;
         kept.iter().rev().find_map(|s| s.answer(time, within))
@@ -207,27 +217,31 @@ impl Spans {
                 continue;
             };
             let before = kept.len();
-            kept.retain_mut(|s| s.take(r.time, r.value, r.flag == bad));
+            let time = r.time.timestamp_millis();
+            kept.retain_mut(|s| s.take(time, r.value, r.flag == bad));
             inner.count -= before - kept.len();
         }
     }
 }
 
+/// A pair of neighbours in milliseconds as times (a span's times came from readings' times,
+/// so each is one).
+pub(crate) fn in_time((before, after): PairMs) -> Pair {
+    let time = |p: Option<(i64, f64)>| p.and_then(|(ms, v)| Some((DateTime::from_timestamp_millis(ms)?, v)));
+    (time(before), time(after))
+}
+
 /// The stretch `[from, to]` a miss around `time` reads: the nearest reading not flagged bad
 /// in `[from, time)`, and up to a page of those in `[time, to]`, oldest first.
-pub(crate) fn window(time: DateTime<Utc>, within: Duration) -> (DateTime<Utc>, DateTime<Utc>) {
-    (time - within, time + within + AHEAD)
+pub(crate) fn window(time: i64, within: i64) -> (i64, i64) {
+    (time.saturating_sub(within), time.saturating_add(within).saturating_add(AHEAD.num_milliseconds()))
 }
 
 impl Span {
     /// What a read of [`window`] around `time` returned (`points`, oldest first; at most
-    /// `page` from `time` on) knows. A page holds two at least: the first may be at `time`.
-    pub(crate) fn of(
-        time: DateTime<Utc>,
-        (from, to): (DateTime<Utc>, DateTime<Utc>),
-        page: usize,
-        points: Vec<(DateTime<Utc>, f64)>,
-    ) -> Span {
+    /// `page` from `time` on) knows, all in milliseconds. A page holds two at least: the first
+    /// may be at `time`.
+    pub(crate) fn of(time: i64, (from, to): (i64, i64), page: usize, points: Vec<(i64, f64)>) -> Span {
         let lo = match points.first() {
             Some(p) if p.0 < time => p.0,
             _ => from,
@@ -247,6 +261,11 @@ mod tests {
         DateTime::from_timestamp(1_735_689_600 + s, 0).unwrap()
     }
 
+    /// [`at`] in milliseconds, as spans keep times.
+    fn ms(s: i64) -> i64 {
+        at(s).timestamp_millis()
+    }
+
     /// What asking the store directly gives: the nearest point strictly before and strictly
     /// after `time` within `within`.
     fn direct(all: &[(DateTime<Utc>, f64)], time: DateTime<Utc>, within: Duration) -> Pair {
@@ -257,10 +276,12 @@ mod tests {
 
     /// What a read around `time` with pages of `page` would return from `all`.
     fn fetched(all: &[(DateTime<Utc>, f64)], time: DateTime<Utc>, within: Duration, page: usize) -> Span {
-        let (from, to) = window(time, within);
+        let (from, to) = window(time.timestamp_millis(), within.num_milliseconds());
+        let (from, to) = (DateTime::from_timestamp_millis(from).unwrap(), DateTime::from_timestamp_millis(to).unwrap());
         let mut points: Vec<_> = all.iter().rev().find(|p| p.0 < time && p.0 >= from).copied().into_iter().collect();
         points.extend(all.iter().filter(|p| p.0 >= time && p.0 <= to).take(page).copied());
-        Span::of(time, (from, to), page, points)
+        let points = points.into_iter().map(|(t, v)| (t.timestamp_millis(), v)).collect();
+        Span::of(time.timestamp_millis(), (from.timestamp_millis(), to.timestamp_millis()), page, points)
     }
 
     #[test]
@@ -278,12 +299,12 @@ mod tests {
         {
             let span = fetched(&all, fetch_at, within, page);
             assert_eq!(
-                span.answer(fetch_at, within),
+                span.answer(fetch_at.timestamp_millis(), within.num_milliseconds()).map(in_time),
                 Some(direct(&all, fetch_at, within)),
                 "at the fetched time {fetch_at}, pages of {page}"
             );
             for s in (-20_000..130_000).step_by(97) {
-                if let Some(pair) = span.answer(at(s), within) {
+                if let Some(pair) = span.answer(ms(s), within.num_milliseconds()).map(in_time) {
                     answered += 1;
                     assert_eq!(
                         pair,
@@ -301,7 +322,7 @@ mod tests {
     fn a_span_read_before_a_commit_is_not_kept() {
         let spans = Spans::default();
         let (d, q) = (DeviceId::parse("dev-1").unwrap(), Quantity::by_name("air_temperature").unwrap());
-        let span = Span { lo: at(0), hi: at(100_000), points: vec![], cap: 64 };
+        let span = Span { lo: ms(0), hi: ms(100_000), points: vec![], cap: 64 };
         let old = spans.generation();
         spans.forget();
         spans.keep(old, &d, q, span.clone());
@@ -326,12 +347,12 @@ mod tests {
             reason: Default::default(),
         };
         let g = spans.generation();
-        let span = Span { lo: at(0), hi: at(10_000), points: vec![(at(100), 1.0)], cap: 3 };
+        let span = Span { lo: ms(0), hi: ms(10_000), points: vec![(ms(100), 1.0)], cap: 3 };
         spans.keep(g, &d, q, span.clone());
         spans.committed(&[r(200, 2.0, QualityFlag::Good), r(20_000, 9.0, QualityFlag::Good)]);
         assert_eq!(spans.answer(&d, q, at(150), within), Some((Some((at(100), 1.0)), Some((at(200), 2.0)))));
         assert_eq!(spans.answer(&d, q, at(15_000), within), None, "outside the span: still unknown");
-        spans.keep(g, &d, q, Span { lo: at(0), hi: at(30_000), ..span });
+        spans.keep(g, &d, q, Span { lo: ms(0), hi: ms(30_000), ..span });
         assert_eq!(spans.answer(&d, q, at(15_000), within), None, "read before the commit: not kept");
         // A replaced value, then the reading flagged bad: out of the answers.
         spans.committed(&[r(200, 3.0, QualityFlag::Suspect)]);
@@ -351,8 +372,8 @@ mod tests {
         let spans = Spans::default();
         let (d, q) = (DeviceId::parse("dev-1").unwrap(), Quantity::by_name("air_temperature").unwrap());
         let within = Duration::hours(3);
-        let old = Span { lo: at(0), hi: at(20_000), points: vec![(at(100), 1.0)], cap: 64 };
-        let live = Span { lo: at(500_000), hi: at(520_000), points: vec![(at(500_000), 2.0)], cap: 64 };
+        let old = Span { lo: ms(0), hi: ms(20_000), points: vec![(ms(100), 1.0)], cap: 64 };
+        let live = Span { lo: ms(500_000), hi: ms(520_000), points: vec![(ms(500_000), 2.0)], cap: 64 };
         let g = spans.generation();
         spans.keep(g, &d, q, old);
         spans.keep(g, &d, q, live);
@@ -360,7 +381,7 @@ mod tests {
         assert_eq!(spans.answer(&d, q, at(500_010), within), Some((Some((at(500_000), 2.0)), None)));
         // A few more streams: the oldest span goes first.
         for k in 1..=SPANS_PER_SERIES as i64 {
-            spans.keep(g, &d, q, Span { lo: at(k * 1_000_000), hi: at(k * 1_000_000 + 50_000), points: vec![], cap: 64 });
+            spans.keep(g, &d, q, Span { lo: ms(k * 1_000_000), hi: ms(k * 1_000_000 + 50_000), points: vec![], cap: 64 });
         }
         assert_eq!(spans.answer(&d, q, at(200), within), None);
         assert_eq!(spans.answer(&d, q, at(1_020_000), within), Some((None, None)));

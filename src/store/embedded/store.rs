@@ -24,7 +24,7 @@ use super::{citizens, dead_letters, frame_counters, outbox, readings, series, up
 use crate::aggregates::{Interval, RollupDelta, Scope, Window};
 use crate::citizens::CitizenSensor;
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
-use crate::quality::SeriesLookup;
+use crate::quality::{Neighbours, SeriesLookup};
 use crate::sources::lorawan::FrameCounter;
 use crate::store::batch::WriteBatch;
 use crate::store::boundary::{
@@ -457,10 +457,8 @@ impl EmbeddedStore {
     }
 
     /// The nearest readings not flagged bad strictly before and strictly after `time`, within
-    /// `within` on either side, as (time, value): a late reading's quality check asks this.
-    /// Answered from the stretches of the series read since the last commit where one covers
-    /// `time` (a burst of late readings of one series reads the table once), read otherwise
-    /// ([`spans`](crate::store::spans)).
+    /// `within` on either side, as (time, value): a late reading's quality check asks this (in
+    /// milliseconds, [`Self::neighbours_ms`]).
     #[allow(clippy::type_complexity)]
     pub fn neighbours(
         &self,
@@ -469,21 +467,27 @@ impl EmbeddedStore {
         time: DateTime<Utc>,
         within: chrono::Duration,
     ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), StoreError> {
-        self.spans.neighbours(device, quantity, time, within, || {
+        self.neighbours_ms(device, quantity, time.timestamp_millis(), within.num_milliseconds()).map(spans::in_time)
+    }
+
+    /// [`Self::neighbours`] in milliseconds. Answered from the stretches of the series read
+    /// since the last commit where one covers `time` (a burst of late readings of one series
+    /// reads the table once), read otherwise ([`spans`](crate::store::spans)).
+    fn neighbours_ms(&self, device: &DeviceId, quantity: Quantity, t: i64, within: i64) -> Result<spans::PairMs, StoreError> {
+        self.spans.neighbours(device, quantity, t, within, || {
             self.with_db(|db| {
                 let tx = db.begin_read().map_err(engine)?;
-                let (from, to) = spans::window(time, within);
+                let (from_ms, to_ms) = spans::window(t, within);
                 let Some(s) = series::key(&tx.open_table(SERIES).map_err(engine)?, device.as_str(), quantity.name())? else {
-                    return Ok(spans::Span::of(time, (from, to), NEIGHBOUR_PAGE, Vec::new()));
+                    return Ok(spans::Span::of(t, (from_ms, to_ms), NEIGHBOUR_PAGE, Vec::new()));
                 };
                 let table = tx.open_table(READINGS).map_err(engine)?;
-                let (from_ms, t, to_ms) = (from.timestamp_millis(), time.timestamp_millis(), to.timestamp_millis());
                 let bad = QualityFlag::Bad.to_byte();
                 let mut points = Vec::new();
                 for entry in readings::series(&table, s, from_ms, t)?.rev() {
                     let stored = entry?;
                     if stored.flag != bad {
-                        points.push((millis(stored.ms)?, stored.value));
+                        points.push((stored.ms, stored.value));
                         break;
                     }
                 }
@@ -491,14 +495,14 @@ impl EmbeddedStore {
                 for entry in readings::series(&table, s, t, to_ms.saturating_add(1))? {
                     let stored = entry?;
                     if stored.flag != bad {
-                        points.push((millis(stored.ms)?, stored.value));
+                        points.push((stored.ms, stored.value));
                         ahead += 1;
                         if ahead == NEIGHBOUR_PAGE {
                             break;
                         }
                     }
                 }
-                Ok(spans::Span::of(time, (from, to), NEIGHBOUR_PAGE, points))
+                Ok(spans::Span::of(t, (from_ms, to_ms), NEIGHBOUR_PAGE, points))
             })
         })
     }
@@ -843,14 +847,8 @@ impl SeriesLookup for EmbeddedStore {
         ReadStore::latest(self, device).map_err(|e| e.to_string())
     }
 
-    fn neighbours(
-        &self,
-        device: &DeviceId,
-        q: Quantity,
-        time: DateTime<Utc>,
-        within: chrono::Duration,
-    ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
-        EmbeddedStore::neighbours(self, device, q, time, within).map_err(|e| e.to_string())
+    fn neighbours(&self, device: &DeviceId, q: Quantity, time: i64, within: i64) -> Result<Neighbours, String> {
+        self.neighbours_ms(device, q, time, within).map_err(|e| e.to_string())
     }
 
     fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, String> {

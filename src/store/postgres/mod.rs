@@ -41,7 +41,7 @@ use crate::aggregates::{Interval, Scope, Window};
 use crate::citizens::CitizenSensor;
 use crate::config::StoreSettings;
 use crate::model::{DeviceId, Quantity, Reading};
-use crate::quality::SeriesLookup;
+use crate::quality::{Neighbours, SeriesLookup};
 use crate::sources::lorawan::FrameCounter;
 use crate::store::batch::WriteBatch;
 use crate::store::boundary::{
@@ -410,13 +410,7 @@ impl SeriesLookup for PostgresStore {
         ReadStore::latest(self, device).map_err(|e| e.to_string())
     }
 
-    fn neighbours(
-        &self,
-        device: &DeviceId,
-        q: Quantity,
-        time: DateTime<Utc>,
-        within: chrono::Duration,
-    ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), String> {
+    fn neighbours(&self, device: &DeviceId, q: Quantity, time: i64, within: i64) -> Result<Neighbours, String> {
         self.spans
             .neighbours(device, q, time, within, || {
                 self.with_client(|client| async move { neighbours::fetch(&client, device, q, time, within).await })

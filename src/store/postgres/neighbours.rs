@@ -1,6 +1,6 @@
 //! The stored neighbours of late readings in PostgreSQL: a stretch of a series read in one round trip, kept in [`Spans`] until this gateway's next commit.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
 use super::db;
@@ -20,8 +20,8 @@ pub(super) async fn fetch(
     client: &impl GenericClient,
     device: &DeviceId,
     quantity: Quantity,
-    time: DateTime<Utc>,
-    within: Duration,
+    time: i64,
+    within: i64,
 ) -> Result<Span, StoreError> {
     let bad = i16::from(QualityFlag::Bad.to_byte());
     let stmt = client
@@ -35,9 +35,16 @@ pub(super) async fn fetch(
         .await
         .map_err(db)?;
     let (from, to) = window(time, within);
-    let rows =
-        client.query(&stmt, &[&device.as_str(), &quantity.name(), &from, &time, &bad, &to, &(PAGE as i64)]).await.map_err(db)?;
-    let mut points: Vec<(DateTime<Utc>, f64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let timestamp =
+        |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("{ms} ms is no time")));
+    let params = (timestamp(from)?, timestamp(time)?, timestamp(to)?);
+    let rows = client
+        .query(&stmt, &[&device.as_str(), &quantity.name(), &params.0, &params.1, &bad, &params.2, &(PAGE as i64)])
+        .await
+        .map_err(db)?;
+    // Spans keep milliseconds, as readings are timed.
+    let mut points: Vec<(i64, f64)> =
+        rows.iter().map(|row| (row.get::<_, DateTime<Utc>>(0).timestamp_millis(), row.get(1))).collect();
     points.sort_by_key(|p| p.0);
     Ok(Span::of(time, (from, to), PAGE, points))
 }
