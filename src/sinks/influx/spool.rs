@@ -4,17 +4,21 @@
 //! same commit as the readings they copy.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{InfluxSettings, SpoolFullPolicy};
 use crate::devices::Device;
 use crate::metrics::Metrics;
-use crate::model::Reading;
+use crate::model::{DeviceId, Reading};
 use crate::store::Lines;
+
+/// Devices whose tags are kept written at most; beyond, all are forgotten.
+const TAGS_KEPT: usize = 100_000;
 
 /// The ingest stage's handle on the spool: encodes readings into outbox lines, holds
 /// batches back while the spool is full (policy `backpressure`), and wakes the writer.
@@ -29,6 +33,11 @@ pub struct Spool {
     pub(crate) appended: Notify,
     /// Signalled after the writer removed lines, so held-back ingest can go on.
     room: Notify,
+    /// Each device's tags as written for its lines, with the device they were written from:
+    /// they are the same for all its uplinks (escaping them was a seventh of encoding). A
+    /// changed device comes from the registry as another `Arc`, and the one held here keeps
+    /// its address from being reused, so a stale entry is never taken for it.
+    tags: Mutex<FxHashMap<DeviceId, (Arc<Device>, String)>>,
 }
 
 impl Spool {
@@ -45,6 +54,7 @@ impl Spool {
             metrics,
             appended: Notify::new(),
             room: Notify::new(),
+            tags: Mutex::default(),
         }
     }
 
@@ -63,9 +73,18 @@ impl Spool {
 
     /// Add one line per reading of `device` to `out` (the batch's outbox lines). Line protocol
     /// has no NaN or infinity: such readings (stored flagged bad) stay in the embedded store.
-    pub fn encode(&self, readings: &[Reading], device: &Device, out: &mut Lines) {
-        let mut tags = String::with_capacity(96);
-        super::line_protocol::device_tags(device.id.as_str(), device, &mut tags);
+    pub fn encode(&self, readings: &[Reading], device: &Arc<Device>, out: &mut Lines) {
+        // Only the ingest stage encodes: the lock is never waited for.
+        let mut kept = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(kept.get(device.id.as_str()), Some((from, _)) if Arc::ptr_eq(from, device)) {
+            if kept.len() >= TAGS_KEPT {
+                kept.clear();
+            }
+            let mut tags = String::with_capacity(96);
+            super::line_protocol::device_tags(device.id.as_str(), device, &mut tags);
+            kept.insert(device.id.clone(), (device.clone(), tags));
+        }
+        let tags = &kept[device.id.as_str()].1;
         // Where a line's point ends is known from what was written, unless a backslash in a tag
         // makes reading the line the way to find it (as `point_hash` does).
         let plain = !tags.contains('\\');
@@ -77,7 +96,7 @@ impl Spool {
                     super::line_protocol::push_int(&mut time, r.time.timestamp_millis());
                     time_of = Some(r.time);
                 }
-                let series = out.push_with(|line| super::line_protocol::write_line_tagged(r, &tags, &time, line));
+                let series = out.push_with(|line| super::line_protocol::write_line_tagged(r, tags, &time, line));
                 plain.then_some(series)
             } else {
                 out.push_with(|line| super::line_protocol::write_line(r, device, line));
@@ -176,7 +195,7 @@ mod tests {
         // Plain tags; tags whose backslashes change where a reading of the line ends the series
         // (a backslash before an escaped space, one at a tag's end); a reading of another device.
         for district in ["Mitte", "a\\ b", "Ost\\", "x\\\\, y", ""] {
-            let dev = device("d1", district);
+            let dev = Arc::new(device("d1", district));
             let quantities: Vec<Quantity> = Quantity::all().collect();
             let mut readings: Vec<Reading> =
                 quantities.iter().enumerate().map(|(i, q)| reading("d1", *q, 1_735_689_600_000 + (i as i64 % 3))).collect();
@@ -187,5 +206,23 @@ mod tests {
             let read: Vec<u32> = out.iter().map(|l| point_hash(l.as_bytes())).collect();
             assert_eq!(out.points(), Some(read.as_slice()), "district {district:?}");
         }
+    }
+
+    #[test]
+    fn a_device_changed_in_the_registry_gets_its_new_tags() {
+        let spool = spool();
+        let lines = |dev: &Arc<Device>| {
+            let mut out = Lines::default();
+            spool.encode(&[reading("d1", Quantity::by_name("air_temperature").unwrap(), 1_735_689_600_000)], dev, &mut out);
+            let line = out.iter().next().unwrap().to_owned();
+            line
+        };
+        let before = Arc::new(device("d1", "Mitte"));
+        assert!(lines(&before).contains(",district=Mitte,"));
+        // The registry's new version of the device, the old one gone: its tags, not the old ones.
+        let after = Arc::new(device("d1", "Neustadt Nord"));
+        drop(before);
+        assert!(lines(&after).contains(",district=Neustadt\\ Nord,"), "{}", lines(&after));
+        assert!(lines(&Arc::new(device("d1", ""))).contains(",device=d1,owner="));
     }
 }
