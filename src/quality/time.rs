@@ -368,7 +368,7 @@ mod tests {
             _: crate::model::Quantity,
             _: i64,
             _: i64,
-        ) -> Result<super::super::Neighbours, String> {
+        ) -> Result<crate::quality::Neighbours, String> {
             Ok((None, None))
         }
 
