@@ -18,10 +18,11 @@
 
 use std::sync::Mutex;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use rustc_hash::FxHashMap;
 
 use crate::model::{DeviceId, QualityFlag, Quantity, Reading};
+use crate::quality::Neighbours;
 use crate::store::boundary::StoreError;
 
 /// How far past the asked window a miss reads (when fewer than a page are there).
@@ -37,12 +38,6 @@ const MAX_SPANS: usize = 8192;
 /// stream's read evicted the other's, so nearly every reading missed.
 const SPANS_PER_SERIES: usize = 4;
 
-/// The nearest stored reading before and after a time, as (time, value).
-pub(crate) type Pair = (Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>);
-
-/// A [`Pair`] in milliseconds, as spans keep times.
-pub(crate) type PairMs = (Option<(i64, f64)>, Option<(i64, f64)>);
-
 /// A stretch `[lo, hi]` of one series in which every stored reading not flagged bad is in
 /// `points` (oldest first). Times are milliseconds, as readings are timed: chrono's comparisons
 /// and date arithmetic cost more than the rest of an answer.
@@ -57,7 +52,7 @@ pub(crate) struct Span {
 
 impl Span {
     /// The neighbours of `time` within `within` (both in milliseconds), if the span knows them.
-    fn answer(&self, time: i64, within: i64) -> Option<PairMs> {
+    fn answer(&self, time: i64, within: i64) -> Option<Neighbours> {
         if time < self.lo || time > self.hi {
             return None;
         }
@@ -131,7 +126,7 @@ impl Spans {
         time: i64,
         within: i64,
         read: impl FnOnce() -> Result<Span, StoreError>,
-    ) -> Result<PairMs, StoreError> {
+    ) -> Result<Neighbours, StoreError> {
         if let Some(pair) = self.answer_ms(device, quantity, time, within) {
             return Ok(pair);
         }
@@ -145,13 +140,7 @@ impl Spans {
     }
 
     /// The answer from a kept span, if one knows it.
-    #[cfg(test)]
-    fn answer(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<Pair> {
-        self.answer_ms(device, quantity, time.timestamp_millis(), within.num_milliseconds()).map(in_time)
-    }
-
-    /// [`Self::answer`] in milliseconds.
-    fn answer_ms(&self, device: &DeviceId, quantity: Quantity, time: i64, within: i64) -> Option<PairMs> {
+    fn answer_ms(&self, device: &DeviceId, quantity: Quantity, time: i64, within: i64) -> Option<Neighbours> {
         let inner = self.lock();
         let (_, kept) = inner.spans.get(device.as_str())?.iter().find(|(q, _)| *q == quantity)?;
         kept.iter().rev().find_map(|s| s.answer(time, within))
@@ -224,13 +213,6 @@ impl Spans {
     }
 }
 
-/// A pair of neighbours in milliseconds as times (a span's times came from readings' times,
-/// so each is one).
-pub(crate) fn in_time((before, after): PairMs) -> Pair {
-    let time = |p: Option<(i64, f64)>| p.and_then(|(ms, v)| Some((DateTime::from_timestamp_millis(ms)?, v)));
-    (time(before), time(after))
-}
-
 /// The stretch `[from, to]` a miss around `time` reads: the nearest reading not flagged bad
 /// in `[from, time)`, and up to a page of those in `[time, to]`, oldest first.
 pub(crate) fn window(time: i64, within: i64) -> (i64, i64) {
@@ -256,6 +238,24 @@ impl Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
+
+    /// The nearest stored reading before and after a time, as (time, value).
+    type Pair = (Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>);
+
+    /// A pair of neighbours in milliseconds as times (a span's times came from readings' times,
+    /// so each is one).
+    fn in_time((before, after): Neighbours) -> Pair {
+        let time = |p: Option<(i64, f64)>| p.and_then(|(ms, v)| Some((DateTime::from_timestamp_millis(ms)?, v)));
+        (time(before), time(after))
+    }
+
+    impl Spans {
+        /// The answer from a kept span in times, as the tests below compare it.
+        fn answer(&self, device: &DeviceId, quantity: Quantity, time: DateTime<Utc>, within: Duration) -> Option<Pair> {
+            self.answer_ms(device, quantity, time.timestamp_millis(), within.num_milliseconds()).map(in_time)
+        }
+    }
 
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_735_689_600 + s, 0).unwrap()

@@ -457,23 +457,11 @@ impl EmbeddedStore {
     }
 
     /// The nearest readings not flagged bad strictly before and strictly after `time`, within
-    /// `within` on either side, as (time, value): a late reading's quality check asks this (in
-    /// milliseconds, [`Self::neighbours_ms`]).
-    #[allow(clippy::type_complexity)]
-    pub fn neighbours(
-        &self,
-        device: &DeviceId,
-        quantity: Quantity,
-        time: DateTime<Utc>,
-        within: chrono::Duration,
-    ) -> Result<(Option<(DateTime<Utc>, f64)>, Option<(DateTime<Utc>, f64)>), StoreError> {
-        self.neighbours_ms(device, quantity, time.timestamp_millis(), within.num_milliseconds()).map(spans::in_time)
-    }
-
-    /// [`Self::neighbours`] in milliseconds. Answered from the stretches of the series read
-    /// since the last commit where one covers `time` (a burst of late readings of one series
-    /// reads the table once), read otherwise ([`spans`](crate::store::spans)).
-    fn neighbours_ms(&self, device: &DeviceId, quantity: Quantity, t: i64, within: i64) -> Result<spans::PairMs, StoreError> {
+    /// `within` on either side (both in milliseconds), as (time, value): a late reading's
+    /// quality check asks this. Answered from the stretches of the series read since the last
+    /// commit where one covers `time` (a burst of late readings of one series reads the table
+    /// once), read otherwise ([`spans`](crate::store::spans)).
+    pub fn neighbours(&self, device: &DeviceId, quantity: Quantity, t: i64, within: i64) -> Result<Neighbours, StoreError> {
         self.spans.neighbours(device, quantity, t, within, || {
             self.with_db(|db| {
                 let tx = db.begin_read().map_err(engine)?;
@@ -848,7 +836,7 @@ impl SeriesLookup for EmbeddedStore {
     }
 
     fn neighbours(&self, device: &DeviceId, q: Quantity, time: i64, within: i64) -> Result<Neighbours, String> {
-        self.neighbours_ms(device, q, time, within).map_err(|e| e.to_string())
+        EmbeddedStore::neighbours(self, device, q, time, within).map_err(|e| e.to_string())
     }
 
     fn free_from(&self, device: &DeviceId, from: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
@@ -995,10 +983,10 @@ mod tests {
         use crate::store::CitizenStore;
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let within = chrono::Duration::hours(3);
+        let within = 3 * 3_600_000;
         let (t, minute) = (Quantity::by_name("air_temperature").unwrap(), 60_000);
         let ask = |device: &str, at: i64| {
-            let (before, after) = store.neighbours(&DeviceId::parse(device).unwrap(), t, millis(at).unwrap(), within).unwrap();
+            let (before, after) = store.neighbours(&DeviceId::parse(device).unwrap(), t, at, within).unwrap();
             (before.map(|p| p.1), after.map(|p| p.1))
         };
         let id = "c-0123456789ab";
