@@ -2,7 +2,7 @@
 # A perf profile of the gateway during one harness run (embedded store unless MODE is set).
 # usage (from the project root): [DELAY=s] [SECS=s] scripts/bench/profile.sh N OUT.data
 # (FREQ=samples a second; CALLGRAPH="--call-graph dwarf" for whole stacks from the release
-# build's debug info)
+# build's debug info; EVENT="-e page-faults -c 1" counts events instead of sampling time)
 # then: perf report -i OUT.data --no-children --sort symbol --stdio -g none
 # PEERS: the harness's folder (default ../shared/bench-peers).
 set -u
@@ -20,6 +20,6 @@ for _ in $(seq 1 200); do
   sleep 0.05
 done
 sleep "${DELAY:-0}"
-[ -n "$gw" ] && perf record -F ${FREQ:-1999} ${CALLGRAPH:--g} -p "$gw" -o "$OUT" -- sleep "${SECS:-4}" 2>/dev/null
+[ -n "$gw" ] && perf record ${EVENT:--F ${FREQ:-1999}} ${CALLGRAPH:--g} -p "$gw" -o "$OUT" -- sleep "${SECS:-4}" 2>/dev/null
 wait "$harness"
 cat "$log"; rm -f "$log"
