@@ -11,7 +11,9 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use messnetz::config::CitizenSettings;
 use messnetz::model::{DeviceId, QualityFlag, Quantity, Reading};
-use messnetz::quality::{battery_low, neighbours, Limits, ProfileQuality, QualityControl, QualitySettings, Test, Verdict};
+use messnetz::quality::{
+    battery_low, neighbours, Limits, ProfileQuality, QualityControl, QualitySettings, ReadingTime, Test, Verdict,
+};
 use messnetz::store::{Store, WriteBatch};
 
 fn q(name: &str) -> Quantity {
@@ -45,14 +47,13 @@ impl Bench {
         let limits = Limits::new(&self.settings);
         let time = t0() + Duration::minutes(minute);
         let v = self.qc.assess(
-            Verdict::default(),
+            &ReadingTime::measured_at(time),
             &*self.store,
             &[],
             &limits,
             &self.device,
             q(quantity),
             value,
-            time,
             received,
             None,
         );
@@ -94,7 +95,7 @@ fn range_flags_impossible_values_bad_and_overrides_narrow_it() {
     let device: BTreeMap<Quantity, [f64; 2]> = [(t, [-30.0, 50.0])].into();
     let verdict = |limits: &Limits| {
         let mut qc = QualityControl::new(10);
-        qc.assess(Verdict::default(), &*b.store, &[], limits, &DeviceId::parse("other").unwrap(), t, 55.0, time, time, None).flag
+        qc.assess(&ReadingTime::measured_at(time), &*b.store, &[], limits, &DeviceId::parse("other").unwrap(), t, 55.0, time, None).flag
     };
     let mut limits = Limits::new(&settings);
     assert_eq!(verdict(&limits), QualityFlag::Good);
@@ -185,13 +186,42 @@ fn time_sanity_flags_future_times_and_optionally_old_ones() {
     let mut assess = |settings: &QualitySettings, device: &str, minutes: i64| {
         let (d, time) = (DeviceId::parse(device).unwrap(), now + chrono::Duration::minutes(minutes));
         let limits = Limits::new(settings);
-        qc.assess(Verdict::default(), &*store, &[], &limits, &d, q("air_temperature"), 20.0, time, now, None).failures.to_vec()
+        qc.assess(&ReadingTime::measured_at(time), &*store, &[], &limits, &d, q("air_temperature"), 20.0, now, None).failures.to_vec()
     };
     assert_eq!(assess(&strict, "clock-1", 30), [Test::Future]);
     assert_eq!(assess(&lenient, "clock-2", 30), []);
     assert_eq!(assess(&lenient, "clock-3", -90), [Test::Age]);
     assert_eq!(assess(&strict, "clock-4", -90), []);
     assert_eq!(assess(&strict, "clock-5", 2), [Test::Future]);
+}
+}
+
+both_backends! {
+fn times_given_at_reception_are_not_tested_as_measurement_times() {
+    // With no minutes of clock skew allowed, a device's uplinks received in one millisecond
+    // are stored at that millisecond and the next ones (times that run ahead of the clock at
+    // a device's burst): the gateway's own times, neither in the future nor measured.
+    let settings = QualitySettings { max_future_min: 0, ..Default::default() };
+    let limits = Limits::new(&settings);
+    let test_store = TestStore::new();
+    let store = test_store.open();
+    let mut qc = QualityControl::new(10);
+    let (d, t, now) = (DeviceId::parse("qc-burst").unwrap(), q("air_temperature"), t0());
+    let mut verdicts = |measured: Option<DateTime<Utc>>| {
+        let when = qc.reading_time(&*store, &d, measured, now, &settings);
+        assert!(!when.measured && when.time >= now, "{when:?}");
+        let v = qc.assess(&when, &*store, &[], &limits, &d, t, 20.0, now, None);
+        (when.time, v.flag, v.failures.to_vec(), v.reason().to_string())
+    };
+    for i in 0..3 {
+        let (time, flag, failures, reason) = verdicts(None);
+        assert_eq!((time - now, flag, failures, reason), (Duration::milliseconds(i), QualityFlag::Good, vec![], String::new()));
+    }
+    // A measurement time in the future is stored at the next of them and flagged once, for
+    // the time it claimed.
+    let (time, flag, failures, reason) = verdicts(Some(now + Duration::minutes(3)));
+    assert_eq!((time - now, flag, failures), (Duration::milliseconds(3), QualityFlag::Suspect, vec![Test::Future]));
+    assert!(reason.starts_with("future: measurement time ") && reason.matches("future").count() == 1, "{reason}");
 }
 }
 
@@ -213,9 +243,9 @@ fn a_low_battery_makes_the_uplinks_other_readings_suspect() {
     let store = test_store.open();
     let mut qc = QualityControl::new(10);
     let d = DeviceId::parse("qc-battery").unwrap();
-    let temp = qc.assess(Verdict::default(), &*store, &[], &limits, &d, t, 20.0, t0(), t0(), Some(why.as_str()));
+    let temp = qc.assess(&ReadingTime::measured_at(t0()), &*store, &[], &limits, &d, t, 20.0, t0(), Some(why.as_str()));
     assert_eq!((temp.flag, temp.failures[0]), (QualityFlag::Suspect, Test::Battery));
-    let volts = qc.assess(Verdict::default(), &*store, &[], &limits, &d, v, 2.3, t0(), t0(), Some(why.as_str()));
+    let volts = qc.assess(&ReadingTime::measured_at(t0()), &*store, &[], &limits, &d, v, 2.3, t0(), Some(why.as_str()));
     assert_eq!(volts.flag, QualityFlag::Good, "the battery reading itself is a correct measurement");
 }
 }
@@ -287,7 +317,7 @@ fn a_late_burst_gets_the_same_verdicts_however_it_is_cut_into_batches() {
     let verdicts = |size: usize| {
         let judged = judged_in_batches(&input, size, settings.max_series, |qc, store, batch, (minute, value)| {
             let time = t0() + Duration::minutes(minute);
-            let v = qc.assess(Verdict::default(), store, batch, &limits, &d, t, value, time, received, None);
+            let v = qc.assess(&ReadingTime::measured_at(time), store, batch, &limits, &d, t, value, received, None);
             Reading { device: d.clone(), quantity: t, value, time, flag: v.flag, reason: v.reason().into() }
         });
         judged.into_iter().map(|r| ((r.time - t0()).num_minutes(), r.flag, r.reason)).collect::<Vec<_>>()
@@ -335,7 +365,7 @@ fn a_citizen_reading_gets_the_same_neighbour_verdict_however_its_batch_is_cut() 
     let verdicts = |size: usize| {
         let judged = judged_in_batches(&input, size, settings.max_series, |qc, store, batch, (d, minute, value)| {
             let time = t0() + Duration::minutes(minute);
-            let mut v = qc.assess(Verdict::default(), store, batch, &limits, d, t, value, time, received, None);
+            let mut v = qc.assess(&ReadingTime::measured_at(time), store, batch, &limits, d, t, value, received, None);
             if d == &citizen {
                 let nearby = qc.nearby(store, batch);
                 let stations = stations.iter().map(|(id, lat, lon)| (id, *lat, *lon));
@@ -456,7 +486,7 @@ fn the_history_is_bounded() {
     let limits = Limits::new(&settings);
     for i in 0..100 {
         let d = DeviceId::parse(&format!("d{i}")).unwrap();
-        qc.assess(Verdict::default(), &*store, &[], &limits, &d, q("air_temperature"), 20.0, t0(), t0(), None);
+        qc.assess(&ReadingTime::measured_at(t0()), &*store, &[], &limits, &d, q("air_temperature"), 20.0, t0(), None);
         assert!(qc.series_held() <= 10, "{} series held", qc.series_held());
     }
 }

@@ -194,10 +194,8 @@ impl Pipeline<'_> {
         let battery = quality::battery_low(values.iter().map(|v| (v.quantity, v.value)), &limits);
         let battery = battery.as_deref();
         for v in values {
-            // The time test first: it chose the time the others test.
-            let start = when.verdict();
             let mut verdict =
-                qc.assess(start, self.history, out, &limits, &device.id, v.quantity, v.value, time, m.received_at, battery);
+                qc.assess(&when, self.history, out, &limits, &device.id, v.quantity, v.value, m.received_at, battery);
             if device.source == Source::Citizen {
                 let stations = self.devices.official_stations();
                 let (here, citizens) = ((device.lat, device.lon), self.devices.citizens());

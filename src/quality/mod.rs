@@ -85,12 +85,13 @@ impl Plausible {
     }
 }
 
-/// The tests that need nothing but the reading itself: range and time (`plausible`: for its
-/// reception time).
+/// The tests that need nothing but the reading itself: range, and time (`measured`: the
+/// measurement time it is stored at; `None` when it is stored at its reception time, which
+/// is neither in the future nor old; `plausible`: for its reception time).
 pub fn check_reading(
     q: Quantity,
     value: f64,
-    time: DateTime<Utc>,
+    measured: Option<DateTime<Utc>>,
     plausible: &Plausible,
     limits: &Limits,
     verdict: &mut Verdict,
@@ -104,6 +105,7 @@ pub fn check_reading(
             verdict.fail(Test::Range, format_args!("{value} {unit} is outside the physical range {min} to {max} {unit}"));
         }
     }
+    let Some(time) = measured else { return };
     let now = plausible.now;
     if time > plausible.latest {
         verdict.fail(Test::Future, format_args!("measured at {time}, after its reception at {now}"));
@@ -120,7 +122,7 @@ pub fn assess(quantity: Quantity, value: f64, time: DateTime<Utc>, now: DateTime
     let settings = QualitySettings::default();
     let mut verdict = Verdict::new();
     let limits = Limits::new(&settings);
-    check_reading(quantity, value, time, &Plausible::new(now, &limits), &limits, &mut verdict);
+    check_reading(quantity, value, Some(time), &Plausible::new(now, &limits), &limits, &mut verdict);
     (verdict.flag, verdict.into_reason().into())
 }
 
@@ -139,30 +141,31 @@ impl QualityControl {
         Self { history: SeriesHistory::new(max_series), reception: ReceptionTimes::default(), plausible: None }
     }
 
-    /// Flag one reading of `device`, going on from `verdict`: its uplink's
-    /// [`ReadingTime::verdict`] (the time test comes first), or an empty one. `battery` is the
+    /// Flag one reading of `device` stored at `when` (its uplink's [`ReadingTime`]: the time
+    /// test came first and chose the time the others test), going on from
+    /// [`ReadingTime::verdict`]. `battery` is the
     /// uplink's [`battery_low`] finding; `lookup` (the store) seeds a series' history and
     /// answers for late readings, with `batch` (the readings accepted before this one since
     /// [`Self::new_batch`], stored with it) over it.
     #[allow(clippy::too_many_arguments)]
     pub fn assess(
         &mut self,
-        mut verdict: Verdict,
+        when: &ReadingTime,
         lookup: &dyn SeriesLookup,
         batch: &[crate::model::Reading],
         limits: &Limits,
         device: &crate::model::DeviceId,
         q: Quantity,
         value: f64,
-        time: DateTime<Utc>,
         now: DateTime<Utc>,
         battery: Option<&str>,
     ) -> Verdict {
+        let (mut verdict, time) = (when.verdict(), when.time);
         let plausible = match self.plausible {
             Some(p) if p.fits(now, limits) => p,
             _ => *self.plausible.insert(Plausible::new(now, limits)),
         };
-        check_reading(q, value, time, &plausible, limits, &mut verdict);
+        check_reading(q, value, when.measured.then_some(time), &plausible, limits, &mut verdict);
         if value.is_finite() {
             self.history.check(lookup, batch, limits, device, q, value, time, &mut verdict);
         }

@@ -35,6 +35,10 @@ pub fn earliest_plausible() -> DateTime<Utc> {
 pub struct ReadingTime {
     /// The time to store the reading at.
     pub time: DateTime<Utc>,
+    /// Whether `time` is the message's measurement time; otherwise it is the reception time
+    /// (or the device's next free millisecond after it), the gateway's own clock, which the
+    /// `future` and `age` tests of [`super::check_reading`] have nothing to say about.
+    pub measured: bool,
     /// The test, and the reason as stored (`test: why`), when the measurement time was
     /// replaced by the reception time: shared by the uplink's readings.
     pub replaced: Option<(Test, Arc<str>)>,
@@ -45,6 +49,11 @@ pub struct ReadingTime {
 }
 
 impl ReadingTime {
+    /// A measurement time kept as it is.
+    pub fn measured_at(time: DateTime<Utc>) -> Self {
+        ReadingTime { time, measured: true, replaced: None, moved_aside: None }
+    }
+
     /// A reading's verdict as the time test leaves it: with the replacement, if any (it makes
     /// the reading suspect). The first test: it chose the time the others test. An uplink's
     /// readings share this start (the text itself, not copies of it, until a reading fails
@@ -70,7 +79,7 @@ pub fn reading_time(measured: Option<DateTime<Utc>>, received: DateTime<Utc>, se
     // Stores key a reading by its millisecond: a finer time (The Things Stack sends
     // nanoseconds) is cut to it here, so every store keeps the same time.
     let Some(measured) = measured.map(|t| DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)) else {
-        return ReadingTime { time: received, replaced: None, moved_aside: None };
+        return ReadingTime { time: received, measured: false, replaced: None, moved_aside: None };
     };
     let ahead = Duration::minutes(settings.max_future_min.min(1_000_000) as i64);
     let stamp = |t: DateTime<Utc>| Stamp(t, Style::Rfc3339);
@@ -100,8 +109,8 @@ pub fn reading_time(measured: Option<DateTime<Utc>>, received: DateTime<Utc>, se
         None
     };
     match replaced {
-        Some(why) => ReadingTime { time: received, replaced: Some(why), moved_aside: None },
-        None => ReadingTime { time: measured, replaced: None, moved_aside: None },
+        Some(why) => ReadingTime { time: received, measured: false, replaced: Some(why), moved_aside: None },
+        None => ReadingTime { time: measured, measured: true, replaced: None, moved_aside: None },
     }
 }
 
@@ -331,11 +340,12 @@ mod tests {
         for t in ["2026-11-30T06:09:59Z", "2026-11-30T05:00:00Z", "2000-01-01T00:00:00Z", "2015-06-01T12:00:00Z"] {
             assert_eq!(
                 reading_time(Some(at(t)), now, &settings),
-                ReadingTime { time: at(t), replaced: None, moved_aside: None },
+                ReadingTime { time: at(t), measured: true, replaced: None, moved_aside: None },
                 "{t}"
             );
         }
-        assert_eq!(reading_time(None, now, &settings).time, now);
+        let unmeasured = reading_time(None, now, &settings);
+        assert_eq!((unmeasured.time, unmeasured.measured), (now, false));
         // 11 minutes ahead is beyond the default 10.
         assert!(reading_time(Some(at("2026-11-30T06:11:00Z")), now, &settings).replaced.is_some());
         let lenient = QualitySettings { max_future_min: 60, ..Default::default() };
