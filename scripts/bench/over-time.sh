@@ -6,14 +6,8 @@
 # e.g. MESSNETZ__STORE__CACHE_MB=32 scripts/bench/over-time.sh 1000000
 # PEERS: the harness's folder (default ../shared/bench-peers); MESSNETZ_BIN: the binary.
 set -u
-N=$1; STEP=${STEP:-$((N / 10))}; PEERS=${PEERS:-../shared/bench-peers}
-BIN=${MESSNETZ_BIN:-$(pwd)/target/release/messnetz}
-log=$(mktemp)
-( MODE=${MODE:-embedded} bash "$PEERS/run-messnetz.sh" "$N" > "$log" 2>&1 ) &
-harness=$!
-gw=""
-# Generating a million uplinks takes the harness a while before the gateway starts.
-for _ in $(seq 1 1200); do gw=$(pgrep -f "^$BIN" -n) && break; sleep 0.1; done
+N=$1; STEP=${STEP:-$((N / 10))}
+source "$(dirname "$0")/harness-start.sh"
 tick=$(getconf CLK_TCK)
 acked() { curl -s --max-time 1 http://127.0.0.1:18080/metrics | awk '$1=="messnetz_messages_acked_total" {print $2; f=1} END {if (!f) print 0}'; }
 printf '%-17s %10s %12s %16s\n' "acknowledged" "uplinks" "CPU seconds" "µs an uplink"

@@ -6,14 +6,8 @@
 # then: perf report -i OUT.data --no-children --sort symbol --stdio -g none
 # PEERS: the harness's folder (default ../shared/bench-peers).
 set -u
-N=$1; OUT=$2; PEERS=${PEERS:-../shared/bench-peers}
-BIN=${MESSNETZ_BIN:-$(pwd)/target/release/messnetz}
-log=$(mktemp)
-( MODE=${MODE:-embedded} bash "$PEERS/run-messnetz.sh" "$N" > "$log" 2>&1 ) &
-harness=$!
-gw=""
-# Generating a million uplinks takes the harness a while before the gateway starts.
-for _ in $(seq 1 1200); do gw=$(pgrep -f "^$BIN" -n) && break; sleep 0.1; done
+N=$1; OUT=$2
+source "$(dirname "$0")/harness-start.sh"
 # From the first acknowledgement (the burst has begun), after DELAY seconds, for SECS seconds.
 for _ in $(seq 1 200); do
   curl -s http://127.0.0.1:18080/metrics | awk '$1=="messnetz_messages_acked_total" && $2>0 {f=1} END {exit !f}' && break
