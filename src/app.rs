@@ -73,6 +73,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         acks: Acknowledger::new(source.as_ref().map(MqttSource::acks)),
         max_batch: settings.ingest.max_batch,
         gather: std::time::Duration::from_millis(settings.ingest.gather_ms),
+        quiet: std::time::Duration::from_millis(settings.ingest.gather_quiet_ms),
         spool,
         lorawan: Arc::new(lorawan_keys),
     };

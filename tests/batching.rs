@@ -1,5 +1,6 @@
 //! How the ingest stage cuts its input into commits: what waits is one batch; a busy stage
-//! (`ingest.gather_ms`) waits a moment for more; a lone message never waits.
+//! (`ingest.gather_ms`) gathers more while messages keep coming (`ingest.gather_quiet_ms`); a
+//! lone message never waits.
 
 #[macro_use]
 mod common;
@@ -88,6 +89,43 @@ async fn a_busy_stage_gathers_what_comes_meanwhile_into_one_commit() {
     drop(tx);
     tokio::time::timeout(Duration::from_secs(20), run).await.expect("the stage stops when its input closes").unwrap();
     assert_eq!(temperatures(&dir), 6);
+}
+
+#[tokio::test]
+async fn a_busy_stage_gathers_while_messages_keep_coming_and_not_after_they_stop() {
+    // A broker that sends no more until it has acknowledgements falls quiet: the batch is
+    // committed after the quiet time, not after the whole gather time.
+    let dir = TestStore::new();
+    let (mut ingest, metrics) = stage(&dir, Duration::from_secs(30));
+    ingest.quiet = Duration::from_millis(100);
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(message(1)).await.unwrap();
+    tx.send(message(2)).await.unwrap();
+    let started = Instant::now();
+    let run = tokio::spawn(ingest.run(rx, CancellationToken::new()));
+    until_stored(&metrics, 2.0).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "a quiet input was waited for {:?}", started.elapsed());
+    assert_eq!(batches(&metrics), (1.0, 2.0));
+    drop(tx);
+    run.await.unwrap();
+
+    // Messages coming within the quiet time of each other keep the batch open past the quiet
+    // time from its start: ten, each 100 ms after the last, with a quiet time of 600 ms.
+    let (mut ingest, metrics) = stage(&dir, Duration::from_secs(30));
+    ingest.quiet = Duration::from_millis(600);
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(message(3)).await.unwrap();
+    tx.send(message(4)).await.unwrap();
+    let run = tokio::spawn(ingest.run(rx, CancellationToken::new()));
+    for n in 5..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(message(n)).await.unwrap();
+    }
+    until_stored(&metrics, 12.0).await;
+    assert_eq!(batches(&metrics), (1.0, 12.0), "one commit of twelve");
+    drop(tx);
+    run.await.unwrap();
+    assert_eq!(temperatures(&dir), 14, "all fourteen stored");
 }
 
 #[tokio::test]

@@ -196,6 +196,9 @@ fn validate(s: &Settings) -> Vec<ConfigError> {
     if s.ingest.gather_ms > 1000 {
         err("ingest.gather_ms", "expected 0 to 1000 milliseconds");
     }
+    if s.ingest.gather_quiet_ms > 1000 {
+        err("ingest.gather_quiet_ms", "expected 0 to 1000 milliseconds");
+    }
     if let Some(why) = crate::model::licence_problem(&s.open_data.district_licence) {
         err("open_data.district_licence", &why);
     }
@@ -330,10 +333,15 @@ mod tests {
         assert_eq!(load_str("[ingest]\ngather_ms = 1000\n", &[]).unwrap().ingest.gather_ms, 1000);
         // Past a second it would hold a busy stage's acknowledgements for nothing (and a
         // huge one would overflow the deadline).
-        for bad in ["1001", "9223372036854775807"] {
-            let errors = load_str(&format!("[ingest]\ngather_ms = {bad}\n"), &[]).unwrap_err().0;
-            let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
-            assert!(paths.iter().all(|p| p.starts_with("ingest.gather_ms")) && !paths.is_empty(), "{bad}: {errors:?}");
+        assert_eq!(load_str("[ingest]\ngather_quiet_ms = 0\n", &[]).unwrap().ingest.gather_quiet_ms, 0);
+        assert_eq!(load_str("[ingest]\ngather_quiet_ms = 1000\n", &[]).unwrap().ingest.gather_quiet_ms, 1000);
+        for key in ["gather_ms", "gather_quiet_ms"] {
+            for bad in ["1001", "9223372036854775807"] {
+                let errors = load_str(&format!("[ingest]\n{key} = {bad}\n"), &[]).unwrap_err().0;
+                let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+                let path = format!("ingest.{key}");
+                assert!(paths.iter().all(|p| p.starts_with(&path)) && !paths.is_empty(), "{key} = {bad}: {errors:?}");
+            }
         }
     }
 

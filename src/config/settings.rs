@@ -442,15 +442,18 @@ pub struct IngestSettings {
     /// devices took 110.8 s of CPU with 2,000, 52.4 s with 8,000).
     pub max_batch: usize,
     /// Milliseconds a batch that found more than one message waiting (the gateway is busy)
-    /// waits for more before it is committed; 0 commits what was waiting at once. A commit
-    /// costs about half a millisecond of CPU whatever its size (its pages, its sync), so
-    /// under load fewer, larger commits cost less; a lone message never waits.
+    /// gathers more at most before it is committed; 0 commits what was waiting at once. A
+    /// commit costs about half a millisecond of CPU whatever its size (its pages, its sync),
+    /// so under load fewer, larger commits cost less; a lone message never waits.
     pub gather_ms: u64,
+    /// Milliseconds without a message that end the gathering early: a broker that sends no
+    /// more until it has acknowledgements (its in-flight window) is not waited for.
+    pub gather_quiet_ms: u64,
 }
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        Self { queue_capacity: 16_384, max_batch: 8000, gather_ms: 1 }
+        Self { queue_capacity: 16_384, max_batch: 8000, gather_ms: 20, gather_quiet_ms: 3 }
     }
 }
 

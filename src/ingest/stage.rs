@@ -1,7 +1,8 @@
 //! The ingest stage: batches messages, runs each through the [pipeline](super::pipeline), commits the batch durably, then acknowledges.
 //!
 //! Whatever is waiting in the queue is taken as one batch (up to `ingest.max_batch`; when
-//! more than one message was waiting, with what arrives within `ingest.gather_ms`) and
+//! more than one message was waiting, with what arrives while messages keep coming, within
+//! `ingest.gather_ms`) and
 //! written in one durable transaction; only then are its messages acknowledged to the broker,
 //! in arrival order. A message that can't become readings becomes a dead letter in the same
 //! transaction, so every acknowledged message is either stored or dead-lettered.
@@ -45,9 +46,11 @@ pub struct Ingest {
     /// Acknowledges messages to where they came from once stored.
     pub acks: Acknowledger,
     pub max_batch: usize,
-    /// How long a batch that found more than one message waiting waits for more
+    /// How long a batch that found more than one message waiting gathers more at most
     /// (`ingest.gather_ms`).
     pub gather: Duration,
+    /// How long without a message ends the gathering early (`ingest.gather_quiet_ms`).
+    pub quiet: Duration,
     /// The InfluxDB spool, when `[influxdb]` is on: readings are spooled in the same commit.
     pub spool: Option<Arc<crate::sinks::influx::Spool>>,
     /// ABP session keys for raw LoRaWAN frames (`format = "lorawan"`); empty without any.
@@ -86,14 +89,7 @@ impl Ingest {
             }
             if messages.len() > 1 && !self.gather.is_zero() {
                 // Busy: what arrives meanwhile shares the commit's fixed cost.
-                let until = tokio::time::Instant::now() + self.gather;
-                while messages.len() < self.max_batch {
-                    match tokio::time::timeout_at(until, input.recv()).await {
-                        Ok(Some(m)) => messages.push(m),
-                        // Time is up, or the input closed (seen by the next `recv`).
-                        _ => break,
-                    }
-                }
+                self.gather_more(&mut input, &mut messages).await;
             }
             let (devices, profiles) = (self.registry.devices(), self.registry.profiles());
             loop {
@@ -145,6 +141,30 @@ impl Ingest {
         }
         // The input closed (shutdown): hand over what can still go out.
         self.hand_over_acks(&mut unacked);
+    }
+
+    /// Take what arrives while messages keep coming, up to `max_batch`: until none has come
+    /// for `quiet`, at most for `gather` in all. Under a flood the batch grows for the whole
+    /// `gather`; a broker that sends no more until it has acknowledgements (its in-flight
+    /// window) falls quiet, and the batch is committed after `quiet`, not after `gather`.
+    async fn gather_more(&self, input: &mut mpsc::Receiver<Inbound>, messages: &mut Vec<Inbound>) {
+        let end = tokio::time::sleep(self.gather);
+        let quiet = tokio::time::sleep(self.quiet.min(self.gather));
+        tokio::pin!(end, quiet);
+        while messages.len() < self.max_batch {
+            tokio::select! {
+                biased;
+                _ = &mut end => break,
+                taken = input.recv_many(messages, self.max_batch - messages.len()) => {
+                    // The input closed: seen by the next `recv`.
+                    if taken == 0 {
+                        break;
+                    }
+                    quiet.as_mut().reset(tokio::time::Instant::now() + self.quiet);
+                }
+                _ = &mut quiet => break,
+            }
+        }
     }
 
     /// Hand acknowledgements over in arrival order, without waiting: the broker connection's
@@ -274,7 +294,17 @@ impl Ingest {
         spool: Option<Arc<crate::sinks::influx::Spool>>,
         lorawan: Arc<crate::sources::lorawan_keys::SessionKeys>,
     ) -> Self {
-        Self { store, registry, metrics, acks: Acknowledger::new(None), max_batch: 1, gather: Duration::ZERO, spool, lorawan }
+        Self {
+            store,
+            registry,
+            metrics,
+            acks: Acknowledger::new(None),
+            max_batch: 1,
+            gather: Duration::ZERO,
+            quiet: Duration::ZERO,
+            spool,
+            lorawan,
+        }
     }
 
     /// Run a dead letter through the same path as a message from the broker (find the device,

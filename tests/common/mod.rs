@@ -788,7 +788,7 @@ impl PgDatabase {
 }
 
 /// An ingest stage in this process over `store`, with the demo's devices and profiles, raw
-/// LoRaWAN `keys`, batches of up to 1,000 gathering for `gather`, QoS 0 (nothing to
+/// LoRaWAN `keys`, batches of up to 1,000 gathering for `gather` (quiet or not), QoS 0 (nothing to
 /// acknowledge), no InfluxDB; and its metrics.
 #[allow(dead_code)]
 pub fn demo_ingest(
@@ -808,6 +808,7 @@ pub fn demo_ingest(
         acks: messnetz::sources::Acknowledger::new(None),
         max_batch: 1000,
         gather,
+        quiet: gather,
         spool: None,
         lorawan: std::sync::Arc::new(keys),
     };
