@@ -2,9 +2,8 @@
 //!
 //! Whatever is waiting in the queue is taken as one batch (up to `ingest.max_batch`; when
 //! more than one message was waiting, with what arrives while messages keep coming, within
-//! `ingest.gather_ms`) and
-//! written in one durable transaction; only then are its messages acknowledged to the broker,
-//! in arrival order. A message that can't become readings becomes a dead letter in the same
+//! `ingest.gather_ms`) and written in one durable transaction; only then are its messages
+//! acknowledged to the broker, in arrival order. A message that can't become readings becomes a dead letter in the same
 //! transaction, so every acknowledged message is either stored or dead-lettered.
 
 use std::sync::Arc;
@@ -149,7 +148,8 @@ impl Ingest {
     /// window) falls quiet, and the batch is committed after `quiet`, not after `gather`.
     async fn gather_more(&self, input: &mut mpsc::Receiver<Inbound>, messages: &mut Vec<Inbound>) {
         let end = tokio::time::sleep(self.gather);
-        let quiet = tokio::time::sleep(self.quiet.min(self.gather));
+        // A quiet time past `gather` never fires first: `end` is polled before it.
+        let quiet = tokio::time::sleep(self.quiet);
         tokio::pin!(end, quiet);
         while messages.len() < self.max_batch {
             tokio::select! {

@@ -788,8 +788,8 @@ impl PgDatabase {
 }
 
 /// An ingest stage in this process over `store`, with the demo's devices and profiles, raw
-/// LoRaWAN `keys`, batches of up to 1,000 gathering for `gather` (quiet or not), QoS 0 (nothing to
-/// acknowledge), no InfluxDB; and its metrics.
+/// LoRaWAN `keys`, batches of up to 1,000 gathering for `gather` (with the same quiet time, so
+/// only `gather` ends it), QoS 0 (nothing to acknowledge), no InfluxDB; and its metrics.
 #[allow(dead_code)]
 pub fn demo_ingest(
     store: &TestStore,
