@@ -261,7 +261,7 @@ impl Ingest {
                     spool.encode(&batch.readings[first..], &device, &mut batch.outbox);
                 }
                 batch.seen.push((device.id.clone(), m.received_at));
-                if pipeline.devices.counts_in_district(&device) {
+                if pipeline.devices.counts_in_district(&device) && !batch.districts.contains_key(&device.id) {
                     batch.districts.insert(device.id.clone(), device.district.clone());
                 }
             }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use rustc_hash::FxHashMap;
 
 use super::dead_letter::{DeadLetter, ReplayOutcome};
 use crate::model::{DeviceId, Reading};
@@ -18,7 +19,8 @@ pub struct WriteBatch {
     pub seen: Vec<(DeviceId, DateTime<Utc>)>,
     /// District of each open device in the batch: their readings also count towards the
     /// district's rollups. Internal devices are absent, so they never shape public aggregates.
-    pub districts: HashMap<DeviceId, String>,
+    /// Looked up for every reading: keyed by the gateway's own device ids, hashed with FxHash.
+    pub districts: FxHashMap<DeviceId, String>,
     /// Line-protocol lines for InfluxDB, spooled in the same transaction (empty without `[influxdb]`).
     pub outbox: Lines,
     /// LoRaWAN frame counters (by DevAddr) moved forward by the batch's raw frames; stored in the
