@@ -145,6 +145,27 @@ impl Quantity {
         QUANTITIES.iter().position(|q| q.name == name).map(|i| Quantity(i as u16))
     }
 
+    /// The quantity `name`, looked up when the program is compiled (for a `const`): code that
+    /// needs a known quantity for every uplink does not search the table each time, and a
+    /// name not in [`QUANTITIES`] fails the build.
+    pub const fn named(name: &str) -> Self {
+        let mut i = 0;
+        while i < QUANTITIES.len() {
+            let (a, b) = (QUANTITIES[i].name.as_bytes(), name.as_bytes());
+            if a.len() == b.len() {
+                let mut k = 0;
+                while k < a.len() && a[k] == b[k] {
+                    k += 1;
+                }
+                if k == a.len() {
+                    return Quantity(i as u16);
+                }
+            }
+            i += 1;
+        }
+        panic!("not a quantity of the table")
+    }
+
     pub fn def(self) -> &'static QuantityDef {
         &QUANTITIES[self.0 as usize]
     }
@@ -428,6 +449,9 @@ mod tests {
             assert!(q.def().min < q.def().max, "{q}");
         }
         assert_eq!(Quantity::by_name("air_temp"), None);
+        for q in QUANTITIES {
+            assert_eq!(Some(Quantity::named(q.name)), Quantity::by_name(q.name));
+        }
     }
 
     #[test]

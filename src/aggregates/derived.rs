@@ -11,14 +11,15 @@ use crate::model::{DecodedValue, Quantity};
 /// Append dew point and heat index to one uplink's values when it has both air temperature
 /// and relative humidity (the same measurement, so the same time).
 pub fn add_derived(values: &mut Vec<DecodedValue>) {
-    let find = |name: &str| {
-        let q = Quantity::by_name(name)?;
-        values.iter().find(|v| v.quantity == q).map(|v| v.value)
-    };
-    let (Some(t), Some(rh)) = (find("air_temperature"), find("relative_humidity")) else { return };
-    let derived = [("dew_point_temperature", dew_point(t, rh)), ("heat_index", heat_index(t, rh))];
-    for (name, value) in derived {
-        if let (Some(quantity), Some(value)) = (Quantity::by_name(name), value) {
+    const AIR_TEMPERATURE: Quantity = Quantity::named("air_temperature");
+    const RELATIVE_HUMIDITY: Quantity = Quantity::named("relative_humidity");
+    const DEW_POINT: Quantity = Quantity::named("dew_point_temperature");
+    const HEAT_INDEX: Quantity = Quantity::named("heat_index");
+    let find = |q: Quantity| values.iter().find(|v| v.quantity == q).map(|v| v.value);
+    let (Some(t), Some(rh)) = (find(AIR_TEMPERATURE), find(RELATIVE_HUMIDITY)) else { return };
+    let derived = [(DEW_POINT, dew_point(t, rh)), (HEAT_INDEX, heat_index(t, rh))];
+    for (quantity, value) in derived {
+        if let Some(value) = value {
             if !values.iter().any(|v| v.quantity == quantity) {
                 // Hundredths of a degree: the resolution of the inputs, not of the formula.
                 let value = (value * 100.0).round() / 100.0;

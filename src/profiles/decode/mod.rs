@@ -186,7 +186,8 @@ impl BinaryLayout {
         }
         match &self.body {
             Body::Fixed(fields) => {
-                let mut out = Decoded { values: Vec::with_capacity(fields.len()), ..Default::default() };
+                // Two more: an uplink with air temperature and humidity gains dew point and heat index.
+                let mut out = Decoded { values: Vec::with_capacity(fields.len() + 2), ..Default::default() };
                 for f in fields {
                     f.decode_into(bytes, 0, &mut out).map_err(|()| too_short())?;
                 }
