@@ -96,7 +96,7 @@ fn dead_letters_get_increasing_ids_and_a_replay_lands_exactly_once() {
         WriteBatch {
             readings: vec![reading("x", "air_temperature", 60_000, 3.5, QualityFlag::Good)],
             seen: vec![(x.clone(), ms(5_000))],
-            districts: [(x, "Altstadt".to_owned())].into(),
+            districts: [(x, "Altstadt".to_owned())].into_iter().collect(),
             ..Default::default()
         }
     };
@@ -387,7 +387,7 @@ fn one_letter_per_message(store: &(impl CommitStore + ReadStore + AdminStore)) {
     let produced = WriteBatch {
         readings: vec![reading("x", "air_temperature", 60_000, 3.5, QualityFlag::Good)],
         seen: vec![(x.clone(), ms(5_000))],
-        districts: [(x, "Altstadt".to_owned())].into(),
+        districts: [(x, "Altstadt".to_owned())].into_iter().collect(),
         ..Default::default()
     };
     assert!(matches!(store.commit_replay(1, produced).unwrap(), ReplayOutcome::Stored { .. }));
