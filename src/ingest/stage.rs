@@ -3,8 +3,9 @@
 //! Whatever is waiting in the queue is taken as one batch (up to `ingest.max_batch`; when
 //! more than one message was waiting, with what arrives while messages keep coming, within
 //! `ingest.gather_ms`) and written in one durable transaction; only then are its messages
-//! acknowledged to the broker, in arrival order. A message that can't become readings becomes a dead letter in the same
-//! transaction, so every acknowledged message is either stored or dead-lettered.
+//! acknowledged to the broker, in arrival order. A message that can't become readings
+//! becomes a dead letter in the same transaction, so every acknowledged message is either
+//! stored or dead-lettered.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
