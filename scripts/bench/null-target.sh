@@ -6,6 +6,9 @@
 # usage (from the project root): [MESSNETZ_BIN=...] scripts/bench/null-target.sh N [ROUNDS]
 # (MESSNETZ__INFLUXDB__* settings in the environment apply to the runs with InfluxDB only)
 source "$(dirname "$0")/alone.sh"
+# One broker serves every run: each gateway starts a clean session, so none is handed messages
+# its predecessor took (Mosquitto 2.0.11 sends a resumed session tens of thousands again).
+export MESSNETZ__MQTT__CLEAN_SESSION=true
 TARGET=$(dirname "$0")/null-target.py
 cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f s (user %.2f, system %.2f)", ($14+$15)/t, $14/t, $15/t}' "/proc/$1/stat"; }
 # run NAME COUNT...: a fresh gateway takes the uplinks; done when COUNT reaches what N should give.
@@ -15,7 +18,8 @@ run() {
   kill -0 "$GW" 2>/dev/null || { echo "$name: the gateway did not start:"; tail -3 "$D/mn.log"; exit 1; }
   publish2
   for _ in $(seq 1 6000); do [ "$("$@")" -ge "$want" ] && break; sleep 0.02; done; T1=$(date +%s.%N)
-  echo "$name: $("$@")/$want in $(python3 -c "print(f'{$T1-$T0:.2f}')") s; gateway cpu $(cpu "$GW")"
+  echo "$name: $("$@")/$want in $(python3 -c "print(f'{$T1-$T0:.2f}')") s; gateway cpu $(cpu "$GW");" \
+    "messages taken $(metric messnetz_messages_received_total)"
   kill -TERM "$GW"; wait "$GW"
 }
 for r in $(seq 1 "$R"); do
