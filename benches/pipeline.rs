@@ -16,7 +16,9 @@
 //! MESSNETZ_BENCH_RECEIVED=now` is that job at a 25th of its size. Prints, per run, µs of this thread's CPU per uplink for decoding and for committing,
 //! and the readings flagged by the spike and stuck tests. MESSNETZ_BENCH_INFLUX=1 also does
 //! what an `[influxdb]` section adds to ingest: each uplink's readings encoded as spool lines
-//! (counted with decoding) and the lines packed and spooled in the commit.
+//! (counted with decoding) and the lines packed and spooled in the commit; nothing drains the
+//! spool, as while InfluxDB is away. With MESSNETZ_BENCH_GZIP=0 (`gzip = false`) the spool
+//! keeps the lines as text.
 //!
 //! `cargo bench --bench pipeline` (from the project root: it reads the demo's devices and the
 //! bundled profiles).
@@ -64,8 +66,9 @@ fn main() {
     let as_now = std::env::var("MESSNETZ_BENCH_RECEIVED").is_ok_and(|v| v == "now");
     let spool = (env("MESSNETZ_BENCH_INFLUX", 0) == 1).then(|| {
         // The defaults of an `[influxdb]` section; nothing is sent.
-        let influx: messnetz::config::InfluxSettings =
-            toml::from_str("url = \"http://127.0.0.1:9\"\norg = \"o\"\nbucket = \"b\"\n").expect("an influxdb section");
+        let section =
+            format!("url = \"http://127.0.0.1:9\"\norg = \"o\"\nbucket = \"b\"\ngzip = {}\n", env("MESSNETZ_BENCH_GZIP", 1) == 1);
+        let influx: messnetz::config::InfluxSettings = toml::from_str(&section).expect("an influxdb section");
         messnetz::sinks::influx::Spool::new(&influx, std::sync::Arc::new(messnetz::metrics::Metrics::default()), 0)
     });
     let base = Utc::now().timestamp() - back;
