@@ -2,7 +2,8 @@
 # What the gateway's own InfluxDB path adds, without the time-series server's work on the same
 # cores: the harness's uplinks, once to the embedded store alone and once more with the InfluxDB
 # writer sending to scripts/bench/null-target.py (which counts lines and keeps nothing), a fresh
-# gateway each time, round by round. Prints each run's time and the gateway's CPU to the tick.
+# gateway each time, round by round. Prints each run's time, the gateway's CPU to the tick and
+# the messages it took.
 # usage (from the project root): [MESSNETZ_BIN=...] scripts/bench/null-target.sh N [ROUNDS]
 # (MESSNETZ__INFLUXDB__* settings in the environment apply to the runs with InfluxDB only)
 source "$(dirname "$0")/alone.sh"
