@@ -1,5 +1,6 @@
-# Sourced by drain.sh and catch-up.sh: the harness's broker and uplinks, and the gateway run
-# alone on them. Sets N, R, BIN and LIB from "$@" (N [ROUNDS]) and the environment.
+# Sourced by drain.sh, catch-up.sh, null-target.sh and redelivery.sh: the harness's broker and
+# uplinks, and the gateway run alone on them. Sets N, R, BIN and LIB from "$@" (N [ROUNDS]) and
+# the environment.
 set -u
 N=$1; R=${2:-1}
 BIN=${MESSNETZ_BIN:-$(pwd)/target/release/messnetz}
@@ -18,3 +19,10 @@ gateway() {
 }
 # A counter or gauge of the gateway's /metrics, as an integer (0 if absent).
 metric() { curl -s http://127.0.0.1:18080/metrics | awk -v m="$1" '$1==m {print int($2); f=1} END {if (!f) print 0}'; }
+# until_reached WANT CMD...: run CMD (it prints an integer) every 20 ms until it prints WANT or
+# more, for at most two minutes; sets C (what it printed last) and T1 (when polling stopped).
+until_reached() {
+  local want=$1; shift; C=0
+  for _ in $(seq 1 6000); do C=$("$@"); [ "$C" -ge "$want" ] && break; sleep 0.02; done
+  T1=$(date +%s.%N)
+}

@@ -9,7 +9,7 @@ export MESSNETZ__INFLUXDB__URL=http://127.0.0.1:18428 MESSNETZ__INFLUXDB__ORG=ci
 for r in $(seq 1 "$R"); do
   gateway; PIDS+=("$GW")
   publish2
-  for _ in $(seq 1 2400); do [ "$(metric messnetz_messages_acked_total)" -ge "$N" ] && break; sleep 0.05; done
+  until_reached "$N" metric messnetz_messages_acked_total
   SPOOLED=$(metric messnetz_influx_spool_readings)
   rm -rf "$W/vm"; start_vm; VM=${PIDS[-1]}; T0=$(date +%s.%N)
   for _ in $(seq 1 3000); do [ "$(metric messnetz_influx_spool_readings)" -eq 0 ] && break; sleep 0.02; done; T1=$(date +%s.%N)

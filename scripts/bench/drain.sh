@@ -16,7 +16,7 @@ for r in $(seq 1 "$R"); do
   publish2
   T0=$(date +%s.%N); gateway "$D"; PIDS+=("$GW")
   if [ "${MODE:-embedded}" = embedded ]; then # polled often: a drain takes seconds
-    C=0; for _ in $(seq 1 2400); do C=$(metric messnetz_messages_acked_total); [ "$C" -ge "$N" ] && break; sleep 0.025; done; T1=$(date +%s.%N)
+    until_reached "$N" metric messnetz_messages_acked_total
   else wait_count vm_count '{__name__="air_temperature_value",device="demo-lht65"}'; fi
   echo "drain round $r: $C/$N in $(python3 -c "print(f'{$T1-$T0:.2f}')") s, $(python3 -c "print(f'{$C/($T1-$T0):.0f}')") msg/s;" \
     "gateway cpu $(awk '{printf "%.2f", ($14+$15)/100}' /proc/$GW/stat) s, peak RSS $(awk '/VmHWM/ {print int($2/1024)}' /proc/$GW/status) MB"

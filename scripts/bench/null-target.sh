@@ -18,8 +18,8 @@ run() {
   gateway; PIDS+=("$GW"); sleep 0.5
   kill -0 "$GW" 2>/dev/null || { echo "$name: the gateway did not start:"; tail -3 "$D/mn.log"; exit 1; }
   publish2
-  for _ in $(seq 1 6000); do [ "$("$@")" -ge "$want" ] && break; sleep 0.02; done; T1=$(date +%s.%N)
-  echo "$name: $("$@")/$want in $(python3 -c "print(f'{$T1-$T0:.2f}')") s; gateway cpu $(cpu "$GW");" \
+  until_reached "$want" "$@"
+  echo "$name: $C/$want in $(python3 -c "print(f'{$T1-$T0:.2f}')") s; gateway cpu $(cpu "$GW");" \
     "messages taken $(metric messnetz_messages_received_total)"
   kill -TERM "$GW"; wait "$GW"
 }

@@ -6,7 +6,7 @@
 source "$(dirname "$0")/alone.sh"
 gateway; PIDS+=("$GW"); sleep 0.5
 publish2
-for _ in $(seq 1 6000); do [ "$(metric messnetz_messages_acked_total)" -ge "$N" ] && break; sleep 0.02; done
+until_reached "$N" metric messnetz_messages_acked_total
 echo "gateway: took $(metric messnetz_messages_received_total), acknowledged $(metric messnetz_messages_acked_total); stopped"
 kill -TERM "$GW"; wait "$GW"
 gateway; PIDS+=("$GW"); sleep 3
