@@ -108,7 +108,11 @@ fn main() {
                         if let Some(spool) = &spool {
                             spool.encode(&batch.readings[first..], &device, &mut batch.outbox);
                         }
-                        batch.seen.push((device.id.clone(), received_at))
+                        batch.seen.push((device.id.clone(), received_at));
+                        // As the ingest stage does: an open device's readings go into its district's rollups.
+                        if devices.counts_in_district(&device) && !batch.districts.contains_key(&device.id) {
+                            batch.districts.insert(device.id.clone(), device.district.clone());
+                        }
                     }
                     other => panic!("the harness's uplink was not stored: {other:?}"),
                 }
