@@ -159,16 +159,18 @@ impl Window {
     }
 }
 
-/// A window within one district: quantity name, interval code, window start (ms).
-pub type DistrictWindow = (&'static str, u8, i64);
+/// A window within one district: quantity, interval code, window start (ms).
+pub type DistrictWindow = (crate::model::Quantity, u8, i64);
 
 /// A batch's readings folded into per-window deltas, ready to merge into the store.
 #[derive(Debug, Default)]
 pub struct RollupDelta {
-    /// By district name, then window: a reading costs one lookup of its district (no
-    /// allocation once the district is there) and three small-key updates, hashed with
-    /// FxHash (the keys are the gateway's own, not a client's).
-    pub windows: FxHashMap<String, FxHashMap<DistrictWindow, Window>>,
+    /// By district name, then quantity and ten-minute window start: a reading costs one
+    /// lookup of its district (no allocation once the district is there) and one small-key
+    /// update, hashed with FxHash (the keys are the gateway's own, not a client's). Hours and
+    /// days are merged from these in [`RollupDelta::windows`], as the store merges them when
+    /// it recomputes a window.
+    ten_minutes: FxHashMap<String, FxHashMap<(crate::model::Quantity, i64), Window>>,
 }
 
 impl RollupDelta {
@@ -188,23 +190,37 @@ impl RollupDelta {
         value: f64,
         flag: QualityFlag,
     ) {
-        let windows = match self.windows.get_mut(district) {
+        let windows = match self.ten_minutes.get_mut(district) {
             Some(w) => w,
-            None => self.windows.entry(district.to_owned()).or_default(),
+            None => self.ten_minutes.entry(district.to_owned()).or_default(),
         };
-        for interval in Interval::ALL {
-            let key = (quantity.name(), interval.code(), interval.window_start(t_ms));
-            windows.entry(key).or_insert(Window::EMPTY).add(value, t_ms, flag);
-        }
+        let key = (quantity, Interval::TenMinutes.window_start(t_ms));
+        windows.entry(key).or_insert(Window::EMPTY).add(value, t_ms, flag);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.windows.is_empty()
+        self.ten_minutes.is_empty()
+    }
+
+    /// Every window the delta touches, by district: its ten-minute windows and the hours and
+    /// days merged from them.
+    pub fn windows(&self) -> impl Iterator<Item = (&str, FxHashMap<DistrictWindow, Window>)> {
+        self.ten_minutes.iter().map(|(district, tens)| {
+            let mut all = FxHashMap::with_capacity_and_hasher(3 * tens.len(), Default::default());
+            for (&(quantity, start), w) in tens {
+                all.insert((quantity, Interval::TenMinutes.code(), start), *w);
+                for interval in [Interval::Hour, Interval::Day] {
+                    let key = (quantity, interval.code(), interval.window_start(start));
+                    all.entry(key).or_insert(Window::EMPTY).merge(w);
+                }
+            }
+            (district.as_str(), all)
+        })
     }
 
     /// Number of district windows the delta touches.
     pub fn len(&self) -> usize {
-        self.windows.values().map(FxHashMap::len).sum()
+        self.windows().map(|(_, w)| w.len()).sum()
     }
 }
 

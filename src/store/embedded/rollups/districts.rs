@@ -20,10 +20,10 @@ use crate::store::embedded::tables::{DEVICE_DISTRICT, EXTENTS, READINGS, ROLLUPS
 /// Merge a batch's deltas into the stored windows.
 pub(in crate::store::embedded) fn apply(tx: &WriteTransaction, delta: &RollupDelta) -> Result<(), StoreError> {
     let mut table = tx.open_table(ROLLUPS).map_err(engine)?;
-    for (district, windows) in &delta.windows {
-        let scope = Scope::District(district.clone()).key();
-        for ((quantity, code, start), d) in windows {
-            let key = (scope.as_str(), *quantity, *code, *start);
+    for (district, windows) in delta.windows() {
+        let scope = Scope::District(district.to_owned()).key();
+        for ((quantity, code, start), d) in &windows {
+            let key = (scope.as_str(), quantity.name(), *code, *start);
             let mut w = match table.get(key).map_err(engine)? {
                 Some(old) => Window::from_tuple(old.value()),
                 None => Window::EMPTY,
