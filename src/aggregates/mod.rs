@@ -281,4 +281,39 @@ mod tests {
         empty.merge(&Window::EMPTY);
         assert_eq!(empty.mean(), None);
     }
+
+    #[test]
+    fn a_deltas_hours_and_days_hold_every_reading_of_their_ten_minute_windows() {
+        let t = crate::model::Quantity::named("air_temperature");
+        let rh = crate::model::Quantity::named("relative_humidity");
+        let day = 20_000 * Interval::Day.millis();
+        // Two ten-minute windows of one hour, another hour of the day, and the next day.
+        let readings = [
+            (t, day + 60_000, 4.0, QualityFlag::Good),
+            (t, day + 540_000, 6.0, QualityFlag::Suspect),
+            (t, day + 600_000, 8.0, QualityFlag::Good),
+            (t, day + 610_000, 99.0, QualityFlag::Bad),
+            (t, day + 7_200_000, 2.0, QualityFlag::Good),
+            (t, day + Interval::Day.millis(), 1.0, QualityFlag::Good),
+            (rh, day + 60_000, 50.0, QualityFlag::Good),
+        ];
+        let mut delta = RollupDelta::default();
+        for (q, ms, v, f) in readings {
+            delta.add_to_district("Altstadt", q, ms, v, f);
+        }
+        delta.add_to_district("Au", t, day, 3.0, QualityFlag::Good);
+        // What adding each reading to each of its windows gives.
+        let mut want: FxHashMap<(&str, DistrictWindow), Window> = FxHashMap::default();
+        for (z, (q, ms, v, f)) in readings.iter().map(|r| ("Altstadt", *r)).chain([("Au", (t, day, 3.0, QualityFlag::Good))]) {
+            for interval in Interval::ALL {
+                want.entry((z, (q, interval.code(), interval.window_start(ms)))).or_insert(Window::EMPTY).add(v, ms, f);
+            }
+        }
+        let got: FxHashMap<(&str, DistrictWindow), Window> =
+            delta.windows().flat_map(|(z, windows)| windows.into_iter().map(move |(k, w)| ((z, k), w))).collect();
+        assert_eq!(got, want);
+        assert_eq!(delta.len(), want.len());
+        let hour = got[&("Altstadt", (t, Interval::Hour.code(), day))];
+        assert_eq!((hour.count, hour.excluded, hour.sum, hour.last, hour.last_time), (3, 1, 18.0, 8.0, day + 600_000));
+    }
 }
