@@ -34,7 +34,7 @@ use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use messnetz::config::MessageFormat;
 use messnetz::ingest::pipeline::Tally;
-use messnetz::ingest::{Message, Outcome, Pipeline};
+use messnetz::ingest::{readings_taken, Message, Outcome, Pipeline};
 use messnetz::quality::QualityControl;
 use messnetz::sources::lorawan_keys::SessionKeys;
 use messnetz::store::{CommitStore, EmbeddedStore, WriteBatch};
@@ -104,15 +104,9 @@ fn main() {
                 let first = batch.readings.len();
                 let (outcome, _) = pipeline.process(&m, &mut qc, |_| Ok(None), &mut batch.readings);
                 match outcome {
+                    // What the ingest stage adds with them (spool lines, last seen, district).
                     Outcome::Readings { device } => {
-                        if let Some(spool) = &spool {
-                            spool.encode(&batch.readings[first..], &device, &mut batch.outbox);
-                        }
-                        batch.seen.push((device.id.clone(), received_at));
-                        // As the ingest stage does: an open device's readings go into its district's rollups.
-                        if devices.counts_in_district(&device) && !batch.districts.contains_key(&device.id) {
-                            batch.districts.insert(device.id.clone(), device.district.clone());
-                        }
+                        readings_taken(&mut batch, first, &device, received_at, &devices, spool.as_ref())
                     }
                     other => panic!("the harness's uplink was not stored: {other:?}"),
                 }

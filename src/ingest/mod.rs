@@ -11,4 +11,4 @@ mod stage;
 
 pub use pipeline::{Message, Outcome, Pipeline};
 pub use rejection::Rejection;
-pub use stage::Ingest;
+pub use stage::{readings_taken, Ingest};

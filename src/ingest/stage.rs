@@ -16,11 +16,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
-use crate::devices::DeviceRegistry;
+use chrono::{DateTime, Utc};
+
+use crate::devices::{Device, DeviceRegistry};
 use crate::metrics::Metrics;
 use crate::profiles::ProfileSet;
 use crate::quality;
 use crate::registry::Registry;
+use crate::sinks::influx::Spool;
 use crate::sources::{Ack, AckError, Acknowledger, Inbound};
 use crate::store::{DeadLetter, Store, StoreError, WriteBatch};
 
@@ -52,7 +55,7 @@ pub struct Ingest {
     /// How long without a message ends the gathering early (`ingest.gather_quiet_ms`).
     pub quiet: Duration,
     /// The InfluxDB spool, when `[influxdb]` is on: readings are spooled in the same commit.
-    pub spool: Option<Arc<crate::sinks::influx::Spool>>,
+    pub spool: Option<Arc<Spool>>,
     /// ABP session keys for raw LoRaWAN frames (`format = "lorawan"`); empty without any.
     pub lorawan: Arc<crate::sources::lorawan_keys::SessionKeys>,
 }
@@ -258,13 +261,7 @@ impl Ingest {
         }
         match outcome {
             Outcome::Readings { device } => {
-                if let Some(spool) = &self.spool {
-                    spool.encode(&batch.readings[first..], &device, &mut batch.outbox);
-                }
-                batch.seen.push((device.id.clone(), m.received_at));
-                if pipeline.devices.counts_in_district(&device) && !batch.districts.contains_key(&device.id) {
-                    batch.districts.insert(device.id.clone(), device.district.clone());
-                }
+                readings_taken(batch, first, &device, m.received_at, pipeline.devices, self.spool.as_deref())
             }
             Outcome::Skipped => {}
             Outcome::Rejected { rejection, device } => batch.dead_letters.push(DeadLetter {
@@ -292,7 +289,7 @@ impl Ingest {
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-        spool: Option<Arc<crate::sinks::influx::Spool>>,
+        spool: Option<Arc<Spool>>,
         lorawan: Arc<crate::sources::lorawan_keys::SessionKeys>,
     ) -> Self {
         Self {
@@ -344,5 +341,25 @@ impl Ingest {
             }
         }
         Ok(outcome)
+    }
+}
+
+/// What the readings of one message, from `first` on in `batch.readings`, bring to the batch
+/// besides themselves: their InfluxDB lines (with a spool), the device's last-seen time, and
+/// for an open device its district, so they count towards the district's rollups.
+pub fn readings_taken(
+    batch: &mut WriteBatch,
+    first: usize,
+    device: &Arc<Device>,
+    received_at: DateTime<Utc>,
+    devices: &DeviceRegistry,
+    spool: Option<&Spool>,
+) {
+    if let Some(spool) = spool {
+        spool.encode(&batch.readings[first..], device, &mut batch.outbox);
+    }
+    batch.seen.push((device.id.clone(), received_at));
+    if devices.counts_in_district(device) && !batch.districts.contains_key(&device.id) {
+        batch.districts.insert(device.id.clone(), device.district.clone());
     }
 }
